@@ -1,5 +1,12 @@
 //! `ncsn`: score-based generative modelling from scratch.
 #![warn(missing_docs)]
 
+pub mod autograd;
 pub mod error;
+pub mod nn;
+pub mod optim;
+pub mod tensor;
+
+pub use autograd::{Gradients, backward, grad, grad_with};
 pub use error::{Error, Result};
+pub use tensor::{Tensor, no_grad};

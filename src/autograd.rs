@@ -1,0 +1,214 @@
+//! Reverse-mode automatic differentiation, to any order.
+//!
+//! Every tensor computed while gradients are recorded remembers its [`Op`](crate::tensor) and the
+//! tensors it read. [`grad`] walks that graph once, from the outputs back to the inputs, in reverse
+//! topological order, and at each node applies the op's vector-Jacobian product (VJP): given
+//! ḡ = ∂L/∂out it returns ∂L/∂input = ḡ·∂out/∂input for each input.
+//!
+//! The VJPs are themselves written with tensor ops. With `create_graph = false` they run under
+//! [`no_grad`](crate::tensor::no_grad) and record nothing. With `create_graph = true` they are
+//! recorded like any other computation, so the gradient is a tensor with a graph of its own and
+//! can be differentiated again — what `torch.autograd.grad(..., create_graph=True)` does, and what
+//! exact and sliced score matching need, since their objectives contain ∇ₓ s_θ(x).
+
+use crate::tensor::{Tensor, TensorId, with_grad_mode};
+use std::collections::{HashMap, HashSet};
+
+/// Gradients from [`backward`] or [`Tensor::backward`], keyed by tensor id.
+#[derive(Default, Clone)]
+pub struct Gradients(HashMap<TensorId, Tensor>);
+
+impl Gradients {
+    /// The gradient of `t`, if it received one.
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.0.get(&t.id())
+    }
+
+    /// Adds another set of gradients to this one (accumulation over several backward passes,
+    /// as `.grad` accumulates in PyTorch).
+    pub fn accumulate(&mut self, other: Gradients) {
+        for (id, g) in other.0 {
+            match self.0.remove(&id) {
+                Some(prev) => self.0.insert(id, prev.add(&g)),
+                None => self.0.insert(id, g),
+            };
+        }
+    }
+
+    /// Sets or replaces the gradient of `t`.
+    pub fn insert(&mut self, t: &Tensor, g: Tensor) {
+        self.0.insert(t.id(), g);
+    }
+
+    /// How many tensors have a gradient.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no tensor has a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The nodes that can reach a tensor requiring grad, in topological order (inputs before the
+/// tensors made from them). Iterative, so deep graphs cannot overflow the stack.
+fn topological_order(outputs: &[&Tensor]) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    // (node, whether its inputs have been pushed already)
+    let mut stack: Vec<(Tensor, bool)> = outputs
+        .iter()
+        .filter(|t| t.requires_grad())
+        .map(|t| ((*t).clone(), false))
+        .collect();
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(op) = t.op() {
+            for input in op.inputs() {
+                if input.requires_grad() && !seen.contains(&input.id()) {
+                    stack.push((input.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}
+
+// ANCHOR: backward_walk
+/// The walk shared by [`grad`] and [`backward`]: propagates `seeds` (gradients of the outputs)
+/// back through the graph and returns the gradients of the nodes `keep` selects.
+fn propagate(
+    seeds: Vec<(Tensor, Tensor)>,
+    targets: Option<&HashSet<TensorId>>,
+    create_graph: bool,
+) -> HashMap<TensorId, Tensor> {
+    let outputs: Vec<&Tensor> = seeds.iter().map(|(t, _)| t).collect();
+    let order = topological_order(&outputs);
+
+    // A node matters if it is a target or one of its inputs matters: gradients flowing anywhere
+    // else (for instance into parameters while we want ∇ₓ only) are never computed.
+    let mut needed: HashSet<TensorId> = HashSet::new();
+    for t in &order {
+        let is_target = match targets {
+            Some(ts) => ts.contains(&t.id()),
+            None => t.is_leaf(),
+        };
+        let feeds_target = t
+            .op()
+            .is_some_and(|op| op.inputs().iter().any(|i| needed.contains(&i.id())));
+        if is_target || feeds_target {
+            needed.insert(t.id());
+        }
+    }
+
+    with_grad_mode(create_graph, || {
+        let mut grads: HashMap<TensorId, Tensor> = HashMap::new();
+        for (t, g) in seeds {
+            accumulate(&mut grads, t.id(), g);
+        }
+        let mut result = HashMap::new();
+        for node in order.iter().rev() {
+            let Some(g) = grads.remove(&node.id()) else {
+                continue;
+            };
+            if let Some(op) = node.op() {
+                let inputs = op.inputs();
+                let need: Vec<bool> = inputs.iter().map(|i| needed.contains(&i.id())).collect();
+                if need.iter().any(|&n| n) {
+                    for (input, gi) in inputs.iter().zip(op.vjp(node, &g, &need)) {
+                        if let Some(gi) = gi {
+                            accumulate(&mut grads, input.id(), gi);
+                        }
+                    }
+                }
+            }
+            let is_target = match targets {
+                Some(ts) => ts.contains(&node.id()),
+                None => node.is_leaf(),
+            };
+            if is_target {
+                result.insert(node.id(), g);
+            }
+        }
+        result
+    })
+}
+// ANCHOR_END: backward_walk
+
+fn accumulate(grads: &mut HashMap<TensorId, Tensor>, id: TensorId, g: Tensor) {
+    match grads.remove(&id) {
+        Some(prev) => grads.insert(id, prev.add(&g)),
+        None => grads.insert(id, g),
+    };
+}
+
+/// The gradient of the sum of `outputs` with respect to each of `inputs`, like
+/// `torch.autograd.grad(outputs, inputs, grad_outputs=ones, create_graph=...)`. An input the
+/// outputs do not depend on gets zeros. With `create_graph` the returned gradients carry a graph
+/// and can be differentiated again.
+pub fn grad(outputs: &[&Tensor], inputs: &[&Tensor], create_graph: bool) -> Vec<Tensor> {
+    let cotangents: Vec<Tensor> = outputs.iter().map(|o| o.ones_like()).collect();
+    grad_with(outputs, &cotangents, inputs, create_graph)
+}
+
+/// Vector-Jacobian products: the gradient of Σᵢ ⟨cotangentsᵢ, outputsᵢ⟩ with respect to each
+/// input. Each cotangent must have its output's shape.
+pub fn grad_with(
+    outputs: &[&Tensor],
+    cotangents: &[Tensor],
+    inputs: &[&Tensor],
+    create_graph: bool,
+) -> Vec<Tensor> {
+    assert_eq!(
+        outputs.len(),
+        cotangents.len(),
+        "grad_with: {} outputs but {} cotangents",
+        outputs.len(),
+        cotangents.len()
+    );
+    for (o, c) in outputs.iter().zip(cotangents) {
+        assert_eq!(
+            o.shape(),
+            c.shape(),
+            "grad_with: cotangent of shape {:?} for output of shape {:?}",
+            c.shape(),
+            o.shape()
+        );
+    }
+    let targets: HashSet<TensorId> = inputs.iter().map(|t| t.id()).collect();
+    let seeds = outputs
+        .iter()
+        .zip(cotangents)
+        .map(|(o, c)| ((*o).clone(), c.clone()))
+        .collect();
+    let mut grads = propagate(seeds, Some(&targets), create_graph);
+    inputs
+        .iter()
+        .map(|t| grads.remove(&t.id()).unwrap_or_else(|| t.zeros_like()))
+        .collect()
+}
+
+/// The gradients of `loss` (summed if not a scalar) with respect to every leaf that requires a
+/// gradient — typically all parameters — for an optimizer step. Records no graph.
+pub fn backward(loss: &Tensor) -> Gradients {
+    Gradients(propagate(
+        vec![(loss.clone(), loss.ones_like())],
+        None,
+        false,
+    ))
+}
+
+impl Tensor {
+    /// [`backward`] on this tensor.
+    pub fn backward(&self) -> Gradients {
+        backward(self)
+    }
+}

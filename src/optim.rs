@@ -1,0 +1,306 @@
+//! Optimizers that update named parameters in place: [`Sgd`], [`Adam`], and an exponential moving
+//! average of parameters, [`Ema`].
+//!
+//! The update rules are PyTorch's (`torch.optim.SGD`, `torch.optim.Adam`, single-tensor
+//! implementations), written out so that a step can be checked by hand; the reference NCSN code
+//! trains with Adam (lr 1e-3, β = (0.9, 0.999), no weight decay, amsgrad off) and samples with an
+//! EMA of the weights (μ = 0.999) in its later version.
+
+use crate::autograd::Gradients;
+use crate::tensor::Tensor;
+use ndarray::{ArrayD, IxDyn, Zip};
+use std::collections::BTreeMap;
+
+/// Stochastic gradient descent with momentum, PyTorch's `torch.optim.SGD`.
+pub struct Sgd {
+    params: Vec<(String, Tensor)>,
+    /// The settings.
+    pub config: SgdConfig,
+    momentum_buffers: Vec<Option<ArrayD<f32>>>,
+}
+
+/// Settings of [`Sgd`].
+#[derive(Clone, Copy, Debug)]
+pub struct SgdConfig {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum factor (0 for plain SGD).
+    pub momentum: f32,
+    /// Dampening of the momentum buffer's new term.
+    pub dampening: f32,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+}
+
+impl SgdConfig {
+    /// Plain SGD with learning rate `lr`.
+    pub fn new(lr: f32) -> Self {
+        SgdConfig {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+impl Sgd {
+    /// An optimizer over the given named parameters (e.g. `store.named_params()`).
+    pub fn new(params: Vec<(String, Tensor)>, config: SgdConfig) -> Self {
+        let n = params.len();
+        Sgd {
+            params,
+            config,
+            momentum_buffers: vec![None; n],
+        }
+    }
+
+    /// One update from `grads`; parameters without a gradient are left alone.
+    // ANCHOR: sgd_step
+    pub fn step(&mut self, grads: &Gradients) {
+        let c = self.config;
+        for ((_, p), buf) in self.params.iter().zip(&mut self.momentum_buffers) {
+            let Some(g) = grads.get(p) else { continue };
+            let mut d = g.to_array(); // d = g + λ·p
+            if c.weight_decay != 0.0 {
+                d.scaled_add(c.weight_decay, &p.storage());
+            }
+            if c.momentum != 0.0 {
+                let b = match buf.take() {
+                    None => d.clone(), // first step: buf = d
+                    Some(mut b) => {
+                        b.zip_mut_with(&d, |b, &d| *b = c.momentum * *b + (1.0 - c.dampening) * d);
+                        b
+                    }
+                };
+                if c.nesterov {
+                    d.zip_mut_with(&b, |d, &b| *d += c.momentum * b)
+                } else {
+                    d.assign(&b)
+                }
+                *buf = Some(b);
+            }
+            p.update_data(|p| p.scaled_add(-c.lr, &d)); // p ← p − lr·d
+        }
+    }
+    // ANCHOR_END: sgd_step
+}
+
+/// Settings of [`Adam`]; the defaults are PyTorch's.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamConfig {
+    /// Learning rate (1e-3).
+    pub lr: f32,
+    /// Decay of the first-moment average (0.9).
+    pub beta1: f32,
+    /// Decay of the second-moment average (0.999).
+    pub beta2: f32,
+    /// Added to the denominator after the square root (1e-8).
+    pub eps: f32,
+    /// L2 penalty added to the gradient (0).
+    pub weight_decay: f32,
+    /// Use the running maximum of the second moment (AMSGrad).
+    pub amsgrad: bool,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+        }
+    }
+}
+
+/// The per-parameter state of [`Adam`].
+#[derive(Clone)]
+struct AdamState {
+    step: u64,
+    exp_avg: ArrayD<f32>,
+    exp_avg_sq: ArrayD<f32>,
+    max_exp_avg_sq: Option<ArrayD<f32>>,
+}
+
+/// Adam (Kingma & Ba), with PyTorch's bias correction, weight decay and AMSGrad flag.
+pub struct Adam {
+    params: Vec<(String, Tensor)>,
+    /// The settings.
+    pub config: AdamConfig,
+    state: Vec<Option<AdamState>>,
+}
+
+impl Adam {
+    /// An optimizer over the given named parameters (e.g. `store.named_params()`).
+    pub fn new(params: Vec<(String, Tensor)>, config: AdamConfig) -> Self {
+        let n = params.len();
+        Adam {
+            params,
+            config,
+            state: vec![None; n],
+        }
+    }
+
+    /// One update from `grads`; parameters without a gradient are left alone (and their step
+    /// count does not advance), as in PyTorch.
+    // ANCHOR: adam_step
+    pub fn step(&mut self, grads: &Gradients) {
+        let c = self.config;
+        for ((_, p), state) in self.params.iter().zip(&mut self.state) {
+            let Some(g) = grads.get(p) else { continue };
+            let shape = IxDyn(p.shape());
+            let s = state.get_or_insert_with(|| AdamState {
+                step: 0,
+                exp_avg: ArrayD::zeros(shape.clone()),
+                exp_avg_sq: ArrayD::zeros(shape.clone()),
+                max_exp_avg_sq: c.amsgrad.then(|| ArrayD::zeros(shape.clone())),
+            });
+            s.step += 1;
+            let bias1 = 1.0 - c.beta1.powi(s.step as i32);
+            let bias2_sqrt = (1.0 - c.beta2.powi(s.step as i32)).sqrt();
+            let step_size = c.lr / bias1;
+            let g = g.storage();
+            let (b1, b2, eps, wd) = (c.beta1, c.beta2, c.eps, c.weight_decay);
+            p.update_data(|p| match s.max_exp_avg_sq.as_mut() {
+                None => Zip::from(p)
+                    .and(&g)
+                    .and(&mut s.exp_avg)
+                    .and(&mut s.exp_avg_sq)
+                    .for_each(|p, &g, m, v| {
+                        let g = g + wd * *p; //                         g ← g + λ·p
+                        *m = b1 * *m + (1.0 - b1) * g; //               m ← β₁m + (1 − β₁)g
+                        *v = b2 * *v + (1.0 - b2) * g * g; //           v ← β₂v + (1 − β₂)g²
+                        let denom = v.sqrt() / bias2_sqrt + eps; //     √(v/(1 − β₂ᵗ)) + ε
+                        *p -= step_size * *m / denom; //                p ← p − lr/(1 − β₁ᵗ)·m/denom
+                    }),
+                Some(vmax) => Zip::from(p)
+                    .and(&g)
+                    .and(&mut s.exp_avg)
+                    .and(&mut s.exp_avg_sq)
+                    .and(vmax)
+                    .for_each(|p, &g, m, v, vmax| {
+                        let g = g + wd * *p;
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        *vmax = vmax.max(*v); //                    AMSGrad: the running maximum of v
+                        let denom = vmax.sqrt() / bias2_sqrt + eps;
+                        *p -= step_size * *m / denom;
+                    }),
+            });
+        }
+    }
+    // ANCHOR_END: adam_step
+
+    /// The optimizer state for a checkpoint: tensors named `<param>.exp_avg`, `<param>.exp_avg_sq`
+    /// (and `<param>.max_exp_avg_sq`), and the step count of each parameter as metadata
+    /// `<param>.step`.
+    pub fn state_dict(&self) -> (Vec<(String, ArrayD<f32>)>, BTreeMap<String, String>) {
+        let mut tensors = Vec::new();
+        let mut meta = BTreeMap::new();
+        for ((name, _), s) in self.params.iter().zip(&self.state) {
+            let Some(s) = s else { continue };
+            tensors.push((format!("{name}.exp_avg"), s.exp_avg.clone()));
+            tensors.push((format!("{name}.exp_avg_sq"), s.exp_avg_sq.clone()));
+            if let Some(m) = &s.max_exp_avg_sq {
+                tensors.push((format!("{name}.max_exp_avg_sq"), m.clone()));
+            }
+            meta.insert(format!("{name}.step"), s.step.to_string());
+        }
+        (tensors, meta)
+    }
+
+    /// Restores a state written by [`Adam::state_dict`]. Checks everything first and changes
+    /// nothing on error.
+    pub fn load_state_dict(
+        &mut self,
+        tensors: &BTreeMap<String, ArrayD<f32>>,
+        meta: &BTreeMap<String, String>,
+    ) -> crate::Result<()> {
+        let mut new_state = Vec::with_capacity(self.params.len());
+        for (name, p) in &self.params {
+            let Some(step) = meta.get(&format!("{name}.step")) else {
+                new_state.push(None);
+                continue;
+            };
+            let step: u64 = step.parse().map_err(|_| {
+                crate::Error::Invalid(format!(
+                    "optimizer state: bad step count `{step}` for `{name}`"
+                ))
+            })?;
+            let fetch = |suffix: &str| -> crate::Result<ArrayD<f32>> {
+                let key = format!("{name}.{suffix}");
+                let t = tensors.get(&key).ok_or_else(|| {
+                    crate::Error::Invalid(format!("optimizer state: missing tensor `{key}`"))
+                })?;
+                if t.shape() != p.shape() {
+                    return Err(crate::Error::Invalid(format!(
+                        "optimizer state: `{key}` has shape {:?}, parameter has {:?}",
+                        t.shape(),
+                        p.shape()
+                    )));
+                }
+                Ok(t.clone())
+            };
+            let max_exp_avg_sq = if self.config.amsgrad {
+                Some(fetch("max_exp_avg_sq")?)
+            } else {
+                None
+            };
+            new_state.push(Some(AdamState {
+                step,
+                exp_avg: fetch("exp_avg")?,
+                exp_avg_sq: fetch("exp_avg_sq")?,
+                max_exp_avg_sq,
+            }));
+        }
+        self.state = new_state;
+        Ok(())
+    }
+}
+
+/// An exponential moving average of parameters, as the reference's `EMAHelper`:
+/// shadow ← (1 − μ)·param + μ·shadow after each optimizer step.
+pub struct Ema {
+    /// The decay μ (the reference uses 0.999).
+    pub mu: f32,
+    params: Vec<(String, Tensor)>,
+    shadow: Vec<ArrayD<f32>>,
+}
+
+impl Ema {
+    /// Starts the average at the parameters' current values.
+    pub fn new(params: Vec<(String, Tensor)>, mu: f32) -> Self {
+        let shadow = params.iter().map(|(_, p)| p.to_array()).collect();
+        Ema { mu, params, shadow }
+    }
+
+    /// Folds the parameters' current values into the average.
+    pub fn update(&mut self) {
+        for ((_, p), s) in self.params.iter().zip(&mut self.shadow) {
+            let mu = self.mu;
+            s.zip_mut_with(&p.storage(), |s, &p| *s = (1.0 - mu) * p + mu * *s);
+        }
+    }
+
+    /// The averaged values with their parameter names.
+    pub fn shadow(&self) -> Vec<(String, ArrayD<f32>)> {
+        self.params
+            .iter()
+            .map(|(n, _)| n.clone())
+            .zip(self.shadow.iter().cloned())
+            .collect()
+    }
+
+    /// Writes the averaged values into the parameters (e.g. before sampling).
+    pub fn copy_to_params(&self) {
+        for ((_, p), s) in self.params.iter().zip(&self.shadow) {
+            p.set_data(s.clone());
+        }
+    }
+}

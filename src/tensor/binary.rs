@@ -1,0 +1,223 @@
+//! Elementwise functions of two tensors with NumPy broadcasting, comparisons and `where_`.
+//!
+//! Broadcasting follows NumPy (and PyTorch): shapes are aligned at their last axis, and each pair
+//! of sizes must be equal or one of them 1. In the backward pass a gradient of the broadcast shape
+//! is summed back to each input's own shape ([`Tensor::sum_to`]).
+
+use super::unary::PAR_THRESHOLD;
+use super::{Op, Storage, Tensor};
+use ndarray::{ArrayD, IxDyn, Zip};
+
+/// The shape two shapes broadcast to. Panics, naming `op` and both shapes, if they do not.
+pub fn broadcast_shape(a: &[usize], b: &[usize], op: &str) -> Vec<usize> {
+    let n = a.len().max(b.len());
+    (0..n)
+        .map(|i| {
+            let da = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
+            match (da, db) {
+                (x, y) if x == y => x,
+                (1, y) => y,
+                (x, 1) => x,
+                _ => panic!("{op}: shapes {a:?} and {b:?} do not broadcast"),
+            }
+        })
+        .collect()
+}
+
+/// Applies `f` elementwise over two broadcast arrays.
+pub(crate) fn zip_with(
+    a: &Storage,
+    b: &Storage,
+    op: &str,
+    f: impl Fn(f32, f32) -> f32 + Sync + Send,
+) -> ArrayD<f32> {
+    let shape = if a.shape() == b.shape() {
+        a.shape().to_vec()
+    } else {
+        broadcast_shape(a.shape(), b.shape(), op)
+    };
+    let av = a.broadcast(IxDyn(&shape)).expect("broadcast checked");
+    let bv = b.broadcast(IxDyn(&shape)).expect("broadcast checked");
+    let zip = Zip::from(&av).and(&bv);
+    if av.len() >= PAR_THRESHOLD {
+        zip.par_map_collect(|&x, &y| f(x, y))
+    } else {
+        zip.map_collect(|&x, &y| f(x, y))
+    }
+}
+
+impl Tensor {
+    /// a + b
+    pub fn add(&self, other: &Tensor) -> Tensor {
+        let out = zip_with(&self.storage(), &other.storage(), "add", |x, y| x + y);
+        Tensor::from_op(out, Op::Add(self.clone(), other.clone()))
+    }
+
+    /// a − b
+    pub fn sub(&self, other: &Tensor) -> Tensor {
+        let out = zip_with(&self.storage(), &other.storage(), "sub", |x, y| x - y);
+        Tensor::from_op(out, Op::Sub(self.clone(), other.clone()))
+    }
+
+    /// a · b (elementwise)
+    pub fn mul(&self, other: &Tensor) -> Tensor {
+        let out = zip_with(&self.storage(), &other.storage(), "mul", |x, y| x * y);
+        Tensor::from_op(out, Op::Mul(self.clone(), other.clone()))
+    }
+
+    /// a / b (elementwise)
+    pub fn div(&self, other: &Tensor) -> Tensor {
+        let out = zip_with(&self.storage(), &other.storage(), "div", |x, y| x / y);
+        Tensor::from_op(out, Op::Div(self.clone(), other.clone()))
+    }
+
+    /// Elementwise maximum. Where a = b the gradient is split equally, as PyTorch does.
+    pub fn maximum(&self, other: &Tensor) -> Tensor {
+        let out = zip_with(&self.storage(), &other.storage(), "maximum", f32::max);
+        Tensor::from_op(
+            out,
+            Op::Extremum {
+                a: self.clone(),
+                b: other.clone(),
+                min: false,
+            },
+        )
+    }
+
+    /// Elementwise minimum. Where a = b the gradient is split equally, as PyTorch does.
+    pub fn minimum(&self, other: &Tensor) -> Tensor {
+        let out = zip_with(&self.storage(), &other.storage(), "minimum", f32::min);
+        Tensor::from_op(
+            out,
+            Op::Extremum {
+                a: self.clone(),
+                b: other.clone(),
+                min: true,
+            },
+        )
+    }
+
+    fn compare(
+        &self,
+        other: &Tensor,
+        op: &str,
+        f: impl Fn(f32, f32) -> bool + Sync + Send,
+    ) -> Tensor {
+        Tensor::from_array(zip_with(&self.storage(), &other.storage(), op, |x, y| {
+            if f(x, y) { 1.0 } else { 0.0 }
+        }))
+    }
+
+    /// The mask a > b (1.0 where true, 0.0 elsewhere). Masks are constants: they record nothing.
+    pub fn gt(&self, other: &Tensor) -> Tensor {
+        self.compare(other, "gt", |x, y| x > y)
+    }
+    /// The mask a ≥ b.
+    pub fn ge(&self, other: &Tensor) -> Tensor {
+        self.compare(other, "ge", |x, y| x >= y)
+    }
+    /// The mask a < b.
+    pub fn lt(&self, other: &Tensor) -> Tensor {
+        self.compare(other, "lt", |x, y| x < y)
+    }
+    /// The mask a ≤ b.
+    pub fn le(&self, other: &Tensor) -> Tensor {
+        self.compare(other, "le", |x, y| x <= y)
+    }
+    /// The mask a = b.
+    pub fn eq(&self, other: &Tensor) -> Tensor {
+        self.compare(other, "eq", |x, y| x == y)
+    }
+    /// The mask a > c for a constant c.
+    pub fn gt_scalar(&self, c: f32) -> Tensor {
+        self.gt(&Tensor::scalar(c))
+    }
+    /// The mask a < c for a constant c.
+    pub fn lt_scalar(&self, c: f32) -> Tensor {
+        self.lt(&Tensor::scalar(c))
+    }
+
+    /// `mask ? a : b` elementwise, broadcasting all three; `mask` is read as true where non-zero
+    /// and carries no gradient.
+    pub fn where_(mask: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+        let (m, x, y) = (mask.storage(), a.storage(), b.storage());
+        let shape = broadcast_shape(
+            &broadcast_shape(m.shape(), x.shape(), "where"),
+            y.shape(),
+            "where",
+        );
+        let d = IxDyn(&shape);
+        let (mv, xv, yv) = (
+            m.broadcast(d.clone()).unwrap(),
+            x.broadcast(d.clone()).unwrap(),
+            y.broadcast(d).unwrap(),
+        );
+        let out = Zip::from(&mv)
+            .and(&xv)
+            .and(&yv)
+            .map_collect(|&m, &x, &y| if m != 0.0 { x } else { y });
+        Tensor::from_op(
+            out,
+            Op::Where {
+                mask: mask.detach(),
+                a: a.clone(),
+                b: b.clone(),
+            },
+        )
+    }
+}
+
+impl std::ops::Add for &Tensor {
+    type Output = Tensor;
+    fn add(self, rhs: &Tensor) -> Tensor {
+        Tensor::add(self, rhs)
+    }
+}
+impl std::ops::Sub for &Tensor {
+    type Output = Tensor;
+    fn sub(self, rhs: &Tensor) -> Tensor {
+        Tensor::sub(self, rhs)
+    }
+}
+impl std::ops::Mul for &Tensor {
+    type Output = Tensor;
+    fn mul(self, rhs: &Tensor) -> Tensor {
+        Tensor::mul(self, rhs)
+    }
+}
+impl std::ops::Div for &Tensor {
+    type Output = Tensor;
+    fn div(self, rhs: &Tensor) -> Tensor {
+        Tensor::div(self, rhs)
+    }
+}
+impl std::ops::Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(self)
+    }
+}
+
+/// The VJP of maximum/minimum: the gradient goes to the larger (smaller) input, half to each on a tie.
+pub(crate) fn extremum_vjp(
+    a: &Tensor,
+    b: &Tensor,
+    min: bool,
+    g: &Tensor,
+    need: &[bool],
+) -> (Option<Tensor>, Option<Tensor>) {
+    let wins = if min { a.lt(b) } else { a.gt(b) };
+    let weight_a = wins.add(&a.eq(b).mul_scalar(0.5)); // constant: [a wins] + ½[tie]
+    let ga = need[0].then(|| g.mul(&weight_a).sum_to(a.shape()));
+    let gb = need[1].then(|| g.mul(&weight_a.neg().add_scalar(1.0)).sum_to(b.shape()));
+    (ga, gb)
+}

@@ -1,0 +1,366 @@
+//! The [`Tensor`]: an n-dimensional f32 array that remembers how it was made.
+//!
+//! A tensor is a cheap handle (`Arc`) to its data and, when it was computed from other tensors while
+//! gradients are being recorded, to the [`Op`] that made it. That record is all that reverse-mode
+//! automatic differentiation needs (see [`crate::autograd`]). The op families live in their own
+//! files, each with its forward kernel and its vector-Jacobian product side by side:
+//!
+//! | file | ops |
+//! |---|---|
+//! | `unary.rs` | neg, exp, log, sqrt, square, powf, abs, sigmoid, tanh, relu, softplus, elu, scalar add/mul |
+//! | `binary.rs` | add, sub, mul, div, maximum, minimum with NumPy broadcasting; comparisons; `where_` |
+//! | `reduce.rs` | sum, mean, var, max, logsumexp |
+//! | `shape.rs` | reshape, permute, broadcast_to, narrow, pad, concat, stack, index_select, index_add |
+//! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply` |
+//!
+//! # Errors
+//! Shape mismatches are programmer errors: every op panics with its name and the shapes involved,
+//! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
+
+mod binary;
+mod matmul;
+mod op;
+mod reduce;
+mod shape;
+mod unary;
+
+pub(crate) use op::Op;
+pub use unary::UnaryOp;
+
+use ndarray::{ArcArray, ArrayD, IxDyn};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal, Uniform};
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// The storage of a tensor: a reference-counted, copy-on-write ndarray, so that reshapes, permutes
+/// and broadcasts share memory with their input.
+pub type Storage = ArcArray<f32, IxDyn>;
+
+/// A unique identifier of a tensor, used as the key of [`crate::autograd::Gradients`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// An n-dimensional array of f32 with an optional record of the op that produced it.
+///
+/// Cloning is cheap (one reference count). The graph of ops is freed when the last handle to its
+/// output drops.
+#[derive(Clone)]
+pub struct Tensor(Arc<Inner>);
+
+struct Inner {
+    id: TensorId,
+    shape: Vec<usize>,
+    data: RwLock<Storage>,
+    op: Option<Op>,
+    requires_grad: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        // Free long chains of ops iteratively rather than by recursion, so that dropping a deep
+        // graph (thousands of ops) cannot overflow the stack.
+        let mut stack: Vec<Tensor> = self.op.take().map(Op::into_inputs).unwrap_or_default();
+        while let Some(t) = stack.pop() {
+            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
+                if let Some(op) = inner.op.take() {
+                    stack.extend(op.into_inputs());
+                }
+            }
+        }
+    }
+}
+
+/// The number of tensors alive in this process: a diagnostic for tests that a training loop does
+/// not leak graph nodes from one step to the next.
+pub fn live_tensors() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops on this thread record the graph that gradients need.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Runs `f` with gradient recording switched on or off, restoring the previous mode afterwards
+/// (also when `f` panics).
+pub fn with_grad_mode<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(enabled)));
+    f()
+}
+
+/// Runs `f` without recording any graph: like `with torch.no_grad():`. Samplers and evaluation use
+/// it, so that a thousand Langevin steps build no graph at all.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    with_grad_mode(false, f)
+}
+
+impl Tensor {
+    fn make(data: Storage, op: Option<Op>, requires_grad: bool) -> Tensor {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Tensor(Arc::new(Inner {
+            id: TensorId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            shape: data.shape().to_vec(),
+            data: RwLock::new(data),
+            op,
+            requires_grad,
+        }))
+    }
+
+    /// The result of `op`: the op is recorded only when gradients are enabled and one of its inputs
+    /// requires a gradient; otherwise the result is a plain leaf and the inputs can be freed.
+    pub(crate) fn from_op(data: impl Into<Storage>, op: Op) -> Tensor {
+        let record = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad());
+        if record {
+            Tensor::make(data.into(), Some(op), true)
+        } else {
+            Tensor::make(data.into(), None, false)
+        }
+    }
+
+    // ---------------------------------------------------------------- creation
+
+    /// A leaf tensor that owns `data`.
+    pub fn from_array(data: impl Into<Storage>) -> Tensor {
+        Tensor::make(data.into(), None, false)
+    }
+
+    /// A leaf tensor of the given shape from row-major values. Panics if the length does not match.
+    pub fn from_vec(values: Vec<f32>, shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        assert_eq!(
+            values.len(),
+            n,
+            "from_vec: {} values for shape {:?}",
+            values.len(),
+            shape
+        );
+        Tensor::from_array(ArrayD::from_shape_vec(IxDyn(shape), values).expect("shape checked"))
+    }
+
+    /// A 0-dimensional tensor holding `v`.
+    pub fn scalar(v: f32) -> Tensor {
+        Tensor::from_array(ArrayD::from_elem(IxDyn(&[]), v))
+    }
+
+    /// A tensor of the given shape filled with `v`.
+    pub fn full(shape: &[usize], v: f32) -> Tensor {
+        Tensor::from_array(ArrayD::from_elem(IxDyn(shape), v))
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 1.0)
+    }
+
+    /// Zeros with the shape of `self`.
+    pub fn zeros_like(&self) -> Tensor {
+        Tensor::zeros(self.shape())
+    }
+
+    /// Ones with the shape of `self`.
+    pub fn ones_like(&self) -> Tensor {
+        Tensor::ones(self.shape())
+    }
+
+    /// Draws from any distribution over f32 with an explicit, seeded RNG (row-major order).
+    pub fn sample<D: Distribution<f32>>(shape: &[usize], dist: D, rng: &mut impl Rng) -> Tensor {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|_| dist.sample(rng)).collect();
+        Tensor::from_vec(values, shape)
+    }
+
+    /// Standard normal draws, N(0, 1).
+    pub fn randn(shape: &[usize], rng: &mut impl Rng) -> Tensor {
+        Tensor::sample(shape, StandardNormal, rng)
+    }
+
+    /// Uniform draws on [0, 1).
+    pub fn rand(shape: &[usize], rng: &mut impl Rng) -> Tensor {
+        Tensor::uniform(shape, 0.0, 1.0, rng)
+    }
+
+    /// Uniform draws on [lo, hi). Panics unless lo < hi.
+    pub fn uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut impl Rng) -> Tensor {
+        assert!(lo < hi, "uniform: need lo < hi, got [{lo}, {hi})");
+        Tensor::sample(shape, Uniform::new(lo, hi).expect("lo < hi"), rng)
+    }
+
+    /// `start, start + step, …` up to but excluding `end`, as a 1-D tensor.
+    pub fn arange(start: f32, end: f32, step: f32) -> Tensor {
+        assert!(step != 0.0, "arange: step must be non-zero");
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        Tensor::from_vec((0..n).map(|i| start + i as f32 * step).collect(), &[n])
+    }
+
+    /// `n` evenly spaced points from `start` to `end` inclusive, as a 1-D tensor.
+    pub fn linspace(start: f32, end: f32, n: usize) -> Tensor {
+        let values = match n {
+            0 => vec![],
+            1 => vec![start],
+            _ => (0..n)
+                .map(|i| start + (end - start) * i as f32 / (n - 1) as f32)
+                .collect(),
+        };
+        Tensor::from_vec(values, &[n])
+    }
+
+    // ---------------------------------------------------------------- autograd flags
+
+    /// This tensor as a leaf that gradients flow to (the data is shared, not copied). Use it for
+    /// parameters and for inputs whose gradient you want, e.g. `x.detach().requires_grad_()` to
+    /// take ∇ₓ of a network.
+    pub fn requires_grad_(self) -> Tensor {
+        Tensor::make(self.storage(), None, true)
+    }
+
+    /// A leaf sharing this tensor's data, cut from the graph: no gradient flows through it.
+    pub fn detach(&self) -> Tensor {
+        Tensor::make(self.storage(), None, false)
+    }
+
+    /// Whether gradients flow to or through this tensor.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    /// Whether this tensor was made directly (not computed by a recorded op).
+    pub fn is_leaf(&self) -> bool {
+        self.0.op.is_none()
+    }
+
+    /// This tensor's unique id.
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+
+    pub(crate) fn op(&self) -> Option<&Op> {
+        self.0.op.as_ref()
+    }
+
+    // ---------------------------------------------------------------- data access
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// The number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.shape.iter().product()
+    }
+
+    /// The size of dimension `axis`; negative values count from the end.
+    pub fn dim(&self, axis: isize) -> usize {
+        self.0.shape[self.axis(axis)]
+    }
+
+    /// Resolves a possibly negative axis. Panics if out of range.
+    pub(crate) fn axis(&self, axis: isize) -> usize {
+        let n = self.ndim() as isize;
+        let a = if axis < 0 { axis + n } else { axis };
+        assert!(
+            (0..n).contains(&a),
+            "axis {axis} out of range for shape {:?}",
+            self.shape()
+        );
+        a as usize
+    }
+
+    /// The data (a cheap shared handle; copy-on-write).
+    pub fn storage(&self) -> Storage {
+        self.0.data.read().expect("tensor lock poisoned").clone()
+    }
+
+    /// A copy of the data as an owned array in standard (row-major) layout.
+    pub fn to_array(&self) -> ArrayD<f32> {
+        self.storage().as_standard_layout().into_owned()
+    }
+
+    /// The data as a row-major `Vec`.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.storage().iter().copied().collect()
+    }
+
+    /// The value of a tensor with one element. Panics otherwise.
+    pub fn item(&self) -> f32 {
+        assert_eq!(
+            self.numel(),
+            1,
+            "item: tensor of shape {:?} has {} elements",
+            self.shape(),
+            self.numel()
+        );
+        *self.storage().iter().next().expect("one element")
+    }
+
+    /// Replaces the data in place, keeping the tensor's identity (how optimizers update
+    /// parameters). Panics if the shape changes. Graphs that already used the old data keep it
+    /// (the storage is copy-on-write).
+    pub fn set_data(&self, data: impl Into<Storage>) {
+        let data = data.into();
+        assert_eq!(
+            data.shape(),
+            self.shape(),
+            "set_data: shape {:?} into tensor of shape {:?}",
+            data.shape(),
+            self.shape()
+        );
+        *self.0.data.write().expect("tensor lock poisoned") = data;
+    }
+
+    /// Updates the data in place through `f` (copying first only if the storage is shared).
+    pub fn update_data(&self, f: impl FnOnce(&mut ndarray::ArrayViewMutD<f32>)) {
+        let mut guard = self.0.data.write().expect("tensor lock poisoned");
+        f(&mut guard.view_mut());
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = self.op().map(|o| o.name()).unwrap_or("leaf");
+        write!(
+            f,
+            "Tensor(shape={:?}, op={}, requires_grad={})",
+            self.shape(),
+            op,
+            self.requires_grad()
+        )?;
+        if self.numel() <= 16 {
+            write!(f, " {:?}", self.to_vec())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.storage())
+    }
+}

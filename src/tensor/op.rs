@@ -1,0 +1,217 @@
+//! The record of how a tensor was made. One variant per primitive; composite ops (mean, var,
+//! logsumexp, stack, …) are built from these and need no entry of their own.
+
+use super::{Tensor, UnaryOp};
+use std::sync::Arc;
+
+/// A primitive op together with its inputs (and whatever else its VJP needs).
+pub(crate) enum Op {
+    /// Elementwise function of one tensor.
+    Unary(UnaryOp, Tensor),
+    /// `a + b` with broadcasting.
+    Add(Tensor, Tensor),
+    /// `a - b` with broadcasting.
+    Sub(Tensor, Tensor),
+    /// `a * b` with broadcasting.
+    Mul(Tensor, Tensor),
+    /// `a / b` with broadcasting.
+    Div(Tensor, Tensor),
+    /// Elementwise maximum (`min = false`) or minimum (`min = true`).
+    Extremum { a: Tensor, b: Tensor, min: bool },
+    /// `mask ? a : b`; the mask carries no gradient.
+    Where { mask: Tensor, a: Tensor, b: Tensor },
+    /// Sum over `axes` (sorted, unique), keeping them as size 1 when `keepdim`.
+    Sum {
+        x: Tensor,
+        axes: Vec<usize>,
+        keepdim: bool,
+    },
+    /// Maximum over `axes`; ties share the gradient equally (like `torch.amax`).
+    Max {
+        x: Tensor,
+        axes: Vec<usize>,
+        keepdim: bool,
+    },
+    /// Same data, new shape.
+    Reshape(Tensor),
+    /// Axes reordered: output axis `i` is input axis `perm[i]`.
+    Permute(Tensor, Vec<usize>),
+    /// Repeated along new leading axes and along axes of size 1.
+    BroadcastTo(Tensor),
+    /// `len` entries of `axis` starting at `start`.
+    Narrow {
+        x: Tensor,
+        axis: usize,
+        start: usize,
+    },
+    /// Zeros added before and after along `axis`.
+    Pad {
+        x: Tensor,
+        axis: usize,
+        before: usize,
+    },
+    /// Tensors joined along `axis`.
+    Concat(Vec<Tensor>, usize),
+    /// Rows `indices` of `axis` (an embedding lookup when `axis = 0`).
+    IndexSelect {
+        x: Tensor,
+        axis: usize,
+        indices: Arc<Vec<usize>>,
+    },
+    /// `zeros(shape).index_add(axis, indices, src)`: the VJP of `IndexSelect`.
+    IndexAdd {
+        src: Tensor,
+        axis: usize,
+        indices: Arc<Vec<usize>>,
+    },
+    /// Matrix product of the last two axes, broadcasting the leading ones.
+    Matmul(Tensor, Tensor),
+}
+
+impl Op {
+    /// The tensors this op read.
+    pub(crate) fn inputs(&self) -> Vec<&Tensor> {
+        use Op::*;
+        match self {
+            Unary(_, x) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => vec![x],
+            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => vec![a, b],
+            Extremum { a, b, .. } => vec![a, b],
+            Where { mask, a, b } => vec![mask, a, b],
+            Sum { x, .. }
+            | Max { x, .. }
+            | Narrow { x, .. }
+            | Pad { x, .. }
+            | IndexSelect { x, .. } => vec![x],
+            IndexAdd { src, .. } => vec![src],
+            Concat(xs, _) => xs.iter().collect(),
+        }
+    }
+
+    /// Consumes the op, handing back its inputs (used to free deep graphs without recursion).
+    pub(crate) fn into_inputs(self) -> Vec<Tensor> {
+        use Op::*;
+        match self {
+            Unary(_, x) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => vec![x],
+            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => vec![a, b],
+            Extremum { a, b, .. } => vec![a, b],
+            Where { mask, a, b } => vec![mask, a, b],
+            Sum { x, .. }
+            | Max { x, .. }
+            | Narrow { x, .. }
+            | Pad { x, .. }
+            | IndexSelect { x, .. } => vec![x],
+            IndexAdd { src, .. } => vec![src],
+            Concat(xs, _) => xs,
+        }
+    }
+
+    /// A short name for debugging output.
+    pub(crate) fn name(&self) -> &'static str {
+        use Op::*;
+        match self {
+            Unary(u, _) => u.name(),
+            Add(..) => "add",
+            Sub(..) => "sub",
+            Mul(..) => "mul",
+            Div(..) => "div",
+            Extremum { min: false, .. } => "maximum",
+            Extremum { min: true, .. } => "minimum",
+            Where { .. } => "where",
+            Sum { .. } => "sum",
+            Max { .. } => "max",
+            Reshape(_) => "reshape",
+            Permute(..) => "permute",
+            BroadcastTo(_) => "broadcast_to",
+            Narrow { .. } => "narrow",
+            Pad { .. } => "pad",
+            Concat(..) => "concat",
+            IndexSelect { .. } => "index_select",
+            IndexAdd { .. } => "index_add",
+            Matmul(..) => "matmul",
+        }
+    }
+
+    /// The vector-Jacobian product: given the output `out` of this op and the gradient `g` of some
+    /// scalar with respect to it, the gradient with respect to each input (`None` where `need` says
+    /// the input's gradient is not wanted). Every VJP is written with tensor ops, so when the
+    /// backward pass records a graph it can be differentiated again.
+    pub(crate) fn vjp(&self, out: &Tensor, g: &Tensor, need: &[bool]) -> Vec<Option<Tensor>> {
+        use Op::*;
+        let want = |i: usize, f: &dyn Fn() -> Tensor| if need[i] { Some(f()) } else { None };
+        match self {
+            Unary(kind, x) => vec![want(0, &|| super::unary::vjp(*kind, x, out, g))],
+            Add(a, b) => vec![
+                want(0, &|| g.sum_to(a.shape())),
+                want(1, &|| g.sum_to(b.shape())),
+            ],
+            Sub(a, b) => vec![
+                want(0, &|| g.sum_to(a.shape())),
+                want(1, &|| g.neg().sum_to(b.shape())),
+            ],
+            Mul(a, b) => vec![
+                want(0, &|| g.mul(b).sum_to(a.shape())),
+                want(1, &|| g.mul(a).sum_to(b.shape())),
+            ],
+            Div(a, b) => vec![
+                want(0, &|| g.div(b).sum_to(a.shape())),
+                want(1, &|| g.mul(out).div(b).neg().sum_to(b.shape())),
+            ],
+            Extremum { a, b, min } => {
+                let (ga, gb) = super::binary::extremum_vjp(a, b, *min, g, need);
+                vec![ga, gb]
+            }
+            Where { mask, a, b } => vec![
+                None,
+                want(1, &|| {
+                    Tensor::where_(mask, g, &Tensor::scalar(0.0)).sum_to(a.shape())
+                }),
+                want(2, &|| {
+                    Tensor::where_(mask, &Tensor::scalar(0.0), g).sum_to(b.shape())
+                }),
+            ],
+            Sum { x, axes, keepdim } => {
+                vec![want(0, &|| super::reduce::sum_vjp(x, axes, *keepdim, g))]
+            }
+            Max { x, axes, keepdim } => vec![want(0, &|| {
+                super::reduce::max_vjp(x, out, axes, *keepdim, g)
+            })],
+            Reshape(x) => vec![want(0, &|| g.reshape(x.shape()))],
+            Permute(_, perm) => vec![want(0, &|| {
+                g.permute(&super::shape::inverse_permutation(perm))
+            })],
+            BroadcastTo(x) => vec![want(0, &|| g.sum_to(x.shape()))],
+            Narrow { x, axis, start } => {
+                vec![want(0, &|| {
+                    g.pad_axis(*axis, *start, x.shape()[*axis] - start - g.shape()[*axis])
+                })]
+            }
+            Pad { x, axis, before } => vec![want(0, &|| {
+                g.narrow(*axis as isize, *before, x.shape()[*axis])
+            })],
+            Concat(xs, axis) => {
+                let mut start = 0;
+                xs.iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        let len = x.shape()[*axis];
+                        let gi = want(i, &|| g.narrow(*axis as isize, start, len));
+                        start += len;
+                        gi
+                    })
+                    .collect()
+            }
+            IndexSelect { x, axis, indices } => {
+                vec![want(0, &|| {
+                    g.index_add_into(x.shape()[*axis], *axis, indices.clone())
+                })]
+            }
+            IndexAdd { axis, indices, .. } => {
+                vec![want(0, &|| g.index_select_arc(*axis, indices.clone()))]
+            }
+            Matmul(a, b) => {
+                let (ga, gb) = super::matmul::vjp(a, b, g, need);
+                vec![ga, gb]
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Elementwise functions of one tensor: each forward rule beside its derivative.
+
+use super::{Op, Tensor};
+use ndarray::Zip;
+
+/// Elements above which elementwise kernels split the work across threads with rayon. Below it,
+/// the cost of waking threads exceeds the work (measured in `benches/ops.rs`).
+pub(crate) const PAR_THRESHOLD: usize = 1 << 16;
+
+/// An elementwise function of one tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// −x
+    Neg,
+    /// eˣ
+    Exp,
+    /// ln x
+    Log,
+    /// √x
+    Sqrt,
+    /// x²
+    Square,
+    /// xᵖ
+    Powf(f32),
+    /// |x|
+    Abs,
+    /// 1 / (1 + e⁻ˣ)
+    Sigmoid,
+    /// tanh x
+    Tanh,
+    /// max(x, 0)
+    Relu,
+    /// ln(1 + eˣ)
+    Softplus,
+    /// x for x > 0, α(eˣ − 1) otherwise
+    Elu(f32),
+    /// x + c
+    AddScalar(f32),
+    /// c · x
+    MulScalar(f32),
+}
+
+impl UnaryOp {
+    pub(crate) fn name(&self) -> &'static str {
+        use UnaryOp::*;
+        match self {
+            Neg => "neg",
+            Exp => "exp",
+            Log => "log",
+            Sqrt => "sqrt",
+            Square => "square",
+            Powf(_) => "powf",
+            Abs => "abs",
+            Sigmoid => "sigmoid",
+            Tanh => "tanh",
+            Relu => "relu",
+            Softplus => "softplus",
+            Elu(_) => "elu",
+            AddScalar(_) => "add_scalar",
+            MulScalar(_) => "mul_scalar",
+        }
+    }
+
+    /// The function itself, on one number.
+    // ANCHOR: unary_forward
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        use UnaryOp::*;
+        match self {
+            Neg => -x,
+            Exp => x.exp(),
+            Log => x.ln(),
+            Sqrt => x.sqrt(),
+            Square => x * x,
+            Powf(p) => x.powf(p),
+            Abs => x.abs(),
+            Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Tanh => x.tanh(),
+            Relu => x.max(0.0),
+            // max(x, 0) + ln(1 + e^{-|x|}): no overflow for large x, no loss for very negative x.
+            Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            Elu(alpha) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha * x.exp_m1()
+                }
+            }
+            AddScalar(c) => x + c,
+            MulScalar(c) => c * x,
+        }
+    }
+    // ANCHOR_END: unary_forward
+}
+
+/// The gradient with respect to `x` of a scalar whose gradient with respect to `out = f(x)` is `g`.
+/// Written in tensor ops, so that it can be differentiated again. Where the derivative is most
+/// simply expressed through the output (exp, sqrt, sigmoid, tanh, elu) it reuses `out`.
+// ANCHOR: unary_vjp
+pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor {
+    use UnaryOp::*;
+    match kind {
+        Neg => g.neg(),                                         // d(−x) = −1
+        Exp => g.mul(out),                                      // d eˣ = eˣ
+        Log => g.div(x),                                        // d ln x = 1/x
+        Sqrt => g.div(&out.mul_scalar(2.0)),                    // d √x = 1/(2√x)
+        Square => g.mul(&x.mul_scalar(2.0)),                    // d x² = 2x
+        Powf(p) => g.mul(&x.powf(p - 1.0).mul_scalar(p)),       // d xᵖ = p xᵖ⁻¹
+        Abs => g.mul(&x.sign()),                                // d |x| = sign x (0 at 0)
+        Sigmoid => g.mul(&out.mul(&out.neg().add_scalar(1.0))), // d σ = σ(1 − σ)
+        Tanh => g.mul(&out.square().neg().add_scalar(1.0)),     // d tanh = 1 − tanh²
+        Relu => g.mul(&x.gt_scalar(0.0)),                       // d relu = [x > 0]
+        Softplus => g.mul(&x.sigmoid()),                        // d softplus = σ(x)
+        Elu(alpha) => {
+            // d elu = 1 for x > 0, αeˣ = out + α otherwise
+            let positive = x.gt_scalar(0.0);
+            g.mul(&Tensor::where_(
+                &positive,
+                &Tensor::scalar(1.0),
+                &out.add_scalar(alpha),
+            ))
+        }
+        AddScalar(_) => g.clone(),       // d(x + c) = 1
+        MulScalar(c) => g.mul_scalar(c), // d(cx) = c
+    }
+}
+// ANCHOR_END: unary_vjp
+
+impl Tensor {
+    /// Applies an elementwise function, recording it for autograd.
+    pub fn unary(&self, kind: UnaryOp) -> Tensor {
+        let x = self.storage();
+        let out = if x.len() >= PAR_THRESHOLD {
+            Zip::from(&x).par_map_collect(|&v| kind.apply(v))
+        } else {
+            x.mapv(|v| kind.apply(v))
+        };
+        Tensor::from_op(out, Op::Unary(kind, self.clone()))
+    }
+
+    /// −x
+    pub fn neg(&self) -> Tensor {
+        self.unary(UnaryOp::Neg)
+    }
+    /// eˣ
+    pub fn exp(&self) -> Tensor {
+        self.unary(UnaryOp::Exp)
+    }
+    /// Natural logarithm.
+    pub fn log(&self) -> Tensor {
+        self.unary(UnaryOp::Log)
+    }
+    /// Square root.
+    pub fn sqrt(&self) -> Tensor {
+        self.unary(UnaryOp::Sqrt)
+    }
+    /// x²
+    pub fn square(&self) -> Tensor {
+        self.unary(UnaryOp::Square)
+    }
+    /// xᵖ for a constant p.
+    pub fn powf(&self, p: f32) -> Tensor {
+        self.unary(UnaryOp::Powf(p))
+    }
+    /// |x|
+    pub fn abs(&self) -> Tensor {
+        self.unary(UnaryOp::Abs)
+    }
+    /// The logistic function 1 / (1 + e⁻ˣ).
+    pub fn sigmoid(&self) -> Tensor {
+        self.unary(UnaryOp::Sigmoid)
+    }
+    /// Hyperbolic tangent.
+    pub fn tanh(&self) -> Tensor {
+        self.unary(UnaryOp::Tanh)
+    }
+    /// max(x, 0)
+    pub fn relu(&self) -> Tensor {
+        self.unary(UnaryOp::Relu)
+    }
+    /// ln(1 + eˣ), computed stably (PyTorch's `F.softplus` with β = 1).
+    pub fn softplus(&self) -> Tensor {
+        self.unary(UnaryOp::Softplus)
+    }
+    /// The exponential linear unit with parameter α (PyTorch's `nn.ELU` uses α = 1).
+    pub fn elu(&self, alpha: f32) -> Tensor {
+        self.unary(UnaryOp::Elu(alpha))
+    }
+    /// x + c
+    pub fn add_scalar(&self, c: f32) -> Tensor {
+        self.unary(UnaryOp::AddScalar(c))
+    }
+    /// x − c
+    pub fn sub_scalar(&self, c: f32) -> Tensor {
+        self.unary(UnaryOp::AddScalar(-c))
+    }
+    /// c · x
+    pub fn mul_scalar(&self, c: f32) -> Tensor {
+        self.unary(UnaryOp::MulScalar(c))
+    }
+    /// x / c
+    pub fn div_scalar(&self, c: f32) -> Tensor {
+        self.unary(UnaryOp::MulScalar(1.0 / c))
+    }
+    /// The sign of each element (−1, 0 or 1) as a constant: it has zero derivative almost
+    /// everywhere, so it records nothing.
+    pub fn sign(&self) -> Tensor {
+        Tensor::from_array(self.storage().mapv(|v| {
+            if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }))
+    }
+}
