@@ -2,7 +2,9 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod data;
 pub mod error;
+pub mod io;
 pub mod nn;
 pub mod optim;
 pub mod tensor;
