@@ -47,6 +47,15 @@ use std::sync::{Arc, RwLock};
 /// and broadcasts share memory with their input.
 pub type Storage = ArcArray<f32, IxDyn>;
 
+/// The elements of `s` in row-major order as a slice: borrowed when the storage is already
+/// contiguous (the common case), copied otherwise.
+pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
+    match s.as_slice() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(s.iter().copied().collect()),
+    }
+}
+
 /// A unique identifier of a tensor, used as the key of [`crate::autograd::Gradients`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(u64);

@@ -7,7 +7,7 @@
 //! instance norm's VJP also has a fused kernel, used when no graph is recorded (a first-order
 //! training step), which computes the same formula in two passes.
 
-use super::{Op, Tensor, is_grad_enabled};
+use super::{Op, Tensor, contiguous, is_grad_enabled};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -15,14 +15,6 @@ use std::sync::Arc;
 fn dims4(t: &[usize], what: &str) -> [usize; 4] {
     <[usize; 4]>::try_from(t)
         .unwrap_or_else(|_| panic!("{what}: expected 4-D (N, C, H, W), got {t:?}"))
-}
-
-fn data(t: &Tensor) -> Vec<f32> {
-    t.storage()
-        .as_standard_layout()
-        .into_owned()
-        .into_raw_vec_and_offset()
-        .0
 }
 
 /// Planes per rayon task: at least ~16k elements, so that small tensors do not pay for threads.
@@ -37,7 +29,8 @@ impl Tensor {
     pub fn instance_norm(&self, eps: f32) -> Tensor {
         let [n, c, h, w] = dims4(self.shape(), "instance_norm");
         let hw = h * w;
-        let x = data(self);
+        let xs = self.storage();
+        let x = contiguous(&xs);
         let mut out = vec![0.0f32; x.len()];
         let mut rstd = vec![0.0f32; n * c];
         out.par_chunks_mut(hw)
@@ -81,7 +74,8 @@ fn instance_norm_vjp(x: &Tensor, out: &Tensor, eps: f32, rstd: &[f32], g: &Tenso
     // The same formula fused: two passes over each plane.
     let [n, c, h, w] = dims4(x.shape(), "instance_norm");
     let hw = h * w;
-    let (gs, xh) = (data(g), data(out));
+    let (gst, ost) = (g.storage(), out.storage());
+    let (gs, xh) = (contiguous(&gst), contiguous(&ost));
     let mut dx = vec![0.0f32; gs.len()];
     dx.par_chunks_mut(hw)
         .enumerate()
@@ -117,8 +111,10 @@ impl Tensor {
             );
         }
         let hw = h * w;
-        let (x, av) = (data(self), data(a));
-        let bv = b.map(data);
+        let (xst, ast) = (self.storage(), a.storage());
+        let bst = b.map(|b| b.storage());
+        let (x, av) = (contiguous(&xst), contiguous(&ast));
+        let bv = bst.as_ref().map(contiguous);
         let mut out = vec![0.0f32; x.len()];
         out.par_chunks_mut(hw)
             .enumerate()
@@ -150,7 +146,8 @@ impl Tensor {
             other.shape()
         );
         let hw = h * w;
-        let (x, y) = (data(self), data(other));
+        let (xst, yst) = (self.storage(), other.storage());
+        let (x, y) = (contiguous(&xst), contiguous(&yst));
         let mut out = vec![0.0f32; n * c];
         out.par_iter_mut()
             .enumerate()

@@ -9,7 +9,7 @@
 //!   `avg_pool2d(2, 2, 0)`.
 //! * [`Tensor::resize_bilinear`]: `F.interpolate(mode='bilinear', align_corners=True)`.
 
-use super::{Op, Tensor};
+use super::{Op, Tensor, contiguous};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
@@ -192,14 +192,6 @@ fn separable_adjoint(
     out
 }
 
-fn plane_data(t: &Tensor) -> Vec<f32> {
-    t.storage()
-        .as_standard_layout()
-        .into_owned()
-        .into_raw_vec_and_offset()
-        .0
-}
-
 // ANCHOR: avg_pool
 impl Tensor {
     /// Average pooling over square windows, `nn.AvgPool2d(kernel, stride, padding)` with
@@ -208,7 +200,14 @@ impl Tensor {
     pub fn avg_pool2d(&self, cfg: Pool2dConfig) -> Tensor {
         let [n, c, h, w] = dims4(self.shape(), "avg_pool2d");
         let ((th, rs), (tw, cs)) = (Taps::pool(&cfg, h), Taps::pool(&cfg, w));
-        let out = separable(&plane_data(self), n * c, (h, w), &th, &tw, Some((&rs, &cs)));
+        let out = separable(
+            &contiguous(&self.storage()),
+            n * c,
+            (h, w),
+            &th,
+            &tw,
+            Some((&rs, &cs)),
+        );
         let shape = [n, c, rs.len(), cs.len()];
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape"),
@@ -231,7 +230,14 @@ impl Tensor {
             "avg_pool2d_adjoint: gradient {:?} does not fit input size {input_hw:?}",
             self.shape()
         );
-        let out = separable_adjoint(&plane_data(self), n * c, (h, w), &th, &tw, Some((&rs, &cs)));
+        let out = separable_adjoint(
+            &contiguous(&self.storage()),
+            n * c,
+            (h, w),
+            &th,
+            &tw,
+            Some((&rs, &cs)),
+        );
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), out).expect("shape"),
             Op::AvgPool2dAdjoint {
@@ -257,7 +263,7 @@ impl Tensor {
             return self.clone();
         }
         let (th, tw) = (Taps::bilinear(h, size.0), Taps::bilinear(w, size.1));
-        let out = separable(&plane_data(self), n * c, (h, w), &th, &tw, None);
+        let out = separable(&contiguous(&self.storage()), n * c, (h, w), &th, &tw, None);
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&[n, c, size.0, size.1]), out).expect("shape"),
             Op::ResizeBilinear { x: self.clone() },
@@ -275,7 +281,14 @@ impl Tensor {
             Taps::bilinear(input_hw.0, ho),
             Taps::bilinear(input_hw.1, wo),
         );
-        let out = separable_adjoint(&plane_data(self), n * c, input_hw, &th, &tw, None);
+        let out = separable_adjoint(
+            &contiguous(&self.storage()),
+            n * c,
+            input_hw,
+            &th,
+            &tw,
+            None,
+        );
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&[n, c, input_hw.0, input_hw.1]), out).expect("shape"),
             Op::ResizeBilinearAdjoint { g: self.clone() },
