@@ -35,13 +35,21 @@ fn main() {
         let t2 = Instant::now();
         adam.step(&grads);
         let t3 = Instant::now();
+        let total = (t3 - t0).as_secs_f64();
         println!(
-            "step {step}: loss {:.4}  forward {:.3} s  backward {:.3} s  adam {:.3} s  total {:.3} s",
+            "step {step}: loss {:.4}  forward {:.3} s  backward {:.3} s  adam {:.3} s  total {total:.3} s  \
+             ({:.0} GFLOP/s at 11.36 GFLOP per image)",
             loss.item(),
             (t1 - t0).as_secs_f64(),
             (t2 - t1).as_secs_f64(),
             (t3 - t2).as_secs_f64(),
-            (t3 - t0).as_secs_f64()
+            11.36 * batch as f64 / total
         );
+    }
+    // Peak resident memory of the process (Linux).
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {
+            println!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
+        }
     }
 }

@@ -17,6 +17,41 @@ fn dims4(t: &[usize], what: &str) -> [usize; 4] {
         .unwrap_or_else(|_| panic!("{what}: expected 4-D (N, C, H, W), got {t:?}"))
 }
 
+/// Σ f(v) over a slice with 16 independent partial sums: the compiler vectorises it (a single
+/// running sum cannot be reordered), and the partial sums make the rounding error grow like
+/// n/16 rather than n.
+#[inline]
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// Σ a·b with 16 partial sums (see [`lane_sum`]).
+#[inline]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((acc, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *acc += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
 /// Planes per rayon task: at least ~16k elements, so that small tensors do not pay for threads.
 fn min_planes(hw: usize) -> usize {
     (16384 / hw.max(1)).max(1)
@@ -39,12 +74,11 @@ impl Tensor {
             .with_min_len(min_planes(hw))
             .for_each(|(pl, (dst, r))| {
                 let src = &x[pl * hw..][..hw];
-                // Two passes (mean, then centred squares) in f64 accumulators: no cancellation.
-                let mean = src.iter().map(|&v| v as f64).sum::<f64>() / hw as f64;
-                let var = src.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / hw as f64;
-                let rs = 1.0 / (var + eps as f64).sqrt();
-                *r = rs as f32;
-                let (mean, rs) = (mean as f32, rs as f32);
+                // Two passes (mean, then centred squares): no cancellation.
+                let mean = lane_sum(src, |v| v) / hw as f32;
+                let var = lane_sum(src, |v| (v - mean) * (v - mean)) / hw as f32;
+                let rs = 1.0 / (var + eps).sqrt();
+                *r = rs;
                 for (d, &v) in dst.iter_mut().zip(src) {
                     *d = (v - mean) * rs;
                 }
@@ -82,12 +116,9 @@ fn instance_norm_vjp(x: &Tensor, out: &Tensor, eps: f32, rstd: &[f32], g: &Tenso
         .with_min_len(min_planes(hw))
         .for_each(|(pl, dst)| {
             let (gp, xp) = (&gs[pl * hw..][..hw], &xh[pl * hw..][..hw]);
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for (&gv, &xv) in gp.iter().zip(xp) {
-                sg += gv as f64;
-                sgx += (gv * xv) as f64;
-            }
-            let (mg, mgx, r) = ((sg / hw as f64) as f32, (sgx / hw as f64) as f32, rstd[pl]);
+            let mg = lane_sum(gp, |v| v) / hw as f32;
+            let mgx = lane_dot(gp, xp) / hw as f32;
+            let r = rstd[pl];
             for ((d, &gv), &xv) in dst.iter_mut().zip(gp).zip(xp) {
                 *d = r * (gv - mg - xv * mgx);
             }

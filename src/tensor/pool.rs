@@ -75,7 +75,9 @@ fn dims4(t: &[usize], what: &str) -> [usize; 4] {
 }
 
 /// One axis of a separable linear map: output `o` reads input entries `taps[o]` with weights.
-struct Taps(Vec<Vec<(usize, f32)>>);
+/// For pooling every weight is 1 and the entries are a contiguous window, kept as `windows` so
+/// that the kernels sum slices instead of walking index lists.
+struct Taps(Vec<Vec<(usize, f32)>>, Option<Vec<(usize, usize)>>);
 
 impl Taps {
     fn pool(cfg: &Pool2dConfig, len: usize) -> (Taps, Vec<f32>) {
@@ -84,7 +86,11 @@ impl Taps {
             .iter()
             .map(|&(lo, hi, _)| (lo..hi).map(|i| (i, 1.0)).collect())
             .collect();
-        (Taps(taps), w.iter().map(|&(_, _, s)| s).collect())
+        let ranges = w.iter().map(|&(lo, hi, _)| (lo, hi)).collect();
+        (
+            Taps(taps, Some(ranges)),
+            w.iter().map(|&(_, _, s)| s).collect(),
+        )
     }
 
     /// `F.interpolate(..., align_corners=True)` along one axis: source position o·(in − 1)/(out − 1),
@@ -105,6 +111,7 @@ impl Taps {
                     vec![(i0, 1.0 - l1), (i1, l1)]
                 })
                 .collect(),
+            None,
         )
     }
 }
@@ -127,8 +134,17 @@ fn separable(
             let src = &x[pl * h * w..][..h * w];
             // Along W: tmp[i][ow] = Σ weight · x[i][j]
             for (row, trow) in src.chunks_exact(w).zip(tmp.chunks_exact_mut(wo)) {
-                for (t, taps) in trow.iter_mut().zip(&tw.0) {
-                    *t = taps.iter().map(|&(j, a)| a * row[j]).sum();
+                match &tw.1 {
+                    Some(win) => {
+                        for (t, &(lo, hi)) in trow.iter_mut().zip(win) {
+                            *t = row[lo..hi].iter().sum();
+                        }
+                    }
+                    None => {
+                        for (t, taps) in trow.iter_mut().zip(&tw.0) {
+                            *t = taps.iter().map(|&(j, a)| a * row[j]).sum();
+                        }
+                    }
                 }
             }
             // Along H: out[oh][ow] = Σ weight · tmp[i][ow]
@@ -181,9 +197,20 @@ fn separable_adjoint(
             }
             dst.fill(0.0);
             for (drow, trow) in dst.chunks_exact_mut(w).zip(tmp.chunks_exact(wo)) {
-                for (&t, taps) in trow.iter().zip(&tw.0) {
-                    for &(j, a) in taps {
-                        drow[j] += a * t;
+                match &tw.1 {
+                    Some(win) => {
+                        for (&t, &(lo, hi)) in trow.iter().zip(win) {
+                            for d in &mut drow[lo..hi] {
+                                *d += t;
+                            }
+                        }
+                    }
+                    None => {
+                        for (&t, taps) in trow.iter().zip(&tw.0) {
+                            for &(j, a) in taps {
+                                drow[j] += a * t;
+                            }
+                        }
                     }
                 }
             }

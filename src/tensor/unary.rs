@@ -101,7 +101,12 @@ impl UnaryOp {
 #[inline(always)]
 fn expm1_nonpositive(x: f32) -> f32 {
     let x = x.max(-87.0);
-    let k = (x * std::f32::consts::LOG2_E).round();
+    // Round to nearest with the 1.5·2²³ trick: in plain SSE2 arithmetic (no libm call), and the
+    // integer k is read off the sum's low mantissa bits (no float-to-int conversion).
+    const ROUND: f32 = 12_582_912.0;
+    let kr = x * std::f32::consts::LOG2_E + ROUND;
+    let k = kr - ROUND;
+    let ki = kr.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
     let p = ((((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
         * r
@@ -112,7 +117,7 @@ fn expm1_nonpositive(x: f32) -> f32 {
         * r)
         + r
         + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits((ki.wrapping_add(127) as u32) << 23);
     let small = x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0))));
     if x > -1e-2 { small } else { p * scale - 1.0 }
 }
@@ -180,37 +185,29 @@ pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor
 /// each. The values are those of the formulas above.
 fn fused_vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Option<Tensor> {
     use UnaryOp::*;
-    let d: fn(UnaryOp, f32, f32) -> f32 = match kind {
-        Elu(_) | Relu | Tanh | Sigmoid | Softplus => |k, x, y| match k {
-            Elu(alpha) => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    y + alpha
-                }
-            }
-            Relu => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            }
-            Tanh => 1.0 - y * y,
-            Sigmoid => y * (1.0 - y),
-            _ => 1.0 / (1.0 + (-x).exp()), // softplus
-        },
-        _ => return None,
-    };
     if g.shape() != x.shape() {
         return None;
     }
     let (xs, ys, gs) = (x.storage(), out.storage(), g.storage());
-    let zip = Zip::from(&xs).and(&ys).and(&gs);
-    let dx = if xs.len() >= PAR_THRESHOLD {
-        zip.par_map_collect(|&x, &y, &g| g * d(kind, x, y))
-    } else {
-        zip.map_collect(|&x, &y, &g| g * d(kind, x, y))
+    // One monomorphised loop per activation, so that the derivative inlines into it.
+    fn run(
+        (xs, ys, gs): (&super::Storage, &super::Storage, &super::Storage),
+        d: impl Fn(f32, f32) -> f32 + Sync + Send,
+    ) -> ndarray::ArrayD<f32> {
+        let zip = Zip::from(xs).and(ys).and(gs);
+        if xs.len() >= PAR_THRESHOLD {
+            zip.par_map_collect(|&x, &y, &g| g * d(x, y))
+        } else {
+            zip.map_collect(|&x, &y, &g| g * d(x, y))
+        }
+    }
+    let v = (&xs, &ys, &gs);
+    let dx = match kind {
+        Elu(alpha) => run(v, move |x, y| if x > 0.0 { 1.0 } else { y + alpha }),
+        Relu => run(v, |x, _| if x > 0.0 { 1.0 } else { 0.0 }),
+        Tanh => run(v, |_, y| 1.0 - y * y),
+        Sigmoid => run(v, |_, y| y * (1.0 - y)),
+        _ => return None,
     };
     Some(Tensor::from_array(dx))
 }
