@@ -1,7 +1,7 @@
 //! The [`Tensor`]: an n-dimensional f32 array that remembers how it was made.
 //!
 //! A tensor is a cheap handle (`Arc`) to its data and, when it was computed from other tensors while
-//! gradients are being recorded, to the [`Op`] that made it. That record is all that reverse-mode
+//! gradients are being recorded, to the op (`Op`, crate-private) that made it. That record is all that reverse-mode
 //! automatic differentiation needs (see [`crate::autograd`]). The op families live in their own
 //! files, each with its forward kernel and its vector-Jacobian product side by side:
 //!
@@ -50,6 +50,7 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 ///
 /// Cloning is cheap (one reference count). The graph of ops is freed when the last handle to its
 /// output drops.
+// ANCHOR: tensor_struct
 #[derive(Clone)]
 pub struct Tensor(Arc<Inner>);
 
@@ -60,6 +61,7 @@ struct Inner {
     op: Option<Op>,
     requires_grad: bool,
 }
+// ANCHOR_END: tensor_struct
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -125,6 +127,7 @@ impl Tensor {
 
     /// The result of `op`: the op is recorded only when gradients are enabled and one of its inputs
     /// requires a gradient; otherwise the result is a plain leaf and the inputs can be freed.
+    // ANCHOR: from_op
     pub(crate) fn from_op(data: impl Into<Storage>, op: Op) -> Tensor {
         let record = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad());
         if record {

@@ -5,6 +5,7 @@ use super::{Tensor, UnaryOp};
 use std::sync::Arc;
 
 /// A primitive op together with its inputs (and whatever else its VJP needs).
+// ANCHOR: op_enum
 pub(crate) enum Op {
     /// Elementwise function of one tensor.
     Unary(UnaryOp, Tensor),
@@ -67,6 +68,7 @@ pub(crate) enum Op {
     /// Matrix product of the last two axes, broadcasting the leading ones.
     Matmul(Tensor, Tensor),
 }
+// ANCHOR_END: op_enum
 
 impl Op {
     /// The tensors this op read.
@@ -137,6 +139,7 @@ impl Op {
     /// backward pass records a graph it can be differentiated again.
     pub(crate) fn vjp(&self, out: &Tensor, g: &Tensor, need: &[bool]) -> Vec<Option<Tensor>> {
         use Op::*;
+        // ANCHOR: vjp_arms
         let want = |i: usize, f: &dyn Fn() -> Tensor| if need[i] { Some(f()) } else { None };
         match self {
             Unary(kind, x) => vec![want(0, &|| super::unary::vjp(*kind, x, out, g))],
@@ -152,14 +155,17 @@ impl Op {
                 want(0, &|| g.mul(b).sum_to(a.shape())),
                 want(1, &|| g.mul(a).sum_to(b.shape())),
             ],
-            Div(a, b) => vec![
-                want(0, &|| g.div(b).sum_to(a.shape())),
-                want(1, &|| g.mul(out).div(b).neg().sum_to(b.shape())),
-            ],
+            Div(a, b) => {
+                vec![
+                    want(0, &|| g.div(b).sum_to(a.shape())),
+                    want(1, &|| g.mul(out).div(b).neg().sum_to(b.shape())),
+                ]
+            }
             Extremum { a, b, min } => {
                 let (ga, gb) = super::binary::extremum_vjp(a, b, *min, g, need);
                 vec![ga, gb]
             }
+            // ANCHOR_END: vjp_arms
             Where { mask, a, b } => vec![
                 None,
                 want(1, &|| {
