@@ -3,3 +3,4 @@
 
 pub mod error;
 pub use error::{Error, Result};
+pub mod toy;
