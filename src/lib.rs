@@ -4,3 +4,4 @@
 pub mod error;
 pub use error::{Error, Result};
 pub mod toy;
+pub mod plot;
