@@ -90,11 +90,11 @@ fn map_rows_vector(x: ArrayView2<f32>, mut f: impl FnMut(&[f64], &mut [f64])) ->
 
 /// A mixture of isotropic Gaussians in ℝᴰ:
 ///
-/// $$ p(x) = \sum_{k=1}^{K} \pi_k \, \mathcal N(x;\, \mu_k,\, \sigma_k^2 I). $$
+/// $$ p(x) = \sum_{k=1}^{K} \pi_k  \mathcal N(x; \mu_k, \sigma_k^2 I). $$
 ///
 /// The score is a responsibility-weighted average of the component scores,
 ///
-/// $$ \nabla_x \log p(x) = \sum_k r_k(x)\, \frac{\mu_k - x}{\sigma_k^2}, \qquad
+/// $$ \nabla_x \log p(x) = \sum_k r_k(x) \frac{\mu_k - x}{\sigma_k^2}, \qquad
 ///    r_k(x) = \frac{\pi_k \mathcal N(x; \mu_k, \sigma_k^2 I)}{\sum_j \pi_j \mathcal N(x; \mu_j, \sigma_j^2 I)}, $$
 ///
 /// with the responsibilities computed by log-sum-exp in `f64`.
@@ -153,7 +153,7 @@ impl GaussianMixture {
 
     /// The paper's two-dimensional toy (Song & Ermon 2019, §3.2 and Fig. 2–3):
     ///
-    /// $$ p = \tfrac15\, \mathcal N((-5,-5), I) + \tfrac45\, \mathcal N((5,5), I). $$
+    /// $$ p = \tfrac15 \mathcal N((-5,-5), I) + \tfrac45 \mathcal N((5,5), I). $$
     pub fn paper() -> Self {
         let means = Array2::from_shape_vec((2, 2), vec![-5.0, -5.0, 5.0, 5.0]).unwrap();
         GaussianMixture::new(&[0.2, 0.8], means, &[1.0, 1.0])
@@ -208,6 +208,7 @@ impl GaussianMixture {
         c
     }
 
+    // ANCHOR: mixture_score
     /// Writes log(πₖ N(x; μₖ, σₖ²I)) into `a` and returns their log-sum-exp, log p(x).
     fn log_joint(&self, x: &[f64], a: &mut [f64]) -> f64 {
         let d = x.len() as f64;
@@ -223,14 +224,6 @@ impl GaussianMixture {
         log_sum_exp(a)
     }
 
-    /// log p(x) in `f64` for one point.
-    #[cfg(test)]
-    pub(crate) fn log_prob_f64(&self, x: &[f64]) -> f64 {
-        let mut a = vec![0.0; self.n_components()];
-        self.log_joint(x, &mut a)
-    }
-
-    // ANCHOR: mixture_score
     /// ∇ₓ log p(x) in `f64` for one point: Σₖ rₖ(x) (μₖ − x)/σₖ², with the responsibilities
     /// rₖ = exp(aₖ − logsumexp(a)) from the log-joint terms aₖ = log πₖ + log N(x; μₖ, σₖ²I).
     pub(crate) fn score_f64(&self, x: &[f64], a: &mut [f64], out: &mut [f64]) {
@@ -245,6 +238,13 @@ impl GaussianMixture {
         }
     }
     // ANCHOR_END: mixture_score
+
+    /// log p(x) in `f64` for one point.
+    #[cfg(test)]
+    pub(crate) fn log_prob_f64(&self, x: &[f64]) -> f64 {
+        let mut a = vec![0.0; self.n_components()];
+        self.log_joint(x, &mut a)
+    }
 
     /// The responsibilities rₖ(x) = P(component k | x), shape `(N, K)`; each row sums to one.
     pub fn responsibilities(&self, x: ArrayView2<f32>) -> Array2<f32> {
@@ -271,7 +271,7 @@ impl GaussianMixture {
     /// Convolving N(μₖ, σₖ²I) with N(0, σ²I) gives N(μₖ, (σₖ² + σ²)I), and convolution is linear,
     /// so q_σ is the same mixture with every component variance grown by σ²:
     ///
-    /// $$ q_\sigma(\tilde x) = \sum_k \pi_k\, \mathcal N(\tilde x;\, \mu_k,\, (\sigma_k^2 + \sigma^2) I). $$
+    /// $$ q_\sigma(\tilde x) = \sum_k \pi_k \mathcal N(\tilde x; \mu_k, (\sigma_k^2 + \sigma^2) I). $$
     pub fn perturbed(&self, sigma: f64) -> GaussianMixture {
         assert!(
             sigma.is_finite() && sigma >= 0.0,
@@ -383,12 +383,12 @@ fn log_sum_exp(a: &[f64]) -> f64 {
 /// the density has a closed form. Averaging N(x; r u(θ), s²I) over θ and using
 /// \\( \frac{1}{2\pi}\int_0^{2\pi} e^{z\cos\theta} d\theta = I_0(z) \\) (modified Bessel function):
 ///
-/// $$ p(x) = \frac{1}{2\pi s^2} \exp\Big(-\frac{\|x\|^2 + r^2}{2 s^2}\Big)\, I_0\Big(\frac{r\|x\|}{s^2}\Big). $$
+/// $$ p(x) = \frac{1}{2\pi s^2} \exp\Big(-\frac{\lVert x \rVert^2 + r^2}{2 s^2}\Big) I_0\Big(\frac{r\lVert x \rVert}{s^2}\Big). $$
 ///
 /// With \\( I_0' = I_1 \\) its score is
 ///
-/// $$ \nabla_x \log p(x) = -\frac{x}{s^2} + \frac{r}{s^2} \frac{I_1(z)}{I_0(z)} \frac{x}{\|x\|},
-///    \qquad z = \frac{r \|x\|}{s^2}: $$
+/// $$ \nabla_x \log p(x) = -\frac{x}{s^2} + \frac{r}{s^2} \frac{I_1(z)}{I_0(z)} \frac{x}{\lVert x \rVert},
+///    \qquad z = \frac{r \lVert x \rVert}{s^2}: $$
 ///
 /// a pull of strength ≈ (r − ‖x‖)/s² towards the circle (I₁/I₀ → 1 for large z). It is smooth
 /// everywhere, also at the origin, where I₁(z)/z → ½ and the score vanishes. The Bessel functions are
@@ -451,6 +451,7 @@ impl Ring {
         -(LN_2PI + s2.ln()) - (rho - r) * (rho - r) / (2.0 * s2) + i0e.ln()
     }
 
+    // ANCHOR: ring_score
     pub(crate) fn score_f64(&self, x: &[f64], out: &mut [f64]) {
         let (r, s2) = (self.radius, self.std * self.std);
         let rho = x[0].hypot(x[1]);
@@ -466,6 +467,7 @@ impl Ring {
         out[0] = c * x[0];
         out[1] = c * x[1];
     }
+    // ANCHOR_END: ring_score
 }
 
 impl ToyDistribution for Ring {
