@@ -3,5 +3,5 @@
 
 pub mod error;
 pub use error::{Error, Result};
-pub mod toy;
 pub mod plot;
+pub mod toy;
