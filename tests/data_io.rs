@@ -117,10 +117,10 @@ fn mnist_raw_and_gzip_load_the_same() {
     assert_eq!(a, b);
     assert_eq!(a.images.dim(), (4, 1, 2, 3));
     assert_eq!(a.labels.as_deref(), Some(&[0u8, 1, 2, 3][..]));
-    // Row-major: image 1, row 1, column 2 is byte 6 + 5 = 11 of the data.
-    assert_eq!(a.images[[1, 0, 1, 2]], (11 * 7 % 256) as u8);
+    // Row-major: image 1, row 1, column 2 is byte 6 + 5 = 11 of the data, value 11 · 7 = 77.
+    assert_eq!(a.images[[1, 0, 1, 2]], 77u8);
     let f = a.to_f32();
-    assert_eq!(f[[1, 0, 1, 2]], (11 * 7 % 256) as f32 / 255.0);
+    assert_eq!(f[[1, 0, 1, 2]], 77.0 / 255.0);
 
     let no_labels = mnist::load(&raw_i, None).unwrap();
     assert_eq!(no_labels.labels, None);
@@ -503,7 +503,10 @@ fn toy_dataset(n: usize) -> Dataset {
     Dataset::new(images, Some(labels)).unwrap()
 }
 
-fn collect_bits(b: &mut Batches, steps: usize) -> Vec<(Vec<usize>, Vec<u32>, Vec<u8>, usize)> {
+/// Indices, image bits, labels and epoch of each batch.
+type BatchBits = (Vec<usize>, Vec<u32>, Vec<u8>, usize);
+
+fn collect_bits(b: &mut Batches, steps: usize) -> Vec<BatchBits> {
     b.take(steps)
         .map(|b| {
             (

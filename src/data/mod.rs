@@ -18,7 +18,7 @@
 //! # Error policy
 //!
 //! Loading reads bytes from outside the program, so it never panics on them. Every fault is an
-//! [`Error`](crate::Error) naming the file and what is wrong with it (a wrong magic number, a length
+//! [`Error`] naming the file and what is wrong with it (a wrong magic number, a length
 //! that does not match the header, a label out of range, an image that does not decode). A loader
 //! either returns the complete dataset or an error: never a shorter dataset with the bad part
 //! skipped, never a half-filled one.

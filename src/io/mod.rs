@@ -9,7 +9,7 @@
 pub mod checkpoint;
 pub mod image;
 
-pub use checkpoint::{
+pub use self::checkpoint::{
     Checkpoint, Metadata, Tensors, check_shapes, load, load_expecting, save, write_atomic,
 };
-pub use image::{GridOptions, make_grid, save_grid, save_grid_with, save_png, save_strip};
+pub use self::image::{GridOptions, make_grid, save_grid, save_grid_with, save_png, save_strip};
