@@ -965,3 +965,63 @@ fn png_grids_are_written_and_clamped() {
         e => panic!("{e:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// No panic on any bytes
+
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid file of each kind, then mangled: cut at `cut` and with `flips` bytes changed.
+    fn mangle(mut bytes: Vec<u8>, cut: usize, flips: &[(usize, u8)]) -> Vec<u8> {
+        bytes.truncate(cut % (bytes.len() + 1));
+        if !bytes.is_empty() {
+            for &(i, x) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= x;
+            }
+        }
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn loaders_return_errors_not_panics(
+            cut in 0usize..20_000,
+            flips in proptest::collection::vec((0usize..20_000, 1u8..=255), 0..4),
+            gz in any::<bool>(),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let dir = TempDir::new("fuzz");
+            let wrap = |b: Vec<u8>| if gz { gzip(&b) } else { b };
+            let (img, lab) = mnist_bytes(5);
+            let i = dir.write("images", &wrap(mangle(img.clone(), cut, &flips)));
+            let l = dir.write("labels", &wrap(mangle(lab, cut, &flips)));
+            if let Ok(d) = mnist::load(&i, Some(&l)) {
+                prop_assert_eq!(Some(d.len()), d.labels.as_ref().map(|l| l.len()));
+            }
+            let _ = mnist::load(dir.write("noise", &noise), None);
+
+            let records = mangle(cifar_bytes(&[1, 2, 3], 0), cut, &flips);
+            dir.write("data_batch_1.bin", &wrap(records.clone()));
+            if let Ok(d) = cifar10::load(&dir.0, Split::Train) {
+                // Loaded means: every byte accounted for.
+                prop_assert_eq!(d.len() * cifar10::RECORD_LEN, records.len());
+            }
+
+            let ck = dir.path("ck.safetensors");
+            sample_checkpoint().save(&ck).unwrap();
+            let good = std::fs::read(&ck).unwrap();
+            let bad = dir.write("bad.safetensors", &mangle(good, cut, &flips));
+            let _ = Checkpoint::load(&bad);
+            let _ = Checkpoint::load(dir.write("noise.safetensors", &noise));
+
+            let _ = image_folder::load(&dir.0, 4, ColorMode::Rgb); // noise-named files are skipped
+            dir.write("x.png", &noise);
+            prop_assert!(image_folder::load(&dir.0, 4, ColorMode::Rgb).is_err());
+        }
+    }
+}

@@ -115,7 +115,7 @@ impl Dataset {
         self.images.mapv(|v| f32::from(v) / 255.0)
     }
 
-    /// The label of image `i`, if the dataset has labels.
+    /// The label of image `i`, if the dataset has labels. Panics if `i` is out of range.
     pub fn label(&self, i: usize) -> Option<u8> {
         self.labels.as_ref().map(|l| l[i])
     }
