@@ -544,6 +544,33 @@ fn batches_are_deterministic_per_seed() {
 }
 
 #[test]
+fn skipping_batches_resumes_the_same_stream() {
+    let d = toy_dataset(10);
+    for drop_last in [false, true] {
+        let all = Transform {
+            random_flip: true,
+            dequantize: true,
+            logit: true,
+        };
+        let opts = BatchOptions {
+            batch_size: 3,
+            shuffle: true,
+            drop_last,
+            transform: all,
+        };
+        let full = collect_bits(&mut Batches::new(&d, opts, 5).unwrap(), 12);
+        for k in [0, 1, 3, 4, 7] {
+            let mut it = Batches::new(&d, opts, 5).unwrap();
+            it.skip_batches(k);
+            assert_eq!(it.step(), k);
+            let rest = collect_bits(&mut it, 12 - k);
+            assert_eq!(rest, full[k..], "skip {k}, drop_last {drop_last}");
+            assert_eq!(it.step(), 12);
+        }
+    }
+}
+
+#[test]
 fn batches_cover_each_epoch_and_reshuffle() {
     let d = toy_dataset(10);
     let mut it = Batches::new(&d, BatchOptions::new(4, Transform::NONE), 7).unwrap();
