@@ -20,6 +20,9 @@
 //! - [`toy`] — distributions with closed-form density and score: Gaussian mixtures and their
 //!   noise-perturbed versions, a ring, a square, data on a low-dimensional subspace.
 //! - [`plot`] — SVG figures: densities, score fields, samples, loss curves.
+//! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
+//!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
+//! - [`io`] — safetensors checkpoints written atomically and validated on load; PNG grids.
 //! - [`error`] — the [`Error`] type of everything that reads or writes files.
 //!
 //! # Errors
@@ -35,7 +38,9 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod data;
 pub mod error;
+pub mod io;
 pub mod nn;
 pub mod optim;
 pub mod plot;
