@@ -18,6 +18,7 @@
 //! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
 
 mod binary;
+pub mod fastmath;
 mod matmul;
 mod op;
 mod reduce;

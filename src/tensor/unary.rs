@@ -1,7 +1,9 @@
 //! Elementwise functions of one tensor: each forward rule beside its derivative.
 
+use super::fastmath;
 use super::{Op, Tensor};
-use ndarray::Zip;
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
 
 /// Elements above which elementwise kernels split the work across threads with rayon. Below it,
 /// the cost of waking threads exceeds the work (measured in `benches/ops.rs`).
@@ -68,22 +70,22 @@ impl UnaryOp {
         use UnaryOp::*;
         match self {
             Neg => -x,
-            Exp => x.exp(),
+            Exp => fastmath::exp(x),
             Log => x.ln(),
             Sqrt => x.sqrt(),
             Square => x * x,
             Powf(p) => x.powf(p),
             Abs => x.abs(),
-            Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Sigmoid => fastmath::sigmoid(x),
             Tanh => x.tanh(),
             Relu => x.max(0.0),
             // max(x, 0) + ln(1 + e^{-|x|}): no overflow for large x, no loss for very negative x.
-            Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            Softplus => fastmath::softplus(x),
             Elu(alpha) => {
                 if x > 0.0 {
                     x
                 } else {
-                    alpha * x.exp_m1()
+                    alpha * fastmath::expm1(x)
                 }
             }
             AddScalar(c) => x + c,
@@ -91,6 +93,33 @@ impl UnaryOp {
         }
     }
     // ANCHOR_END: unary_forward
+}
+
+/// `out[i] = kind(x[i])`. The match is outside the loop, so each loop is a single inlined,
+/// branch-free function that the compiler vectorises (see [`fastmath::map_into`]).
+fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [f32]) {
+    use UnaryOp::*;
+    use fastmath::map_into as m;
+    match kind {
+        Neg => m(x, out, |v| -v),
+        Exp => m(x, out, fastmath::exp),
+        Log => m(x, out, f32::ln),
+        Sqrt => m(x, out, f32::sqrt),
+        Square => m(x, out, |v| v * v),
+        Powf(p) => m(x, out, move |v| v.powf(p)),
+        Abs => m(x, out, f32::abs),
+        Sigmoid => m(x, out, fastmath::sigmoid),
+        Tanh => m(x, out, f32::tanh),
+        Relu => m(x, out, |v| v.max(0.0)),
+        Softplus => m(x, out, fastmath::softplus),
+        Elu(a) => m(
+            x,
+            out,
+            move |v| if v > 0.0 { v } else { a * fastmath::expm1(v) },
+        ),
+        AddScalar(c) => m(x, out, move |v| v + c),
+        MulScalar(c) => m(x, out, move |v| c * v),
+    }
 }
 
 /// The gradient with respect to `x` of a scalar whose gradient with respect to `out = f(x)` is `g`.
@@ -130,11 +159,18 @@ impl Tensor {
     /// Applies an elementwise function, recording it for autograd.
     pub fn unary(&self, kind: UnaryOp) -> Tensor {
         let x = self.storage();
-        let out = if x.len() >= PAR_THRESHOLD {
-            Zip::from(&x).par_map_collect(|&v| kind.apply(v))
+        let x = x.as_standard_layout();
+        let src = x.as_slice().expect("standard layout");
+        let mut out = vec![0.0f32; src.len()];
+        if src.len() >= PAR_THRESHOLD {
+            const CHUNK: usize = 1 << 14;
+            out.par_chunks_mut(CHUNK)
+                .zip(src.par_chunks(CHUNK))
+                .for_each(|(o, i)| apply_slice(kind, i, o));
         } else {
-            x.mapv(|v| kind.apply(v))
-        };
+            apply_slice(kind, src, &mut out);
+        }
+        let out = ArrayD::from_shape_vec(IxDyn(self.shape()), out).expect("shape");
         Tensor::from_op(out, Op::Unary(kind, self.clone()))
     }
 
