@@ -15,6 +15,7 @@
 
 #![cfg(feature = "vulkan")]
 
+use std::f32::consts::PI;
 use std::sync::OnceLock;
 
 use ncsn::backend::vulkan::{
@@ -430,12 +431,8 @@ fn unary_ops_match_cpu() {
             }
         }),
         (UnaryOp::Sqrt, 0.0, 8.0, f64::sqrt, |w, _| 4.5 * ulp(w)),
-        (UnaryOp::Sin, -3.14159, 3.14159, f64::sin, |_, _| {
-            2f64.powi(-11)
-        }),
-        (UnaryOp::Cos, -3.14159, 3.14159, f64::cos, |_, _| {
-            2f64.powi(-11)
-        }),
+        (UnaryOp::Sin, -PI, PI, f64::sin, |_, _| 2f64.powi(-11)),
+        (UnaryOp::Cos, -PI, PI, f64::cos, |_, _| 2f64.powi(-11)),
         (UnaryOp::Tanh, -20.0, 20.0, f64::tanh, derived),
         (
             UnaryOp::Sigmoid,
@@ -528,8 +525,8 @@ fn binary_ops_broadcast_like_numpy() {
             let z = ctx().run(|r| r.binary(op, &da, &db)).unwrap();
             assert_eq!(z.shape(), out_shape.as_slice());
             let got = down(&z);
-            let n: usize = out_shape.iter().product();
-            for i in 0..n {
+            assert_eq!(got.len(), out_shape.iter().product::<usize>());
+            for (i, &g) in got.iter().enumerate() {
                 let mut coord = vec![0; out_shape.len()];
                 let mut rest = i;
                 for d in (0..out_shape.len()).rev() {
@@ -553,9 +550,8 @@ fn binary_ops_broadcast_like_numpy() {
                     }
                 };
                 assert!(
-                    (got[i] as f64 - want).abs() <= tol,
-                    "{op:?} {sa:?} with {sb:?} at {coord:?}: got {}, want {want}",
-                    got[i]
+                    (g as f64 - want).abs() <= tol,
+                    "{op:?} {sa:?} with {sb:?} at {coord:?}: got {g}, want {want}"
                 );
             }
         }

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use vulkano::VulkanLibrary;
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::command_buffer::{
-    AutoCommandBufferBuilder, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer,
+    AutoCommandBufferBuilder, CommandBufferExecError, CommandBufferUsage, CopyBufferInfo,
+    PrimaryAutoCommandBuffer,
 };
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
@@ -16,12 +16,15 @@ use vulkano::device::{Device, DeviceCreateInfo, Queue, QueueCreateInfo, QueueFla
 use vulkano::instance::{Instance, InstanceCreateInfo};
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
 use vulkano::pipeline::compute::ComputePipelineCreateInfo;
-use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
+use vulkano::pipeline::layout::{
+    IntoPipelineLayoutCreateInfoError, PipelineDescriptorSetLayoutCreateInfo,
+};
 use vulkano::pipeline::{
     ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo,
 };
 use vulkano::shader::{ShaderModule, ShaderModuleCreateInfo};
-use vulkano::sync::{self, GpuFuture};
+use vulkano::sync::{self, GpuFuture, HostAccessError};
+use vulkano::{Validated, ValidationError, VulkanError, VulkanLibrary};
 
 use super::shaders::Kernel;
 use crate::{Error, Result};
@@ -29,9 +32,41 @@ use crate::{Error, Result};
 /// Wraps a vulkano error as an [`Error::Invalid`] that says what was being done.
 macro_rules! vk {
     ($e:expr, $what:expr) => {
-        $e.map_err(|e| $crate::Error::Invalid(format!("vulkan: {}: {}", $what, e)))
+        $e.map_err(|e| Error::Invalid(format!("vulkan: {}: {}", $what, Describe::describe(&e))))
     };
 }
+
+/// An error's message. For `Validated` errors this is the inner error's message: vulkano's own
+/// `Display` only says "a non-validation error occurred".
+trait Describe {
+    fn describe(&self) -> String;
+}
+
+impl<E: std::fmt::Display> Describe for Validated<E> {
+    fn describe(&self) -> String {
+        match self {
+            Validated::Error(e) => e.to_string(),
+            Validated::ValidationError(e) => e.to_string(),
+        }
+    }
+}
+
+macro_rules! describe_by_display {
+    ($($t:ty),*) => {
+        $(impl Describe for $t {
+            fn describe(&self) -> String {
+                self.to_string()
+            }
+        })*
+    };
+}
+describe_by_display!(
+    VulkanError,
+    Box<ValidationError>,
+    HostAccessError,
+    CommandBufferExecError,
+    IntoPipelineLayoutCreateInfoError
+);
 
 /// A Vulkan device ready for compute: queue, allocators and cached pipelines.
 ///
@@ -106,8 +141,9 @@ impl VulkanContext {
         })?;
         let instance = Instance::new(library, InstanceCreateInfo::default()).map_err(|e| {
             Error::Invalid(format!(
-                "vulkan: cannot create an instance ({e}); is a Vulkan driver installed \
-                 (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` for lavapipe)?"
+                "vulkan: cannot create an instance ({}); is a Vulkan driver installed \
+                 (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` for lavapipe)?",
+                e.describe()
             ))
         })?;
         let (physical, family) = vk!(
