@@ -1016,6 +1016,8 @@ fn langevin_loop_on_device() {
     let run = || {
         let x = up(&x0, &shape);
         let s: Vec<DeviceBuffer> = scores.iter().map(|s| up(s, &shape)).collect();
+        // ANCHOR: loop
+        // One command buffer for the whole loop: no host round trip between steps.
         ctx()
             .run(|r| {
                 for (t, st) in s.iter().enumerate() {
@@ -1024,6 +1026,7 @@ fn langevin_loop_on_device() {
                 Ok(())
             })
             .unwrap();
+        // ANCHOR_END: loop
         down(&x)
     };
     let got = run();
