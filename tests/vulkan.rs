@@ -378,7 +378,9 @@ fn ulp(v: f64) -> f64 {
 /// Each unary op against f64 on 1001 inputs. Bounds from the Vulkan precision table:
 /// exact ops (neg, abs, relu, leaky relu, ×, +) are correctly rounded: ½ ULP;
 /// 1/x: 2.5 ULP; exp: (3 + 2|x|) ULP; log: 3 ULP, or 2⁻²¹ absolute on [0.5, 2];
-/// sqrt (inherited from 1/inversesqrt): 2 + 2.5 ULP; sin, cos: 2⁻¹¹ absolute on [−π, π].
+/// sqrt (inherited from 1/inversesqrt): inversesqrt's 2 ULP, which can be 4 ULP of the result
+/// across a power of two, plus the division's 2.5, rounded up to 8 ULP;
+/// sin, cos: 2⁻¹¹ absolute on [−π, π].
 /// Ops the spec defines through exp/log (tanh, sigmoid, softplus, elu, pow) inherit those
 /// errors through a couple of further roundings: we allow 1e−5 relative plus 2e−6 absolute, a
 /// bound on the propagated exp error (≤ 11 ULP ≈ 1.3e−6 relative for |x| ≤ 4) with margin.
@@ -430,7 +432,7 @@ fn unary_ops_match_cpu() {
                 3.0 * ulp(w)
             }
         }),
-        (UnaryOp::Sqrt, 0.0, 8.0, f64::sqrt, |w, _| 4.5 * ulp(w)),
+        (UnaryOp::Sqrt, 0.0, 8.0, f64::sqrt, |w, _| 8.0 * ulp(w)),
         (UnaryOp::Sin, -PI, PI, f64::sin, |_, _| 2f64.powi(-11)),
         (UnaryOp::Cos, -PI, PI, f64::cos, |_, _| 2f64.powi(-11)),
         (UnaryOp::Tanh, -20.0, 20.0, f64::tanh, derived),
@@ -813,8 +815,12 @@ fn embedding_gathers_rows() {
 /// Three Adam steps with weight decay against the same formula on the host in f64. Each update
 /// is a handful of roundings (≈ 10 ULP of the step, ~lr·1e−6) and the parameters are ≤ 1, so
 /// 1e−6 absolute on the parameters is both safe and tight enough to catch a wrong formula (a
-/// missing bias correction moves the step by ~lr = 1e−3). The moments are compared relatively
-/// (1e−5: three steps of 3 roundings each, with margin).
+/// missing bias correction moves the step by ~lr = 1e−3). The second moment is a sum of positive
+/// terms: 1e−5 relative (three steps of 3 roundings each, with margin). The first moment can
+/// cancel (gradients of both signs), so its bound is a running error bound: per step the kernel
+/// rounds g + wd·p, g − m, the product with (1 − β₁) and the sum, so the error obeys
+/// `e ← β₁·e + 3u(1 − β₁)(|g| + |m|) + u|m_new|` (plus wd·(1 − β₁) times the parameter error),
+/// doubled for margin.
 #[test]
 fn adam_matches_pytorch_formula() {
     let n = 1001;
@@ -831,6 +837,7 @@ fn adam_matches_pytorch_formula() {
         vec![0.0; n],
         vec![0.0; n],
     );
+    let mut m_err = vec![0.0f64; n];
     for t in 1..=3u64 {
         let g = random(n, -0.5, 0.5, 810 + t);
         let dg = up(&g, &[n]);
@@ -841,14 +848,20 @@ fn adam_matches_pytorch_formula() {
         let bc1 = 1.0 - b1.powi(t as i32);
         let bc2 = 1.0 - b2.powi(t as i32);
         for i in 0..n {
-            let gi = g[i] as f64 + cfg.weight_decay as f64 * p[i];
-            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            let wd = cfg.weight_decay as f64;
+            let gi = g[i] as f64 + wd * p[i];
+            let m_new = b1 * m[i] + (1.0 - b1) * gi;
+            m_err[i] = b1 * m_err[i]
+                + 3.0 * U * (1.0 - b1) * (gi.abs() + m[i].abs())
+                + U * m_new.abs()
+                + (1.0 - b1) * wd * 1e-6;
+            m[i] = m_new;
             v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
             p[i] -= cfg.lr as f64 / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + cfg.eps as f64);
         }
     }
     assert_close("adam param", &down(&dp), &p, |_| 1e-6);
-    assert_close("adam m", &down(&dm), &m, |i| 1e-5 * m[i].abs() + 1e-9);
+    assert_close("adam m", &down(&dm), &m, |i| 2.0 * m_err[i]);
     assert_close("adam v", &down(&dv), &v, |i| 1e-5 * v[i].abs() + 1e-12);
 }
 
