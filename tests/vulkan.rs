@@ -1018,7 +1018,7 @@ fn randn_moments() {
 /// Three Langevin steps recorded into one submission, against the host update with the noise of
 /// `randn(seed, step)`. Per step: `x + (α/2)s + √α z` is 2 products and 2 sums of values of
 /// order 1 (plus the f32 rounding of α/2 and √α): ≤ 4 ULP of ~4, so 3 steps stay within 1e−5
-/// absolute. Rerunning gives identical bits.
+/// absolute. Rerunning gives identical bits, also when the loop is split by `flush`.
 #[test]
 fn langevin_loop_on_device() {
     let shape = [3, 5, 7]; // 105 elements: not a multiple of 4
@@ -1043,6 +1043,21 @@ fn langevin_loop_on_device() {
         down(&x)
     };
     let got = run();
+    // The same loop submitted in two pieces with `flush` in between gives the same bits.
+    let x = up(&x0, &shape);
+    let s: Vec<DeviceBuffer> = scores.iter().map(|s| up(s, &shape)).collect();
+    ctx()
+        .run(|r| {
+            for (t, st) in s.iter().enumerate() {
+                r.langevin_step(&x, st, alpha, seed, t as u64)?;
+                if t == 0 {
+                    r.flush()?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(down(&x), got, "flushed loop");
     assert_eq!(
         got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         run().iter().map(|v| v.to_bits()).collect::<Vec<_>>()

@@ -102,6 +102,10 @@ pub struct DeviceIndices {
 /// each dispatch reads and writes and inserts the pipeline barriers. Output buffers are allocated
 /// at recording time, so their handles can be passed to later kernels in the same recording,
 /// but their contents are only defined after submission.
+///
+/// Memory: a command buffer keeps every buffer it uses alive until it has finished, including
+/// intermediates whose handles were dropped during recording. A very long recording (thousands
+/// of network evaluations) should therefore call [`Recorder::flush`] now and then.
 pub struct Recorder<'a> {
     pub(crate) ctx: &'a VulkanContext,
     builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
@@ -522,17 +526,34 @@ impl Recorder<'_> {
 
     /// Submits everything recorded and waits for the device to finish.
     pub fn submit(self) -> Result<()> {
-        let ctx = self.ctx;
-        let cb = vk!(self.builder.build(), "finishing a command buffer")?;
-        let future = vk!(
-            sync::now(ctx.device.clone()).then_execute(ctx.queue.clone(), cb),
-            "submitting a command buffer"
-        )?;
-        let fence = vk!(
-            future.then_signal_fence_and_flush(),
-            "submitting a command buffer"
-        )?;
-        vk!(fence.wait(None), "waiting for the device")?;
-        Ok(())
+        submit_and_wait(self.ctx, self.builder)
     }
+
+    /// Submits what has been recorded so far, waits for it, and goes on recording into a fresh
+    /// command buffer. Buffers that only the finished commands used are freed once their last
+    /// handle drops, so a long loop that calls this every few hundred steps keeps its memory
+    /// bounded (see the memory note on [`Recorder`]).
+    pub fn flush(&mut self) -> Result<()> {
+        let fresh = self.ctx.recorder()?.builder;
+        let done = std::mem::replace(&mut self.builder, fresh);
+        submit_and_wait(self.ctx, done)
+    }
+}
+
+/// Ends `builder`, submits it to the context's queue, and blocks until the device is done.
+fn submit_and_wait(
+    ctx: &VulkanContext,
+    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+) -> Result<()> {
+    let cb = vk!(builder.build(), "finishing a command buffer")?;
+    let future = vk!(
+        sync::now(ctx.device.clone()).then_execute(ctx.queue.clone(), cb),
+        "submitting a command buffer"
+    )?;
+    let fence = vk!(
+        future.then_signal_fence_and_flush(),
+        "submitting a command buffer"
+    )?;
+    vk!(fence.wait(None), "waiting for the device")?;
+    Ok(())
 }
