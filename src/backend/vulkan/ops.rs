@@ -692,12 +692,13 @@ impl Recorder<'_> {
             dy.shape(),
             x.shape()
         );
+        if n == 0 {
+            // An empty batch: a sum over no terms.
+            return self.zeros(&[cout, cin, kh, kw]);
+        }
         let out = self.output(&[cout, cin, kh, kw])?;
         if out.is_empty() {
             return Ok(out);
-        }
-        if n * ho * wo == 0 {
-            return self.zeros(&[cout, cin, kh, kw]);
         }
         let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), false);
         let groups = [
@@ -715,7 +716,8 @@ impl Recorder<'_> {
     }
 
     /// 2-d average pooling of an NCHW tensor with zero padding counted in the divisor (PyTorch's
-    /// `AvgPool2d` with `count_include_pad = true`, `ceil_mode = false`), `shaders/avg_pool2d.comp`.
+    /// `AvgPool2d` with `count_include_pad = true`, `ceil_mode = false`),
+    /// `shaders/avg_pool2d.comp`.
     ///
     /// # Panics
     /// If `x` is not rank 4 or the window does not fit.
