@@ -1090,3 +1090,28 @@ fn copy_zeros_reshape() {
     assert!(e.is_empty());
     assert_eq!(down(&e), Vec::<f32>::new());
 }
+
+/// Empty inputs give empty (or, for sums over nothing, zero) outputs without dispatching.
+#[test]
+fn empty_inputs() {
+    let p = Conv2dParams::default();
+    let x = up(&[], &[0, 2, 5, 5]);
+    let dy = up(&[], &[0, 3, 3, 3]);
+    let a = up(&[], &[0, 4]);
+    let b = up(&random(12, -1.0, 1.0, 1100), &[4, 3]);
+    let (dw, c, e, s) = ctx()
+        .run(|r| {
+            Ok((
+                r.conv2d_weight_grad(&x, &dy, (3, 3), p)?,
+                r.matmul(&a, &b, false, false)?,
+                r.unary(UnaryOp::Exp, &a)?,
+                r.reduce(ReduceOp::Sum, &a, &[0], false)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(dw.shape(), [3, 2, 3, 3]);
+    assert_eq!(down(&dw), vec![0.0; 54]);
+    assert_eq!(c.shape(), [0, 3]);
+    assert!(e.is_empty());
+    assert_eq!(down(&s), vec![0.0; 4], "a sum over an empty axis is 0");
+}
