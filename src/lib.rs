@@ -23,6 +23,9 @@
 //! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
 //!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
 //! - [`io`] — safetensors checkpoints written atomically and validated on load; PNG grids.
+//! - [`backend`] — with the `vulkan` feature, a Vulkan compute layer (vulkano, GLSL shaders in
+//!   `shaders/` compiled with `glslc`): device buffers and kernels for GEMM, convolutions,
+//!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG.
 //! - [`error`] — the [`Error`] type of everything that reads or writes files.
 //!
 //! # Errors
@@ -38,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod backend;
 pub mod data;
 pub mod error;
 pub mod io;
