@@ -117,10 +117,10 @@ fn mnist_raw_and_gzip_load_the_same() {
     assert_eq!(a, b);
     assert_eq!(a.images.dim(), (4, 1, 2, 3));
     assert_eq!(a.labels.as_deref(), Some(&[0u8, 1, 2, 3][..]));
-    // Row-major: image 1, row 1, column 2 is byte 6 + 5 = 11 of the data.
-    assert_eq!(a.images[[1, 0, 1, 2]], (11 * 7 % 256) as u8);
+    // Row-major: image 1, row 1, column 2 is byte 6 + 5 = 11 of the data, value 11 · 7 = 77.
+    assert_eq!(a.images[[1, 0, 1, 2]], 77u8);
     let f = a.to_f32();
-    assert_eq!(f[[1, 0, 1, 2]], (11 * 7 % 256) as f32 / 255.0);
+    assert_eq!(f[[1, 0, 1, 2]], 77.0 / 255.0);
 
     let no_labels = mnist::load(&raw_i, None).unwrap();
     assert_eq!(no_labels.labels, None);
@@ -503,7 +503,10 @@ fn toy_dataset(n: usize) -> Dataset {
     Dataset::new(images, Some(labels)).unwrap()
 }
 
-fn collect_bits(b: &mut Batches, steps: usize) -> Vec<(Vec<usize>, Vec<u32>, Vec<u8>, usize)> {
+/// Indices, image bits, labels and epoch of each batch.
+type BatchBits = (Vec<usize>, Vec<u32>, Vec<u8>, usize);
+
+fn collect_bits(b: &mut Batches, steps: usize) -> Vec<BatchBits> {
     b.take(steps)
         .map(|b| {
             (
@@ -538,6 +541,33 @@ fn batches_are_deterministic_per_seed() {
         9,
     );
     assert_eq!(a, e);
+}
+
+#[test]
+fn skipping_batches_resumes_the_same_stream() {
+    let d = toy_dataset(10);
+    for drop_last in [false, true] {
+        let all = Transform {
+            random_flip: true,
+            dequantize: true,
+            logit: true,
+        };
+        let opts = BatchOptions {
+            batch_size: 3,
+            shuffle: true,
+            drop_last,
+            transform: all,
+        };
+        let full = collect_bits(&mut Batches::new(&d, opts, 5).unwrap(), 12);
+        for k in [0, 1, 3, 4, 7] {
+            let mut it = Batches::new(&d, opts, 5).unwrap();
+            it.skip_batches(k);
+            assert_eq!(it.step(), k);
+            let rest = collect_bits(&mut it, 12 - k);
+            assert_eq!(rest, full[k..], "skip {k}, drop_last {drop_last}");
+            assert_eq!(it.step(), 12);
+        }
+    }
 }
 
 #[test]
@@ -960,5 +990,65 @@ fn png_grids_are_written_and_clamped() {
     match io::save_grid(&nowhere, imgs.view(), 2).unwrap_err() {
         Error::Io { path, .. } => assert_eq!(path, nowhere),
         e => panic!("{e:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// No panic on any bytes
+
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid file of each kind, then mangled: cut at `cut` and with `flips` bytes changed.
+    fn mangle(mut bytes: Vec<u8>, cut: usize, flips: &[(usize, u8)]) -> Vec<u8> {
+        bytes.truncate(cut % (bytes.len() + 1));
+        if !bytes.is_empty() {
+            for &(i, x) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= x;
+            }
+        }
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn loaders_return_errors_not_panics(
+            cut in 0usize..20_000,
+            flips in proptest::collection::vec((0usize..20_000, 1u8..=255), 0..4),
+            gz in any::<bool>(),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let dir = TempDir::new("fuzz");
+            let wrap = |b: Vec<u8>| if gz { gzip(&b) } else { b };
+            let (img, lab) = mnist_bytes(5);
+            let i = dir.write("images", &wrap(mangle(img.clone(), cut, &flips)));
+            let l = dir.write("labels", &wrap(mangle(lab, cut, &flips)));
+            if let Ok(d) = mnist::load(&i, Some(&l)) {
+                prop_assert_eq!(Some(d.len()), d.labels.as_ref().map(|l| l.len()));
+            }
+            let _ = mnist::load(dir.write("noise", &noise), None);
+
+            let records = mangle(cifar_bytes(&[1, 2, 3], 0), cut, &flips);
+            dir.write("data_batch_1.bin", &wrap(records.clone()));
+            if let Ok(d) = cifar10::load(&dir.0, Split::Train) {
+                // Loaded means: every byte accounted for.
+                prop_assert_eq!(d.len() * cifar10::RECORD_LEN, records.len());
+            }
+
+            let ck = dir.path("ck.safetensors");
+            sample_checkpoint().save(&ck).unwrap();
+            let good = std::fs::read(&ck).unwrap();
+            let bad = dir.write("bad.safetensors", &mangle(good, cut, &flips));
+            let _ = Checkpoint::load(&bad);
+            let _ = Checkpoint::load(dir.write("noise.safetensors", &noise));
+
+            let _ = image_folder::load(&dir.0, 4, ColorMode::Rgb); // noise-named files are skipped
+            dir.write("x.png", &noise);
+            prop_assert!(image_folder::load(&dir.0, 4, ColorMode::Rgb).is_err());
+        }
     }
 }

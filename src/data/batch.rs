@@ -6,6 +6,8 @@
 //! the flips, the dequantisation noise) comes from one `ChaCha8Rng` seeded explicitly, consumed in a
 //! fixed order: one shuffle at the start of each epoch, then per batch the flips, then the noise.
 //! The same dataset, options and seed give the same batches, bit for bit, on every platform.
+//! A run resumed from a checkpoint at step `k` calls [`Batches::skip_batches`]`(k)` to see the
+//! batches it would have seen had it never stopped.
 
 use ndarray::{Array4, Axis};
 use rand::SeedableRng;
@@ -65,6 +67,7 @@ pub struct Batches<'a> {
     order: Vec<usize>,
     pos: usize,
     epoch: usize,
+    step: usize,
 }
 
 impl<'a> Batches<'a> {
@@ -99,6 +102,7 @@ impl<'a> Batches<'a> {
             order: (0..dataset.len()).collect(),
             pos: 0,
             epoch: 0,
+            step: 0,
         };
         batches.start_epoch();
         Ok(batches)
@@ -133,6 +137,35 @@ impl<'a> Batches<'a> {
         }
     }
 
+    /// The number of batches yielded (or skipped) so far.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Skips `n` batches cheaply, leaving the iterator exactly where `n` calls to `next` would
+    /// have: the epochs are shuffled as usual, but the random numbers the skipped batches would
+    /// have drawn for flips and noise are jumped over without being generated. For resuming a
+    /// run from a checkpoint at step `n` with the same batches it would have seen.
+    pub fn skip_batches(&mut self, n: usize) {
+        let (c, h, w) = self.dataset.image_shape();
+        let t = self.opts.transform;
+        for _ in 0..n {
+            if self.epoch_done() {
+                self.epoch += 1;
+                self.start_epoch();
+            }
+            let len = (self.pos + self.opts.batch_size).min(self.order.len()) - self.pos;
+            self.pos += len;
+            self.step += 1;
+            // One 32-bit word per f32 draw: one per picture for the flips, one per value for
+            // the noise (see `next`).
+            let words =
+                usize::from(t.random_flip) * len + usize::from(t.dequantize) * len * c * h * w;
+            self.rng
+                .set_word_pos(self.rng.get_word_pos() + words as u128);
+        }
+    }
+
     /// The options this iterator was made with.
     pub fn options(&self) -> &BatchOptions {
         &self.opts
@@ -151,6 +184,7 @@ impl Iterator for Batches<'_> {
         let end = (self.pos + self.opts.batch_size).min(self.order.len());
         let indices = self.order[self.pos..end].to_vec();
         self.pos = end;
+        self.step += 1;
 
         let t = self.opts.transform;
         let mut pixels = self.dataset.images.select(Axis(0), &indices);

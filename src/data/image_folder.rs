@@ -158,3 +158,40 @@ pub fn load(dir: impl AsRef<Path>, size: u32, mode: ColorMode) -> Result<Dataset
         .map_err(|e| Error::Invalid(format!("image folder {}: {e}", dir.display())))?;
     Dataset::new(images, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centre_offset_rounds_half_to_even_as_python() {
+        // int(round(extra / 2.0)) in Python 3.
+        let python = [
+            (0, 0),
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (4, 2),
+            (5, 2),
+            (6, 3),
+            (7, 4),
+            (9, 4),
+        ];
+        for (extra, want) in python {
+            assert_eq!(centre_offset(extra), want, "extra {extra}");
+        }
+    }
+
+    #[test]
+    fn resize_keeps_aspect_and_crops_the_centre() {
+        let img = DynamicImage::ImageLuma8(image::GrayImage::from_fn(10, 4, |x, _| {
+            image::Luma([x as u8 * 20])
+        }));
+        let out = resize_and_crop(img, 2);
+        assert_eq!((out.width(), out.height()), (2, 2));
+        // 10×4 → 5×2 (shorter side 2), centre crop starts at round(1.5) = 2.
+        let wide = DynamicImage::ImageLuma8(image::GrayImage::new(7, 3));
+        let out = resize_and_crop(wide, 3);
+        assert_eq!((out.width(), out.height()), (3, 3));
+    }
+}

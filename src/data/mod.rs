@@ -18,7 +18,7 @@
 //! # Error policy
 //!
 //! Loading reads bytes from outside the program, so it never panics on them. Every fault is an
-//! [`Error`](crate::Error) naming the file and what is wrong with it (a wrong magic number, a length
+//! [`Error`] naming the file and what is wrong with it (a wrong magic number, a length
 //! that does not match the header, a label out of range, an image that does not decode). A loader
 //! either returns the complete dataset or an error: never a shorter dataset with the bad part
 //! skipped, never a half-filled one.
@@ -115,7 +115,7 @@ impl Dataset {
         self.images.mapv(|v| f32::from(v) / 255.0)
     }
 
-    /// The label of image `i`, if the dataset has labels.
+    /// The label of image `i`, if the dataset has labels. Panics if `i` is out of range.
     pub fn label(&self, i: usize) -> Option<u8> {
         self.labels.as_ref().map(|l| l[i])
     }

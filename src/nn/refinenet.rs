@@ -168,6 +168,7 @@ impl CondResBlock {
         }
     }
 
+    // ANCHOR: resblock_forward
     /// Applies the block at noise levels `labels`.
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         let h = act(&self.normalize1.forward(x, labels));
@@ -179,6 +180,7 @@ impl CondResBlock {
             None => x.add(&h),
         }
     }
+    // ANCHOR_END: resblock_forward
 }
 
 /// The reference's `CondRCUBlock` (residual conv units): `n_blocks` times, x + (norm → ELU →
@@ -225,6 +227,7 @@ impl CondRcuBlock {
         CondRcuBlock { stages }
     }
 
+    // ANCHOR: rcu_forward
     /// Applies the units at noise levels `labels`.
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         let mut x = x.clone();
@@ -237,6 +240,7 @@ impl CondRcuBlock {
         }
         x
     }
+    // ANCHOR_END: rcu_forward
 }
 
 /// The reference's `CondCRPBlock` (chained residual pooling): after an ELU, `n_stages` times
@@ -268,6 +272,7 @@ impl CondCrpBlock {
         CondCrpBlock { convs, norms }
     }
 
+    // ANCHOR: crp_forward
     /// Applies the block at noise levels `labels`.
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         let pool = Pool2dConfig::new(5, 1, 2);
@@ -279,6 +284,7 @@ impl CondCrpBlock {
         }
         x
     }
+    // ANCHOR_END: crp_forward
 }
 
 /// The reference's `CondMSFBlock` (multi-resolution fusion): each input is normalised, convolved
@@ -314,6 +320,7 @@ impl CondMsfBlock {
         CondMsfBlock { convs, norms }
     }
 
+    // ANCHOR: msf_forward
     /// Fuses `xs` at spatial size `shape`.
     pub fn forward(&self, xs: &[Tensor], labels: &[usize], shape: (usize, usize)) -> Tensor {
         let mut sum: Option<Tensor> = None;
@@ -328,6 +335,7 @@ impl CondMsfBlock {
         }
         sum.expect("CondMsfBlock: no inputs")
     }
+    // ANCHOR_END: msf_forward
 }
 
 /// The reference's `CondRefineBlock`: adapt each input with a 2×2 [`CondRcuBlock`]

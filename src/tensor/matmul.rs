@@ -46,10 +46,11 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
     };
     let av = a.broadcast(IxDyn(&with(m, k))).expect("broadcast checked");
     let bv = b.broadcast(IxDyn(&with(k, n))).expect("broadcast checked");
-    let mut c = ArrayD::<f32>::zeros(IxDyn(&with(m, n)));
-    if m == 0 || n == 0 {
-        return c;
+    if m == 0 || n == 0 || k == 0 {
+        return ArrayD::<f32>::zeros(IxDyn(&with(m, n)));
     }
+    // sgemm with β = 0 never reads C, so C need not be zeroed first.
+    let mut c = ArrayD::<f32>::uninit(IxDyn(&with(m, n)));
     let (sa, sb) = (av.strides(), bv.strides());
     let nb = batch.len();
     let batches: usize = batch.iter().product();
@@ -67,7 +68,7 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
     let (pa, pb) = (SendPtr(av.as_ptr()), SendPtr(bv.as_ptr()));
     let (rsa, csa, rsb, csb) = (sa[nb], sa[nb + 1], sb[nb], sb[nb + 1]);
     // C rows [r0, r1) of batch entry `flat` = A rows [r0, r1) · B.
-    let rows = |flat: usize, r0: usize, c_rows: &mut [f32]| {
+    let rows = |flat: usize, r0: usize, c_rows: &mut [std::mem::MaybeUninit<f32>]| {
         let (off_a, off_b) = offsets(flat);
         let r1 = r0 + c_rows.len() / n;
         // SAFETY: the offsets and strides come from ndarray views of `a` and `b` (in bounds for
@@ -85,7 +86,7 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
                 rsb,
                 csb,
                 0.0,
-                c_rows.as_mut_ptr(),
+                c_rows.as_mut_ptr() as *mut f32,
                 n as isize,
                 1,
             );
@@ -112,7 +113,8 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
             rows(flat, 0, cb);
         }
     }
-    c
+    // SAFETY: every one of the batches·m·n entries was written by an sgemm call above.
+    unsafe { c.assume_init() }
 }
 // ANCHOR_END: matmul_kernel
 

@@ -1,7 +1,9 @@
 //! Elementwise functions of one tensor: each forward rule beside its derivative.
 
+use super::fastmath;
 use super::{Op, Tensor};
-use ndarray::Zip;
+use ndarray::{ArrayD, IxDyn, Zip};
+use rayon::prelude::*;
 
 /// Elements above which elementwise kernels split the work across threads with rayon. Below it,
 /// the cost of waking threads exceeds the work (measured in `benches/ops.rs`).
@@ -68,22 +70,22 @@ impl UnaryOp {
         use UnaryOp::*;
         match self {
             Neg => -x,
-            Exp => x.exp(),
+            Exp => fastmath::exp(x),
             Log => x.ln(),
             Sqrt => x.sqrt(),
             Square => x * x,
             Powf(p) => x.powf(p),
             Abs => x.abs(),
-            Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Sigmoid => fastmath::sigmoid(x),
             Tanh => x.tanh(),
             Relu => x.max(0.0),
             // max(x, 0) + ln(1 + e^{-|x|}): no overflow for large x, no loss for very negative x.
-            Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            Softplus => fastmath::softplus(x),
             Elu(alpha) => {
                 if x > 0.0 {
                     x
                 } else {
-                    alpha * x.exp_m1()
+                    alpha * fastmath::expm1(x)
                 }
             }
             AddScalar(c) => x + c,
@@ -93,53 +95,31 @@ impl UnaryOp {
     // ANCHOR_END: unary_forward
 }
 
-/// eˣ − 1 for x ≤ 0 in straight-line arithmetic that the compiler vectorises (libm's `expm1f` is
-/// a scalar call, and ELU is applied to every activation of the RefineNet). Cody–Waite reduction
-/// x = k·ln 2 + r, |r| ≤ ln 2 / 2, Cephes' degree-7 polynomial for eʳ (relative error ≈ 1e-7),
-/// and the Taylor series x + x²/2 + x³/6 + x⁴/24 near 0, where eˣ − 1 would cancel. The absolute
-/// error is below 2e-7 everywhere on x ≤ 0.
-#[inline(always)]
-fn expm1_nonpositive(x: f32) -> f32 {
-    let x = x.max(-87.0);
-    // Round to nearest with the 1.5·2²³ trick: in plain SSE2 arithmetic (no libm call), and the
-    // integer k is read off the sum's low mantissa bits (no float-to-int conversion).
-    const ROUND: f32 = 12_582_912.0;
-    let kr = x * std::f32::consts::LOG2_E + ROUND;
-    let k = kr - ROUND;
-    let ki = kr.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
-    let p = ((((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
-        * r
-        + 1.666_666_5e-1)
-        * r
-        + 5.000_000_1e-1)
-        * r
-        * r)
-        + r
-        + 1.0;
-    let scale = f32::from_bits((ki.wrapping_add(127) as u32) << 23);
-    let small = x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0))));
-    if x > -1e-2 { small } else { p * scale - 1.0 }
-}
-
-/// ELU over a contiguous slice, in parallel chunks for large inputs.
-fn elu_kernel(src: &[f32], alpha: f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; src.len()];
-    let f = |(d, s): (&mut [f32], &[f32])| {
-        for (d, &x) in d.iter_mut().zip(s) {
-            let e = alpha * expm1_nonpositive(x.min(0.0));
-            *d = if x > 0.0 { x } else { e };
-        }
-    };
-    if src.len() >= PAR_THRESHOLD {
-        use rayon::prelude::*;
-        out.par_chunks_mut(1 << 14)
-            .zip(src.par_chunks(1 << 14))
-            .for_each(f);
-    } else {
-        f((&mut out, src));
+/// `out[i] = kind(x[i])`. The match is outside the loop, so each loop is a single inlined,
+/// branch-free function that the compiler vectorises (see [`fastmath::map_into`]).
+fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [f32]) {
+    use UnaryOp::*;
+    use fastmath::map_into as m;
+    match kind {
+        Neg => m(x, out, |v| -v),
+        Exp => m(x, out, fastmath::exp),
+        Log => m(x, out, f32::ln),
+        Sqrt => m(x, out, f32::sqrt),
+        Square => m(x, out, |v| v * v),
+        Powf(p) => m(x, out, move |v| v.powf(p)),
+        Abs => m(x, out, f32::abs),
+        Sigmoid => m(x, out, fastmath::sigmoid),
+        Tanh => m(x, out, f32::tanh),
+        Relu => m(x, out, |v| v.max(0.0)),
+        Softplus => m(x, out, fastmath::softplus),
+        Elu(a) => m(
+            x,
+            out,
+            move |v| if v > 0.0 { v } else { a * fastmath::expm1(v) },
+        ),
+        AddScalar(c) => m(x, out, move |v| v + c),
+        MulScalar(c) => m(x, out, move |v| c * v),
     }
-    out
 }
 
 /// The gradient with respect to `x` of a scalar whose gradient with respect to `out = f(x)` is `g`.
@@ -216,16 +196,18 @@ impl Tensor {
     /// Applies an elementwise function, recording it for autograd.
     pub fn unary(&self, kind: UnaryOp) -> Tensor {
         let x = self.storage();
-        if let (UnaryOp::Elu(alpha), Some(src)) = (kind, x.as_slice()) {
-            let out = elu_kernel(src, alpha);
-            let out = ndarray::ArrayD::from_shape_vec(x.raw_dim(), out).expect("shape");
-            return Tensor::from_op(out, Op::Unary(kind, self.clone()));
-        }
-        let out = if x.len() >= PAR_THRESHOLD {
-            Zip::from(&x).par_map_collect(|&v| kind.apply(v))
+        let x = x.as_standard_layout();
+        let src = x.as_slice().expect("standard layout");
+        let mut out = vec![0.0f32; src.len()];
+        if src.len() >= PAR_THRESHOLD {
+            const CHUNK: usize = 1 << 14;
+            out.par_chunks_mut(CHUNK)
+                .zip(src.par_chunks(CHUNK))
+                .for_each(|(o, i)| apply_slice(kind, i, o));
         } else {
-            x.mapv(|v| kind.apply(v))
-        };
+            apply_slice(kind, src, &mut out);
+        }
+        let out = ArrayD::from_shape_vec(IxDyn(self.shape()), out).expect("shape");
         Tensor::from_op(out, Op::Unary(kind, self.clone()))
     }
 
