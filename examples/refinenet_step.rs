@@ -46,6 +46,17 @@ fn main() {
             11.36 * batch as f64 / total
         );
     }
+    // Forward passes without a graph (what sampling runs), 3.79 GFLOP per image.
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    for i in 0..2 {
+        let t = Instant::now();
+        ncsn::no_grad(|| model.forward(&x, &labels));
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "forward {i}: {s:.3} s ({:.0} GFLOP/s at 3.79 GFLOP per image)",
+            3.786 * batch as f64 / s
+        );
+    }
     // Peak resident memory of the process (Linux).
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {

@@ -508,7 +508,7 @@ impl CondRefineNetDilated {
         let layer4 = stage(&self.res[3], &layer3);
 
         let size = |t: &Tensor| (t.shape()[2], t.shape()[3]);
-        let ref1 = self.refine[0].forward(&[layer4.clone()], labels, size(&layer4));
+        let ref1 = self.refine[0].forward(std::slice::from_ref(&layer4), labels, size(&layer4));
         let ref2 = self.refine[1].forward(&[layer3.clone(), ref1], labels, size(&layer3));
         let ref3 = self.refine[2].forward(&[layer2.clone(), ref2], labels, size(&layer2));
         let out = self.refine[3].forward(&[layer1.clone(), ref3], labels, size(&layer1));
