@@ -6,6 +6,7 @@ pub mod error;
 pub mod nn;
 pub mod optim;
 pub mod tensor;
+pub mod toy;
 
 pub use autograd::{Gradients, backward, grad, grad_with};
 pub use error::{Error, Result};
