@@ -5,6 +5,8 @@ pub mod autograd;
 pub mod error;
 pub mod nn;
 pub mod optim;
+pub mod sample;
+pub mod score;
 pub mod tensor;
 pub mod toy;
 
