@@ -5,6 +5,7 @@ pub mod autograd;
 pub mod error;
 pub mod nn;
 pub mod optim;
+pub mod plot;
 pub mod sample;
 pub mod score;
 pub mod tensor;
