@@ -102,7 +102,7 @@ fn map_kernel(x: &super::Storage, kind: UnaryOp) -> ndarray::ArrayD<f32> {
             Zip::from(x).par_map_collect(|&v| f(v))
         } else if let Some(s) = x.as_slice_memory_order() {
             // Contiguous data (the common case): one pass over a slice, kept in memory order.
-            let out: Vec<f32> = s.iter().map(|&v| f(v)).collect();
+            let out = map_slice(s, &f);
             let a = ndarray::ArrayD::from_shape_vec(IxDyn(&[s.len()]), out).expect("len");
             if x.is_standard_layout() {
                 a.into_shape_with_order(IxDyn(x.shape())).expect("shape")
@@ -128,6 +128,59 @@ fn map_kernel(x: &super::Storage, kind: UnaryOp) -> ndarray::ArrayD<f32> {
         MulScalar(c) => map(x, move |v| c * v),
         other => map(x, move |v| other.apply(v)),
     }
+}
+
+/// `f` applied to every element of a slice. On x86-64 CPUs with AVX2 (checked at run time) the loop
+/// is compiled a second time with AVX2 enabled, so that it processes 8 lanes at once instead of the
+/// baseline's 4 (SSE2); the results are the same, element by element.
+pub(crate) fn map_slice(s: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { map_slice_avx2(s, f) };
+    }
+    map_slice_generic(s, f)
+}
+
+#[inline(always)]
+fn map_slice_generic(s: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; s.len()];
+    for (o, &v) in out.iter_mut().zip(s) {
+        *o = f(v);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn map_slice_avx2(s: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
+    map_slice_generic(s, f)
+}
+
+/// `f` applied to pairs of elements of two slices of equal length, with the same AVX2 dispatch as
+/// [`map_slice`].
+pub(crate) fn zip_slices(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { zip_slices_avx2(a, b, f) };
+    }
+    zip_slices_generic(a, b, f)
+}
+
+#[inline(always)]
+fn zip_slices_generic(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = f(x, y);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn zip_slices_avx2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+    zip_slices_generic(a, b, f)
 }
 
 // ANCHOR: fast_exp
