@@ -28,7 +28,12 @@ impl Trainer {
         let store = ParamStore::new();
         let net = ScoreMlp::new(&store.root(), 2, 128, &mut rng);
         let opt = Adam::new(store.named_params(), AdamConfig::default());
-        Trainer { net, opt, p: GaussianMixture::paper(), rng }
+        Trainer {
+            net,
+            opt,
+            p: GaussianMixture::paper(),
+            rng,
+        }
     }
 
     fn step(&mut self) -> f32 {

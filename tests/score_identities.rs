@@ -11,8 +11,7 @@
 
 use ncsn::nn::{Module, ParamStore};
 use ncsn::sample::{
-    AnnealedConfig, LangevinConfig, annealed_langevin, annealed_langevin_inpaint,
-    langevin_dynamics,
+    AnnealedConfig, LangevinConfig, annealed_langevin, annealed_langevin_inpaint, langevin_dynamics,
 };
 use ncsn::score::{
     GeometricSigmas, Projection, ScoreMlp, closed_form_score, dsm_loss_with, esm_loss,
@@ -58,11 +57,9 @@ fn rows(t: &Tensor) -> Vec<Vec<f64>> {
 /// A 3-component mixture in ℝ³ with unequal weights and stds, so that no test relies on the
 /// symmetry of the paper's mixture.
 fn mixture3() -> GaussianMixture {
-    let means = Array2::from_shape_vec(
-        (3, 3),
-        vec![-2.0, 0.0, 1.0, 1.5, 1.0, -1.0, 0.0, -2.0, 0.5],
-    )
-    .unwrap();
+    let means =
+        Array2::from_shape_vec((3, 3), vec![-2.0, 0.0, 1.0, 1.5, 1.0, -1.0, 0.0, -2.0, 0.5])
+            .unwrap();
     GaussianMixture::new(&[0.5, 0.3, 0.2], means, &[0.7, 1.0, 1.3])
 }
 
@@ -133,10 +130,17 @@ fn closed_form_scores_match_autograd_of_log_density() {
         let auto = &grad(&[&log_p.sum_all()], &[&x], false)[0];
         let closed = p.score(tensor_to_array2(&x).view());
         for (a, c) in tensor_to_array2(auto).iter().zip(closed.iter()) {
-            assert!((a - c).abs() <= 1e-3 * (1.0 + c.abs()), "autograd {a} vs closed form {c}");
+            assert!(
+                (a - c).abs() <= 1e-3 * (1.0 + c.abs()),
+                "autograd {a} vs closed form {c}"
+            );
         }
         // And the log-density itself agrees with the closed form.
-        for (a, c) in log_p.to_vec().iter().zip(p.log_prob(tensor_to_array2(&x).view()).iter()) {
+        for (a, c) in log_p
+            .to_vec()
+            .iter()
+            .zip(p.log_prob(tensor_to_array2(&x).view()).iter())
+        {
             assert!((a - c).abs() <= 1e-3 * (1.0 + c.abs()), "log p {a} vs {c}");
         }
     }
@@ -161,14 +165,20 @@ fn hyvarinen_identity_holds_for_every_theta() {
             .collect();
         assert_mc(&format!("network {i}: E[tr ∇s + sᵀ∇log p]"), &w, 0.0);
         let (tr_mean, tr_se) = mean_se(&tr);
-        assert!(tr_mean.abs() > 10.0 * tr_se, "network {i}: the trace must not be trivially 0");
+        assert!(
+            tr_mean.abs() > 10.0 * tr_se,
+            "network {i}: the trace must not be trivially 0"
+        );
 
         let esm = esm_loss(s, &x).item() as f64;
         let direct = (0..tr.len())
             .map(|n| tr[n] + 0.5 * dot(&sx[n], &sx[n]))
             .sum::<f64>()
             / tr.len() as f64;
-        assert!((esm - direct).abs() <= 1e-4 * (1.0 + direct.abs()), "esm {esm} vs {direct}");
+        assert!(
+            (esm - direct).abs() <= 1e-4 * (1.0 + direct.abs()),
+            "esm {esm} vs {direct}"
+        );
     }
 }
 
@@ -185,11 +195,17 @@ fn sliced_trace_is_unbiased() {
     let s = &nets[1];
     let exact = per_sample_trace(s, &x0);
     // Rows: point 0 × draws, point 1 × draws, …
-    let idx: Vec<usize> = (0..points).flat_map(|i| std::iter::repeat_n(i, draws)).collect();
+    let idx: Vec<usize> = (0..points)
+        .flat_map(|i| std::iter::repeat_n(i, draws))
+        .collect();
     let x = x0.index_select(0, &idx);
-    for (k, proj) in [Projection::Gaussian, Projection::Rademacher, Projection::Sphere]
-        .into_iter()
-        .enumerate()
+    for (k, proj) in [
+        Projection::Gaussian,
+        Projection::Rademacher,
+        Projection::Sphere,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let v = proj.sample(x.shape(), &mut rng(31 + k as u64));
         let xg = x.detach().requires_grad_();
@@ -226,7 +242,11 @@ fn sliced_losses_equal_esm_in_expectation() {
             .map(|_| ssm_vr_loss(s, &x, 1, &mut r).loss.item() as f64)
             .collect();
         assert_mc(&format!("network {i}: E[SSM-VR] = ESM"), &vr, esm);
-        for proj in [Projection::Gaussian, Projection::Rademacher, Projection::Sphere] {
+        for proj in [
+            Projection::Gaussian,
+            Projection::Rademacher,
+            Projection::Sphere,
+        ] {
             let ssm: Vec<f64> = (0..300)
                 .map(|_| {
                     let v = proj.sample(x.shape(), &mut r);
@@ -274,7 +294,10 @@ fn dsm_equals_esm_on_perturbed_data_up_to_a_constant() {
 
         let dsm = dsm_loss_with(s, &x, &z, sigma).item() as f64;
         let direct = per_dsm.iter().sum::<f64>() / per_dsm.len() as f64;
-        assert!((dsm - direct).abs() <= 1e-4 * (1.0 + direct), "dsm {dsm} vs {direct}");
+        assert!(
+            (dsm - direct).abs() <= 1e-4 * (1.0 + direct),
+            "dsm {dsm} vs {direct}"
+        );
     }
 }
 
@@ -329,7 +352,13 @@ fn ula_covariance(sigma: [[f64; 2]; 2], eps: f64) -> [[f64; 2]; 2] {
     let mut out = [[0.0; 2]; 2];
     for lam in [tr / 2.0 + disc, tr / 2.0 - disc] {
         // unit eigenvector of [[a, b], [b, d]] for λ
-        let (u0, u1) = if b.abs() > 1e-12 { (b, lam - a) } else if (lam - a).abs() < 1e-12 { (1.0, 0.0) } else { (0.0, 1.0) };
+        let (u0, u1) = if b.abs() > 1e-12 {
+            (b, lam - a)
+        } else if (lam - a).abs() < 1e-12 {
+            (1.0, 0.0)
+        } else {
+            (0.0, 1.0)
+        };
         let n = (u0 * u0 + u1 * u1).sqrt();
         let (u0, u1) = (u0 / n, u1 / n);
         let s = lam / (1.0 - eps / (4.0 * lam));
@@ -363,21 +392,34 @@ fn langevin_reaches_gaussian_mean_and_covariance() {
     let score = |x: &Tensor| x.sub(&mu_t).matmul(&prec_t).neg(); // −Σ⁻¹(x − μ), Σ⁻¹ symmetric
     let eps = 0.05;
     let n = 4000;
-    let config = LangevinConfig { step_size: eps as f32, n_steps: 3000, record_every: 0 };
+    let config = LangevinConfig {
+        step_size: eps as f32,
+        n_steps: 3000,
+        record_every: 0,
+    };
     let out = langevin_dynamics(score, &Tensor::zeros(&[n, 2]), &config, &mut rng(70));
-    assert!(out.x.is_leaf() && !out.x.requires_grad(), "samplers must not build graphs");
+    assert!(
+        out.x.is_leaf() && !out.x.requires_grad(),
+        "samplers must not build graphs"
+    );
     let x = rows(&out.x);
     let s = ula_covariance(cov, eps);
     for i in 0..2 {
         let xi: Vec<f64> = x.iter().map(|r| r[i]).collect();
         assert_mc(&format!("mean {i}"), &xi, mu[i]);
     }
-    let m: Vec<f64> = (0..2).map(|i| x.iter().map(|r| r[i]).sum::<f64>() / n as f64).collect();
+    let m: Vec<f64> = (0..2)
+        .map(|i| x.iter().map(|r| r[i]).sum::<f64>() / n as f64)
+        .collect();
     for i in 0..2 {
         for j in 0..2 {
             let c = x.iter().map(|r| (r[i] - m[i]) * (r[j] - m[j])).sum::<f64>() / (n - 1) as f64;
             let se = ((s[i][i] * s[j][j] + s[i][j] * s[i][j]) / n as f64).sqrt();
-            assert!((c - s[i][j]).abs() <= K * se, "cov[{i}][{j}] = {c} vs {} (SE {se})", s[i][j]);
+            assert!(
+                (c - s[i][j]).abs() <= K * se,
+                "cov[{i}][{j}] = {c} vs {} (SE {se})",
+                s[i][j]
+            );
         }
     }
 }
@@ -395,13 +437,21 @@ fn annealed_langevin_with_one_level_is_langevin() {
         |x, _| score(x),
         &x0,
         &one,
-        &AnnealedConfig { step_size: 0.1, n_steps_each: 200, record_every: 50 },
+        &AnnealedConfig {
+            step_size: 0.1,
+            n_steps_each: 200,
+            record_every: 50,
+        },
         &mut rng(81),
     );
     let b = langevin_dynamics(
         &score,
         &x0,
-        &LangevinConfig { step_size: 0.1, n_steps: 200, record_every: 50 },
+        &LangevinConfig {
+            step_size: 0.1,
+            n_steps: 200,
+            record_every: 50,
+        },
         &mut rng(81),
     );
     assert_eq!(a.x.to_vec(), b.x.to_vec());
@@ -443,7 +493,12 @@ fn inpainting_samples_the_conditional() {
             let (a, b, d) = (cov[0][0] + s2, cov[0][1], cov[1][1] + s2);
             let det = a * d - b * b;
             let prec = Tensor::from_vec(
-                vec![(d / det) as f32, (-b / det) as f32, (-b / det) as f32, (a / det) as f32],
+                vec![
+                    (d / det) as f32,
+                    (-b / det) as f32,
+                    (-b / det) as f32,
+                    (a / det) as f32,
+                ],
                 &[2, 2],
             );
             let m = Tensor::from_vec(vec![mu[0] as f32, mu[1] as f32], &[1, 2]);
@@ -455,7 +510,11 @@ fn inpainting_samples_the_conditional() {
     let known = Tensor::from_vec(vec![y1, 0.0], &[1, 2]);
     let mask = Tensor::from_vec(vec![1.0, 0.0], &[1, 2]);
     let x0 = Tensor::zeros(&[n, 2]);
-    let cfg = AnnealedConfig { step_size: 2e-4, n_steps_each: 400, record_every: 0 };
+    let cfg = AnnealedConfig {
+        step_size: 2e-4,
+        n_steps_each: 400,
+        record_every: 0,
+    };
     let out = annealed_langevin_inpaint(
         |x, i| scores[i](x),
         &x0,
@@ -478,5 +537,8 @@ fn inpainting_samples_the_conditional() {
     let (m, _) = mean_se(&resid);
     let v = resid.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / (n - 1) as f64;
     let tol = K * cond_var * (2.0 / n as f64).sqrt() + 0.001 * cond_var;
-    assert!((v - cond_var).abs() <= tol, "conditional variance {v} vs {cond_var} (tol {tol})");
+    assert!(
+        (v - cond_var).abs() <= tol,
+        "conditional variance {v} vs {cond_var} (tol {tol})"
+    );
 }

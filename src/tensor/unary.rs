@@ -144,10 +144,13 @@ pub(crate) fn map_slice(s: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
 
 #[inline(always)]
 fn map_slice_generic(s: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; s.len()];
-    for (o, &v) in out.iter_mut().zip(s) {
-        *o = f(v);
+    // Written into uninitialised capacity: zero-filling first would be one more pass over memory.
+    let mut out = Vec::with_capacity(s.len());
+    for (o, &v) in out.spare_capacity_mut().iter_mut().zip(s) {
+        o.write(f(v));
     }
+    // SAFETY: the loop wrote all s.len() elements (the capacity is at least s.len()).
+    unsafe { out.set_len(s.len()) };
     out
 }
 
@@ -170,10 +173,13 @@ pub(crate) fn zip_slices(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> V
 
 #[inline(always)]
 fn zip_slices_generic(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; a.len()];
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = f(x, y);
+    assert_eq!(a.len(), b.len(), "zip_slices: lengths differ");
+    let mut out = Vec::with_capacity(a.len());
+    for ((o, &x), &y) in out.spare_capacity_mut().iter_mut().zip(a).zip(b) {
+        o.write(f(x, y));
     }
+    // SAFETY: the loop wrote all a.len() = b.len() elements (the capacity is at least a.len()).
+    unsafe { out.set_len(a.len()) };
     out
 }
 
@@ -204,7 +210,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 0.5;
     let er = p * r * r + r + 1.0; //                                    e^r
     // 2ⁿ for n ∈ [−126, 0]: the biased exponent n + 127 in the exponent field. The bits of
     // `shifted` are 0x4B40_0000 + n; integer arithmetic on them avoids a float-to-int conversion,
@@ -384,7 +390,10 @@ mod tests {
             let sp_ref = (x as f64).max(0.0) + (-(x.abs() as f64)).exp().ln_1p();
             let sg = sigmoid_f32(x) as f64;
             let sg_ref = 1.0 / (1.0 + (-(x as f64)).exp());
-            for (w, (a, b)) in worst.iter_mut().zip([(e, e_ref), (sp, sp_ref), (sg, sg_ref)]) {
+            for (w, (a, b)) in worst
+                .iter_mut()
+                .zip([(e, e_ref), (sp, sp_ref), (sg, sg_ref)])
+            {
                 *w = w.max(((a - b) / b).abs());
             }
         }
