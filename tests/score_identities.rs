@@ -150,8 +150,9 @@ fn closed_form_scores_match_autograd_of_log_density() {
 ///
 /// Per sample the difference minus the constant is wₙ = tr ∇s(xₙ) + s(xₙ)ᵀ∇log p(xₙ), whose mean
 /// must be 0 (integration by parts) for each of three networks; `esm_loss` must equal the mean of
-/// tr ∇s + ½‖s‖² over the batch (same numbers, f32 round-off only: 1e-4 relative). A trace off by
-/// a factor or a sign would leave E[w] = ±E[tr ∇s], which for these networks is tens of SEs.
+/// tr ∇s + ½‖s‖² over the batch (same numbers, f32 round-off only: 1e-4 relative). A trace with the
+/// wrong sign or a missing term would shift E[w] by a multiple of E[tr ∇s], which the test asserts is
+/// more than 10 standard errors away from 0 for each network, so the check has teeth.
 #[test]
 fn hyvarinen_identity_holds_for_every_theta() {
     let p = mixture3();
@@ -306,8 +307,9 @@ fn dsm_equals_esm_on_perturbed_data_up_to_a_constant() {
 /// Checked as the defining orthogonality of a conditional expectation, E[(x − T(x̃)) g(x̃)] = 0, for
 /// test functions g ∈ {1, x̃₁, x̃₂, tanh x̃₁, x̃₁x̃₂} on 20,000 joint draws (x, x̃), with the closed-form
 /// score of q_σ; and pointwise against the mixture's closed-form posterior mean (f32 round-off:
-/// 1e-3 absolute on values of size ≤ 10). Using the score of p instead of q_σ fails the first check
-/// by hundreds of SEs.
+/// 1e-3 absolute on values of size ≤ 10). Using the score of p instead of q_σ (a plausible bug)
+/// fails the check with g = x̃₁ by about 53 and 79 SEs at σ = 2 and 5 (measured in a NumPy replica);
+/// at σ = 0.5 the two scores are too close to separate with this sample (3.4 SEs).
 #[test]
 fn tweedie_formula_gives_the_posterior_mean() {
     let p = GaussianMixture::paper();
@@ -375,9 +377,9 @@ fn ula_covariance(sigma: [[f64; 2]; 2], eps: f64) -> [[f64; 2]; 2] {
 ///
 /// 4000 independent chains from 0, ε = 0.05, T = 3000: the slowest mode contracts by
 /// (1 − ε/(2λ_max))^T < 1e-14, so the chains are stationary. Mean: SE √(Sᵢᵢ/N). Covariance entry
-/// (i, j): the sample covariance of N Gaussian draws has variance (SᵢᵢSⱼⱼ + Sᵢⱼ²)/N. Ignoring the
-/// discretisation (comparing with Σ instead of S) would be off by ε/(4λ_min) ≈ 4% of Σ₂₂ ≈ 3 SEs, so
-/// the exact S is used.
+/// (i, j): the sample covariance of N Gaussian draws has variance (SᵢᵢSⱼⱼ + Sᵢⱼ²)/N. The exact S
+/// differs from Σ by about ε/4 = 0.0125 on the diagonal (about one SE of the Σ₂₂ estimate), so the
+/// comparison is made with S, not Σ, to keep the check exact rather than lucky.
 #[test]
 fn langevin_reaches_gaussian_mean_and_covariance() {
     let mu = [1.0f64, -2.0];

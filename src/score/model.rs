@@ -42,7 +42,7 @@ impl Module for ScoreMlp {
 /// ways:
 ///
 /// 1. **per-level gains.** Each hidden layer's pre-activation is multiplied, unit by unit, by a
-///    learned gain γ_ℓ[i] ∈ ℝ^hidden for level i: h_ℓ = softplus(γ_ℓ[i] ⊙ (W_ℓ h_{ℓ−1} + b_ℓ)).
+///    learned gain γ_ℓ\[i\] ∈ ℝ^hidden for level i: h_ℓ = softplus(γ_ℓ\[i\] ⊙ (W_ℓ h_{ℓ−1} + b_ℓ)).
 ///    This is the fully connected analogue of the conditional instance normalisation of the paper's
 ///    RefineNet (§4.3), where each level has its own scale per channel. The gains start at 1.
 /// 2. **output scaling.** The last layer's output is divided by σᵢ:
@@ -86,7 +86,7 @@ impl NoiseConditionalMlp {
         }
     }
 
-    /// s_θ(x, σ_{labels[n]}) for each row n of `x` (shape `(N, dim)`); `labels` holds 0-based level
+    /// s_θ(x, σ_{labels\[n\]}) for each row n of `x` (shape `(N, dim)`); `labels` holds 0-based level
     /// indices into [`Self::sigmas`].
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         assert_eq!(
