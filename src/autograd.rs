@@ -1,6 +1,6 @@
 //! Reverse-mode automatic differentiation, to any order.
 //!
-//! Every tensor computed while gradients are recorded remembers its [`Op`](crate::tensor) and the
+//! Every tensor computed while gradients are recorded remembers the op that made it and the
 //! tensors it read. [`grad`] walks that graph once, from the outputs back to the inputs, in reverse
 //! topological order, and at each node applies the op's vector-Jacobian product (VJP): given
 //! ḡ = ∂L/∂out it returns ∂L/∂input = ḡ·∂out/∂input for each input.
@@ -154,10 +154,12 @@ fn accumulate(grads: &mut HashMap<TensorId, Tensor>, id: TensorId, g: Tensor) {
 /// `torch.autograd.grad(outputs, inputs, grad_outputs=ones, create_graph=...)`. An input the
 /// outputs do not depend on gets zeros. With `create_graph` the returned gradients carry a graph
 /// and can be differentiated again.
+// ANCHOR: grad_fn
 pub fn grad(outputs: &[&Tensor], inputs: &[&Tensor], create_graph: bool) -> Vec<Tensor> {
     let cotangents: Vec<Tensor> = outputs.iter().map(|o| o.ones_like()).collect();
     grad_with(outputs, &cotangents, inputs, create_graph)
 }
+// ANCHOR_END: grad_fn
 
 /// Vector-Jacobian products: the gradient of Σᵢ ⟨cotangentsᵢ, outputsᵢ⟩ with respect to each
 /// input. Each cotangent must have its output's shape.

@@ -1,8 +1,56 @@
 //! `ncsn`: score-based generative modelling from scratch.
+//!
+//! A from-scratch, educational implementation of Song & Ermon, *Generative Modeling by Estimating
+//! Gradients of the Data Distribution* (NeurIPS 2019): tensors with reverse-mode automatic
+//! differentiation to any order, score matching, Langevin dynamics, and noise-conditional score
+//! networks. The companion book (`book/`) explains each module with its code.
+//!
+//! # The map
+//!
+//! Dependencies point one way: each module uses only those above it.
+//!
+//! - [`tensor`] — [`Tensor`], an n-dimensional f32 array that records the op that made it. Op
+//!   families (unary, binary with broadcasting, reductions, movement, matmul) each keep their
+//!   forward kernel beside their vector-Jacobian product.
+//! - [`autograd`] — [`grad`] and [`backward`]: one reverse topological walk applying each op's VJP.
+//!   The VJPs are tensor ops, so with `create_graph` a gradient can be differentiated again.
+//! - [`nn`] — parameters under hierarchical names in a [`nn::ParamStore`]; [`nn::Linear`] and
+//!   [`nn::Mlp`] with PyTorch's initialisation.
+//! - [`optim`] — [`optim::Sgd`], [`optim::Adam`] (PyTorch's update rule) and [`optim::Ema`].
+//! - [`toy`] — distributions with closed-form density and score: Gaussian mixtures and their
+//!   noise-perturbed versions, a ring, a square, data on a low-dimensional subspace.
+//! - [`plot`] — SVG figures: densities, score fields, samples, loss curves.
+//! - [`score`] — score-matching objectives, each generic over the score model: exact (Hyvärinen),
+//!   sliced and SSM-VR, denoising at one σ, and the paper's annealed DSM over a
+//!   [`score::GeometricSigmas`] schedule (Eq. 5–6); the toy score MLP and a noise-conditional MLP.
+//! - [`sample`] — Langevin dynamics (Eq. 4), annealed Langevin dynamics (Algorithm 1) and
+//!   inpainting (Algorithm 2), generic over the score function and the batch shape, run without
+//!   recording a graph.
+//! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
+//!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
+//! - [`io`] — safetensors checkpoints written atomically and validated on load; PNG grids.
+//! - [`backend`] — with the `vulkan` feature, a Vulkan compute layer (vulkano, GLSL shaders in
+//!   `shaders/` compiled with `glslc`): device buffers and kernels for GEMM, convolutions,
+//!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG.
+//! - [`error`] — the [`Error`] type of everything that reads or writes files.
+//!
+//! # Errors
+//!
+//! Shape mismatches are programmer errors: ops panic with their name and the shapes involved, as
+//! `ndarray` does. Code that reads bytes (datasets, checkpoints) returns [`Result`] naming the file
+//! and the fault, and never panics on bad input.
+//!
+//! # Randomness
+//!
+//! Every function that draws takes an explicit RNG; the crate's examples and tests use
+//! `rand_chacha::ChaCha8Rng::seed_from_u64`, so the same seed gives the same bits.
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod backend;
+pub mod data;
 pub mod error;
+pub mod io;
 pub mod nn;
 pub mod optim;
 pub mod plot;

@@ -11,6 +11,9 @@ use crate::tensor::Tensor;
 use ndarray::{ArrayD, IxDyn, Zip};
 use std::collections::BTreeMap;
 
+/// An optimizer's state for a checkpoint: named tensors, and scalars (step counts) as strings.
+pub type StateDict = (Vec<(String, ArrayD<f32>)>, BTreeMap<String, String>);
+
 /// Stochastic gradient descent with momentum, PyTorch's `torch.optim.SGD`.
 pub struct Sgd {
     params: Vec<(String, Tensor)>,
@@ -162,9 +165,11 @@ impl Adam {
                 max_exp_avg_sq: c.amsgrad.then(|| ArrayD::zeros(shape.clone())),
             });
             s.step += 1;
-            let bias1 = 1.0 - c.beta1.powi(s.step as i32);
-            let bias2_sqrt = (1.0 - c.beta2.powi(s.step as i32)).sqrt();
-            let step_size = c.lr / bias1;
+            // PyTorch computes the bias corrections as Python floats (f64): 1 − β₂ᵗ cancels
+            // badly in f32 for small t (a relative error of 3e-5 at t = 2).
+            let bias1 = 1.0 - (c.beta1 as f64).powi(s.step as i32);
+            let bias2_sqrt = ((1.0 - (c.beta2 as f64).powi(s.step as i32)).sqrt()) as f32;
+            let step_size = (c.lr as f64 / bias1) as f32;
             let g = g.storage();
             // A weight's gradient often arrives transposed (Linear multiplies by a permuted view
             // of its weight); one row-major copy makes the update below a loop over slices.
@@ -218,7 +223,7 @@ impl Adam {
     /// The optimizer state for a checkpoint: tensors named `<param>.exp_avg`, `<param>.exp_avg_sq`
     /// (and `<param>.max_exp_avg_sq`), and the step count of each parameter as metadata
     /// `<param>.step`.
-    pub fn state_dict(&self) -> (Vec<(String, ArrayD<f32>)>, BTreeMap<String, String>) {
+    pub fn state_dict(&self) -> StateDict {
         let mut tensors = Vec::new();
         let mut meta = BTreeMap::new();
         for ((name, _), s) in self.params.iter().zip(&self.state) {

@@ -60,7 +60,7 @@ proptest! {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // Smooth everywhere: any sign, magnitudes in [0.1, 2].
         let x = tensor(&mut rng, &s, 0.1, 2.0, true);
-        let smooth: [(&str, &dyn Fn(&[Tensor]) -> Tensor); 9] = [
+        let smooth: [(&str, common::Op); 9] = [
             ("neg", &|x| x[0].neg()),
             ("exp", &|x| x[0].exp()),
             ("square", &|x| x[0].square()),
@@ -75,14 +75,14 @@ proptest! {
             check(name, f, std::slice::from_ref(&x), seed).map_err(TestCaseError::fail)?;
         }
         // Kinks at 0 (abs, relu; elu's second derivative): inputs are at least 0.1 > h from it.
-        let kinked: [(&str, &dyn Fn(&[Tensor]) -> Tensor); 3] =
+        let kinked: [(&str, common::Op); 3] =
             [("abs", &|x| x[0].abs()), ("relu", &|x| x[0].relu()), ("elu", &|x| x[0].elu(1.0))];
         for (name, f) in kinked {
             check(name, f, std::slice::from_ref(&x), seed).map_err(TestCaseError::fail)?;
         }
         // Defined for positive inputs only.
         let p = tensor(&mut rng, &s, 0.5, 2.0, false);
-        let positive: [(&str, &dyn Fn(&[Tensor]) -> Tensor); 3] =
+        let positive: [(&str, common::Op); 3] =
             [("log", &|x| x[0].log()), ("sqrt", &|x| x[0].sqrt()), ("powf", &|x| x[0].powf(1.7))];
         for (name, f) in positive {
             check(name, f, std::slice::from_ref(&p), seed).map_err(TestCaseError::fail)?;
@@ -97,7 +97,7 @@ proptest! {
         let (sa, sb) = if rng.random_bool(0.5) { (s.clone(), t) } else { (t, s.clone()) };
         let a = tensor(&mut rng, &sa, 0.1, 2.0, true);
         let b = tensor(&mut rng, &sb, 0.5, 2.0, true); // |b| ≥ 0.5 for div
-        let ops: [(&str, &dyn Fn(&[Tensor]) -> Tensor); 4] = [
+        let ops: [(&str, common::Op); 4] = [
             ("add", &|x| x[0].add(&x[1])),
             ("sub", &|x| x[0].sub(&x[1])),
             ("mul", &|x| x[0].mul(&x[1])),
@@ -107,7 +107,7 @@ proptest! {
             check(name, f, &[a.clone(), b.clone()], seed).map_err(TestCaseError::fail)?;
         }
         let (la, lb) = (lattice(&mut rng, &sa, true), lattice(&mut rng, &sb, false));
-        let ext: [(&str, &dyn Fn(&[Tensor]) -> Tensor); 2] =
+        let ext: [(&str, common::Op); 2] =
             [("maximum", &|x| x[0].maximum(&x[1])), ("minimum", &|x| x[0].minimum(&x[1]))];
         for (name, f) in ext {
             check(name, f, &[la.clone(), lb.clone()], seed).map_err(TestCaseError::fail)?;

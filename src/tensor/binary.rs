@@ -40,13 +40,6 @@ pub(crate) fn zip_with(
     op: &str,
     f: impl Fn(f32, f32) -> f32 + Sync + Send,
 ) -> ArrayD<f32> {
-    if a.shape() == b.shape() && a.len() < PAR_THRESHOLD {
-        if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
-            // Same shape, both row-major: one pass over two slices (the common case).
-            let out = super::unary::zip_slices(x, y, f);
-            return ArrayD::from_shape_vec(IxDyn(a.shape()), out).expect("shape");
-        }
-    }
     let shape = if a.shape() == b.shape() {
         a.shape().to_vec()
     } else {

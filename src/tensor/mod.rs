@@ -1,7 +1,7 @@
 //! The [`Tensor`]: an n-dimensional f32 array that remembers how it was made.
 //!
 //! A tensor is a cheap handle (`Arc`) to its data and, when it was computed from other tensors while
-//! gradients are being recorded, to the [`Op`] that made it. That record is all that reverse-mode
+//! gradients are being recorded, to the op (`Op`, crate-private) that made it. That record is all that reverse-mode
 //! automatic differentiation needs (see [`crate::autograd`]). The op families live in their own
 //! files, each with its forward kernel and its vector-Jacobian product side by side:
 //!
@@ -18,6 +18,7 @@
 //! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
 
 mod binary;
+pub mod fastmath;
 mod matmul;
 mod op;
 mod reduce;
@@ -50,6 +51,7 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 ///
 /// Cloning is cheap (one reference count). The graph of ops is freed when the last handle to its
 /// output drops.
+// ANCHOR: tensor_struct
 #[derive(Clone)]
 pub struct Tensor(Arc<Inner>);
 
@@ -60,17 +62,21 @@ struct Inner {
     op: Option<Op>,
     requires_grad: bool,
 }
+// ANCHOR_END: tensor_struct
 
 impl Drop for Inner {
     fn drop(&mut self) {
         LIVE.fetch_sub(1, Ordering::Relaxed);
         // Free long chains of ops iteratively rather than by recursion, so that dropping a deep
         // graph (thousands of ops) cannot overflow the stack.
-        let mut stack: Vec<Tensor> = self.op.take().map(Op::into_inputs).unwrap_or_default();
+        // The inputs are moved to a stack (cloning a handle, then dropping the op releases the
+        // original), and a node whose last handle is on the stack is taken apart in turn.
+        let inputs = |op: Op| -> Vec<Tensor> { op.inputs().into_iter().cloned().collect() };
+        let mut stack: Vec<Tensor> = self.op.take().map(inputs).unwrap_or_default();
         while let Some(t) = stack.pop() {
             if let Ok(mut inner) = Arc::try_unwrap(t.0) {
                 if let Some(op) = inner.op.take() {
-                    stack.extend(op.into_inputs());
+                    stack.extend(inputs(op));
                 }
             }
         }
@@ -125,6 +131,7 @@ impl Tensor {
 
     /// The result of `op`: the op is recorded only when gradients are enabled and one of its inputs
     /// requires a gradient; otherwise the result is a plain leaf and the inputs can be freed.
+    // ANCHOR: from_op
     pub(crate) fn from_op(data: impl Into<Storage>, op: Op) -> Tensor {
         let record = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad());
         if record {

@@ -5,6 +5,7 @@ use super::{Tensor, UnaryOp};
 use std::sync::Arc;
 
 /// A primitive op together with its inputs (and whatever else its VJP needs).
+// ANCHOR: op_enum
 pub(crate) enum Op {
     /// Elementwise function of one tensor.
     Unary(UnaryOp, Tensor),
@@ -67,6 +68,7 @@ pub(crate) enum Op {
     /// Matrix product of the last two axes, broadcasting the leading ones.
     Matmul(Tensor, Tensor),
 }
+// ANCHOR_END: op_enum
 
 impl Op {
     /// The tensors this op read.
@@ -84,24 +86,6 @@ impl Op {
             | IndexSelect { x, .. } => vec![x],
             IndexAdd { src, .. } => vec![src],
             Concat(xs, _) => xs.iter().collect(),
-        }
-    }
-
-    /// Consumes the op, handing back its inputs (used to free deep graphs without recursion).
-    pub(crate) fn into_inputs(self) -> Vec<Tensor> {
-        use Op::*;
-        match self {
-            Unary(_, x) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => vec![x],
-            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => vec![a, b],
-            Extremum { a, b, .. } => vec![a, b],
-            Where { mask, a, b } => vec![mask, a, b],
-            Sum { x, .. }
-            | Max { x, .. }
-            | Narrow { x, .. }
-            | Pad { x, .. }
-            | IndexSelect { x, .. } => vec![x],
-            IndexAdd { src, .. } => vec![src],
-            Concat(xs, _) => xs,
         }
     }
 
@@ -137,6 +121,7 @@ impl Op {
     /// backward pass records a graph it can be differentiated again.
     pub(crate) fn vjp(&self, out: &Tensor, g: &Tensor, need: &[bool]) -> Vec<Option<Tensor>> {
         use Op::*;
+        // ANCHOR: vjp_arms
         let want = |i: usize, f: &dyn Fn() -> Tensor| if need[i] { Some(f()) } else { None };
         match self {
             Unary(kind, x) => vec![want(0, &|| super::unary::vjp(*kind, x, out, g))],
@@ -152,14 +137,17 @@ impl Op {
                 want(0, &|| g.mul(b).sum_to(a.shape())),
                 want(1, &|| g.mul(a).sum_to(b.shape())),
             ],
-            Div(a, b) => vec![
-                want(0, &|| g.div(b).sum_to(a.shape())),
-                want(1, &|| g.mul(out).div(b).neg().sum_to(b.shape())),
-            ],
+            Div(a, b) => {
+                vec![
+                    want(0, &|| g.div(b).sum_to(a.shape())),
+                    want(1, &|| g.mul(out).div(b).neg().sum_to(b.shape())),
+                ]
+            }
             Extremum { a, b, min } => {
                 let (ga, gb) = super::binary::extremum_vjp(a, b, *min, g, need);
                 vec![ga, gb]
             }
+            // ANCHOR_END: vjp_arms
             Where { mask, a, b } => vec![
                 None,
                 want(1, &|| {

@@ -108,6 +108,7 @@ fn directional(f: Op, xs: &[Tensor], w: &Tensor, us: &[Tensor], create_graph: bo
         .expect("inputs")
 }
 
+// ANCHOR: check_second
 /// Second derivatives: the Hessian-vector product ∇(⟨∇L, u⟩) from double backward against central
 /// differences of the (separately checked) first-order gradient. Mixed partials between inputs are
 /// covered because u spans all inputs.

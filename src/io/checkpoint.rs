@@ -1,0 +1,336 @@
+//! Checkpoints: named `f32` tensors and string metadata in a safetensors file.
+//!
+//! # The file
+//!
+//! [safetensors](https://huggingface.co/docs/safetensors) is a little-endian `u64` header length,
+//! a JSON header mapping each tensor name to its dtype, shape and byte range, then the raw bytes.
+//! The JSON may hold a `__metadata__` object of string keys and string values; the training step,
+//! the configuration and the like go there. The format has no code in it (unlike a pickled `.pth`),
+//! needs no parsing beyond the header, and is read by PyTorch, JAX and candle alike.
+//!
+//! # Writing
+//!
+//! [`save`] writes through [`write_atomic`]: the bytes go to a temporary file in the target's
+//! directory, are flushed to disk, and the temporary file is renamed over the target. A crash or
+//! a full disk at any moment leaves either the old checkpoint or the new one, never a torn file.
+//!
+//! # Reading
+//!
+//! [`load`] checks the whole file before returning anything: a truncated or corrupt file, or a
+//! tensor of another dtype than `F32` (named, with its dtype), is an [`Error::Format`] naming the
+//! file. [`check_shapes`] then compares the loaded set with what a model expects and reports every
+//! missing, extra and mis-shaped tensor at once; [`load_expecting`] does both. Loading never
+//! touches a model: the caller copies tensors in only after these checks pass.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+
+use crate::{Error, Result};
+
+/// Named `f32` tensors, ordered by name.
+pub type Tensors = BTreeMap<String, ArrayD<f32>>;
+
+/// String metadata (the safetensors `__metadata__`), ordered by key.
+pub type Metadata = BTreeMap<String, String>;
+
+/// A checkpoint in memory: named `f32` tensors and string metadata.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    /// The tensors, by name (for a model, its parameter names such as `res1.0.conv1.weight`).
+    pub tensors: Tensors,
+    /// Free-form string metadata: training step, configuration, provenance.
+    pub metadata: Metadata,
+}
+
+impl Checkpoint {
+    /// An empty checkpoint.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a tensor; returns `self` for chaining.
+    pub fn with_tensor(mut self, name: impl Into<String>, tensor: ArrayD<f32>) -> Self {
+        self.tensors.insert(name.into(), tensor);
+        self
+    }
+
+    /// Adds (or replaces) a metadata entry; returns `self` for chaining.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.metadata.insert(key.into(), value.to_string());
+        self
+    }
+
+    /// The metadata entry `key` parsed as a `T` (a step count, a learning rate): `Ok(None)` if
+    /// absent, an [`Error::Invalid`] naming the key and value if it does not parse.
+    pub fn metadata_as<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                Error::Invalid(format!(
+                    "checkpoint metadata `{key}` = {v:?} is not a valid {}",
+                    std::any::type_name::<T>()
+                ))
+            }),
+        }
+    }
+
+    /// Writes the checkpoint to `path` atomically (see [`save`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        save(
+            path,
+            self.tensors.iter().map(|(k, v)| (k.as_str(), v.view())),
+            &self.metadata,
+        )
+    }
+
+    /// Reads a checkpoint (see [`load`]).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        load(path)
+    }
+
+    /// Checks the tensors against the expected names and shapes (see [`check_shapes`]).
+    pub fn check<S: AsRef<str>, Sh: AsRef<[usize]>>(
+        &self,
+        expected: impl IntoIterator<Item = (S, Sh)>,
+    ) -> Result<()> {
+        check_shapes(&self.tensors, expected)
+    }
+}
+
+// ANCHOR: atomic_write
+/// Tells apart the temporary files of concurrent writes from one process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `path` so that `path` holds either its old content or all of `bytes`, never
+/// a part: write a temporary file in the same directory, flush it to disk, rename it over `path`.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
+    let Some(name) = path.file_name() else {
+        return Err(Error::Invalid(format!(
+            "{}: not a file name",
+            path.display()
+        )));
+    };
+    // The same directory, hence the same file system: rename is then atomic.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let unique = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(
+        ".{}.{}-{unique}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        // create_new: never write through somebody else's file.
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(bytes)?;
+        // The data must be on disk before the name points at it, or a crash could leave the new
+        // name on an empty file.
+        file.sync_all()?;
+        drop(file);
+        // Readers see the old file or the new one, whole.
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    // Make the rename itself durable by flushing the directory (POSIX; best effort).
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+// ANCHOR_END: atomic_write
+
+/// An `f32` array seen as a safetensors tensor; its little-endian bytes are produced only when
+/// the serializer asks for them.
+struct F32View<'a>(ArrayViewD<'a, f32>);
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.0.shape()
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        // Logical (row-major) order, whatever the view's strides: the file is C-ordered.
+        Cow::Owned(self.0.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.0.len() * std::mem::size_of::<f32>()
+    }
+}
+
+/// Writes named `f32` tensors and string metadata to a safetensors file at `path`, atomically
+/// ([`write_atomic`]).
+///
+/// Takes views, so a model can save its parameters without copying them into a [`Tensors`] map
+/// first. Names must be unique and must not be `__metadata__` (an [`Error::Invalid`] otherwise).
+/// In the file, tensors are stored in name order.
+pub fn save<'a, S: AsRef<str>>(
+    path: impl AsRef<Path>,
+    tensors: impl IntoIterator<Item = (S, ArrayViewD<'a, f32>)>,
+    metadata: &Metadata,
+) -> Result<()> {
+    let path = path.as_ref();
+    let mut seen = BTreeSet::new();
+    let mut views = Vec::new();
+    for (name, view) in tensors {
+        let name = name.as_ref().to_string();
+        if name == "__metadata__" {
+            return Err(Error::Invalid(format!(
+                "{}: `__metadata__` is reserved and cannot name a tensor",
+                path.display()
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(Error::Invalid(format!(
+                "{}: tensor name `{name}` given twice",
+                path.display()
+            )));
+        }
+        views.push((name, F32View(view)));
+    }
+    let meta: Option<HashMap<String, String>> = if metadata.is_empty() {
+        None
+    } else {
+        Some(
+            metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    };
+    let bytes = safetensors::serialize(views, meta)
+        .map_err(|e| Error::Invalid(format!("{}: cannot serialise: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads a safetensors file of `f32` tensors.
+///
+/// The whole file is validated first: a file that is truncated, has a corrupt header or byte
+/// ranges that do not tile the data, or holds tensors of any other dtype than `F32` (each named
+/// with its dtype) is an [`Error::Format`] naming the file. Nothing is returned unless every
+/// tensor was read.
+pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let corrupt = |e: safetensors::SafeTensorError| {
+        Error::format(path, format!("not a valid safetensors file: {e}"))
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+    let file = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
+
+    let mut wrong: Vec<String> = file
+        .iter()
+        .filter(|(_, t)| t.dtype() != Dtype::F32)
+        .map(|(name, t)| format!("`{name}` is {:?}", t.dtype()))
+        .collect();
+    if !wrong.is_empty() {
+        wrong.sort();
+        return Err(Error::format(
+            path,
+            format!(
+                "only F32 tensors are supported, but tensor {} (convert with `.float()` before \
+                 saving)",
+                wrong.join(", tensor ")
+            ),
+        ));
+    }
+
+    let mut tensors = Tensors::new();
+    for (name, view) in file.iter() {
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let array = ArrayD::from_shape_vec(IxDyn(view.shape()), values)
+            .map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
+        tensors.insert(name.to_string(), array);
+    }
+    let metadata = header
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Ok(Checkpoint { tensors, metadata })
+}
+
+/// Compares `tensors` with the `expected` names and shapes. Succeeds if they match exactly;
+/// otherwise returns one [`Error::Invalid`] listing every missing tensor, every extra tensor and
+/// every tensor of the wrong shape, by name, with shapes.
+pub fn check_shapes<S: AsRef<str>, Sh: AsRef<[usize]>>(
+    tensors: &Tensors,
+    expected: impl IntoIterator<Item = (S, Sh)>,
+) -> Result<()> {
+    let shape = |s: &[usize]| format!("{s:?}");
+    let mut wanted = BTreeSet::new();
+    let mut missing = Vec::new();
+    let mut misshaped = Vec::new();
+    for (name, dims) in expected {
+        let (name, dims) = (name.as_ref(), dims.as_ref());
+        wanted.insert(name.to_string());
+        match tensors.get(name) {
+            None => missing.push(format!("`{name}` {}", shape(dims))),
+            Some(t) if t.shape() != dims => misshaped.push(format!(
+                "`{name}` is {}, expected {}",
+                shape(t.shape()),
+                shape(dims)
+            )),
+            Some(_) => {}
+        }
+    }
+    let extra: Vec<String> = tensors
+        .iter()
+        .filter(|(name, _)| !wanted.contains(name.as_str()))
+        .map(|(name, t)| format!("`{name}` {}", shape(t.shape())))
+        .collect();
+    if missing.is_empty() && extra.is_empty() && misshaped.is_empty() {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "checkpoint does not match: {} missing, {} extra, {} with the wrong shape",
+        missing.len(),
+        extra.len(),
+        misshaped.len()
+    );
+    for (what, list) in [
+        ("missing", &missing),
+        ("extra", &extra),
+        ("wrong shape", &misshaped),
+    ] {
+        for item in list.iter() {
+            msg.push_str(&format!("\n  {what}: {item}"));
+        }
+    }
+    Err(Error::Invalid(msg))
+}
+
+/// [`load`] followed by [`check_shapes`]: the checkpoint at `path`, only if it is valid and holds
+/// exactly the expected tensors with the expected shapes. A mismatch is an [`Error::Invalid`]
+/// whose message starts with the path.
+pub fn load_expecting<S: AsRef<str>, Sh: AsRef<[usize]>>(
+    path: impl AsRef<Path>,
+    expected: impl IntoIterator<Item = (S, Sh)>,
+) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let ckpt = load(path)?;
+    match check_shapes(&ckpt.tensors, expected) {
+        Ok(()) => Ok(ckpt),
+        Err(Error::Invalid(msg)) => Err(Error::Invalid(format!("{}: {msg}", path.display()))),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,15 @@
+//! Writing and reading what training produces: checkpoints (safetensors) and pictures (PNG).
+//!
+//! Everything here works on plain `ndarray` arrays, so it serves any model: a model hands its
+//! parameters over as named views, and takes them back from a validated [`Checkpoint`].
+//!
+//! Both writers go through [`write_atomic`], so an interrupted run never leaves a torn file, and
+//! every error names the file involved.
+
+pub mod checkpoint;
+pub mod image;
+
+pub use self::checkpoint::{
+    Checkpoint, Metadata, Tensors, check_shapes, load, load_expecting, save, write_atomic,
+};
+pub use self::image::{GridOptions, make_grid, save_grid, save_grid_with, save_png, save_strip};

@@ -1,0 +1,93 @@
+//! Third derivatives of composite functions, and the properties of the graph itself: gradients of
+//! unused inputs, no_grad, deep graphs.
+
+mod common;
+
+use ncsn::{Tensor, grad, no_grad};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// d³/dx³ along fixed directions u, v, w: ∇ₓ⟨∇ₓ⟨∇ₓ f, u⟩, v⟩ · w from triple backward, against a
+/// central difference (step h) of the second-order quantity ⟨∇ₓ⟨∇ₓ f, u⟩, v⟩ along w, which
+/// itself is checked against finite differences in autograd_ops.rs. Tolerance: as in
+/// common/mod.rs, the error of a central difference of an O(1) smooth quantity with h = 1e-2 in
+/// f32 is ≲ 1e-3; we allow 4e-3 + 2e-2·|fd|.
+fn third_order(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, seed: u64) -> Result<(), String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let u = common::tensor(&mut rng, x0.shape(), -1.0, 1.0, false);
+    let v = common::tensor(&mut rng, x0.shape(), -1.0, 1.0, false);
+    let w = common::tensor(&mut rng, x0.shape(), -1.0, 1.0, false);
+    let second = |x: &Tensor, create: bool| -> Tensor {
+        let g1 = grad(&[&f(x)], &[x], true).remove(0);
+        let g2 = grad(&[&g1.mul(&u).sum_all()], &[x], create).remove(0);
+        g2.mul(&v).sum_all()
+    };
+    let x = x0.detach().requires_grad_();
+    let g3 = grad(&[&second(&x, true)], &[&x], false).remove(0);
+    let auto = g3.mul(&w).sum_all().item();
+    let h = common::H;
+    let xp = x0.add(&w.mul_scalar(h)).requires_grad_();
+    let xm = x0.sub(&w.mul_scalar(h)).requires_grad_();
+    let fd = (second(&xp, false).item() - second(&xm, false).item()) / (2.0 * h);
+    if common::close(auto, fd) {
+        Ok(())
+    } else {
+        Err(format!(
+            "third derivative: triple backward {auto} vs finite difference {fd}"
+        ))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn third_derivatives_of_composites(n in 1usize..=4, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = common::tensor(&mut rng, &[2, n], 0.1, 1.5, true);
+        let wm = common::tensor(&mut rng, &[n, 3], 0.1, 1.0, true);
+        // A softplus MLP layer: the building block of the toy score networks.
+        let f1 = |x: &Tensor| x.matmul(&wm).softplus().square().sum_all();
+        third_order(&f1, &x, seed).map_err(TestCaseError::fail)?;
+        // A log-density-like function: logsumexp of a quadratic form.
+        let f2 = |x: &Tensor| x.square().mul_scalar(-0.5).logsumexp(&[1], false).sum_all();
+        third_order(&f2, &x, seed).map_err(TestCaseError::fail)?;
+        // Products, quotients and broadcasting together.
+        let f3 = |x: &Tensor| x.tanh().mul(&x.sigmoid()).div(&x.square().add_scalar(1.0)).mean(&[0], false).sum_all();
+        third_order(&f3, &x, seed).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn unused_input_gets_zeros_and_shapes_match() {
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).requires_grad_();
+    let y = Tensor::from_vec(vec![3.0, 4.0, 5.0], &[3]).requires_grad_();
+    let g = grad(&[&x.square().sum_all()], &[&x, &y], false);
+    assert_eq!(g[0].to_vec(), vec![2.0, 4.0]);
+    assert_eq!(g[1].to_vec(), vec![0.0; 3]);
+}
+
+#[test]
+fn no_grad_records_nothing_and_create_graph_false_returns_leaves() {
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2]).requires_grad_();
+    let y = no_grad(|| x.exp().sum_all());
+    assert!(y.is_leaf() && !y.requires_grad());
+    let g = grad(&[&x.exp().sum_all()], &[&x], false).remove(0);
+    assert!(g.is_leaf() && !g.requires_grad());
+    let g = grad(&[&x.exp().sum_all()], &[&x], true).remove(0);
+    assert!(!g.is_leaf() && g.requires_grad());
+}
+
+#[test]
+fn deep_graphs_differentiate_and_drop_without_overflow() {
+    // 100,000 chained ops: both the topological walk and the drop must be iterative.
+    let x = Tensor::scalar(0.5).requires_grad_();
+    let mut y = x.clone();
+    for _ in 0..100_000 {
+        y = y.mul_scalar(1.0).add_scalar(0.0);
+    }
+    let g = grad(&[&y], &[&x], false).remove(0);
+    assert_eq!(g.item(), 1.0);
+    drop(y);
+}

@@ -1,0 +1,1054 @@
+//! Datasets, batching, checkpoints and pictures, on tiny files each test writes itself.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ncsn::Error;
+use ncsn::data::image_folder::{self, ColorMode};
+use ncsn::data::{self, BatchOptions, Batches, Dataset, Split, Transform, cifar10, mnist};
+use ncsn::io::{self, Checkpoint, GridOptions};
+use ndarray::{Array4, ArrayD, IxDyn, array, s};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "ncsn-test-{tag}-{}-{nanos}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// An IDX file of unsigned bytes.
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// `n` MNIST-like images of 2×3 pixels with distinct values, and their labels.
+fn mnist_bytes(n: u32) -> (Vec<u8>, Vec<u8>) {
+    let pixels: Vec<u8> = (0..n * 6).map(|i| (i * 7 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    (idx(&[n, 2, 3], &pixels), idx(&[n], &labels))
+}
+
+/// Asserts `e` is a format error about the file `file` whose message contains every `needle`.
+fn assert_format(e: Error, file: &Path, needles: &[&str]) {
+    match &e {
+        Error::Format { path, msg } => {
+            assert_eq!(path, file, "error names the wrong file: {e}");
+            for n in needles {
+                assert!(msg.contains(n), "message {msg:?} lacks {n:?}");
+            }
+        }
+        other => panic!(
+            "expected a format error about {}, got {other:?}",
+            file.display()
+        ),
+    }
+}
+
+fn assert_invalid(e: Error, needles: &[&str]) {
+    match &e {
+        Error::Invalid(msg) => {
+            for n in needles {
+                assert!(msg.contains(n), "message {msg:?} lacks {n:?}");
+            }
+        }
+        other => panic!("expected an Invalid error, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MNIST / IDX
+
+#[test]
+fn mnist_raw_and_gzip_load_the_same() {
+    let dir = TempDir::new("mnist-ok");
+    let (img, lab) = mnist_bytes(4);
+    let raw_i = dir.write("images", &img);
+    let raw_l = dir.write("labels", &lab);
+    // Compressed files under names that do not say so: detection is by magic bytes.
+    let gz_i = dir.write("images-compressed", &gzip(&img));
+    let gz_l = dir.write("labels-compressed", &gzip(&lab));
+
+    let a = mnist::load(&raw_i, Some(&raw_l)).unwrap();
+    let b = mnist::load(&gz_i, Some(&gz_l)).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.images.dim(), (4, 1, 2, 3));
+    assert_eq!(a.labels.as_deref(), Some(&[0u8, 1, 2, 3][..]));
+    // Row-major: image 1, row 1, column 2 is byte 6 + 5 = 11 of the data, value 11 · 7 = 77.
+    assert_eq!(a.images[[1, 0, 1, 2]], 77u8);
+    let f = a.to_f32();
+    assert_eq!(f[[1, 0, 1, 2]], 77.0 / 255.0);
+
+    let no_labels = mnist::load(&raw_i, None).unwrap();
+    assert_eq!(no_labels.labels, None);
+    assert_eq!(no_labels.images, a.images);
+}
+
+#[test]
+fn mnist_load_dir_finds_official_names() {
+    let dir = TempDir::new("mnist-dir");
+    let (img, lab) = mnist_bytes(3);
+    dir.write("t10k-images-idx3-ubyte.gz", &gzip(&img));
+    dir.write("t10k-labels-idx1-ubyte", &lab);
+    let d = mnist::load_dir(&dir.0, Split::Test).unwrap();
+    assert_eq!(d.len(), 3);
+    // The training files are absent.
+    assert_format(
+        mnist::load_dir(&dir.0, Split::Train).unwrap_err(),
+        &dir.0,
+        &["train-images-idx3-ubyte"],
+    );
+    // Both the raw and the compressed copy: ambiguous.
+    dir.write("t10k-images-idx3-ubyte", &img);
+    assert_format(
+        mnist::load_dir(&dir.0, Split::Test).unwrap_err(),
+        &dir.0,
+        &["both"],
+    );
+}
+
+#[test]
+fn mnist_truncated_and_trailing_bytes() {
+    let dir = TempDir::new("mnist-trunc");
+    let (img, lab) = mnist_bytes(4);
+    let l = dir.write("labels", &lab);
+
+    let short = dir.write("short", &img[..img.len() - 1]);
+    assert_format(
+        mnist::load(&short, Some(&l)).unwrap_err(),
+        &short,
+        &["truncated", "[4, 2, 3]"],
+    );
+
+    let mut longer = img.clone();
+    longer.push(0);
+    let long = dir.write("long", &longer);
+    assert_format(
+        mnist::load(&long, Some(&l)).unwrap_err(),
+        &long,
+        &["trailing"],
+    );
+
+    // Cut inside the header.
+    let stub = dir.write("stub", &img[..9]);
+    assert_format(
+        mnist::load(&stub, None).unwrap_err(),
+        &stub,
+        &["truncated IDX header"],
+    );
+    let tiny = dir.write("tiny", &img[..2]);
+    assert_format(mnist::load(&tiny, None).unwrap_err(), &tiny, &["too short"]);
+
+    // A truncated gzip stream.
+    let gz = gzip(&img);
+    let cut = dir.write("cut.gz", &gz[..gz.len() - 6]);
+    assert_format(
+        mnist::load(&cut, None).unwrap_err(),
+        &cut,
+        &["corrupt gzip"],
+    );
+}
+
+#[test]
+fn mnist_wrong_magic_and_dims() {
+    let dir = TempDir::new("mnist-magic");
+    let (img, lab) = mnist_bytes(2);
+    let i = dir.write("images", &img);
+    let l = dir.write("labels", &lab);
+
+    // Labels and images swapped: the dimension count in the magic number tells.
+    assert_format(
+        mnist::load(&l, Some(&i)).unwrap_err(),
+        &l,
+        &["wrong magic", "3 dimensions"],
+    );
+    assert_format(
+        mnist::load(&i, Some(&i)).unwrap_err(),
+        &i,
+        &["wrong magic", "1 dimension)"],
+    );
+
+    // Not unsigned bytes (0x0D = float).
+    let mut floats = img.clone();
+    floats[2] = 0x0d;
+    let f = dir.write("floats", &floats);
+    assert_format(mnist::load(&f, None).unwrap_err(), &f, &["wrong magic"]);
+
+    // A zero dimension.
+    let zero = dir.write("zero", &idx(&[0, 28, 28], &[]));
+    assert_format(
+        mnist::load(&zero, None).unwrap_err(),
+        &zero,
+        &["zero dimension"],
+    );
+
+    // Dimensions that disagree with the data (the right byte count would be 2*3*2 = 12).
+    let wrong = dir.write("wrongdims", &idx(&[2, 3, 3], &[0; 12]));
+    assert_format(
+        mnist::load(&wrong, None).unwrap_err(),
+        &wrong,
+        &["[2, 3, 3]", "truncated"],
+    );
+}
+
+#[test]
+fn mnist_label_count_mismatch() {
+    let dir = TempDir::new("mnist-count");
+    let (img, _) = mnist_bytes(4);
+    let (_, lab3) = mnist_bytes(3);
+    let i = dir.write("images", &img);
+    let l = dir.write("labels", &lab3);
+    assert_format(
+        mnist::load(&i, Some(&l)).unwrap_err(),
+        &l,
+        &["3 labels", "4 images", "images"],
+    );
+}
+
+#[test]
+fn corrupt_gzip_is_an_error_naming_the_file() {
+    let dir = TempDir::new("gzip");
+    let (img, _) = mnist_bytes(50);
+    let mut gz = gzip(&img);
+    let mid = gz.len() / 2;
+    for b in &mut gz[mid - 4..mid + 4] {
+        *b ^= 0xa5;
+    }
+    let p = dir.write("images.gz", &gz);
+    assert_format(mnist::load(&p, None).unwrap_err(), &p, &["corrupt gzip"]);
+    // Magic bytes alone.
+    let p2 = dir.write("magic-only", &[0x1f, 0x8b]);
+    assert_format(mnist::load(&p2, None).unwrap_err(), &p2, &["corrupt gzip"]);
+}
+
+#[test]
+fn missing_file_is_an_io_error_naming_it() {
+    let dir = TempDir::new("missing");
+    let p = dir.path("nope");
+    match mnist::load(&p, None).unwrap_err() {
+        Error::Io { path, .. } => assert_eq!(path, p),
+        e => panic!("expected Io, got {e:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CIFAR-10
+
+/// CIFAR-10 records with the given labels; pixel byte `j` of record `r` is `(r * 3 + j) % 256`.
+fn cifar_bytes(labels: &[u8], first: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, &l) in labels.iter().enumerate() {
+        let r = first + k;
+        out.push(l);
+        out.extend((0..3072).map(|j| ((r * 3 + j) % 256) as u8));
+    }
+    out
+}
+
+#[test]
+fn cifar10_directory_train_and_test() {
+    let dir = TempDir::new("cifar-ok");
+    // Written out of order, one compressed; read in name order.
+    dir.write("data_batch_2.bin.gz", &gzip(&cifar_bytes(&[3, 4], 2)));
+    dir.write("data_batch_1.bin", &cifar_bytes(&[0, 9], 0));
+    dir.write("test_batch.bin", &cifar_bytes(&[5], 100));
+    dir.write("batches.meta.txt", b"airplane\n");
+    dir.write("readme.html", b"<html>");
+
+    let train = cifar10::load(&dir.0, Split::Train).unwrap();
+    assert_eq!(train.images.dim(), (4, 3, 32, 32));
+    assert_eq!(train.labels.as_deref(), Some(&[0u8, 9, 3, 4][..]));
+    for r in 0..4 {
+        // Red plane first, then green, then blue, each row-major.
+        assert_eq!(train.images[[r, 0, 0, 0]], ((r * 3) % 256) as u8);
+        assert_eq!(train.images[[r, 0, 1, 2]], ((r * 3 + 34) % 256) as u8);
+        assert_eq!(train.images[[r, 1, 0, 0]], ((r * 3 + 1024) % 256) as u8);
+        assert_eq!(train.images[[r, 2, 31, 31]], ((r * 3 + 3071) % 256) as u8);
+    }
+    let test = cifar10::load(&dir.0, Split::Test).unwrap();
+    assert_eq!(test.len(), 1);
+    assert_eq!(test.labels.as_deref(), Some(&[5u8][..]));
+    assert_eq!(test.images[[0, 0, 0, 0]], 44);
+}
+
+#[test]
+fn cifar10_bad_length_names_file() {
+    let dir = TempDir::new("cifar-len");
+    dir.write("data_batch_1.bin", &cifar_bytes(&[1, 2], 0));
+    let mut bytes = cifar_bytes(&[1, 2], 0);
+    bytes.truncate(bytes.len() - 100);
+    let bad = dir.write("data_batch_2.bin", &bytes);
+    assert_format(
+        cifar10::load(&dir.0, Split::Train).unwrap_err(),
+        &bad,
+        &["not a multiple of", "3073", "1 whole records"],
+    );
+    // Empty file.
+    let empty = dir.write("data_batch_2.bin", &[]);
+    assert_format(
+        cifar10::load(&dir.0, Split::Train).unwrap_err(),
+        &empty,
+        &["empty"],
+    );
+}
+
+#[test]
+fn cifar10_bad_label_names_file_and_record() {
+    let dir = TempDir::new("cifar-label");
+    let bad = dir.write("data_batch_1.bin", &cifar_bytes(&[1, 10, 2], 0));
+    assert_format(
+        cifar10::load(&dir.0, Split::Train).unwrap_err(),
+        &bad,
+        &["record 1", "label 10", "0..=9"],
+    );
+    // Also through a gzip file.
+    std::fs::remove_file(&bad).unwrap();
+    let gz = dir.write("data_batch_1.bin.gz", &gzip(&cifar_bytes(&[255], 0)));
+    assert_format(
+        cifar10::load(&dir.0, Split::Train).unwrap_err(),
+        &gz,
+        &["label 255"],
+    );
+}
+
+#[test]
+fn cifar10_empty_or_ambiguous_directory() {
+    let dir = TempDir::new("cifar-empty");
+    assert_format(
+        cifar10::load(&dir.0, Split::Train).unwrap_err(),
+        &dir.0,
+        &["no data_batch_"],
+    );
+    dir.write("data_batch_1.bin", &cifar_bytes(&[1], 0));
+    assert_format(
+        cifar10::load(&dir.0, Split::Test).unwrap_err(),
+        &dir.0,
+        &["no test_batch"],
+    );
+    dir.write("data_batch_1.bin.gz", &gzip(&cifar_bytes(&[1], 0)));
+    assert_format(
+        cifar10::load(&dir.0, Split::Train).unwrap_err(),
+        &dir.0,
+        &["both data_batch_1.bin and data_batch_1.bin.gz"],
+    );
+    // A corrupt gzip batch.
+    std::fs::remove_file(dir.path("data_batch_1.bin")).unwrap();
+    let mut gz = gzip(&cifar_bytes(&[1, 2, 3], 0));
+    let n = gz.len();
+    gz[n - 8] ^= 0xff; // CRC32 in the trailer
+    let bad = dir.write("data_batch_1.bin.gz", &gz);
+    assert_format(
+        cifar10::load(&dir.0, Split::Train).unwrap_err(),
+        &bad,
+        &["corrupt gzip"],
+    );
+    // Not a directory.
+    assert!(matches!(
+        cifar10::load(dir.path("absent"), Split::Train),
+        Err(Error::Io { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image folder
+
+fn write_png_rgb(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
+    img.save(path).unwrap();
+}
+
+#[test]
+fn image_folder_loads_crops_and_skips_other_files() {
+    let dir = TempDir::new("folder-ok");
+    // 4 wide, 2 high: already the right height for size 2, so only the centre crop (columns 1, 2).
+    write_png_rgb(&dir.path("b.png"), 4, 2, |x, y| {
+        [(10 * x + y) as u8, 100, 200]
+    });
+    // 2×2 exact, upper-case extension.
+    write_png_rgb(&dir.path("a.PNG"), 2, 2, |x, y| [x as u8, y as u8, 7]);
+    // A JPEG of a flat colour (JPEG is lossy; flat areas come back nearly exact).
+    image::RgbImage::from_pixel(8, 8, image::Rgb([128, 64, 32]))
+        .save(dir.path("c.jpg"))
+        .unwrap();
+    dir.write("notes.txt", b"not a picture");
+    std::fs::create_dir(dir.path("sub.png")).unwrap(); // a directory with a picture's name
+
+    let d = image_folder::load(&dir.0, 2, ColorMode::Rgb).unwrap();
+    assert_eq!(d.images.dim(), (3, 3, 2, 2));
+    assert_eq!(d.labels, None);
+    // a.PNG first (sorted by name), unchanged.
+    assert_eq!(d.images.slice(s![0, 0, .., ..]), array![[0u8, 1], [0, 1]]);
+    assert_eq!(d.images.slice(s![0, 1, .., ..]), array![[0u8, 0], [1, 1]]);
+    // b.png: columns 1 and 2 of red = 10x + y.
+    assert_eq!(
+        d.images.slice(s![1, 0, .., ..]),
+        array![[10u8, 20], [11, 21]]
+    );
+    assert!(d.images.slice(s![1, 2, .., ..]).iter().all(|&v| v == 200));
+    // c.jpg: 8×8 shrunk to 2×2, flat colour kept within JPEG error.
+    for (ch, want) in [128i32, 64, 32].into_iter().enumerate() {
+        for &v in d.images.slice(s![2, ch, .., ..]).iter() {
+            assert!(
+                (i32::from(v) - want).abs() <= 3,
+                "channel {ch}: {v} vs {want}"
+            );
+        }
+    }
+
+    let grey = image_folder::load(&dir.0, 2, ColorMode::Grey).unwrap();
+    assert_eq!(grey.images.dim(), (3, 1, 2, 2));
+}
+
+#[test]
+fn image_folder_resizes_shorter_side() {
+    let dir = TempDir::new("folder-resize");
+    // 6 wide, 12 high, flat: resized to 3×6, cropped to 3×3.
+    write_png_rgb(&dir.path("tall.png"), 6, 12, |_, _| [50, 60, 70]);
+    let d = image_folder::load(&dir.0, 3, ColorMode::Rgb).unwrap();
+    assert_eq!(d.images.dim(), (1, 3, 3, 3));
+    assert!(d.images.slice(s![0, 0, .., ..]).iter().all(|&v| v == 50));
+    assert!(d.images.slice(s![0, 2, .., ..]).iter().all(|&v| v == 70));
+}
+
+#[test]
+fn image_folder_undecodable_file_names_it() {
+    let dir = TempDir::new("folder-bad");
+    write_png_rgb(&dir.path("a.png"), 2, 2, |_, _| [1, 2, 3]);
+    let bad = dir.write("b.png", b"\x89PNG\r\n\x1a\n this is not really a png");
+    assert_format(
+        image_folder::load(&dir.0, 2, ColorMode::Rgb).unwrap_err(),
+        &bad,
+        &["decode"],
+    );
+    std::fs::remove_file(&bad).unwrap();
+    // A truncated JPEG.
+    image::RgbImage::from_pixel(16, 16, image::Rgb([1, 2, 3]))
+        .save(dir.path("c.jpg"))
+        .unwrap();
+    let jpg = std::fs::read(dir.path("c.jpg")).unwrap();
+    let cut = dir.write("c.jpg", &jpg[..jpg.len() / 3]);
+    assert_format(
+        image_folder::load(&dir.0, 2, ColorMode::Rgb).unwrap_err(),
+        &cut,
+        &["decode"],
+    );
+}
+
+#[test]
+fn image_folder_empty_directory_and_zero_size() {
+    let dir = TempDir::new("folder-empty");
+    dir.write("readme.txt", b"hi");
+    assert_format(
+        image_folder::load(&dir.0, 8, ColorMode::Rgb).unwrap_err(),
+        &dir.0,
+        &["no PNG"],
+    );
+    assert_invalid(
+        image_folder::load(&dir.0, 0, ColorMode::Rgb).unwrap_err(),
+        &["size"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batching and transforms
+
+fn toy_dataset(n: usize) -> Dataset {
+    let images = Array4::from_shape_fn((n, 3, 2, 4), |(i, c, y, x)| {
+        (i * 16 + c * 5 + y * 4 + x) as u8
+    });
+    let labels = (0..n).map(|i| (i % 10) as u8).collect();
+    Dataset::new(images, Some(labels)).unwrap()
+}
+
+/// Indices, image bits, labels and epoch of each batch.
+type BatchBits = (Vec<usize>, Vec<u32>, Vec<u8>, usize);
+
+fn collect_bits(b: &mut Batches, steps: usize) -> Vec<BatchBits> {
+    b.take(steps)
+        .map(|b| {
+            (
+                b.indices.clone(),
+                b.images.iter().map(|v| v.to_bits()).collect(),
+                b.labels.clone().unwrap(),
+                b.epoch,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn batches_are_deterministic_per_seed() {
+    let d = toy_dataset(10);
+    let opts = BatchOptions::new(
+        4,
+        Transform {
+            random_flip: true,
+            dequantize: true,
+            logit: true,
+        },
+    );
+    let a = collect_bits(&mut Batches::new(&d, opts, 42).unwrap(), 9);
+    let b = collect_bits(&mut Batches::new(&d, opts, 42).unwrap(), 9);
+    assert_eq!(a, b, "same seed, same bits");
+    let c = collect_bits(&mut Batches::new(&d, opts, 43).unwrap(), 9);
+    assert_ne!(a, c, "another seed, other batches");
+    // An explicitly seeded generator is the same as the u64 seed.
+    let e = collect_bits(
+        &mut Batches::with_rng(&d, opts, ChaCha8Rng::seed_from_u64(42)).unwrap(),
+        9,
+    );
+    assert_eq!(a, e);
+}
+
+#[test]
+fn skipping_batches_resumes_the_same_stream() {
+    let d = toy_dataset(10);
+    for drop_last in [false, true] {
+        let all = Transform {
+            random_flip: true,
+            dequantize: true,
+            logit: true,
+        };
+        let opts = BatchOptions {
+            batch_size: 3,
+            shuffle: true,
+            drop_last,
+            transform: all,
+        };
+        let full = collect_bits(&mut Batches::new(&d, opts, 5).unwrap(), 12);
+        for k in [0, 1, 3, 4, 7] {
+            let mut it = Batches::new(&d, opts, 5).unwrap();
+            it.skip_batches(k);
+            assert_eq!(it.step(), k);
+            let rest = collect_bits(&mut it, 12 - k);
+            assert_eq!(rest, full[k..], "skip {k}, drop_last {drop_last}");
+            assert_eq!(it.step(), 12);
+        }
+    }
+}
+
+#[test]
+fn batches_cover_each_epoch_and_reshuffle() {
+    let d = toy_dataset(10);
+    let mut it = Batches::new(&d, BatchOptions::new(4, Transform::NONE), 7).unwrap();
+    assert_eq!(it.batches_per_epoch(), 3);
+    let batches: Vec<_> = it.by_ref().take(6).collect();
+    let sizes: Vec<usize> = batches.iter().map(|b| b.indices.len()).collect();
+    assert_eq!(sizes, [4, 4, 2, 4, 4, 2]);
+    let epochs: Vec<usize> = batches.iter().map(|b| b.epoch).collect();
+    assert_eq!(epochs, [0, 0, 0, 1, 1, 1]);
+    let order = |e: usize| -> Vec<usize> {
+        batches
+            .iter()
+            .filter(|b| b.epoch == e)
+            .flat_map(|b| b.indices.clone())
+            .collect()
+    };
+    for e in 0..2 {
+        let mut o = order(e);
+        o.sort();
+        assert_eq!(o, (0..10).collect::<Vec<_>>(), "epoch {e} is a permutation");
+    }
+    assert_ne!(order(0), order(1), "epochs reshuffle");
+    // No transform: images are the dataset's, scaled by 1/255; labels follow the indices.
+    for b in &batches {
+        assert_eq!(b.images, d.gather_f32(&b.indices));
+        let want: Vec<u8> = b.indices.iter().map(|&i| d.label(i).unwrap()).collect();
+        assert_eq!(b.labels.as_deref(), Some(&want[..]));
+    }
+    assert_eq!(it.epoch(), 2);
+
+    // drop_last and no shuffle.
+    let opts = BatchOptions {
+        batch_size: 4,
+        shuffle: false,
+        drop_last: true,
+        transform: Transform::NONE,
+    };
+    let mut it = Batches::new(&d, opts, 0).unwrap();
+    assert_eq!(it.batches_per_epoch(), 2);
+    let idx: Vec<Vec<usize>> = it.by_ref().take(3).map(|b| b.indices).collect();
+    assert_eq!(idx, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![0, 1, 2, 3]]);
+}
+
+#[test]
+fn batches_reject_bad_options() {
+    let d = toy_dataset(3);
+    assert_invalid(
+        Batches::new(&d, BatchOptions::new(0, Transform::NONE), 0).unwrap_err(),
+        &["batch size"],
+    );
+    let opts = BatchOptions {
+        batch_size: 4,
+        shuffle: true,
+        drop_last: true,
+        transform: Transform::NONE,
+    };
+    assert_invalid(Batches::new(&d, opts, 0).unwrap_err(), &["drop_last"]);
+    let empty = Dataset::new(Array4::zeros((0, 1, 2, 2)), None).unwrap();
+    assert_invalid(
+        Batches::new(&empty, BatchOptions::new(1, Transform::NONE), 0).unwrap_err(),
+        &["empty"],
+    );
+    assert_invalid(
+        Dataset::new(Array4::zeros((2, 1, 2, 2)), Some(vec![1])).unwrap_err(),
+        &["2 images", "1 labels"],
+    );
+}
+
+#[test]
+fn dequantization_spreads_each_level_over_its_bin() {
+    let d = toy_dataset(10);
+    let opts = BatchOptions::new(10, Transform::mnist());
+    let b = Batches::new(&d, opts, 1).unwrap().next().unwrap();
+    let raw = d.images.select(ndarray::Axis(0), &b.indices);
+    let mut any_frac = false;
+    for (&v, &k) in b.images.iter().zip(raw.iter()) {
+        let lo = f32::from(k) / 256.0;
+        assert!(
+            v >= lo - 1e-6 && v < lo + 1.0 / 256.0 + 1e-6,
+            "{v} outside the bin of {k}"
+        );
+        any_frac |= (v - lo).abs() > 1e-4;
+    }
+    assert!(any_frac, "noise was added");
+}
+
+#[test]
+fn flips_mirror_whole_pictures() {
+    let d = toy_dataset(64);
+    let opts = BatchOptions {
+        batch_size: 64,
+        shuffle: false,
+        drop_last: false,
+        transform: Transform {
+            random_flip: true,
+            dequantize: false,
+            logit: false,
+        },
+    };
+    let b = Batches::new(&d, opts, 3).unwrap().next().unwrap();
+    let plain = d.to_f32();
+    let mut flipped = 0;
+    for i in 0..64 {
+        let got = b.images.slice(s![i, .., .., ..]);
+        let orig = plain.slice(s![i, .., .., ..]);
+        if got == orig {
+            continue;
+        }
+        assert_eq!(
+            got,
+            orig.slice(s![.., .., ..;-1]),
+            "picture {i} is neither itself nor mirrored"
+        );
+        flipped += 1;
+    }
+    assert!((16..=48).contains(&flipped), "{flipped} of 64 flipped");
+}
+
+#[test]
+fn logit_matches_the_reference_formula_and_inverts() {
+    let mut x = array![0.0f32, 0.25, 0.5, 1.0].into_dyn();
+    let orig = x.clone();
+    data::logit(&mut x);
+    let lam = 1e-6f32;
+    for (&y, &v) in x.iter().zip(orig.iter()) {
+        let p = lam + (1.0 - 2.0 * lam) * v;
+        assert_eq!(y.to_bits(), (p.ln() - (-p).ln_1p()).to_bits());
+        assert!(y.is_finite());
+    }
+    assert_eq!(x[2], 0.0);
+    data::inverse_logit(&mut x);
+    for (&a, &b) in x.iter().zip(orig.iter()) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+
+fn sample_checkpoint() -> Checkpoint {
+    let w = ArrayD::from_shape_vec(
+        IxDyn(&[2, 3]),
+        vec![
+            1.5,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::MIN_POSITIVE / 2.0,
+            -3.25e-7,
+        ],
+    )
+    .unwrap();
+    let b = ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.1, 0.2, 0.3]).unwrap();
+    let scalar = ArrayD::from_elem(IxDyn(&[]), 42.0f32);
+    Checkpoint::new()
+        .with_tensor("layer.weight", w)
+        .with_tensor("layer.bias", b)
+        .with_tensor("scale", scalar)
+        .with_metadata("step", 1234)
+        .with_metadata("config", "{\"lr\": 0.001}")
+}
+
+fn bits(c: &Checkpoint) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+    c.tensors
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.shape().to_vec(),
+                v.iter().map(|x| x.to_bits()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn checkpoint_round_trip_is_bit_exact_and_atomic() {
+    let dir = TempDir::new("ckpt-ok");
+    let path = dir.path("model.safetensors");
+    let c = sample_checkpoint();
+    c.save(&path).unwrap();
+    let back = Checkpoint::load(&path).unwrap();
+    assert_eq!(bits(&back), bits(&c));
+    assert_eq!(back.metadata, c.metadata);
+    assert_eq!(back.metadata_as::<u64>("step").unwrap(), Some(1234));
+    assert_eq!(back.metadata_as::<u64>("absent").unwrap(), None);
+    assert_invalid(back.metadata_as::<u64>("config").unwrap_err(), &["config"]);
+
+    // Overwrite with a different checkpoint: the new one is read, no temporary file is left.
+    let c2 = Checkpoint::new()
+        .with_tensor("x", ArrayD::from_elem(IxDyn(&[1]), 9.0))
+        .with_metadata("step", 2);
+    c2.save(&path).unwrap();
+    assert_eq!(bits(&Checkpoint::load(&path).unwrap()), bits(&c2));
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["model.safetensors"]);
+
+    // Non-contiguous views are saved in logical order.
+    let t = ndarray::Array2::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f32);
+    let tv = t.t();
+    io::save(&path, [("t", tv.into_dyn())], &Default::default()).unwrap();
+    let back = Checkpoint::load(&path).unwrap();
+    assert_eq!(back.tensors["t"], tv.into_dyn());
+    assert!(back.metadata.is_empty());
+
+    // Writing into a directory that does not exist: an Io error naming the target.
+    let nowhere = dir.path("no/such/dir/m.safetensors");
+    match c.save(&nowhere).unwrap_err() {
+        Error::Io { path, .. } => assert_eq!(path, nowhere),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn checkpoint_save_rejects_bad_names() {
+    let dir = TempDir::new("ckpt-names");
+    let path = dir.path("m.safetensors");
+    let a = ArrayD::<f32>::zeros(IxDyn(&[2]));
+    let e = io::save(
+        &path,
+        [("a", a.view()), ("a", a.view())],
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert_invalid(e, &["`a`", "twice"]);
+    let e = io::save(&path, [("__metadata__", a.view())], &Default::default()).unwrap_err();
+    assert_invalid(e, &["reserved"]);
+    assert!(!path.exists(), "nothing written on failure");
+}
+
+#[test]
+fn checkpoint_corrupt_bytes_are_reported() {
+    let dir = TempDir::new("ckpt-corrupt");
+    let good = dir.path("good.safetensors");
+    sample_checkpoint().save(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    let cut = dir.write("cut.safetensors", &bytes[..bytes.len() - 3]);
+    assert_format(
+        Checkpoint::load(&cut).unwrap_err(),
+        &cut,
+        &["not a valid safetensors"],
+    );
+    let stub = dir.write("stub.safetensors", &bytes[..5]);
+    assert_format(
+        Checkpoint::load(&stub).unwrap_err(),
+        &stub,
+        &["not a valid safetensors"],
+    );
+    let mut garbled = bytes.clone();
+    garbled[8] = b'!'; // the opening brace of the JSON header
+    let g = dir.write("garbled.safetensors", &garbled);
+    assert_format(
+        Checkpoint::load(&g).unwrap_err(),
+        &g,
+        &["not a valid safetensors"],
+    );
+    let mut huge = bytes.clone();
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let h = dir.write("huge.safetensors", &huge);
+    assert_format(
+        Checkpoint::load(&h).unwrap_err(),
+        &h,
+        &["not a valid safetensors"],
+    );
+    let empty = dir.write("empty.safetensors", &[]);
+    assert_format(
+        Checkpoint::load(&empty).unwrap_err(),
+        &empty,
+        &["not a valid safetensors"],
+    );
+}
+
+#[test]
+fn checkpoint_wrong_dtype_names_tensor_and_dtype() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let dir = TempDir::new("ckpt-dtype");
+    let f64s: Vec<u8> = [1.0f64, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let i32s: Vec<u8> = [7i32, 8, 9].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f32s: Vec<u8> = [0.5f32].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = safetensors::serialize(
+        [
+            ("fine", TensorView::new(Dtype::F32, vec![1], &f32s).unwrap()),
+            (
+                "double.weight",
+                TensorView::new(Dtype::F64, vec![2], &f64s).unwrap(),
+            ),
+            (
+                "counter",
+                TensorView::new(Dtype::I32, vec![3], &i32s).unwrap(),
+            ),
+        ],
+        None,
+    )
+    .unwrap();
+    let p = dir.write("mixed.safetensors", &bytes);
+    assert_format(
+        Checkpoint::load(&p).unwrap_err(),
+        &p,
+        &["`double.weight` is F64", "`counter` is I32", "F32"],
+    );
+}
+
+#[test]
+fn checkpoint_shape_check_reports_everything() {
+    let dir = TempDir::new("ckpt-shapes");
+    let path = dir.path("m.safetensors");
+    sample_checkpoint().save(&path).unwrap();
+    let expected: Vec<(&str, Vec<usize>)> = vec![
+        ("layer.weight", vec![3, 2]), // wrong shape
+        ("layer.bias", vec![3]),      // fine
+        ("norm.gamma", vec![8]),      // missing
+        ("norm.beta", vec![8]),       // missing
+                                      // "scale" is extra
+    ];
+    let e = io::load_expecting(&path, expected.clone()).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+    assert_invalid(
+        e,
+        &[
+            "2 missing, 1 extra, 1 with the wrong shape",
+            "missing: `norm.gamma` [8]",
+            "missing: `norm.beta` [8]",
+            "extra: `scale` []",
+            "wrong shape: `layer.weight` is [2, 3], expected [3, 2]",
+        ],
+    );
+    assert!(!msg.contains("`layer.bias`"), "{msg}");
+
+    let right = [
+        ("layer.weight", vec![2, 3]),
+        ("layer.bias", vec![3]),
+        ("scale", vec![]),
+    ];
+    let c = io::load_expecting(&path, right.clone()).unwrap();
+    c.check(right).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pictures
+
+#[test]
+fn make_grid_matches_torchvision_layout() {
+    // 3 pictures 2×2, nrow 2, padding 1: 2 columns, 2 rows, (2·3 + 1) × (2·3 + 1).
+    let imgs = Array4::from_shape_fn((3, 1, 2, 2), |(i, _, _, _)| (i + 1) as f32 / 10.0);
+    let g = io::make_grid(
+        imgs.view(),
+        &GridOptions {
+            nrow: 2,
+            padding: 1,
+            pad_value: 0.5,
+        },
+    )
+    .unwrap();
+    assert_eq!(g.dim(), (1, 7, 7));
+    assert_eq!(g[[0, 0, 0]], 0.5);
+    assert_eq!(g[[0, 1, 1]], 0.1);
+    assert_eq!(g[[0, 2, 2]], 0.1);
+    assert_eq!(g[[0, 3, 3]], 0.5); // padding between cells
+    assert_eq!(g[[0, 1, 4]], 0.2);
+    assert_eq!(g[[0, 4, 1]], 0.3);
+    assert_eq!(g[[0, 4, 4]], 0.5); // the empty fourth cell
+    // torchvision's defaults: nrow 8, padding 2; a 10-picture batch of 3×4×5.
+    let imgs = Array4::<f32>::zeros((10, 3, 4, 5));
+    let g = io::make_grid(imgs.view(), &GridOptions::default()).unwrap();
+    assert_eq!(g.dim(), (3, 2 * 6 + 2, 8 * 7 + 2));
+    // One picture: itself.
+    let one = Array4::<f32>::ones((1, 3, 4, 5));
+    assert_eq!(
+        io::make_grid(one.view(), &GridOptions::default())
+            .unwrap()
+            .dim(),
+        (3, 4, 5)
+    );
+}
+
+#[test]
+fn png_grids_are_written_and_clamped() {
+    let dir = TempDir::new("png");
+    let mut imgs = Array4::from_shape_fn((4, 3, 3, 3), |(i, c, _, _)| (i * 3 + c) as f32 / 11.0);
+    imgs[[0, 0, 0, 0]] = -2.0;
+    imgs[[0, 1, 0, 0]] = 7.0;
+    let path = dir.path("grid.png");
+    io::save_grid(&path, imgs.view(), 2).unwrap();
+    let png = image::open(&path).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (2 * 5 + 2, 2 * 5 + 2));
+    assert_eq!(png.get_pixel(2, 2).0, [0, 255, 46]); // clamped, clamped, round(2/11·255)
+    assert_eq!(png.get_pixel(0, 0).0, [0, 0, 0]);
+    // Picture 3 at row 1, column 1.
+    let v = |k: usize| ((k as f32 / 11.0) * 255.0 + 0.5) as u8;
+    assert_eq!(png.get_pixel(8, 8).0, [v(9), v(10), v(11)]);
+
+    // Grey strip.
+    let grey = Array4::from_elem((3, 1, 2, 2), 1.0f32);
+    let strip = dir.path("strip.png");
+    io::save_strip(&strip, grey.view()).unwrap();
+    let img = image::open(&strip).unwrap();
+    assert_eq!(img.color(), image::ColorType::L8);
+    assert_eq!((img.width(), img.height()), (3 * 4 + 2, 6));
+
+    // Errors name the path.
+    let two = Array4::<f32>::zeros((2, 2, 2, 2));
+    assert_invalid(
+        io::save_grid(&path, two.view(), 2).unwrap_err(),
+        &["grid.png", "2"],
+    );
+    let none = Array4::<f32>::zeros((0, 3, 2, 2));
+    assert_invalid(
+        io::save_grid(&path, none.view(), 2).unwrap_err(),
+        &["grid.png", "empty"],
+    );
+    let nowhere = dir.path("missing/dir/x.png");
+    match io::save_grid(&nowhere, imgs.view(), 2).unwrap_err() {
+        Error::Io { path, .. } => assert_eq!(path, nowhere),
+        e => panic!("{e:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// No panic on any bytes
+
+mod never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid file of each kind, then mangled: cut at `cut` and with `flips` bytes changed.
+    fn mangle(mut bytes: Vec<u8>, cut: usize, flips: &[(usize, u8)]) -> Vec<u8> {
+        bytes.truncate(cut % (bytes.len() + 1));
+        if !bytes.is_empty() {
+            for &(i, x) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= x;
+            }
+        }
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn loaders_return_errors_not_panics(
+            cut in 0usize..20_000,
+            flips in proptest::collection::vec((0usize..20_000, 1u8..=255), 0..4),
+            gz in any::<bool>(),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let dir = TempDir::new("fuzz");
+            let wrap = |b: Vec<u8>| if gz { gzip(&b) } else { b };
+            let (img, lab) = mnist_bytes(5);
+            let i = dir.write("images", &wrap(mangle(img.clone(), cut, &flips)));
+            let l = dir.write("labels", &wrap(mangle(lab, cut, &flips)));
+            if let Ok(d) = mnist::load(&i, Some(&l)) {
+                prop_assert_eq!(Some(d.len()), d.labels.as_ref().map(|l| l.len()));
+            }
+            let _ = mnist::load(dir.write("noise", &noise), None);
+
+            let records = mangle(cifar_bytes(&[1, 2, 3], 0), cut, &flips);
+            dir.write("data_batch_1.bin", &wrap(records.clone()));
+            if let Ok(d) = cifar10::load(&dir.0, Split::Train) {
+                // Loaded means: every byte accounted for.
+                prop_assert_eq!(d.len() * cifar10::RECORD_LEN, records.len());
+            }
+
+            let ck = dir.path("ck.safetensors");
+            sample_checkpoint().save(&ck).unwrap();
+            let good = std::fs::read(&ck).unwrap();
+            let bad = dir.write("bad.safetensors", &mangle(good, cut, &flips));
+            let _ = Checkpoint::load(&bad);
+            let _ = Checkpoint::load(dir.write("noise.safetensors", &noise));
+
+            let _ = image_folder::load(&dir.0, 4, ColorMode::Rgb); // noise-named files are skipped
+            dir.write("x.png", &noise);
+            prop_assert!(image_folder::load(&dir.0, 4, ColorMode::Rgb).is_err());
+        }
+    }
+}

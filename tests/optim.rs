@@ -1,0 +1,143 @@
+//! Optimizer steps against values computed by hand from PyTorch's update formulas.
+
+use ncsn::Tensor;
+use ncsn::autograd::Gradients;
+use ncsn::nn::ParamStore;
+use ncsn::optim::{Adam, AdamConfig, Ema, Sgd, SgdConfig};
+
+fn setup(p: &[f32]) -> (ParamStore, Tensor) {
+    let store = ParamStore::new();
+    let t = store
+        .root()
+        .param("p", Tensor::from_vec(p.to_vec(), &[p.len()]));
+    (store, t)
+}
+
+fn grads(p: &Tensor, g: &[f32]) -> Gradients {
+    let mut gs = Gradients::default();
+    gs.insert(p, Tensor::from_vec(g.to_vec(), &[g.len()]));
+    gs
+}
+
+fn assert_close(a: &[f32], b: &[f64]) {
+    // The hand computations are in f64; the optimizer works in f32, so a few ulps of the values
+    // (|v| ≤ 2) separate them: 1e-6 is about 8 ulps at 1.0.
+    for (x, y) in a.iter().zip(b) {
+        assert!((*x as f64 - y).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
+}
+
+#[test]
+fn adam_two_steps_by_hand() {
+    let (store, p) = setup(&[1.0, -2.0]);
+    let cfg = AdamConfig {
+        lr: 0.1,
+        weight_decay: 0.5,
+        ..AdamConfig::default()
+    };
+    let mut opt = Adam::new(store.named_params(), cfg);
+    let (b1, b2, eps, lr, wd) = (0.9f64, 0.999f64, 1e-8f64, 0.1f64, 0.5f64);
+    let (mut x, mut m, mut v) = ([1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2]);
+    for (t, g) in [(1, [0.5f64, 0.25]), (2, [-1.0, 2.0])] {
+        opt.step(&grads(&p, &[g[0] as f32, g[1] as f32]));
+        for i in 0..2 {
+            let gi = g[i] + wd * x[i];
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            let mhat = m[i] / (1.0 - b1.powi(t));
+            let denom = (v[i] / (1.0 - b2.powi(t))).sqrt() + eps;
+            x[i] -= lr * mhat / denom;
+        }
+        assert_close(&p.to_vec(), &x);
+    }
+}
+
+#[test]
+fn adam_amsgrad_uses_running_max() {
+    let (store, p) = setup(&[0.0]);
+    let cfg = AdamConfig {
+        lr: 1.0,
+        amsgrad: true,
+        ..AdamConfig::default()
+    };
+    let mut opt = Adam::new(store.named_params(), cfg);
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let (mut x, mut m, mut v, mut vmax) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    // A large gradient then a small one: AMSGrad keeps the large second moment.
+    for (t, g) in [(1, 10.0f64), (2, 0.1)] {
+        opt.step(&grads(&p, &[g as f32]));
+        m = b1 * m + (1.0 - b1) * g;
+        v = b2 * v + (1.0 - b2) * g * g;
+        vmax = vmax.max(v);
+        x -= m / (1.0 - b1.powi(t)) / ((vmax / (1.0 - b2.powi(t))).sqrt() + eps);
+        assert_close(&p.to_vec(), &[x]);
+    }
+}
+
+#[test]
+fn sgd_momentum_nesterov_by_hand() {
+    for nesterov in [false, true] {
+        let (store, p) = setup(&[1.0]);
+        let cfg = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            weight_decay: 0.1,
+            nesterov,
+        };
+        let mut opt = Sgd::new(store.named_params(), cfg);
+        let (mut x, mut buf): (f64, Option<f64>) = (1.0, None);
+        for g in [1.0f64, -0.5, 2.0] {
+            opt.step(&grads(&p, &[g as f32]));
+            let d = g + 0.1 * x;
+            let b = match buf {
+                None => d,
+                Some(b) => 0.9 * b + d,
+            };
+            buf = Some(b);
+            let d = if nesterov { d + 0.9 * b } else { b };
+            x -= 0.1 * d;
+            assert_close(&p.to_vec(), &[x]);
+        }
+    }
+}
+
+#[test]
+fn parameters_without_gradients_are_untouched() {
+    let (store, p) = setup(&[1.0, 2.0]);
+    let mut opt = Adam::new(store.named_params(), AdamConfig::default());
+    opt.step(&Gradients::default());
+    assert_eq!(p.to_vec(), vec![1.0, 2.0]);
+}
+
+#[test]
+fn adam_state_round_trips() {
+    let (store, p) = setup(&[1.0, 2.0]);
+    let mut a = Adam::new(store.named_params(), AdamConfig::default());
+    a.step(&grads(&p, &[0.3, -0.7]));
+    let (tensors, meta) = a.state_dict();
+    let (store2, p2) = setup(&p.to_vec());
+    let mut b = Adam::new(store2.named_params(), AdamConfig::default());
+    b.load_state_dict(&tensors.into_iter().collect(), &meta)
+        .unwrap();
+    a.step(&grads(&p, &[0.1, 0.2]));
+    b.step(&grads(&p2, &[0.1, 0.2]));
+    assert_eq!(
+        p.to_vec(),
+        p2.to_vec(),
+        "restored optimizer continues bit-identically"
+    );
+}
+
+#[test]
+fn ema_follows_the_reference_formula() {
+    let (store, p) = setup(&[0.0]);
+    let mut ema = Ema::new(store.named_params(), 0.9);
+    p.set_data(Tensor::from_vec(vec![1.0], &[1]).storage());
+    ema.update(); // 0.1·1 + 0.9·0 = 0.1
+    p.set_data(Tensor::from_vec(vec![2.0], &[1]).storage());
+    ema.update(); // 0.1·2 + 0.9·0.1 = 0.29
+    assert!((ema.shadow()[0].1[[0]] - 0.29).abs() < 1e-7);
+    ema.copy_to_params();
+    assert!((p.to_vec()[0] - 0.29).abs() < 1e-7);
+}

@@ -1,0 +1,100 @@
+//! Forward values of ops against hand-computed or NumPy-rule results.
+
+use ncsn::Tensor;
+
+#[test]
+fn broadcasting_follows_numpy() {
+    let a = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3, 1]);
+    let b = Tensor::from_vec(vec![10.0, 20.0], &[2]);
+    let c = a.add(&b);
+    assert_eq!(c.shape(), &[3, 2]);
+    assert_eq!(c.to_vec(), vec![11.0, 21.0, 12.0, 22.0, 13.0, 23.0]);
+}
+
+#[test]
+#[should_panic(expected = "add: shapes [2, 3] and [2] do not broadcast")]
+fn shape_errors_name_the_op_and_shapes() {
+    Tensor::zeros(&[2, 3]).add(&Tensor::zeros(&[2]));
+}
+
+#[test]
+fn reductions_and_var() {
+    let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    assert_eq!(x.sum(&[1], false).to_vec(), vec![6.0, 15.0]);
+    assert_eq!(x.sum(&[0], true).shape(), &[1, 3]);
+    assert_eq!(x.max(&[-1], false).to_vec(), vec![3.0, 6.0]);
+    assert_eq!(x.var(&[1], true, false).to_vec(), vec![1.0, 1.0]); // unbiased: 2/2
+    let biased = x.var(&[1], false, false).to_vec();
+    assert!((biased[0] - 2.0 / 3.0).abs() < 1e-6);
+    // logsumexp is stable for large inputs: log(e¹⁰⁰⁰ + e¹⁰⁰⁰) = 1000 + ln 2.
+    let big = Tensor::from_vec(vec![1000.0, 1000.0], &[2]);
+    assert!((big.logsumexp(&[0], false).item() - (1000.0 + 2f32.ln())).abs() < 1e-3);
+}
+
+#[test]
+fn movement_ops() {
+    let x = Tensor::arange(0.0, 6.0, 1.0).reshape(&[2, 3]);
+    assert_eq!(x.t().to_vec(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    assert_eq!(
+        x.t().reshape(&[6]).to_vec(),
+        vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+    );
+    assert_eq!(x.narrow(1, 1, 2).to_vec(), vec![1.0, 2.0, 4.0, 5.0]);
+    assert_eq!(
+        x.index_select(1, &[2, 0, 2]).to_vec(),
+        vec![2.0, 0.0, 2.0, 5.0, 3.0, 5.0]
+    );
+    assert_eq!(
+        Tensor::stack(&[x.clone(), x.clone()], 0).shape(),
+        &[2, 2, 3]
+    );
+    assert_eq!(Tensor::concat(&[x.clone(), x.clone()], 1).shape(), &[2, 6]);
+    assert_eq!(x.pad_axis(0, 1, 0).to_vec()[..3], [0.0, 0.0, 0.0]);
+    assert_eq!(
+        Tensor::linspace(0.0, 1.0, 5).to_vec(),
+        vec![0.0, 0.25, 0.5, 0.75, 1.0]
+    );
+}
+
+#[test]
+fn matmul_matches_naive_product() {
+    let (m, k, n) = (5, 7, 3);
+    let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+    let c = Tensor::from_vec(a.clone(), &[m, k])
+        .matmul(&Tensor::from_vec(b.clone(), &[k, n]))
+        .to_vec();
+    for i in 0..m {
+        for j in 0..n {
+            let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            // Summation order differs from the naive loop; 7 products of magnitude ≤ 1 differ by
+            // a few ulps at most.
+            assert!((c[i * n + j] - want).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn softplus_and_elu_match_pytorch_values() {
+    // torch.nn.functional.softplus(torch.tensor([-30., 0., 30.])) = [9.3576e-14, 0.6931, 30.0]
+    let s = Tensor::from_vec(vec![-30.0, 0.0, 30.0], &[3])
+        .softplus()
+        .to_vec();
+    assert!((s[0] - 9.3576e-14).abs() < 1e-18 && (s[1] - 2f32.ln()).abs() < 1e-7 && s[2] == 30.0);
+    // F.elu(torch.tensor([-1., 2.])) = [-0.6321, 2.0]
+    let e = Tensor::from_vec(vec![-1.0, 2.0], &[2]).elu(1.0).to_vec();
+    assert!((e[0] - (-0.632_120_6)).abs() < 1e-6 && e[1] == 2.0);
+}
+
+#[test]
+fn parameters_update_in_place_and_graphs_keep_old_values() {
+    let p = Tensor::from_vec(vec![1.0, 2.0], &[2]).requires_grad_();
+    let y = p.reshape(&[2, 1]); // shares p's storage
+    p.update_data(|d| d.mapv_inplace(|v| v * 10.0));
+    assert_eq!(p.to_vec(), vec![10.0, 20.0]);
+    assert_eq!(
+        y.to_vec(),
+        vec![1.0, 2.0],
+        "copy-on-write: the earlier result keeps its values"
+    );
+}
