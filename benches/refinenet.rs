@@ -6,13 +6,11 @@
 //! backward), a forward pass 3.79 GFLOP per image; criterion reports images per second, so
 //! GFLOP/s = images/s × 11.36 (or × 3.79).
 
-#[path = "../tests/common/dsm.rs"]
-mod dsm;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ncsn::Tensor;
 use ncsn::nn::{CondRefineNetDilated, RefineNetConfig};
 use ncsn::optim::{Adam, AdamConfig};
+use ncsn::score::{GeometricSigmas, anneal_dsm_loss_with};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Duration;
@@ -23,7 +21,7 @@ fn refinenet(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let model = CondRefineNetDilated::new(RefineNetConfig::mnist(), &mut rng);
     let mut adam = Adam::new(model.store.named_params(), AdamConfig::default());
-    let sigmas = dsm::geometric_sigmas(1.0, 0.01, 10);
+    let sigmas = GeometricSigmas::new(1.0, 0.01, 10);
     let x = Tensor::rand(&[BATCH, 1, 28, 28], &mut rng);
 
     let mut group = c.benchmark_group("refinenet_mnist");
@@ -38,7 +36,8 @@ fn refinenet(c: &mut Criterion) {
         b.iter(|| {
             let labels: Vec<usize> = (0..BATCH).map(|_| rng.random_range(0..10)).collect();
             let z = Tensor::randn(&[BATCH, 1, 28, 28], &mut rng);
-            let loss = dsm::anneal_dsm_loss(&model, &x, &labels, &sigmas, &z);
+            let loss =
+                anneal_dsm_loss_with(|x, y| model.forward(x, y), &x, &labels, &z, &sigmas, 2.0);
             adam.step(&loss.backward());
             loss.item()
         })

@@ -3,12 +3,10 @@
 //! The criterion bench `benches/refinenet.rs` is the reference measurement; this prints the split
 //! between forward, backward and the Adam update of each step.
 
-#[path = "../tests/common/dsm.rs"]
-mod dsm;
-
 use ncsn::Tensor;
 use ncsn::nn::{CondRefineNetDilated, RefineNetConfig};
 use ncsn::optim::{Adam, AdamConfig};
+use ncsn::score::{GeometricSigmas, anneal_dsm_loss_with};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -23,13 +21,13 @@ fn main() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let model = CondRefineNetDilated::new(RefineNetConfig::mnist(), &mut rng);
     let mut adam = Adam::new(model.store.named_params(), AdamConfig::default());
-    let sigmas = dsm::geometric_sigmas(1.0, 0.01, 10);
+    let sigmas = GeometricSigmas::new(1.0, 0.01, 10);
     let x = Tensor::rand(&[batch, 1, 28, 28], &mut rng);
     for step in 0..steps {
         let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
         let z = Tensor::randn(&[batch, 1, 28, 28], &mut rng);
         let t0 = Instant::now();
-        let loss = dsm::anneal_dsm_loss(&model, &x, &labels, &sigmas, &z);
+        let loss = anneal_dsm_loss_with(|x, y| model.forward(x, y), &x, &labels, &z, &sigmas, 2.0);
         let t1 = Instant::now();
         let grads = loss.backward();
         let t2 = Instant::now();

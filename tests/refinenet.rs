@@ -6,13 +6,11 @@
 //! The fixtures were made with PyTorch from the reference source (see
 //! tests/fixtures/make_refinenet_fixtures.py).
 
-mod common;
-
-use common::dsm::{anneal_dsm_loss, geometric_sigmas};
 use ncsn::Tensor;
 use ncsn::io::Checkpoint;
 use ncsn::nn::{CondInstanceNorm2dPlus, CondRefineNetDilated, ParamStore, RefineNetConfig};
 use ncsn::optim::{Adam, AdamConfig};
+use ncsn::score::{GeometricSigmas, anneal_dsm_loss_with};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -259,14 +257,16 @@ fn one_annealed_dsm_step_reduces_the_loss() {
         ..RefineNetConfig::mnist()
     };
     let model = CondRefineNetDilated::new(config, &mut rng);
-    let sigmas = geometric_sigmas(1.0, 0.01, 10);
+    let sigmas = GeometricSigmas::new(1.0, 0.01, 10);
     let x = Tensor::rand(&[8, 1, 28, 28], &mut rng);
     let z = Tensor::randn(&[8, 1, 28, 28], &mut rng);
     let labels = [0, 1, 2, 3, 4, 5, 6, 9];
     let mut adam = Adam::new(model.store.named_params(), AdamConfig::default());
-    let before = anneal_dsm_loss(&model, &x, &labels, &sigmas, &z);
+    // The reference's anneal_dsm_score_estimation with anneal_power = 2 (λ(σ) = σ²).
+    let loss = || anneal_dsm_loss_with(|x, y| model.forward(x, y), &x, &labels, &z, &sigmas, 2.0);
+    let before = loss();
     adam.step(&before.backward());
-    let after = ncsn::no_grad(|| anneal_dsm_loss(&model, &x, &labels, &sigmas, &z));
+    let after = ncsn::no_grad(loss);
     assert!(
         after.item() < before.item(),
         "loss {} → {}",
