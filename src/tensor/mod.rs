@@ -12,20 +12,28 @@
 //! | `reduce.rs` | sum, mean, var, max, logsumexp |
 //! | `shape.rs` | reshape, permute, broadcast_to, narrow, pad, concat, stack, index_select, index_add |
 //! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply` |
+//! | `conv.rs` | conv2d, its input gradient (the transposed convolution) and its weight gradient |
+//! | `pool.rs` | avg_pool2d (`count_include_pad`), bilinear resizing (`align_corners`), their adjoints |
+//! | `norm.rs` | instance_norm, channel_affine, channel_dot: the pieces of CondInstanceNorm++ |
 //!
 //! # Errors
 //! Shape mismatches are programmer errors: every op panics with its name and the shapes involved,
 //! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
 
 mod binary;
+mod conv;
 pub mod fastmath;
 mod matmul;
+mod norm;
 mod op;
+mod pool;
 mod reduce;
 mod shape;
 mod unary;
 
+pub use conv::Conv2dConfig;
 pub(crate) use op::Op;
+pub use pool::Pool2dConfig;
 pub use unary::UnaryOp;
 
 use ndarray::{ArcArray, ArrayD, IxDyn};
@@ -39,6 +47,15 @@ use std::sync::{Arc, RwLock};
 /// The storage of a tensor: a reference-counted, copy-on-write ndarray, so that reshapes, permutes
 /// and broadcasts share memory with their input.
 pub type Storage = ArcArray<f32, IxDyn>;
+
+/// The elements of `s` in row-major order as a slice: borrowed when the storage is already
+/// contiguous (the common case), copied otherwise.
+pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
+    match s.as_slice() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(s.iter().copied().collect()),
+    }
+}
 
 /// A unique identifier of a tensor, used as the key of [`crate::autograd::Gradients`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
