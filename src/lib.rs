@@ -44,6 +44,8 @@ pub mod io;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod sample;
+pub mod score;
 pub mod tensor;
 pub mod toy;
 
