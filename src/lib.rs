@@ -23,6 +23,10 @@
 //! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
 //!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
 //! - [`io`] — safetensors checkpoints written atomically and validated on load; PNG grids.
+//! - [`score`] — score-matching objectives (exact, sliced, denoising, annealed) and noise schedules.
+//! - [`sample`] — Langevin dynamics, annealed Langevin dynamics and inpainting.
+//! - [`run`] — training runs on images: presets, checkpoints and resume, sampling, inpainting, the
+//!   nearest-neighbour check, `results.json`, and the command line of the image examples.
 //! - [`error`] — the [`Error`] type of everything that reads or writes files.
 //!
 //! # Errors
@@ -44,6 +48,7 @@ pub mod io;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod run;
 pub mod sample;
 pub mod score;
 pub mod tensor;
