@@ -12,19 +12,27 @@
 //! | `reduce.rs` | sum, mean, var, max, logsumexp |
 //! | `shape.rs` | reshape, permute, broadcast_to, narrow, pad, concat, stack, index_select, index_add |
 //! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply` |
+//! | `conv.rs` | conv2d, its input gradient (the transposed convolution) and its weight gradient |
+//! | `pool.rs` | avg_pool2d (`count_include_pad`), bilinear resizing (`align_corners`), their adjoints |
+//! | `norm.rs` | instance_norm, channel_affine, channel_dot: the pieces of CondInstanceNorm++ |
 //!
 //! # Errors
 //! Shape mismatches are programmer errors: every op panics with its name and the shapes involved,
 //! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
 
 mod binary;
+mod conv;
 mod matmul;
+mod norm;
 mod op;
+mod pool;
 mod reduce;
 mod shape;
 mod unary;
 
+pub use conv::Conv2dConfig;
 pub(crate) use op::Op;
+pub use pool::Pool2dConfig;
 pub use unary::UnaryOp;
 
 use ndarray::{ArcArray, ArrayD, IxDyn};
