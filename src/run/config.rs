@@ -164,11 +164,11 @@ impl RunConfig {
                 },
                 checkpoint_every: 250,
                 test_every: 100,
-                n_samples: 36,
+                n_samples: 25,
                 strip_rows: 4,
                 inpaint_images: 4,
-                inpaint_completions: 5,
-                nearest_queries: 6,
+                inpaint_completions: 4,
+                nearest_queries: 5,
                 ..paper
             },
         }

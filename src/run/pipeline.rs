@@ -22,6 +22,7 @@ use super::train::{
     split_holdout, stream_rng, train,
 };
 use crate::data::{Dataset, Split, Transform, cifar10, mnist};
+use crate::nn::{CondRefineNetDilated, RefineNetConfig};
 use crate::io::{GridOptions, save_grid, save_grid_with};
 use crate::{Error, Result};
 
@@ -147,8 +148,9 @@ impl Args {
 /// The training and test pictures of `kind` in `dir`.
 ///
 /// MNIST: `train-*` and `t10k-*` if both are there; with the `t10k-*` files alone (the copy in
-/// `shared/data`), the last `holdout` of them are the test set and the rest the training set.
-/// CIFAR-10: the `data_batch_*` files, and `test_batch.bin` if present, else a held-out part.
+/// `shared/data`), the last `holdout` of them (at most a fifth) are the test set and the rest the
+/// training set. CIFAR-10: the `data_batch_*` files, and `test_batch.bin` if present, else a
+/// held-out part as for MNIST.
 /// A missing directory is an error that names it and says how to pass another.
 pub fn load_data(kind: DatasetKind, dir: &Path, holdout: usize) -> Result<(Dataset, Dataset)> {
     if !dir.is_dir() {
@@ -158,6 +160,7 @@ pub fn load_data(kind: DatasetKind, dir: &Path, holdout: usize) -> Result<(Datas
             dir.display()
         )));
     }
+    let held_out = |d: &Dataset| split_holdout(d, holdout.min(d.len() / 5).max(1));
     let context = |e: Error| match e {
         Error::Invalid(m) => Error::Invalid(format!("{} data in {}: {m}", kind.name(), dir.display())),
         e => e,
@@ -167,7 +170,7 @@ pub fn load_data(kind: DatasetKind, dir: &Path, holdout: usize) -> Result<(Datas
             let test = mnist::load_dir(dir, Split::Test).map_err(context)?;
             match mnist::load_dir(dir, Split::Train) {
                 Ok(train) => Ok((train, test)),
-                Err(_) => split_holdout(&test, holdout).map_err(context),
+                Err(_) => held_out(&test).map_err(context),
             }
         }
         DatasetKind::Cifar10 => {
@@ -175,7 +178,7 @@ pub fn load_data(kind: DatasetKind, dir: &Path, holdout: usize) -> Result<(Datas
             if cifar10::batch_files(dir, Split::Test).is_ok() {
                 Ok((train, cifar10::load(dir, Split::Test).map_err(context)?))
             } else {
-                split_holdout(&train, holdout).map_err(context)
+                held_out(&train).map_err(context)
             }
         }
     }
@@ -263,6 +266,22 @@ impl Results {
         let json = serde_json::to_string_pretty(self).expect("results serialise");
         crate::io::write_atomic(path, json.as_bytes())
     }
+}
+
+/// The paper's network, `CondRefineNetDilated`, sized for `kind` with the configuration's `ngf`
+/// and number of noise levels.
+pub fn refinenet(kind: DatasetKind, config: &RunConfig, rng: &mut ChaCha8Rng) -> CondRefineNetDilated {
+    let (channels, image_size) = kind.image_shape();
+    CondRefineNetDilated::new(
+        RefineNetConfig {
+            channels,
+            image_size,
+            ngf: config.ngf,
+            num_classes: config.num_classes,
+            logit_transform: false,
+        },
+        rng,
+    )
 }
 
 /// `n` distinct indices below `len`, drawn from `rng` (fewer if `len < n`).
@@ -369,7 +388,7 @@ pub fn run<M: ScoreNet>(
 
     if all || args.train {
         let t = Instant::now();
-        let n = test_set.len().min(1_000);
+        let n = test_set.len().min(500);
         let loss = evaluate_dsm(&model, &test_set, &config, n);
         results.test_dsm_loss = Some(loss);
         results.test_images = Some(n);

@@ -612,3 +612,12 @@ pub fn to_array4(t: &Tensor) -> ndarray::Array4<f32> {
         panic!("to_array4: shape {:?} is not 4-D", t.shape())
     })
 }
+
+impl ScoreNet for crate::nn::CondRefineNetDilated {
+    fn params(&self) -> &ParamStore {
+        &self.store
+    }
+    fn score(&self, x: &Tensor, labels: &[usize]) -> Tensor {
+        self.forward(x, labels)
+    }
+}
