@@ -133,8 +133,16 @@ fn resumed_run_ends_with_the_same_bits_as_an_uninterrupted_one() {
     let whole = TempDir::new("whole");
     let dir = RunDir::create(whole.path()).unwrap();
     let m1 = net(3);
-    let r1 = run::train(&m1, &train_set, Some(&test_set), t, &tiny_config(9, 4), &dir, TrainOptions::default())
-        .unwrap();
+    let r1 = run::train(
+        &m1,
+        &train_set,
+        Some(&test_set),
+        t,
+        &tiny_config(9, 4),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap();
     assert_eq!((r1.resumed_from, r1.steps), (0, 9));
 
     // The same run stopped after its checkpoint at step 4, then started again in a new process
@@ -142,11 +150,27 @@ fn resumed_run_ends_with_the_same_bits_as_an_uninterrupted_one() {
     let split = TempDir::new("split");
     let dir2 = RunDir::create(split.path()).unwrap();
     let m2 = net(3);
-    run::train(&m2, &train_set, Some(&test_set), t, &tiny_config(4, 4), &dir2, TrainOptions::default())
-        .unwrap();
+    run::train(
+        &m2,
+        &train_set,
+        Some(&test_set),
+        t,
+        &tiny_config(4, 4),
+        &dir2,
+        TrainOptions::default(),
+    )
+    .unwrap();
     let m3 = net(99);
-    let r3 = run::train(&m3, &train_set, Some(&test_set), t, &tiny_config(9, 4), &dir2, TrainOptions::default())
-        .unwrap();
+    let r3 = run::train(
+        &m3,
+        &train_set,
+        Some(&test_set),
+        t,
+        &tiny_config(9, 4),
+        &dir2,
+        TrainOptions::default(),
+    )
+    .unwrap();
     assert_eq!((r3.resumed_from, r3.steps), (4, 9));
 
     assert_eq!(params_bits(&m1.store), params_bits(&m3.store));
@@ -173,8 +197,16 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     // Each training step calls the network once, each test evaluation (every 2 steps) once more:
     // steps 1..=4 make 6 calls, so the 7th call, in step 5, is the first NaN.
     m.nan_after = Some(6);
-    let err = run::train(&m, &data, Some(&data), Transform::mnist(), &tiny_config(10, 2), &dir, TrainOptions::default())
-        .unwrap_err();
+    let err = run::train(
+        &m,
+        &data,
+        Some(&data),
+        Transform::mnist(),
+        &tiny_config(10, 2),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("step 5"), "{msg}");
     assert!(msg.contains("not finite"), "{msg}");
@@ -188,8 +220,16 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let csv = std::fs::read_to_string(dir.loss_csv()).unwrap();
     assert!(csv.lines().last().unwrap().starts_with("5,NaN"), "{csv}");
     let fresh = net(3);
-    let r = run::train(&fresh, &data, Some(&data), Transform::mnist(), &tiny_config(6, 2), &dir, TrainOptions::default())
-        .unwrap();
+    let r = run::train(
+        &fresh,
+        &data,
+        Some(&data),
+        Transform::mnist(),
+        &tiny_config(6, 2),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap();
     assert_eq!((r.resumed_from, r.steps), (4, 6));
     assert!(r.log.iter().all(|row| row.loss.is_finite()));
 }
@@ -200,7 +240,15 @@ fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
     let tmp = TempDir::new("corrupt");
     let dir = RunDir::create(tmp.path()).unwrap();
     let train = |m: &TinyNet| {
-        run::train(m, &data, None, Transform::mnist(), &tiny_config(4, 2), &dir, TrainOptions::default())
+        run::train(
+            m,
+            &data,
+            None,
+            Transform::mnist(),
+            &tiny_config(4, 2),
+            &dir,
+            TrainOptions::default(),
+        )
     };
 
     // Truncated: the first half of a real checkpoint.
@@ -212,7 +260,11 @@ fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
     let err = train(&m).unwrap_err();
     assert!(matches!(err, Error::Format { .. }), "{err}");
     assert!(err.to_string().contains("checkpoint.safetensors"), "{err}");
-    assert_eq!(params_bits(&m.store), before, "a failed load changed the weights");
+    assert_eq!(
+        params_bits(&m.store),
+        before,
+        "a failed load changed the weights"
+    );
 
     // Garbage.
     std::fs::write(dir.checkpoint(), b"not a checkpoint at all").unwrap();
@@ -223,11 +275,22 @@ fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
     std::fs::remove_file(dir.checkpoint()).unwrap();
     let data3 = tiny_dataset(8, 3, 6, 1);
     let other = TinyNet::new(3, 10, &mut ChaCha8Rng::seed_from_u64(1));
-    run::train(&other, &data3, None, Transform::mnist(), &tiny_config(2, 2), &dir, TrainOptions::default())
-        .unwrap();
+    run::train(
+        &other,
+        &data3,
+        None,
+        Transform::mnist(),
+        &tiny_config(2, 2),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap();
     let err = train(&net(3)).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("checkpoint.safetensors") && msg.contains("wrong shape"), "{msg}");
+    assert!(
+        msg.contains("checkpoint.safetensors") && msg.contains("wrong shape"),
+        "{msg}"
+    );
     assert!(msg.contains("`a`"), "{msg}");
 
     // Parameters only, no training state: says what is missing.
@@ -239,7 +302,10 @@ fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
         .save(dir.checkpoint())
         .unwrap();
     let err = train(&m).unwrap_err();
-    assert!(err.to_string().contains("not a training checkpoint"), "{err}");
+    assert!(
+        err.to_string().contains("not a training checkpoint"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -285,7 +351,15 @@ fn inpainting_keeps_the_known_half_and_samples_the_rest() {
         n_steps_each: 3,
         ..config.annealed()
     };
-    let out = run::inpaint(&m, &config.sigmas(), &annealed, originals.view(), 3, Occlusion::Right, &mut rng);
+    let out = run::inpaint(
+        &m,
+        &config.sigmas(),
+        &annealed,
+        originals.view(),
+        3,
+        Occlusion::Right,
+        &mut rng,
+    );
     assert_eq!(out.dim(), (6, 1, 6, 6));
     let mask = occlusion_mask(6, Occlusion::Right);
     assert_eq!(mask.sum(), 18.0);
@@ -297,7 +371,10 @@ fn inpainting_keeps_the_known_half_and_samples_the_rest() {
                 let (v, want) = (c[[0, y, x]], o[[0, y, x]]);
                 if x < 3 {
                     // The kept half is the original plus noise of the last level, σ_L = 0.01.
-                    assert!((v - want).abs() < 6.0 * sigma_last, "kept pixel moved: {v} vs {want}");
+                    assert!(
+                        (v - want).abs() < 6.0 * sigma_last,
+                        "kept pixel moved: {v} vs {want}"
+                    );
                 } else {
                     assert!(v.is_finite());
                 }
@@ -310,15 +387,24 @@ fn inpainting_keeps_the_known_half_and_samples_the_rest() {
     // The grid: original, occluded input, then the completions.
     let grid = run::inpainting_grid(originals.view(), out.view(), Occlusion::Right);
     assert_eq!(grid.dim().0, 2 * 5);
-    assert_eq!(grid.index_axis(Axis(0), 0), originals.index_axis(Axis(0), 0));
+    assert_eq!(
+        grid.index_axis(Axis(0), 0),
+        originals.index_axis(Axis(0), 0)
+    );
     assert_eq!(grid[[1, 0, 2, 5]], 0.5);
 }
 
 #[test]
 fn presets_and_configs() {
     let p = RunConfig::preset(DatasetKind::Cifar10, Preset::Paper);
-    assert_eq!((p.ngf, p.batch_size, p.n_iters, p.num_classes), (128, 128, 200_000, 10));
-    assert_eq!((p.sigma_begin, p.sigma_end, p.anneal_power, p.lr), (1.0, 0.01, 2.0, 1e-3));
+    assert_eq!(
+        (p.ngf, p.batch_size, p.n_iters, p.num_classes),
+        (128, 128, 200_000, 10)
+    );
+    assert_eq!(
+        (p.sigma_begin, p.sigma_end, p.anneal_power, p.lr),
+        (1.0, 0.01, 2.0, 1e-3)
+    );
     assert_eq!((p.n_steps_each, p.step_size), (100, 2e-5));
     assert_eq!(RunConfig::preset(DatasetKind::Mnist, Preset::Paper).ngf, 64);
     let s = p.sigmas();
@@ -389,7 +475,16 @@ fn the_pipeline_runs_end_to_end_and_writes_its_results() {
     // 24 pictures: a fifth (4) held out as the test set.
     assert_eq!(results.test_images, Some(4));
     let p = &results.paths;
-    for f in [&p.config, &p.checkpoint, &p.loss_csv, &p.loss_plot, &p.samples, &p.annealing, &p.inpainting, &p.nearest] {
+    for f in [
+        &p.config,
+        &p.checkpoint,
+        &p.loss_csv,
+        &p.loss_plot,
+        &p.samples,
+        &p.annealing,
+        &p.inpainting,
+        &p.nearest,
+    ] {
         let f = f.as_ref().expect("path recorded");
         assert!(f.is_file(), "{} missing", f.display());
     }
@@ -398,7 +493,11 @@ fn the_pipeline_runs_end_to_end_and_writes_its_results() {
     assert_eq!(strip.width(), 11 * 30 + 2);
     let nearest = results.nearest.as_ref().unwrap();
     assert_eq!(nearest.len(), 5);
-    assert!(nearest.iter().all(|l| l.len() == 5 && l.iter().all(|n| n.index < 20)));
+    assert!(
+        nearest
+            .iter()
+            .all(|l| l.len() == 5 && l.iter().all(|n| n.index < 20))
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["config"]["n_iters"], 3);
@@ -406,11 +505,23 @@ fn the_pipeline_runs_end_to_end_and_writes_its_results() {
 
     // Sampling alone from the checkpoint keeps the training results and updates the samples.
     let args2 = <Args as clap::Parser>::try_parse_from([
-        "mnist", "--sample", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--n-samples", "4", "--n-steps-each", "1", "--quiet",
+        "mnist",
+        "--sample",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--n-samples",
+        "4",
+        "--n-steps-each",
+        "1",
+        "--quiet",
     ])
     .unwrap();
-    let r2 = run::run(DatasetKind::Mnist, &args2, |c, rng| TinyNet::new(1, c.num_classes, rng)).unwrap();
+    let r2 = run::run(DatasetKind::Mnist, &args2, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap();
     assert_eq!(r2.iterations, Some(3));
     assert_eq!(r2.sampling_weights.as_deref(), Some("params"));
 }
@@ -420,10 +531,18 @@ fn missing_data_and_missing_checkpoints_are_named() {
     let tmp = TempDir::new("missing");
     let nowhere = tmp.path().join("no-such-dir");
     let args = <Args as clap::Parser>::try_parse_from([
-        "mnist", "--data", nowhere.to_str().unwrap(), "--out", tmp.path().to_str().unwrap(), "--quiet",
+        "mnist",
+        "--data",
+        nowhere.to_str().unwrap(),
+        "--out",
+        tmp.path().to_str().unwrap(),
+        "--quiet",
     ])
     .unwrap();
-    let err = run::run(DatasetKind::Mnist, &args, |c, rng| TinyNet::new(1, c.num_classes, rng)).unwrap_err();
+    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("no-such-dir"), "{err}");
     assert!(err.to_string().contains("--data"), "{err}");
 
@@ -431,10 +550,19 @@ fn missing_data_and_missing_checkpoints_are_named() {
     std::fs::create_dir_all(&data).unwrap();
     write_mnist(&data, 12);
     let args = <Args as clap::Parser>::try_parse_from([
-        "mnist", "--sample", "--data", data.to_str().unwrap(), "--out", tmp.path().join("run").to_str().unwrap(), "--quiet",
+        "mnist",
+        "--sample",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().join("run").to_str().unwrap(),
+        "--quiet",
     ])
     .unwrap();
-    let err = run::run(DatasetKind::Mnist, &args, |c, rng| TinyNet::new(1, c.num_classes, rng)).unwrap_err();
+    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("no checkpoint at"), "{err}");
 }
 

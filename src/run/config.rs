@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::score::GeometricSigmas;
 use crate::sample::AnnealedConfig;
+use crate::score::GeometricSigmas;
 
 /// The image data sets the examples know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -136,11 +136,14 @@ pub fn inpainting_grid(
         out.index_axis_mut(Axis(0), i * cols).assign(&orig);
         let mut occluded = orig.to_owned();
         let keep = mask.index_axis(Axis(0), 0);
-        occluded.zip_mut_with(&keep.broadcast((c, h, w)).expect("mask broadcasts"), |v, &m| {
-            if m == 0.0 {
-                *v = 0.5
-            }
-        });
+        occluded.zip_mut_with(
+            &keep.broadcast((c, h, w)).expect("mask broadcasts"),
+            |v, &m| {
+                if m == 0.0 {
+                    *v = 0.5
+                }
+            },
+        );
         out.index_axis_mut(Axis(0), i * cols + 1).assign(&occluded);
         for j in 0..k {
             out.index_axis_mut(Axis(0), i * cols + 2 + j)

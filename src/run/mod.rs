@@ -19,7 +19,9 @@ pub mod pipeline;
 pub mod train;
 
 pub use config::{DatasetKind, Occlusion, Preset, RunConfig};
-pub use generate::{Generated, annealing_strip, generate, inpaint, inpainting_grid, occlusion_mask};
+pub use generate::{
+    Generated, annealing_strip, generate, inpaint, inpainting_grid, occlusion_mask,
+};
 pub use nearest::{Neighbour, nearest_grid, nearest_neighbours};
 pub use pipeline::{Args, Paths, Results, Timings, load_data, refinenet, run};
 pub use train::{

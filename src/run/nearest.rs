@@ -24,7 +24,11 @@ pub struct Neighbour {
 
 /// Keeps the `k` best (smallest distance, then smallest index) of `list`, sorted.
 fn keep_best(list: &mut Vec<Neighbour>, k: usize) {
-    list.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.index.cmp(&b.index)));
+    list.sort_by(|a, b| {
+        a.distance
+            .total_cmp(&b.distance)
+            .then(a.index.cmp(&b.index))
+    });
     list.truncate(k);
 }
 
@@ -34,7 +38,11 @@ fn keep_best(list: &mut Vec<Neighbour>, k: usize) {
 /// `queries` is `(Q, C, H, W)` in `[0, 1]` (values outside are clamped, as when the samples are
 /// shown); the training pictures are compared as `intensity / 255`. Panics if the picture shapes
 /// differ.
-pub fn nearest_neighbours(queries: ArrayView4<f32>, train: &Dataset, k: usize) -> Vec<Vec<Neighbour>> {
+pub fn nearest_neighbours(
+    queries: ArrayView4<f32>,
+    train: &Dataset,
+    k: usize,
+) -> Vec<Vec<Neighbour>> {
     let (_, c, h, w) = queries.dim();
     assert_eq!(
         (c, h, w),
@@ -91,7 +99,11 @@ pub fn nearest_neighbours(queries: ArrayView4<f32>, train: &Dataset, k: usize) -
 // ANCHOR_END: nearest
 
 /// The figure as one batch laid out `k + 1` to a row: each query, then its neighbours.
-pub fn nearest_grid(queries: ArrayView4<f32>, train: &Dataset, found: &[Vec<Neighbour>]) -> Array4<f32> {
+pub fn nearest_grid(
+    queries: ArrayView4<f32>,
+    train: &Dataset,
+    found: &[Vec<Neighbour>],
+) -> Array4<f32> {
     let (n, c, h, w) = queries.dim();
     let k = found.iter().map(Vec::len).max().unwrap_or(0);
     let cols = k + 1;

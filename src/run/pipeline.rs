@@ -22,8 +22,8 @@ use super::train::{
     split_holdout, stream_rng, train,
 };
 use crate::data::{Dataset, Split, Transform, cifar10, mnist};
-use crate::nn::{CondRefineNetDilated, RefineNetConfig};
 use crate::io::{GridOptions, save_grid, save_grid_with};
+use crate::nn::{CondRefineNetDilated, RefineNetConfig};
 use crate::{Error, Result};
 
 /// The command line shared by `cargo run --release --example mnist` and `--example cifar10`.
@@ -117,15 +117,20 @@ impl Args {
         c
     }
 
-    /// The data directory: `--data`, or `../shared/data/<dataset>` beside the repository.
+    /// The data directory: `--data`, or else `../shared/data/<dataset>` beside the repository
+    /// (or `shared/data/<dataset>` inside it, where a checkout keeps `shared/` there).
     pub fn data_dir(&self, kind: DatasetKind) -> PathBuf {
-        self.data.clone().unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("shared")
-                .join("data")
-                .join(kind.name())
-        })
+        if let Some(d) = &self.data {
+            return d.clone();
+        }
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let beside = repo.join("../shared/data").join(kind.name());
+        let inside = repo.join("shared/data").join(kind.name());
+        if !beside.is_dir() && inside.is_dir() {
+            inside
+        } else {
+            beside
+        }
     }
 
     /// The run directory: `--out`, or `runs/<dataset>-<preset>`.
@@ -162,7 +167,9 @@ pub fn load_data(kind: DatasetKind, dir: &Path, holdout: usize) -> Result<(Datas
     }
     let held_out = |d: &Dataset| split_holdout(d, holdout.min(d.len() / 5).max(1));
     let context = |e: Error| match e {
-        Error::Invalid(m) => Error::Invalid(format!("{} data in {}: {m}", kind.name(), dir.display())),
+        Error::Invalid(m) => {
+            Error::Invalid(format!("{} data in {}: {m}", kind.name(), dir.display()))
+        }
         e => e,
     };
     match kind {
@@ -270,7 +277,11 @@ impl Results {
 
 /// The paper's network, `CondRefineNetDilated`, sized for `kind` with the configuration's `ngf`
 /// and number of noise levels.
-pub fn refinenet(kind: DatasetKind, config: &RunConfig, rng: &mut ChaCha8Rng) -> CondRefineNetDilated {
+pub fn refinenet(
+    kind: DatasetKind,
+    config: &RunConfig,
+    rng: &mut ChaCha8Rng,
+) -> CondRefineNetDilated {
     let (channels, image_size) = kind.image_shape();
     CondRefineNetDilated::new(
         RefineNetConfig {
@@ -323,7 +334,10 @@ pub fn run<M: ScoreNet>(
 
     // Which weights: the run's own checkpoint, or one given on the command line, whose stored
     // configuration then fixes the network's shape.
-    let sampling_from = args.checkpoint.clone().unwrap_or_else(|| run_dir.checkpoint());
+    let sampling_from = args
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| run_dir.checkpoint());
     if args.checkpoint.is_some() && !(all || args.train) {
         if let Some(c) = checkpoint_config(&sampling_from)? {
             config.ngf = c.ngf;
@@ -355,7 +369,15 @@ pub fn run<M: ScoreNet>(
         let opts = TrainOptions {
             progress: !args.quiet,
         };
-        let report = train(&model, &train_set, Some(&test_set), transform, &config, &run_dir, opts)?;
+        let report = train(
+            &model,
+            &train_set,
+            Some(&test_set),
+            transform,
+            &config,
+            &run_dir,
+            opts,
+        )?;
         say(
             args,
             format!(
@@ -403,7 +425,14 @@ pub fn run<M: ScoreNet>(
         let t = Instant::now();
         say(args, format!("sampling {} pictures ...", config.n_samples));
         let mut rng = stream_rng(config.seed, Stream::Sample);
-        let g = generate(&model, &sigmas, &annealed, config.n_samples, (channels, side), &mut rng);
+        let g = generate(
+            &model,
+            &sigmas,
+            &annealed,
+            config.n_samples,
+            (channels, side),
+            &mut rng,
+        );
         let grid_cols = (config.n_samples as f64).sqrt().ceil() as usize;
         let path = run_dir.join("samples.png");
         save_grid(&path, g.samples.view(), grid_cols)?;
@@ -422,7 +451,15 @@ pub fn run<M: ScoreNet>(
         let idx = pick(test_set.len(), config.inpaint_images, &mut rng);
         let originals = test_set.gather_f32(&idx);
         let k = config.inpaint_completions;
-        let done = inpaint(&model, &sigmas, &annealed, originals.view(), k, config.occlusion, &mut rng);
+        let done = inpaint(
+            &model,
+            &sigmas,
+            &annealed,
+            originals.view(),
+            k,
+            config.occlusion,
+            &mut rng,
+        );
         let grid = inpainting_grid(originals.view(), done.view(), config.occlusion);
         let path = run_dir.join("inpainting.png");
         save_grid(&path, grid.view(), k + 2)?;
@@ -440,7 +477,10 @@ pub fn run<M: ScoreNet>(
                 generate(&model, &sigmas, &annealed, n, (channels, side), &mut rng).samples
             }
         };
-        let q = queries.slice_axis(Axis(0), (0..config.nearest_queries.min(queries.dim().0)).into());
+        let q = queries.slice_axis(
+            Axis(0),
+            (0..config.nearest_queries.min(queries.dim().0)).into(),
+        );
         let found = nearest_neighbours(q, &train_set, config.nearest_k);
         let grid = nearest_grid(q, &train_set, &found);
         let path = run_dir.join("nearest.png");
@@ -456,7 +496,10 @@ pub fn run<M: ScoreNet>(
             .iter()
             .filter_map(|l| l.first().map(|n| n.distance))
             .fold(f32::INFINITY, f32::min);
-        say(args, format!("closest training picture to any sample: L2 distance {closest:.3}"));
+        say(
+            args,
+            format!("closest training picture to any sample: L2 distance {closest:.3}"),
+        );
         results.nearest = Some(found);
         results.timings.nearest_s = Some(t.elapsed().as_secs_f64());
         results.paths.nearest = Some(path);

@@ -24,6 +24,7 @@
 //! training batches.
 
 use std::fs;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -179,12 +180,17 @@ pub fn read_loss_csv(path: &Path) -> Result<Vec<LossRow>> {
 
 /// Plots the training loss (and the test losses) against the step, log scale.
 pub fn plot_losses(path: &Path, rows: &[LossRow]) -> Result<()> {
-    let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.loss as f64)).collect();
+    let train: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| (r.step as f64, r.loss as f64))
+        .collect();
     let test: Vec<(f64, f64)> = rows
         .iter()
         .filter_map(|r| r.test_loss.map(|t| (r.step as f64, t as f64)))
         .collect();
-    let fig = Figure::new("annealed DSM loss").labels("step", "loss").size(720, 420);
+    let fig = Figure::new("annealed DSM loss")
+        .labels("step", "loss")
+        .size(720, 420);
     plot::lines(
         path,
         &fig,
@@ -311,7 +317,8 @@ pub fn load_training_checkpoint(
         .into_iter()
         .map(|(n, t)| (n, t.shape().to_vec()))
         .collect();
-    checkpoint::check_shapes(&model, expected.iter().map(|(n, s)| (n, s))).map_err(|e| at(path, e))?;
+    checkpoint::check_shapes(&model, expected.iter().map(|(n, s)| (n, s)))
+        .map_err(|e| at(path, e))?;
     let ema_tensors = strip_prefix(&ckpt.tensors, EMA_PREFIX);
     if ema.is_some() {
         checkpoint::check_shapes(&ema_tensors, expected.iter().map(|(n, s)| (n, s)))
@@ -320,7 +327,10 @@ pub fn load_training_checkpoint(
     let adam_meta = ckpt
         .metadata
         .iter()
-        .filter_map(|(k, v)| k.strip_prefix(OPTIMIZER_PREFIX).map(|n| (n.to_string(), v.clone())))
+        .filter_map(|(k, v)| {
+            k.strip_prefix(OPTIMIZER_PREFIX)
+                .map(|n| (n.to_string(), v.clone()))
+        })
         .collect();
     adam.load_state_dict(&strip_prefix(&ckpt.tensors, OPTIMIZER_PREFIX), &adam_meta)
         .map_err(|e| at(path, e))?;
@@ -354,7 +364,9 @@ pub fn checkpoint_config(path: &Path) -> Result<Option<RunConfig>> {
     let ckpt = Checkpoint::load(path)?;
     match ckpt.metadata.get("config") {
         None => Ok(None),
-        Some(json) => RunConfig::from_json(json).map(Some).map_err(|e| at(path, e)),
+        Some(json) => RunConfig::from_json(json)
+            .map(Some)
+            .map_err(|e| at(path, e)),
     }
 }
 
@@ -416,7 +428,12 @@ fn test_loss(
 /// The annealed DSM loss averaged over (up to) `max_images` pictures of `data` in order, in batches
 /// of the training size, dequantised, without gradients, with a fixed seed: the number `results.json`
 /// reports as the test loss.
-pub fn evaluate_dsm(model: &impl ScoreNet, data: &Dataset, config: &RunConfig, max_images: usize) -> f32 {
+pub fn evaluate_dsm(
+    model: &impl ScoreNet,
+    data: &Dataset,
+    config: &RunConfig,
+    max_images: usize,
+) -> f32 {
     let sigmas = config.sigmas();
     let n = data.len().min(max_images);
     let mut rng = stream_rng(config.seed, Stream::Test);
@@ -429,7 +446,14 @@ pub fn evaluate_dsm(model: &impl ScoreNet, data: &Dataset, config: &RunConfig, m
         crate::data::dequantize(&mut x, &mut rng);
         let x = Tensor::from_array(x.into_dyn());
         let loss = no_grad(|| {
-            anneal_dsm_loss(|x, l| model.score(x, l), &x, &sigmas, config.anneal_power, &mut rng).item()
+            anneal_dsm_loss(
+                |x, l| model.score(x, l),
+                &x,
+                &sigmas,
+                config.anneal_power,
+                &mut rng,
+            )
+            .item()
         });
         total += loss as f64 * (end - start) as f64;
         start = end;
@@ -502,15 +526,16 @@ pub fn train(
         ProgressBar::hidden()
     };
 
-    let save = |step: usize, adam: &Adam, ema: Option<&Ema>, pos: u128, log: &[LossRow]| -> Result<()> {
-        let position = Position {
-            step,
-            loss_rng_word_pos: pos,
+    let save =
+        |step: usize, adam: &Adam, ema: Option<&Ema>, pos: u128, log: &[LossRow]| -> Result<()> {
+            let position = Position {
+                step,
+                loss_rng_word_pos: pos,
+            };
+            save_training_checkpoint(&run.checkpoint(), store, adam, ema, position, config)?;
+            write_loss_csv(&run.loss_csv(), log)?;
+            plot_losses(&run.loss_plot(), log)
         };
-        save_training_checkpoint(&run.checkpoint(), store, adam, ema, position, config)?;
-        write_loss_csv(&run.loss_csv(), log)?;
-        plot_losses(&run.loss_plot(), log)
-    };
 
     let t0 = Instant::now();
     let mut smoothed = None::<f32>;
@@ -564,6 +589,15 @@ pub fn train(
         smoothed = Some(s);
         bar.set_position(step as u64);
         bar.set_message(format!("loss {s:.4}"));
+        if options.progress && !std::io::stderr().is_terminal() && step % 50 == 0 {
+            // No terminal to draw the bar on (a log file): a plain line now and then.
+            let rate = (step - start) as f64 / t0.elapsed().as_secs_f64();
+            let left = (config.n_iters - step) as f64 / rate;
+            eprintln!(
+                "step {step}/{} loss {s:.4} {rate:.3} steps/s ETA {left:.0} s",
+                config.n_iters
+            );
+        }
         if step % config.checkpoint_every.max(1) == 0 || step == config.n_iters {
             save(step, &adam, ema.as_ref(), loss_rng.get_word_pos(), &log)?;
         }
@@ -579,7 +613,11 @@ pub fn train(
             .then(|| tail.iter().map(|r| r.loss).sum::<f32>() / tail.len() as f32),
         last_test_loss: log.iter().rev().find_map(|r| r.test_loss),
         seconds,
-        steps_per_sec: if seconds > 0.0 { ran as f64 / seconds } else { 0.0 },
+        steps_per_sec: if seconds > 0.0 {
+            ran as f64 / seconds
+        } else {
+            0.0
+        },
         log,
     })
 }
@@ -608,9 +646,8 @@ pub fn split_holdout(data: &Dataset, n: usize) -> Result<(Dataset, Dataset)> {
 /// A batch `(N, C, H, W)` of tensors as an array (for the picture writers).
 pub fn to_array4(t: &Tensor) -> ndarray::Array4<f32> {
     let a: ArrayD<f32> = t.to_array();
-    a.into_dimensionality().unwrap_or_else(|_| {
-        panic!("to_array4: shape {:?} is not 4-D", t.shape())
-    })
+    a.into_dimensionality()
+        .unwrap_or_else(|_| panic!("to_array4: shape {:?} is not 4-D", t.shape()))
 }
 
 impl ScoreNet for crate::nn::CondRefineNetDilated {
