@@ -4,8 +4,8 @@
 //! | file | what |
 //! | --- | --- |
 //! | [`config`] | [`RunConfig`] and its presets (`paper`, and `cpu` for a 2-core laptop) |
-//! | [`train`] | the training loop with run directory, loss log and plot, progress bar, checkpoints, resume and the NaN guard |
-//! | [`generate`] | samples and the annealing strip (Algorithm 1), inpainting (the paper's Fig. 6) |
+//! | [`train`](mod@train) | the training loop with run directory, loss log and plot, progress bar, checkpoints, resume and the NaN guard |
+//! | [`generate`](mod@generate) | samples and the annealing strip (Algorithm 1), inpainting (the paper's Fig. 6) |
 //! | [`nearest`] | the memorisation check: nearest training pictures by pixel L2 distance |
 //! | [`pipeline`] | the command line ([`Args`]) and [`run`], which chains the stages and writes `results.json` |
 //!

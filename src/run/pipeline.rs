@@ -49,10 +49,10 @@ pub struct Args {
     /// Sample from this checkpoint instead of the run directory's.
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
-    /// The data directory [default: ../shared/data/<dataset> beside the repository].
+    /// The data directory [default: `../shared/data/DATASET` beside the repository].
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// The run directory [default: runs/<dataset>-<preset>].
+    /// The run directory [default: `runs/DATASET-PRESET`].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Settings to start from.

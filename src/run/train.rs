@@ -47,7 +47,7 @@ use crate::{Error, Result, Tensor, no_grad};
 pub trait ScoreNet {
     /// The parameters, under the names checkpoints use.
     fn params(&self) -> &ParamStore;
-    /// s_θ(x, σ_{labels[n]}) for each picture n of `x`.
+    /// s_θ(x, σ_y) with y = `labels[n]` for each picture n of `x`.
     fn score(&self, x: &Tensor, labels: &[usize]) -> Tensor;
 }
 
