@@ -577,3 +577,35 @@ fn holdout_split_when_the_data_has_no_test_set() {
     let (train, test) = run::load_data(DatasetKind::Mnist, tmp.path(), 1000).unwrap();
     assert_eq!((train.len(), test.len()), (24, 6));
 }
+
+#[test]
+fn occlusion_masks_and_the_loss_log_format() {
+    let right = occlusion_mask(4, Occlusion::Right);
+    let bottom = occlusion_mask(4, Occlusion::Bottom);
+    for y in 0..4 {
+        for x in 0..4 {
+            assert_eq!(right[[0, 0, y, x]], f32::from(u8::from(x < 2)));
+            assert_eq!(bottom[[0, 0, y, x]], f32::from(u8::from(y < 2)));
+        }
+    }
+
+    let tmp = TempDir::new("csv");
+    let path = tmp.path().join("loss.csv");
+    let rows = vec![
+        run::LossRow {
+            step: 1,
+            loss: 2.5,
+            test_loss: None,
+        },
+        run::LossRow {
+            step: 2,
+            loss: 1.25,
+            test_loss: Some(1.5),
+        },
+    ];
+    run::train::write_loss_csv(&path, &rows).unwrap();
+    assert_eq!(run::train::read_loss_csv(&path).unwrap(), rows);
+    std::fs::write(&path, "step,loss,test_loss\n1,2.5,\n2,oops,\n").unwrap();
+    let err = run::train::read_loss_csv(&path).unwrap_err().to_string();
+    assert!(err.contains("loss.csv") && err.contains("line 3"), "{err}");
+}
