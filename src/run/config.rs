@@ -122,7 +122,7 @@ impl RunConfig {
     ///
     /// `cpu` keeps the objective, the noise levels and the sampler, and shrinks the rest to what two
     /// cores do in about half an hour (the numbers were set from measured step times; see the
-    /// book's chapter on images): ngf 16, batch 32, 1,500 steps for MNIST.
+    /// book's chapter on images): ngf 16, batch 32, 2,500 steps for MNIST.
     pub fn preset(dataset: DatasetKind, preset: Preset) -> Self {
         let paper = RunConfig {
             dataset,
@@ -159,7 +159,7 @@ impl RunConfig {
                 ngf: 16,
                 batch_size: 32,
                 n_iters: match dataset {
-                    DatasetKind::Mnist => 1_500,
+                    DatasetKind::Mnist => 2_500,
                     DatasetKind::Cifar10 => 500,
                 },
                 checkpoint_every: 250,
