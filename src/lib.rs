@@ -10,21 +10,31 @@
 //! Dependencies point one way: each module uses only those above it.
 //!
 //! - [`tensor`] — [`Tensor`], an n-dimensional f32 array that records the op that made it. Op
-//!   families (unary, binary with broadcasting, reductions, movement, matmul) each keep their
-//!   forward kernel beside their vector-Jacobian product.
+//!   families (unary, binary with broadcasting, reductions, movement, matmul, convolution,
+//!   pooling and resizing, per-plane normalisation) each keep their forward kernel beside their
+//!   vector-Jacobian product.
 //! - [`autograd`] — [`grad`] and [`backward`]: one reverse topological walk applying each op's VJP.
 //!   The VJPs are tensor ops, so with `create_graph` a gradient can be differentiated again.
-//! - [`nn`] — parameters under hierarchical names in a [`nn::ParamStore`]; [`nn::Linear`] and
-//!   [`nn::Mlp`] with PyTorch's initialisation.
+//! - [`nn`] — parameters under hierarchical names in a [`nn::ParamStore`]; [`nn::Linear`],
+//!   [`nn::Mlp`] and [`nn::Conv2d`] with PyTorch's initialisation; CondInstanceNorm++ and the NCSN
+//!   score network [`nn::CondRefineNetDilated`] with the reference's parameter names.
 //! - [`optim`] — [`optim::Sgd`], [`optim::Adam`] (PyTorch's update rule) and [`optim::Ema`].
 //! - [`toy`] — distributions with closed-form density and score: Gaussian mixtures and their
 //!   noise-perturbed versions, a ring, a square, data on a low-dimensional subspace.
 //! - [`plot`] — SVG figures: densities, score fields, samples, loss curves.
+//! - [`score`] — score-matching objectives, each generic over the score model: exact (Hyvärinen),
+//!   sliced and SSM-VR, denoising at one σ, and the paper's annealed DSM over a
+//!   [`score::GeometricSigmas`] schedule (Eq. 5–6); the toy score MLP and a noise-conditional MLP.
+//! - [`sample`] — Langevin dynamics (Eq. 4), annealed Langevin dynamics (Algorithm 1) and
+//!   inpainting (Algorithm 2), generic over the score function and the batch shape, run without
+//!   recording a graph.
 //! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
 //!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
-//! - [`io`] — safetensors checkpoints written atomically and validated on load; PNG grids.
-//! - [`score`] — score-matching objectives (exact, sliced, denoising, annealed) and noise schedules.
-//! - [`sample`] — Langevin dynamics, annealed Langevin dynamics and inpainting.
+//! - [`io`] — safetensors checkpoints written atomically and validated on load, of named arrays, of
+//!   a model's parameters and of a whole training state ([`io::save_training`]); PNG grids.
+//! - [`backend`] — with the `vulkan` feature, a Vulkan compute layer (vulkano, GLSL shaders in
+//!   `shaders/` compiled with `glslc`): device buffers and kernels for GEMM, convolutions,
+//!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG.
 //! - [`run`] — training runs on images: presets, checkpoints and resume, sampling, inpainting, the
 //!   nearest-neighbour check, `results.json`, and the command line of the image examples.
 //! - [`error`] — the [`Error`] type of everything that reads or writes files.
@@ -42,6 +52,7 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod backend;
 pub mod data;
 pub mod error;
 pub mod io;

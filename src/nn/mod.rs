@@ -6,7 +6,6 @@
 //! `Linear::new(&root.sub("fc1"), 2, 128, &mut rng)` registers `fc1.weight` and `fc1.bias`.
 //! Initialisation draws from an explicit RNG: the same seed gives bit-identical weights.
 
-pub mod checkpoint;
 mod conv;
 pub mod init;
 mod linear;
@@ -14,7 +13,6 @@ mod mlp;
 mod norm;
 pub mod refinenet;
 
-pub use checkpoint::{load_training, save_training};
 pub use conv::{Conv2d, ConvMeanPool};
 pub use linear::Linear;
 pub use mlp::{Activation, Mlp};

@@ -168,6 +168,7 @@ impl CondResBlock {
         }
     }
 
+    // ANCHOR: resblock_forward
     /// Applies the block at noise levels `labels`.
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         let h = act(&self.normalize1.forward(x, labels));
@@ -179,6 +180,7 @@ impl CondResBlock {
             None => x.add(&h),
         }
     }
+    // ANCHOR_END: resblock_forward
 }
 
 /// The reference's `CondRCUBlock` (residual conv units): `n_blocks` times, x + (norm → ELU →
@@ -225,6 +227,7 @@ impl CondRcuBlock {
         CondRcuBlock { stages }
     }
 
+    // ANCHOR: rcu_forward
     /// Applies the units at noise levels `labels`.
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         let mut x = x.clone();
@@ -237,6 +240,7 @@ impl CondRcuBlock {
         }
         x
     }
+    // ANCHOR_END: rcu_forward
 }
 
 /// The reference's `CondCRPBlock` (chained residual pooling): after an ELU, `n_stages` times
@@ -268,6 +272,7 @@ impl CondCrpBlock {
         CondCrpBlock { convs, norms }
     }
 
+    // ANCHOR: crp_forward
     /// Applies the block at noise levels `labels`.
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         let pool = Pool2dConfig::new(5, 1, 2);
@@ -279,6 +284,7 @@ impl CondCrpBlock {
         }
         x
     }
+    // ANCHOR_END: crp_forward
 }
 
 /// The reference's `CondMSFBlock` (multi-resolution fusion): each input is normalised, convolved
@@ -314,6 +320,7 @@ impl CondMsfBlock {
         CondMsfBlock { convs, norms }
     }
 
+    // ANCHOR: msf_forward
     /// Fuses `xs` at spatial size `shape`.
     pub fn forward(&self, xs: &[Tensor], labels: &[usize], shape: (usize, usize)) -> Tensor {
         let mut sum: Option<Tensor> = None;
@@ -328,6 +335,7 @@ impl CondMsfBlock {
         }
         sum.expect("CondMsfBlock: no inputs")
     }
+    // ANCHOR_END: msf_forward
 }
 
 /// The reference's `CondRefineBlock`: adapt each input with a 2×2 [`CondRcuBlock`]
@@ -500,7 +508,7 @@ impl CondRefineNetDilated {
         let layer4 = stage(&self.res[3], &layer3);
 
         let size = |t: &Tensor| (t.shape()[2], t.shape()[3]);
-        let ref1 = self.refine[0].forward(&[layer4.clone()], labels, size(&layer4));
+        let ref1 = self.refine[0].forward(std::slice::from_ref(&layer4), labels, size(&layer4));
         let ref2 = self.refine[1].forward(&[layer3.clone(), ref1], labels, size(&layer3));
         let ref3 = self.refine[2].forward(&[layer2.clone(), ref2], labels, size(&layer2));
         let out = self.refine[3].forward(&[layer1.clone(), ref3], labels, size(&layer1));

@@ -40,7 +40,8 @@ impl LangevinConfig {
 /// One step of Eq. 4: x + ε/2·s + √ε·z, with z ~ N(0, I) drawn from `rng`.
 pub fn langevin_step(x: &Tensor, score: &Tensor, eps: f32, rng: &mut impl Rng) -> Tensor {
     let z = Tensor::randn(x.shape(), rng);
-    x.add(&score.mul_scalar(eps / 2.0)).add(&z.mul_scalar(eps.sqrt()))
+    x.add(&score.mul_scalar(eps / 2.0))
+        .add(&z.mul_scalar(eps.sqrt()))
 }
 // ANCHOR_END: langevin_step
 

@@ -38,7 +38,11 @@ impl GeometricSigmas {
         let (lb, le) = ((begin as f64).ln(), (end as f64).ln());
         let sigmas = (0..n)
             .map(|i| {
-                let t = if n == 1 { 0.0 } else { i as f64 / (n - 1) as f64 };
+                let t = if n == 1 {
+                    0.0
+                } else {
+                    i as f64 / (n - 1) as f64
+                };
                 (lb + (le - lb) * t).exp() as f32
             })
             .collect();
@@ -120,7 +124,10 @@ pub fn anneal_dsm_loss_with(
     let x_tilde = x.add(&z.mul(&sigma)); //               x̃ = x + σz
     let target = z.div(&sigma).neg(); //                  −(x̃ − x)/σ² = −z/σ
     let s = score(&x_tilde, labels);
-    let per_sample = flat(&s.sub(&target)).square().sum(&[1], true).mul_scalar(0.5);
+    let per_sample = flat(&s.sub(&target))
+        .square()
+        .sum(&[1], true)
+        .mul_scalar(0.5);
     let weight = flat(&sigma).powf(anneal_power); //      λ(σ) = σ^power, (N, 1)
     per_sample.mul(&weight).mean_all()
 }

@@ -61,5 +61,9 @@ pub fn closed_form_score<P: ClosedFormScore>(dist: &P) -> impl Fn(&Tensor) -> Te
 /// Rows of `x` as a matrix `(N, D)` with D the product of the other axes (a reshape, no copy for
 /// contiguous data): the objectives sum over D and average over N whatever the data's shape.
 pub(crate) fn flat(x: &Tensor) -> Tensor {
-    if x.ndim() == 2 { x.clone() } else { x.flatten_from(1) }
+    if x.ndim() == 2 {
+        x.clone()
+    } else {
+        x.flatten_from(1)
+    }
 }

@@ -42,7 +42,7 @@ impl Module for ScoreMlp {
 /// ways:
 ///
 /// 1. **per-level gains.** Each hidden layer's pre-activation is multiplied, unit by unit, by a
-///    learned gain γ_ℓ[i] ∈ ℝ^hidden for level i: h_ℓ = softplus(γ_ℓ[i] ⊙ (W_ℓ h_{ℓ−1} + b_ℓ)).
+///    learned gain γ_ℓ\[i\] ∈ ℝ^hidden for level i: h_ℓ = softplus(γ_ℓ\[i\] ⊙ (W_ℓ h_{ℓ−1} + b_ℓ)).
 ///    This is the fully connected analogue of the conditional instance normalisation of the paper's
 ///    RefineNet (§4.3), where each level has its own scale per channel. The gains start at 1.
 /// 2. **output scaling.** The last layer's output is divided by σᵢ:
@@ -86,7 +86,7 @@ impl NoiseConditionalMlp {
         }
     }
 
-    /// s_θ(x, σ_{labels[n]}) for each row n of `x` (shape `(N, dim)`); `labels` holds 0-based level
+    /// s_θ(x, σ_{labels\[n\]}) for each row n of `x` (shape `(N, dim)`); `labels` holds 0-based level
     /// indices into [`Self::sigmas`].
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         assert_eq!(
@@ -96,18 +96,26 @@ impl NoiseConditionalMlp {
             labels.len(),
             x.shape()
         );
-        let mut h = x.clone();
-        for (layer, gamma) in self.layers[..2].iter().zip(&self.gammas) {
-            let g = gamma.index_select(0, labels); //          γ[i] for each row, (N, hidden)
-            h = layer.forward(&h).mul(&g).softplus();
-        }
-        let sigma = self.sigmas.gather(labels, 2); //           (N, 1)
-        self.layers[2].forward(&h).div(&sigma) //               f_θ(x, i) / σᵢ
+        let gains = self.gammas.clone().map(|g| g.index_select(0, labels)); // γ[i] per row, (N, hidden)
+        let sigma = self.sigmas.gather(labels, 2); //                          (N, 1)
+        self.forward_with(x, &gains, &sigma)
     }
 
-    /// The score at one level for the whole batch (what annealed Langevin dynamics calls).
+    /// The score at one level for the whole batch (what annealed Langevin dynamics calls). Same
+    /// result as [`Self::forward`] with every label equal to `level`, with the level's gains and σ
+    /// broadcast instead of gathered row by row.
     pub fn forward_level(&self, x: &Tensor, level: usize) -> Tensor {
-        self.forward(x, &vec![level; x.shape()[0]])
+        let gains = self.gammas.clone().map(|g| g.narrow(0, level, 1)); //   (1, hidden)
+        let sigma = Tensor::scalar(self.sigmas.get(level));
+        self.forward_with(x, &gains, &sigma)
+    }
+
+    fn forward_with(&self, x: &Tensor, gains: &[Tensor; 2], sigma: &Tensor) -> Tensor {
+        let mut h = x.clone();
+        for (layer, g) in self.layers[..2].iter().zip(gains) {
+            h = layer.forward(&h).mul(g).softplus(); //    softplus(γ[i] ⊙ (W h + b))
+        }
+        self.layers[2].forward(&h).div(sigma) //           f_θ(x, i) / σᵢ
     }
 }
 // ANCHOR_END: ncmlp

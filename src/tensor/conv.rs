@@ -23,10 +23,14 @@
 //! writing straight into the image's (O, Ho·Wo) block of the NCHW output. The input gradient is
 //! the transposed GEMM followed by `col2im`, the adjoint of `im2col`; the weight gradient
 //! accumulates g·colᵀ over the images. A 1×1 convolution with stride 1 needs no `im2col`: the
-//! image itself is the column matrix. `im2col` and `col2im` run over channels in parallel with
-//! rayon, and copy whole rows (`copy_from_slice`) when the stride is 1.
+//! image itself is the column matrix. `im2col` copies whole rows (`copy_from_slice`) when the
+//! stride is 1.
+//!
+//! The batch is split into one contiguous range of images per rayon thread; each thread runs
+//! `im2col` and its GEMMs on its own images with its own column buffer (which stays in its core's
+//! L2 cache between the two), so the threads never wait for one another inside a convolution.
 
-use super::{Op, Storage, Tensor};
+use super::{Op, Storage, Tensor, contiguous};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
@@ -227,25 +231,25 @@ fn col2im_channel(colc: &[f32], xc: &mut [f32], g: &Geom) {
 }
 // ANCHOR_END: im2col
 
-/// `im2col` of one image (C, H, W) into `col` (C·kh·kw, Ho·Wo), channels in parallel.
+/// `im2col` of one image (C, H, W) into `col` (C·kh·kw, Ho·Wo).
 fn im2col(ximg: &[f32], col: &mut [f32], g: &Geom) {
     let rows = g.kh * g.kw * g.hwo();
     let hw = g.hw();
-    col.par_chunks_mut(rows)
-        .enumerate()
-        .for_each(|(c, colc)| im2col_channel(&ximg[c * hw..][..hw], colc, g));
+    for (c, colc) in col.chunks_exact_mut(rows).enumerate() {
+        im2col_channel(&ximg[c * hw..][..hw], colc, g);
+    }
 }
 
-/// `col2im` of one image's column matrix into its (C, H, W) gradient, channels in parallel.
+/// `col2im` of one image's column matrix into its (C, H, W) gradient.
 fn col2im(col: &[f32], ximg: &mut [f32], g: &Geom) {
     let rows = g.kh * g.kw * g.hwo();
     let hw = g.hw();
-    ximg.par_chunks_mut(hw)
-        .enumerate()
-        .for_each(|(c, xc)| col2im_channel(&col[c * rows..][..rows], xc, g));
+    for (c, xc) in ximg.chunks_exact_mut(hw).enumerate() {
+        col2im_channel(&col[c * rows..][..rows], xc, g);
+    }
 }
 
-/// C (m×n, row-major, leading dimension `ldc`) ← α·A·B + β·C through matrixmultiply, with A and
+/// C (m×n, row-major, leading dimension `ldc`) ← A·B + β·C through matrixmultiply, with A and
 /// B given by pointers and (row, column) strides.
 ///
 /// # Safety
@@ -284,135 +288,162 @@ unsafe fn sgemm(
     }
 }
 
-fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
-    match s.as_slice() {
-        Some(v) => std::borrow::Cow::Borrowed(v),
-        None => std::borrow::Cow::Owned(s.iter().copied().collect()),
-    }
+/// Images per rayon task: the batch is split into about one contiguous range per thread, each
+/// with its own column buffer, so that the threads never synchronise inside a convolution.
+fn images_per_task(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
 // ANCHOR: conv2d_kernel
-/// y = conv2d(x, w) + b: per image, `im2col` and one sgemm into the NCHW output.
+/// y = conv2d(x, w) + b: per image, `im2col` and one sgemm into the NCHW output; images in
+/// parallel.
 fn conv2d_kernel(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> ArrayD<f32> {
     let (xs, ws) = (contiguous(x), contiguous(w));
     let bs = b.map(contiguous);
-    let (ck, hwo) = (g.ck(), g.hwo());
+    let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
     let mut out = vec![0.0f32; g.n * g.o * hwo];
-    let mut col = if g.is_pointwise() {
-        Vec::new()
-    } else {
-        vec![0.0f32; ck * hwo]
-    };
-    for (n, out_n) in out.chunks_mut(g.o * hwo).enumerate() {
-        let ximg = &xs[n * g.c * g.hw()..][..g.c * g.hw()];
-        let colp = if g.is_pointwise() {
-            ximg.as_ptr()
-        } else {
-            im2col(ximg, &mut col, g);
-            col.as_ptr()
-        };
-        // The bias is the initial value of C (β = 1), so adding it costs no extra pass.
-        let beta = match &bs {
-            Some(bv) => {
-                for (row, &bo) in out_n.chunks_mut(hwo).zip(bv.iter()) {
-                    row.fill(bo);
+    let per = images_per_task(g.n);
+    out.par_chunks_mut(per * g.o * hwo)
+        .enumerate()
+        .for_each(|(t, out_t)| {
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![0.0f32; ck * hwo]
+            };
+            for (i, out_n) in out_t.chunks_exact_mut(g.o * hwo).enumerate() {
+                let ximg = &xs[(t * per + i) * chw..][..chw];
+                let colp = if g.is_pointwise() {
+                    ximg.as_ptr()
+                } else {
+                    im2col(ximg, &mut col, g);
+                    col.as_ptr()
+                };
+                // The bias is the initial value of C (β = 1): adding it costs no extra pass.
+                let beta = match &bs {
+                    Some(bv) => {
+                        for (row, &bo) in out_n.chunks_exact_mut(hwo).zip(bv.iter()) {
+                            row.fill(bo);
+                        }
+                        1.0
+                    }
+                    None => 0.0,
+                };
+                // SAFETY: w is O×CK row-major, col is CK×HWo row-major, out_n is O×HWo.
+                unsafe {
+                    sgemm(
+                        g.o,
+                        ck,
+                        hwo,
+                        ws.as_ptr(),
+                        (ck, 1),
+                        colp,
+                        (hwo, 1),
+                        beta,
+                        out_n.as_mut_ptr(),
+                        hwo,
+                    );
                 }
-                1.0
             }
-            None => 0.0,
-        };
-        // SAFETY: w is O×CK row-major, col is CK×HWo row-major, out_n is O×HWo.
-        unsafe {
-            sgemm(
-                g.o,
-                ck,
-                hwo,
-                ws.as_ptr(),
-                (ck, 1),
-                colp,
-                (hwo, 1),
-                beta,
-                out_n.as_mut_ptr(),
-                hwo,
-            );
-        }
-    }
+        });
     ArrayD::from_shape_vec(IxDyn(&[g.n, g.o, g.ho, g.wo]), out).expect("shape")
 }
 // ANCHOR_END: conv2d_kernel
 
-/// ∂L/∂x = conv2d_input_grad(∂L/∂y, w): per image, col = wᵀ·gₙ then `col2im`.
+/// ∂L/∂x = conv2d_input_grad(∂L/∂y, w): per image, col = wᵀ·gₙ then `col2im`; images in parallel.
 fn input_grad_kernel(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
     let (gs, ws) = (contiguous(gy), contiguous(w));
     let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
     let mut dx = vec![0.0f32; g.n * chw];
-    let mut col = if g.is_pointwise() {
-        Vec::new()
-    } else {
-        vec![0.0f32; ck * hwo]
-    };
-    for (n, dx_n) in dx.chunks_mut(chw).enumerate() {
-        let g_n = &gs[n * g.o * hwo..][..g.o * hwo];
-        let dst = if g.is_pointwise() {
-            dx_n.as_mut_ptr()
-        } else {
-            col.as_mut_ptr()
-        };
-        // SAFETY: wᵀ is CK×O (w read with strides (1, CK)), g_n is O×HWo, dst is CK×HWo.
-        unsafe {
-            sgemm(
-                ck,
-                g.o,
-                hwo,
-                ws.as_ptr(),
-                (1, ck),
-                g_n.as_ptr(),
-                (hwo, 1),
-                0.0,
-                dst,
-                hwo,
-            );
-        }
-        if !g.is_pointwise() {
-            col2im(&col, dx_n, g);
-        }
-    }
+    let per = images_per_task(g.n);
+    dx.par_chunks_mut(per * chw)
+        .enumerate()
+        .for_each(|(t, dx_t)| {
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![0.0f32; ck * hwo]
+            };
+            for (i, dx_n) in dx_t.chunks_exact_mut(chw).enumerate() {
+                let g_n = &gs[(t * per + i) * g.o * hwo..][..g.o * hwo];
+                let dst = if g.is_pointwise() {
+                    dx_n.as_mut_ptr()
+                } else {
+                    col.as_mut_ptr()
+                };
+                // SAFETY: wᵀ is CK×O (w read with strides (1, CK)), g_n is O×HWo, dst is CK×HWo.
+                unsafe {
+                    sgemm(
+                        ck,
+                        g.o,
+                        hwo,
+                        ws.as_ptr(),
+                        (1, ck),
+                        g_n.as_ptr(),
+                        (hwo, 1),
+                        0.0,
+                        dst,
+                        hwo,
+                    );
+                }
+                if !g.is_pointwise() {
+                    col2im(&col, dx_n, g);
+                }
+            }
+        });
     ArrayD::from_shape_vec(IxDyn(&[g.n, g.c, g.h, g.w]), dx).expect("shape")
 }
 
-/// ∂L/∂w = Σₙ gₙ · colₙᵀ, accumulated in place over the images.
+/// ∂L/∂w = Σₙ gₙ · colₙᵀ: each task accumulates its images into its own partial sum, and the
+/// partial sums are added at the end.
 fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
     let (xs, gs) = (contiguous(x), contiguous(gy));
-    let (ck, hwo) = (g.ck(), g.hwo());
-    let mut dw = vec![0.0f32; g.o * ck];
-    let mut col = if g.is_pointwise() {
-        Vec::new()
-    } else {
-        vec![0.0f32; ck * hwo]
-    };
-    for n in 0..g.n {
-        let ximg = &xs[n * g.c * g.hw()..][..g.c * g.hw()];
-        let colp = if g.is_pointwise() {
-            ximg.as_ptr()
-        } else {
-            im2col(ximg, &mut col, g);
-            col.as_ptr()
-        };
-        let g_n = &gs[n * g.o * hwo..][..g.o * hwo];
-        // SAFETY: g_n is O×HWo, colᵀ is HWo×CK (col read with strides (1, HWo)), dw is O×CK.
-        unsafe {
-            sgemm(
-                g.o,
-                hwo,
-                ck,
-                g_n.as_ptr(),
-                (hwo, 1),
-                colp,
-                (1, hwo),
-                if n == 0 { 0.0 } else { 1.0 },
-                dw.as_mut_ptr(),
-                ck,
-            );
+    let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
+    let per = images_per_task(g.n);
+    let tasks = g.n.div_ceil(per);
+    let partials: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![0.0f32; g.o * ck];
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![0.0f32; ck * hwo]
+            };
+            for (i, n) in (t * per..((t + 1) * per).min(g.n)).enumerate() {
+                let ximg = &xs[n * chw..][..chw];
+                let colp = if g.is_pointwise() {
+                    ximg.as_ptr()
+                } else {
+                    im2col(ximg, &mut col, g);
+                    col.as_ptr()
+                };
+                let g_n = &gs[n * g.o * hwo..][..g.o * hwo];
+                let beta = if i == 0 { 0.0 } else { 1.0 };
+                // SAFETY: g_n is O×HWo, colᵀ is HWo×CK (col read with strides (1, HWo)), dw is O×CK.
+                unsafe {
+                    sgemm(
+                        g.o,
+                        hwo,
+                        ck,
+                        g_n.as_ptr(),
+                        (hwo, 1),
+                        colp,
+                        (1, hwo),
+                        beta,
+                        dw.as_mut_ptr(),
+                        ck,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().unwrap_or_else(|| vec![0.0; g.o * ck]);
+    for p in partials {
+        for (a, b) in dw.iter_mut().zip(&p) {
+            *a += b;
         }
     }
     ArrayD::from_shape_vec(IxDyn(&[g.o, g.c, g.kh, g.kw]), dw).expect("shape")

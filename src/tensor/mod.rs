@@ -22,6 +22,7 @@
 
 mod binary;
 mod conv;
+pub mod fastmath;
 mod matmul;
 mod norm;
 mod op;
@@ -46,6 +47,15 @@ use std::sync::{Arc, RwLock};
 /// The storage of a tensor: a reference-counted, copy-on-write ndarray, so that reshapes, permutes
 /// and broadcasts share memory with their input.
 pub type Storage = ArcArray<f32, IxDyn>;
+
+/// The elements of `s` in row-major order as a slice: borrowed when the storage is already
+/// contiguous (the common case), copied otherwise.
+pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
+    match s.as_slice() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(s.iter().copied().collect()),
+    }
+}
 
 /// A unique identifier of a tensor, used as the key of [`crate::autograd::Gradients`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,11 +86,14 @@ impl Drop for Inner {
         LIVE.fetch_sub(1, Ordering::Relaxed);
         // Free long chains of ops iteratively rather than by recursion, so that dropping a deep
         // graph (thousands of ops) cannot overflow the stack.
-        let mut stack: Vec<Tensor> = self.op.take().map(Op::into_inputs).unwrap_or_default();
+        // The inputs are moved to a stack (cloning a handle, then dropping the op releases the
+        // original), and a node whose last handle is on the stack is taken apart in turn.
+        let inputs = |op: Op| -> Vec<Tensor> { op.inputs().into_iter().cloned().collect() };
+        let mut stack: Vec<Tensor> = self.op.take().map(inputs).unwrap_or_default();
         while let Some(t) = stack.pop() {
             if let Ok(mut inner) = Arc::try_unwrap(t.0) {
                 if let Some(op) = inner.op.take() {
-                    stack.extend(op.into_inputs());
+                    stack.extend(inputs(op));
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! instance norm's VJP also has a fused kernel, used when no graph is recorded (a first-order
 //! training step), which computes the same formula in two passes.
 
-use super::{Op, Tensor, is_grad_enabled};
+use super::{Op, Tensor, contiguous, is_grad_enabled};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -17,12 +17,39 @@ fn dims4(t: &[usize], what: &str) -> [usize; 4] {
         .unwrap_or_else(|_| panic!("{what}: expected 4-D (N, C, H, W), got {t:?}"))
 }
 
-fn data(t: &Tensor) -> Vec<f32> {
-    t.storage()
-        .as_standard_layout()
-        .into_owned()
-        .into_raw_vec_and_offset()
-        .0
+/// Σ f(v) over a slice with 16 independent partial sums: the compiler vectorises it (a single
+/// running sum cannot be reordered), and the partial sums make the rounding error grow like
+/// n/16 rather than n.
+#[inline]
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// Σ a·b with 16 partial sums (see [`lane_sum`]).
+#[inline]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((acc, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *acc += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
 }
 
 /// Planes per rayon task: at least ~16k elements, so that small tensors do not pay for threads.
@@ -37,7 +64,8 @@ impl Tensor {
     pub fn instance_norm(&self, eps: f32) -> Tensor {
         let [n, c, h, w] = dims4(self.shape(), "instance_norm");
         let hw = h * w;
-        let x = data(self);
+        let xs = self.storage();
+        let x = contiguous(&xs);
         let mut out = vec![0.0f32; x.len()];
         let mut rstd = vec![0.0f32; n * c];
         out.par_chunks_mut(hw)
@@ -46,12 +74,11 @@ impl Tensor {
             .with_min_len(min_planes(hw))
             .for_each(|(pl, (dst, r))| {
                 let src = &x[pl * hw..][..hw];
-                // Two passes (mean, then centred squares) in f64 accumulators: no cancellation.
-                let mean = src.iter().map(|&v| v as f64).sum::<f64>() / hw as f64;
-                let var = src.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / hw as f64;
-                let rs = 1.0 / (var + eps as f64).sqrt();
-                *r = rs as f32;
-                let (mean, rs) = (mean as f32, rs as f32);
+                // Two passes (mean, then centred squares): no cancellation.
+                let mean = lane_sum(src, |v| v) / hw as f32;
+                let var = lane_sum(src, |v| (v - mean) * (v - mean)) / hw as f32;
+                let rs = 1.0 / (var + eps).sqrt();
+                *r = rs;
                 for (d, &v) in dst.iter_mut().zip(src) {
                     *d = (v - mean) * rs;
                 }
@@ -81,19 +108,17 @@ fn instance_norm_vjp(x: &Tensor, out: &Tensor, eps: f32, rstd: &[f32], g: &Tenso
     // The same formula fused: two passes over each plane.
     let [n, c, h, w] = dims4(x.shape(), "instance_norm");
     let hw = h * w;
-    let (gs, xh) = (data(g), data(out));
+    let (gst, ost) = (g.storage(), out.storage());
+    let (gs, xh) = (contiguous(&gst), contiguous(&ost));
     let mut dx = vec![0.0f32; gs.len()];
     dx.par_chunks_mut(hw)
         .enumerate()
         .with_min_len(min_planes(hw))
         .for_each(|(pl, dst)| {
             let (gp, xp) = (&gs[pl * hw..][..hw], &xh[pl * hw..][..hw]);
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for (&gv, &xv) in gp.iter().zip(xp) {
-                sg += gv as f64;
-                sgx += (gv * xv) as f64;
-            }
-            let (mg, mgx, r) = ((sg / hw as f64) as f32, (sgx / hw as f64) as f32, rstd[pl]);
+            let mg = lane_sum(gp, |v| v) / hw as f32;
+            let mgx = lane_dot(gp, xp) / hw as f32;
+            let r = rstd[pl];
             for ((d, &gv), &xv) in dst.iter_mut().zip(gp).zip(xp) {
                 *d = r * (gv - mg - xv * mgx);
             }
@@ -117,8 +142,10 @@ impl Tensor {
             );
         }
         let hw = h * w;
-        let (x, av) = (data(self), data(a));
-        let bv = b.map(data);
+        let (xst, ast) = (self.storage(), a.storage());
+        let bst = b.map(|b| b.storage());
+        let (x, av) = (contiguous(&xst), contiguous(&ast));
+        let bv = bst.as_ref().map(contiguous);
         let mut out = vec![0.0f32; x.len()];
         out.par_chunks_mut(hw)
             .enumerate()
@@ -150,7 +177,8 @@ impl Tensor {
             other.shape()
         );
         let hw = h * w;
-        let (x, y) = (data(self), data(other));
+        let (xst, yst) = (self.storage(), other.storage());
+        let (x, y) = (contiguous(&xst), contiguous(&yst));
         let mut out = vec![0.0f32; n * c];
         out.par_iter_mut()
             .enumerate()

@@ -140,31 +140,6 @@ impl Op {
         }
     }
 
-    /// Consumes the op, handing back its inputs (used to free deep graphs without recursion).
-    pub(crate) fn into_inputs(self) -> Vec<Tensor> {
-        use Op::*;
-        match self {
-            Unary(_, x) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => vec![x],
-            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => vec![a, b],
-            Extremum { a, b, .. } => vec![a, b],
-            Where { mask, a, b } => vec![mask, a, b],
-            Sum { x, .. }
-            | Max { x, .. }
-            | Narrow { x, .. }
-            | Pad { x, .. }
-            | IndexSelect { x, .. } => vec![x],
-            IndexAdd { src, .. } => vec![src],
-            Concat(xs, _) => xs,
-            Conv2d { x, w, b, .. } => [x, w].into_iter().chain(b).collect(),
-            Conv2dInputGrad { gy, w, .. } => vec![gy, w],
-            Conv2dWeightGrad { x, gy, .. } => vec![x, gy],
-            AvgPool2d { x, .. } | ResizeBilinear { x } | InstanceNorm { x, .. } => vec![x],
-            AvgPool2dAdjoint { g, .. } | ResizeBilinearAdjoint { g, .. } => vec![g],
-            ChannelAffine { x, a, b } => [x, a].into_iter().chain(b).collect(),
-            ChannelDot(a, b) => vec![a, b],
-        }
-    }
-
     /// A short name for debugging output.
     pub(crate) fn name(&self) -> &'static str {
         use Op::*;

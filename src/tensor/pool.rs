@@ -9,7 +9,7 @@
 //!   `avg_pool2d(2, 2, 0)`.
 //! * [`Tensor::resize_bilinear`]: `F.interpolate(mode='bilinear', align_corners=True)`.
 
-use super::{Op, Tensor};
+use super::{Op, Tensor, contiguous};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
@@ -75,7 +75,9 @@ fn dims4(t: &[usize], what: &str) -> [usize; 4] {
 }
 
 /// One axis of a separable linear map: output `o` reads input entries `taps[o]` with weights.
-struct Taps(Vec<Vec<(usize, f32)>>);
+/// For pooling every weight is 1 and the entries are a contiguous window, kept as `windows` so
+/// that the kernels sum slices instead of walking index lists.
+struct Taps(Vec<Vec<(usize, f32)>>, Option<Vec<(usize, usize)>>);
 
 impl Taps {
     fn pool(cfg: &Pool2dConfig, len: usize) -> (Taps, Vec<f32>) {
@@ -84,7 +86,11 @@ impl Taps {
             .iter()
             .map(|&(lo, hi, _)| (lo..hi).map(|i| (i, 1.0)).collect())
             .collect();
-        (Taps(taps), w.iter().map(|&(_, _, s)| s).collect())
+        let ranges = w.iter().map(|&(lo, hi, _)| (lo, hi)).collect();
+        (
+            Taps(taps, Some(ranges)),
+            w.iter().map(|&(_, _, s)| s).collect(),
+        )
     }
 
     /// `F.interpolate(..., align_corners=True)` along one axis: source position o·(in − 1)/(out − 1),
@@ -105,6 +111,7 @@ impl Taps {
                     vec![(i0, 1.0 - l1), (i1, l1)]
                 })
                 .collect(),
+            None,
         )
     }
 }
@@ -127,8 +134,17 @@ fn separable(
             let src = &x[pl * h * w..][..h * w];
             // Along W: tmp[i][ow] = Σ weight · x[i][j]
             for (row, trow) in src.chunks_exact(w).zip(tmp.chunks_exact_mut(wo)) {
-                for (t, taps) in trow.iter_mut().zip(&tw.0) {
-                    *t = taps.iter().map(|&(j, a)| a * row[j]).sum();
+                match &tw.1 {
+                    Some(win) => {
+                        for (t, &(lo, hi)) in trow.iter_mut().zip(win) {
+                            *t = row[lo..hi].iter().sum();
+                        }
+                    }
+                    None => {
+                        for (t, taps) in trow.iter_mut().zip(&tw.0) {
+                            *t = taps.iter().map(|&(j, a)| a * row[j]).sum();
+                        }
+                    }
                 }
             }
             // Along H: out[oh][ow] = Σ weight · tmp[i][ow]
@@ -181,23 +197,26 @@ fn separable_adjoint(
             }
             dst.fill(0.0);
             for (drow, trow) in dst.chunks_exact_mut(w).zip(tmp.chunks_exact(wo)) {
-                for (&t, taps) in trow.iter().zip(&tw.0) {
-                    for &(j, a) in taps {
-                        drow[j] += a * t;
+                match &tw.1 {
+                    Some(win) => {
+                        for (&t, &(lo, hi)) in trow.iter().zip(win) {
+                            for d in &mut drow[lo..hi] {
+                                *d += t;
+                            }
+                        }
+                    }
+                    None => {
+                        for (&t, taps) in trow.iter().zip(&tw.0) {
+                            for &(j, a) in taps {
+                                drow[j] += a * t;
+                            }
+                        }
                     }
                 }
             }
         },
     );
     out
-}
-
-fn plane_data(t: &Tensor) -> Vec<f32> {
-    t.storage()
-        .as_standard_layout()
-        .into_owned()
-        .into_raw_vec_and_offset()
-        .0
 }
 
 // ANCHOR: avg_pool
@@ -208,7 +227,14 @@ impl Tensor {
     pub fn avg_pool2d(&self, cfg: Pool2dConfig) -> Tensor {
         let [n, c, h, w] = dims4(self.shape(), "avg_pool2d");
         let ((th, rs), (tw, cs)) = (Taps::pool(&cfg, h), Taps::pool(&cfg, w));
-        let out = separable(&plane_data(self), n * c, (h, w), &th, &tw, Some((&rs, &cs)));
+        let out = separable(
+            &contiguous(&self.storage()),
+            n * c,
+            (h, w),
+            &th,
+            &tw,
+            Some((&rs, &cs)),
+        );
         let shape = [n, c, rs.len(), cs.len()];
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape"),
@@ -231,7 +257,14 @@ impl Tensor {
             "avg_pool2d_adjoint: gradient {:?} does not fit input size {input_hw:?}",
             self.shape()
         );
-        let out = separable_adjoint(&plane_data(self), n * c, (h, w), &th, &tw, Some((&rs, &cs)));
+        let out = separable_adjoint(
+            &contiguous(&self.storage()),
+            n * c,
+            (h, w),
+            &th,
+            &tw,
+            Some((&rs, &cs)),
+        );
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), out).expect("shape"),
             Op::AvgPool2dAdjoint {
@@ -257,7 +290,7 @@ impl Tensor {
             return self.clone();
         }
         let (th, tw) = (Taps::bilinear(h, size.0), Taps::bilinear(w, size.1));
-        let out = separable(&plane_data(self), n * c, (h, w), &th, &tw, None);
+        let out = separable(&contiguous(&self.storage()), n * c, (h, w), &th, &tw, None);
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&[n, c, size.0, size.1]), out).expect("shape"),
             Op::ResizeBilinear { x: self.clone() },
@@ -275,7 +308,14 @@ impl Tensor {
             Taps::bilinear(input_hw.0, ho),
             Taps::bilinear(input_hw.1, wo),
         );
-        let out = separable_adjoint(&plane_data(self), n * c, input_hw, &th, &tw, None);
+        let out = separable_adjoint(
+            &contiguous(&self.storage()),
+            n * c,
+            input_hw,
+            &th,
+            &tw,
+            None,
+        );
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&[n, c, input_hw.0, input_hw.1]), out).expect("shape"),
             Op::ResizeBilinearAdjoint { g: self.clone() },

@@ -1,7 +1,9 @@
 //! Elementwise functions of one tensor: each forward rule beside its derivative.
 
+use super::fastmath;
 use super::{Op, Tensor};
-use ndarray::{IxDyn, Zip};
+use ndarray::{ArrayD, IxDyn, Zip};
+use rayon::prelude::*;
 
 /// Elements above which elementwise kernels split the work across threads with rayon. Below it,
 /// the cost of waking threads exceeds the work (measured in `benches/ops.rs`).
@@ -68,22 +70,22 @@ impl UnaryOp {
         use UnaryOp::*;
         match self {
             Neg => -x,
-            Exp => x.exp(),
+            Exp => fastmath::exp(x),
             Log => x.ln(),
             Sqrt => x.sqrt(),
             Square => x * x,
             Powf(p) => x.powf(p),
             Abs => x.abs(),
-            Sigmoid => sigmoid_f32(x),
+            Sigmoid => fastmath::sigmoid(x),
             Tanh => x.tanh(),
             Relu => x.max(0.0),
             // max(x, 0) + ln(1 + e^{-|x|}): no overflow for large x, no loss for very negative x.
-            Softplus => softplus_f32(x),
+            Softplus => fastmath::softplus(x),
             Elu(alpha) => {
                 if x > 0.0 {
                     x
                 } else {
-                    alpha * x.exp_m1()
+                    alpha * fastmath::expm1(x)
                 }
             }
             AddScalar(c) => x + c,
@@ -93,104 +95,31 @@ impl UnaryOp {
     // ANCHOR_END: unary_forward
 }
 
-/// Applies `kind` elementwise. The `match` sits outside the loop, so that each loop body is one
-/// known function that the compiler inlines and vectorises (a `match` per element, as a single
-/// closure over `kind` would be, keeps the loop scalar).
-fn map_kernel(x: &super::Storage, kind: UnaryOp) -> ndarray::ArrayD<f32> {
-    fn map(x: &super::Storage, f: impl Fn(f32) -> f32 + Sync + Send) -> ndarray::ArrayD<f32> {
-        if x.len() >= PAR_THRESHOLD {
-            Zip::from(x).par_map_collect(|&v| f(v))
-        } else if let Some(s) = x.as_slice_memory_order() {
-            // Contiguous data (the common case): one pass over a slice, kept in memory order.
-            let out: Vec<f32> = s.iter().map(|&v| f(v)).collect();
-            let a = ndarray::ArrayD::from_shape_vec(IxDyn(&[s.len()]), out).expect("len");
-            if x.is_standard_layout() {
-                a.into_shape_with_order(IxDyn(x.shape())).expect("shape")
-            } else {
-                x.mapv(&f)
-            }
-        } else {
-            x.mapv(f)
-        }
-    }
+/// `out[i] = kind(x[i])`. The match is outside the loop, so each loop is a single inlined,
+/// branch-free function that the compiler vectorises (see [`fastmath::map_into`]).
+fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [f32]) {
     use UnaryOp::*;
+    use fastmath::map_into as m;
     match kind {
-        Neg => map(x, |v| -v),
-        Exp => map(x, |v| v.exp()),
-        Log => map(x, |v| v.ln()),
-        Sqrt => map(x, |v| v.sqrt()),
-        Square => map(x, |v| v * v),
-        Sigmoid => map(x, sigmoid_f32),
-        Tanh => map(x, |v| v.tanh()),
-        Relu => map(x, |v| v.max(0.0)),
-        Softplus => map(x, softplus_f32),
-        AddScalar(c) => map(x, move |v| v + c),
-        MulScalar(c) => map(x, move |v| c * v),
-        other => map(x, move |v| other.apply(v)),
+        Neg => m(x, out, |v| -v),
+        Exp => m(x, out, fastmath::exp),
+        Log => m(x, out, f32::ln),
+        Sqrt => m(x, out, f32::sqrt),
+        Square => m(x, out, |v| v * v),
+        Powf(p) => m(x, out, move |v| v.powf(p)),
+        Abs => m(x, out, f32::abs),
+        Sigmoid => m(x, out, fastmath::sigmoid),
+        Tanh => m(x, out, f32::tanh),
+        Relu => m(x, out, |v| v.max(0.0)),
+        Softplus => m(x, out, fastmath::softplus),
+        Elu(a) => m(
+            x,
+            out,
+            move |v| if v > 0.0 { v } else { a * fastmath::expm1(v) },
+        ),
+        AddScalar(c) => m(x, out, move |v| v + c),
+        MulScalar(c) => m(x, out, move |v| c * v),
     }
-}
-
-// ANCHOR: fast_exp
-/// e^x for x ≤ 0, by the Cephes `expf` method with plain arithmetic, so that loops over it
-/// vectorise (libm's `expf` is an opaque call per element). Write x = n ln 2 + r with n an integer
-/// and |r| ≤ ½ ln 2; then e^x = 2ⁿ e^r, with e^r from a degree-7 polynomial (relative error below
-/// 2e-7 on that interval, about one f32 ulp) and 2ⁿ built in the exponent bits. Arguments below
-/// −87.3 are clamped there, so the result is at least ~1e-38 (the true value is a subnormal or 0).
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4; //  ln 2 split in two so that n·LN2_HI is exact
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; //  1.5·2²³: adding and subtracting it rounds to an integer
-    let x = x.clamp(-87.3, 0.0);
-    let shifted = x * LOG2E + ROUND; //  = 1.5·2²³ + n exactly, so its low mantissa bits hold n
-    let n = shifted - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
-    let er = p * r * r + r + 1.0; //                                    e^r
-    // 2ⁿ for n ∈ [−126, 0]: the biased exponent n + 127 in the exponent field. The bits of
-    // `shifted` are 0x4B40_0000 + n; integer arithmetic on them avoids a float-to-int conversion,
-    // which Rust makes saturating (scalar code) and which would stop the loop from vectorising.
-    let two_n = f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
-    er * two_n
-}
-// ANCHOR_END: fast_exp
-
-/// ln(1 + u) for u ∈ [0, 1] as 2 atanh(s) with s = u/(2 + u) ∈ [0, ⅓] (an identity, exact for
-/// every u, so no precision is lost for tiny u as ln(1 + u) would): the odd series
-/// 2(s + s³/3 + … + s¹³/13) has truncation error below 2·(⅓)¹⁵/15 ≈ 9e-9.
-#[inline(always)]
-fn ln_1p_unit(u: f32) -> f32 {
-    let s = u / (2.0 + u);
-    let s2 = s * s;
-    let p = 1.0 / 13.0;
-    let p = p * s2 + 1.0 / 11.0;
-    let p = p * s2 + 1.0 / 9.0;
-    let p = p * s2 + 1.0 / 7.0;
-    let p = p * s2 + 1.0 / 5.0;
-    let p = p * s2 + 1.0 / 3.0;
-    let p = p * s2 + 1.0;
-    2.0 * s * p
-}
-
-/// softplus(x) = ln(1 + eˣ) = max(x, 0) + ln(1 + e^{−|x|}), branch-free and vectorisable.
-#[inline(always)]
-fn softplus_f32(x: f32) -> f32 {
-    x.max(0.0) + ln_1p_unit(exp_nonpositive(-x.abs()))
-}
-
-/// σ(x) = 1/(1 + e^{−x}), as 1/(1 + u) for x ≥ 0 and u/(1 + u) for x < 0 with u = e^{−|x|} ≤ 1, so
-/// nothing overflows.
-#[inline(always)]
-fn sigmoid_f32(x: f32) -> f32 {
-    let u = exp_nonpositive(-x.abs());
-    let num = if x >= 0.0 { 1.0 } else { u };
-    num / (1.0 + u)
 }
 
 /// The gradient with respect to `x` of a scalar whose gradient with respect to `out = f(x)` is `g`.
@@ -199,6 +128,11 @@ fn sigmoid_f32(x: f32) -> f32 {
 // ANCHOR: unary_vjp
 pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor {
     use UnaryOp::*;
+    if !super::is_grad_enabled() {
+        if let Some(dx) = fused_vjp(kind, x, out, g) {
+            return dx;
+        }
+    }
     match kind {
         Neg => g.neg(),                                         // d(−x) = −1
         Exp => g.mul(out),                                      // d eˣ = eˣ
@@ -226,11 +160,54 @@ pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor
 }
 // ANCHOR_END: unary_vjp
 
+/// The same derivatives in one pass over (x, out, ḡ), for the activations, when no graph is being
+/// recorded (a first-order backward pass): the tensor-op forms above take three or four passes
+/// each. The values are those of the formulas above.
+fn fused_vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Option<Tensor> {
+    use UnaryOp::*;
+    if g.shape() != x.shape() {
+        return None;
+    }
+    let (xs, ys, gs) = (x.storage(), out.storage(), g.storage());
+    // One monomorphised loop per activation, so that the derivative inlines into it.
+    fn run(
+        (xs, ys, gs): (&super::Storage, &super::Storage, &super::Storage),
+        d: impl Fn(f32, f32) -> f32 + Sync + Send,
+    ) -> ndarray::ArrayD<f32> {
+        let zip = Zip::from(xs).and(ys).and(gs);
+        if xs.len() >= PAR_THRESHOLD {
+            zip.par_map_collect(|&x, &y, &g| g * d(x, y))
+        } else {
+            zip.map_collect(|&x, &y, &g| g * d(x, y))
+        }
+    }
+    let v = (&xs, &ys, &gs);
+    let dx = match kind {
+        Elu(alpha) => run(v, move |x, y| if x > 0.0 { 1.0 } else { y + alpha }),
+        Relu => run(v, |x, _| if x > 0.0 { 1.0 } else { 0.0 }),
+        Tanh => run(v, |_, y| 1.0 - y * y),
+        Sigmoid => run(v, |_, y| y * (1.0 - y)),
+        _ => return None,
+    };
+    Some(Tensor::from_array(dx))
+}
+
 impl Tensor {
     /// Applies an elementwise function, recording it for autograd.
     pub fn unary(&self, kind: UnaryOp) -> Tensor {
         let x = self.storage();
-        let out = map_kernel(&x, kind);
+        let x = x.as_standard_layout();
+        let src = x.as_slice().expect("standard layout");
+        let mut out = vec![0.0f32; src.len()];
+        if src.len() >= PAR_THRESHOLD {
+            const CHUNK: usize = 1 << 14;
+            out.par_chunks_mut(CHUNK)
+                .zip(src.par_chunks(CHUNK))
+                .for_each(|(o, i)| apply_slice(kind, i, o));
+        } else {
+            apply_slice(kind, src, &mut out);
+        }
+        let out = ArrayD::from_shape_vec(IxDyn(self.shape()), out).expect("shape");
         Tensor::from_op(out, Op::Unary(kind, self.clone()))
     }
 
@@ -310,31 +287,5 @@ impl Tensor {
                 0.0
             }
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The vectorisable exp, softplus and sigmoid agree with libm-based formulas to a few f32 ulps
-    /// (relative error ≤ 1e-6; one ulp is 6e-8 to 1.2e-7) over the range where the results are
-    /// normal numbers.
-    #[test]
-    fn fast_transcendentals_match_libm() {
-        let mut worst = [0.0f64; 3];
-        for i in 0..=200_000 {
-            let x = -80.0 + 160.0 * i as f32 / 200_000.0;
-            let e = exp_nonpositive(-x.abs()) as f64;
-            let e_ref = (-(x.abs() as f64)).exp();
-            let sp = softplus_f32(x) as f64;
-            let sp_ref = (x as f64).max(0.0) + (-(x.abs() as f64)).exp().ln_1p();
-            let sg = sigmoid_f32(x) as f64;
-            let sg_ref = 1.0 / (1.0 + (-(x as f64)).exp());
-            for (w, (a, b)) in worst.iter_mut().zip([(e, e_ref), (sp, sp_ref), (sg, sg_ref)]) {
-                *w = w.max(((a - b) / b).abs());
-            }
-        }
-        assert!(worst.iter().all(|&w| w < 1e-6), "relative errors {worst:?}");
     }
 }

@@ -1,5 +1,6 @@
-//! Saving and restoring a model's parameters, and a whole training state (parameters, Adam's
-//! moments and the step count), as safetensors files through [`crate::io::checkpoint`].
+//! Saving and restoring a model's parameters ([`ParamStore::save`], [`ParamStore::load`]), and a
+//! whole training state — parameters, Adam's moments and the step count ([`save_training`],
+//! [`load_training`]) — as safetensors files through [`crate::io::checkpoint`].
 //!
 //! # Layout of a training checkpoint
 //!
@@ -20,8 +21,8 @@
 //! into the parameters. Any fault is an error naming the file and the tensor or key, and leaves the
 //! model and the optimizer exactly as they were.
 
-use super::ParamStore;
-use crate::io::checkpoint::{self, Checkpoint, Metadata, Tensors};
+use super::checkpoint::{self, Checkpoint, Metadata, Tensors};
+use crate::nn::ParamStore;
 use crate::optim::Adam;
 use crate::{Error, Result};
 use std::collections::BTreeMap;

@@ -1,0 +1,48 @@
+#version 450
+// Elementwise z = a (op) b with NumPy broadcasting. The host pads both shapes to rank 6 and
+// passes, per axis, the output extent and each operand's stride, with stride 0 on a broadcast axis
+// (extent 1 against a larger extent). Output is contiguous.
+
+layout(local_size_x = 256) in;
+layout(std430, set = 0, binding = 0) readonly buffer BufA { float a[]; };
+layout(std430, set = 0, binding = 1) readonly buffer BufB { float b[]; };
+layout(std430, set = 0, binding = 2) writeonly buffer BufZ { float z[]; };
+
+// ANCHOR: broadcast
+#define RANK 6
+layout(push_constant) uniform Params {
+    uint n;              // number of output elements
+    uint op;
+    uint shape[RANK];    // output extents, outermost first
+    uint stride_a[RANK]; // 0 where a is broadcast
+    uint stride_b[RANK];
+} pc;
+
+void main() {
+    const uint step = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint i = gl_GlobalInvocationID.x; i < pc.n; i += step) {
+        // Peel the output index into coordinates, innermost axis first, and map each
+        // coordinate through the operands' strides.
+        uint rest = i, ia = 0, ib = 0;
+        for (int d = RANK - 1; d >= 0; --d) {
+            const uint coord = rest % pc.shape[d];
+            rest /= pc.shape[d];
+            ia += coord * pc.stride_a[d];
+            ib += coord * pc.stride_b[d];
+        }
+        const float u = a[ia], v = b[ib];
+        float r;
+        switch (pc.op) {
+        case 0:  r = u + v; break;
+        case 1:  r = u - v; break;
+        case 2:  r = u * v; break;
+        case 3:  r = u / v; break;
+        case 4:  r = max(u, v); break;
+        case 5:  r = min(u, v); break;
+        case 6:  r = pow(u, v); break;
+        default: r = 0.0; break;
+        }
+        z[i] = r;
+    }
+}
+// ANCHOR_END: broadcast

@@ -1,0 +1,49 @@
+#version 450
+// Gradient of a convolution with respect to its input, as an implicit GEMM that only gathers:
+//   dX (CIN x N*H*W) = A (CIN x COUT*KH*KW) . B (COUT*KH*KW x N*H*W)
+// with A[ci][(co, ki, kj)] = Wt[co][ci][ki][kj] and B[(co, ki, kj)][(n, ih, iw)] = dY[n][co][oh][ow]
+// for the output pixel (oh, ow) whose tap (ki, kj) reads (ih, iw), or 0 if there is none.
+// Each dX entry is written once, so no atomics are needed (a col2im scatter would need them).
+// With stride s, most taps miss (only 1 in s*s hits): the price of gathering.
+// Dispatch: (ceil(N*H*W/64), ceil(CIN/64), 1).
+#extension GL_GOOGLE_include_directive : require
+
+layout(std430, set = 0, binding = 0) readonly buffer BufDy { float dy[]; };
+layout(std430, set = 0, binding = 1) readonly buffer BufW { float wt[]; };
+layout(std430, set = 0, binding = 2) writeonly buffer BufDx { float dx[]; };
+
+#include "conv_common.glsl"
+
+uint dim_m() { return pc.CIN; }
+uint dim_n() { return pc.N * pc.H * pc.W; }
+uint dim_k() { return pc.COUT * pc.KH * pc.KW; }
+
+float load_a(uint ci, uint k) {
+    const uint taps = pc.KH * pc.KW, co = k / taps, r = k % taps;
+    return wt[(co * pc.CIN + ci) * taps + r];
+}
+
+// ANCHOR: gather
+float load_b(uint k, uint col) {
+    const uint co = k / (pc.KH * pc.KW), ki = (k / pc.KW) % pc.KH, kj = k % pc.KW;
+    const uint n = col / (pc.H * pc.W), ih = (col / pc.W) % pc.H, iw = col % pc.W;
+    // Invert ih = oh * SH + ki * DH - PH: the output row must be a whole number in range.
+    const int th = int(ih + pc.PH) - int(ki * pc.DH);
+    const int tw = int(iw + pc.PW) - int(kj * pc.DW);
+    if (th < 0 || tw < 0 || th % int(pc.SH) != 0 || tw % int(pc.SW) != 0) return 0.0;
+    const uint oh = uint(th) / pc.SH, ow = uint(tw) / pc.SW;
+    if (oh >= pc.HO || ow >= pc.WO) return 0.0;
+    return dy[((n * pc.COUT + co) * pc.HO + oh) * pc.WO + ow];
+}
+// ANCHOR_END: gather
+
+void store_c(uint ci, uint col, float v) {
+    const uint hw = pc.H * pc.W, n = col / hw, s = col % hw;
+    dx[(n * pc.CIN + ci) * hw + s] = v;
+}
+#define A_K_FAST true
+#define B_N_FAST true
+
+#include "gemm_tile.glsl"
+
+void main() { gemm_tile(); }

@@ -1,0 +1,85 @@
+// The tiled GEMM main loop, shared by gemm.comp and the three convolution kernels.
+//
+// Each workgroup of 16 x 16 threads computes one BM x BN = 64 x 64 block of C = A . B, where A is
+// M x K and B is K x N *as seen through index functions*: the including shader defines
+//
+//   float load_a(uint m, uint k);      // A[m][k], only called with m < M and k < K
+//   float load_b(uint k, uint n);      // B[k][n], only called with k < K and n < N
+//   void  store_c(uint m, uint n, float v);
+//   uint  dim_m(); uint dim_n(); uint dim_k();
+//   A_K_FAST, B_N_FAST                 // bool expressions: which index is contiguous in memory
+//
+// For a plain GEMM these read row-major matrices; for a convolution they decode an im2col index
+// on the fly ("implicit GEMM"), so the unfolded matrix never exists in memory.
+//
+// Every thread owns a 4 x 4 micro-tile of C in registers, at rows ty + 16 i and columns tx + 16 j.
+// Tiles that hang over the edge of A, B or C are zero-filled on load and masked on store, so any
+// M, N, K work.
+
+// ANCHOR: tile
+#define BM 64
+#define BN 64
+#define BK 16
+#define TM 4
+#define TN 4
+
+layout(local_size_x = 16, local_size_y = 16, local_size_z = 1) in;
+
+// K-major tiles: a_tile[k][m] and b_tile[k][n]. The +1 padding staggers shared-memory banks on
+// the stores.
+shared float a_tile[BK][BM + 1];
+shared float b_tile[BK][BN + 1];
+
+void gemm_tile() {
+    const uint tx = gl_LocalInvocationID.x;   // 0..15, along N
+    const uint ty = gl_LocalInvocationID.y;   // 0..15, along M
+    const uint tid = ty * 16 + tx;            // 0..255
+    const uint m0 = gl_WorkGroupID.y * BM;
+    const uint n0 = gl_WorkGroupID.x * BN;
+    const uint M = dim_m(), N = dim_n(), K = dim_k();
+
+    float acc[TM][TN];
+    for (uint i = 0; i < TM; ++i)
+        for (uint j = 0; j < TN; ++j)
+            acc[i][j] = 0.0;
+
+    for (uint k0 = 0; k0 < K; k0 += BK) {
+        // Stage 1: 256 threads copy a 64 x 16 tile of A and a 16 x 64 tile of B into shared
+        // memory, 4 elements each. Neighbouring threads read neighbouring addresses.
+        for (uint p = 0; p < (BM * BK) / 256; ++p) {
+            const uint l = tid + 256 * p;
+            const uint r = A_K_FAST ? l / BK : l % BM;   // row in the tile (m)
+            const uint c = A_K_FAST ? l % BK : l / BM;   // column in the tile (k)
+            const uint m = m0 + r, k = k0 + c;
+            a_tile[c][r] = (m < M && k < K) ? load_a(m, k) : 0.0;
+        }
+        for (uint p = 0; p < (BK * BN) / 256; ++p) {
+            const uint l = tid + 256 * p;
+            const uint r = B_N_FAST ? l / BN : l % BK;   // row in the tile (k)
+            const uint c = B_N_FAST ? l % BN : l / BK;   // column in the tile (n)
+            const uint k = k0 + r, n = n0 + c;
+            b_tile[r][c] = (k < K && n < N) ? load_b(k, n) : 0.0;
+        }
+        barrier();
+
+        // Stage 2: each thread does a 4 x 4 outer product per k, from registers.
+        for (uint k = 0; k < BK; ++k) {
+            float a_reg[TM];
+            float b_reg[TN];
+            for (uint i = 0; i < TM; ++i) a_reg[i] = a_tile[k][ty + 16 * i];
+            for (uint j = 0; j < TN; ++j) b_reg[j] = b_tile[k][tx + 16 * j];
+            for (uint i = 0; i < TM; ++i)
+                for (uint j = 0; j < TN; ++j)
+                    acc[i][j] = fma(a_reg[i], b_reg[j], acc[i][j]);
+        }
+        barrier();   // everyone is done reading before the next tile overwrites shared memory
+    }
+
+    for (uint i = 0; i < TM; ++i) {
+        for (uint j = 0; j < TN; ++j) {
+            const uint m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < M && n < N) store_c(m, n, acc[i][j]);
+        }
+    }
+}
+// ANCHOR_END: tile

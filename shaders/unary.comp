@@ -1,0 +1,48 @@
+#version 450
+// Elementwise y = f(x; p) for a family of unary and tensor-scalar ops, picked by pc.op.
+// The op codes match `UnaryOp::code` in src/backend/vulkan/ops.rs. Grid-stride loop: any length
+// works with at most 65535 workgroups.
+
+layout(local_size_x = 256) in;
+layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };
+layout(std430, set = 0, binding = 1) writeonly buffer BufY { float y[]; };
+
+layout(push_constant) uniform Params {
+    uint n;
+    uint op;
+    float p;    // the scalar of the scalar ops, alpha of elu
+} pc;
+
+// ANCHOR: ops
+float apply(float v) {
+    switch (pc.op) {
+    case 0:  return -v;
+    case 1:  return exp(v);
+    case 2:  return log(v);
+    case 3:  return sqrt(v);
+    // GLSL's tanh may compute (e^2v - 1)/(e^2v + 1) and give inf/inf = NaN for large v; tanh(15)
+    // already rounds to 1 in f32.
+    case 4:  return tanh(clamp(v, -15.0, 15.0));
+    case 5:  return 1.0 / (1.0 + exp(-v));
+    case 6:  return max(v, 0.0);
+    case 7:  return v > 0.0 ? v : pc.p * (exp(v) - 1.0);            // elu
+    // softplus, stable form of log(1 + e^v); PyTorch returns v itself above 20.
+    case 8:  return v > 20.0 ? v : max(v, 0.0) + log(1.0 + exp(-abs(v)));
+    case 9:  return abs(v);
+    case 10: return v * v;
+    case 11: return 1.0 / v;
+    case 12: return sin(v);
+    case 13: return cos(v);
+    case 14: return v + pc.p;
+    case 15: return v * pc.p;
+    case 16: return pow(v, pc.p);                                    // v >= 0 only (GLSL pow)
+    case 17: return v > 0.0 ? v : pc.p * v;                          // leaky relu
+    default: return v;
+    }
+}
+// ANCHOR_END: ops
+
+void main() {
+    const uint step = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint i = gl_GlobalInvocationID.x; i < pc.n; i += step) y[i] = apply(x[i]);
+}

@@ -1,0 +1,559 @@
+//! The Vulkan context, device buffers, and the command recorder.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
+use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
+use vulkano::command_buffer::{
+    AutoCommandBufferBuilder, CommandBufferExecError, CommandBufferUsage, CopyBufferInfo,
+    PrimaryAutoCommandBuffer,
+};
+use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
+use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
+use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
+use vulkano::device::{Device, DeviceCreateInfo, Queue, QueueCreateInfo, QueueFlags};
+use vulkano::instance::{Instance, InstanceCreateInfo};
+use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
+use vulkano::pipeline::compute::ComputePipelineCreateInfo;
+use vulkano::pipeline::layout::{
+    IntoPipelineLayoutCreateInfoError, PipelineDescriptorSetLayoutCreateInfo,
+};
+use vulkano::pipeline::{
+    ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo,
+};
+use vulkano::shader::{ShaderModule, ShaderModuleCreateInfo};
+use vulkano::sync::{self, GpuFuture, HostAccessError};
+use vulkano::{Validated, ValidationError, VulkanError, VulkanLibrary};
+
+use super::shaders::Kernel;
+use crate::{Error, Result};
+
+/// Wraps a vulkano error as an [`Error::Invalid`] that says what was being done.
+macro_rules! vk {
+    ($e:expr, $what:expr) => {
+        $e.map_err(|e| Error::Invalid(format!("vulkan: {}: {}", $what, Describe::describe(&e))))
+    };
+}
+
+/// An error's message. For `Validated` errors this is the inner error's message: vulkano's own
+/// `Display` only says "a non-validation error occurred".
+trait Describe {
+    fn describe(&self) -> String;
+}
+
+impl<E: std::fmt::Display> Describe for Validated<E> {
+    fn describe(&self) -> String {
+        match self {
+            Validated::Error(e) => e.to_string(),
+            Validated::ValidationError(e) => e.to_string(),
+        }
+    }
+}
+
+macro_rules! describe_by_display {
+    ($($t:ty),*) => {
+        $(impl Describe for $t {
+            fn describe(&self) -> String {
+                self.to_string()
+            }
+        })*
+    };
+}
+describe_by_display!(
+    VulkanError,
+    Box<ValidationError>,
+    HostAccessError,
+    CommandBufferExecError,
+    IntoPipelineLayoutCreateInfoError
+);
+
+/// A Vulkan device ready for compute: queue, allocators and cached pipelines.
+///
+/// Create one per process and share it by reference; it is `Send + Sync`. Pipelines are built on
+/// first use of each kernel and kept.
+pub struct VulkanContext {
+    device: Arc<Device>,
+    queue: Arc<Queue>,
+    memory: Arc<StandardMemoryAllocator>,
+    command_buffers: Arc<StandardCommandBufferAllocator>,
+    descriptor_sets: Arc<StandardDescriptorSetAllocator>,
+    pipelines: Mutex<HashMap<Kernel, Arc<ComputePipeline>>>,
+}
+
+/// `f32` data in device memory with a row-major (C-order) shape.
+///
+/// Not `Clone`: several kernels update a buffer in place, and a silent alias would make that
+/// surprising. Copy explicitly with [`Recorder::copy`].
+pub struct DeviceBuffer {
+    pub(crate) buf: Subbuffer<[f32]>,
+    shape: Vec<usize>,
+}
+
+/// `u32` indices in device memory (for [`Recorder::embedding`]).
+pub struct DeviceIndices {
+    pub(crate) buf: Subbuffer<[u32]>,
+    len: usize,
+}
+
+/// Records kernels into one command buffer; nothing runs until [`Recorder::submit`].
+///
+/// Kernels run in recording order as far as the results can tell: vulkano tracks which buffers
+/// each dispatch reads and writes and inserts the pipeline barriers. Output buffers are allocated
+/// at recording time, so their handles can be passed to later kernels in the same recording,
+/// but their contents are only defined after submission.
+///
+/// Memory: a command buffer keeps every buffer it uses alive until it has finished, including
+/// intermediates whose handles were dropped during recording. A very long recording (thousands
+/// of network evaluations) should therefore call [`Recorder::flush`] now and then.
+pub struct Recorder<'a> {
+    pub(crate) ctx: &'a VulkanContext,
+    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+}
+
+/// Ranks device types: discrete GPUs first, CPU implementations (lavapipe) last.
+fn device_rank(kind: PhysicalDeviceType) -> u32 {
+    match kind {
+        PhysicalDeviceType::DiscreteGpu => 0,
+        PhysicalDeviceType::IntegratedGpu => 1,
+        PhysicalDeviceType::VirtualGpu => 2,
+        PhysicalDeviceType::Cpu => 3,
+        _ => 4,
+    }
+}
+
+fn compute_family(device: &PhysicalDevice) -> Option<u32> {
+    device
+        .queue_family_properties()
+        .iter()
+        .position(|q| q.queue_flags.intersects(QueueFlags::COMPUTE))
+        .map(|i| i as u32)
+}
+
+impl VulkanContext {
+    /// Opens the best Vulkan device with a compute queue: a discrete GPU if there is one, then
+    /// integrated, virtual, and CPU (lavapipe) devices.
+    ///
+    /// Fails with a message naming what is missing: no Vulkan loader (`libvulkan1`), no driver
+    /// (`mesa-vulkan-drivers` provides lavapipe, a CPU implementation), or no compute queue.
+    pub fn new() -> Result<Self> {
+        let library = VulkanLibrary::new().map_err(|e| {
+            Error::Invalid(format!(
+                "vulkan: cannot load the Vulkan loader ({e}); install it (Debian/Ubuntu: \
+                 `apt-get install libvulkan1`) and a driver (e.g. `mesa-vulkan-drivers`)"
+            ))
+        })?;
+        let instance = Instance::new(library, InstanceCreateInfo::default()).map_err(|e| {
+            Error::Invalid(format!(
+                "vulkan: cannot create an instance ({}); is a Vulkan driver installed \
+                 (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` for lavapipe)?",
+                e.describe()
+            ))
+        })?;
+        let (physical, family) = vk!(
+            instance.enumerate_physical_devices(),
+            "enumerating physical devices"
+        )?
+        .filter_map(|d| compute_family(&d).map(|f| (d, f)))
+        .min_by_key(|(d, _)| device_rank(d.properties().device_type))
+        .ok_or_else(|| {
+            Error::Invalid(
+                "vulkan: no Vulkan device with a compute queue was found; install a driver \
+                 (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` provides lavapipe, a CPU \
+                 implementation) or check `vulkaninfo --summary`"
+                    .into(),
+            )
+        })?;
+        let (device, mut queues) = vk!(
+            Device::new(
+                physical,
+                DeviceCreateInfo {
+                    queue_create_infos: vec![QueueCreateInfo {
+                        queue_family_index: family,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ),
+            "creating the logical device"
+        )?;
+        let queue = queues.next().expect("one queue was requested");
+        Ok(VulkanContext {
+            memory: Arc::new(StandardMemoryAllocator::new_default(device.clone())),
+            command_buffers: Arc::new(StandardCommandBufferAllocator::new(
+                device.clone(),
+                Default::default(),
+            )),
+            descriptor_sets: Arc::new(StandardDescriptorSetAllocator::new(
+                device.clone(),
+                Default::default(),
+            )),
+            device,
+            queue,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The device's name as the driver reports it (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`).
+    pub fn device_name(&self) -> String {
+        self.device
+            .physical_device()
+            .properties()
+            .device_name
+            .clone()
+    }
+
+    /// The device's type (discrete GPU, CPU, ...).
+    pub fn device_type(&self) -> PhysicalDeviceType {
+        self.device.physical_device().properties().device_type
+    }
+
+    /// The compute pipeline for `kernel`, built on first use.
+    pub(crate) fn pipeline(&self, kernel: Kernel) -> Result<Arc<ComputePipeline>> {
+        let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
+        if let Some(p) = cache.get(&kernel) {
+            return Ok(p.clone());
+        }
+        let what = format!("building the `{}` pipeline", kernel.name());
+        let words = kernel.words();
+        // SAFETY: the words are SPIR-V produced by glslc from our own shaders at build time.
+        let module = vk!(
+            unsafe { ShaderModule::new(self.device.clone(), ShaderModuleCreateInfo::new(&words)) },
+            &what
+        )?;
+        let entry = module
+            .entry_point("main")
+            .ok_or_else(|| Error::Invalid(format!("vulkan: {what}: no `main` entry point")))?;
+        let stage = PipelineShaderStageCreateInfo::new(entry);
+        let layout_info = vk!(
+            PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
+                .into_pipeline_layout_create_info(self.device.clone()),
+            &what
+        )?;
+        let layout = vk!(PipelineLayout::new(self.device.clone(), layout_info), &what)?;
+        let pipeline = vk!(
+            ComputePipeline::new(
+                self.device.clone(),
+                None,
+                ComputePipelineCreateInfo::stage_layout(stage, layout),
+            ),
+            &what
+        )?;
+        cache.insert(kernel, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Allocates an uninitialised device buffer of `len` elements of `T` (at least one: Vulkan
+    /// has no empty buffers).
+    fn alloc_raw<T: vulkano::buffer::BufferContents>(&self, len: usize) -> Result<Subbuffer<[T]>> {
+        vk!(
+            Buffer::new_slice::<T>(
+                self.memory.clone(),
+                BufferCreateInfo {
+                    usage: BufferUsage::STORAGE_BUFFER
+                        | BufferUsage::TRANSFER_SRC
+                        | BufferUsage::TRANSFER_DST,
+                    ..Default::default()
+                },
+                AllocationCreateInfo {
+                    memory_type_filter: MemoryTypeFilter::PREFER_DEVICE,
+                    ..Default::default()
+                },
+                len.max(1) as u64,
+            ),
+            "allocating a device buffer"
+        )
+    }
+
+    /// An uninitialised device buffer of the given shape. Its contents are unspecified until a
+    /// kernel writes them.
+    pub fn alloc(&self, shape: &[usize]) -> Result<DeviceBuffer> {
+        let len = shape.iter().product();
+        Ok(DeviceBuffer {
+            buf: self.alloc_raw(len)?,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// A host-visible staging buffer holding `data`.
+    fn staging_from<T: vulkano::buffer::BufferContents + Copy>(
+        &self,
+        data: &[T],
+    ) -> Result<Subbuffer<[T]>> {
+        let zero_len_pad = if data.is_empty() { 1 } else { 0 };
+        let staging = vk!(
+            Buffer::new_slice::<T>(
+                self.memory.clone(),
+                BufferCreateInfo {
+                    usage: BufferUsage::TRANSFER_SRC,
+                    ..Default::default()
+                },
+                AllocationCreateInfo {
+                    memory_type_filter: MemoryTypeFilter::PREFER_HOST
+                        | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
+                    ..Default::default()
+                },
+                (data.len() + zero_len_pad) as u64,
+            ),
+            "allocating a staging buffer"
+        )?;
+        vk!(staging.write(), "mapping a staging buffer")?[..data.len()].copy_from_slice(data);
+        Ok(staging)
+    }
+
+    /// Copies `data` into a new device buffer with `shape`.
+    ///
+    /// # Panics
+    /// If `data.len()` is not the product of `shape`.
+    pub fn upload(&self, data: &[f32], shape: &[usize]) -> Result<DeviceBuffer> {
+        let len: usize = shape.iter().product();
+        assert_eq!(
+            data.len(),
+            len,
+            "upload: {} values for shape {shape:?}",
+            data.len()
+        );
+        let staging = self.staging_from(data)?;
+        let out = self.alloc(shape)?;
+        let mut r = self.recorder()?;
+        vk!(
+            r.builder
+                .copy_buffer(CopyBufferInfo::buffers(staging, out.buf.clone())),
+            "recording an upload"
+        )?;
+        r.submit()?;
+        Ok(out)
+    }
+
+    /// Copies `u32` indices into device memory.
+    pub fn upload_indices(&self, idx: &[u32]) -> Result<DeviceIndices> {
+        let staging = self.staging_from(idx)?;
+        let buf = self.alloc_raw::<u32>(idx.len())?;
+        let mut r = self.recorder()?;
+        vk!(
+            r.builder
+                .copy_buffer(CopyBufferInfo::buffers(staging, buf.clone())),
+            "recording an upload"
+        )?;
+        r.submit()?;
+        Ok(DeviceIndices {
+            buf,
+            len: idx.len(),
+        })
+    }
+
+    /// Reads a buffer's words back through a host-visible staging buffer.
+    fn download_words(&self, buf: &DeviceBuffer) -> Result<Vec<u32>> {
+        let n = buf.len();
+        let staging = vk!(
+            Buffer::new_slice::<u32>(
+                self.memory.clone(),
+                BufferCreateInfo {
+                    usage: BufferUsage::TRANSFER_DST,
+                    ..Default::default()
+                },
+                AllocationCreateInfo {
+                    memory_type_filter: MemoryTypeFilter::PREFER_HOST
+                        | MemoryTypeFilter::HOST_RANDOM_ACCESS,
+                    ..Default::default()
+                },
+                n.max(1) as u64,
+            ),
+            "allocating a staging buffer"
+        )?;
+        let mut r = self.recorder()?;
+        vk!(
+            r.builder.copy_buffer(CopyBufferInfo::buffers(
+                buf.buf.clone().reinterpret::<[u32]>(),
+                staging.clone()
+            )),
+            "recording a download"
+        )?;
+        r.submit()?;
+        let words = vk!(staging.read(), "mapping a staging buffer")?[..n].to_vec();
+        Ok(words)
+    }
+
+    /// Copies a device buffer back to the host (waits for all work submitted before it).
+    pub fn download(&self, buf: &DeviceBuffer) -> Result<Vec<f32>> {
+        Ok(self
+            .download_words(buf)?
+            .into_iter()
+            .map(f32::from_bits)
+            .collect())
+    }
+
+    /// Copies a device buffer back as raw 32-bit words, for buffers that hold integers (the
+    /// output of [`Recorder::philox_bits`]).
+    pub fn download_bits(&self, buf: &DeviceBuffer) -> Result<Vec<u32>> {
+        self.download_words(buf)
+    }
+
+    /// Starts recording kernels into a new command buffer.
+    pub fn recorder(&self) -> Result<Recorder<'_>> {
+        let builder = vk!(
+            AutoCommandBufferBuilder::primary(
+                self.command_buffers.clone(),
+                self.queue.queue_family_index(),
+                CommandBufferUsage::OneTimeSubmit,
+            ),
+            "starting a command buffer"
+        )?;
+        Ok(Recorder { ctx: self, builder })
+    }
+
+    /// Records kernels with `f`, submits them as one command buffer, and waits until they finish.
+    /// Returns what `f` returned (typically output buffers, now filled).
+    pub fn run<T>(&self, f: impl FnOnce(&mut Recorder<'_>) -> Result<T>) -> Result<T> {
+        let mut r = self.recorder()?;
+        let out = f(&mut r)?;
+        r.submit()?;
+        Ok(out)
+    }
+}
+
+impl DeviceBuffer {
+    /// The row-major shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// The number of elements (the product of the shape).
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Whether the buffer holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The same storage seen with another shape of the same size (shares memory, like a view).
+    ///
+    /// # Panics
+    /// If the sizes differ.
+    pub fn reshape(self, shape: &[usize]) -> DeviceBuffer {
+        let len: usize = shape.iter().product();
+        assert_eq!(len, self.len(), "reshape: {:?} -> {shape:?}", self.shape);
+        DeviceBuffer {
+            buf: self.buf,
+            shape: shape.to_vec(),
+        }
+    }
+    pub(crate) fn bytes(&self) -> Subbuffer<[u8]> {
+        self.buf.as_bytes().clone()
+    }
+}
+
+impl DeviceIndices {
+    /// The number of indices.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether there are no indices.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Workgroups for a grid-stride loop over `n` items with `local` threads per group: enough to
+/// cover `n` once, capped at 65535 (the minimum `maxComputeWorkGroupCount` Vulkan guarantees).
+pub(crate) fn groups_1d(n: usize, local: usize) -> u32 {
+    n.div_ceil(local).clamp(1, 65535) as u32
+}
+
+impl Recorder<'_> {
+    /// Records one dispatch of `kernel` with the given buffers at bindings 0, 1, ... and the push
+    /// constants as 32-bit words (f32 values pushed as their bits).
+    pub(crate) fn dispatch<const N: usize>(
+        &mut self,
+        kernel: Kernel,
+        buffers: &[Subbuffer<[u8]>],
+        push: [u32; N],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let what = format!("recording `{}`", kernel.name());
+        let pipeline = self.ctx.pipeline(kernel)?;
+        let layout = pipeline.layout().clone();
+        let set = vk!(
+            DescriptorSet::new(
+                self.ctx.descriptor_sets.clone(),
+                layout.set_layouts()[0].clone(),
+                buffers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| WriteDescriptorSet::buffer(i as u32, b.clone())),
+                [],
+            ),
+            &what
+        )?;
+        vk!(self.builder.bind_pipeline_compute(pipeline), &what)?;
+        vk!(
+            self.builder
+                .bind_descriptor_sets(PipelineBindPoint::Compute, layout.clone(), 0, set),
+            &what
+        )?;
+        vk!(self.builder.push_constants(layout, 0, push), &what)?;
+        // SAFETY: every shader bounds-checks its indices against the sizes in its push constants,
+        // and the op wrappers check that those sizes match the bound buffers' shapes.
+        vk!(unsafe { self.builder.dispatch(groups) }, &what)?;
+        Ok(())
+    }
+
+    /// A new, uninitialised output buffer (see [`VulkanContext::alloc`]).
+    pub(crate) fn output(&self, shape: &[usize]) -> Result<DeviceBuffer> {
+        self.ctx.alloc(shape)
+    }
+
+    /// Records a zero-filled buffer of `shape`.
+    pub fn zeros(&mut self, shape: &[usize]) -> Result<DeviceBuffer> {
+        let out = self.output(shape)?;
+        vk!(
+            self.builder
+                .fill_buffer(out.buf.clone().reinterpret::<[u32]>(), 0),
+            "recording a fill"
+        )?;
+        Ok(out)
+    }
+
+    /// Records a copy of `src` into a new buffer of the same shape.
+    pub fn copy(&mut self, src: &DeviceBuffer) -> Result<DeviceBuffer> {
+        let out = self.output(src.shape())?;
+        vk!(
+            self.builder
+                .copy_buffer(CopyBufferInfo::buffers(src.buf.clone(), out.buf.clone())),
+            "recording a copy"
+        )?;
+        Ok(out)
+    }
+
+    /// Submits everything recorded and waits for the device to finish.
+    pub fn submit(self) -> Result<()> {
+        submit_and_wait(self.ctx, self.builder)
+    }
+
+    /// Submits what has been recorded so far, waits for it, and goes on recording into a fresh
+    /// command buffer. Buffers that only the finished commands used are freed once their last
+    /// handle drops, so a long loop that calls this every few hundred steps keeps its memory
+    /// bounded (see the memory note on [`Recorder`]).
+    pub fn flush(&mut self) -> Result<()> {
+        let fresh = self.ctx.recorder()?.builder;
+        let done = std::mem::replace(&mut self.builder, fresh);
+        submit_and_wait(self.ctx, done)
+    }
+}
+
+/// Ends `builder`, submits it to the context's queue, and blocks until the device is done.
+fn submit_and_wait(
+    ctx: &VulkanContext,
+    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+) -> Result<()> {
+    let cb = vk!(builder.build(), "finishing a command buffer")?;
+    let future = vk!(
+        sync::now(ctx.device.clone()).then_execute(ctx.queue.clone(), cb),
+        "submitting a command buffer"
+    )?;
+    let fence = vk!(
+        future.then_signal_fence_and_flush(),
+        "submitting a command buffer"
+    )?;
+    vk!(fence.wait(None), "waiting for the device")?;
+    Ok(())
+}

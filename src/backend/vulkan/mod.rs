@@ -1,0 +1,40 @@
+//! A Vulkan compute layer: device buffers of `f32` and the kernels the model needs, behind the
+//! `vulkan` cargo feature.
+//!
+//! This module is a self-contained device layer; it knows nothing of the crate's `Tensor` and
+//! autograd, which will sit on top of it. The pieces:
+//!
+//! - [`VulkanContext`]: instance, device (discrete GPUs first), one compute queue, the memory,
+//!   command-buffer and descriptor-set allocators, and one cached compute pipeline per shader.
+//! - [`DeviceBuffer`]: `f32` data resident in device memory, with a row-major shape.
+//!   [`VulkanContext::upload`] and [`VulkanContext::download`] move data across.
+//! - [`Recorder`]: records kernels into one command buffer. Nothing runs until the recorder is
+//!   submitted, and vulkano inserts the barriers between kernels that read what another wrote,
+//!   so a whole Langevin loop or training step can be one submission with no host round trip.
+//!   [`VulkanContext::run`] records with a closure, submits, and waits.
+//!
+//! ```no_run
+//! # fn main() -> ncsn::Result<()> {
+//! use ncsn::backend::vulkan::{UnaryOp, VulkanContext};
+//! let ctx = VulkanContext::new()?;
+//! let a = ctx.upload(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+//! let b = ctx.upload(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2])?;
+//! let c = ctx.run(|r| {
+//!     let c = r.matmul(&a, &b, false, false)?; // 2 x 2
+//!     r.unary(UnaryOp::Relu, &c)
+//! })?;
+//! assert_eq!(ctx.download(&c)?, vec![4.0, 5.0, 10.0, 11.0]);
+//! # Ok(()) }
+//! ```
+//!
+//! Shaders are GLSL in `shaders/`, compiled to SPIR-V by `build.rs` with `glslc` and embedded in
+//! the binary. Errors: a missing Vulkan loader or device, or a failed Vulkan call, is an
+//! [`Error::Invalid`](crate::Error::Invalid) whose message starts with `vulkan:`; shape mismatches
+//! are programmer errors and panic, naming the op and the shapes (the crate's policy).
+
+mod context;
+mod ops;
+mod shaders;
+
+pub use context::{DeviceBuffer, DeviceIndices, Recorder, VulkanContext};
+pub use ops::{AdamConfig, BinaryOp, Conv2dParams, ReduceOp, UnaryOp, broadcast_shape};

@@ -1,0 +1,976 @@
+//! The kernels, as methods on [`Recorder`]: each checks shapes, allocates its output, and records
+//! one dispatch. The matching shader is named in each method's docs.
+
+use super::context::{DeviceBuffer, DeviceIndices, Recorder, groups_1d};
+use super::shaders::Kernel;
+use crate::Result;
+
+/// The tile of C one GEMM workgroup computes (must match `BM`/`BN` in `shaders/gemm_tile.glsl`).
+const GEMM_TILE: usize = 64;
+/// Threads per workgroup of the one-dimensional kernels.
+const LOCAL: usize = 256;
+/// The rank the broadcast and reduction kernels index with (`RANK` in their shaders).
+const RANK: usize = 6;
+
+fn u32_of(v: usize, what: &str) -> u32 {
+    u32::try_from(v)
+        .unwrap_or_else(|_| panic!("{what} = {v} does not fit the kernels' u32 indices"))
+}
+
+/// Elementwise unary and tensor-scalar ops (`shaders/unary.comp`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// `-x`
+    Neg,
+    /// `e^x`
+    Exp,
+    /// Natural logarithm.
+    Log,
+    /// Square root.
+    Sqrt,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `1 / (1 + e^-x)`
+    Sigmoid,
+    /// `max(x, 0)`
+    Relu,
+    /// `x` for `x > 0`, else `alpha (e^x - 1)` (PyTorch's `elu`; its default alpha is 1).
+    Elu(f32),
+    /// `log(1 + e^x)`, returning `x` above 20 as PyTorch's `softplus` does.
+    Softplus,
+    /// `|x|`
+    Abs,
+    /// `x²`
+    Square,
+    /// `1 / x`
+    Recip,
+    /// `sin x`
+    Sin,
+    /// `cos x`
+    Cos,
+    /// `x + c`
+    AddScalar(f32),
+    /// `x · c`
+    MulScalar(f32),
+    /// `x^c` for `x ≥ 0` (GLSL's `pow` is undefined for negative bases).
+    PowScalar(f32),
+    /// `x` for `x > 0`, else `slope · x`.
+    LeakyRelu(f32),
+}
+
+impl UnaryOp {
+    /// The op code and scalar parameter the shader's `switch` expects.
+    fn code(self) -> (u32, f32) {
+        match self {
+            UnaryOp::Neg => (0, 0.0),
+            UnaryOp::Exp => (1, 0.0),
+            UnaryOp::Log => (2, 0.0),
+            UnaryOp::Sqrt => (3, 0.0),
+            UnaryOp::Tanh => (4, 0.0),
+            UnaryOp::Sigmoid => (5, 0.0),
+            UnaryOp::Relu => (6, 0.0),
+            UnaryOp::Elu(alpha) => (7, alpha),
+            UnaryOp::Softplus => (8, 0.0),
+            UnaryOp::Abs => (9, 0.0),
+            UnaryOp::Square => (10, 0.0),
+            UnaryOp::Recip => (11, 0.0),
+            UnaryOp::Sin => (12, 0.0),
+            UnaryOp::Cos => (13, 0.0),
+            UnaryOp::AddScalar(c) => (14, c),
+            UnaryOp::MulScalar(c) => (15, c),
+            UnaryOp::PowScalar(c) => (16, c),
+            UnaryOp::LeakyRelu(slope) => (17, slope),
+        }
+    }
+}
+
+/// Elementwise binary ops with broadcasting (`shaders/binary.comp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a · b`
+    Mul,
+    /// `a / b`
+    Div,
+    /// `max(a, b)` (NaN handling is the driver's: GLSL leaves it undefined).
+    Max,
+    /// `min(a, b)` (NaN handling as for `Max`).
+    Min,
+    /// `a^b` for `a ≥ 0`.
+    Pow,
+}
+
+/// How a reduction combines elements (`shaders/reduce.comp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    /// Sum (0 over no elements).
+    Sum,
+    /// Arithmetic mean.
+    Mean,
+    /// Maximum (−∞ over no elements).
+    Max,
+}
+
+/// Stride, zero padding and dilation of a 2-d convolution, each as (height, width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Step between output pixels in the input.
+    pub stride: (usize, usize),
+    /// Zeros added on each side of the input.
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps.
+    pub dilation: (usize, usize),
+}
+
+impl Default for Conv2dParams {
+    /// Stride 1, no padding, dilation 1 (PyTorch's `Conv2d` defaults).
+    fn default() -> Self {
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// The output extent along one axis, as PyTorch computes it:
+    /// `(in + 2 pad − dil (k − 1) − 1) / stride + 1`.
+    ///
+    /// # Panics
+    /// If the dilated kernel does not fit in the padded input.
+    pub fn out_size(input: usize, kernel: usize, stride: usize, pad: usize, dil: usize) -> usize {
+        let span = dil * (kernel - 1) + 1;
+        assert!(
+            input + 2 * pad >= span && stride > 0,
+            "conv2d: kernel span {span} larger than padded input {} (or stride 0)",
+            input + 2 * pad
+        );
+        (input + 2 * pad - span) / stride + 1
+    }
+
+    /// The output (height, width) for an input (height, width) and kernel (height, width).
+    pub fn out_hw(&self, input: (usize, usize), kernel: (usize, usize)) -> (usize, usize) {
+        (
+            Self::out_size(
+                input.0,
+                kernel.0,
+                self.stride.0,
+                self.padding.0,
+                self.dilation.0,
+            ),
+            Self::out_size(
+                input.1,
+                kernel.1,
+                self.stride.1,
+                self.padding.1,
+                self.dilation.1,
+            ),
+        )
+    }
+
+    /// The 16 push-constant words of the convolution shaders (`shaders/conv_common.glsl`).
+    fn push(
+        &self,
+        x: [usize; 4],
+        cout: usize,
+        out: (usize, usize),
+        k: (usize, usize),
+        bias: bool,
+    ) -> [u32; 16] {
+        let [n, cin, h, w] = x;
+        [
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            out.0,
+            out.1,
+            k.0,
+            k.1,
+            self.stride.0,
+            self.stride.1,
+            self.padding.0,
+            self.padding.1,
+            self.dilation.0,
+            self.dilation.1,
+            bias as usize,
+        ]
+        .map(|v| u32_of(v, "conv2d size"))
+    }
+}
+
+/// Adam's hyper-parameters (defaults as `torch.optim.Adam`: lr 1e-3, betas (0.9, 0.999),
+/// eps 1e-8, no weight decay).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// Learning rate.
+    pub lr: f32,
+    /// Decay of the first-moment average.
+    pub beta1: f32,
+    /// Decay of the second-moment average.
+    pub beta2: f32,
+    /// Added to the denominator after the square root.
+    pub eps: f32,
+    /// L2 penalty, added to the gradient as `weight_decay · param` (not decoupled as in AdamW).
+    pub weight_decay: f32,
+}
+
+impl Default for AdamConfig {
+    fn default() -> Self {
+        AdamConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// The NumPy broadcast of two shapes: align trailing axes; extents must be equal or one of them
+/// 1. `None` if they do not broadcast.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| {
+        if i + s.len() < rank {
+            1
+        } else {
+            s[i + s.len() - rank]
+        }
+    };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Row-major strides of `shape`, padded on the left to `RANK` axes, with stride 0 on every axis
+/// where `shape` has extent 1 and `out` does not (the broadcast).
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> [u32; RANK] {
+    let mut strides = [0u32; RANK];
+    let mut step = 1usize;
+    for i in 0..shape.len() {
+        let axis = RANK - 1 - i; // padded position
+        let extent = shape[shape.len() - 1 - i];
+        let out_extent = out[out.len() - 1 - i];
+        strides[axis] = if extent == 1 && out_extent != 1 {
+            0
+        } else {
+            u32_of(step, "stride")
+        };
+        step *= extent;
+    }
+    strides
+}
+
+impl Recorder<'_> {
+    // ANCHOR: matmul
+    /// Batched matrix product `op(a) · op(b)`, with `op` a transpose when the flag is set
+    /// (`shaders/gemm.comp`).
+    ///
+    /// Each operand is a matrix `[rows, cols]` or a batch `[batch, rows, cols]`; a matrix is
+    /// reused for every entry of the other's batch. The result is `[m, n]` for two matrices and
+    /// `[batch, m, n]` otherwise.
+    ///
+    /// # Panics
+    /// If an operand is not rank 2 or 3, the inner extents differ, or the batches differ.
+    pub fn matmul(
+        &mut self,
+        a: &DeviceBuffer,
+        b: &DeviceBuffer,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Result<DeviceBuffer> {
+        let split = |s: &[usize]| match *s {
+            [r, c] => (None, r, c),
+            [bt, r, c] => (Some(bt), r, c),
+            _ => panic!(
+                "matmul: operands must be rank 2 or 3, got {:?} and {:?}",
+                a.shape(),
+                b.shape()
+            ),
+        };
+        let (ba, ra, ca) = split(a.shape());
+        let (bb, rb, cb) = split(b.shape());
+        let (m, k) = if trans_a { (ca, ra) } else { (ra, ca) };
+        let (k2, n) = if trans_b { (cb, rb) } else { (rb, cb) };
+        assert_eq!(
+            k,
+            k2,
+            "matmul: inner extents differ: {:?}{} · {:?}{}",
+            a.shape(),
+            if trans_a { "ᵀ" } else { "" },
+            b.shape(),
+            if trans_b { "ᵀ" } else { "" }
+        );
+        let batch = match (ba, bb) {
+            (Some(x), Some(y)) => {
+                assert_eq!(
+                    x,
+                    y,
+                    "matmul: batches differ: {:?} · {:?}",
+                    a.shape(),
+                    b.shape()
+                );
+                Some(x)
+            }
+            (x, y) => x.or(y),
+        };
+        let out = match batch {
+            Some(bt) => self.output(&[bt, m, n])?,
+            None => self.output(&[m, n])?,
+        };
+        let batches = batch.unwrap_or(1);
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let stride =
+            |has_batch: Option<usize>, size: usize| if has_batch.is_some() { size } else { 0 };
+        let push = [
+            m,
+            n,
+            k,
+            trans_a as usize,
+            trans_b as usize,
+            stride(ba, m * k),
+            stride(bb, k * n),
+            m * n,
+        ]
+        .map(|v| u32_of(v, "matmul size"));
+        let groups = [
+            u32_of(n.div_ceil(GEMM_TILE), "matmul groups"),
+            u32_of(m.div_ceil(GEMM_TILE), "matmul groups"),
+            u32_of(batches, "matmul batch"),
+        ];
+        assert!(
+            groups[0] <= 65535 && groups[1] <= 65535 && groups[2] <= 65535,
+            "matmul: too many tiles"
+        );
+        self.dispatch(
+            Kernel::Gemm,
+            &[a.bytes(), b.bytes(), out.bytes()],
+            push,
+            groups,
+        )?;
+        Ok(out)
+    }
+    // ANCHOR_END: matmul
+
+    /// `op(x)` elementwise (`shaders/unary.comp`).
+    pub fn unary(&mut self, op: UnaryOp, x: &DeviceBuffer) -> Result<DeviceBuffer> {
+        let out = self.output(x.shape())?;
+        let n = x.len();
+        if n == 0 {
+            return Ok(out);
+        }
+        let (code, p) = op.code();
+        let push = [u32_of(n, "unary length"), code, p.to_bits()];
+        self.dispatch(
+            Kernel::Unary,
+            &[x.bytes(), out.bytes()],
+            push,
+            [groups_1d(n, LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// `a (op) b` elementwise with NumPy broadcasting (`shaders/binary.comp`); the result has the
+    /// broadcast shape.
+    ///
+    /// # Panics
+    /// If the shapes do not broadcast or have rank above 6.
+    pub fn binary(
+        &mut self,
+        op: BinaryOp,
+        a: &DeviceBuffer,
+        b: &DeviceBuffer,
+    ) -> Result<DeviceBuffer> {
+        let shape = broadcast_shape(a.shape(), b.shape()).unwrap_or_else(|| {
+            panic!(
+                "{op:?}: shapes {:?} and {:?} do not broadcast",
+                a.shape(),
+                b.shape()
+            )
+        });
+        assert!(
+            shape.len() <= RANK,
+            "{op:?}: rank {} above {RANK}",
+            shape.len()
+        );
+        let out = self.output(&shape)?;
+        let n = out.len();
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut padded = [1u32; RANK];
+        for (i, &e) in shape.iter().enumerate() {
+            padded[RANK - shape.len() + i] = u32_of(e, "extent");
+        }
+        let mut push = [0u32; 2 + 3 * RANK];
+        push[0] = u32_of(n, "binary length");
+        push[1] = op as u32;
+        push[2..2 + RANK].copy_from_slice(&padded);
+        push[2 + RANK..2 + 2 * RANK].copy_from_slice(&broadcast_strides(a.shape(), &shape));
+        push[2 + 2 * RANK..].copy_from_slice(&broadcast_strides(b.shape(), &shape));
+        self.dispatch(
+            Kernel::Binary,
+            &[a.bytes(), b.bytes(), out.bytes()],
+            push,
+            [groups_1d(n, LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// Reduces `x` over `axes` (`shaders/reduce.comp`). With `keepdim` the reduced axes stay with
+    /// extent 1, as in PyTorch; otherwise they are removed.
+    ///
+    /// # Panics
+    /// If an axis is out of range or repeated, or `axes` is empty.
+    pub fn reduce(
+        &mut self,
+        op: ReduceOp,
+        x: &DeviceBuffer,
+        axes: &[usize],
+        keepdim: bool,
+    ) -> Result<DeviceBuffer> {
+        let shape = x.shape();
+        assert!(
+            !axes.is_empty(),
+            "reduce: no axes given for shape {shape:?}"
+        );
+        let mut reduced = vec![false; shape.len()];
+        for &ax in axes {
+            assert!(
+                ax < shape.len(),
+                "reduce: axis {ax} out of range for shape {shape:?}"
+            );
+            assert!(!reduced[ax], "reduce: axis {ax} repeated in {axes:?}");
+            reduced[ax] = true;
+        }
+        let out_shape: Vec<usize> = (0..shape.len())
+            .filter_map(|d| match (reduced[d], keepdim) {
+                (false, _) => Some(shape[d]),
+                (true, true) => Some(1),
+                (true, false) => None,
+            })
+            .collect();
+        let out = self.output(&out_shape)?;
+        let n_out = out.len();
+        if n_out == 0 {
+            return Ok(out);
+        }
+        // Split axes into kept and reduced runs, merging neighbours of the same kind (a run of
+        // adjacent row-major axes is one axis with the innermost stride) and skipping extent 1.
+        let mut kept: Vec<(usize, usize)> = Vec::new();
+        let mut red: Vec<(usize, usize)> = Vec::new();
+        let mut stride = 1usize;
+        let mut last_kind = None;
+        for d in (0..shape.len()).rev() {
+            let e = shape[d];
+            if e != 1 {
+                let list = if reduced[d] { &mut red } else { &mut kept };
+                match list.last_mut() {
+                    Some(run) if last_kind == Some(reduced[d]) => run.0 *= e,
+                    _ => list.push((e, stride)),
+                }
+                last_kind = Some(reduced[d]);
+            }
+            stride *= e;
+        }
+        assert!(
+            kept.len() <= RANK && red.len() <= RANK,
+            "reduce: shape {shape:?} over {axes:?} needs more than {RANK} runs of axes"
+        );
+        let n_red: usize = red.iter().map(|r| r.0).product();
+        // Runs were collected innermost first; the shader wants outermost first, padded in front.
+        let pack = |runs: &[(usize, usize)]| {
+            let mut ext = [1u32; RANK];
+            let mut st = [0u32; RANK];
+            for (i, &(e, s)) in runs.iter().enumerate() {
+                ext[RANK - 1 - i] = u32_of(e, "extent");
+                st[RANK - 1 - i] = u32_of(s, "stride");
+            }
+            (ext, st)
+        };
+        let (ke, ks) = pack(&kept);
+        let (re, rs) = pack(&red);
+        let mut push = [0u32; 3 + 4 * RANK];
+        push[0] = u32_of(n_out, "reduce outputs");
+        push[1] = u32_of(n_red, "reduce length");
+        push[2] = op as u32;
+        for (i, arr) in [ke, ks, re, rs].iter().enumerate() {
+            push[3 + i * RANK..3 + (i + 1) * RANK].copy_from_slice(arr);
+        }
+        self.dispatch(
+            Kernel::Reduce,
+            &[x.bytes(), out.bytes()],
+            push,
+            [groups_1d(n_out, 1), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// Sums over the last axis (which is removed).
+    pub fn sum_last_axis(&mut self, x: &DeviceBuffer) -> Result<DeviceBuffer> {
+        let rank = x.shape().len();
+        assert!(rank > 0, "sum_last_axis: scalar input");
+        self.reduce(ReduceOp::Sum, x, &[rank - 1], false)
+    }
+
+    /// Per-(n, c) mean and biased variance over (h, w) of an NCHW tensor, as InstanceNorm2d uses
+    /// them (`shaders/moments.comp`). Returns `(mean, var)`, each `[n, c]`.
+    ///
+    /// # Panics
+    /// If `x` is not rank 4.
+    pub fn instance_norm_moments(
+        &mut self,
+        x: &DeviceBuffer,
+    ) -> Result<(DeviceBuffer, DeviceBuffer)> {
+        let &[n, c, h, w] = x.shape() else {
+            panic!("instance_norm_moments: expected NCHW, got {:?}", x.shape())
+        };
+        let mean = self.output(&[n, c])?;
+        let var = self.output(&[n, c])?;
+        let rows = n * c;
+        if rows == 0 {
+            return Ok((mean, var));
+        }
+        let push = [u32_of(rows, "rows"), u32_of(h * w, "plane size")];
+        self.dispatch(
+            Kernel::Moments,
+            &[x.bytes(), mean.bytes(), var.bytes()],
+            push,
+            [groups_1d(rows, 1), 1, 1],
+        )?;
+        Ok((mean, var))
+    }
+
+    /// 2-d convolution, NCHW: `x` `[n, cin, h, w]`, `weight` `[cout, cin, kh, kw]`, optional
+    /// `bias` `[cout]`; returns `[n, cout, ho, wo]` (`shaders/conv2d.comp`, implicit GEMM).
+    ///
+    /// # Panics
+    /// On mismatched shapes.
+    pub fn conv2d(
+        &mut self,
+        x: &DeviceBuffer,
+        weight: &DeviceBuffer,
+        bias: Option<&DeviceBuffer>,
+        p: Conv2dParams,
+    ) -> Result<DeviceBuffer> {
+        let (&[n, cin, h, w], &[cout, cin2, kh, kw]) = (x.shape(), weight.shape()) else {
+            panic!(
+                "conv2d: expected x NCHW and weight OIHW, got {:?} and {:?}",
+                x.shape(),
+                weight.shape()
+            )
+        };
+        assert_eq!(
+            cin,
+            cin2,
+            "conv2d: x {:?} and weight {:?} disagree on channels",
+            x.shape(),
+            weight.shape()
+        );
+        if let Some(b) = bias {
+            assert_eq!(
+                b.shape(),
+                [cout],
+                "conv2d: bias {:?} for weight {:?}",
+                b.shape(),
+                weight.shape()
+            );
+        }
+        let (ho, wo) = p.out_hw((h, w), (kh, kw));
+        let out = self.output(&[n, cout, ho, wo])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), bias.is_some());
+        let bias_buf = bias.unwrap_or(weight).bytes(); // bound but unread without a bias
+        let groups = [
+            u32_of((n * ho * wo).div_ceil(GEMM_TILE), "conv2d groups"),
+            u32_of(cout.div_ceil(GEMM_TILE), "conv2d groups"),
+            1,
+        ];
+        self.dispatch(
+            Kernel::Conv2d,
+            &[x.bytes(), weight.bytes(), bias_buf, out.bytes()],
+            push,
+            groups,
+        )?;
+        Ok(out)
+    }
+
+    /// Gradient of [`conv2d`](Self::conv2d) with respect to its input: from `dy`
+    /// `[n, cout, ho, wo]` and `weight` `[cout, cin, kh, kw]`, returns `[n, cin, h, w]`, where
+    /// `input_hw = (h, w)` is the forward input's size (the output size does not determine it when
+    /// the stride is above 1). `shaders/conv2d_input_grad.comp`.
+    ///
+    /// # Panics
+    /// On mismatched shapes.
+    pub fn conv2d_input_grad(
+        &mut self,
+        dy: &DeviceBuffer,
+        weight: &DeviceBuffer,
+        input_hw: (usize, usize),
+        p: Conv2dParams,
+    ) -> Result<DeviceBuffer> {
+        let (&[n, cout, ho, wo], &[cout2, cin, kh, kw]) = (dy.shape(), weight.shape()) else {
+            panic!(
+                "conv2d_input_grad: expected dy NCHW and weight OIHW, got {:?} and {:?}",
+                dy.shape(),
+                weight.shape()
+            )
+        };
+        assert_eq!(
+            cout,
+            cout2,
+            "conv2d_input_grad: dy {:?} and weight {:?}",
+            dy.shape(),
+            weight.shape()
+        );
+        let (h, w) = input_hw;
+        assert_eq!(
+            p.out_hw((h, w), (kh, kw)),
+            (ho, wo),
+            "conv2d_input_grad: dy {:?} is not the output of a {h}x{w} input",
+            dy.shape()
+        );
+        let out = self.output(&[n, cin, h, w])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), false);
+        let groups = [
+            u32_of((n * h * w).div_ceil(GEMM_TILE), "conv2d groups"),
+            u32_of(cin.div_ceil(GEMM_TILE), "conv2d groups"),
+            1,
+        ];
+        self.dispatch(
+            Kernel::Conv2dInputGrad,
+            &[dy.bytes(), weight.bytes(), out.bytes()],
+            push,
+            groups,
+        )?;
+        Ok(out)
+    }
+
+    /// Gradient of [`conv2d`](Self::conv2d) with respect to its weight: from the forward input
+    /// `x` `[n, cin, h, w]` and `dy` `[n, cout, ho, wo]`, returns `[cout, cin, kh, kw]` for
+    /// `kernel_hw = (kh, kw)`. The bias gradient is `reduce(Sum, dy, &[0, 2, 3])`.
+    /// `shaders/conv2d_weight_grad.comp`.
+    ///
+    /// # Panics
+    /// On mismatched shapes.
+    pub fn conv2d_weight_grad(
+        &mut self,
+        x: &DeviceBuffer,
+        dy: &DeviceBuffer,
+        kernel_hw: (usize, usize),
+        p: Conv2dParams,
+    ) -> Result<DeviceBuffer> {
+        let (&[n, cin, h, w], &[n2, cout, ho, wo]) = (x.shape(), dy.shape()) else {
+            panic!(
+                "conv2d_weight_grad: expected x and dy NCHW, got {:?} and {:?}",
+                x.shape(),
+                dy.shape()
+            )
+        };
+        let (kh, kw) = kernel_hw;
+        assert!(
+            n == n2 && p.out_hw((h, w), (kh, kw)) == (ho, wo),
+            "conv2d_weight_grad: dy {:?} is not the output of x {:?} with a {kh}x{kw} kernel",
+            dy.shape(),
+            x.shape()
+        );
+        if n == 0 {
+            // An empty batch: a sum over no terms.
+            return self.zeros(&[cout, cin, kh, kw]);
+        }
+        let out = self.output(&[cout, cin, kh, kw])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), false);
+        let groups = [
+            u32_of((cin * kh * kw).div_ceil(GEMM_TILE), "conv2d groups"),
+            u32_of(cout.div_ceil(GEMM_TILE), "conv2d groups"),
+            1,
+        ];
+        self.dispatch(
+            Kernel::Conv2dWeightGrad,
+            &[x.bytes(), dy.bytes(), out.bytes()],
+            push,
+            groups,
+        )?;
+        Ok(out)
+    }
+
+    /// 2-d average pooling of an NCHW tensor with zero padding counted in the divisor (PyTorch's
+    /// `AvgPool2d` with `count_include_pad = true`, `ceil_mode = false`),
+    /// `shaders/avg_pool2d.comp`.
+    ///
+    /// # Panics
+    /// If `x` is not rank 4 or the window does not fit.
+    pub fn avg_pool2d(
+        &mut self,
+        x: &DeviceBuffer,
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<DeviceBuffer> {
+        let &[n, c, h, w] = x.shape() else {
+            panic!("avg_pool2d: expected NCHW, got {:?}", x.shape())
+        };
+        let ho = Conv2dParams::out_size(h, kernel.0, stride.0, padding.0, 1);
+        let wo = Conv2dParams::out_size(w, kernel.1, stride.1, padding.1, 1);
+        let out = self.output(&[n, c, ho, wo])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let push = [
+            n * c,
+            h,
+            w,
+            ho,
+            wo,
+            kernel.0,
+            kernel.1,
+            stride.0,
+            stride.1,
+            padding.0,
+            padding.1,
+        ]
+        .map(|v| u32_of(v, "avg_pool2d size"));
+        self.dispatch(
+            Kernel::AvgPool2d,
+            &[x.bytes(), out.bytes()],
+            push,
+            [groups_1d(out.len(), LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// Bilinear resize of an NCHW tensor to `(ho, wo)` with `align_corners = true`
+    /// (`F.interpolate(mode='bilinear', align_corners=True)`), `shaders/resize_bilinear.comp`.
+    ///
+    /// # Panics
+    /// If `x` is not rank 4 or has an empty plane.
+    pub fn resize_bilinear(
+        &mut self,
+        x: &DeviceBuffer,
+        size: (usize, usize),
+    ) -> Result<DeviceBuffer> {
+        let &[n, c, h, w] = x.shape() else {
+            panic!("resize_bilinear: expected NCHW, got {:?}", x.shape())
+        };
+        assert!(
+            h > 0 && w > 0,
+            "resize_bilinear: empty input plane {:?}",
+            x.shape()
+        );
+        let (ho, wo) = size;
+        let out = self.output(&[n, c, ho, wo])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        // PyTorch: scale = (in - 1) / (out - 1) in f32, 0 for a one-pixel output.
+        let scale = |i: usize, o: usize| {
+            if o > 1 {
+                (i - 1) as f32 / (o - 1) as f32
+            } else {
+                0.0
+            }
+        };
+        let mut push = [n * c, h, w, ho, wo, 0, 0].map(|v| u32_of(v, "resize size"));
+        push[5] = scale(h, ho).to_bits();
+        push[6] = scale(w, wo).to_bits();
+        self.dispatch(
+            Kernel::ResizeBilinear,
+            &[x.bytes(), out.bytes()],
+            push,
+            [groups_1d(out.len(), LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// Embedding gather: row `idx[i]` of `table` `[rows, dim]` for each index; returns
+    /// `[idx.len(), dim]` (`shaders/embedding.comp`). An index `≥ rows` gives a row of zeros
+    /// (indices live on the device, so they are not checked on the host).
+    ///
+    /// # Panics
+    /// If `table` is not rank 2.
+    pub fn embedding(&mut self, table: &DeviceBuffer, idx: &DeviceIndices) -> Result<DeviceBuffer> {
+        let &[rows, dim] = table.shape() else {
+            panic!("embedding: table must be rank 2, got {:?}", table.shape())
+        };
+        let out = self.output(&[idx.len(), dim])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let push = [idx.len(), dim, rows].map(|v| u32_of(v, "embedding size"));
+        self.dispatch(
+            Kernel::Embedding,
+            &[table.bytes(), idx.buf.as_bytes().clone(), out.bytes()],
+            push,
+            [groups_1d(out.len(), LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// One Adam step in place on `param` and its moment buffers `m`, `v` (zeros before the first
+    /// step), with gradient `grad`; `step` is the 1-based step count `t` of the bias corrections
+    /// (`shaders/adam.comp`, formula of `torch.optim.Adam`).
+    ///
+    /// # Panics
+    /// If the four shapes differ or `step` is 0.
+    pub fn adam_step(
+        &mut self,
+        param: &DeviceBuffer,
+        grad: &DeviceBuffer,
+        m: &DeviceBuffer,
+        v: &DeviceBuffer,
+        cfg: AdamConfig,
+        step: u64,
+    ) -> Result<()> {
+        assert!(step >= 1, "adam_step: step counts from 1");
+        for (name, t) in [("grad", grad), ("m", m), ("v", v)] {
+            assert_eq!(
+                t.shape(),
+                param.shape(),
+                "adam_step: {name} {:?} vs param {:?}",
+                t.shape(),
+                param.shape()
+            );
+        }
+        let n = param.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let t = step as f64;
+        let bc1 = 1.0 - (cfg.beta1 as f64).powf(t);
+        let bc2 = 1.0 - (cfg.beta2 as f64).powf(t);
+        let step_size = (cfg.lr as f64 / bc1) as f32;
+        let push = [
+            u32_of(n, "adam length"),
+            step_size.to_bits(),
+            cfg.beta1.to_bits(),
+            cfg.beta2.to_bits(),
+            cfg.eps.to_bits(),
+            cfg.weight_decay.to_bits(),
+            (bc2.sqrt() as f32).to_bits(),
+        ];
+        self.dispatch(
+            Kernel::Adam,
+            &[param.bytes(), grad.bytes(), m.bytes(), v.bytes()],
+            push,
+            [groups_1d(n, LOCAL), 1, 1],
+        )
+    }
+
+    /// Raw Philox4x32-10 output: `n` words, block `j` (words `4j..4j+4`) from counter
+    /// `(counter[0] + j, counter[1], counter[2], counter[3])` and `key`. Read it back with
+    /// [`VulkanContext::download_bits`](super::VulkanContext::download_bits).
+    /// `shaders/philox.comp`, mode 0.
+    pub fn philox_bits(
+        &mut self,
+        n: usize,
+        counter: [u32; 4],
+        key: [u32; 2],
+    ) -> Result<DeviceBuffer> {
+        self.philox(n, 0, counter, key, &[n])
+    }
+
+    /// Standard normals of `shape`, a pure function of `(seed, counter)`: block `j` of four
+    /// values comes from Philox4x32-10 with key `seed` and counter `(j, 0, counter_lo,
+    /// counter_hi)`, through Box–Muller. These are exactly the `z` that
+    /// [`langevin_step`](Self::langevin_step) uses for `(seed, step = counter)`.
+    pub fn randn(&mut self, shape: &[usize], seed: u64, counter: u64) -> Result<DeviceBuffer> {
+        let n = shape.iter().product();
+        let ctr = [0, 0, counter as u32, (counter >> 32) as u32];
+        self.philox(n, 1, ctr, [seed as u32, (seed >> 32) as u32], shape)
+    }
+
+    fn philox(
+        &mut self,
+        n: usize,
+        mode: u32,
+        c: [u32; 4],
+        k: [u32; 2],
+        shape: &[usize],
+    ) -> Result<DeviceBuffer> {
+        let out = self.output(shape)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let push = [
+            u32_of(n, "philox length"),
+            mode,
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            k[0],
+            k[1],
+        ];
+        self.dispatch(
+            Kernel::Philox,
+            &[out.bytes()],
+            push,
+            [groups_1d(n.div_ceil(4), LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    // ANCHOR: langevin_step
+    /// One Langevin step in place: `x ← x + (α/2)·score + √α·z`, with `z` drawn on the device
+    /// from Philox keyed by `(seed, step)` (the same `z` as `randn(x.shape(), seed, step)`).
+    /// `shaders/langevin.comp`.
+    ///
+    /// # Panics
+    /// If the shapes differ.
+    pub fn langevin_step(
+        &mut self,
+        x: &DeviceBuffer,
+        score: &DeviceBuffer,
+        alpha: f32,
+        seed: u64,
+        step: u64,
+    ) -> Result<()> {
+        assert_eq!(
+            x.shape(),
+            score.shape(),
+            "langevin_step: x {:?} vs score {:?}",
+            x.shape(),
+            score.shape()
+        );
+        let n = x.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let push = [
+            u32_of(n, "langevin length"),
+            alpha.to_bits(),
+            seed as u32,
+            (seed >> 32) as u32,
+            step as u32,
+            (step >> 32) as u32,
+        ];
+        self.dispatch(
+            Kernel::Langevin,
+            &[x.bytes(), score.bytes()],
+            push,
+            [groups_1d(n.div_ceil(4), LOCAL), 1, 1],
+        )
+    }
+    // ANCHOR_END: langevin_step
+}

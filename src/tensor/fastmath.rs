@@ -1,0 +1,169 @@
+//! Branch-free f32 exponentials and logarithms that the compiler can vectorise, and a runtime
+//! switch to AVX2 + FMA code for elementwise loops.
+//!
+//! The C library's `expf`/`log1pf` are accurate but are called one element at a time; the
+//! elementwise kernels of a network (softplus, sigmoid, ELU) spend most of their time in them.
+//! The functions here use the classic range reduction exp(x) = 2ᵏ·exp(r), |r| ≤ ln2/2, with a
+//! minimax polynomial for exp(r) (the coefficients of Cephes' `expf`, S. Moshier), and
+//! log(1 + y) = 2·atanh(y / (2 + y)) with its odd series. Every branch is a select, so a loop over
+//! a slice becomes SIMD code. Accuracy against f64 references is tested in this file: a few ulps
+//! (see each function).
+
+/// e^x, within 2 ulps of the correctly rounded value for x in [−87, 88]; 0 below −87.3 (where the
+/// true value is subnormal, under 1.2e-38) and +∞ above 88.72.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4; // ln 2 split in two for an exact k·ln2_hi
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to the nearest integer
+    let xc = x.clamp(-87.3, 88.7);
+    let t = xc * LOG2E + MAGIC;
+    let k = t - MAGIC;
+    let ki = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let r = xc - k * LN2_HI - k * LN2_LO;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5; // Cephes: 5.0000001201e-1, which rounds to 0.5 in f32
+    let er = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((ki + 127) << 23) as u32);
+    let y = er * scale;
+    let y = if x < -87.3 { 0.0 } else { y };
+    if x > 88.72 { f32::INFINITY } else { y }
+}
+
+/// e^x − 1 without the cancellation of `exp(x) - 1` near 0: a Taylor polynomial for |x| < 0.35
+/// (truncation below 2e-8 relative), `exp(x) - 1` elsewhere (within 4 ulps).
+#[inline(always)]
+pub fn expm1(x: f32) -> f32 {
+    let small = x
+        * (1.0
+            + x * (0.5
+                + x * (1.0 / 6.0
+                    + x * (1.0 / 24.0
+                        + x * (1.0 / 120.0 + x * (1.0 / 720.0 + x * (1.0 / 5040.0)))))));
+    if x.abs() < 0.35 { small } else { exp(x) - 1.0 }
+}
+
+/// ln(1 + y) for y in [0, 1], accurate to a few ulps in relative terms even for tiny y:
+/// 2·atanh(s) with s = y/(2 + y) ≤ 1/3, summed to s¹³ (truncation below 3e-8 relative).
+#[inline(always)]
+pub fn log1p_unit(y: f32) -> f32 {
+    let s = y / (2.0 + y);
+    let s2 = s * s;
+    let series = 1.0
+        + s2 * (1.0 / 3.0
+            + s2 * (1.0 / 5.0
+                + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0))))));
+    2.0 * s * series
+}
+
+/// ln(1 + eˣ), stably: max(x, 0) + ln(1 + e^−|x|).
+#[inline(always)]
+pub fn softplus(x: f32) -> f32 {
+    x.max(0.0) + log1p_unit(exp(-x.abs()))
+}
+
+/// 1 / (1 + e⁻ˣ).
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// Writes `f(x[i])` to `out[i]`. On x86-64 machines with AVX2 and FMA the loop is compiled a
+/// second time with those features enabled and chosen at run time; elsewhere it is the portable
+/// (SSE2) loop. Either way the compiler vectorises it, because `f` is inlined and branch-free.
+#[inline(always)]
+pub fn map_into(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
+    assert_eq!(x.len(), out.len());
+    #[inline(always)]
+    fn body(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = f(v);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn body_avx2(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+            body(x, out, f)
+        }
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports the features the function was compiled for.
+            return unsafe { body_avx2(x, out, f) };
+        }
+    }
+    body(x, out, f)
+}
+
+/// Whether this CPU can run the AVX2 + FMA versions of the loops (checked once).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The distance in units in the last place between an f32 and an f64 reference.
+    fn ulps(got: f32, want: f64) -> f64 {
+        let w = want as f32;
+        let ulp = (f32::from_bits(w.abs().to_bits() + 1) - w.abs()) as f64;
+        ((got as f64) - want).abs() / ulp
+    }
+
+    fn grid(lo: f32, hi: f32, n: usize) -> impl Iterator<Item = f32> {
+        (0..=n).map(move |i| lo + (hi - lo) * i as f32 / n as f32)
+    }
+
+    #[test]
+    fn exp_within_2_ulps() {
+        for x in grid(-87.0, 88.0, 200_000) {
+            let e = ulps(exp(x), (x as f64).exp());
+            assert!(e <= 2.0, "exp({x}): {e} ulps");
+        }
+        assert_eq!(exp(-100.0), 0.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn expm1_relative_error() {
+        for x in grid(-20.0, 20.0, 200_000).chain(grid(-1e-3, 1e-3, 10_000)) {
+            let want = (x as f64).exp_m1();
+            let rel = ((expm1(x) as f64 - want) / want.abs().max(f64::MIN_POSITIVE)).abs();
+            // 4 ulps of exp near the switch at |x| = 0.35 amplified by e^x/(e^x − 1) ≤ 3.4.
+            assert!(x == 0.0 || rel < 1e-6, "expm1({x}): relative error {rel}");
+        }
+    }
+
+    #[test]
+    fn softplus_and_sigmoid_match_f64() {
+        for x in grid(-80.0, 80.0, 200_000) {
+            let xd = x as f64;
+            let sp = xd.max(0.0) + (-xd.abs()).exp().ln_1p();
+            let e = ulps(softplus(x), sp);
+            assert!(e <= 4.0, "softplus({x}): {e} ulps");
+            let sg = 1.0 / (1.0 + (-xd).exp());
+            let e = ulps(sigmoid(x), sg);
+            assert!(e <= 4.0, "sigmoid({x}): {e} ulps");
+        }
+    }
+
+    #[test]
+    fn map_into_matches_scalar_calls() {
+        let x: Vec<f32> = grid(-30.0, 30.0, 1001).collect();
+        let mut out = vec![0.0; x.len()];
+        map_into(&x, &mut out, softplus);
+        for (o, &v) in out.iter().zip(&x) {
+            assert_eq!(o.to_bits(), softplus(v).to_bits());
+        }
+    }
+}

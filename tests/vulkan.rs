@@ -1,0 +1,1117 @@
+//! The Vulkan kernels against plain CPU computations.
+//!
+//! Run with `cargo test --release --features vulkan --test vulkan`; lavapipe (Mesa's CPU Vulkan
+//! driver, Debian `mesa-vulkan-drivers`) is enough.
+//!
+//! Tolerances. References are computed in f64 unless a test says otherwise. Where a kernel sums
+//! `n` products in f32, in an order that differs from the reference's, the classical a-priori
+//! bound for recursive summation applies to any order: `|fl(Σ) − Σ| ≤ γ_n Σ|terms|` with
+//! `γ_n = n·u / (1 − n·u)` and `u = 2⁻²⁴`; we test against `2·n·u·Σ|terms|` (the factor 2 covers
+//! `1/(1 − n·u)` and the final rounding to f32). For transcendental functions the bounds are the
+//! precision the Vulkan specification requires of SPIR-V's GLSL.std.450 instructions
+//! (Vulkan spec, "Precision and Operation of SPIR-V Instructions"), so they hold on any conformant
+//! driver, not just lavapipe. Sizes are odd on purpose: they do not divide the 256-thread
+//! workgroups or the 64 × 64 GEMM tiles.
+
+#![cfg(feature = "vulkan")]
+
+use std::f32::consts::PI;
+use std::sync::OnceLock;
+
+use ncsn::backend::vulkan::{
+    AdamConfig, BinaryOp, Conv2dParams, DeviceBuffer, ReduceOp, UnaryOp, VulkanContext,
+    broadcast_shape,
+};
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Unit roundoff of f32.
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+fn ctx() -> &'static VulkanContext {
+    static CTX: OnceLock<VulkanContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let ctx = VulkanContext::new().expect("a Vulkan device (lavapipe will do)");
+        eprintln!(
+            "vulkan device: {} ({:?})",
+            ctx.device_name(),
+            ctx.device_type()
+        );
+        ctx
+    })
+}
+
+fn random(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+fn up(data: &[f32], shape: &[usize]) -> DeviceBuffer {
+    ctx().upload(data, shape).unwrap()
+}
+
+fn down(b: &DeviceBuffer) -> Vec<f32> {
+    ctx().download(b).unwrap()
+}
+
+/// Asserts `|got − want| ≤ tol` elementwise, naming the first failure.
+fn assert_close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let t = tol(i);
+        assert!(
+            (g as f64 - w).abs() <= t || (g.is_nan() && w.is_nan()),
+            "{what}: element {i}: got {g}, want {w}, |diff| {} > tol {t}",
+            (g as f64 - w).abs()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM
+
+fn to_f64(v: &[f32], r: usize, c: usize) -> Array2<f64> {
+    Array2::from_shape_vec((r, c), v.iter().map(|&x| x as f64).collect()).unwrap()
+}
+
+/// `op(a) · op(b)` and `|op(a)| · |op(b)|` (for the error bound) in f64.
+fn gemm_ref(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let a = if ta {
+        to_f64(a, k, m).reversed_axes()
+    } else {
+        to_f64(a, m, k)
+    };
+    let b = if tb {
+        to_f64(b, n, k).reversed_axes()
+    } else {
+        to_f64(b, k, n)
+    };
+    let c = a.dot(&b);
+    let abs = a.mapv(f64::abs).dot(&b.mapv(f64::abs));
+    (c.iter().copied().collect(), abs.iter().copied().collect())
+}
+
+/// GEMM: each entry is a length-K dot product, bound `2·K·u·Σ|a_ik b_kj|`.
+#[test]
+fn gemm_matches_cpu_all_transposes_and_ragged_sizes() {
+    for (m, k, n) in [(1, 1, 1), (67, 33, 45), (130, 17, 71), (5, 200, 3)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = random(m * k, -1.0, 1.0, 1);
+            let b = random(k * n, -1.0, 1.0, 2);
+            let sa = if ta { [k, m] } else { [m, k] };
+            let sb = if tb { [n, k] } else { [k, n] };
+            let (da, db) = (up(&a, &sa), up(&b, &sb));
+            let c = ctx().run(|r| r.matmul(&da, &db, ta, tb)).unwrap();
+            assert_eq!(c.shape(), [m, n]);
+            let (want, abs) = gemm_ref(&a, &b, m, k, n, ta, tb);
+            let what = format!("gemm {m}x{k}x{n} ta={ta} tb={tb}");
+            assert_close(&what, &down(&c), &want, |i| {
+                2.0 * k as f64 * U * abs[i] + 1e-30
+            });
+        }
+    }
+}
+
+/// Batched GEMM, with a batch on both sides and with a shared right operand (batch stride 0).
+#[test]
+fn gemm_batched_and_broadcast() {
+    let (bt, m, k, n) = (3, 37, 29, 41);
+    let a = random(bt * m * k, -1.0, 1.0, 3);
+    let b = random(bt * k * n, -1.0, 1.0, 4);
+    let da = up(&a, &[bt, m, k]);
+    let db = up(&b, &[bt, k, n]);
+    let db0 = up(&b[..k * n], &[k, n]);
+    let (c, c0) = ctx()
+        .run(|r| {
+            Ok((
+                r.matmul(&da, &db, false, false)?,
+                r.matmul(&da, &db0, false, false)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(c.shape(), [bt, m, n]);
+    let (got, got0) = (down(&c), down(&c0));
+    for i in 0..bt {
+        let ai = &a[i * m * k..(i + 1) * m * k];
+        let (want, abs) = gemm_ref(ai, &b[i * k * n..(i + 1) * k * n], m, k, n, false, false);
+        assert_close(
+            "batched gemm",
+            &got[i * m * n..(i + 1) * m * n],
+            &want,
+            |j| 2.0 * k as f64 * U * abs[j],
+        );
+        let (want, abs) = gemm_ref(ai, &b[..k * n], m, k, n, false, false);
+        assert_close(
+            "broadcast gemm",
+            &got0[i * m * n..(i + 1) * m * n],
+            &want,
+            |j| 2.0 * k as f64 * U * abs[j],
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution
+
+struct ConvCase {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: (usize, usize),
+    p: Conv2dParams,
+}
+
+/// The input pixel tap (ki, kj) of output (oh, ow) reads, if inside the image.
+fn tap(c: &ConvCase, oh: usize, ow: usize, ki: usize, kj: usize) -> Option<(usize, usize)> {
+    let ih = (oh * c.p.stride.0 + ki * c.p.dilation.0) as isize - c.p.padding.0 as isize;
+    let iw = (ow * c.p.stride.1 + kj * c.p.dilation.1) as isize - c.p.padding.1 as isize;
+    (ih >= 0 && iw >= 0 && (ih as usize) < c.h && (iw as usize) < c.w)
+        .then_some((ih as usize, iw as usize))
+}
+
+/// Direct 7-loop convolution in f64; calls `f(n, co, oh, ow, ci, ki, kj, ih, iw)` for each
+/// in-bounds tap. The three references below are this loop with different accumulators.
+fn for_each_tap(c: &ConvCase, mut f: impl FnMut([usize; 9])) {
+    let (ho, wo) = c.p.out_hw((c.h, c.w), c.k);
+    for n in 0..c.n {
+        for co in 0..c.cout {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    for ci in 0..c.cin {
+                        for ki in 0..c.k.0 {
+                            for kj in 0..c.k.1 {
+                                if let Some((ih, iw)) = tap(c, oh, ow, ki, kj) {
+                                    f([n, co, oh, ow, ci, ki, kj, ih, iw]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    let p = |s, pd, d| Conv2dParams {
+        stride: s,
+        padding: pd,
+        dilation: d,
+    };
+    vec![
+        ConvCase {
+            n: 2,
+            cin: 3,
+            h: 9,
+            w: 7,
+            cout: 5,
+            k: (3, 3),
+            p: p((1, 1), (1, 1), (1, 1)),
+        },
+        ConvCase {
+            n: 1,
+            cin: 2,
+            h: 11,
+            w: 10,
+            cout: 3,
+            k: (3, 2),
+            p: p((2, 3), (1, 0), (2, 1)),
+        },
+        // More than one 64-wide tile along every GEMM dimension of some kernel.
+        ConvCase {
+            n: 3,
+            cin: 9,
+            h: 6,
+            w: 5,
+            cout: 70,
+            k: (3, 3),
+            p: p((1, 1), (1, 2), (1, 1)),
+        },
+        ConvCase {
+            n: 2,
+            cin: 4,
+            h: 8,
+            w: 8,
+            cout: 6,
+            k: (1, 1),
+            p: p((2, 2), (0, 0), (1, 1)),
+        },
+    ]
+}
+
+/// Forward: each output is a dot product over cin·kh·kw taps plus the bias, bound
+/// `2·(K + 1)·u·(Σ|w x| + |b|)` with K = cin·kh·kw.
+#[test]
+fn conv2d_forward_matches_direct_loop() {
+    for (ci, c) in conv_cases().iter().enumerate() {
+        let (ho, wo) = c.p.out_hw((c.h, c.w), c.k);
+        let x = random(c.n * c.cin * c.h * c.w, -1.0, 1.0, 10 + ci as u64);
+        let wt = random(c.cout * c.cin * c.k.0 * c.k.1, -1.0, 1.0, 20 + ci as u64);
+        let bias = random(c.cout, -1.0, 1.0, 30 + ci as u64);
+        let dx = up(&x, &[c.n, c.cin, c.h, c.w]);
+        let dw = up(&wt, &[c.cout, c.cin, c.k.0, c.k.1]);
+        let db = up(&bias, &[c.cout]);
+        let (y, y_nb) = ctx()
+            .run(|r| {
+                Ok((
+                    r.conv2d(&dx, &dw, Some(&db), c.p)?,
+                    r.conv2d(&dx, &dw, None, c.p)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(y.shape(), [c.n, c.cout, ho, wo]);
+        let len = c.n * c.cout * ho * wo;
+        let (mut want, mut abs) = (vec![0.0f64; len], vec![0.0f64; len]);
+        for_each_tap(c, |[n, co, oh, ow, ci, ki, kj, ih, iw]| {
+            let o = ((n * c.cout + co) * ho + oh) * wo + ow;
+            let prod = wt[((co * c.cin + ci) * c.k.0 + ki) * c.k.1 + kj] as f64
+                * x[((n * c.cin + ci) * c.h + ih) * c.w + iw] as f64;
+            want[o] += prod;
+            abs[o] += prod.abs();
+        });
+        let kk = (c.cin * c.k.0 * c.k.1 + 1) as f64;
+        assert_close("conv2d (no bias)", &down(&y_nb), &want, |i| {
+            2.0 * kk * U * abs[i]
+        });
+        for i in 0..len {
+            let co = (i / (ho * wo)) % c.cout;
+            want[i] += bias[co] as f64;
+            abs[i] += (bias[co] as f64).abs();
+        }
+        assert_close("conv2d", &down(&y), &want, |i| 2.0 * kk * U * abs[i]);
+    }
+}
+
+/// Input gradient: dx[n,ci,ih,iw] = Σ w·dy over the taps that read (ih, iw). The kernel's K is
+/// cout·kh·kw (zeros included, which add exactly), bound `2·K·u·Σ|w dy|`.
+#[test]
+fn conv2d_input_grad_matches_direct_loop() {
+    for (ci, c) in conv_cases().iter().enumerate() {
+        let (ho, wo) = c.p.out_hw((c.h, c.w), c.k);
+        let dy = random(c.n * c.cout * ho * wo, -1.0, 1.0, 40 + ci as u64);
+        let wt = random(c.cout * c.cin * c.k.0 * c.k.1, -1.0, 1.0, 50 + ci as u64);
+        let ddy = up(&dy, &[c.n, c.cout, ho, wo]);
+        let dw = up(&wt, &[c.cout, c.cin, c.k.0, c.k.1]);
+        let dx = ctx()
+            .run(|r| r.conv2d_input_grad(&ddy, &dw, (c.h, c.w), c.p))
+            .unwrap();
+        assert_eq!(dx.shape(), [c.n, c.cin, c.h, c.w]);
+        let len = c.n * c.cin * c.h * c.w;
+        let (mut want, mut abs) = (vec![0.0f64; len], vec![0.0f64; len]);
+        for_each_tap(c, |[n, co, oh, ow, ci, ki, kj, ih, iw]| {
+            let o = ((n * c.cin + ci) * c.h + ih) * c.w + iw;
+            let prod = wt[((co * c.cin + ci) * c.k.0 + ki) * c.k.1 + kj] as f64
+                * dy[((n * c.cout + co) * ho + oh) * wo + ow] as f64;
+            want[o] += prod;
+            abs[o] += prod.abs();
+        });
+        let kk = (c.cout * c.k.0 * c.k.1) as f64;
+        assert_close("conv2d_input_grad", &down(&dx), &want, |i| {
+            2.0 * kk * U * abs[i]
+        });
+    }
+}
+
+/// Weight gradient: dw[co,ci,ki,kj] = Σ over n, oh, ow of dy·x, K = n·ho·wo, bound
+/// `2·K·u·Σ|dy x|`. The bias gradient is the reduction of dy over (n, h, w): same bound, K terms.
+#[test]
+fn conv2d_weight_and_bias_grad_match_direct_loop() {
+    for (ci, c) in conv_cases().iter().enumerate() {
+        let (ho, wo) = c.p.out_hw((c.h, c.w), c.k);
+        let x = random(c.n * c.cin * c.h * c.w, -1.0, 1.0, 60 + ci as u64);
+        let dy = random(c.n * c.cout * ho * wo, -1.0, 1.0, 70 + ci as u64);
+        let dx = up(&x, &[c.n, c.cin, c.h, c.w]);
+        let ddy = up(&dy, &[c.n, c.cout, ho, wo]);
+        let (dw, db) = ctx()
+            .run(|r| {
+                Ok((
+                    r.conv2d_weight_grad(&dx, &ddy, c.k, c.p)?,
+                    r.reduce(ReduceOp::Sum, &ddy, &[0, 2, 3], false)?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(dw.shape(), [c.cout, c.cin, c.k.0, c.k.1]);
+        let len = c.cout * c.cin * c.k.0 * c.k.1;
+        let (mut want, mut abs) = (vec![0.0f64; len], vec![0.0f64; len]);
+        for_each_tap(c, |[n, co, oh, ow, ci, ki, kj, ih, iw]| {
+            let o = ((co * c.cin + ci) * c.k.0 + ki) * c.k.1 + kj;
+            let prod = dy[((n * c.cout + co) * ho + oh) * wo + ow] as f64
+                * x[((n * c.cin + ci) * c.h + ih) * c.w + iw] as f64;
+            want[o] += prod;
+            abs[o] += prod.abs();
+        });
+        let kk = (c.n * ho * wo) as f64;
+        assert_close("conv2d_weight_grad", &down(&dw), &want, |i| {
+            2.0 * kk * U * abs[i]
+        });
+        let (mut bw, mut babs) = (vec![0.0f64; c.cout], vec![0.0f64; c.cout]);
+        for (i, &v) in dy.iter().enumerate() {
+            bw[(i / (ho * wo)) % c.cout] += v as f64;
+            babs[(i / (ho * wo)) % c.cout] += (v as f64).abs();
+        }
+        assert_close("conv2d bias grad", &down(&db), &bw, |i| {
+            2.0 * kk * U * babs[i]
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise
+
+/// ULP of f32 at `v` (for |v| in the normal range), as f64.
+fn ulp(v: f64) -> f64 {
+    let v = v.abs().max(f32::MIN_POSITIVE as f64);
+    2f64.powi(v.log2().floor() as i32 - 23)
+}
+
+/// Each unary op against f64 on 1001 inputs. Bounds from the Vulkan precision table:
+/// exact ops (neg, abs, relu, leaky relu, ×, +) are correctly rounded: ½ ULP;
+/// 1/x: 2.5 ULP; exp: (3 + 2|x|) ULP; log: 3 ULP, or 2⁻²¹ absolute on [0.5, 2];
+/// sqrt (inherited from 1/inversesqrt): inversesqrt's 2 ULP, which can be 4 ULP of the result
+/// across a power of two, plus the division's 2.5, rounded up to 8 ULP;
+/// sin, cos: 2⁻¹¹ absolute on [−π, π].
+/// Ops the spec defines through exp/log (tanh, sigmoid, softplus, elu, pow) inherit those
+/// errors through a couple of further roundings: we allow 1e−5 relative plus 2e−6 absolute, a
+/// bound on the propagated exp error (≤ 11 ULP ≈ 1.3e−6 relative for |x| ≤ 4) with margin.
+#[test]
+fn unary_ops_match_cpu() {
+    let n = 1001;
+    type Case = (UnaryOp, f32, f32, fn(f64) -> f64, fn(f64, f64) -> f64);
+    let derived = |want: f64, _x: f64| 1e-5 * want.abs() + 2e-6;
+    let cases: Vec<Case> = vec![
+        (UnaryOp::Neg, -4.0, 4.0, |x| -x, |w, _| 0.5 * ulp(w)),
+        (UnaryOp::Abs, -4.0, 4.0, f64::abs, |w, _| 0.5 * ulp(w)),
+        (
+            UnaryOp::Relu,
+            -4.0,
+            4.0,
+            |x| x.max(0.0),
+            |w, _| 0.5 * ulp(w),
+        ),
+        (
+            UnaryOp::LeakyRelu(0.2),
+            -4.0,
+            4.0,
+            |x| if x > 0.0 { x } else { 0.2f32 as f64 * x },
+            |w, _| 0.5 * ulp(w),
+        ),
+        (UnaryOp::Square, -4.0, 4.0, |x| x * x, |w, _| 0.5 * ulp(w)),
+        (
+            UnaryOp::AddScalar(0.75),
+            -4.0,
+            4.0,
+            |x| x + 0.75,
+            |w, _| 0.5 * ulp(w),
+        ),
+        (
+            UnaryOp::MulScalar(-1.5),
+            -4.0,
+            4.0,
+            |x| x * -1.5,
+            |w, _| 0.5 * ulp(w),
+        ),
+        (UnaryOp::Recip, 0.1, 4.0, |x| 1.0 / x, |w, _| 2.5 * ulp(w)),
+        (UnaryOp::Exp, -4.0, 4.0, f64::exp, |w, x| {
+            (3.0 + 2.0 * x.abs()) * ulp(w)
+        }),
+        (UnaryOp::Log, 0.01, 8.0, f64::ln, |w, x| {
+            if (0.5..=2.0).contains(&x) {
+                2f64.powi(-21)
+            } else {
+                3.0 * ulp(w)
+            }
+        }),
+        (UnaryOp::Sqrt, 0.0, 8.0, f64::sqrt, |w, _| 8.0 * ulp(w)),
+        (UnaryOp::Sin, -PI, PI, f64::sin, |_, _| 2f64.powi(-11)),
+        (UnaryOp::Cos, -PI, PI, f64::cos, |_, _| 2f64.powi(-11)),
+        (UnaryOp::Tanh, -20.0, 20.0, f64::tanh, derived),
+        (
+            UnaryOp::Sigmoid,
+            -20.0,
+            20.0,
+            |x| 1.0 / (1.0 + (-x).exp()),
+            derived,
+        ),
+        (
+            UnaryOp::Softplus,
+            -25.0,
+            25.0,
+            |x| if x > 20.0 { x } else { x.exp().ln_1p() },
+            derived,
+        ),
+        (
+            UnaryOp::Elu(1.3),
+            -4.0,
+            4.0,
+            |x| {
+                if x > 0.0 {
+                    x
+                } else {
+                    1.3f32 as f64 * x.exp_m1()
+                }
+            },
+            derived,
+        ),
+        (
+            UnaryOp::PowScalar(1.7),
+            0.0,
+            4.0,
+            |x| x.powf(1.7f32 as f64),
+            derived,
+        ),
+    ];
+    for (k, (op, lo, hi, f, tol)) in cases.into_iter().enumerate() {
+        let x = random(n, lo, hi, 100 + k as u64);
+        let y = ctx().run(|r| r.unary(op, &up(&x, &[7, 11, 13]))).unwrap();
+        assert_eq!(y.shape(), [7, 11, 13]);
+        let want: Vec<f64> = x.iter().map(|&v| f(v as f64)).collect();
+        assert_close(&format!("{op:?}"), &down(&y), &want, |i| {
+            tol(want[i], x[i] as f64)
+        });
+    }
+}
+
+#[test]
+fn broadcast_shapes_follow_numpy() {
+    assert_eq!(broadcast_shape(&[3, 1, 5], &[4, 1]), Some(vec![3, 4, 5]));
+    assert_eq!(broadcast_shape(&[], &[2, 3]), Some(vec![2, 3]));
+    assert_eq!(broadcast_shape(&[2, 3], &[3, 2]), None);
+    assert_eq!(broadcast_shape(&[0, 1], &[1, 4]), Some(vec![0, 4]));
+}
+
+/// Binary ops with broadcasting against f32 on the host: +, −, ×, max, min are correctly
+/// rounded in Vulkan, so they must match the host's f32 result exactly; ÷ is 2.5 ULP; pow is
+/// defined as exp2(y·log2 x) and gets the derived bound of the unary test.
+#[test]
+fn binary_ops_broadcast_like_numpy() {
+    let shapes: [(&[usize], &[usize]); 5] = [
+        (&[3, 1, 5], &[4, 1]),
+        (&[7], &[2, 3, 7]),
+        (&[2, 3, 4], &[2, 3, 4]),
+        (&[], &[5, 3]),
+        (&[2, 1, 3, 1, 5, 1], &[1, 4, 1, 3, 1, 2]),
+    ];
+    let ops = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Pow,
+    ];
+    for (s, (sa, sb)) in shapes.iter().enumerate() {
+        let out_shape = broadcast_shape(sa, sb).unwrap();
+        let a = random(sa.iter().product(), 0.1, 2.0, 200 + s as u64);
+        let b = random(sb.iter().product(), -2.0, 2.0, 300 + s as u64);
+        let (da, db) = (up(&a, sa), up(&b, sb));
+        // Index of an output coordinate in an operand, by the broadcast rule.
+        let index = |shape: &[usize], coord: &[usize]| {
+            let off = coord.len() - shape.len();
+            shape.iter().enumerate().fold(0, |acc, (d, &e)| {
+                acc * e + if e == 1 { 0 } else { coord[off + d] }
+            })
+        };
+        for op in ops {
+            let z = ctx().run(|r| r.binary(op, &da, &db)).unwrap();
+            assert_eq!(z.shape(), out_shape.as_slice());
+            let got = down(&z);
+            assert_eq!(got.len(), out_shape.iter().product::<usize>());
+            for (i, &g) in got.iter().enumerate() {
+                let mut coord = vec![0; out_shape.len()];
+                let mut rest = i;
+                for d in (0..out_shape.len()).rev() {
+                    coord[d] = rest % out_shape[d];
+                    rest /= out_shape[d];
+                }
+                let (u, v) = (a[index(sa, &coord)], b[index(sb, &coord)]);
+                let (want, tol) = match op {
+                    BinaryOp::Add => ((u + v) as f64, 0.0),
+                    BinaryOp::Sub => ((u - v) as f64, 0.0),
+                    BinaryOp::Mul => ((u * v) as f64, 0.0),
+                    BinaryOp::Max => (u.max(v) as f64, 0.0),
+                    BinaryOp::Min => (u.min(v) as f64, 0.0),
+                    BinaryOp::Div => {
+                        let w = u as f64 / v as f64;
+                        (w, 2.5 * ulp(w))
+                    }
+                    BinaryOp::Pow => {
+                        let w = (u as f64).powf(v as f64);
+                        (w, 1e-5 * w.abs() + 2e-6)
+                    }
+                };
+                assert!(
+                    (g as f64 - want).abs() <= tol,
+                    "{op:?} {sa:?} with {sb:?} at {coord:?}: got {g}, want {want}"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions
+
+/// Sum, mean, max over several axis sets. Sum: the bound `2·n·u·Σ|x|` for n reduced terms;
+/// mean adds one correctly rounded division; max is exact.
+#[test]
+fn reductions_over_axes() {
+    let shape = [3usize, 5, 7, 11];
+    let x = random(shape.iter().product(), -1.0, 1.0, 400);
+    let dx = up(&x, &shape);
+    let axis_sets: [&[usize]; 6] = [&[3], &[0, 2], &[1, 2, 3], &[0, 1, 2, 3], &[1], &[0, 3]];
+    for axes in axis_sets {
+        for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
+            for keepdim in [false, true] {
+                let y = ctx().run(|r| r.reduce(op, &dx, axes, keepdim)).unwrap();
+                let want_shape: Vec<usize> = (0..4)
+                    .filter_map(|d| {
+                        if axes.contains(&d) {
+                            keepdim.then_some(1)
+                        } else {
+                            Some(shape[d])
+                        }
+                    })
+                    .collect();
+                assert_eq!(y.shape(), want_shape.as_slice(), "{op:?} over {axes:?}");
+                // Reference: walk all elements, add into the output slot.
+                let n_out: usize = want_shape.iter().product();
+                let n_red: usize = axes.iter().map(|&a| shape[a]).product();
+                let mut acc = vec![
+                    if op == ReduceOp::Max {
+                        f64::NEG_INFINITY
+                    } else {
+                        0.0
+                    };
+                    n_out
+                ];
+                let mut abs = vec![0.0f64; n_out];
+                for (i, &v) in x.iter().enumerate() {
+                    let mut rest = i;
+                    let mut coord = [0usize; 4];
+                    for d in (0..4).rev() {
+                        coord[d] = rest % shape[d];
+                        rest /= shape[d];
+                    }
+                    let o = (0..4)
+                        .filter(|d| !axes.contains(d))
+                        .fold(0, |o, d| o * shape[d] + coord[d]);
+                    match op {
+                        ReduceOp::Max => acc[o] = acc[o].max(v as f64),
+                        _ => acc[o] += v as f64,
+                    }
+                    abs[o] += (v as f64).abs();
+                }
+                if op == ReduceOp::Mean {
+                    acc.iter_mut().for_each(|a| *a /= n_red as f64);
+                    abs.iter_mut().for_each(|a| *a /= n_red as f64);
+                }
+                let tol = |i: usize| match op {
+                    ReduceOp::Max => 0.0,
+                    _ => 2.0 * (n_red + 1) as f64 * U * abs[i],
+                };
+                assert_close(
+                    &format!("{op:?} over {axes:?} keepdim={keepdim}"),
+                    &down(&y),
+                    &acc,
+                    tol,
+                );
+            }
+        }
+    }
+}
+
+/// A long last axis (more elements than threads per workgroup) and a row count that does not
+/// divide anything; same bound as above.
+#[test]
+fn sum_last_axis_long_rows() {
+    let (rows, len) = (5, 3001);
+    let x = random(rows * len, -1.0, 1.0, 401);
+    let y = ctx()
+        .run(|r| r.sum_last_axis(&up(&x, &[rows, len])))
+        .unwrap();
+    assert_eq!(y.shape(), [rows]);
+    let want: Vec<f64> = x
+        .chunks(len)
+        .map(|c| c.iter().map(|&v| v as f64).sum())
+        .collect();
+    let abs: Vec<f64> = x
+        .chunks(len)
+        .map(|c| c.iter().map(|&v| (v as f64).abs()).sum())
+        .collect();
+    assert_close("sum_last_axis", &down(&y), &want, |i| {
+        2.0 * len as f64 * U * abs[i]
+    });
+}
+
+/// Instance-norm moments on data with a large mean (3) relative to its spread, where a one-pass
+/// E[x²] − E[x]² would lose digits. Mean: `2·L·u·mean|x|`. Variance: the deviations carry the
+/// mean's error e_m plus one rounding each, so the bound is `2·L·u·E[d²]` for the sum plus
+/// `2·E|d|·e_m + e_m²` from the shift, doubled for the squaring.
+#[test]
+fn instance_norm_moments_two_pass() {
+    let (n, c, h, w) = (2, 3, 13, 17);
+    let l = h * w;
+    let x: Vec<f32> = random(n * c * l, -1.0, 1.0, 402)
+        .iter()
+        .map(|v| v + 3.0)
+        .collect();
+    let (mean, var) = ctx()
+        .run(|r| r.instance_norm_moments(&up(&x, &[n, c, h, w])))
+        .unwrap();
+    assert_eq!(mean.shape(), [n, c]);
+    assert_eq!(var.shape(), [n, c]);
+    let (mut wm, mut wv, mut tm, mut tv) = (vec![], vec![], vec![], vec![]);
+    for row in x.chunks(l) {
+        let m = row.iter().map(|&v| v as f64).sum::<f64>() / l as f64;
+        let d2 = row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / l as f64;
+        let d1 = row.iter().map(|&v| (v as f64 - m).abs()).sum::<f64>() / l as f64;
+        let em = 2.0 * l as f64 * U * row.iter().map(|&v| (v as f64).abs()).sum::<f64>() / l as f64;
+        wm.push(m);
+        wv.push(d2);
+        tm.push(em);
+        tv.push(2.0 * (2.0 * l as f64 * U * d2 + 2.0 * d1 * em + em * em));
+    }
+    assert_close("instance mean", &down(&mean), &wm, |i| tm[i]);
+    assert_close("instance var", &down(&var), &wv, |i| tv[i]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooling, resizing, gathering
+
+/// Average pooling: at most kh·kw terms and a division, bound `2·(kh·kw + 1)·u·Σ|x| / (kh·kw)`.
+#[test]
+fn avg_pool2d_counts_padding() {
+    let (n, c, h, w) = (2, 3, 9, 8);
+    let x = random(n * c * h * w, -1.0, 1.0, 500);
+    let dx = up(&x, &[n, c, h, w]);
+    for (k, s, p) in [
+        ((3, 3), (2, 2), (1, 1)),
+        ((2, 2), (2, 2), (0, 0)),
+        ((3, 2), (1, 3), (1, 1)),
+    ] {
+        let y = ctx().run(|r| r.avg_pool2d(&dx, k, s, p)).unwrap();
+        let ho = (h + 2 * p.0 - k.0) / s.0 + 1;
+        let wo = (w + 2 * p.1 - k.1) / s.1 + 1;
+        assert_eq!(y.shape(), [n, c, ho, wo]);
+        let (mut want, mut abs) = (vec![], vec![]);
+        for plane in 0..n * c {
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let (mut sum, mut sa) = (0.0f64, 0.0f64);
+                    for ki in 0..k.0 {
+                        for kj in 0..k.1 {
+                            let ih = (oh * s.0 + ki) as isize - p.0 as isize;
+                            let iw = (ow * s.1 + kj) as isize - p.1 as isize;
+                            if ih >= 0 && iw >= 0 && (ih as usize) < h && (iw as usize) < w {
+                                let v = x[(plane * h + ih as usize) * w + iw as usize] as f64;
+                                sum += v;
+                                sa += v.abs();
+                            }
+                        }
+                    }
+                    let kk = (k.0 * k.1) as f64; // count_include_pad: always the full window
+                    want.push(sum / kk);
+                    abs.push(sa / kk);
+                }
+            }
+        }
+        let kk = (k.0 * k.1 + 1) as f64;
+        assert_close(
+            &format!("avg_pool2d {k:?} {s:?} {p:?}"),
+            &down(&y),
+            &want,
+            |i| 2.0 * kk * U * abs[i],
+        );
+    }
+}
+
+/// Bilinear resize with align_corners = true against PyTorch's formula evaluated in f64 from the
+/// same f32 scale. The kernel evaluates it in f32: the source coordinate is one product (its
+/// rounding moves the weights by ≤ ½ ULP of the coordinate, ≤ 2⁻²⁴·in), and the blend is 6
+/// products and 3 sums of values ≤ 1 in magnitude: bound `1e−6` absolute covers both with margin
+/// for inputs of size ≤ 11.
+#[test]
+fn resize_bilinear_align_corners() {
+    let (n, c) = (2, 2);
+    for (h, w, ho, wo) in [(5, 7, 9, 4), (4, 4, 7, 7), (6, 3, 1, 1), (1, 5, 3, 11)] {
+        let x = random(n * c * h * w, -1.0, 1.0, 600 + h as u64);
+        let y = ctx()
+            .run(|r| r.resize_bilinear(&up(&x, &[n, c, h, w]), (ho, wo)))
+            .unwrap();
+        assert_eq!(y.shape(), [n, c, ho, wo]);
+        let scale = |i: usize, o: usize| {
+            if o > 1 {
+                (i - 1) as f32 / (o - 1) as f32
+            } else {
+                0.0
+            }
+        };
+        let (sh, sw) = (scale(h, ho) as f64, scale(w, wo) as f64);
+        let mut want = vec![];
+        for plane in 0..n * c {
+            let at = |i: usize, j: usize| x[(plane * h + i) * w + j] as f64;
+            for oh in 0..ho {
+                for ow in 0..wo {
+                    let (fy, fx) = (sh * oh as f64, sw * ow as f64);
+                    let (y0, x0) = ((fy as usize).min(h - 1), (fx as usize).min(w - 1));
+                    let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
+                    let (ly, lx) = (fy - y0 as f64, fx - x0 as f64);
+                    let top = (1.0 - lx) * at(y0, x0) + lx * at(y0, x1);
+                    let bot = (1.0 - lx) * at(y1, x0) + lx * at(y1, x1);
+                    want.push((1.0 - ly) * top + ly * bot);
+                }
+            }
+        }
+        assert_close(
+            &format!("resize {h}x{w} -> {ho}x{wo}"),
+            &down(&y),
+            &want,
+            |_| 1e-6,
+        );
+    }
+}
+
+/// Gathering copies bits: exact. An out-of-range index reads zeros.
+#[test]
+fn embedding_gathers_rows() {
+    let (rows, dim) = (7, 5);
+    let table = random(rows * dim, -1.0, 1.0, 700);
+    let idx = [3u32, 0, 6, 6, 1, 9];
+    let di = ctx().upload_indices(&idx).unwrap();
+    let y = ctx()
+        .run(|r| r.embedding(&up(&table, &[rows, dim]), &di))
+        .unwrap();
+    assert_eq!(y.shape(), [idx.len(), dim]);
+    let got = down(&y);
+    for (i, &row) in idx.iter().enumerate() {
+        let want: Vec<f32> = if (row as usize) < rows {
+            table[row as usize * dim..(row as usize + 1) * dim].to_vec()
+        } else {
+            vec![0.0; dim]
+        };
+        assert_eq!(
+            &got[i * dim..(i + 1) * dim],
+            want.as_slice(),
+            "row {i} (index {row})"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adam
+
+/// Three Adam steps with weight decay against the same formula on the host in f64. Each update
+/// is a handful of roundings (≈ 10 ULP of the step, ~lr·1e−6) and the parameters are ≤ 1, so
+/// 1e−6 absolute on the parameters is both safe and tight enough to catch a wrong formula (a
+/// missing bias correction moves the step by ~lr = 1e−3). The second moment is a sum of positive
+/// terms: 1e−5 relative (three steps of 3 roundings each, with margin). The first moment can
+/// cancel (gradients of both signs), so its bound is a running error bound: per step the kernel
+/// rounds g + wd·p, g − m, the product with (1 − β₁) and the sum, so the error obeys
+/// `e ← β₁·e + 3u(1 − β₁)(|g| + |m|) + u|m_new|` (plus wd·(1 − β₁) times the parameter error),
+/// doubled for margin.
+#[test]
+fn adam_matches_pytorch_formula() {
+    let n = 1001;
+    let cfg = AdamConfig {
+        lr: 1e-3,
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let p0 = random(n, -1.0, 1.0, 800);
+    let dp = up(&p0, &[n]);
+    let (dm, dv) = ctx().run(|r| Ok((r.zeros(&[n])?, r.zeros(&[n])?))).unwrap();
+    let (mut p, mut m, mut v): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+        p0.iter().map(|&x| x as f64).collect(),
+        vec![0.0; n],
+        vec![0.0; n],
+    );
+    let mut m_err = vec![0.0f64; n];
+    for t in 1..=3u64 {
+        let g = random(n, -0.5, 0.5, 810 + t);
+        let dg = up(&g, &[n]);
+        ctx()
+            .run(|r| r.adam_step(&dp, &dg, &dm, &dv, cfg, t))
+            .unwrap();
+        let (b1, b2) = (cfg.beta1 as f64, cfg.beta2 as f64);
+        let bc1 = 1.0 - b1.powi(t as i32);
+        let bc2 = 1.0 - b2.powi(t as i32);
+        for i in 0..n {
+            let wd = cfg.weight_decay as f64;
+            let gi = g[i] as f64 + wd * p[i];
+            let m_new = b1 * m[i] + (1.0 - b1) * gi;
+            m_err[i] = b1 * m_err[i]
+                + 3.0 * U * (1.0 - b1) * (gi.abs() + m[i].abs())
+                + U * m_new.abs()
+                + (1.0 - b1) * wd * 1e-6;
+            m[i] = m_new;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            p[i] -= cfg.lr as f64 / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + cfg.eps as f64);
+        }
+    }
+    assert_close("adam param", &down(&dp), &p, |_| 1e-6);
+    assert_close("adam m", &down(&dm), &m, |i| 2.0 * m_err[i]);
+    assert_close("adam v", &down(&dv), &v, |i| 1e-5 * v[i].abs() + 1e-12);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox and Langevin
+
+/// Philox4x32-10 on the host, from the published algorithm (Salmon et al. 2011).
+fn philox_cpu(mut c: [u32; 4], mut k: [u32; 2]) -> [u32; 4] {
+    for _ in 0..10 {
+        let p0 = 0xD251_1F53u64 * c[0] as u64;
+        let p1 = 0xCD9E_8D57u64 * c[2] as u64;
+        c = [
+            (p1 >> 32) as u32 ^ c[1] ^ k[0],
+            p1 as u32,
+            (p0 >> 32) as u32 ^ c[3] ^ k[1],
+            p0 as u32,
+        ];
+        k = [
+            k[0].wrapping_add(0x9E37_79B9),
+            k[1].wrapping_add(0xBB67_AE85),
+        ];
+    }
+    c
+}
+
+/// The known-answer vectors of Random123's `tests/kat_vectors` (philox4x32, 10 rounds):
+/// counter, key, expected output.
+const PHILOX_KAT: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
+    (
+        [0, 0, 0, 0],
+        [0, 0],
+        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+    ),
+    (
+        [0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff],
+        [0xffffffff, 0xffffffff],
+        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+    ),
+    (
+        [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+        [0xa4093822, 0x299f31d0],
+        [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+    ),
+];
+
+#[test]
+fn philox_known_answers() {
+    for (ctr, key, want) in PHILOX_KAT {
+        assert_eq!(philox_cpu(ctr, key), want, "host Philox");
+        let b = ctx().run(|r| r.philox_bits(4, ctr, key)).unwrap();
+        assert_eq!(
+            ctx().download_bits(&b).unwrap(),
+            want,
+            "device Philox, counter {ctr:x?} key {key:x?}"
+        );
+    }
+}
+
+/// Many blocks (counter + j per block), a length that is not a multiple of 4: bit-exact
+/// against the host.
+#[test]
+fn philox_blocks_match_host() {
+    let (n, ctr, key) = (4 * 301 + 3, [7u32, 1, 2, 3], [0xdead_beef, 42]);
+    let b = ctx().run(|r| r.philox_bits(n, ctr, key)).unwrap();
+    let got = ctx().download_bits(&b).unwrap();
+    let want: Vec<u32> = (0..n.div_ceil(4) as u32)
+        .flat_map(|j| philox_cpu([ctr[0] + j, ctr[1], ctr[2], ctr[3]], key))
+        .take(n)
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// Box–Muller on the host from the same words, in f64.
+fn normals_cpu(n: usize, seed: u64, counter: u64) -> Vec<f64> {
+    let key = [seed as u32, (seed >> 32) as u32];
+    (0..n.div_ceil(4) as u32)
+        .flat_map(|j| {
+            let w = philox_cpu([j, 0, counter as u32, (counter >> 32) as u32], key);
+            let pair = |a: u32, b: u32| {
+                let u1 = ((a >> 8) as f64 + 1.0) / 16777216.0;
+                let th = (b >> 8) as f64 / 16777216.0 * (2.0 * std::f64::consts::PI)
+                    - std::f64::consts::PI;
+                let r = (-2.0 * u1.ln()).sqrt();
+                [r * th.cos(), r * th.sin()]
+            };
+            let [z0, z1] = pair(w[0], w[1]);
+            let [z2, z3] = pair(w[2], w[3]);
+            [z0, z1, z2, z3]
+        })
+        .take(n)
+        .collect()
+}
+
+/// Device normals against Box–Muller on the host. The device's sin/cos may be off by 2⁻¹¹
+/// absolute (Vulkan precision table), times r ≤ 5.8, plus the log/sqrt error of r (a few ULP):
+/// bound 6·2⁻¹¹ + 1e−5. Also: the same (seed, counter) gives the same bits; another counter
+/// does not.
+#[test]
+fn randn_is_reproducible_box_muller() {
+    let shape = [3, 5, 67];
+    let n = 3 * 5 * 67;
+    let (a, b, c) = ctx()
+        .run(|r| {
+            Ok((
+                r.randn(&shape, 1234, 9)?,
+                r.randn(&shape, 1234, 9)?,
+                r.randn(&shape, 1234, 10)?,
+            ))
+        })
+        .unwrap();
+    let (ga, gb, gc) = (
+        ctx().download_bits(&a).unwrap(),
+        ctx().download_bits(&b).unwrap(),
+        ctx().download_bits(&c).unwrap(),
+    );
+    assert_eq!(ga, gb, "same seed and counter, same bits");
+    assert!(
+        ga.iter().zip(&gc).filter(|(x, y)| x == y).count() < n / 100,
+        "another counter, other numbers"
+    );
+    let want = normals_cpu(n, 1234, 9);
+    assert_close("randn vs host Box-Muller", &down(&a), &want, |_| {
+        6.0 * 2f64.powi(-11) + 1e-5
+    });
+}
+
+/// Moments of 2¹⁸ normals. With n samples the estimators' standard deviations are 1/√n (mean),
+/// √(2/n) (variance), √(15/n) (third moment), √(96/n) (fourth moment, Var z⁴ = 105 − 9); we allow
+/// 5 of them, a false-failure rate below 1e−6 per check for a correct generator (the seed is
+/// fixed, so the test is deterministic anyway). Box–Muller's cut at |z| ≈ 5.77 changes the
+/// moments by < 1e−6.
+#[test]
+fn randn_moments() {
+    let n = 1usize << 18;
+    let z = ctx().run(|r| r.randn(&[n], 2024, 0)).unwrap();
+    let z: Vec<f64> = down(&z).into_iter().map(|v| v as f64).collect();
+    let nf = n as f64;
+    let mean = z.iter().sum::<f64>() / nf;
+    let m2 = z.iter().map(|v| v * v).sum::<f64>() / nf;
+    let m3 = z.iter().map(|v| v.powi(3)).sum::<f64>() / nf;
+    let m4 = z.iter().map(|v| v.powi(4)).sum::<f64>() / nf;
+    assert!(mean.abs() < 5.0 / nf.sqrt(), "mean {mean}");
+    assert!(
+        (m2 - 1.0).abs() < 5.0 * (2.0 / nf).sqrt(),
+        "second moment {m2}"
+    );
+    assert!(m3.abs() < 5.0 * (15.0 / nf).sqrt(), "third moment {m3}");
+    assert!(
+        (m4 - 3.0).abs() < 5.0 * (96.0 / nf).sqrt(),
+        "fourth moment {m4}"
+    );
+}
+
+/// Three Langevin steps recorded into one submission, against the host update with the noise of
+/// `randn(seed, step)`. Per step: `x + (α/2)s + √α z` is 2 products and 2 sums of values of
+/// order 1 (plus the f32 rounding of α/2 and √α): ≤ 4 ULP of ~4, so 3 steps stay within 1e−5
+/// absolute. Rerunning gives identical bits, also when the loop is split by `flush`.
+#[test]
+fn langevin_loop_on_device() {
+    let shape = [3, 5, 7]; // 105 elements: not a multiple of 4
+    let n = 105;
+    let (alpha, seed) = (0.01f32, 77u64);
+    let x0 = random(n, -1.0, 1.0, 900);
+    let scores: Vec<Vec<f32>> = (0..3).map(|t| random(n, -1.0, 1.0, 910 + t)).collect();
+    let run = || {
+        let x = up(&x0, &shape);
+        let s: Vec<DeviceBuffer> = scores.iter().map(|s| up(s, &shape)).collect();
+        // ANCHOR: loop
+        // One command buffer for the whole loop: no host round trip between steps.
+        ctx()
+            .run(|r| {
+                for (t, st) in s.iter().enumerate() {
+                    r.langevin_step(&x, st, alpha, seed, t as u64)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        // ANCHOR_END: loop
+        down(&x)
+    };
+    let got = run();
+    // The same loop submitted in two pieces with `flush` in between gives the same bits.
+    let x = up(&x0, &shape);
+    let s: Vec<DeviceBuffer> = scores.iter().map(|s| up(s, &shape)).collect();
+    ctx()
+        .run(|r| {
+            for (t, st) in s.iter().enumerate() {
+                r.langevin_step(&x, st, alpha, seed, t as u64)?;
+                if t == 0 {
+                    r.flush()?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(down(&x), got, "flushed loop");
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        run().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    let mut want: Vec<f64> = x0.iter().map(|&v| v as f64).collect();
+    for (t, s) in scores.iter().enumerate() {
+        let z = ctx().run(|r| r.randn(&shape, seed, t as u64)).unwrap();
+        let z = down(&z);
+        for i in 0..n {
+            want[i] += 0.5 * alpha as f64 * s[i] as f64 + (alpha as f64).sqrt() * z[i] as f64;
+        }
+    }
+    assert_close("langevin", &got, &want, |_| 1e-5);
+}
+
+/// Copy, zeros, and reshape bookkeeping.
+#[test]
+fn copy_zeros_reshape() {
+    let x = random(10, -1.0, 1.0, 1000);
+    let dx = up(&x, &[2, 5]);
+    let (c, z) = ctx()
+        .run(|r| Ok((r.copy(&dx)?, r.zeros(&[3, 3])?)))
+        .unwrap();
+    assert_eq!(down(&c), x);
+    assert_eq!(down(&z), vec![0.0; 9]);
+    let c = c.reshape(&[5, 2]);
+    assert_eq!(c.shape(), [5, 2]);
+    assert_eq!(down(&c), x);
+    let e = up(&[], &[0, 3]);
+    assert!(e.is_empty());
+    assert_eq!(down(&e), Vec::<f32>::new());
+}
+
+/// Empty inputs give empty (or, for sums over nothing, zero) outputs without dispatching.
+#[test]
+fn empty_inputs() {
+    let p = Conv2dParams::default();
+    let x = up(&[], &[0, 2, 5, 5]);
+    let dy = up(&[], &[0, 3, 3, 3]);
+    let a = up(&[], &[0, 4]);
+    let b = up(&random(12, -1.0, 1.0, 1100), &[4, 3]);
+    let (dw, c, e, s) = ctx()
+        .run(|r| {
+            Ok((
+                r.conv2d_weight_grad(&x, &dy, (3, 3), p)?,
+                r.matmul(&a, &b, false, false)?,
+                r.unary(UnaryOp::Exp, &a)?,
+                r.reduce(ReduceOp::Sum, &a, &[0], false)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(dw.shape(), [3, 2, 3, 3]);
+    assert_eq!(down(&dw), vec![0.0; 54]);
+    assert_eq!(c.shape(), [0, 3]);
+    assert!(e.is_empty());
+    assert_eq!(down(&s), vec![0.0; 4], "a sum over an empty axis is 0");
+}
