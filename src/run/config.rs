@@ -122,7 +122,7 @@ impl RunConfig {
     ///
     /// `cpu` keeps the objective, the noise levels and the sampler, and shrinks the rest for two
     /// CPU cores: ngf 16, batch 32, 2,500 steps for MNIST (500 for CIFAR-10), 25 samples. Measured
-    /// on a 2-core machine shared with other jobs, the MNIST run took about 75 minutes of wall time
+    /// on a 2-core machine shared with other jobs, the MNIST run took about 70 minutes of wall time
     /// (1.4–1.5 s a step, 5.5 minutes for the samples); see the book's chapter on images.
     pub fn preset(dataset: DatasetKind, preset: Preset) -> Self {
         let paper = RunConfig {
