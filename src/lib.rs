@@ -35,6 +35,8 @@
 //! - [`backend`] — with the `vulkan` feature, a Vulkan compute layer (vulkano, GLSL shaders in
 //!   `shaders/` compiled with `glslc`): device buffers and kernels for GEMM, convolutions,
 //!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG.
+//! - [`run`] — training runs on images: presets, checkpoints and resume, sampling, inpainting, the
+//!   nearest-neighbour check, `results.json`, and the command line of the image examples.
 //! - [`error`] — the [`Error`] type of everything that reads or writes files.
 //!
 //! # Errors
@@ -57,6 +59,7 @@ pub mod io;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod run;
 pub mod sample;
 pub mod score;
 pub mod tensor;

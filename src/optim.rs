@@ -320,6 +320,27 @@ impl Ema {
             .collect()
     }
 
+    /// Replaces the averaged values with `shadow` (from a checkpoint), keyed by parameter name.
+    /// Checks every name and shape first and changes nothing on error.
+    pub fn load_shadow(&mut self, shadow: &BTreeMap<String, ArrayD<f32>>) -> crate::Result<()> {
+        let mut new = Vec::with_capacity(self.params.len());
+        for (name, p) in &self.params {
+            let s = shadow.get(name).ok_or_else(|| {
+                crate::Error::Invalid(format!("EMA state: missing tensor `{name}`"))
+            })?;
+            if s.shape() != p.shape() {
+                return Err(crate::Error::Invalid(format!(
+                    "EMA state: `{name}` has shape {:?}, parameter has {:?}",
+                    s.shape(),
+                    p.shape()
+                )));
+            }
+            new.push(s.clone());
+        }
+        self.shadow = new;
+        Ok(())
+    }
+
     /// Writes the averaged values into the parameters (e.g. before sampling).
     pub fn copy_to_params(&self) {
         for ((_, p), s) in self.params.iter().zip(&self.shadow) {

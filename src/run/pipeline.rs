@@ -1,0 +1,512 @@
+//! The command line of the image examples and the pipeline it drives: load the data, train,
+//! sample, inpaint, look up nearest neighbours, write `results.json`.
+//!
+//! `examples/mnist.rs` and `examples/cifar10.rs` are a few lines each: they parse [`Args`] and call
+//! [`run`] with their data set and the network to build. Everything else lives here, so that the
+//! two examples cannot drift apart and the tests can run the whole pipeline on tiny data with a
+//! tiny network.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Parser;
+use ndarray::Axis;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{DatasetKind, Preset, RunConfig};
+use super::generate::{annealing_strip, generate, inpaint, inpainting_grid};
+use super::nearest::{Neighbour, nearest_grid, nearest_neighbours};
+use super::train::{
+    RunDir, ScoreNet, Stream, TrainOptions, checkpoint_config, evaluate_dsm, load_weights,
+    split_holdout, stream_rng, train,
+};
+use crate::data::{Dataset, Split, Transform, cifar10, mnist};
+use crate::io::{GridOptions, save_grid, save_grid_with};
+use crate::nn::{CondRefineNetDilated, RefineNetConfig};
+use crate::{Error, Result};
+
+/// The command line shared by `cargo run --release --example mnist` and `--example cifar10`.
+///
+/// With none of `--train`, `--sample`, `--inpaint`, `--nearest`, all four run in that order.
+/// With some of them, only those run (sampling, inpainting and the neighbour search then use the
+/// run directory's checkpoint, or `--checkpoint PATH`).
+#[derive(Clone, Debug, Default, Parser)]
+#[command(about = "Train NCSN on images and sample from it (Song & Ermon, 2019)")]
+pub struct Args {
+    /// Train (resuming from the run directory's checkpoint if there is one).
+    #[arg(long)]
+    pub train: bool,
+    /// Draw samples with annealed Langevin dynamics; write the grid and the annealing strip.
+    #[arg(long)]
+    pub sample: bool,
+    /// Complete half-hidden test pictures (the paper's Fig. 6).
+    #[arg(long)]
+    pub inpaint: bool,
+    /// Find each sample's nearest training pictures (the paper's Fig. 9–10, pixel distance).
+    #[arg(long)]
+    pub nearest: bool,
+    /// Sample from this checkpoint instead of the run directory's.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<PathBuf>,
+    /// The data directory [default: `../shared/data/DATASET` beside the repository].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// The run directory [default: `runs/DATASET-PRESET`].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Settings to start from.
+    #[arg(long, value_enum, default_value_t = Preset::Cpu)]
+    pub preset: Preset,
+    /// Training steps (overrides the preset).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Seed of every random draw (overrides the preset's 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Pictures per training batch (overrides the preset).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Base width of the network (overrides the preset).
+    #[arg(long)]
+    pub ngf: Option<usize>,
+    /// Pictures in the samples grid (overrides the preset).
+    #[arg(long)]
+    pub n_samples: Option<usize>,
+    /// Langevin steps per noise level, T (overrides the preset's 100).
+    #[arg(long)]
+    pub n_steps_each: Option<usize>,
+    /// Step size ε of annealed Langevin dynamics (overrides the preset's 2e-5).
+    #[arg(long)]
+    pub step_size: Option<f32>,
+    /// Write a checkpoint every this many steps (overrides the preset).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Keep an exponential moving average of the weights with this decay and sample with it.
+    #[arg(long)]
+    pub ema: Option<f32>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Args {
+    /// The configuration: the preset for `kind` with this command line's overrides.
+    pub fn config(&self, kind: DatasetKind) -> RunConfig {
+        let mut c = RunConfig::preset(kind, self.preset);
+        let set = |field: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *field = v
+            }
+        };
+        set(&mut c.n_iters, self.steps);
+        set(&mut c.batch_size, self.batch_size);
+        set(&mut c.ngf, self.ngf);
+        set(&mut c.n_samples, self.n_samples);
+        set(&mut c.n_steps_each, self.n_steps_each);
+        set(&mut c.checkpoint_every, self.checkpoint_every);
+        if let Some(s) = self.seed {
+            c.seed = s;
+        }
+        if let Some(e) = self.step_size {
+            c.step_size = e;
+        }
+        if self.ema.is_some() {
+            c.ema_mu = self.ema;
+        }
+        c
+    }
+
+    /// The data directory: `--data`, or else `../shared/data/<dataset>` beside the repository
+    /// (or `shared/data/<dataset>` inside it, where a checkout keeps `shared/` there).
+    pub fn data_dir(&self, kind: DatasetKind) -> PathBuf {
+        if let Some(d) = &self.data {
+            return d.clone();
+        }
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let beside = repo.join("../shared/data").join(kind.name());
+        let inside = repo.join("shared/data").join(kind.name());
+        if !beside.is_dir() && inside.is_dir() {
+            inside
+        } else {
+            beside
+        }
+    }
+
+    /// The run directory: `--out`, or `runs/<dataset>-<preset>`.
+    pub fn out_dir(&self, kind: DatasetKind) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let preset = match self.preset {
+                Preset::Cpu => "cpu",
+                Preset::Paper => "paper",
+            };
+            PathBuf::from("runs").join(format!("{}-{preset}", kind.name()))
+        })
+    }
+
+    /// Whether no stage was named (then all run).
+    fn all(&self) -> bool {
+        !(self.train || self.sample || self.inpaint || self.nearest)
+    }
+}
+
+/// The training and test pictures of `kind` in `dir`.
+///
+/// MNIST: `train-*` and `t10k-*` if both are there; with the `t10k-*` files alone (the copy in
+/// `shared/data`), the last `holdout` of them (at most a fifth) are the test set and the rest the
+/// training set. CIFAR-10: the `data_batch_*` files, and `test_batch.bin` if present, else a
+/// held-out part as for MNIST.
+/// A missing directory is an error that names it and says how to pass another.
+pub fn load_data(kind: DatasetKind, dir: &Path, holdout: usize) -> Result<(Dataset, Dataset)> {
+    if !dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} data not found: {} is not a directory (pass --data DIR)",
+            kind.name(),
+            dir.display()
+        )));
+    }
+    let held_out = |d: &Dataset| split_holdout(d, holdout.min(d.len() / 5).max(1));
+    let context = |e: Error| match e {
+        Error::Invalid(m) => {
+            Error::Invalid(format!("{} data in {}: {m}", kind.name(), dir.display()))
+        }
+        e => e,
+    };
+    match kind {
+        DatasetKind::Mnist => {
+            let test = mnist::load_dir(dir, Split::Test).map_err(context)?;
+            match mnist::load_dir(dir, Split::Train) {
+                Ok(train) => Ok((train, test)),
+                Err(_) => held_out(&test).map_err(context),
+            }
+        }
+        DatasetKind::Cifar10 => {
+            let train = cifar10::load(dir, Split::Train).map_err(context)?;
+            if cifar10::batch_files(dir, Split::Test).is_ok() {
+                Ok((train, cifar10::load(dir, Split::Test).map_err(context)?))
+            } else {
+                held_out(&train).map_err(context)
+            }
+        }
+    }
+}
+
+/// Wall times of the stages of a run, in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Training (this invocation's steps).
+    pub train_s: Option<f64>,
+    /// Training steps per second.
+    pub steps_per_s: Option<f64>,
+    /// The test loss evaluation.
+    pub test_loss_s: Option<f64>,
+    /// Sampling the grid and the strip.
+    pub sample_s: Option<f64>,
+    /// Inpainting.
+    pub inpaint_s: Option<f64>,
+    /// The nearest-neighbour search (and the samples it needed, if it drew its own).
+    pub nearest_s: Option<f64>,
+    /// The whole invocation.
+    pub total_s: Option<f64>,
+}
+
+/// Where a run wrote its files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Paths {
+    /// `config.json`.
+    pub config: Option<PathBuf>,
+    /// The checkpoint trained or sampled from.
+    pub checkpoint: Option<PathBuf>,
+    /// `loss.csv`.
+    pub loss_csv: Option<PathBuf>,
+    /// `loss.svg`.
+    pub loss_plot: Option<PathBuf>,
+    /// `samples.png`.
+    pub samples: Option<PathBuf>,
+    /// `annealing.png`.
+    pub annealing: Option<PathBuf>,
+    /// `inpainting.png`.
+    pub inpainting: Option<PathBuf>,
+    /// `nearest.png`.
+    pub nearest: Option<PathBuf>,
+}
+
+// ANCHOR: results
+/// `results.json`: what a run did, for comparing runs with a script. Each invocation updates the
+/// fields of the stages it ran and keeps the others.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// The configuration.
+    pub config: Option<RunConfig>,
+    /// Training steps done.
+    pub iterations: Option<usize>,
+    /// The step this invocation resumed training from.
+    pub resumed_from: Option<usize>,
+    /// Mean training loss over the last 100 steps.
+    pub final_train_loss: Option<f32>,
+    /// The annealed DSM loss over the test pictures (fixed seed, no gradients).
+    pub test_dsm_loss: Option<f32>,
+    /// How many test pictures that loss averaged over.
+    pub test_images: Option<usize>,
+    /// Which weights sampled: `"params"` or `"ema"`.
+    pub sampling_weights: Option<String>,
+    /// Wall times.
+    pub timings: Timings,
+    /// Files written.
+    pub paths: Paths,
+    /// For each sample of the memorisation check, its nearest training pictures.
+    pub nearest: Option<Vec<Vec<Neighbour>>>,
+}
+// ANCHOR_END: results
+
+impl Results {
+    /// The results in `path`, or empty ones if there is no readable file.
+    pub fn load_or_default(path: &Path) -> Self {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes the results as pretty JSON (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("results serialise");
+        crate::io::write_atomic(path, json.as_bytes())
+    }
+}
+
+/// The paper's network, `CondRefineNetDilated`, sized for `kind` with the configuration's `ngf`
+/// and number of noise levels.
+pub fn refinenet(
+    kind: DatasetKind,
+    config: &RunConfig,
+    rng: &mut ChaCha8Rng,
+) -> CondRefineNetDilated {
+    let (channels, image_size) = kind.image_shape();
+    CondRefineNetDilated::new(
+        RefineNetConfig {
+            channels,
+            image_size,
+            ngf: config.ngf,
+            num_classes: config.num_classes,
+            logit_transform: false,
+        },
+        rng,
+    )
+}
+
+/// `n` distinct indices below `len`, drawn from `rng` (fewer if `len < n`).
+fn pick(len: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    rand::seq::index::sample(rng, len, n.min(len)).into_vec()
+}
+
+/// Prints a line unless quiet.
+fn say(args: &Args, msg: impl AsRef<str>) {
+    if !args.quiet {
+        eprintln!("{}", msg.as_ref());
+    }
+}
+
+// ANCHOR: pipeline
+/// Runs the stages `args` asks for on data set `kind`, with the network `build` makes from the
+/// configuration and an initialisation generator; returns (and writes) the results.
+pub fn run<M: ScoreNet>(
+    kind: DatasetKind,
+    args: &Args,
+    build: impl Fn(&RunConfig, &mut ChaCha8Rng) -> M,
+) -> Result<Results> {
+    let t_all = Instant::now();
+    let mut config = args.config(kind);
+    let run_dir = RunDir::create(args.out_dir(kind))?;
+    let mut results = Results::load_or_default(&run_dir.results());
+    let (train_set, test_set) = load_data(kind, &args.data_dir(kind), config.holdout)?;
+    let (channels, side) = kind.image_shape();
+    if train_set.image_shape() != (channels, side, side) {
+        return Err(Error::Invalid(format!(
+            "{}: pictures are {:?}, {} needs {:?}",
+            args.data_dir(kind).display(),
+            train_set.image_shape(),
+            kind.name(),
+            (channels, side, side)
+        )));
+    }
+    let all = args.all();
+
+    // Which weights: the run's own checkpoint, or one given on the command line, whose stored
+    // configuration then fixes the network's shape.
+    let sampling_from = args
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| run_dir.checkpoint());
+    if args.checkpoint.is_some() && !(all || args.train) {
+        if let Some(c) = checkpoint_config(&sampling_from)? {
+            config.ngf = c.ngf;
+            config.sigma_begin = c.sigma_begin;
+            config.sigma_end = c.sigma_end;
+            config.num_classes = c.num_classes;
+            config.ema_mu = config.ema_mu.or(c.ema_mu);
+        }
+    }
+    let model = build(&config, &mut stream_rng(config.seed, Stream::Init));
+    say(
+        args,
+        format!(
+            "{}: {} training / {} test pictures, network with {} parameters, run directory {}",
+            kind.name(),
+            train_set.len(),
+            test_set.len(),
+            model.params().num_scalars(),
+            run_dir.path().display()
+        ),
+    );
+    results.config = Some(config.clone());
+
+    if all || args.train {
+        let transform = match kind {
+            DatasetKind::Mnist => Transform::mnist(),
+            DatasetKind::Cifar10 => Transform::cifar10(),
+        };
+        let opts = TrainOptions {
+            progress: !args.quiet,
+        };
+        let report = train(
+            &model,
+            &train_set,
+            Some(&test_set),
+            transform,
+            &config,
+            &run_dir,
+            opts,
+        )?;
+        say(
+            args,
+            format!(
+                "trained steps {}..{} in {:.1} s ({:.2} steps/s)",
+                report.resumed_from, report.steps, report.seconds, report.steps_per_sec
+            ),
+        );
+        results.iterations = Some(report.steps);
+        results.resumed_from = Some(report.resumed_from);
+        results.final_train_loss = report.final_loss;
+        results.timings.train_s = Some(report.seconds);
+        results.timings.steps_per_s = Some(report.steps_per_sec);
+        results.paths.config = Some(run_dir.config());
+        results.paths.loss_csv = Some(run_dir.loss_csv());
+        results.paths.loss_plot = Some(run_dir.loss_plot());
+    }
+    if !(all || args.train) || config.ema_mu.is_some() {
+        if !sampling_from.is_file() {
+            return Err(Error::Invalid(format!(
+                "no checkpoint at {}: train first (--train) or pass --checkpoint PATH",
+                sampling_from.display()
+            )));
+        }
+        let ema = load_weights(&sampling_from, model.params(), true)?;
+        results.sampling_weights = Some(if ema { "ema" } else { "params" }.into());
+    } else {
+        results.sampling_weights = Some("params".into());
+    }
+    results.paths.checkpoint = Some(sampling_from.clone());
+
+    if all || args.train {
+        let t = Instant::now();
+        let n = test_set.len().min(500);
+        let loss = evaluate_dsm(&model, &test_set, &config, n);
+        results.test_dsm_loss = Some(loss);
+        results.test_images = Some(n);
+        results.timings.test_loss_s = Some(t.elapsed().as_secs_f64());
+        say(args, format!("test DSM loss over {n} pictures: {loss:.4}"));
+    }
+
+    let sigmas = config.sigmas();
+    let annealed = config.annealed();
+    let mut samples = None;
+    if all || args.sample {
+        let t = Instant::now();
+        say(args, format!("sampling {} pictures ...", config.n_samples));
+        let mut rng = stream_rng(config.seed, Stream::Sample);
+        let g = generate(
+            &model,
+            &sigmas,
+            &annealed,
+            config.n_samples,
+            (channels, side),
+            &mut rng,
+        );
+        let grid_cols = (config.n_samples as f64).sqrt().ceil() as usize;
+        let path = run_dir.join("samples.png");
+        save_grid(&path, g.samples.view(), grid_cols)?;
+        let strip = annealing_strip(&g.stages, config.strip_rows);
+        let strip_path = run_dir.join("annealing.png");
+        save_grid(&strip_path, strip.view(), g.stages.len())?;
+        results.timings.sample_s = Some(t.elapsed().as_secs_f64());
+        results.paths.samples = Some(path);
+        results.paths.annealing = Some(strip_path);
+        samples = Some(g.samples);
+    }
+    if all || args.inpaint {
+        let t = Instant::now();
+        say(args, "inpainting ...");
+        let mut rng = stream_rng(config.seed, Stream::Inpaint);
+        let idx = pick(test_set.len(), config.inpaint_images, &mut rng);
+        let originals = test_set.gather_f32(&idx);
+        let k = config.inpaint_completions;
+        let done = inpaint(
+            &model,
+            &sigmas,
+            &annealed,
+            originals.view(),
+            k,
+            config.occlusion,
+            &mut rng,
+        );
+        let grid = inpainting_grid(originals.view(), done.view(), config.occlusion);
+        let path = run_dir.join("inpainting.png");
+        save_grid(&path, grid.view(), k + 2)?;
+        results.timings.inpaint_s = Some(t.elapsed().as_secs_f64());
+        results.paths.inpainting = Some(path);
+    }
+    if all || args.nearest {
+        let t = Instant::now();
+        let queries = match samples {
+            Some(s) => s,
+            None => {
+                say(args, "sampling for the neighbour search ...");
+                let mut rng = stream_rng(config.seed, Stream::Sample);
+                let n = config.nearest_queries;
+                generate(&model, &sigmas, &annealed, n, (channels, side), &mut rng).samples
+            }
+        };
+        let q = queries.slice_axis(
+            Axis(0),
+            (0..config.nearest_queries.min(queries.dim().0)).into(),
+        );
+        let found = nearest_neighbours(q, &train_set, config.nearest_k);
+        let grid = nearest_grid(q, &train_set, &found);
+        let path = run_dir.join("nearest.png");
+        save_grid_with(
+            &path,
+            grid.view(),
+            &GridOptions {
+                nrow: config.nearest_k + 1,
+                ..GridOptions::default()
+            },
+        )?;
+        let closest = found
+            .iter()
+            .filter_map(|l| l.first().map(|n| n.distance))
+            .fold(f32::INFINITY, f32::min);
+        say(
+            args,
+            format!("closest training picture to any sample: L2 distance {closest:.3}"),
+        );
+        results.nearest = Some(found);
+        results.timings.nearest_s = Some(t.elapsed().as_secs_f64());
+        results.paths.nearest = Some(path);
+    }
+    results.timings.total_s = Some(t_all.elapsed().as_secs_f64());
+    results.save(&run_dir.results())?;
+    say(args, format!("wrote {}", run_dir.results().display()));
+    Ok(results)
+}
+// ANCHOR_END: pipeline

@@ -1,0 +1,660 @@
+//! The training loop of NCSN: annealed denoising score matching with Adam, with everything a long
+//! run needs around it.
+//!
+//! [`train`] runs the loop of the reference's `AnnealRunner.train`: draw a mini-batch, dequantise
+//! it, draw one noise level per picture, take the annealed DSM loss (Eq. 6) and one Adam step; every
+//! `test_every` steps evaluate the same loss on a test batch without gradients. Around that loop:
+//!
+//! - a **run directory** ([`RunDir`]) with the configuration used (`config.json`), the loss log
+//!   (`loss.csv`: step, training loss, test loss where one was taken) and its plot (`loss.svg`);
+//! - a **progress bar** with the step, the loss, steps per second and the time left;
+//! - **checkpoints** every `checkpoint_every` steps and at the end, written atomically to
+//!   `checkpoint.safetensors`: the parameters, Adam's moments, the EMA of the weights if one is
+//!   kept, the step, and the position of the training random stream;
+//! - **resume**: if the run directory holds a checkpoint, training continues from it and sees the
+//!   same batches, noise levels and noise it would have seen without the interruption, so that an
+//!   interrupted run ends with the same bits as an uninterrupted one;
+//! - a **NaN guard**: a loss that is not finite stops training with an error naming the step, before
+//!   the optimizer touches the weights and without writing a checkpoint, so the last good one stays.
+//!
+//! # Random streams
+//!
+//! All draws come from `ChaCha8Rng::seed_from_u64(config.seed)` on separate streams
+//! ([`Stream`]), so that, e.g., evaluating the test loss more or less often never changes the
+//! training batches.
+
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{ArrayD, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::RunConfig;
+use crate::data::{BatchOptions, Batches, Dataset, Transform};
+use crate::io::checkpoint::{self, Checkpoint, Tensors};
+use crate::nn::ParamStore;
+use crate::optim::{Adam, AdamConfig, Ema};
+use crate::plot::{self, Figure, Series};
+use crate::score::{GeometricSigmas, anneal_dsm_loss};
+use crate::{Error, Result, Tensor, no_grad};
+
+/// A noise-conditional score network as training and sampling see it: parameters in a
+/// [`ParamStore`] and s_θ(x, y) for a batch `(N, C, H, W)` and one noise-level index per picture.
+pub trait ScoreNet {
+    /// The parameters, under the names checkpoints use.
+    fn params(&self) -> &ParamStore;
+    /// s_θ(x, σ_y) with y = `labels[n]` for each picture n of `x`.
+    fn score(&self, x: &Tensor, labels: &[usize]) -> Tensor;
+}
+
+/// The independent random streams of a run (`ChaCha8Rng::set_stream`), all from `config.seed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Stream {
+    /// The mini-batches: order, flips, dequantisation ([`Batches`]).
+    Batches = 0,
+    /// The noise levels and the noise of the training loss.
+    Loss = 1,
+    /// Test batches and their noise.
+    Test = 2,
+    /// The network's initial weights.
+    Init = 3,
+    /// Annealed Langevin sampling.
+    Sample = 4,
+    /// Inpainting: the pictures chosen and the sampler's noise.
+    Inpaint = 5,
+}
+
+/// A generator for `stream` of a run seeded with `seed`.
+pub fn stream_rng(seed: u64, stream: Stream) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream as u64);
+    rng
+}
+
+/// The files of a run, all in one directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run directory at `path`, created if it does not exist.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let root = path.as_ref().to_path_buf();
+        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        Ok(RunDir { root })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// A file in the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `checkpoint.safetensors`: the latest training state.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.join("checkpoint.safetensors")
+    }
+
+    /// The checkpoint to resume from, if the directory holds one.
+    pub fn latest_checkpoint(&self) -> Option<PathBuf> {
+        let p = self.checkpoint();
+        p.is_file().then_some(p)
+    }
+
+    /// `config.json`: the configuration of the run.
+    pub fn config(&self) -> PathBuf {
+        self.join("config.json")
+    }
+
+    /// `loss.csv`: `step,loss,test_loss`, one row per step.
+    pub fn loss_csv(&self) -> PathBuf {
+        self.join("loss.csv")
+    }
+
+    /// `loss.svg`: the loss curves.
+    pub fn loss_plot(&self) -> PathBuf {
+        self.join("loss.svg")
+    }
+
+    /// `results.json`: what the run produced.
+    pub fn results(&self) -> PathBuf {
+        self.join("results.json")
+    }
+}
+
+/// One row of the loss log.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossRow {
+    /// The step, counting from 1.
+    pub step: usize,
+    /// The training loss of that step's batch.
+    pub loss: f32,
+    /// The loss on a test batch, on the steps where one was taken.
+    pub test_loss: Option<f32>,
+}
+
+/// Writes the loss log as CSV (atomically).
+pub fn write_loss_csv(path: &Path, rows: &[LossRow]) -> Result<()> {
+    let mut s = String::from("step,loss,test_loss\n");
+    for r in rows {
+        let test = r.test_loss.map(|t| t.to_string()).unwrap_or_default();
+        s.push_str(&format!("{},{},{}\n", r.step, r.loss, test));
+    }
+    checkpoint::write_atomic(path, s.as_bytes())
+}
+
+/// Reads a loss log written by [`write_loss_csv`]; a malformed line is an error naming the file
+/// and the line.
+pub fn read_loss_csv(path: &Path) -> Result<Vec<LossRow>> {
+    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let bad = || Error::format(path, format!("line {}: malformed row {line:?}", i + 1));
+        let mut f = line.split(',');
+        let (Some(step), Some(loss), Some(test), None) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(bad());
+        };
+        rows.push(LossRow {
+            step: step.parse().map_err(|_| bad())?,
+            loss: loss.parse().map_err(|_| bad())?,
+            test_loss: if test.is_empty() {
+                None
+            } else {
+                Some(test.parse().map_err(|_| bad())?)
+            },
+        });
+    }
+    Ok(rows)
+}
+
+/// Plots the training loss (and the test losses) against the step, log scale.
+pub fn plot_losses(path: &Path, rows: &[LossRow]) -> Result<()> {
+    let train: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| (r.step as f64, r.loss as f64))
+        .collect();
+    let test: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.test_loss.map(|t| (r.step as f64, t as f64)))
+        .collect();
+    let fig = Figure::new("annealed DSM loss")
+        .labels("step", "loss")
+        .size(720, 420);
+    plot::lines(
+        path,
+        &fig,
+        &[Series::new("train", train), Series::new("test", test)],
+        true,
+    )
+}
+
+/// The prefix of Adam's entries in a training checkpoint.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+/// The prefix of the EMA's entries in a training checkpoint.
+pub const EMA_PREFIX: &str = "ema.";
+
+/// The training state beside the weights: where the run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Steps done (also the number of batches consumed).
+    pub step: usize,
+    /// The word position of the [`Stream::Loss`] generator after that step.
+    pub loss_rng_word_pos: u128,
+}
+
+// ANCHOR: save_checkpoint
+/// Writes a training checkpoint atomically: the parameters under their own names, Adam's state
+/// under `optimizer.`, the EMA under `ema.`, and as metadata the step, the position of the loss
+/// stream and the configuration (JSON).
+pub fn save_training_checkpoint(
+    path: &Path,
+    params: &ParamStore,
+    adam: &Adam,
+    ema: Option<&Ema>,
+    pos: Position,
+    config: &RunConfig,
+) -> Result<()> {
+    let mut ckpt = Checkpoint::new()
+        .with_metadata("step", pos.step)
+        .with_metadata("loss_rng_word_pos", pos.loss_rng_word_pos)
+        .with_metadata("config", config.to_json());
+    for (name, t) in params.named_params() {
+        ckpt.tensors.insert(name, t.to_array());
+    }
+    let (adam_tensors, adam_meta) = adam.state_dict();
+    for (name, t) in adam_tensors {
+        ckpt.tensors.insert(format!("{OPTIMIZER_PREFIX}{name}"), t);
+    }
+    for (k, v) in adam_meta {
+        ckpt.metadata.insert(format!("{OPTIMIZER_PREFIX}{k}"), v);
+    }
+    if let Some(ema) = ema {
+        for (name, t) in ema.shadow() {
+            ckpt.tensors.insert(format!("{EMA_PREFIX}{name}"), t);
+        }
+    }
+    ckpt.save(path)
+}
+// ANCHOR_END: save_checkpoint
+
+/// The entries of `tensors` whose names start with `prefix`, with the prefix removed.
+fn strip_prefix(tensors: &Tensors, prefix: &str) -> Tensors {
+    tensors
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|n| (n.to_string(), v.clone())))
+        .collect()
+}
+
+/// The model's own tensors of a checkpoint: everything that is not optimizer or EMA state.
+fn model_tensors(tensors: &Tensors) -> Tensors {
+    tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX) && !k.starts_with(EMA_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Checks `tensors` against the store's names and shapes, then copies them in; nothing changes
+/// on error.
+fn load_params(store: &ParamStore, tensors: &Tensors) -> Result<()> {
+    let params = store.named_params();
+    checkpoint::check_shapes(
+        tensors,
+        params.iter().map(|(n, t)| (n.as_str(), t.shape().to_vec())),
+    )?;
+    for (name, p) in &params {
+        p.set_data(tensors[name].clone());
+    }
+    Ok(())
+}
+
+/// Prefixes an [`Error::Invalid`] with the file it is about.
+fn at(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Invalid(msg) => Error::Invalid(format!("{}: {msg}", path.display())),
+        e => e,
+    }
+}
+
+/// Restores a training state written by [`save_training_checkpoint`] into the parameters, Adam and
+/// the EMA, and returns where the run stood. The file is read and checked whole (format, every
+/// name and shape) before anything changes; an error names the file and the fault.
+pub fn load_training_checkpoint(
+    path: &Path,
+    params: &ParamStore,
+    adam: &mut Adam,
+    ema: Option<&mut Ema>,
+) -> Result<Position> {
+    let ckpt = Checkpoint::load(path)?;
+    let meta = |key: &str| -> Result<String> {
+        ckpt.metadata.get(key).cloned().ok_or_else(|| {
+            Error::format(
+                path,
+                format!("not a training checkpoint: no `{key}` in its metadata"),
+            )
+        })
+    };
+    let step: usize = meta("step")?
+        .parse()
+        .map_err(|_| Error::format(path, "metadata `step` is not a number"))?;
+    let word_pos: u128 = meta("loss_rng_word_pos")?
+        .parse()
+        .map_err(|_| Error::format(path, "metadata `loss_rng_word_pos` is not a number"))?;
+    let model = model_tensors(&ckpt.tensors);
+    let expected: Vec<(String, Vec<usize>)> = params
+        .named_params()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    checkpoint::check_shapes(&model, expected.iter().map(|(n, s)| (n, s)))
+        .map_err(|e| at(path, e))?;
+    let ema_tensors = strip_prefix(&ckpt.tensors, EMA_PREFIX);
+    if ema.is_some() {
+        checkpoint::check_shapes(&ema_tensors, expected.iter().map(|(n, s)| (n, s)))
+            .map_err(|e| at(path, Error::Invalid(format!("EMA: {e}"))))?;
+    }
+    let adam_meta = ckpt
+        .metadata
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(OPTIMIZER_PREFIX)
+                .map(|n| (n.to_string(), v.clone()))
+        })
+        .collect();
+    adam.load_state_dict(&strip_prefix(&ckpt.tensors, OPTIMIZER_PREFIX), &adam_meta)
+        .map_err(|e| at(path, e))?;
+    if let Some(ema) = ema {
+        ema.load_shadow(&ema_tensors).map_err(|e| at(path, e))?;
+    }
+    load_params(params, &model).map_err(|e| at(path, e))?;
+    Ok(Position {
+        step,
+        loss_rng_word_pos: word_pos,
+    })
+}
+
+/// Loads the weights to sample with from a checkpoint: the EMA's when the checkpoint has them and
+/// `prefer_ema` is set, the trained parameters otherwise. Returns whether the EMA was used.
+pub fn load_weights(path: &Path, params: &ParamStore, prefer_ema: bool) -> Result<bool> {
+    let ckpt = Checkpoint::load(path)?;
+    let ema = strip_prefix(&ckpt.tensors, EMA_PREFIX);
+    let use_ema = prefer_ema && !ema.is_empty();
+    let tensors = if use_ema {
+        ema
+    } else {
+        model_tensors(&ckpt.tensors)
+    };
+    load_params(params, &tensors).map_err(|e| at(path, e))?;
+    Ok(use_ema)
+}
+
+/// The configuration stored in a checkpoint, if it has one.
+pub fn checkpoint_config(path: &Path) -> Result<Option<RunConfig>> {
+    let ckpt = Checkpoint::load(path)?;
+    match ckpt.metadata.get("config") {
+        None => Ok(None),
+        Some(json) => RunConfig::from_json(json)
+            .map(Some)
+            .map_err(|e| at(path, e)),
+    }
+}
+
+/// What [`train`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainReport {
+    /// The step the run resumed from (0 for a fresh run).
+    pub resumed_from: usize,
+    /// The step reached.
+    pub steps: usize,
+    /// The mean training loss of the last (up to) 100 steps.
+    pub final_loss: Option<f32>,
+    /// The last test-batch loss taken.
+    pub last_test_loss: Option<f32>,
+    /// Wall time of the steps run by this call, in seconds.
+    pub seconds: f64,
+    /// Steps per second of this call.
+    pub steps_per_sec: f64,
+    /// The whole loss log, resumed rows included.
+    pub log: Vec<LossRow>,
+}
+
+/// Settings of [`train`] that are not part of the run's configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainOptions {
+    /// Show a progress bar on the terminal.
+    pub progress: bool,
+}
+
+/// The annealed DSM loss of `model` on one test batch, without gradients.
+fn test_loss(
+    model: &impl ScoreNet,
+    test: &Dataset,
+    config: &RunConfig,
+    sigmas: &GeometricSigmas,
+    step: usize,
+) -> f32 {
+    // A stream of its own per step: how often the test loss is taken changes nothing else.
+    let mut rng = stream_rng(config.seed, Stream::Test);
+    rng.set_word_pos((step as u128) << 40);
+    let idx: Vec<usize> = (0..config.batch_size.min(test.len()))
+        .map(|_| rng.random_range(0..test.len()))
+        .collect();
+    let mut x = test.gather_f32(&idx);
+    crate::data::dequantize(&mut x, &mut rng);
+    let x = Tensor::from_array(x.into_dyn());
+    no_grad(|| {
+        anneal_dsm_loss(
+            |x, l| model.score(x, l),
+            &x,
+            sigmas,
+            config.anneal_power,
+            &mut rng,
+        )
+        .item()
+    })
+}
+
+/// The annealed DSM loss averaged over (up to) `max_images` pictures of `data` in order, in batches
+/// of the training size, dequantised, without gradients, with a fixed seed: the number `results.json`
+/// reports as the test loss.
+pub fn evaluate_dsm(
+    model: &impl ScoreNet,
+    data: &Dataset,
+    config: &RunConfig,
+    max_images: usize,
+) -> f32 {
+    let sigmas = config.sigmas();
+    let n = data.len().min(max_images);
+    let mut rng = stream_rng(config.seed, Stream::Test);
+    let mut total = 0.0f64;
+    let mut start = 0;
+    while start < n {
+        let end = (start + config.batch_size).min(n);
+        let idx: Vec<usize> = (start..end).collect();
+        let mut x = data.gather_f32(&idx);
+        crate::data::dequantize(&mut x, &mut rng);
+        let x = Tensor::from_array(x.into_dyn());
+        let loss = no_grad(|| {
+            anneal_dsm_loss(
+                |x, l| model.score(x, l),
+                &x,
+                &sigmas,
+                config.anneal_power,
+                &mut rng,
+            )
+            .item()
+        });
+        total += loss as f64 * (end - start) as f64;
+        start = end;
+    }
+    (total / n.max(1) as f64) as f32
+}
+
+// ANCHOR: train
+/// Trains `model` on `train_set` for `config.n_iters` steps in `run`, resuming from the run
+/// directory's checkpoint if there is one; see the [module docs](self).
+///
+/// `transform` is what each batch goes through (the reference: dequantisation, plus flips for
+/// CIFAR-10). `test_set`, if given, is where the test loss is taken every `config.test_every`
+/// steps. Fails on an unreadable or mismatched checkpoint, a failed write, or a loss that is not
+/// finite (the last good checkpoint is kept).
+pub fn train(
+    model: &impl ScoreNet,
+    train_set: &Dataset,
+    test_set: Option<&Dataset>,
+    transform: Transform,
+    config: &RunConfig,
+    run: &RunDir,
+    options: TrainOptions,
+) -> Result<TrainReport> {
+    let sigmas = config.sigmas();
+    let store = model.params();
+    let mut adam = Adam::new(
+        store.named_params(),
+        AdamConfig {
+            lr: config.lr,
+            ..AdamConfig::default()
+        },
+    );
+    let mut ema = config.ema_mu.map(|mu| Ema::new(store.named_params(), mu));
+    let mut loss_rng = stream_rng(config.seed, Stream::Loss);
+    let mut batches = Batches::with_rng(
+        train_set,
+        BatchOptions::new(config.batch_size, transform),
+        stream_rng(config.seed, Stream::Batches),
+    )?;
+
+    // Resume where the last checkpoint left off.
+    let mut log = Vec::new();
+    let mut start = 0;
+    if let Some(path) = run.latest_checkpoint() {
+        let pos = load_training_checkpoint(&path, store, &mut adam, ema.as_mut())?;
+        start = pos.step;
+        loss_rng.set_word_pos(pos.loss_rng_word_pos);
+        batches.skip_batches(start);
+        if run.loss_csv().is_file() {
+            log = read_loss_csv(&run.loss_csv())?;
+            log.retain(|r| r.step <= start);
+        }
+    }
+    checkpoint::write_atomic(run.config(), config.to_json().as_bytes())?;
+
+    let bar = if options.progress {
+        let bar = ProgressBar::new(config.n_iters as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] step {pos}/{len} {msg} {per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(start as u64);
+        bar.reset_eta();
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let save =
+        |step: usize, adam: &Adam, ema: Option<&Ema>, pos: u128, log: &[LossRow]| -> Result<()> {
+            let position = Position {
+                step,
+                loss_rng_word_pos: pos,
+            };
+            save_training_checkpoint(&run.checkpoint(), store, adam, ema, position, config)?;
+            write_loss_csv(&run.loss_csv(), log)?;
+            plot_losses(&run.loss_plot(), log)
+        };
+
+    let t0 = Instant::now();
+    let mut smoothed = None::<f32>;
+    for step in start + 1..=config.n_iters {
+        let batch = batches.next().expect("batches never end");
+        let x = Tensor::from_array(batch.images.into_dyn());
+        let loss = anneal_dsm_loss(
+            |x, l| model.score(x, l),
+            &x,
+            &sigmas,
+            config.anneal_power,
+            &mut loss_rng,
+        );
+        let value = loss.item();
+        if !value.is_finite() {
+            bar.abandon();
+            log.push(LossRow {
+                step,
+                loss: value,
+                test_loss: None,
+            });
+            write_loss_csv(&run.loss_csv(), &log)?;
+            let kept = match run.latest_checkpoint() {
+                Some(p) => format!("the last good checkpoint is kept at {}", p.display()),
+                None => "no checkpoint had been written yet".to_string(),
+            };
+            return Err(Error::Invalid(format!(
+                "training stopped at step {step}: the loss is {value} (not finite); {kept}. \
+                 Try a smaller learning rate, or resume from the checkpoint"
+            )));
+        }
+        let grads = loss.backward();
+        drop(loss);
+        adam.step(&grads);
+        drop(grads);
+        if let Some(ema) = ema.as_mut() {
+            ema.update();
+        }
+        let test_loss = match test_set {
+            Some(t) if config.test_every > 0 && step % config.test_every == 0 => {
+                Some(test_loss(model, t, config, &sigmas, step))
+            }
+            _ => None,
+        };
+        log.push(LossRow {
+            step,
+            loss: value,
+            test_loss,
+        });
+        let s = smoothed.map_or(value, |s| 0.95 * s + 0.05 * value);
+        smoothed = Some(s);
+        bar.set_position(step as u64);
+        bar.set_message(format!("loss {s:.4}"));
+        if options.progress && !std::io::stderr().is_terminal() && step % 50 == 0 {
+            // No terminal to draw the bar on (a log file): a plain line now and then.
+            let rate = (step - start) as f64 / t0.elapsed().as_secs_f64();
+            let left = (config.n_iters - step) as f64 / rate;
+            eprintln!(
+                "step {step}/{} loss {s:.4} {rate:.3} steps/s ETA {left:.0} s",
+                config.n_iters
+            );
+        }
+        if step % config.checkpoint_every.max(1) == 0 || step == config.n_iters {
+            save(step, &adam, ema.as_ref(), loss_rng.get_word_pos(), &log)?;
+        }
+    }
+    bar.finish();
+    let seconds = t0.elapsed().as_secs_f64();
+    let ran = config.n_iters.saturating_sub(start);
+    let tail = &log[log.len().saturating_sub(100)..];
+    Ok(TrainReport {
+        resumed_from: start,
+        steps: config.n_iters.max(start),
+        final_loss: (!tail.is_empty())
+            .then(|| tail.iter().map(|r| r.loss).sum::<f32>() / tail.len() as f32),
+        last_test_loss: log.iter().rev().find_map(|r| r.test_loss),
+        seconds,
+        steps_per_sec: if seconds > 0.0 {
+            ran as f64 / seconds
+        } else {
+            0.0
+        },
+        log,
+    })
+}
+// ANCHOR_END: train
+
+/// Splits off the last `n` pictures of `data` as a held-out set: `(rest, held_out)`. For data sets
+/// without a test split (the MNIST copy in `shared/data` is the 10k test digits alone). Fails if
+/// `n` leaves no training picture.
+pub fn split_holdout(data: &Dataset, n: usize) -> Result<(Dataset, Dataset)> {
+    if n >= data.len() {
+        return Err(Error::Invalid(format!(
+            "cannot hold out {n} of {} pictures and still train",
+            data.len()
+        )));
+    }
+    let cut = data.len() - n;
+    let part = |r: std::ops::Range<usize>| {
+        Dataset::new(
+            data.images.slice_axis(Axis(0), r.clone().into()).to_owned(),
+            data.labels.as_ref().map(|l| l[r].to_vec()),
+        )
+    };
+    Ok((part(0..cut)?, part(cut..data.len())?))
+}
+
+/// A batch `(N, C, H, W)` of tensors as an array (for the picture writers).
+pub fn to_array4(t: &Tensor) -> ndarray::Array4<f32> {
+    let a: ArrayD<f32> = t.to_array();
+    a.into_dimensionality()
+        .unwrap_or_else(|_| panic!("to_array4: shape {:?} is not 4-D", t.shape()))
+}
+
+impl ScoreNet for crate::nn::CondRefineNetDilated {
+    fn params(&self) -> &ParamStore {
+        &self.store
+    }
+    fn score(&self, x: &Tensor, labels: &[usize]) -> Tensor {
+        self.forward(x, labels)
+    }
+}

@@ -1,0 +1,611 @@
+//! Training runs on images (`ncsn::run`): resume is bit-exact, a NaN loss stops training and keeps
+//! the last good checkpoint, bad checkpoints give clear errors, the nearest-neighbour search agrees
+//! with brute force, the inpainting sampler keeps the known half, and the whole pipeline runs end to
+//! end on tiny MNIST files written here. A tiny noise-conditional network stands in for the
+//! RefineNet so that every test runs in well under a second of compute.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ncsn::data::{Dataset, Transform};
+use ncsn::io::Checkpoint;
+use ncsn::nn::ParamStore;
+use ncsn::run::{
+    self, Args, DatasetKind, Occlusion, Preset, RunConfig, RunDir, ScoreNet, TrainOptions,
+    nearest_neighbours, occlusion_mask,
+};
+use ncsn::{Error, Tensor};
+use ndarray::{Array4, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ncsn-run-{tag}-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// s(x, i) = a[i] ⊙ x + b[i] per channel, plus a 3×3 mixing of neighbouring pixels through a
+/// learned per-level gain on the image mean: small, but its gradients reach every parameter.
+/// `nan_after` makes the forward pass return NaN from that call on (for the NaN guard).
+struct TinyNet {
+    store: ParamStore,
+    a: Tensor,
+    b: Tensor,
+    channels: usize,
+    calls: Cell<usize>,
+    nan_after: Option<usize>,
+}
+
+impl TinyNet {
+    fn new(channels: usize, levels: usize, rng: &mut ChaCha8Rng) -> Self {
+        let store = ParamStore::new();
+        let root = store.root();
+        let a = root.param("a", Tensor::uniform(&[levels, channels], -1.0, 1.0, rng));
+        let b = root.param("b", Tensor::uniform(&[levels, channels], -0.1, 0.1, rng));
+        TinyNet {
+            store,
+            a,
+            b,
+            channels,
+            calls: Cell::new(0),
+            nan_after: None,
+        }
+    }
+}
+
+impl ScoreNet for TinyNet {
+    fn params(&self) -> &ParamStore {
+        &self.store
+    }
+    fn score(&self, x: &Tensor, labels: &[usize]) -> Tensor {
+        let n = labels.len();
+        let c = self.channels;
+        let a = self.a.index_select(0, labels).reshape(&[n, c, 1, 1]);
+        let b = self.b.index_select(0, labels).reshape(&[n, c, 1, 1]);
+        let out = x.mul(&a).add(&b);
+        self.calls.set(self.calls.get() + 1);
+        match self.nan_after {
+            Some(k) if self.calls.get() > k => out.mul_scalar(f32::NAN),
+            _ => out,
+        }
+    }
+}
+
+fn tiny_dataset(n: usize, c: usize, side: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let images = Array4::from_shape_fn((n, c, side, side), |_| rng.random::<u8>());
+    Dataset::new(images, None).unwrap()
+}
+
+fn tiny_config(n_iters: usize, checkpoint_every: usize) -> RunConfig {
+    RunConfig {
+        batch_size: 4,
+        n_iters,
+        checkpoint_every,
+        test_every: 2,
+        ema_mu: Some(0.9),
+        lr: 1e-2,
+        seed: 7,
+        ..RunConfig::preset(DatasetKind::Mnist, Preset::Cpu)
+    }
+}
+
+fn net(seed: u64) -> TinyNet {
+    TinyNet::new(1, 10, &mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+fn params_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
+    store
+        .named_params()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_vec().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+#[test]
+fn resumed_run_ends_with_the_same_bits_as_an_uninterrupted_one() {
+    let train_set = tiny_dataset(10, 1, 6, 1); // 10 pictures, batch 4: epochs cross the stop
+    let test_set = tiny_dataset(5, 1, 6, 2);
+    let t = Transform::mnist();
+
+    let whole = TempDir::new("whole");
+    let dir = RunDir::create(whole.path()).unwrap();
+    let m1 = net(3);
+    let r1 = run::train(
+        &m1,
+        &train_set,
+        Some(&test_set),
+        t,
+        &tiny_config(9, 4),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap();
+    assert_eq!((r1.resumed_from, r1.steps), (0, 9));
+
+    // The same run stopped after its checkpoint at step 4, then started again in a new process
+    // (a fresh network with different initial weights: everything must come from the checkpoint).
+    let split = TempDir::new("split");
+    let dir2 = RunDir::create(split.path()).unwrap();
+    let m2 = net(3);
+    run::train(
+        &m2,
+        &train_set,
+        Some(&test_set),
+        t,
+        &tiny_config(4, 4),
+        &dir2,
+        TrainOptions::default(),
+    )
+    .unwrap();
+    let m3 = net(99);
+    let r3 = run::train(
+        &m3,
+        &train_set,
+        Some(&test_set),
+        t,
+        &tiny_config(9, 4),
+        &dir2,
+        TrainOptions::default(),
+    )
+    .unwrap();
+    assert_eq!((r3.resumed_from, r3.steps), (4, 9));
+
+    assert_eq!(params_bits(&m1.store), params_bits(&m3.store));
+    assert_eq!(r1.log.len(), 9);
+    assert_eq!(r1.log, r3.log, "loss logs differ");
+    // Adam's moments and the EMA match too: the final checkpoints are identical tensor for tensor.
+    let c1 = Checkpoint::load(dir.checkpoint()).unwrap();
+    let c3 = Checkpoint::load(dir2.checkpoint()).unwrap();
+    assert!(c1.tensors.keys().any(|k| k.starts_with("optimizer.")));
+    assert!(c1.tensors.keys().any(|k| k.starts_with("ema.")));
+    assert_eq!(c1.tensors, c3.tensors);
+    assert_eq!(c1.metadata, c3.metadata);
+    // The CSV on disk holds each step once.
+    let csv = std::fs::read_to_string(dir2.loss_csv()).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 9);
+}
+
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let data = tiny_dataset(8, 1, 6, 1);
+    let tmp = TempDir::new("nan");
+    let dir = RunDir::create(tmp.path()).unwrap();
+    let mut m = net(3);
+    // Each training step calls the network once, each test evaluation (every 2 steps) once more:
+    // steps 1..=4 make 6 calls, so the 7th call, in step 5, is the first NaN.
+    m.nan_after = Some(6);
+    let err = run::train(
+        &m,
+        &data,
+        Some(&data),
+        Transform::mnist(),
+        &tiny_config(10, 2),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("step 5"), "{msg}");
+    assert!(msg.contains("not finite"), "{msg}");
+    assert!(msg.contains("checkpoint.safetensors"), "{msg}");
+    let ckpt = Checkpoint::load(dir.checkpoint()).unwrap();
+    assert_eq!(ckpt.metadata_as::<usize>("step").unwrap(), Some(4));
+    for (_, p) in m.store.named_params() {
+        assert!(p.to_vec().iter().all(|v| v.is_finite()));
+    }
+    // The log shows the bad step, and a resumed run starts again from step 4.
+    let csv = std::fs::read_to_string(dir.loss_csv()).unwrap();
+    assert!(csv.lines().last().unwrap().starts_with("5,NaN"), "{csv}");
+    let fresh = net(3);
+    let r = run::train(
+        &fresh,
+        &data,
+        Some(&data),
+        Transform::mnist(),
+        &tiny_config(6, 2),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap();
+    assert_eq!((r.resumed_from, r.steps), (4, 6));
+    assert!(r.log.iter().all(|row| row.loss.is_finite()));
+}
+
+#[test]
+fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
+    let data = tiny_dataset(8, 1, 6, 1);
+    let tmp = TempDir::new("corrupt");
+    let dir = RunDir::create(tmp.path()).unwrap();
+    let train = |m: &TinyNet| {
+        run::train(
+            m,
+            &data,
+            None,
+            Transform::mnist(),
+            &tiny_config(4, 2),
+            &dir,
+            TrainOptions::default(),
+        )
+    };
+
+    // Truncated: the first half of a real checkpoint.
+    train(&net(3)).unwrap();
+    let bytes = std::fs::read(dir.checkpoint()).unwrap();
+    std::fs::write(dir.checkpoint(), &bytes[..bytes.len() / 2]).unwrap();
+    let m = net(5);
+    let before = params_bits(&m.store);
+    let err = train(&m).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    assert!(err.to_string().contains("checkpoint.safetensors"), "{err}");
+    assert_eq!(
+        params_bits(&m.store),
+        before,
+        "a failed load changed the weights"
+    );
+
+    // Garbage.
+    std::fs::write(dir.checkpoint(), b"not a checkpoint at all").unwrap();
+    let err = train(&net(3)).unwrap_err();
+    assert!(err.to_string().contains("checkpoint.safetensors"), "{err}");
+
+    // A valid file for another network (3 channels instead of 1): names and shapes reported.
+    std::fs::remove_file(dir.checkpoint()).unwrap();
+    let data3 = tiny_dataset(8, 3, 6, 1);
+    let other = TinyNet::new(3, 10, &mut ChaCha8Rng::seed_from_u64(1));
+    run::train(
+        &other,
+        &data3,
+        None,
+        Transform::mnist(),
+        &tiny_config(2, 2),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap();
+    let err = train(&net(3)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("checkpoint.safetensors") && msg.contains("wrong shape"),
+        "{msg}"
+    );
+    assert!(msg.contains("`a`"), "{msg}");
+
+    // Parameters only, no training state: says what is missing.
+    std::fs::remove_file(dir.checkpoint()).unwrap();
+    let m = net(3);
+    Checkpoint::new()
+        .with_tensor("a", m.a.to_array())
+        .with_tensor("b", m.b.to_array())
+        .save(dir.checkpoint())
+        .unwrap();
+    let err = train(&m).unwrap_err();
+    assert!(
+        err.to_string().contains("not a training checkpoint"),
+        "{err}"
+    );
+}
+
+#[test]
+fn nearest_neighbours_agree_with_brute_force() {
+    let train = tiny_dataset(300, 1, 5, 11);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut queries = Array4::from_shape_fn((4, 1, 5, 5), |_| rng.random::<f32>());
+    // Query 0 is training picture 123 exactly.
+    queries
+        .index_axis_mut(Axis(0), 0)
+        .assign(&train.gather_f32(&[123]).index_axis(Axis(0), 0));
+    let found = nearest_neighbours(queries.view(), &train, 7);
+    assert_eq!(found.len(), 4);
+    assert_eq!(found[0][0].index, 123);
+    assert!(found[0][0].distance < 1e-6);
+    let all = train.to_f32();
+    for (q, list) in queries.outer_iter().zip(&found) {
+        let mut brute: Vec<(f32, usize)> = all
+            .outer_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let d2: f32 = q.iter().zip(t.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
+                (d2.sqrt(), i)
+            })
+            .collect();
+        brute.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let got: Vec<usize> = list.iter().map(|n| n.index).collect();
+        let want: Vec<usize> = brute[..7].iter().map(|p| p.1).collect();
+        assert_eq!(got, want);
+        for (n, (d, _)) in list.iter().zip(&brute) {
+            assert!((n.distance - d).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn inpainting_keeps_the_known_half_and_samples_the_rest() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let m = net(3);
+    let originals = tiny_dataset(2, 1, 6, 4).to_f32();
+    let config = RunConfig::preset(DatasetKind::Mnist, Preset::Cpu);
+    let annealed = ncsn::sample::AnnealedConfig {
+        n_steps_each: 3,
+        ..config.annealed()
+    };
+    let out = run::inpaint(
+        &m,
+        &config.sigmas(),
+        &annealed,
+        originals.view(),
+        3,
+        Occlusion::Right,
+        &mut rng,
+    );
+    assert_eq!(out.dim(), (6, 1, 6, 6));
+    let mask = occlusion_mask(6, Occlusion::Right);
+    assert_eq!(mask.sum(), 18.0);
+    let sigma_last = config.sigma_end;
+    for (i, c) in out.outer_iter().enumerate() {
+        let o = originals.index_axis(Axis(0), i / 3);
+        for y in 0..6 {
+            for x in 0..6 {
+                let (v, want) = (c[[0, y, x]], o[[0, y, x]]);
+                if x < 3 {
+                    // The kept half is the original plus noise of the last level, σ_L = 0.01.
+                    assert!(
+                        (v - want).abs() < 6.0 * sigma_last,
+                        "kept pixel moved: {v} vs {want}"
+                    );
+                } else {
+                    assert!(v.is_finite());
+                }
+            }
+        }
+    }
+    // Completions of the same picture differ in the hidden half.
+    let (a, b) = (out.index_axis(Axis(0), 0), out.index_axis(Axis(0), 1));
+    assert!((0..6).any(|y| (a[[0, y, 5]] - b[[0, y, 5]]).abs() > 1e-3));
+    // The grid: original, occluded input, then the completions.
+    let grid = run::inpainting_grid(originals.view(), out.view(), Occlusion::Right);
+    assert_eq!(grid.dim().0, 2 * 5);
+    assert_eq!(
+        grid.index_axis(Axis(0), 0),
+        originals.index_axis(Axis(0), 0)
+    );
+    assert_eq!(grid[[1, 0, 2, 5]], 0.5);
+}
+
+#[test]
+fn presets_and_configs() {
+    let p = RunConfig::preset(DatasetKind::Cifar10, Preset::Paper);
+    assert_eq!(
+        (p.ngf, p.batch_size, p.n_iters, p.num_classes),
+        (128, 128, 200_000, 10)
+    );
+    assert_eq!(
+        (p.sigma_begin, p.sigma_end, p.anneal_power, p.lr),
+        (1.0, 0.01, 2.0, 1e-3)
+    );
+    assert_eq!((p.n_steps_each, p.step_size), (100, 2e-5));
+    assert_eq!(RunConfig::preset(DatasetKind::Mnist, Preset::Paper).ngf, 64);
+    let s = p.sigmas();
+    assert!((s.ratio() - 0.01f32.powf(1.0 / 9.0)).abs() < 1e-6);
+    let cpu = RunConfig::preset(DatasetKind::Mnist, Preset::Cpu);
+    assert!(cpu.ngf < 64 && cpu.n_iters < 200_000);
+    assert_eq!(RunConfig::from_json(&cpu.to_json()).unwrap(), cpu);
+    assert!(RunConfig::from_json("{\"ngf\": 3}").is_err());
+
+    // Command-line overrides.
+    let args = <Args as clap::Parser>::try_parse_from([
+        "mnist", "--preset", "paper", "--steps", "12", "--seed", "4", "--ngf", "8",
+    ])
+    .unwrap();
+    let c = args.config(DatasetKind::Mnist);
+    assert_eq!((c.n_iters, c.seed, c.ngf, c.batch_size), (12, 4, 8, 128));
+    assert!(<Args as clap::Parser>::try_parse_from(["mnist", "--preset", "gpu"]).is_err());
+}
+
+/// Writes MNIST IDX files (`t10k-*` only, as in `shared/data`) of `n` random 28×28 digits.
+fn write_mnist(dir: &Path, n: usize) {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend((0..n * 784).map(|_| rng.random::<u8>()));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 10) as u8));
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels).unwrap();
+}
+
+#[test]
+fn the_pipeline_runs_end_to_end_and_writes_its_results() {
+    let tmp = TempDir::new("pipeline");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_mnist(&data, 24);
+    let out = tmp.path().join("out");
+    let args = <Args as clap::Parser>::try_parse_from([
+        "mnist",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--n-samples",
+        "6",
+        "--n-steps-each",
+        "2",
+        "--quiet",
+    ])
+    .unwrap();
+    let config_seen = Cell::new(0);
+    let results = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        config_seen.set(c.n_iters);
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap();
+    assert_eq!(config_seen.get(), 3);
+    assert_eq!(results.iterations, Some(3));
+    assert!(results.test_dsm_loss.unwrap().is_finite());
+    // 24 pictures: a fifth (4) held out as the test set.
+    assert_eq!(results.test_images, Some(4));
+    let p = &results.paths;
+    for f in [
+        &p.config,
+        &p.checkpoint,
+        &p.loss_csv,
+        &p.loss_plot,
+        &p.samples,
+        &p.annealing,
+        &p.inpainting,
+        &p.nearest,
+    ] {
+        let f = f.as_ref().expect("path recorded");
+        assert!(f.is_file(), "{} missing", f.display());
+    }
+    let strip = image::open(p.annealing.as_ref().unwrap()).unwrap();
+    // L + 1 = 11 columns of 28 pixels with 2-pixel padding.
+    assert_eq!(strip.width(), 11 * 30 + 2);
+    let nearest = results.nearest.as_ref().unwrap();
+    assert_eq!(nearest.len(), 5);
+    assert!(
+        nearest
+            .iter()
+            .all(|l| l.len() == 5 && l.iter().all(|n| n.index < 20))
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["config"]["n_iters"], 3);
+    assert!(json["timings"]["train_s"].as_f64().unwrap() >= 0.0);
+
+    // Sampling alone from the checkpoint keeps the training results and updates the samples.
+    let args2 = <Args as clap::Parser>::try_parse_from([
+        "mnist",
+        "--sample",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--n-samples",
+        "4",
+        "--n-steps-each",
+        "1",
+        "--quiet",
+    ])
+    .unwrap();
+    let r2 = run::run(DatasetKind::Mnist, &args2, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap();
+    assert_eq!(r2.iterations, Some(3));
+    assert_eq!(r2.sampling_weights.as_deref(), Some("params"));
+}
+
+#[test]
+fn missing_data_and_missing_checkpoints_are_named() {
+    let tmp = TempDir::new("missing");
+    let nowhere = tmp.path().join("no-such-dir");
+    let args = <Args as clap::Parser>::try_parse_from([
+        "mnist",
+        "--data",
+        nowhere.to_str().unwrap(),
+        "--out",
+        tmp.path().to_str().unwrap(),
+        "--quiet",
+    ])
+    .unwrap();
+    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("no-such-dir"), "{err}");
+    assert!(err.to_string().contains("--data"), "{err}");
+
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_mnist(&data, 12);
+    let args = <Args as clap::Parser>::try_parse_from([
+        "mnist",
+        "--sample",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        tmp.path().join("run").to_str().unwrap(),
+        "--quiet",
+    ])
+    .unwrap();
+    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("no checkpoint at"), "{err}");
+}
+
+#[test]
+fn holdout_split_when_the_data_has_no_test_set() {
+    let tmp = TempDir::new("holdout");
+    write_mnist(tmp.path(), 30);
+    let (train, test) = run::load_data(DatasetKind::Mnist, tmp.path(), 5).unwrap();
+    assert_eq!((train.len(), test.len()), (25, 5));
+    assert_eq!(test.labels.as_ref().unwrap()[0], 5); // picture 25 has label 25 % 10
+    // At most a fifth is held out.
+    let (train, test) = run::load_data(DatasetKind::Mnist, tmp.path(), 1000).unwrap();
+    assert_eq!((train.len(), test.len()), (24, 6));
+}
+
+#[test]
+fn occlusion_masks_and_the_loss_log_format() {
+    let right = occlusion_mask(4, Occlusion::Right);
+    let bottom = occlusion_mask(4, Occlusion::Bottom);
+    for y in 0..4 {
+        for x in 0..4 {
+            assert_eq!(right[[0, 0, y, x]], f32::from(u8::from(x < 2)));
+            assert_eq!(bottom[[0, 0, y, x]], f32::from(u8::from(y < 2)));
+        }
+    }
+
+    let tmp = TempDir::new("csv");
+    let path = tmp.path().join("loss.csv");
+    let rows = vec![
+        run::LossRow {
+            step: 1,
+            loss: 2.5,
+            test_loss: None,
+        },
+        run::LossRow {
+            step: 2,
+            loss: 1.25,
+            test_loss: Some(1.5),
+        },
+    ];
+    run::train::write_loss_csv(&path, &rows).unwrap();
+    assert_eq!(run::train::read_loss_csv(&path).unwrap(), rows);
+    std::fs::write(&path, "step,loss,test_loss\n1,2.5,\n2,oops,\n").unwrap();
+    let err = run::train::read_loss_csv(&path).unwrap_err().to_string();
+    assert!(err.contains("loss.csv") && err.contains("line 3"), "{err}");
+}
