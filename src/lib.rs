@@ -53,4 +53,4 @@ pub mod toy;
 
 pub use autograd::{Gradients, backward, grad, grad_with};
 pub use error::{Error, Result};
-pub use tensor::{Tensor, no_grad};
+pub use tensor::{Device, Tensor, no_grad};

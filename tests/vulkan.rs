@@ -470,6 +470,9 @@ fn unary_ops_match_cpu() {
             |x| x.powf(1.7f32 as f64),
             derived,
         ),
+        // Negative bases with an integer exponent: the sign of an odd power is kept.
+        (UnaryOp::Powf(3.0), -4.0, 4.0, |x| x.powi(3), derived),
+        (UnaryOp::Powf(-2.0), 0.25, 4.0, |x| x.powi(-2), derived),
     ];
     for (k, (op, lo, hi, f, tol)) in cases.into_iter().enumerate() {
         let x = random(n, lo, hi, 100 + k as u64);
@@ -510,6 +513,11 @@ fn binary_ops_broadcast_like_numpy() {
         BinaryOp::Max,
         BinaryOp::Min,
         BinaryOp::Pow,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+        BinaryOp::Lt,
+        BinaryOp::Le,
+        BinaryOp::Eq,
     ];
     for (s, (sa, sb)) in shapes.iter().enumerate() {
         let out_shape = broadcast_shape(sa, sb).unwrap();
@@ -550,6 +558,11 @@ fn binary_ops_broadcast_like_numpy() {
                         let w = (u as f64).powf(v as f64);
                         (w, 1e-5 * w.abs() + 2e-6)
                     }
+                    BinaryOp::Gt => (f64::from(u8::from(u > v)), 0.0),
+                    BinaryOp::Ge => (f64::from(u8::from(u >= v)), 0.0),
+                    BinaryOp::Lt => (f64::from(u8::from(u < v)), 0.0),
+                    BinaryOp::Le => (f64::from(u8::from(u <= v)), 0.0),
+                    BinaryOp::Eq => (f64::from(u8::from(u == v)), 0.0),
                 };
                 assert!(
                     (g as f64 - want).abs() <= tol,

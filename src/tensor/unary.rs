@@ -158,6 +158,10 @@ pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor
 impl Tensor {
     /// Applies an elementwise function, recording it for autograd.
     pub fn unary(&self, kind: UnaryOp) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::unary(kind, self) {
+            return Tensor::from_op(d, Op::Unary(kind, self.clone()));
+        }
         let x = self.storage();
         let x = x.as_standard_layout();
         let src = x.as_slice().expect("standard layout");
@@ -241,6 +245,10 @@ impl Tensor {
     /// The sign of each element (−1, 0 or 1) as a constant: it has zero derivative almost
     /// everywhere, so it records nothing.
     pub fn sign(&self) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::sign(self) {
+            return Tensor::make(d, None, false);
+        }
         Tensor::from_array(self.storage().mapv(|v| {
             if v > 0.0 {
                 1.0

@@ -21,6 +21,9 @@ pub(crate) enum Kernel {
     Adam,
     Philox,
     Langevin,
+    Strided,
+    Select,
+    Index,
 }
 
 macro_rules! spirv {
@@ -47,6 +50,9 @@ impl Kernel {
             Kernel::Adam => "adam",
             Kernel::Philox => "philox",
             Kernel::Langevin => "langevin",
+            Kernel::Strided => "strided",
+            Kernel::Select => "select",
+            Kernel::Index => "index",
         }
     }
 
@@ -66,6 +72,9 @@ impl Kernel {
             Kernel::Adam => spirv!("adam"),
             Kernel::Philox => spirv!("philox"),
             Kernel::Langevin => spirv!("langevin"),
+            Kernel::Strided => spirv!("strided"),
+            Kernel::Select => spirv!("select"),
+            Kernel::Index => spirv!("index"),
         }
     }
 
