@@ -85,3 +85,34 @@ fn duplicate_names_are_a_bug() {
     Linear::new(&store.root().sub("fc"), 2, 2, &mut rng);
     Linear::new(&store.root().sub("fc"), 2, 2, &mut rng);
 }
+
+/// Training is deterministic too: the kernels split work across threads by output blocks (rayon
+/// chunks, matrixmultiply's tiles) and never reorder a sum, so two runs from the same seed agree
+/// to the bit, even on arrays large enough to go parallel.
+#[test]
+fn same_seed_same_training_run() {
+    use ncsn::optim::{Adam, AdamConfig};
+    let run = || {
+        let store = ParamStore::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let net = Mlp::new(
+            &store.root(),
+            &[8, 512, 512, 8],
+            Activation::Softplus,
+            &mut rng,
+        );
+        let mut opt = Adam::new(store.named_params(), AdamConfig::default());
+        for _ in 0..5 {
+            let x = Tensor::randn(&[256, 8], &mut rng); // 256·512 = 131,072 > the parallel threshold
+            let loss = net.forward(&x).sub(&x).square().mean_all();
+            opt.step(&loss.backward());
+        }
+        store
+            .params()
+            .iter()
+            .flat_map(|p| p.to_vec())
+            .map(f32::to_bits)
+            .collect::<Vec<u32>>()
+    };
+    assert_eq!(run(), run());
+}

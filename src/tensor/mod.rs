@@ -108,11 +108,14 @@ impl Drop for Inner {
         LIVE.fetch_sub(1, Ordering::Relaxed);
         // Free long chains of ops iteratively rather than by recursion, so that dropping a deep
         // graph (thousands of ops) cannot overflow the stack.
-        let mut stack: Vec<Tensor> = self.op.take().map(Op::into_inputs).unwrap_or_default();
+        // The inputs are moved to a stack (cloning a handle, then dropping the op releases the
+        // original), and a node whose last handle is on the stack is taken apart in turn.
+        let inputs = |op: Op| -> Vec<Tensor> { op.inputs().into_iter().cloned().collect() };
+        let mut stack: Vec<Tensor> = self.op.take().map(inputs).unwrap_or_default();
         while let Some(t) = stack.pop() {
             if let Ok(mut inner) = Arc::try_unwrap(t.0) {
                 if let Some(op) = inner.op.take() {
-                    stack.extend(op.into_inputs());
+                    stack.extend(inputs(op));
                 }
             }
         }

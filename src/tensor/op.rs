@@ -89,24 +89,6 @@ impl Op {
         }
     }
 
-    /// Consumes the op, handing back its inputs (used to free deep graphs without recursion).
-    pub(crate) fn into_inputs(self) -> Vec<Tensor> {
-        use Op::*;
-        match self {
-            Unary(_, x) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => vec![x],
-            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => vec![a, b],
-            Extremum { a, b, .. } => vec![a, b],
-            Where { mask, a, b } => vec![mask, a, b],
-            Sum { x, .. }
-            | Max { x, .. }
-            | Narrow { x, .. }
-            | Pad { x, .. }
-            | IndexSelect { x, .. } => vec![x],
-            IndexAdd { src, .. } => vec![src],
-            Concat(xs, _) => xs,
-        }
-    }
-
     /// A short name for debugging output.
     pub(crate) fn name(&self) -> &'static str {
         use Op::*;
