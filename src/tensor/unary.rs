@@ -157,6 +157,7 @@ pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor
 
 impl Tensor {
     /// Applies an elementwise function, recording it for autograd.
+    // ANCHOR: unary_dispatch
     pub fn unary(&self, kind: UnaryOp) -> Tensor {
         #[cfg(feature = "vulkan")]
         if let Some(d) = super::vulkan::unary(kind, self) {
@@ -177,6 +178,7 @@ impl Tensor {
         let out = ArrayD::from_shape_vec(IxDyn(self.shape()), out).expect("shape");
         Tensor::from_op(out, Op::Unary(kind, self.clone()))
     }
+    // ANCHOR_END: unary_dispatch
 
     /// −x
     pub fn neg(&self) -> Tensor {
