@@ -267,6 +267,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         .collect()
 }
 
+/// PyTorch's bilinear scale with `align_corners = true`: `(in − 1) / (out − 1)` in f32, 0 for a
+/// one-pixel output.
+fn bilinear_scale(input: usize, output: usize) -> f32 {
+    if output > 1 {
+        (input - 1) as f32 / (output - 1) as f32
+    } else {
+        0.0
+    }
+}
+
 /// Row-major strides of `shape`, padded on the left to `RANK` axes, with stride 0 on every axis
 /// where `shape` has extent 1 and `out` does not (the broadcast).
 fn broadcast_strides(shape: &[usize], out: &[usize]) -> [u32; RANK] {
@@ -774,6 +784,95 @@ impl Recorder<'_> {
         Ok(out)
     }
 
+    /// The adjoint (vector-Jacobian product) of [`avg_pool2d`](Self::avg_pool2d): from `g`
+    /// `[n, c, ho, wo]`, the gradient of the pooled output, returns the gradient of the input
+    /// `[n, c, h, w]` for `input_hw = (h, w)` (`shaders/avg_pool2d_adjoint.comp`).
+    ///
+    /// # Panics
+    /// If `g` is not rank 4 or is not the pooled size of a `(h, w)` input.
+    pub fn avg_pool2d_adjoint(
+        &mut self,
+        g: &DeviceBuffer,
+        input_hw: (usize, usize),
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<DeviceBuffer> {
+        let &[n, c, ho, wo] = g.shape() else {
+            panic!("avg_pool2d_adjoint: expected NCHW, got {:?}", g.shape())
+        };
+        let (h, w) = input_hw;
+        assert_eq!(
+            (
+                Conv2dParams::out_size(h, kernel.0, stride.0, padding.0, 1),
+                Conv2dParams::out_size(w, kernel.1, stride.1, padding.1, 1)
+            ),
+            (ho, wo),
+            "avg_pool2d_adjoint: g {:?} is not the pooled size of a {h}x{w} input",
+            g.shape()
+        );
+        let out = self.output(&[n, c, h, w])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let push = [
+            n * c,
+            h,
+            w,
+            ho,
+            wo,
+            kernel.0,
+            kernel.1,
+            stride.0,
+            stride.1,
+            padding.0,
+            padding.1,
+        ]
+        .map(|v| u32_of(v, "avg_pool2d size"));
+        self.dispatch(
+            Kernel::AvgPool2dAdjoint,
+            &[g.bytes(), out.bytes()],
+            push,
+            [groups_1d(out.len(), LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// The adjoint (vector-Jacobian product) of [`resize_bilinear`](Self::resize_bilinear): from
+    /// `g` `[n, c, ho, wo]` returns the gradient of the `[n, c, h, w]` input, `input_hw = (h, w)`
+    /// (`shaders/resize_bilinear_adjoint.comp`, the exact transpose of the forward kernel).
+    ///
+    /// # Panics
+    /// If `g` is not rank 4 or the input plane is empty.
+    pub fn resize_bilinear_adjoint(
+        &mut self,
+        g: &DeviceBuffer,
+        input_hw: (usize, usize),
+    ) -> Result<DeviceBuffer> {
+        let &[n, c, ho, wo] = g.shape() else {
+            panic!(
+                "resize_bilinear_adjoint: expected NCHW, got {:?}",
+                g.shape()
+            )
+        };
+        let (h, w) = input_hw;
+        assert!(h > 0 && w > 0, "resize_bilinear_adjoint: empty input plane");
+        let out = self.output(&[n, c, h, w])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let mut push = [n * c, h, w, ho, wo, 0, 0].map(|v| u32_of(v, "resize size"));
+        push[5] = bilinear_scale(h, ho).to_bits();
+        push[6] = bilinear_scale(w, wo).to_bits();
+        self.dispatch(
+            Kernel::ResizeBilinearAdjoint,
+            &[g.bytes(), out.bytes()],
+            push,
+            [groups_1d(out.len(), LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
     /// Bilinear resize of an NCHW tensor to `(ho, wo)` with `align_corners = true`
     /// (`F.interpolate(mode='bilinear', align_corners=True)`), `shaders/resize_bilinear.comp`.
     ///
@@ -797,17 +896,9 @@ impl Recorder<'_> {
         if out.is_empty() {
             return Ok(out);
         }
-        // PyTorch: scale = (in - 1) / (out - 1) in f32, 0 for a one-pixel output.
-        let scale = |i: usize, o: usize| {
-            if o > 1 {
-                (i - 1) as f32 / (o - 1) as f32
-            } else {
-                0.0
-            }
-        };
         let mut push = [n * c, h, w, ho, wo, 0, 0].map(|v| u32_of(v, "resize size"));
-        push[5] = scale(h, ho).to_bits();
-        push[6] = scale(w, wo).to_bits();
+        push[5] = bilinear_scale(h, ho).to_bits();
+        push[6] = bilinear_scale(w, wo).to_bits();
         self.dispatch(
             Kernel::ResizeBilinear,
             &[x.bytes(), out.bytes()],

@@ -24,6 +24,8 @@ pub(crate) enum Kernel {
     Strided,
     Select,
     Index,
+    AvgPool2dAdjoint,
+    ResizeBilinearAdjoint,
 }
 
 macro_rules! spirv {
@@ -53,6 +55,8 @@ impl Kernel {
             Kernel::Strided => "strided",
             Kernel::Select => "select",
             Kernel::Index => "index",
+            Kernel::AvgPool2dAdjoint => "avg_pool2d_adjoint",
+            Kernel::ResizeBilinearAdjoint => "resize_bilinear_adjoint",
         }
     }
 
@@ -75,6 +79,8 @@ impl Kernel {
             Kernel::Strided => spirv!("strided"),
             Kernel::Select => spirv!("select"),
             Kernel::Index => spirv!("index"),
+            Kernel::AvgPool2dAdjoint => spirv!("avg_pool2d_adjoint"),
+            Kernel::ResizeBilinearAdjoint => spirv!("resize_bilinear_adjoint"),
         }
     }
 
