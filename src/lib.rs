@@ -25,7 +25,9 @@
 //! - [`io`] — safetensors checkpoints written atomically and validated on load; PNG grids.
 //! - [`backend`] — with the `vulkan` feature, a Vulkan compute layer (vulkano, GLSL shaders in
 //!   `shaders/` compiled with `glslc`): device buffers and kernels for GEMM, convolutions,
-//!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG.
+//!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG. Tensors
+//!   live on a [`Device`] chosen at run time (`--device cpu|vulkan`, [`Device::from_args`]); every
+//!   tensor op, autograd, Adam and [`Tensor::langevin_step`] run where the data is.
 //! - [`error`] — the [`Error`] type of everything that reads or writes files.
 //!
 //! # Errors

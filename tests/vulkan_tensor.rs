@@ -553,3 +553,26 @@ fn adam_step_is_copy_on_write() {
     let moved = p.to_vec();
     assert!(moved.iter().all(|&v| (v - 0.999).abs() < 1e-6), "{moved:?}");
 }
+
+#[test]
+fn empty_tensors_on_the_device() {
+    let x = Tensor::zeros(&[0, 5]);
+    let y = random(&[3, 5], -1.0, 1.0, 400);
+    type F = fn(&[Tensor]) -> Tensor;
+    let ops: [(&str, F); 8] = [
+        ("unary", |v| v[0].exp()),
+        ("binary", |v| v[0].add(&v[0])),
+        ("sum over the empty axis", |v| v[0].sum(&[0], false)),
+        ("sum over the other axis", |v| v[0].sum(&[1], true)),
+        ("permute", |v| v[0].t()),
+        ("concat", |v| {
+            Tensor::concat(&[v[0].clone(), v[1].clone()], 0)
+        }),
+        ("matmul", |v| v[0].matmul(&v[1].t())),
+        ("index_select", |v| v[1].index_select(0, &[])),
+    ];
+    for (name, f) in ops {
+        let (g, w) = both(&[x.clone(), y.clone()], &f);
+        assert_close(name, &g, &w, exact);
+    }
+}

@@ -13,6 +13,14 @@
 //! | `shape.rs` | reshape, permute, broadcast_to, narrow, pad, concat, stack, index_select, index_add |
 //! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply` |
 //!
+//! # Devices
+//! A tensor's data lives on a [`Device`]: the CPU, or with the `vulkan` feature a Vulkan device
+//! (`tensor.to(&device)`, `tensor.device()`). Each op begins with a device branch: when an input
+//! lives on a Vulkan device the op records the matching kernel there (`vulkan.rs`), otherwise it
+//! runs the CPU kernel below, untouched. The op is recorded for autograd the same way on both, so
+//! gradients of any order stay on the device. [`Tensor::storage`] always returns a CPU array,
+//! downloading a device tensor's data.
+//!
 //! # Errors
 //! Shape mismatches are programmer errors: every op panics with its name and the shapes involved,
 //! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
