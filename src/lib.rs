@@ -20,6 +20,12 @@
 //! - [`toy`] — distributions with closed-form density and score: Gaussian mixtures and their
 //!   noise-perturbed versions, a ring, a square, data on a low-dimensional subspace.
 //! - [`plot`] — SVG figures: densities, score fields, samples, loss curves.
+//! - [`score`] — score-matching objectives, each generic over the score model: exact (Hyvärinen),
+//!   sliced and SSM-VR, denoising at one σ, and the paper's annealed DSM over a
+//!   [`score::GeometricSigmas`] schedule (Eq. 5–6); the toy score MLP and a noise-conditional MLP.
+//! - [`sample`] — Langevin dynamics (Eq. 4), annealed Langevin dynamics (Algorithm 1) and
+//!   inpainting (Algorithm 2), generic over the score function and the batch shape, run without
+//!   recording a graph.
 //! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
 //!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
 //! - [`io`] — safetensors checkpoints written atomically and validated on load; PNG grids.
@@ -50,6 +56,8 @@ pub mod io;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod sample;
+pub mod score;
 pub mod tensor;
 pub mod toy;
 

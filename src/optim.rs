@@ -190,19 +190,37 @@ impl Adam {
             let bias2_sqrt = ((1.0 - (c.beta2 as f64).powi(s.step as i32)).sqrt()) as f32;
             let step_size = (c.lr as f64 / bias1) as f32;
             let g = g.storage();
+            // A weight's gradient often arrives transposed (Linear multiplies by a permuted view
+            // of its weight); one row-major copy makes the update below a loop over slices.
+            let g = g.as_standard_layout();
             let (b1, b2, eps, wd) = (c.beta1, c.beta2, c.eps, c.weight_decay);
+            let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
+                let g = g + wd * *p; //                         g ← g + λ·p
+                *m = b1 * *m + (1.0 - b1) * g; //               m ← β₁m + (1 − β₁)g
+                *v = b2 * *v + (1.0 - b2) * g * g; //           v ← β₂v + (1 − β₂)g²
+                let denom = v.sqrt() / bias2_sqrt + eps; //     √(v/(1 − β₂ᵗ)) + ε
+                *p -= step_size * *m / denom; //                p ← p − lr/(1 − β₁ᵗ)·m/denom
+            };
             p.update_data(|p| match s.max_exp_avg_sq.as_mut() {
-                None => Zip::from(p)
-                    .and(&g)
-                    .and(&mut s.exp_avg)
-                    .and(&mut s.exp_avg_sq)
-                    .for_each(|p, &g, m, v| {
-                        let g = g + wd * *p; //                         g ← g + λ·p
-                        *m = b1 * *m + (1.0 - b1) * g; //               m ← β₁m + (1 − β₁)g
-                        *v = b2 * *v + (1.0 - b2) * g * g; //           v ← β₂v + (1 − β₂)g²
-                        let denom = v.sqrt() / bias2_sqrt + eps; //     √(v/(1 − β₂ᵗ)) + ε
-                        *p -= step_size * *m / denom; //                p ← p − lr/(1 − β₁ᵗ)·m/denom
-                    }),
+                // Row-major data everywhere (the usual case): a plain loop over slices, which
+                // the compiler vectorises; otherwise ndarray's Zip walks any layout.
+                None => match (
+                    p.as_slice_mut(),
+                    g.as_slice(),
+                    s.exp_avg.as_slice_mut(),
+                    s.exp_avg_sq.as_slice_mut(),
+                ) {
+                    (Some(ps), Some(gs), Some(ms), Some(vs)) => {
+                        for (((p, &g), m), v) in ps.iter_mut().zip(gs).zip(ms).zip(vs) {
+                            update(p, g, m, v);
+                        }
+                    }
+                    _ => Zip::from(p)
+                        .and(&g)
+                        .and(&mut s.exp_avg)
+                        .and(&mut s.exp_avg_sq)
+                        .for_each(|p, &g, m, v| update(p, g, m, v)),
+                },
                 Some(vmax) => Zip::from(p)
                     .and(&g)
                     .and(&mut s.exp_avg)

@@ -576,3 +576,42 @@ fn empty_tensors_on_the_device() {
         assert_close(name, &g, &w, exact);
     }
 }
+
+// ANCHOR: library_sampler
+#[test]
+fn the_library_sampler_runs_on_the_device_without_copies() {
+    use ncsn::sample::{AnnealedConfig, annealed_langevin};
+    use ncsn::score::GeometricSigmas;
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let sigmas = GeometricSigmas::new(1.0, 0.1, 4);
+    let config = AnnealedConfig {
+        step_size: 2e-2,
+        n_steps_each: 25,
+        record_every: 0,
+    };
+    let x0 = Tensor::randn_philox(&[64, 129], 3, 0, &d);
+    let before = ctx.transfers();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let out = annealed_langevin(
+        |x, i| gaussian_score(x, 2.0, 1.0 + sigmas.get(i).powi(2)),
+        &x0,
+        &sigmas,
+        &config,
+        &mut rng,
+    );
+    assert_eq!(
+        ctx.transfers() - before,
+        Default::default(),
+        "the sampler copied data"
+    );
+    assert!(!out.x.device().is_cpu());
+    // The samples have the statistics of N(2, 1 + σ_L²) up to the discretisation (see above).
+    let v = out.x.to_vec();
+    let n = v.len() as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    let var = v.iter().map(|z| (z - mean).powi(2)).sum::<f32>() / (n - 1.0);
+    assert!((mean - 2.0).abs() < 0.1, "mean {mean}");
+    assert!((var - 1.01).abs() < 0.15, "variance {var}");
+}
+// ANCHOR_END: library_sampler

@@ -56,6 +56,17 @@ fn normals(n: usize, seed: u64, counter: u64) -> Vec<f32> {
 }
 
 impl Tensor {
+    /// Standard normals of `shape` on `device`, drawn from `rng`: on the CPU exactly
+    /// `Tensor::randn(shape, rng)`; on a Vulkan device drawn there by Philox, keyed by one seed
+    /// taken from `rng` (so no noise is uploaded, and a seeded run stays reproducible).
+    pub fn randn_on(shape: &[usize], device: &Device, rng: &mut impl rand::Rng) -> Tensor {
+        match device {
+            Device::Cpu => Tensor::randn(shape, rng),
+            #[cfg(feature = "vulkan")]
+            Device::Vulkan(_) => Tensor::randn_philox(shape, rng.random(), 0, device),
+        }
+    }
+
     /// Standard normals of `shape` on `device`, a pure function of `(seed, counter)` (Philox
     /// with Box–Muller): the same numbers on every device, up to the rounding of `log`, `cos`
     /// and `sin`. On a Vulkan device they are drawn there, with no copy.

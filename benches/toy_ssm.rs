@@ -1,0 +1,66 @@
+//! SSM-VR training of the toy score network, as in the reference's `runners/toy_runner.py`:
+//! MLP 2-128-128-2 with softplus, Adam (lr 1e-3), batch 128 from the paper's mixture,
+//! `sliced_score_estimation_vr` with one particle.
+//!
+//! `toy_ssm/train_step` times one full step (sample, loss with ∇ₓ through create_graph, backward
+//! through the double graph, Adam). Multiply by 10,000 for the target (≤ 3 s).
+//! `toy_ssm/train_1000_steps` times a run of 1000 steps directly.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ncsn::nn::{Module, ParamStore};
+use ncsn::optim::{Adam, AdamConfig};
+use ncsn::score::{ScoreMlp, ssm_vr_loss, tensor_from_array2};
+use ncsn::toy::{GaussianMixture, ToyDistribution};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::time::Duration;
+
+struct Trainer {
+    net: ScoreMlp,
+    opt: Adam,
+    p: GaussianMixture,
+    rng: ChaCha8Rng,
+}
+
+impl Trainer {
+    fn new() -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let store = ParamStore::new();
+        let net = ScoreMlp::new(&store.root(), 2, 128, &mut rng);
+        let opt = Adam::new(store.named_params(), AdamConfig::default());
+        Trainer {
+            net,
+            opt,
+            p: GaussianMixture::paper(),
+            rng,
+        }
+    }
+
+    fn step(&mut self) -> f32 {
+        let x = tensor_from_array2(self.p.sample(128, &mut self.rng));
+        let net = &self.net;
+        let loss = ssm_vr_loss(|x| net.forward(x), &x, 1, &mut self.rng).loss;
+        self.opt.step(&loss.backward());
+        loss.item()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("toy_ssm");
+    g.measurement_time(Duration::from_secs(10));
+    let mut t = Trainer::new();
+    g.bench_function("train_step", |b| b.iter(|| t.step()));
+    g.sample_size(10);
+    g.bench_function("train_1000_steps", |b| {
+        b.iter(|| {
+            let mut t = Trainer::new();
+            for _ in 0..1000 {
+                t.step();
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,550 @@
+//! The paper's toy experiments (Song & Ermon 2019, §3 and Figs. 1–3) on
+//! p = ⅕·N((−5,−5), I) + ⅘·N((5,5), I):
+//!
+//! * **Fig. 2**: a score MLP trained with SSM-VR is accurate where the data is and wrong in the
+//!   low-density regions;
+//! * **Fig. 3**: with exact scores, Langevin dynamics does not recover the mode weights, annealed
+//!   Langevin dynamics does (and a badly chosen schedule blows up);
+//! * **Fig. 1**: sliced score matching on data confined to a subspace fluctuates; a tiny Gaussian
+//!   perturbation makes it well behaved;
+//! * **NCSN**: a noise-conditional MLP trained with annealed DSM and sampled with annealed Langevin
+//!   dynamics recovers the mode weights from learned scores.
+//!
+//! ```text
+//! cargo run --release --example toy_mixture [-- --out DIR --seed N]
+//! ```
+//!
+//! Writes `results.json` and SVG figures into `--out` (default `toy_mixture_out/`).
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use ncsn::nn::{Module, ParamStore};
+use ncsn::optim::{Adam, AdamConfig};
+use ncsn::plot::{self, ArrowScale, Figure, Grid, Series};
+use ncsn::sample::{AnnealedConfig, LangevinConfig, annealed_langevin, langevin_dynamics};
+use ncsn::score::{
+    GeometricSigmas, NoiseConditionalMlp, ScoreMlp, anneal_dsm_loss, closed_form_score, ssm_loss,
+    ssm_vr_loss, tensor_from_array2, tensor_to_array2,
+};
+use ncsn::toy::{
+    ClosedFormScore, Embedded, GaussianMixture, ToyDistribution, mode_fractions, perturb,
+};
+use ncsn::{Tensor, no_grad};
+use ndarray::{Array2, ArrayView2, Axis};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(about = "Reproduce the toy experiments of Song & Ermon (2019)")]
+struct Args {
+    /// Directory for results.json and the figures.
+    #[arg(long, default_value = "toy_mixture_out")]
+    out: PathBuf,
+    /// Seed of every random draw (ChaCha8).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// SSM-VR training steps for Fig. 2 (the reference: 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    ssm_steps: usize,
+    /// Number of samples for the exact-score sampling experiments (the reference: 1280; more
+    /// samples shrink the binomial standard error of the mode fraction, √(0.16/n)). The figures
+    /// show the first 1280.
+    #[arg(long, default_value_t = 10_000)]
+    n_samples: usize,
+    /// Number of samples drawn with the learned NCSN scores.
+    #[arg(long, default_value_t = 2_500)]
+    ncsn_samples: usize,
+    /// SSM training steps for each of the two manifold runs (Fig. 1).
+    #[arg(long, default_value_t = 2_000)]
+    manifold_steps: usize,
+    /// Annealed DSM training steps for the noise-conditional MLP.
+    #[arg(long, default_value_t = 5_000)]
+    ncsn_steps: usize,
+    /// Batch size for the noise-conditional MLP. DSM targets −z/σ are noisy; at batch 128 the
+    /// learned mode weights vary from run to run by ±0.05, at 512 by about ±0.01.
+    #[arg(long, default_value_t = 512)]
+    ncsn_batch: usize,
+}
+
+const BATCH: usize = 128;
+/// Points per scatter plot (the reference's 1280).
+const FIG_POINTS: usize = 1280;
+const LO: f32 = -8.0;
+const HI: f32 = 8.0;
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg:>28} [{bar:30}] {pos}/{len} {elapsed_precise} loss {prefix}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Runs `steps` optimisation steps of `step` (which returns the loss), with a progress bar.
+/// Stops early, with a message, on a non-finite loss.
+fn train(steps: usize, what: &str, mut step: impl FnMut() -> f32) -> (Vec<f32>, f64) {
+    let pb = bar(steps, what);
+    let t0 = Instant::now();
+    let mut losses = Vec::with_capacity(steps);
+    for i in 0..steps {
+        let l = step();
+        if !l.is_finite() {
+            pb.println(format!(
+                "{what}: loss is {l} at step {i}; stopping this run"
+            ));
+            losses.push(l);
+            break;
+        }
+        losses.push(l);
+        if i % 100 == 0 || i + 1 == steps {
+            pb.set_prefix(format!("{l:.4}"));
+            pb.set_position(i as u64 + 1);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    pb.finish();
+    (losses, secs)
+}
+
+/// Uniform points on [LO, HI]² (the samplers' initialisation).
+fn uniform_init(n: usize, rng: &mut ChaCha8Rng) -> Tensor {
+    Tensor::uniform(&[n, 2], LO, HI, rng)
+}
+
+/// ½‖s − s_true‖² averaged over the rows of `x`.
+fn fisher(model: &ScoreMlp, p: &GaussianMixture, x: ArrayView2<f32>) -> f64 {
+    let est = no_grad(|| tensor_to_array2(&model.forward(&tensor_from_array2(x.to_owned()))));
+    let truth = p.score(x);
+    let d = &est - &truth;
+    0.5 * d.mapv(|v| (v as f64) * (v as f64)).sum() / x.nrows() as f64
+}
+
+/// The first [`FIG_POINTS`] rows of a batch, for a scatter plot.
+fn first_rows(x: &Tensor) -> Array2<f32> {
+    let a = tensor_to_array2(x);
+    let k = FIG_POINTS.min(a.nrows());
+    a.slice(ndarray::s![..k, ..]).to_owned()
+}
+
+/// The finite rows of `x`.
+fn finite_rows(x: &Array2<f32>) -> Array2<f32> {
+    let rows: Vec<_> = x
+        .outer_iter()
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+        .collect();
+    if rows.is_empty() {
+        return Array2::zeros((0, x.ncols()));
+    }
+    ndarray::stack(Axis(0), &rows).expect("rows of equal length")
+}
+
+/// The fraction of samples in the (5, 5) mode (nearest mean), among finite samples, and the
+/// fraction of samples that are not finite.
+fn fraction_55(samples: &Tensor, p: &GaussianMixture) -> (f64, f64) {
+    let all = tensor_to_array2(samples);
+    let fin = finite_rows(&all);
+    let k55 = p
+        .means()
+        .outer_iter()
+        .position(|m| m[0] > 0.0)
+        .expect("a mode at (5, 5)");
+    let frac = if fin.nrows() == 0 {
+        f64::NAN
+    } else {
+        mode_fractions(fin.view(), p.means())[k55]
+    };
+    (frac, 1.0 - fin.nrows() as f64 / all.nrows() as f64)
+}
+
+/// Over the last `k` losses: the mean, the slope of a least-squares line (change per 1000 steps),
+/// and the standard deviation of the residuals around that line (the fluctuation statistic: it
+/// measures the noise of the curve, not its drift).
+fn tail_stats(losses: &[f32], k: usize) -> (f64, f64, f64) {
+    let tail: Vec<f64> = losses[losses.len().saturating_sub(k)..]
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let n = tail.len() as f64;
+    let mean = tail.iter().sum::<f64>() / n;
+    let tbar = (n - 1.0) / 2.0;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, v) in tail.iter().enumerate() {
+        sxy += (i as f64 - tbar) * (v - mean);
+        sxx += (i as f64 - tbar) * (i as f64 - tbar);
+    }
+    let slope = sxy / sxx;
+    let resid = tail
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let r = v - mean - slope * (i as f64 - tbar);
+            r * r
+        })
+        .sum::<f64>();
+    (mean, 1000.0 * slope, (resid / (n - 2.0)).sqrt())
+}
+
+fn svg(out: &Path, name: &str) -> PathBuf {
+    out.join(format!("{name}.svg"))
+}
+
+fn main() -> ncsn::Result<()> {
+    let args = Args::parse();
+    let t_start = Instant::now();
+    std::fs::create_dir_all(&args.out).map_err(|e| ncsn::Error::io(&args.out, e))?;
+    let out = args.out.as_path();
+    let p = GaussianMixture::paper();
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+
+    // ------------------------------------------------------------------ Fig. 2: SSM-VR scores
+    let store = ParamStore::new();
+    let net = ScoreMlp::new(&store.root(), 2, 128, &mut rng);
+    let mut opt = Adam::new(store.named_params(), AdamConfig::default());
+    let (ssm_losses, ssm_secs) = train(args.ssm_steps, "Fig. 2: SSM-VR training", || {
+        let x = tensor_from_array2(p.sample(BATCH, &mut rng));
+        let loss = ssm_vr_loss(|x| net.forward(x), &x, 1, &mut rng).loss;
+        opt.step(&loss.backward());
+        loss.item()
+    });
+    let data = p.sample(10_000, &mut rng);
+    let fisher_data = fisher(&net, &p, data.view());
+    // The reference's 101 × 101 evaluation grid on [−8, 8]² (np.linspace includes both ends).
+    let lin: Vec<f32> = (0..101)
+        .map(|i| LO + (HI - LO) * i as f32 / 100.0)
+        .collect();
+    let grid_pts = Array2::from_shape_fn((101 * 101, 2), |(k, c)| {
+        if c == 0 { lin[k % 101] } else { lin[k / 101] }
+    });
+    let log_p = p.log_prob(grid_pts.view());
+    let low_rows: Vec<_> = grid_pts
+        .outer_iter()
+        .zip(log_p.iter())
+        .filter(|(_, lp)| **lp < (1e-4f32).ln())
+        .map(|(r, _)| r)
+        .collect();
+    let low = ndarray::stack(Axis(0), &low_rows).expect("rows");
+    let fisher_low = fisher(&net, &p, low.view());
+
+    let fine = Grid::square(LO as f64, HI as f64, 100);
+    let fine_logp = p.log_prob(fine.points().view());
+    let coarse = Grid::square(LO as f64, HI as f64, 20);
+    let coarse_pts = coarse.points();
+    plot::heatmap(
+        svg(out, "fig2_density"),
+        &Figure::new("Data density"),
+        &fine,
+        fine_logp.view(),
+    )?;
+    plot::quiver(
+        svg(out, "fig2_data_scores"),
+        &Figure::new("Data scores"),
+        &coarse,
+        p.score(coarse_pts.view()).view(),
+        ArrowScale::Linear,
+        Some((&fine, fine_logp.view())),
+    )?;
+    let est = no_grad(|| tensor_to_array2(&net.forward(&tensor_from_array2(coarse_pts.clone()))));
+    plot::quiver(
+        svg(out, "fig2_estimated_scores"),
+        &Figure::new("Estimated scores (SSM-VR)"),
+        &coarse,
+        est.view(),
+        ArrowScale::Linear,
+        Some((&fine, fine_logp.view())),
+    )?;
+
+    // ------------------------------------------------------------------ Fig. 3: exact scores
+    let n = args.n_samples;
+    let iid = p.sample(n, &mut rng);
+    plot::scatter(
+        svg(out, "fig3_iid"),
+        &Figure::new("i.i.d. samples"),
+        iid.slice(ndarray::s![..FIG_POINTS.min(n), ..]),
+        &fine,
+        None,
+    )?;
+    let t0 = Instant::now();
+    let lang = langevin_dynamics(
+        closed_form_score(&p),
+        &uniform_init(n, &mut rng),
+        &LangevinConfig::paper_toy(),
+        &mut rng,
+    );
+    let lang_secs = t0.elapsed().as_secs_f64();
+    let (lang_frac, _) = fraction_55(&lang.x, &p);
+    plot::scatter(
+        svg(out, "fig3_langevin"),
+        &Figure::new("Langevin dynamics (exact scores)"),
+        first_rows(&lang.x).view(),
+        &fine,
+        None,
+    )?;
+
+    // Annealed Langevin with the scores of the perturbed mixtures q_σ (closed form).
+    let run_annealed = |sigmas: &GeometricSigmas, rng: &mut ChaCha8Rng| {
+        let perturbed: Vec<GaussianMixture> = sigmas
+            .sigmas()
+            .iter()
+            .map(|&s| p.perturbed(s as f64))
+            .collect();
+        let scores: Vec<_> = perturbed.iter().map(closed_form_score).collect();
+        let x0 = uniform_init(n, rng);
+        annealed_langevin(
+            |x, i| scores[i](x),
+            &x0,
+            sigmas,
+            &AnnealedConfig::paper_toy(),
+            rng,
+        )
+    };
+    let sigmas = GeometricSigmas::new(20.0, 1.0, 10);
+    let ann = run_annealed(&sigmas, &mut rng);
+    let (ann_frac, _) = fraction_55(&ann.x, &p);
+    plot::scatter(
+        svg(out, "fig3_annealed"),
+        &Figure::new("Annealed Langevin dynamics (exact scores)"),
+        first_rows(&ann.x).view(),
+        &fine,
+        None,
+    )?;
+    let bad_sigmas = GeometricSigmas::new(10.0, 0.1, 10);
+    let bad = run_annealed(&bad_sigmas, &mut rng);
+    let (bad_frac, bad_nonfinite) = fraction_55(&bad.x, &p);
+    let bad_alpha1 = AnnealedConfig::paper_toy().step_at(&bad_sigmas, 0);
+
+    // ------------------------------------------------------------------ Fig. 1: manifold
+    // The paper's mixture carried into a 2-D plane of ℝ⁴: no density in ℝ⁴.
+    let manifold = Embedded::new(p.clone(), 4, args.seed + 1);
+    let manifold_run = |noise_std: f64, label: &str, rng: &mut ChaCha8Rng| {
+        let store = ParamStore::new();
+        let net = ScoreMlp::new(&store.root(), 4, 128, rng);
+        let mut opt = Adam::new(store.named_params(), AdamConfig::default());
+        let (losses, _) = train(args.manifold_steps, label, || {
+            let mut x = manifold.sample(BATCH, rng);
+            if noise_std > 0.0 {
+                x = perturb(x.view(), noise_std, rng);
+            }
+            let x = tensor_from_array2(x);
+            let loss = ssm_loss(
+                |x| net.forward(x),
+                &x,
+                ncsn::score::Projection::Gaussian,
+                1,
+                rng,
+            )
+            .loss;
+            opt.step(&loss.backward());
+            loss.item()
+        });
+        losses
+    };
+    let loss_plain = manifold_run(0.0, "Fig. 1: SSM on the manifold", &mut rng);
+    let loss_noisy = manifold_run(0.01, "Fig. 1: SSM, N(0, 1e-4) noise", &mut rng);
+    let tail = (args.manifold_steps / 5).max(2);
+    let (m_plain, slope_plain, sd_plain) = tail_stats(&loss_plain, tail);
+    let (m_noisy, slope_noisy, sd_noisy) = tail_stats(&loss_noisy, tail);
+    plot::lines(
+        svg(out, "fig1_loss"),
+        &Figure::new("Sliced score matching on a 2-D plane in ℝ⁴").labels("step", "loss"),
+        &[
+            Series::from_values("data on the plane", &loss_plain),
+            Series::from_values("perturbed by N(0, 0.0001 I)", &loss_noisy),
+        ],
+        false,
+    )?;
+
+    // ------------------------------------------------------------------ NCSN on the toy
+    let store = ParamStore::new();
+    let ncsn = NoiseConditionalMlp::new(&store.root(), 2, 128, sigmas.clone(), &mut rng);
+    let mut opt = Adam::new(store.named_params(), AdamConfig::default());
+    let (ncsn_losses, ncsn_secs) = train(args.ncsn_steps, "NCSN: annealed DSM training", || {
+        let x = tensor_from_array2(p.sample(args.ncsn_batch, &mut rng));
+        let loss = anneal_dsm_loss(|x, l| ncsn.forward(x, l), &x, &sigmas, 2.0, &mut rng);
+        opt.step(&loss.backward());
+        loss.item()
+    });
+    let x0 = uniform_init(args.ncsn_samples, &mut rng);
+    let learned = annealed_langevin(
+        |x, i| ncsn.forward_level(x, i),
+        &x0,
+        &sigmas,
+        &AnnealedConfig::paper_toy(),
+        &mut rng,
+    );
+    let (ncsn_frac, ncsn_nonfinite) = fraction_55(&learned.x, &p);
+    plot::scatter(
+        svg(out, "ncsn_annealed"),
+        &Figure::new("Annealed Langevin dynamics (learned NCSN scores)"),
+        first_rows(&learned.x).view(),
+        &fine,
+        None,
+    )?;
+    let x0 = uniform_init(args.ncsn_samples, &mut rng);
+    let learned_plain = langevin_dynamics(
+        |x| ncsn.forward_level(x, sigmas.len() - 1),
+        &x0,
+        &LangevinConfig::paper_toy(),
+        &mut rng,
+    );
+    let (ncsn_lang_frac, _) = fraction_55(&learned_plain.x, &p);
+
+    // ------------------------------------------------------------------ report
+    let total = t_start.elapsed().as_secs_f64();
+    let check = |ok: bool| if ok { "yes" } else { "NO" };
+    println!();
+    println!(
+        "{:<62} {:>12} {:>16} {:>4}",
+        "quantity", "value", "expected", "ok"
+    );
+    println!("{}", "-".repeat(98));
+    let row = |name: &str, v: f64, exp: &str, ok: bool| {
+        println!("{name:<62} {v:>12.4} {exp:>16} {:>4}", check(ok));
+    };
+    row(
+        "Fig. 2  ½E‖s_θ − ∇log p‖² over samples of p",
+        fisher_data,
+        "≤ 0.05",
+        fisher_data <= 0.05,
+    );
+    row(
+        &format!(
+            "Fig. 2  same, over {} grid points with p < 1e-4",
+            low.nrows()
+        ),
+        fisher_low,
+        "≥ 10 × data",
+        fisher_low >= 10.0 * fisher_data,
+    );
+    row(
+        "Fig. 2  ratio low-density / data",
+        fisher_low / fisher_data,
+        "≥ 10",
+        fisher_low >= 10.0 * fisher_data,
+    );
+    row(
+        "Fig. 3  Langevin (T = 1000, ε = 0.1): fraction in (5,5)",
+        lang_frac,
+        "near 0.5",
+        (lang_frac - 0.5).abs() < 0.15,
+    );
+    row(
+        "Fig. 3  annealed, σ 20 → 1: fraction in (5,5)",
+        ann_frac,
+        "0.80 ± 0.03",
+        (ann_frac - 0.8).abs() <= 0.03,
+    );
+    println!(
+        "{:<62} {:>12} {:>16} {:>4}",
+        format!("Fig. 3  annealed, σ 10 → 0.1 (α₁ = {bad_alpha1:.0}): non-finite"),
+        format!("{:.1}%", 100.0 * bad_nonfinite),
+        "blows up",
+        check(bad_nonfinite > 0.5)
+    );
+    row(
+        "Fig. 1  SSM on the plane: loss fluctuation (last 20%)",
+        sd_plain,
+        "large",
+        sd_plain > 5.0 * sd_noisy,
+    );
+    row(
+        "Fig. 1  SSM, perturbed N(0, 1e-4): loss fluctuation",
+        sd_noisy,
+        "small",
+        sd_plain > 5.0 * sd_noisy,
+    );
+    row(
+        "Fig. 1  on the plane: loss slope per 1000 steps (last 20%)",
+        slope_plain,
+        "diverges",
+        slope_plain < 0.0,
+    );
+    row(
+        "Fig. 1  perturbed: loss slope per 1000 steps (last 20%)",
+        slope_noisy,
+        "",
+        true,
+    );
+    row(
+        "NCSN    annealed Langevin, learned scores: fraction in (5,5)",
+        ncsn_frac,
+        "0.80 ± 0.03",
+        (ncsn_frac - 0.8).abs() <= 0.03,
+    );
+    row(
+        "NCSN    Langevin at σ_L only, learned scores",
+        ncsn_lang_frac,
+        "near 0.5",
+        (ncsn_lang_frac - 0.5).abs() < 0.15,
+    );
+    // Timings depend on the machine and its load: reported, not checked.
+    println!(
+        "{:<62} {:>12.2} {:>16} {:>4}",
+        format!("SSM-VR training time, {} steps (s)", args.ssm_steps),
+        ssm_secs,
+        "≤ 3 (10k, quiet)",
+        "-"
+    );
+    println!(
+        "{:<62} {:>12.2} {:>16} {:>4}",
+        "total wall time (s)", total, "< 60", "-"
+    );
+    println!();
+
+    let results = json!({
+        "seed": args.seed,
+        "fig2": {
+            "ssm_vr_steps": args.ssm_steps,
+            "batch": BATCH,
+            "train_seconds": ssm_secs,
+            "final_loss": ssm_losses.last(),
+            "fisher_data": fisher_data,
+            "fisher_low_density": fisher_low,
+            "low_density_points": low.nrows(),
+            "ratio": fisher_low / fisher_data,
+        },
+        "fig3": {
+            "n_samples": n,
+            "binomial_standard_error": (0.16 / n as f64).sqrt(),
+            "langevin": {"step_size": 0.1, "n_steps": 1000, "fraction_55": lang_frac, "seconds": lang_secs},
+            "annealed": {"sigmas": sigmas.sigmas(), "step_size": 0.1, "n_steps_each": 100, "fraction_55": ann_frac},
+            "annealed_10_to_0.1": {
+                "sigmas": bad_sigmas.sigmas(),
+                "alpha_1": bad_alpha1,
+                "non_finite_fraction": bad_nonfinite,
+                "fraction_55_among_finite": if bad_frac.is_finite() { json!(bad_frac) } else { json!(null) },
+            },
+        },
+        "fig1": {
+            "ambient_dim": 4,
+            "steps": args.manifold_steps,
+            "tail": tail,
+            "plain": {"tail_mean": m_plain, "tail_slope_per_1000": slope_plain, "tail_fluctuation_sd": sd_plain, "losses_recorded": loss_plain.len()},
+            "perturbed_1e-4": {"tail_mean": m_noisy, "tail_slope_per_1000": slope_noisy, "tail_fluctuation_sd": sd_noisy, "losses_recorded": loss_noisy.len()},
+        },
+        "ncsn": {
+            "steps": args.ncsn_steps,
+            "batch": args.ncsn_batch,
+            "sigmas": sigmas.sigmas(),
+            "train_seconds": ncsn_secs,
+            "final_loss": ncsn_losses.last(),
+            "n_samples": args.ncsn_samples,
+            "annealed_fraction_55": ncsn_frac,
+            "annealed_non_finite": ncsn_nonfinite,
+            "langevin_smallest_sigma_fraction_55": ncsn_lang_frac,
+        },
+        "total_seconds": total,
+    });
+    let path = out.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json"))
+        .map_err(|e| ncsn::Error::io(&path, e))?;
+    println!("wrote {} and figures to {}", path.display(), out.display());
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Langevin samplers, generic over the score function and the data's shape.
+//!
+//! | file | sampler | paper |
+//! |---|---|---|
+//! | [`langevin`] | Langevin dynamics with a fixed step | Eq. 4 |
+//! | [`annealed`] | annealed Langevin dynamics over a noise schedule | Algorithm 1 |
+//! | [`inpaint`] | annealed Langevin dynamics that keeps known entries fixed | Algorithm 2 (appendix) |
+//!
+//! A score function is a closure: `FnMut(&Tensor) -> Tensor` for plain Langevin dynamics and
+//! `FnMut(&Tensor, usize) -> Tensor` for the annealed samplers, whose second argument is the 0-based
+//! index i of the current noise level σᵢ (a noise-conditional network takes it as its label; a
+//! closed-form score looks σᵢ up in the schedule). Any batch shape works: `(N, 2)` toy points or
+//! `(N, C, H, W)` images.
+//!
+//! Every sampler runs under [`no_grad`](crate::no_grad): a thousand steps record no graph, and a
+//! network's parameters are read, never differentiated. Noise comes from the `rng` passed in, so a
+//! seeded `ChaCha8Rng` makes a run reproducible.
+
+pub mod annealed;
+pub mod inpaint;
+pub mod langevin;
+
+pub use annealed::{AnnealedConfig, annealed_langevin};
+pub use inpaint::annealed_langevin_inpaint;
+pub use langevin::{LangevinConfig, langevin_dynamics, langevin_step};
+
+use crate::Tensor;
+
+/// The result of a sampler: the final batch and, if asked for, snapshots along the way.
+#[derive(Clone, Debug)]
+pub struct Samples {
+    /// The samples after the last step.
+    pub x: Tensor,
+    /// The batch at step 0 and then after every `record_every` steps (empty if recording was off).
+    pub trajectory: Vec<Tensor>,
+}
+
+/// Appends `x` to `trajectory` when `step` is a multiple of `every` (never when `every` is 0).
+pub(crate) fn record(trajectory: &mut Vec<Tensor>, every: usize, step: usize, x: &Tensor) {
+    if every > 0 && step % every == 0 {
+        trajectory.push(x.clone());
+    }
+}

@@ -1,0 +1,546 @@
+//! Properties of score matching and Langevin sampling that hold exactly (or in expectation), checked
+//! on distributions with a closed-form score.
+//!
+//! Monte Carlo tolerances. A check of E[w] = c from M independent draws w₁…w_M asserts
+//! |w̄ − c| ≤ K·ŝ/√M with ŝ the sample standard deviation and K = 5: under the central limit theorem
+//! a correct identity fails with probability about 6e-7 per check, while the wrong variants these
+//! checks guard against (a missing factor, a sign, a wrong term) are off by many standard errors (each
+//! test states by how much where it matters). All seeds are fixed, so every run draws the same
+//! numbers: the tests are deterministic, and the bound is what makes them meaningful, not a value
+//! tuned to pass.
+
+use ncsn::nn::{Module, ParamStore};
+use ncsn::sample::{
+    AnnealedConfig, LangevinConfig, annealed_langevin, annealed_langevin_inpaint, langevin_dynamics,
+};
+use ncsn::score::{
+    GeometricSigmas, Projection, ScoreMlp, closed_form_score, dsm_loss_with, esm_loss,
+    sliced_score_matching, ssm_vr_loss, tensor_from_array2, tensor_to_array2,
+};
+use ncsn::toy::{ClosedFormScore, GaussianMixture, ToyDistribution};
+use ncsn::{Tensor, grad, no_grad};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Standard errors allowed by every Monte Carlo check (see the module docs).
+const K: f64 = 5.0;
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Mean and standard error of the mean of `w`.
+fn mean_se(w: &[f64]) -> (f64, f64) {
+    let n = w.len() as f64;
+    let m = w.iter().sum::<f64>() / n;
+    let var = w.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
+}
+
+fn assert_mc(what: &str, w: &[f64], expected: f64) {
+    let (m, se) = mean_se(w);
+    assert!(
+        (m - expected).abs() <= K * se,
+        "{what}: mean {m} vs {expected}, |diff| = {} > {K} × SE {se}",
+        (m - expected).abs()
+    );
+}
+
+fn rows(t: &Tensor) -> Vec<Vec<f64>> {
+    tensor_to_array2(t)
+        .outer_iter()
+        .map(|r| r.iter().map(|&v| v as f64).collect())
+        .collect()
+}
+
+/// A 3-component mixture in ℝ³ with unequal weights and stds, so that no test relies on the
+/// symmetry of the paper's mixture.
+fn mixture3() -> GaussianMixture {
+    let means =
+        Array2::from_shape_vec((3, 3), vec![-2.0, 0.0, 1.0, 1.5, 1.0, -1.0, 0.0, -2.0, 0.5])
+            .unwrap();
+    GaussianMixture::new(&[0.5, 0.3, 0.2], means, &[0.7, 1.0, 1.3])
+}
+
+/// Three score networks with different parameters θ (different seeds and widths), their outputs
+/// scaled so that their traces and norms are O(1).
+fn networks(dim: usize) -> Vec<impl Fn(&Tensor) -> Tensor> {
+    [(1u64, 16usize, 1.0f32), (2, 32, 2.0), (3, 8, -1.5)]
+        .into_iter()
+        .map(|(seed, hidden, scale)| {
+            let store = ParamStore::new();
+            let net = ScoreMlp::new(&store.root(), dim, hidden, &mut rng(seed));
+            move |x: &Tensor| net.forward(x).mul_scalar(scale)
+        })
+        .collect()
+}
+
+/// tr ∇ₓ s(xₙ) for each row, one backward pass per dimension.
+fn per_sample_trace(score: &impl Fn(&Tensor) -> Tensor, x: &Tensor) -> Vec<f64> {
+    let x = x.detach().requires_grad_();
+    let s = score(&x);
+    let (n, d) = (s.shape()[0], s.shape()[1]);
+    let mut tr = vec![0.0; n];
+    for i in 0..d {
+        let g = &grad(&[&s.narrow(1, i, 1).sum_all()], &[&x], false)[0];
+        for (t, r) in tr.iter_mut().zip(rows(g)) {
+            *t += r[i];
+        }
+    }
+    tr
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+// ------------------------------------------------------------------------------------------------
+
+/// The mixture's closed-form score equals the gradient, by our autograd, of its log-density written
+/// in tensor ops (log-sum-exp over components).
+///
+/// Tolerance: the tensor log-density is computed in f32 from exponents up to ~50, so the softmax
+/// weights carry relative errors ~50·6e-8 ≈ 3e-6, multiplied by component scores |μ − x|/σ² ≤ 30
+/// on the points used: ≲ 1e-4. We allow 1e-3·(1 + |s|). A wrong term (a missing 1/σ², a sign)
+/// is off by O(|s|).
+#[test]
+fn closed_form_scores_match_autograd_of_log_density() {
+    for p in [GaussianMixture::paper(), mixture3()] {
+        let d = p.dim();
+        let x = Tensor::uniform(&[200, d], -7.0, 7.0, &mut rng(10)).requires_grad_();
+        // log p(x) = logsumexpₖ [log πₖ − (d/2) log(2πσₖ²) − ‖x − μₖ‖²/(2σₖ²)]
+        let terms: Vec<Tensor> = (0..p.n_components())
+            .map(|k| {
+                let mu = Tensor::from_vec(
+                    p.means().row(k).iter().map(|&v| v as f32).collect(),
+                    &[1, d],
+                );
+                let var = (p.stds()[k] * p.stds()[k]) as f32;
+                let c = (p.weights()[k] as f32).ln()
+                    - 0.5 * d as f32 * (2.0 * std::f32::consts::PI * var).ln();
+                x.sub(&mu)
+                    .square()
+                    .sum(&[1], true)
+                    .mul_scalar(-0.5 / var)
+                    .add_scalar(c)
+            })
+            .collect();
+        let log_p = Tensor::concat(&terms, 1).logsumexp(&[1], false);
+        let auto = &grad(&[&log_p.sum_all()], &[&x], false)[0];
+        let closed = p.score(tensor_to_array2(&x).view());
+        for (a, c) in tensor_to_array2(auto).iter().zip(closed.iter()) {
+            assert!(
+                (a - c).abs() <= 1e-3 * (1.0 + c.abs()),
+                "autograd {a} vs closed form {c}"
+            );
+        }
+        // And the log-density itself agrees with the closed form.
+        for (a, c) in log_p
+            .to_vec()
+            .iter()
+            .zip(p.log_prob(tensor_to_array2(&x).view()).iter())
+        {
+            assert!((a - c).abs() <= 1e-3 * (1.0 + c.abs()), "log p {a} vs {c}");
+        }
+    }
+}
+
+/// Hyvärinen's identity: ESM(θ) − ½E‖s_θ − ∇log p‖² = −½E‖∇log p‖², the same constant for every θ.
+///
+/// Per sample the difference minus the constant is wₙ = tr ∇s(xₙ) + s(xₙ)ᵀ∇log p(xₙ), whose mean
+/// must be 0 (integration by parts) for each of three networks; `esm_loss` must equal the mean of
+/// tr ∇s + ½‖s‖² over the batch (same numbers, f32 round-off only: 1e-4 relative). A trace with the
+/// wrong sign or a missing term would shift E[w] by a multiple of E[tr ∇s], which the test asserts is
+/// more than 10 standard errors away from 0 for each network, so the check has teeth.
+#[test]
+fn hyvarinen_identity_holds_for_every_theta() {
+    let p = mixture3();
+    let x = tensor_from_array2(p.sample(4000, &mut rng(20)));
+    let true_score = rows(&tensor_from_array2(p.score(tensor_to_array2(&x).view())));
+    for (i, s) in networks(3).iter().enumerate() {
+        let tr = per_sample_trace(s, &x);
+        let sx = rows(&no_grad(|| s(&x)));
+        let w: Vec<f64> = (0..tr.len())
+            .map(|n| tr[n] + dot(&sx[n], &true_score[n]))
+            .collect();
+        assert_mc(&format!("network {i}: E[tr ∇s + sᵀ∇log p]"), &w, 0.0);
+        let (tr_mean, tr_se) = mean_se(&tr);
+        assert!(
+            tr_mean.abs() > 10.0 * tr_se,
+            "network {i}: the trace must not be trivially 0"
+        );
+
+        let esm = esm_loss(s, &x).item() as f64;
+        let direct = (0..tr.len())
+            .map(|n| tr[n] + 0.5 * dot(&sx[n], &sx[n]))
+            .sum::<f64>()
+            / tr.len() as f64;
+        assert!(
+            (esm - direct).abs() <= 1e-4 * (1.0 + direct.abs()),
+            "esm {esm} vs {direct}"
+        );
+    }
+}
+
+/// E_v[vᵀ ∇ₓs v] = tr ∇ₓs at fixed points, for Gaussian, Rademacher and sphere directions.
+///
+/// Each of 6 points is repeated 4000 times with independent directions; the per-draw values
+/// vᵀ∇ₓs v give the mean and its SE. The trace is exact (D backward passes). `sliced_score_matching`
+/// must report as loss2 the mean of those same values.
+#[test]
+fn sliced_trace_is_unbiased() {
+    let (points, draws, d) = (6usize, 4000usize, 3usize);
+    let x0 = Tensor::uniform(&[points, d], -3.0, 3.0, &mut rng(30));
+    let nets = networks(d);
+    let s = &nets[1];
+    let exact = per_sample_trace(s, &x0);
+    // Rows: point 0 × draws, point 1 × draws, …
+    let idx: Vec<usize> = (0..points)
+        .flat_map(|i| std::iter::repeat_n(i, draws))
+        .collect();
+    let x = x0.index_select(0, &idx);
+    for (k, proj) in [
+        Projection::Gaussian,
+        Projection::Rademacher,
+        Projection::Sphere,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let v = proj.sample(x.shape(), &mut rng(31 + k as u64));
+        let xg = x.detach().requires_grad_();
+        let jvp = &grad(&[&s(&xg).mul(&v).sum_all()], &[&xg], false)[0];
+        let q: Vec<f64> = rows(&jvp.mul(&v).sum(&[1], true))
+            .into_iter()
+            .map(|r| r[0])
+            .collect();
+        for i in 0..points {
+            assert_mc(
+                &format!("{proj:?}, point {i}: E[vᵀ∇s v] = tr ∇s"),
+                &q[i * draws..(i + 1) * draws],
+                exact[i],
+            );
+        }
+        let loss2 = sliced_score_matching(s, &x, &v, false).loss2.item() as f64;
+        let mean_q = q.iter().sum::<f64>() / q.len() as f64;
+        assert!((loss2 - mean_q).abs() <= 1e-4 * (1.0 + mean_q.abs()));
+    }
+}
+
+/// SSM and SSM-VR equal ESM in expectation over the directions, at a fixed batch.
+///
+/// 300 independent evaluations of each sliced loss (each on the same 64-point batch with fresh
+/// directions) give a mean and SE; ESM on that batch is the exact target.
+#[test]
+fn sliced_losses_equal_esm_in_expectation() {
+    let p = GaussianMixture::paper();
+    let x = tensor_from_array2(p.sample(64, &mut rng(40)));
+    for (i, s) in networks(2).iter().enumerate() {
+        let esm = esm_loss(s, &x).item() as f64;
+        let mut r = rng(41 + i as u64);
+        let vr: Vec<f64> = (0..300)
+            .map(|_| ssm_vr_loss(s, &x, 1, &mut r).loss.item() as f64)
+            .collect();
+        assert_mc(&format!("network {i}: E[SSM-VR] = ESM"), &vr, esm);
+        for proj in [
+            Projection::Gaussian,
+            Projection::Rademacher,
+            Projection::Sphere,
+        ] {
+            let ssm: Vec<f64> = (0..300)
+                .map(|_| {
+                    let v = proj.sample(x.shape(), &mut r);
+                    sliced_score_matching(s, &x, &v, false).loss.item() as f64
+                })
+                .collect();
+            assert_mc(&format!("network {i}, {proj:?}: E[SSM] = ESM"), &ssm, esm);
+        }
+    }
+}
+
+/// Vincent (2011): DSM(θ) = ESM on q_σ(θ) + D/(2σ²), a θ-independent constant.
+///
+/// With x ~ p, z ~ N(0, I), x̃ = x + σz, per sample the difference is
+/// ½‖s(x̃) + z/σ‖² − tr ∇s(x̃) − ½‖s(x̃)‖², whose mean must be D/(2σ²) for each network;
+/// `dsm_loss_with` must equal the mean of its per-sample term (f32 round-off only).
+#[test]
+fn dsm_equals_esm_on_perturbed_data_up_to_a_constant() {
+    let p = mixture3();
+    let d = p.dim();
+    let sigma = 0.5f32;
+    let mut r = rng(50);
+    let x = tensor_from_array2(p.sample(4000, &mut r));
+    let z = Tensor::randn(x.shape(), &mut r);
+    let x_tilde = x.add(&z.mul_scalar(sigma));
+    let zr = rows(&z);
+    for (i, s) in networks(d).iter().enumerate() {
+        let tr = per_sample_trace(s, &x_tilde);
+        let sx = rows(&no_grad(|| s(&x_tilde)));
+        let per_dsm: Vec<f64> = (0..tr.len())
+            .map(|n| {
+                let e: Vec<f64> = sx[n]
+                    .iter()
+                    .zip(&zr[n])
+                    .map(|(a, b)| a + b / sigma as f64)
+                    .collect();
+                0.5 * dot(&e, &e)
+            })
+            .collect();
+        let diff: Vec<f64> = (0..tr.len())
+            .map(|n| per_dsm[n] - tr[n] - 0.5 * dot(&sx[n], &sx[n]))
+            .collect();
+        let constant = d as f64 / (2.0 * (sigma as f64).powi(2));
+        assert_mc(&format!("network {i}: DSM − ESM(q_σ)"), &diff, constant);
+
+        let dsm = dsm_loss_with(s, &x, &z, sigma).item() as f64;
+        let direct = per_dsm.iter().sum::<f64>() / per_dsm.len() as f64;
+        assert!(
+            (dsm - direct).abs() <= 1e-4 * (1.0 + direct),
+            "dsm {dsm} vs {direct}"
+        );
+    }
+}
+
+/// Tweedie's formula: T(x̃) = x̃ + σ²∇log q_σ(x̃) is E[x | x̃].
+///
+/// Checked as the defining orthogonality of a conditional expectation, E[(x − T(x̃)) g(x̃)] = 0, for
+/// test functions g ∈ {1, x̃₁, x̃₂, tanh x̃₁, x̃₁x̃₂} on 20,000 joint draws (x, x̃), with the closed-form
+/// score of q_σ; and pointwise against the mixture's closed-form posterior mean (f32 round-off:
+/// 1e-3 absolute on values of size ≤ 10). Using the score of p instead of q_σ (a plausible bug)
+/// fails the check with g = x̃₁ by about 53 and 79 SEs at σ = 2 and 5 (measured in a NumPy replica);
+/// at σ = 0.5 the two scores are too close to separate with this sample (3.4 SEs).
+#[test]
+fn tweedie_formula_gives_the_posterior_mean() {
+    let p = GaussianMixture::paper();
+    for sigma in [0.5f64, 2.0, 5.0] {
+        let mut r = rng(60);
+        let x = p.sample(20_000, &mut r);
+        let x_tilde = ncsn::toy::perturb(x.view(), sigma, &mut r);
+        let q = p.perturbed(sigma);
+        let t = &x_tilde + &(q.score(x_tilde.view()) * (sigma * sigma) as f32);
+        let post = p.posterior_mean(x_tilde.view(), sigma);
+        for (a, b) in t.iter().zip(post.iter()) {
+            assert!((a - b).abs() <= 1e-3, "Tweedie {a} vs posterior mean {b}");
+        }
+        let tests: [&dyn Fn(f64, f64) -> f64; 5] = [
+            &|_, _| 1.0,
+            &|a, _| a,
+            &|_, b| b,
+            &|a, _| a.tanh(),
+            &|a, b| a * b / 10.0,
+        ];
+        for (gi, g) in tests.iter().enumerate() {
+            for c in 0..2 {
+                let w: Vec<f64> = (0..x.nrows())
+                    .map(|n| {
+                        let (a, b) = (x_tilde[[n, 0]] as f64, x_tilde[[n, 1]] as f64);
+                        (x[[n, c]] - t[[n, c]]) as f64 * g(a, b)
+                    })
+                    .collect();
+                assert_mc(&format!("σ = {sigma}, g{gi}, coordinate {c}"), &w, 0.0);
+            }
+        }
+    }
+}
+
+/// The exact stationary covariance of Langevin dynamics with step ε on N(μ, Σ): per eigenvalue λ of
+/// Σ the chain is AR(1) with coefficient a = 1 − ε/(2λ) and noise variance ε, so its variance is
+/// ε/(1 − a²) = λ/(1 − ε/(4λ)). (The discretisation bias; it tends to Σ as ε → 0.)
+fn ula_covariance(sigma: [[f64; 2]; 2], eps: f64) -> [[f64; 2]; 2] {
+    let (a, b, d) = (sigma[0][0], sigma[0][1], sigma[1][1]);
+    let tr = a + d;
+    let disc = ((a - d) * (a - d) / 4.0 + b * b).sqrt();
+    let mut out = [[0.0; 2]; 2];
+    for lam in [tr / 2.0 + disc, tr / 2.0 - disc] {
+        // unit eigenvector of [[a, b], [b, d]] for λ
+        let (u0, u1) = if b.abs() > 1e-12 {
+            (b, lam - a)
+        } else if (lam - a).abs() < 1e-12 {
+            (1.0, 0.0)
+        } else {
+            (0.0, 1.0)
+        };
+        let n = (u0 * u0 + u1 * u1).sqrt();
+        let (u0, u1) = (u0 / n, u1 / n);
+        let s = lam / (1.0 - eps / (4.0 * lam));
+        out[0][0] += s * u0 * u0;
+        out[0][1] += s * u0 * u1;
+        out[1][0] += s * u1 * u0;
+        out[1][1] += s * u1 * u1;
+    }
+    out
+}
+
+/// Langevin dynamics with the exact score of a correlated Gaussian reaches its mean and (the
+/// discretised chain's) covariance.
+///
+/// 4000 independent chains from 0, ε = 0.05, T = 3000: the slowest mode contracts by
+/// (1 − ε/(2λ_max))^T < 1e-14, so the chains are stationary. Mean: SE √(Sᵢᵢ/N). Covariance entry
+/// (i, j): the sample covariance of N Gaussian draws has variance (SᵢᵢSⱼⱼ + Sᵢⱼ²)/N. The exact S
+/// differs from Σ by about ε/4 = 0.0125 on the diagonal (about one SE of the Σ₂₂ estimate), so the
+/// comparison is made with S, not Σ, to keep the check exact rather than lucky.
+#[test]
+fn langevin_reaches_gaussian_mean_and_covariance() {
+    let mu = [1.0f64, -2.0];
+    let cov = [[2.0f64, 0.6], [0.6, 0.5]];
+    let det = cov[0][0] * cov[1][1] - cov[0][1] * cov[1][0];
+    let prec = [
+        [cov[1][1] / det, -cov[0][1] / det],
+        [-cov[1][0] / det, cov[0][0] / det],
+    ];
+    let prec_t = Tensor::from_vec(prec.iter().flatten().map(|&v| v as f32).collect(), &[2, 2]);
+    let mu_t = Tensor::from_vec(mu.iter().map(|&v| v as f32).collect(), &[1, 2]);
+    let score = |x: &Tensor| x.sub(&mu_t).matmul(&prec_t).neg(); // −Σ⁻¹(x − μ), Σ⁻¹ symmetric
+    let eps = 0.05;
+    let n = 4000;
+    let config = LangevinConfig {
+        step_size: eps as f32,
+        n_steps: 3000,
+        record_every: 0,
+    };
+    let out = langevin_dynamics(score, &Tensor::zeros(&[n, 2]), &config, &mut rng(70));
+    assert!(
+        out.x.is_leaf() && !out.x.requires_grad(),
+        "samplers must not build graphs"
+    );
+    let x = rows(&out.x);
+    let s = ula_covariance(cov, eps);
+    for i in 0..2 {
+        let xi: Vec<f64> = x.iter().map(|r| r[i]).collect();
+        assert_mc(&format!("mean {i}"), &xi, mu[i]);
+    }
+    let m: Vec<f64> = (0..2)
+        .map(|i| x.iter().map(|r| r[i]).sum::<f64>() / n as f64)
+        .collect();
+    for i in 0..2 {
+        for j in 0..2 {
+            let c = x.iter().map(|r| (r[i] - m[i]) * (r[j] - m[j])).sum::<f64>() / (n - 1) as f64;
+            let se = ((s[i][i] * s[j][j] + s[i][j] * s[i][j]) / n as f64).sqrt();
+            assert!(
+                (c - s[i][j]).abs() <= K * se,
+                "cov[{i}][{j}] = {c} vs {} (SE {se})",
+                s[i][j]
+            );
+        }
+    }
+}
+
+/// With a single noise level, annealed Langevin dynamics is plain Langevin dynamics with ε
+/// (α₁ = ε·σ₁²/σ₁²): the same seed gives the same samples. And with L levels the step at level i
+/// is ε·(σᵢ/σ_L)².
+#[test]
+fn annealed_langevin_with_one_level_is_langevin() {
+    let p = GaussianMixture::paper();
+    let score = closed_form_score(&p);
+    let x0 = Tensor::uniform(&[50, 2], -8.0, 8.0, &mut rng(80));
+    let one = GeometricSigmas::new(1.0, 1.0, 1);
+    let a = annealed_langevin(
+        |x, _| score(x),
+        &x0,
+        &one,
+        &AnnealedConfig {
+            step_size: 0.1,
+            n_steps_each: 200,
+            record_every: 50,
+        },
+        &mut rng(81),
+    );
+    let b = langevin_dynamics(
+        &score,
+        &x0,
+        &LangevinConfig {
+            step_size: 0.1,
+            n_steps: 200,
+            record_every: 50,
+        },
+        &mut rng(81),
+    );
+    assert_eq!(a.x.to_vec(), b.x.to_vec());
+    assert_eq!(a.trajectory.len(), 5); // steps 0, 50, 100, 150 and the end
+    assert_eq!(b.trajectory.len(), 5);
+
+    let sigmas = GeometricSigmas::new(20.0, 1.0, 10);
+    let cfg = AnnealedConfig::paper_toy();
+    assert!((cfg.step_at(&sigmas, 0) - 40.0).abs() < 1e-3);
+    assert!((cfg.step_at(&sigmas, 9) - 0.1).abs() < 1e-7);
+    let r = sigmas.ratio();
+    for w in sigmas.sigmas().windows(2) {
+        assert!((w[1] / w[0] - r).abs() < 1e-5, "geometric: constant ratio");
+    }
+    assert_eq!((sigmas.first(), sigmas.last()), (20.0, 1.0));
+}
+
+/// Inpainting a correlated Gaussian: with x₁ known, the sampled x₂ follows the conditional law
+/// given x₁: the residual r = x₂ − μ₂ − (Σ₂₁/Σ₁₁)(x₁ − μ₁) has mean 0 and variance
+/// Σ₂₂ − Σ₂₁²/Σ₁₁ = 0.36; and the known entry ends at y₁ + σ_L z (its own noise in every chain).
+///
+/// Scores are those of q_σ = N(μ, Σ + σ²I); only x₂ moves, as a 1-D chain whose conditional
+/// variance v is 0.36 at small σ and ≈ σ² at large σ. With ε = 2e-4 and σ from 1 to 0.01, the step
+/// relative to v, αᵢ/(2v), is at most 0.6 (stable) and at the level σ ≈ 0.07 still 0.014, so 400
+/// steps per level contract any transient by e^{-11}; the later levels move the target by O(σ²) only.
+/// The conditional of q_{σ_L} differs from that of p by O(σ_L²) ≈ 1e-4 and the step bias is
+/// α_L/(4v) ≈ 1.4e-4 relative. 3000 chains. Mean: 5 SE; variance: 5 SE of a sample variance
+/// (v√(2/N)) plus 0.1% for those biases.
+#[test]
+fn inpainting_samples_the_conditional() {
+    let mu = [0.5f64, -1.0];
+    let cov = [[1.0f64, 0.8], [0.8, 1.0]];
+    let sigmas = GeometricSigmas::new(1.0, 0.01, 8);
+    let scores: Vec<_> = sigmas
+        .sigmas()
+        .iter()
+        .map(|&s| {
+            let s2 = (s as f64) * (s as f64);
+            let (a, b, d) = (cov[0][0] + s2, cov[0][1], cov[1][1] + s2);
+            let det = a * d - b * b;
+            let prec = Tensor::from_vec(
+                vec![
+                    (d / det) as f32,
+                    (-b / det) as f32,
+                    (-b / det) as f32,
+                    (a / det) as f32,
+                ],
+                &[2, 2],
+            );
+            let m = Tensor::from_vec(vec![mu[0] as f32, mu[1] as f32], &[1, 2]);
+            move |x: &Tensor| x.sub(&m).matmul(&prec).neg()
+        })
+        .collect();
+    let n = 3000;
+    let y1 = 1.5f32;
+    let known = Tensor::from_vec(vec![y1, 0.0], &[1, 2]);
+    let mask = Tensor::from_vec(vec![1.0, 0.0], &[1, 2]);
+    let x0 = Tensor::zeros(&[n, 2]);
+    let cfg = AnnealedConfig {
+        step_size: 2e-4,
+        n_steps_each: 400,
+        record_every: 0,
+    };
+    let out = annealed_langevin_inpaint(
+        |x, i| scores[i](x),
+        &x0,
+        &known,
+        &mask,
+        &sigmas,
+        &cfg,
+        &mut rng(90),
+    );
+    let x = rows(&out.x);
+    // The known entry is y₁ + σ_L z with its own z in each chain: within 5σ_L of y₁, not constant.
+    assert!(x.iter().all(|r| (r[0] - y1 as f64).abs() < 5.0 * 0.01));
+    assert!(x.iter().any(|r| (r[0] - x[0][0]).abs() > 1e-4));
+    let resid: Vec<f64> = x
+        .iter()
+        .map(|r| r[1] - mu[1] - cov[1][0] / cov[0][0] * (r[0] - mu[0]))
+        .collect();
+    let cond_var = cov[1][1] - cov[1][0] * cov[1][0] / cov[0][0];
+    assert_mc("conditional mean (residual)", &resid, 0.0);
+    let (m, _) = mean_se(&resid);
+    let v = resid.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / (n - 1) as f64;
+    let tol = K * cond_var * (2.0 / n as f64).sqrt() + 0.001 * cond_var;
+    assert!(
+        (v - cond_var).abs() <= tol,
+        "conditional variance {v} vs {cond_var} (tol {tol})"
+    );
+}
