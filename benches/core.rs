@@ -1,6 +1,12 @@
 //! The cost of the tensor layer itself: per-op overhead, a small training step, and matrix
 //! products through `Tensor::matmul` against `matrixmultiply::sgemm` called directly on the same
-//! shapes (the bar: at least 80% of the raw GEMM's throughput).
+//! shapes (the bar: at least 80% of the raw GEMM's throughput).
+//!
+//! The crate builds matrixmultiply without its `threading` feature (the kernels call a
+//! single-threaded sgemm from rayon tasks, which compose without oversubscribing the cores), so the
+//! raw sgemm in this file runs on one thread. The two-thread reference is
+//! `cargo run --release --manifest-path benches/sgemm-baseline/Cargo.toml`, a separate package
+//! with matrixmultiply's own threads.
 //!
 //! `cargo bench --bench core`; criterion prints the time per iteration and, for the GEMMs, the
 //! throughput in elements per second where one element is one floating-point operation
@@ -75,7 +81,7 @@ fn matmul(c: &mut Criterion) {
         });
         let (av, bv) = (a.to_vec(), b.to_vec());
         let mut cv = vec![0f32; m * n];
-        g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bench| {
+        g.bench_function(BenchmarkId::new("matrixmultiply_1_thread", &id), |bench| {
             bench.iter(|| unsafe {
                 matrixmultiply::sgemm(
                     m,

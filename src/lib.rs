@@ -10,12 +10,14 @@
 //! Dependencies point one way: each module uses only those above it.
 //!
 //! - [`tensor`] — [`Tensor`], an n-dimensional f32 array that records the op that made it. Op
-//!   families (unary, binary with broadcasting, reductions, movement, matmul) each keep their
-//!   forward kernel beside their vector-Jacobian product.
+//!   families (unary, binary with broadcasting, reductions, movement, matmul, convolution,
+//!   pooling and resizing, per-plane normalisation) each keep their forward kernel beside their
+//!   vector-Jacobian product.
 //! - [`autograd`] — [`grad`] and [`backward`]: one reverse topological walk applying each op's VJP.
 //!   The VJPs are tensor ops, so with `create_graph` a gradient can be differentiated again.
-//! - [`nn`] — parameters under hierarchical names in a [`nn::ParamStore`]; [`nn::Linear`] and
-//!   [`nn::Mlp`] with PyTorch's initialisation.
+//! - [`nn`] — parameters under hierarchical names in a [`nn::ParamStore`]; [`nn::Linear`],
+//!   [`nn::Mlp`] and [`nn::Conv2d`] with PyTorch's initialisation; CondInstanceNorm++ and the NCSN
+//!   score network [`nn::CondRefineNetDilated`] with the reference's parameter names.
 //! - [`optim`] — [`optim::Sgd`], [`optim::Adam`] (PyTorch's update rule) and [`optim::Ema`].
 //! - [`toy`] — distributions with closed-form density and score: Gaussian mixtures and their
 //!   noise-perturbed versions, a ring, a square, data on a low-dimensional subspace.
@@ -28,7 +30,8 @@
 //!   recording a graph.
 //! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
 //!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
-//! - [`io`] — safetensors checkpoints written atomically and validated on load; PNG grids.
+//! - [`io`] — safetensors checkpoints written atomically and validated on load, of named arrays, of
+//!   a model's parameters and of a whole training state ([`io::save_training`]); PNG grids.
 //! - [`backend`] — with the `vulkan` feature, a Vulkan compute layer (vulkano, GLSL shaders in
 //!   `shaders/` compiled with `glslc`): device buffers and kernels for GEMM, convolutions,
 //!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG. Tensors

@@ -4,12 +4,16 @@
 //! parameters over as named views, and takes them back from a validated [`Checkpoint`].
 //!
 //! Both writers go through [`write_atomic`], so an interrupted run never leaves a torn file, and
-//! every error names the file involved.
+//! every error names the file involved. [`training`] builds model-level checkpoints on top: a
+//! [`ParamStore`](crate::nn::ParamStore)'s parameters, or a whole training state with Adam's
+//! moments and the step count.
 
 pub mod checkpoint;
 pub mod image;
+pub mod training;
 
 pub use self::checkpoint::{
     Checkpoint, Metadata, Tensors, check_shapes, load, load_expecting, save, write_atomic,
 };
 pub use self::image::{GridOptions, make_grid, save_grid, save_grid_with, save_png, save_strip};
+pub use self::training::{load_training, save_training};

@@ -6,12 +6,18 @@
 //! `Linear::new(&root.sub("fc1"), 2, 128, &mut rng)` registers `fc1.weight` and `fc1.bias`.
 //! Initialisation draws from an explicit RNG: the same seed gives bit-identical weights.
 
+mod conv;
 pub mod init;
 mod linear;
 mod mlp;
+mod norm;
+pub mod refinenet;
 
+pub use conv::{Conv2d, ConvMeanPool};
 pub use linear::Linear;
 pub use mlp::{Activation, Mlp};
+pub use norm::{CondInstanceNorm2dPlus, NORM_EPS};
+pub use refinenet::{CondRefineNetDilated, RefineNetConfig};
 
 use crate::tensor::Tensor;
 use std::collections::HashMap;

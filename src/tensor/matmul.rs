@@ -4,6 +4,22 @@
 use super::binary::broadcast_shape;
 use super::{Op, Storage, Tensor};
 use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+/// Multiply-adds above which a product is split across threads.
+const PAR_MACS: usize = 1 << 21;
+
+/// A raw pointer that may cross threads: the blocks of C that the threads write are disjoint,
+/// and A and B are only read.
+#[derive(Clone, Copy)]
+struct SendPtr(*const f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *const f32 {
+        self.0
+    }
+}
 
 /// C = A·B over the last two axes, broadcasting the leading (batch) axes.
 // ANCHOR: matmul_kernel
@@ -37,10 +53,9 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
     let mut c = ArrayD::<f32>::uninit(IxDyn(&with(m, n)));
     let (sa, sb) = (av.strides(), bv.strides());
     let nb = batch.len();
-    let c_ptr = c.as_mut_ptr() as *mut f32;
     let batches: usize = batch.iter().product();
-    for flat in 0..batches {
-        // The offsets of this batch entry in A and B (broadcast axes have stride 0).
+    // The offsets of batch entry `flat` in A and B (broadcast axes have stride 0).
+    let offsets = |flat: usize| {
         let (mut rest, mut off_a, mut off_b) = (flat, 0isize, 0isize);
         for ax in (0..nb).rev() {
             let i = (rest % batch[ax]) as isize;
@@ -48,25 +63,54 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
             off_a += i * sa[ax];
             off_b += i * sb[ax];
         }
+        (off_a, off_b)
+    };
+    let (pa, pb) = (SendPtr(av.as_ptr()), SendPtr(bv.as_ptr()));
+    let (rsa, csa, rsb, csb) = (sa[nb], sa[nb + 1], sb[nb], sb[nb + 1]);
+    // C rows [r0, r1) of batch entry `flat` = A rows [r0, r1) · B.
+    let rows = |flat: usize, r0: usize, c_rows: &mut [std::mem::MaybeUninit<f32>]| {
+        let (off_a, off_b) = offsets(flat);
+        let r1 = r0 + c_rows.len() / n;
         // SAFETY: the offsets and strides come from ndarray views of `a` and `b` (in bounds for
-        // every index below m, k, n) and C is a fresh standard-layout array of batches·m·n.
+        // every index below m, k, n) and `c_rows` holds (r1 − r0)·n elements.
         unsafe {
             matrixmultiply::sgemm(
-                m,
+                r1 - r0,
                 k,
                 n,
                 1.0,
-                av.as_ptr().offset(off_a),
-                sa[nb],
-                sa[nb + 1],
-                bv.as_ptr().offset(off_b),
-                sb[nb],
-                sb[nb + 1],
+                pa.get().offset(off_a + r0 as isize * rsa),
+                rsa,
+                csa,
+                pb.get().offset(off_b),
+                rsb,
+                csb,
                 0.0,
-                c_ptr.add(flat * m * n),
+                c_rows.as_mut_ptr() as *mut f32,
                 n as isize,
                 1,
             );
+        }
+    };
+    let data = c.as_slice_mut().expect("fresh array");
+    // Work is split across rayon's threads (matrixmultiply itself runs single-threaded, so that
+    // it composes with the convolutions, which parallelise over images): over batch entries when
+    // there are several, otherwise over blocks of rows of a large product.
+    let threads = rayon::current_num_threads();
+    if batches >= threads && batches * m * n * k >= PAR_MACS {
+        data.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(flat, cb)| rows(flat, 0, cb));
+    } else if m * n * k >= PAR_MACS && m >= 2 * 16 {
+        let block = m.div_ceil(threads).next_multiple_of(16);
+        for (flat, cb) in data.chunks_mut(m * n).enumerate() {
+            cb.par_chunks_mut(block * n)
+                .enumerate()
+                .for_each(|(i, cr)| rows(flat, i * block, cr));
+        }
+    } else {
+        for (flat, cb) in data.chunks_mut(m * n).enumerate() {
+            rows(flat, 0, cb);
         }
     }
     // SAFETY: every one of the batches·m·n entries was written by an sgemm call above.

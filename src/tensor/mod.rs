@@ -12,6 +12,9 @@
 //! | `reduce.rs` | sum, mean, var, max, logsumexp |
 //! | `shape.rs` | reshape, permute, broadcast_to, narrow, pad, concat, stack, index_select, index_add |
 //! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply` |
+//! | `conv.rs` | conv2d, its input gradient (the transposed convolution) and its weight gradient |
+//! | `pool.rs` | avg_pool2d (`count_include_pad`), bilinear resizing (`align_corners`), their adjoints |
+//! | `norm.rs` | instance_norm, channel_affine, channel_dot: the pieces of CondInstanceNorm++ |
 //!
 //! # Devices
 //! A tensor's data lives on a [`Device`]: the CPU, or with the `vulkan` feature a Vulkan device
@@ -26,19 +29,24 @@
 //! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
 
 mod binary;
+mod conv;
 mod device;
 pub mod fastmath;
 mod matmul;
+mod norm;
 mod op;
 pub mod philox;
+mod pool;
 mod reduce;
 mod shape;
 mod unary;
 #[cfg(feature = "vulkan")]
 mod vulkan;
 
+pub use conv::Conv2dConfig;
 pub use device::Device;
 pub(crate) use op::Op;
+pub use pool::Pool2dConfig;
 pub use unary::UnaryOp;
 
 use ndarray::{ArcArray, ArrayD, IxDyn};
@@ -84,6 +92,15 @@ impl From<Storage> for Data {
 impl From<ArrayD<f32>> for Data {
     fn from(a: ArrayD<f32>) -> Data {
         Data::Cpu(a.into_shared())
+    }
+}
+
+/// The elements of `s` in row-major order as a slice: borrowed when the storage is already
+/// contiguous (the common case), copied otherwise.
+pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
+    match s.as_slice() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(s.iter().copied().collect()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! The record of how a tensor was made. One variant per primitive; composite ops (mean, var,
 //! logsumexp, stack, …) are built from these and need no entry of their own.
 
+use super::conv::Conv2dConfig;
+use super::pool::Pool2dConfig;
 use super::{Tensor, UnaryOp};
 use std::sync::Arc;
 
@@ -67,6 +69,48 @@ pub(crate) enum Op {
     },
     /// Matrix product of the last two axes, broadcasting the leading ones.
     Matmul(Tensor, Tensor),
+    /// 2-D convolution of x (N, C, H, W) with w (O, C, kh, kw) and an optional bias (O).
+    Conv2d {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
+        cfg: Conv2dConfig,
+    },
+    /// The transposed convolution: ∂L/∂x of a convolution from ∂L/∂y (`gy`) and the weight (the
+    /// input size is the output's shape).
+    Conv2dInputGrad {
+        gy: Tensor,
+        w: Tensor,
+        cfg: Conv2dConfig,
+    },
+    /// ∂L/∂w of a convolution from its input x and ∂L/∂y (`gy`).
+    Conv2dWeightGrad {
+        x: Tensor,
+        gy: Tensor,
+        cfg: Conv2dConfig,
+    },
+    /// Average pooling with `count_include_pad`.
+    AvgPool2d { x: Tensor, cfg: Pool2dConfig },
+    /// The adjoint of average pooling (back to the output's spatial size).
+    AvgPool2dAdjoint { g: Tensor, cfg: Pool2dConfig },
+    /// Bilinear resizing with aligned corners (the output size is the output's shape).
+    ResizeBilinear { x: Tensor },
+    /// The adjoint of bilinear resizing (back to the output's spatial size).
+    ResizeBilinearAdjoint { g: Tensor },
+    /// Per-plane normalisation (x − μ)/√(σ² + eps); `rstd` holds 1/√(σ² + eps) per plane.
+    InstanceNorm {
+        x: Tensor,
+        eps: f32,
+        rstd: Arc<Vec<f32>>,
+    },
+    /// x·a + b with a, b of shape (N, C) applied to the planes of x (N, C, H, W).
+    ChannelAffine {
+        x: Tensor,
+        a: Tensor,
+        b: Option<Tensor>,
+    },
+    /// The per-plane inner product of two (N, C, H, W) tensors, of shape (N, C).
+    ChannelDot(Tensor, Tensor),
 }
 // ANCHOR_END: op_enum
 
@@ -86,6 +130,13 @@ impl Op {
             | IndexSelect { x, .. } => vec![x],
             IndexAdd { src, .. } => vec![src],
             Concat(xs, _) => xs.iter().collect(),
+            Conv2d { x, w, b, .. } => [x, w].into_iter().chain(b.as_ref()).collect(),
+            Conv2dInputGrad { gy, w, .. } => vec![gy, w],
+            Conv2dWeightGrad { x, gy, .. } => vec![x, gy],
+            AvgPool2d { x, .. } | ResizeBilinear { x } | InstanceNorm { x, .. } => vec![x],
+            AvgPool2dAdjoint { g, .. } | ResizeBilinearAdjoint { g, .. } => vec![g],
+            ChannelAffine { x, a, b } => [x, a].into_iter().chain(b.as_ref()).collect(),
+            ChannelDot(a, b) => vec![a, b],
         }
     }
 
@@ -112,6 +163,16 @@ impl Op {
             IndexSelect { .. } => "index_select",
             IndexAdd { .. } => "index_add",
             Matmul(..) => "matmul",
+            Conv2d { .. } => "conv2d",
+            Conv2dInputGrad { .. } => "conv2d_input_grad",
+            Conv2dWeightGrad { .. } => "conv2d_weight_grad",
+            AvgPool2d { .. } => "avg_pool2d",
+            AvgPool2dAdjoint { .. } => "avg_pool2d_adjoint",
+            ResizeBilinear { .. } => "resize_bilinear",
+            ResizeBilinearAdjoint { .. } => "resize_bilinear_adjoint",
+            InstanceNorm { .. } => "instance_norm",
+            ChannelAffine { .. } => "channel_affine",
+            ChannelDot(..) => "channel_dot",
         }
     }
 
@@ -199,6 +260,16 @@ impl Op {
             Matmul(a, b) => {
                 let (ga, gb) = super::matmul::vjp(a, b, g, need);
                 vec![ga, gb]
+            }
+            Conv2d { .. } | Conv2dInputGrad { .. } | Conv2dWeightGrad { .. } => {
+                super::conv::conv2d_vjp(self, g, need)
+            }
+            AvgPool2d { .. }
+            | AvgPool2dAdjoint { .. }
+            | ResizeBilinear { .. }
+            | ResizeBilinearAdjoint { .. } => vec![want(0, &|| super::pool::pool_vjp(self, g))],
+            InstanceNorm { .. } | ChannelAffine { .. } | ChannelDot(..) => {
+                super::norm::norm_vjp(self, out, g, need)
             }
         }
     }

@@ -37,7 +37,7 @@ fn fold_axes(
     x: &Tensor,
     axes: &[usize],
     init: f32,
-    f: impl Fn(f32, f32) -> f32 + Copy,
+    f: impl Fn(f32, f32) -> f32 + Copy + Sync,
 ) -> ArrayD<f32> {
     let data = x.storage();
     let shape = x.shape();
@@ -53,6 +53,24 @@ fn fold_axes(
         let std = data.as_standard_layout();
         let v = std.as_slice().expect("standard layout");
         let mut out = vec![init; outer * inner];
+        if inner == 1 {
+            // Reducing trailing axes (a plane's pixels): each output folds one contiguous run,
+            // and the runs are independent, so large inputs are split across threads.
+            let fold_run = |(o, d): (usize, &mut f32)| {
+                *d = v[o * red..(o + 1) * red].iter().fold(init, |a, &b| f(a, b));
+            };
+            if v.len() >= super::unary::PAR_THRESHOLD {
+                use rayon::prelude::*;
+                let min = (super::unary::PAR_THRESHOLD / red.max(1)).max(1);
+                out.par_iter_mut()
+                    .enumerate()
+                    .with_min_len(min)
+                    .for_each(fold_run);
+            } else {
+                out.iter_mut().enumerate().for_each(fold_run);
+            }
+            return ArrayD::from_shape_vec(IxDyn(&out_shape), out).expect("shape");
+        }
         for o in 0..outer {
             let dst = &mut out[o * inner..(o + 1) * inner];
             for r in 0..red {

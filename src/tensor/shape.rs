@@ -151,7 +151,30 @@ impl Tensor {
                 shape
             )
         });
-        Tensor::from_op(view.to_owned(), Op::BroadcastTo(self.clone()))
+        // Common case: the input spans the leading axes and is repeated along trailing ones, e.g.
+        // (N, C, 1, 1) → (N, C, H, W). Each input element then fills one contiguous run.
+        let lead = shape.len() - self.ndim();
+        let padded: Vec<usize> = std::iter::repeat_n(1, lead)
+            .chain(self.shape().iter().copied())
+            .collect();
+        let split = (0..=shape.len())
+            .rev()
+            .find(|&k| k == 0 || padded[k - 1] != 1 || shape[k - 1] == 1)
+            .unwrap_or(0);
+        let run: usize = shape[split..].iter().product();
+        let out = if lead == 0 && padded[..split] == shape[..split] && data.is_standard_layout() {
+            let src = data.as_slice().expect("standard layout");
+            let mut v = Vec::with_capacity(src.len() * run);
+            for &x in src {
+                v.extend(std::iter::repeat_n(x, run));
+            }
+            ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape")
+        } else {
+            let mut out = ArrayD::zeros(IxDyn(shape));
+            out.assign(&view);
+            out
+        };
+        Tensor::from_op(out, Op::BroadcastTo(self.clone()))
     }
 
     /// `len` entries of `axis` starting at `start` (a view; no copy).

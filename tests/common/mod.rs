@@ -12,6 +12,8 @@
 //! factor, a sign, a transposed index) is off by O(1).
 #![allow(dead_code)]
 
+pub mod dsm;
+
 use ncsn::{Tensor, grad};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -1,0 +1,591 @@
+//! 2-D convolution and the two ops its gradient needs, each the others' adjoint.
+//!
+//! For an input x of shape (N, C, H, W) and a weight w of shape (O, C, kh, kw), PyTorch's
+//! `F.conv2d` (a cross-correlation) is
+//!
+//! ```text
+//! y[n, o, i, j] = b[o] + Σ_{c, u, v} w[o, c, u, v] · x[n, c, i·s − p + u·d, j·s − p + v·d]
+//! ```
+//!
+//! with stride s, zero padding p and dilation d. It is linear in x and in w, so its VJP is two
+//! more bilinear maps of the same sum:
+//!
+//! * [`Tensor::conv2d_input_grad`] (the *transposed convolution*): ∂L/∂x from ∂L/∂y and w;
+//! * [`Tensor::conv2d_weight_grad`]: ∂L/∂w from x and ∂L/∂y.
+//!
+//! All three are the one trilinear form ⟨y, conv(x, w)⟩ read with a different argument left out,
+//! so the VJP of each is written with the other two (see [`conv2d_vjp`]): gradients of every
+//! order stay inside this family.
+//!
+//! # Kernel
+//! Per image, `im2col` copies the receptive fields into a matrix of shape (C·kh·kw, Ho·Wo), and
+//! one sgemm (matrixmultiply, which threads itself) multiplies the (O, C·kh·kw) weight by it,
+//! writing straight into the image's (O, Ho·Wo) block of the NCHW output. The input gradient is
+//! the transposed GEMM followed by `col2im`, the adjoint of `im2col`; the weight gradient
+//! accumulates g·colᵀ over the images. A 1×1 convolution with stride 1 needs no `im2col`: the
+//! image itself is the column matrix. `im2col` copies whole rows (`copy_from_slice`) when the
+//! stride is 1.
+//!
+//! The batch is split into one contiguous range of images per rayon thread; each thread runs
+//! `im2col` and its GEMMs on its own images with its own column buffer (which stays in its core's
+//! L2 cache between the two), so the threads never wait for one another inside a convolution.
+
+use super::{Op, Storage, Tensor, contiguous};
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+/// Stride, zero padding and dilation of a 2-D convolution, the same along both spatial axes (as
+/// every convolution of the NCSN models).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Step between output positions.
+    pub stride: usize,
+    /// Zeros added on each side of both spatial axes.
+    pub padding: usize,
+    /// Spacing between the taps of the kernel (1: a dense kernel).
+    pub dilation: usize,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+        }
+    }
+}
+
+impl Conv2dConfig {
+    /// A configuration with the given stride, padding and dilation.
+    pub fn new(stride: usize, padding: usize, dilation: usize) -> Self {
+        assert!(
+            stride >= 1 && dilation >= 1,
+            "conv2d: stride and dilation must be ≥ 1"
+        );
+        Conv2dConfig {
+            stride,
+            padding,
+            dilation,
+        }
+    }
+
+    /// The output length along an axis of length `input` for a kernel of length `kernel`:
+    /// ⌊(input + 2p − d(k − 1) − 1) / s⌋ + 1, PyTorch's formula. Panics if the kernel does not fit.
+    pub fn out_size(&self, input: usize, kernel: usize) -> usize {
+        let span = self.dilation * (kernel - 1) + 1;
+        let padded = input + 2 * self.padding;
+        assert!(
+            padded >= span,
+            "conv2d: kernel span {span} larger than padded input {padded}"
+        );
+        (padded - span) / self.stride + 1
+    }
+}
+
+/// The sizes of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    cfg: Conv2dConfig,
+}
+
+impl Geom {
+    fn new(x: [usize; 4], w: [usize; 4], cfg: Conv2dConfig) -> Geom {
+        let [n, c, h, wd] = x;
+        let [o, c2, kh, kw] = w;
+        assert_eq!(
+            c, c2,
+            "conv2d: input has {c} channels but the weight expects {c2} (input {x:?}, weight {w:?})"
+        );
+        Geom {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            ho: cfg.out_size(h, kh),
+            wo: cfg.out_size(wd, kw),
+            cfg,
+        }
+    }
+    /// Rows of the column matrix: C·kh·kw.
+    fn ck(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Columns of the column matrix: Ho·Wo.
+    fn hwo(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    /// A 1×1 kernel with stride 1 and no padding: the image is its own column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.cfg.stride == 1 && self.cfg.padding == 0
+    }
+}
+
+fn dims4(t: &[usize], what: &str) -> [usize; 4] {
+    <[usize; 4]>::try_from(t)
+        .unwrap_or_else(|_| panic!("{what}: expected 4-D (N, C, H, W), got {t:?}"))
+}
+
+/// For a kernel tap at offset `off` (= u·d − p) and stride s: the range of output positions whose
+/// input index o·s + off lies in [0, len).
+#[inline]
+fn valid_range(off: isize, s: usize, len: usize, out: usize) -> (usize, usize) {
+    let s = s as isize;
+    // o·s + off ≥ 0  ⇔  o ≥ ⌈−off / s⌉
+    let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+    // o·s + off ≤ len − 1  ⇔  o ≤ ⌊(len − 1 − off) / s⌋
+    let hi = if (len as isize - 1 - off) < 0 {
+        0
+    } else {
+        (len as isize - 1 - off) / s + 1
+    };
+    let lo = (lo as usize).min(out);
+    let hi = (hi as usize).clamp(lo, out);
+    (lo, hi)
+}
+
+// ANCHOR: im2col
+/// Copies the receptive fields of one channel `xc` (H·W) into its kh·kw rows of the column
+/// matrix, `colc` (kh·kw × Ho·Wo); taps that fall on the padding become zeros.
+fn im2col_channel(xc: &[f32], colc: &mut [f32], g: &Geom) {
+    let (s, p, d) = (g.cfg.stride, g.cfg.padding as isize, g.cfg.dilation);
+    let hwo = g.hwo();
+    for u in 0..g.kh {
+        let off_h = (u * d) as isize - p;
+        let (oh_lo, oh_hi) = valid_range(off_h, s, g.h, g.ho);
+        for v in 0..g.kw {
+            let off_w = (v * d) as isize - p;
+            let (ow_lo, ow_hi) = valid_range(off_w, s, g.w, g.wo);
+            let row = &mut colc[(u * g.kw + v) * hwo..][..hwo];
+            row[..oh_lo * g.wo].fill(0.0);
+            row[oh_hi * g.wo..].fill(0.0);
+            for oh in oh_lo..oh_hi {
+                let ih = (oh * s) as isize + off_h;
+                let xrow = &xc[ih as usize * g.w..][..g.w];
+                let seg = &mut row[oh * g.wo..][..g.wo];
+                seg[..ow_lo].fill(0.0);
+                seg[ow_hi..].fill(0.0);
+                if ow_hi > ow_lo {
+                    let start = ((ow_lo * s) as isize + off_w) as usize;
+                    if s == 1 {
+                        seg[ow_lo..ow_hi].copy_from_slice(&xrow[start..start + (ow_hi - ow_lo)]);
+                    } else {
+                        for (k, dst) in seg[ow_lo..ow_hi].iter_mut().enumerate() {
+                            *dst = xrow[start + k * s];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_channel`]: adds each entry of the column rows back onto the input
+/// position it was copied from (overlapping windows accumulate).
+fn col2im_channel(colc: &[f32], xc: &mut [f32], g: &Geom) {
+    let (s, p, d) = (g.cfg.stride, g.cfg.padding as isize, g.cfg.dilation);
+    let hwo = g.hwo();
+    xc.fill(0.0);
+    for u in 0..g.kh {
+        let off_h = (u * d) as isize - p;
+        let (oh_lo, oh_hi) = valid_range(off_h, s, g.h, g.ho);
+        for v in 0..g.kw {
+            let off_w = (v * d) as isize - p;
+            let (ow_lo, ow_hi) = valid_range(off_w, s, g.w, g.wo);
+            if ow_hi <= ow_lo {
+                continue;
+            }
+            let row = &colc[(u * g.kw + v) * hwo..][..hwo];
+            for oh in oh_lo..oh_hi {
+                let ih = (oh * s) as isize + off_h;
+                let xrow = &mut xc[ih as usize * g.w..][..g.w];
+                let seg = &row[oh * g.wo + ow_lo..oh * g.wo + ow_hi];
+                let start = ((ow_lo * s) as isize + off_w) as usize;
+                if s == 1 {
+                    for (dst, &v) in xrow[start..start + seg.len()].iter_mut().zip(seg) {
+                        *dst += v;
+                    }
+                } else {
+                    for (k, &v) in seg.iter().enumerate() {
+                        xrow[start + k * s] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+// ANCHOR_END: im2col
+
+/// `im2col` of one image (C, H, W) into `col` (C·kh·kw, Ho·Wo).
+fn im2col(ximg: &[f32], col: &mut [f32], g: &Geom) {
+    let rows = g.kh * g.kw * g.hwo();
+    let hw = g.hw();
+    for (c, colc) in col.chunks_exact_mut(rows).enumerate() {
+        im2col_channel(&ximg[c * hw..][..hw], colc, g);
+    }
+}
+
+/// `col2im` of one image's column matrix into its (C, H, W) gradient.
+fn col2im(col: &[f32], ximg: &mut [f32], g: &Geom) {
+    let rows = g.kh * g.kw * g.hwo();
+    let hw = g.hw();
+    for (c, xc) in ximg.chunks_exact_mut(hw).enumerate() {
+        col2im_channel(&col[c * rows..][..rows], xc, g);
+    }
+}
+
+/// C (m×n, row-major, leading dimension `ldc`) ← A·B + β·C through matrixmultiply, with A and
+/// B given by pointers and (row, column) strides.
+///
+/// # Safety
+/// The pointers must address m×k, k×n and m×n elements under the given strides.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    (rsa, csa): (usize, usize),
+    b: *const f32,
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+) {
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a,
+            rsa as isize,
+            csa as isize,
+            b,
+            rsb as isize,
+            csb as isize,
+            beta,
+            c,
+            ldc as isize,
+            1,
+        )
+    }
+}
+
+/// Images per rayon task: the batch is split into about one contiguous range per thread, each
+/// with its own column buffer, so that the threads never synchronise inside a convolution.
+fn images_per_task(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+// ANCHOR: conv2d_kernel
+/// y = conv2d(x, w) + b: per image, `im2col` and one sgemm into the NCHW output; images in
+/// parallel.
+fn conv2d_kernel(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> ArrayD<f32> {
+    let (xs, ws) = (contiguous(x), contiguous(w));
+    let bs = b.map(contiguous);
+    let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
+    let mut out = vec![0.0f32; g.n * g.o * hwo];
+    let per = images_per_task(g.n);
+    out.par_chunks_mut(per * g.o * hwo)
+        .enumerate()
+        .for_each(|(t, out_t)| {
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![0.0f32; ck * hwo]
+            };
+            for (i, out_n) in out_t.chunks_exact_mut(g.o * hwo).enumerate() {
+                let ximg = &xs[(t * per + i) * chw..][..chw];
+                let colp = if g.is_pointwise() {
+                    ximg.as_ptr()
+                } else {
+                    im2col(ximg, &mut col, g);
+                    col.as_ptr()
+                };
+                // The bias is the initial value of C (β = 1): adding it costs no extra pass.
+                let beta = match &bs {
+                    Some(bv) => {
+                        for (row, &bo) in out_n.chunks_exact_mut(hwo).zip(bv.iter()) {
+                            row.fill(bo);
+                        }
+                        1.0
+                    }
+                    None => 0.0,
+                };
+                // SAFETY: w is O×CK row-major, col is CK×HWo row-major, out_n is O×HWo.
+                unsafe {
+                    sgemm(
+                        g.o,
+                        ck,
+                        hwo,
+                        ws.as_ptr(),
+                        (ck, 1),
+                        colp,
+                        (hwo, 1),
+                        beta,
+                        out_n.as_mut_ptr(),
+                        hwo,
+                    );
+                }
+            }
+        });
+    ArrayD::from_shape_vec(IxDyn(&[g.n, g.o, g.ho, g.wo]), out).expect("shape")
+}
+// ANCHOR_END: conv2d_kernel
+
+/// ∂L/∂x = conv2d_input_grad(∂L/∂y, w): per image, col = wᵀ·gₙ then `col2im`; images in parallel.
+fn input_grad_kernel(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
+    let (gs, ws) = (contiguous(gy), contiguous(w));
+    let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
+    let mut dx = vec![0.0f32; g.n * chw];
+    let per = images_per_task(g.n);
+    dx.par_chunks_mut(per * chw)
+        .enumerate()
+        .for_each(|(t, dx_t)| {
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![0.0f32; ck * hwo]
+            };
+            for (i, dx_n) in dx_t.chunks_exact_mut(chw).enumerate() {
+                let g_n = &gs[(t * per + i) * g.o * hwo..][..g.o * hwo];
+                let dst = if g.is_pointwise() {
+                    dx_n.as_mut_ptr()
+                } else {
+                    col.as_mut_ptr()
+                };
+                // SAFETY: wᵀ is CK×O (w read with strides (1, CK)), g_n is O×HWo, dst is CK×HWo.
+                unsafe {
+                    sgemm(
+                        ck,
+                        g.o,
+                        hwo,
+                        ws.as_ptr(),
+                        (1, ck),
+                        g_n.as_ptr(),
+                        (hwo, 1),
+                        0.0,
+                        dst,
+                        hwo,
+                    );
+                }
+                if !g.is_pointwise() {
+                    col2im(&col, dx_n, g);
+                }
+            }
+        });
+    ArrayD::from_shape_vec(IxDyn(&[g.n, g.c, g.h, g.w]), dx).expect("shape")
+}
+
+/// ∂L/∂w = Σₙ gₙ · colₙᵀ: each task accumulates its images into its own partial sum, and the
+/// partial sums are added at the end.
+fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
+    let (xs, gs) = (contiguous(x), contiguous(gy));
+    let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
+    let per = images_per_task(g.n);
+    let tasks = g.n.div_ceil(per);
+    let partials: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![0.0f32; g.o * ck];
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![0.0f32; ck * hwo]
+            };
+            for (i, n) in (t * per..((t + 1) * per).min(g.n)).enumerate() {
+                let ximg = &xs[n * chw..][..chw];
+                let colp = if g.is_pointwise() {
+                    ximg.as_ptr()
+                } else {
+                    im2col(ximg, &mut col, g);
+                    col.as_ptr()
+                };
+                let g_n = &gs[n * g.o * hwo..][..g.o * hwo];
+                let beta = if i == 0 { 0.0 } else { 1.0 };
+                // SAFETY: g_n is O×HWo, colᵀ is HWo×CK (col read with strides (1, HWo)), dw is O×CK.
+                unsafe {
+                    sgemm(
+                        g.o,
+                        hwo,
+                        ck,
+                        g_n.as_ptr(),
+                        (hwo, 1),
+                        colp,
+                        (1, hwo),
+                        beta,
+                        dw.as_mut_ptr(),
+                        ck,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut dw = partials.next().unwrap_or_else(|| vec![0.0; g.o * ck]);
+    for p in partials {
+        for (a, b) in dw.iter_mut().zip(&p) {
+            *a += b;
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(&[g.o, g.c, g.kh, g.kw]), dw).expect("shape")
+}
+
+impl Tensor {
+    /// 2-D convolution (cross-correlation, as `F.conv2d`) of x (N, C, H, W) with a weight
+    /// (O, C, kh, kw) and an optional bias (O): output (N, O, Ho, Wo) with
+    /// Ho = ⌊(H + 2p − d(kh − 1) − 1)/s⌋ + 1.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, cfg: Conv2dConfig) -> Tensor {
+        let g = Geom::new(
+            dims4(self.shape(), "conv2d input"),
+            dims4(weight.shape(), "conv2d weight"),
+            cfg,
+        );
+        if let Some(b) = bias {
+            assert_eq!(
+                b.shape(),
+                &[g.o],
+                "conv2d: bias of shape {:?} for {} output channels",
+                b.shape(),
+                g.o
+            );
+        }
+        let out = conv2d_kernel(
+            &self.storage(),
+            &weight.storage(),
+            bias.map(|b| b.storage()).as_ref(),
+            &g,
+        );
+        Tensor::from_op(
+            out,
+            Op::Conv2d {
+                x: self.clone(),
+                w: weight.clone(),
+                b: bias.cloned(),
+                cfg,
+            },
+        )
+    }
+
+    /// The transposed convolution that maps a gradient ∂L/∂y of shape (N, O, Ho, Wo) to ∂L/∂x of
+    /// shape (N, C, H, W) for `y = x.conv2d(weight, …, cfg)`, with `input_hw` = (H, W) (several
+    /// input sizes give the same Ho when the stride exceeds 1). `F.conv_transpose2d` with the same
+    /// stride, padding and dilation.
+    pub fn conv2d_input_grad(
+        &self,
+        weight: &Tensor,
+        cfg: Conv2dConfig,
+        input_hw: (usize, usize),
+    ) -> Tensor {
+        let [n, o, ho, wo] = dims4(self.shape(), "conv2d_input_grad gradient");
+        let [o2, c, kh, kw] = dims4(weight.shape(), "conv2d_input_grad weight");
+        assert_eq!(
+            o, o2,
+            "conv2d_input_grad: gradient has {o} channels, weight has {o2} output channels"
+        );
+        let g = Geom::new([n, c, input_hw.0, input_hw.1], [o, c, kh, kw], cfg);
+        assert_eq!(
+            (g.ho, g.wo),
+            (ho, wo),
+            "conv2d_input_grad: gradient {:?} does not fit input size {input_hw:?}",
+            self.shape()
+        );
+        let out = input_grad_kernel(&self.storage(), &weight.storage(), &g);
+        Tensor::from_op(
+            out,
+            Op::Conv2dInputGrad {
+                gy: self.clone(),
+                w: weight.clone(),
+                cfg,
+            },
+        )
+    }
+
+    /// The gradient of a convolution's weight: from the input x (N, C, H, W) (`self`) and ∂L/∂y
+    /// (N, O, Ho, Wo), ∂L/∂w of shape (O, C, kh, kw) with `kernel_hw` = (kh, kw).
+    pub fn conv2d_weight_grad(
+        &self,
+        gy: &Tensor,
+        cfg: Conv2dConfig,
+        kernel_hw: (usize, usize),
+    ) -> Tensor {
+        let [n, c, h, w] = dims4(self.shape(), "conv2d_weight_grad input");
+        let [n2, o, ho, wo] = dims4(gy.shape(), "conv2d_weight_grad gradient");
+        assert_eq!(n, n2, "conv2d_weight_grad: batch sizes {n} and {n2} differ");
+        let g = Geom::new([n, c, h, w], [o, c, kernel_hw.0, kernel_hw.1], cfg);
+        assert_eq!(
+            (g.ho, g.wo),
+            (ho, wo),
+            "conv2d_weight_grad: gradient {:?} does not fit input {:?}",
+            gy.shape(),
+            self.shape()
+        );
+        let out = weight_grad_kernel(&self.storage(), &gy.storage(), &g);
+        Tensor::from_op(
+            out,
+            Op::Conv2dWeightGrad {
+                x: self.clone(),
+                gy: gy.clone(),
+                cfg,
+            },
+        )
+    }
+}
+
+// ANCHOR: conv2d_vjp
+/// The VJPs of the convolution family. With T(x, w, y) = ⟨y, conv2d(x, w)⟩:
+///
+/// * `conv2d(x, w)`: ∂x = input_grad(ḡ, w), ∂w = weight_grad(x, ḡ), ∂b = Σ_{n,i,j} ḡ;
+/// * `input_grad(gy, w)` (the adjoint in x): ∂gy = conv2d(ḡ, w), ∂w = weight_grad(ḡ, gy);
+/// * `weight_grad(x, gy)` (the adjoint in w): ∂x = input_grad(gy, ḡ), ∂gy = conv2d(x, ḡ).
+pub(crate) fn conv2d_vjp(op: &Op, g: &Tensor, need: &[bool]) -> Vec<Option<Tensor>> {
+    let want = |i: usize, f: &dyn Fn() -> Tensor| if need[i] { Some(f()) } else { None };
+    match op {
+        Op::Conv2d { x, w, b, cfg } => {
+            let (kh, kw) = (w.shape()[2], w.shape()[3]);
+            let (h, wd) = (x.shape()[2], x.shape()[3]);
+            let mut v = vec![
+                want(0, &|| g.conv2d_input_grad(w, *cfg, (h, wd))),
+                want(1, &|| x.conv2d_weight_grad(g, *cfg, (kh, kw))),
+            ];
+            if b.is_some() {
+                v.push(want(2, &|| g.sum(&[2, 3], false).sum(&[0], false)));
+            }
+            v
+        }
+        Op::Conv2dInputGrad { gy, w, cfg, .. } => {
+            let (kh, kw) = (w.shape()[2], w.shape()[3]);
+            vec![
+                want(0, &|| g.conv2d(w, None, *cfg)),
+                want(1, &|| g.conv2d_weight_grad(gy, *cfg, (kh, kw))),
+            ]
+        }
+        Op::Conv2dWeightGrad { x, gy, cfg, .. } => {
+            let (h, wd) = (x.shape()[2], x.shape()[3]);
+            vec![
+                want(0, &|| gy.conv2d_input_grad(g, *cfg, (h, wd))),
+                want(1, &|| x.conv2d(g, None, *cfg)),
+            ]
+        }
+        _ => unreachable!("conv2d_vjp called on {}", op.name()),
+    }
+}
+// ANCHOR_END: conv2d_vjp

@@ -1,0 +1,390 @@
+//! The convolution, pooling, resizing and per-plane ops: forward values against direct loops
+//! written from PyTorch's definitions, and first and second derivatives against central finite
+//! differences (the harness and its tolerances are in common/mod.rs).
+//!
+//! Sizes are small (a few dozen elements per input) and values are O(1), which keeps |L| within
+//! the range the harness's tolerance (4e-3 + 2e-2·|fd|) was derived for. All ops here are smooth
+//! (linear, bilinear, or a rational function of x for the instance norm) so no input needs to keep
+//! away from a kink.
+
+mod common;
+
+use common::{check, tensor};
+use ncsn::Tensor;
+use ncsn::tensor::{Conv2dConfig, Pool2dConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Forward values are computed in f32 by a GEMM whose summation order differs from the direct
+/// loop's; with ≤ 50 terms of magnitude ≤ 1 the rounding difference is ≲ 50·6e-8·|terms| ≈ 3e-6.
+/// 1e-4 leaves room and still catches any misplaced tap (an error of O(0.1)).
+const FWD_TOL: f32 = 1e-4;
+
+fn assert_close(name: &str, got: &Tensor, want: &[f32]) {
+    let g = got.to_vec();
+    assert_eq!(g.len(), want.len(), "{name}: length");
+    for (i, (a, b)) in g.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= FWD_TOL * (1.0 + b.abs()),
+            "{name}: element {i}: {a} vs {b}"
+        );
+    }
+}
+
+/// `F.conv2d` by its definition: y[n,o,i,j] = b[o] + Σ w[o,c,u,v]·x[n,c,i·s−p+u·d, j·s−p+v·d].
+fn naive_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig) -> Vec<f32> {
+    let (xs, ws) = (x.to_array(), w.to_array());
+    let [n, c, h, wd] = <[usize; 4]>::try_from(x.shape()).unwrap();
+    let [o, _, kh, kw] = <[usize; 4]>::try_from(w.shape()).unwrap();
+    let (s, p, d) = (
+        cfg.stride as isize,
+        cfg.padding as isize,
+        cfg.dilation as isize,
+    );
+    let (ho, wo) = (cfg.out_size(h, kh), cfg.out_size(wd, kw));
+    let bias = b.map(|b| b.to_vec());
+    let mut out = Vec::new();
+    for ni in 0..n {
+        for oi in 0..o {
+            for i in 0..ho as isize {
+                for j in 0..wo as isize {
+                    let mut acc = bias.as_ref().map_or(0.0, |b| b[oi]);
+                    for ci in 0..c {
+                        for u in 0..kh as isize {
+                            for v in 0..kw as isize {
+                                let (ii, jj) = (i * s - p + u * d, j * s - p + v * d);
+                                if ii >= 0 && jj >= 0 && ii < h as isize && jj < wd as isize {
+                                    acc += ws[[oi, ci, u as usize, v as usize]]
+                                        * xs[[ni, ci, ii as usize, jj as usize]];
+                                }
+                            }
+                        }
+                    }
+                    out.push(acc);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The convolution configurations exercised: (kernel, stride, padding, dilation, input side).
+const CONVS: [(usize, usize, usize, usize, usize); 6] = [
+    (3, 1, 1, 1, 5), // conv3x3
+    (3, 2, 1, 1, 5), // strided
+    (3, 1, 2, 2, 5), // dilated_conv3x3(d = 2)
+    (1, 1, 0, 1, 4), // 1×1: the pointwise path without im2col
+    (2, 2, 0, 1, 5), // even kernel, stride 2, input size not a multiple of the stride
+    (3, 1, 0, 2, 6), // dilation without padding
+];
+
+#[test]
+fn conv2d_forward_matches_definition() {
+    for (seed, &(k, s, p, d, side)) in CONVS.iter().enumerate() {
+        let mut r = rng(seed as u64);
+        let x = tensor(&mut r, &[2, 3, side, side + 1], 0.1, 1.0, true);
+        let w = tensor(&mut r, &[4, 3, k, k], 0.1, 1.0, true);
+        let b = tensor(&mut r, &[4], 0.1, 1.0, true);
+        let cfg = Conv2dConfig::new(s, p, d);
+        let y = x.conv2d(&w, Some(&b), cfg);
+        assert_eq!(
+            y.shape(),
+            &[2, 4, cfg.out_size(side, k), cfg.out_size(side + 1, k)]
+        );
+        assert_close("conv2d", &y, &naive_conv(&x, &w, Some(&b), cfg));
+        assert_close(
+            "conv2d no bias",
+            &x.conv2d(&w, None, cfg),
+            &naive_conv(&x, &w, None, cfg),
+        );
+    }
+}
+
+#[test]
+fn conv_transpose_and_weight_grad_are_adjoints() {
+    // ⟨conv(x, w), g⟩ = ⟨x, input_grad(g, w)⟩ = ⟨w, weight_grad(x, g)⟩: the three bilinear maps are
+    // one trilinear form. Checked to f32 rounding of sums of ~100 O(1) terms (relative 1e-5).
+    for (seed, &(k, s, p, d, side)) in CONVS.iter().enumerate() {
+        let mut r = rng(100 + seed as u64);
+        let cfg = Conv2dConfig::new(s, p, d);
+        let x = tensor(&mut r, &[2, 3, side, side + 1], 0.1, 1.0, true);
+        let w = tensor(&mut r, &[4, 3, k, k], 0.1, 1.0, true);
+        let y = x.conv2d(&w, None, cfg);
+        let g = tensor(&mut r, y.shape(), 0.1, 1.0, true);
+        let t1 = y.mul(&g).sum_all().item();
+        let t2 = x
+            .mul(&g.conv2d_input_grad(&w, cfg, (side, side + 1)))
+            .sum_all()
+            .item();
+        let t3 = w
+            .mul(&x.conv2d_weight_grad(&g, cfg, (k, k)))
+            .sum_all()
+            .item();
+        assert!(
+            (t1 - t2).abs() < 1e-4 * (1.0 + t1.abs()),
+            "input_grad: {t1} vs {t2}"
+        );
+        assert!(
+            (t1 - t3).abs() < 1e-4 * (1.0 + t1.abs()),
+            "weight_grad: {t1} vs {t3}"
+        );
+    }
+}
+
+#[test]
+fn conv2d_gradients_first_and_second_order() {
+    for (seed, &(k, s, p, d, side)) in CONVS.iter().enumerate() {
+        let mut r = rng(200 + seed as u64);
+        let cfg = Conv2dConfig::new(s, p, d);
+        let x = tensor(&mut r, &[2, 2, side, side], 0.1, 1.0, true);
+        let w = tensor(&mut r, &[3, 2, k, k], 0.1, 0.5, true);
+        let b = tensor(&mut r, &[3], 0.1, 0.5, true);
+        let f = move |t: &[Tensor]| t[0].conv2d(&t[1], Some(&t[2]), cfg);
+        check("conv2d", &f, &[x.clone(), w.clone(), b], seed as u64).unwrap();
+        // The two gradient ops as functions of their own arguments: their VJPs (written with the
+        // other members of the family) are what second-order gradients of a network go through.
+        let y = x.conv2d(&w, None, cfg);
+        let g = tensor(&mut r, y.shape(), 0.1, 1.0, true);
+        let fi = move |t: &[Tensor]| t[0].conv2d_input_grad(&t[1], cfg, (side, side));
+        check(
+            "conv2d_input_grad",
+            &fi,
+            &[g.clone(), w.clone()],
+            seed as u64,
+        )
+        .unwrap();
+        let fw = move |t: &[Tensor]| t[0].conv2d_weight_grad(&t[1], cfg, (k, k));
+        check("conv2d_weight_grad", &fw, &[x.clone(), g], seed as u64).unwrap();
+    }
+}
+
+/// `nn.AvgPool2d(k, s, p)` (count_include_pad) by its definition.
+fn naive_avg_pool(x: &Tensor, cfg: Pool2dConfig) -> Vec<f32> {
+    let xs = x.to_array();
+    let [n, c, h, w] = <[usize; 4]>::try_from(x.shape()).unwrap();
+    let (k, s, p) = (
+        cfg.kernel as isize,
+        cfg.stride as isize,
+        cfg.padding as isize,
+    );
+    let (ho, wo) = (cfg.out_size(h), cfg.out_size(w));
+    let mut out = Vec::new();
+    for ni in 0..n {
+        for ci in 0..c {
+            for i in 0..ho as isize {
+                for j in 0..wo as isize {
+                    let (h0, w0) = (i * s - p, j * s - p);
+                    let (h1, w1) = ((h0 + k).min(h as isize + p), (w0 + k).min(w as isize + p));
+                    let size = ((h1 - h0) * (w1 - w0)) as f32;
+                    let mut acc = 0.0;
+                    for ii in h0.max(0)..h1.min(h as isize) {
+                        for jj in w0.max(0)..w1.min(w as isize) {
+                            acc += xs[[ni, ci, ii as usize, jj as usize]];
+                        }
+                    }
+                    out.push(acc / size);
+                }
+            }
+        }
+    }
+    out
+}
+
+const POOLS: [(usize, usize, usize, usize); 4] = [
+    (5, 1, 2, 6), // CondCRPBlock's pooling
+    (2, 2, 0, 6), // ConvMeanPool's 2×2 mean
+    (3, 2, 1, 6), // windows cut by the padding: divisors vary along the edges
+    (3, 3, 1, 7), // stride larger than 2, windows beyond the padding
+];
+
+#[test]
+fn avg_pool2d_forward_and_gradients() {
+    for (seed, &(k, s, p, side)) in POOLS.iter().enumerate() {
+        let mut r = rng(300 + seed as u64);
+        let cfg = Pool2dConfig::new(k, s, p);
+        let x = tensor(&mut r, &[2, 2, side, side - 1], 0.1, 1.0, true);
+        assert_close("avg_pool2d", &x.avg_pool2d(cfg), &naive_avg_pool(&x, cfg));
+        let f = move |t: &[Tensor]| t[0].avg_pool2d(cfg);
+        check("avg_pool2d", &f, std::slice::from_ref(&x), seed as u64).unwrap();
+        let y = x.avg_pool2d(cfg);
+        let g = tensor(&mut r, y.shape(), 0.1, 1.0, true);
+        let fa = move |t: &[Tensor]| t[0].avg_pool2d_adjoint(cfg, (side, side - 1));
+        check("avg_pool2d_adjoint", &fa, &[g], seed as u64).unwrap();
+    }
+}
+
+#[test]
+fn mean_pool_is_the_reference_four_slice_mean() {
+    // ConvMeanPool: (o[::2, ::2] + o[1::2, ::2] + o[::2, 1::2] + o[1::2, 1::2]) / 4
+    let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), &[1, 1, 4, 4]);
+    let y = x.avg_pool2d(Pool2dConfig::new(2, 2, 0));
+    assert_eq!(y.to_vec(), vec![2.5, 4.5, 10.5, 12.5]);
+}
+
+/// `F.interpolate(mode='bilinear', align_corners=True)` by its definition.
+fn naive_bilinear(x: &Tensor, (ho, wo): (usize, usize)) -> Vec<f32> {
+    let xs = x.to_array();
+    let [n, c, h, w] = <[usize; 4]>::try_from(x.shape()).unwrap();
+    let src = |o: usize, out: usize, inp: usize| -> (usize, usize, f32) {
+        let pos = if out > 1 {
+            o as f32 * (inp as f32 - 1.0) / (out as f32 - 1.0)
+        } else {
+            0.0
+        };
+        let i0 = pos.floor() as usize;
+        let i1 = (i0 + 1).min(inp - 1);
+        (i0, i1, pos - i0 as f32)
+    };
+    let mut out = Vec::new();
+    for ni in 0..n {
+        for ci in 0..c {
+            for i in 0..ho {
+                let (h0, h1, lh) = src(i, ho, h);
+                for j in 0..wo {
+                    let (w0, w1, lw) = src(j, wo, w);
+                    let v = |a: usize, b: usize| xs[[ni, ci, a, b]];
+                    out.push(
+                        (1.0 - lh) * ((1.0 - lw) * v(h0, w0) + lw * v(h0, w1))
+                            + lh * ((1.0 - lw) * v(h1, w0) + lw * v(h1, w1)),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn resize_bilinear_forward_and_gradients() {
+    let sizes = [
+        ((3, 4), (5, 7)),
+        ((4, 4), (8, 8)),
+        ((6, 5), (3, 2)),
+        ((3, 3), (1, 4)),
+    ];
+    for (seed, &(inp, out)) in sizes.iter().enumerate() {
+        let mut r = rng(400 + seed as u64);
+        let x = tensor(&mut r, &[2, 2, inp.0, inp.1], 0.1, 1.0, true);
+        let y = x.resize_bilinear(out);
+        assert_eq!(y.shape(), &[2, 2, out.0, out.1]);
+        assert_close("resize_bilinear", &y, &naive_bilinear(&x, out));
+        let f = move |t: &[Tensor]| t[0].resize_bilinear(out);
+        check("resize_bilinear", &f, std::slice::from_ref(&x), seed as u64).unwrap();
+        let g = tensor(&mut r, y.shape(), 0.1, 1.0, true);
+        let fa = move |t: &[Tensor]| t[0].resize_bilinear_adjoint(inp);
+        check("resize_bilinear_adjoint", &fa, &[g], seed as u64).unwrap();
+    }
+    // The same size is the identity.
+    let x = tensor(&mut rng(9), &[1, 2, 3, 3], 0.1, 1.0, true);
+    assert_eq!(x.resize_bilinear((3, 3)).to_vec(), x.to_vec());
+}
+
+#[test]
+fn instance_norm_forward_and_gradients() {
+    let mut r = rng(500);
+    let x = tensor(&mut r, &[2, 3, 3, 3], 0.1, 1.0, true);
+    let y = x.instance_norm(1e-5);
+    // Each plane: mean 0, biased variance σ²/(σ² + ε) ≈ 1.
+    let mean = y.mean(&[2, 3], false).to_vec();
+    let var = y.var(&[2, 3], false, false).to_vec();
+    assert!(mean.iter().all(|m| m.abs() < 1e-5), "{mean:?}");
+    assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-3), "{var:?}");
+    // The first-order check runs the fused kernel (no graph recorded), the second-order check
+    // the tensor-op formula (create_graph): both are compared with finite differences.
+    let f = |t: &[Tensor]| t[0].instance_norm(1e-5);
+    check("instance_norm", &f, std::slice::from_ref(&x), 500).unwrap();
+}
+
+#[test]
+fn channel_affine_and_dot_gradients() {
+    let mut r = rng(600);
+    let x = tensor(&mut r, &[2, 3, 2, 3], 0.1, 1.0, true);
+    let a = tensor(&mut r, &[2, 3], 0.1, 1.0, true);
+    let b = tensor(&mut r, &[2, 3], 0.1, 1.0, true);
+    let y = x.channel_affine(&a, Some(&b));
+    let want = x
+        .mul(&a.reshape(&[2, 3, 1, 1]))
+        .add(&b.reshape(&[2, 3, 1, 1]));
+    assert_close("channel_affine", &y, &want.to_vec());
+    let f = |t: &[Tensor]| t[0].channel_affine(&t[1], Some(&t[2]));
+    check("channel_affine", &f, &[x.clone(), a.clone(), b], 600).unwrap();
+    let f = |t: &[Tensor]| t[0].channel_affine(&t[1], None);
+    check("channel_affine_nobias", &f, &[x.clone(), a], 601).unwrap();
+    let z = tensor(&mut r, &[2, 3, 2, 3], 0.1, 1.0, true);
+    assert_close(
+        "channel_dot",
+        &x.channel_dot(&z),
+        &x.mul(&z).sum(&[2, 3], false).to_vec(),
+    );
+    let f = |t: &[Tensor]| t[0].channel_dot(&t[1]);
+    check("channel_dot", &f, &[x, z], 602).unwrap();
+}
+
+#[test]
+fn embedding_lookup_gradients() {
+    // The noise-level embedding: rows of a (L, 3C) table picked by label, repeats allowed.
+    let mut r = rng(700);
+    let table = tensor(&mut r, &[4, 6], 0.1, 1.0, true);
+    let f = |t: &[Tensor]| t[0].index_select(0, &[2, 0, 2, 3]);
+    check("embedding", &f, &[table], 700).unwrap();
+}
+
+#[test]
+fn composed_conv_net_second_order() {
+    // A small conv → instance norm → ELU → avg-pool → upsample → conv chain, differentiated
+    // twice with respect to input and weights together: the mixed second derivatives of a network
+    // (what sliced score matching needs) pass through every VJP above.
+    let mut r = rng(800);
+    let x = tensor(&mut r, &[1, 2, 4, 4], 0.1, 1.0, true);
+    let w1 = tensor(&mut r, &[2, 2, 3, 3], 0.1, 0.5, true);
+    let w2 = tensor(&mut r, &[1, 2, 3, 3], 0.1, 0.5, true);
+    let f = |t: &[Tensor]| {
+        let h = t[0].conv2d(&t[1], None, Conv2dConfig::new(1, 1, 1));
+        let h = h.instance_norm(1e-5).elu(1.0);
+        let h = h
+            .avg_pool2d(Pool2dConfig::new(2, 2, 0))
+            .resize_bilinear((4, 4));
+        h.conv2d(&t[2], None, Conv2dConfig::new(1, 2, 2))
+    };
+    check("conv_net", &f, &[x, w1, w2], 800).unwrap();
+}
+
+#[test]
+fn elu_matches_expm1() {
+    // ELU's forward uses a vectorisable eˣ − 1 (polynomial after range reduction); against the
+    // exact value on a fine grid its absolute error stays below 3e-7 (the kernel's docs claim 2e-7
+    // from the polynomial's ~1e-7 relative error plus the final rounding; 3e-7 leaves one ulp of
+    // 1.0 for the subtraction). Large inputs (≥ 2¹⁶ elements) take the parallel path too.
+    let xs: Vec<f32> = (0..100_000).map(|i| -90.0 + i as f32 * 0.000_95).collect();
+    let y = Tensor::from_vec(xs.clone(), &[xs.len()]).elu(1.0).to_vec();
+    for (&x, &v) in xs.iter().zip(&y) {
+        let want = if x > 0.0 {
+            x as f64
+        } else {
+            (x as f64).exp_m1()
+        };
+        assert!(
+            (v as f64 - want).abs() < 3e-7,
+            "elu({x}) = {v}, want {want}"
+        );
+    }
+    let small: Vec<f32> = (0..2000).map(|i| -0.02 + i as f32 * 1e-5).collect();
+    let y = Tensor::from_vec(small.clone(), &[small.len()])
+        .elu(2.0)
+        .to_vec();
+    for (&x, &v) in small.iter().zip(&y) {
+        let want = if x > 0.0 {
+            x as f64
+        } else {
+            2.0 * (x as f64).exp_m1()
+        };
+        assert!(
+            (v as f64 - want).abs() < 6e-7 * (1.0 + want.abs()),
+            "elu({x}) = {v}, want {want}"
+        );
+    }
+}

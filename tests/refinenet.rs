@@ -1,0 +1,275 @@
+//! CondRefineNetDilated against the reference: parameter names, shapes, order and counts (from the
+//! reference's `state_dict()`, committed as text fixtures), initialisation, output shapes, outputs
+//! and gradients of a small model against PyTorch, CondInstanceNorm++ against a hand-computed case,
+//! and one annealed-DSM training step.
+//!
+//! The fixtures were made with PyTorch from the reference source (see
+//! tests/fixtures/make_refinenet_fixtures.py).
+
+mod common;
+
+use common::dsm::{anneal_dsm_loss, geometric_sigmas};
+use ncsn::Tensor;
+use ncsn::io::Checkpoint;
+use ncsn::nn::{CondInstanceNorm2dPlus, CondRefineNetDilated, ParamStore, RefineNetConfig};
+use ncsn::optim::{Adam, AdamConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// `name shape` lines, shape as `AxBxC`, as dumped from the reference's `state_dict()`.
+fn reference_state_dict(file: &str) -> Vec<(String, Vec<usize>)> {
+    std::fs::read_to_string(fixture(file))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (name, shape) = l.split_once(' ').unwrap();
+            (
+                name.to_string(),
+                shape.split('x').map(|d| d.parse().unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn check_against_reference(config: RefineNetConfig, file: &str, count: usize) {
+    let model = CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(0));
+    let ours: Vec<(String, Vec<usize>)> = model
+        .store
+        .named_params()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    let reference = reference_state_dict(file);
+    assert_eq!(ours.len(), 173);
+    assert_eq!(reference.len(), 173);
+    // Same names, same shapes, same order as the reference's state_dict().
+    for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+        assert_eq!(a, b, "parameter {i}");
+    }
+    assert_eq!(model.store.num_scalars(), count);
+}
+
+#[test]
+fn mnist_parameters_match_reference() {
+    check_against_reference(
+        RefineNetConfig::mnist(),
+        "refinenet_mnist_state_dict.txt",
+        7_638_657,
+    );
+}
+
+#[test]
+fn cifar10_parameters_match_reference() {
+    check_against_reference(
+        RefineNetConfig::cifar10(),
+        "refinenet_cifar10_state_dict.txt",
+        30_117_635,
+    );
+}
+
+#[test]
+fn initialisation_follows_pytorch_defaults() {
+    let model =
+        CondRefineNetDilated::new(RefineNetConfig::mnist(), &mut ChaCha8Rng::seed_from_u64(1));
+    let mut gammas = Vec::new();
+    for (name, t) in model.store.named_params() {
+        let v = t.to_vec();
+        if name.ends_with("embed.weight") {
+            // γ and α ~ N(1, 0.02), β = 0: columns [0, 2C) and [2C, 3C).
+            let c3 = t.shape()[1];
+            for row in v.chunks(c3) {
+                gammas.extend_from_slice(&row[..2 * c3 / 3]);
+                assert!(row[2 * c3 / 3..].iter().all(|&b| b == 0.0), "{name}: β ≠ 0");
+            }
+        } else {
+            // Conv weight and bias: U(±1/√fan_in), fan_in = in·k·k.
+            let fan_in: usize = if name.ends_with("weight") {
+                t.shape()[1..].iter().product()
+            } else {
+                let w = model.store.get(&name.replace("bias", "weight")).unwrap();
+                w.shape()[1..].iter().product()
+            };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            assert!(
+                v.iter().all(|x| x.abs() <= bound),
+                "{name}: outside ±{bound}"
+            );
+            if v.len() >= 10_000 {
+                // Variance of U(±b) is b²/3; with ≥ 10⁴ draws the sample variance is within 3 %
+                // (its relative standard error is √(0.8/n) ≤ 0.9 %).
+                let var = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32;
+                let want = bound * bound / 3.0;
+                assert!(
+                    (var / want - 1.0).abs() < 0.03,
+                    "{name}: variance {var} vs {want}"
+                );
+            }
+        }
+    }
+    // ~60k draws of N(1, 0.02): mean within 1e-3 (≈ 7 standard errors), std within 3 %.
+    let n = gammas.len() as f32;
+    let mean = gammas.iter().sum::<f32>() / n;
+    let std = (gammas.iter().map(|g| (g - mean).powi(2)).sum::<f32>() / n).sqrt();
+    assert!((mean - 1.0).abs() < 1e-3, "γ, α mean {mean}");
+    assert!((std / 0.02 - 1.0).abs() < 0.03, "γ, α std {std}");
+}
+
+#[test]
+fn output_shapes() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for config in [RefineNetConfig::mnist(), RefineNetConfig::cifar10()] {
+        let model = CondRefineNetDilated::new(config, &mut rng);
+        let s = config.image_size;
+        let x = Tensor::rand(&[2, config.channels, s, s], &mut rng);
+        let y = ncsn::no_grad(|| model.forward(&x, &[0, 9]));
+        assert_eq!(y.shape(), &[2, config.channels, s, s]);
+        assert!(y.to_vec().iter().all(|v| v.is_finite()));
+    }
+}
+
+/// Loads a PyTorch-made fixture: parameters of an ngf = 4 model, an input, labels, a cotangent r,
+/// the reference output and the gradients of Σ out·r with respect to the input and parameters.
+fn compare_with_pytorch(config: RefineNetConfig, file: &str) {
+    let ckpt = Checkpoint::load(fixture(file)).unwrap();
+    let store = ParamStore::new();
+    let model = CondRefineNetDilated::with_store(&store, config, &mut ChaCha8Rng::seed_from_u64(3));
+    let params: ncsn::io::Tensors = ckpt
+        .tensors
+        .iter()
+        .filter(|(k, _)| {
+            !["input.", "output.", "grad."]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    store.load_state_dict(&params).unwrap();
+    let get = |k: &str| Tensor::from_array(ckpt.tensors[k].clone());
+    let x = get("input.x").requires_grad_();
+    let labels: Vec<usize> = get("input.labels")
+        .to_vec()
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let out = model.forward(&x, &labels);
+
+    // Tolerance. The reference ran in f32 too, but with other summation orders (oneDNN's
+    // convolutions, its own reductions). Through ~60 layers of conv + normalisation the rounding
+    // difference grows; measured worst case 8e-5 of the tensor's largest entry (end_conv.bias's
+    // gradient, a sum over all pixels of the batch), most below 2e-5. 5e-4 of the largest entry
+    // leaves a 6× margin and is still 100× below any real mismatch (a wrong tap, a biased instead
+    // of unbiased variance, a missing α term all change outputs by O(10 %)).
+    let close = |name: &str, got: &Tensor, want: &Tensor| {
+        assert_eq!(got.shape(), want.shape(), "{name}: shape");
+        let (g, w) = (got.to_vec(), want.to_vec());
+        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = g
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 5e-4 * scale,
+            "{name}: max |Δ| {worst} vs scale {scale}"
+        );
+    };
+    close("score", &out, &get("output.score"));
+
+    let loss = out.mul(&get("input.cotangent")).sum_all();
+    let mut inputs = vec![x.clone()];
+    let named = store.named_params();
+    inputs.extend(named.iter().map(|(_, t)| t.clone()));
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    let grads = ncsn::grad(&[&loss], &refs, false);
+    close("∂/∂x", &grads[0], &get("grad.x"));
+    for ((name, _), g) in named.iter().zip(&grads[1..]) {
+        close(&format!("∂/∂{name}"), g, &get(&format!("grad.{name}")));
+    }
+}
+
+#[test]
+fn mnist_shaped_model_matches_pytorch() {
+    let config = RefineNetConfig {
+        ngf: 4,
+        ..RefineNetConfig::mnist()
+    };
+    compare_with_pytorch(config, "refinenet_mnist_ngf4.safetensors");
+}
+
+#[test]
+fn cifar10_shaped_model_matches_pytorch() {
+    let config = RefineNetConfig {
+        ngf: 4,
+        ..RefineNetConfig::cifar10()
+    };
+    compare_with_pytorch(config, "refinenet_cifar10_ngf4.safetensors");
+}
+
+#[test]
+fn cond_instance_norm_plus_hand_computed() {
+    // One sample, two channels of four pixels, noise level 1 of 2.
+    //   channel 0: 1, 2, 3, 6  → μ = 3, σ² = (4 + 1 + 0 + 9)/4 = 3.5
+    //   channel 1: 0, 0, 2, 2  → μ = 1, σ² = 1
+    // Channel means 3 and 1: m = 2, unbiased v = ((1)² + (−1)²)/1 = 2, normalised means ±1/√(2 + ε).
+    // With γ = (2, 3), α = (0.5, −1), β = (0.1, −0.2) at level 1:
+    //   out_0 = 2·((x − 3)/√(3.5 + ε) + 0.5·(1/√(2 + ε))) + 0.1
+    //   out_1 = 3·((x − 1)/√(1 + ε)  − 1·(−1/√(2 + ε))) − 0.2
+    let store = ParamStore::new();
+    let norm = CondInstanceNorm2dPlus::new(&store.root(), 2, 2, &mut ChaCha8Rng::seed_from_u64(0));
+    norm.embed.set_data(
+        Tensor::from_vec(
+            vec![
+                9.0, 9.0, 9.0, 9.0, 9.0, 9.0, // level 0: never used
+                2.0, 3.0, 0.5, -1.0, 0.1, -0.2, // level 1: γ, α, β
+            ],
+            &[2, 6],
+        )
+        .storage(),
+    );
+    let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 6.0, 0.0, 0.0, 2.0, 2.0], &[1, 2, 2, 2]);
+    let out = norm.forward(&x, &[1]).to_vec();
+    let eps = 1e-5f64;
+    let m = 1.0 / (2.0 + eps).sqrt();
+    let mut want = Vec::new();
+    for v in [1.0, 2.0, 3.0, 6.0] {
+        want.push(2.0 * ((v - 3.0) / (3.5 + eps).sqrt() + 0.5 * m) + 0.1);
+    }
+    for v in [0.0, 0.0, 2.0, 2.0] {
+        want.push(3.0 * ((v - 1.0) / (1.0 + eps).sqrt() + m) - 0.2);
+    }
+    for (a, b) in out.iter().zip(&want) {
+        // f32 evaluation of O(1) quantities: a few ulps, 1e-5 absolute.
+        assert!((*a as f64 - b).abs() < 1e-5, "{out:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn one_annealed_dsm_step_reduces_the_loss() {
+    // A narrow model (ngf = 8) keeps the test fast; the step is the full one the bench times.
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let config = RefineNetConfig {
+        ngf: 8,
+        ..RefineNetConfig::mnist()
+    };
+    let model = CondRefineNetDilated::new(config, &mut rng);
+    let sigmas = geometric_sigmas(1.0, 0.01, 10);
+    let x = Tensor::rand(&[8, 1, 28, 28], &mut rng);
+    let z = Tensor::randn(&[8, 1, 28, 28], &mut rng);
+    let labels = [0, 1, 2, 3, 4, 5, 6, 9];
+    let mut adam = Adam::new(model.store.named_params(), AdamConfig::default());
+    let before = anneal_dsm_loss(&model, &x, &labels, &sigmas, &z);
+    adam.step(&before.backward());
+    let after = ncsn::no_grad(|| anneal_dsm_loss(&model, &x, &labels, &sigmas, &z));
+    assert!(
+        after.item() < before.item(),
+        "loss {} → {}",
+        before.item(),
+        after.item()
+    );
+}
