@@ -577,6 +577,201 @@ fn empty_tensors_on_the_device() {
     }
 }
 
+// ---------------------------------------------------------------- convolutions and the RefineNet
+
+#[test]
+fn conv_pool_and_norm_ops_match_cpu() {
+    use ncsn::tensor::{Conv2dConfig, Pool2dConfig};
+    let x = random(&[2, 3, 11, 9], -1.0, 1.0, 500);
+    let w = random(&[5, 3, 3, 3], -1.0, 1.0, 501);
+    let b = random(&[5], -1.0, 1.0, 502);
+    // K = 27 products of magnitude ≤ 1 per output: the summation bound 2·K·u·K.
+    let k = 27.0;
+    let conv_tol = 2.0 * k * (f32::EPSILON / 2.0) * k;
+    for cfg in [
+        Conv2dConfig::new(1, 1, 1),
+        Conv2dConfig::new(2, 1, 1),
+        Conv2dConfig::new(1, 2, 2),
+    ] {
+        let (g, want) = both(&[x.clone(), w.clone(), b.clone()], &|v| {
+            v[0].conv2d(&v[1], Some(&v[2]), cfg)
+        });
+        assert_close(&format!("conv2d {cfg:?}"), &g, &want, |_, _| {
+            conv_tol + 1e-6
+        });
+        let gy = random(want.shape(), -1.0, 1.0, 503);
+        let (g, want) = both(&[gy.clone(), w.clone()], &|v| {
+            v[0].conv2d_input_grad(&v[1], cfg, (11, 9))
+        });
+        let k_in = 5.0 * 9.0;
+        let tol = 2.0 * k_in * (f32::EPSILON / 2.0) * k_in;
+        assert_close(&format!("conv2d_input_grad {cfg:?}"), &g, &want, |_, _| tol);
+        let (g, want) = both(&[x.clone(), gy], &|v| {
+            v[0].conv2d_weight_grad(&v[1], cfg, (3, 3))
+        });
+        let k_w = 2.0 * 11.0 * 9.0;
+        let tol = 2.0 * k_w * (f32::EPSILON / 2.0) * k_w;
+        assert_close(&format!("conv2d_weight_grad {cfg:?}"), &g, &want, |_, _| {
+            tol
+        });
+    }
+    let pool_tol = |_: usize, w: f32| 1e-6 * (1.0 + w.abs());
+    for cfg in [Pool2dConfig::new(5, 1, 2), Pool2dConfig::new(3, 2, 1)] {
+        let (g, want) = both(std::slice::from_ref(&x), &|v| v[0].avg_pool2d(cfg));
+        assert_close(&format!("avg_pool2d {cfg:?}"), &g, &want, pool_tol);
+        let gy = random(want.shape(), -1.0, 1.0, 504);
+        let (g, want) = both(&[gy], &|v| v[0].avg_pool2d_adjoint(cfg, (11, 9)));
+        assert_close(&format!("avg_pool2d_adjoint {cfg:?}"), &g, &want, pool_tol);
+    }
+    for size in [(17, 13), (5, 4)] {
+        let (g, want) = both(std::slice::from_ref(&x), &|v| v[0].resize_bilinear(size));
+        assert_close(&format!("resize_bilinear {size:?}"), &g, &want, pool_tol);
+        let gy = random(want.shape(), -1.0, 1.0, 505);
+        let (g, want) = both(&[gy], &|v| v[0].resize_bilinear_adjoint((11, 9)));
+        assert_close(
+            &format!("resize_bilinear_adjoint {size:?}"),
+            &g,
+            &want,
+            |_, w| 1e-5 * (1.0 + w.abs()),
+        );
+    }
+    let a = random(&[2, 3], -1.0, 1.0, 506);
+    let (g, want) = both(std::slice::from_ref(&x), &|v| v[0].instance_norm(1e-5));
+    assert_close("instance_norm", &g, &want, |_, w| 1e-5 * (1.0 + w.abs()));
+    let (g, want) = both(
+        &[
+            x.clone(),
+            a.clone(),
+            b.narrow(0, 0, 3).reshape(&[1, 3]).broadcast_to(&[2, 3]),
+        ],
+        &|v| v[0].channel_affine(&v[1], Some(&v[2])),
+    );
+    assert_close("channel_affine", &g, &want, exact);
+    let (g, want) = both(&[x.clone(), x.neg().exp()], &|v| v[0].channel_dot(&v[1]));
+    assert_close("channel_dot", &g, &want, |_, w| 1e-5 * (1.0 + w.abs()));
+}
+
+/// A small convolutional function through every conv-family op, for gradient checks.
+fn conv_net(v: &[Tensor]) -> Tensor {
+    use ncsn::tensor::{Conv2dConfig, Pool2dConfig};
+    let h = v[0].conv2d(&v[1], Some(&v[2]), Conv2dConfig::new(1, 2, 2));
+    let h = h.instance_norm(1e-5).channel_affine(&v[3], None).elu(1.0);
+    let p = h.avg_pool2d(Pool2dConfig::new(3, 1, 1)).add(&h);
+    let d = p.conv2d(
+        &v[1].permute(&[1, 0, 2, 3]),
+        None,
+        Conv2dConfig::new(2, 1, 1),
+    );
+    d.resize_bilinear((7, 6)).tanh()
+}
+
+#[test]
+fn conv_gradients_match_cpu_to_second_order() {
+    let xs = vec![
+        random(&[2, 2, 7, 6], -1.0, 1.0, 600),
+        random(&[3, 2, 3, 3], -0.5, 0.5, 601),
+        random(&[3], -0.5, 0.5, 602),
+        random(&[2, 3], 0.5, 1.5, 603),
+    ];
+    let first = |d: &Device| {
+        let xs = leaves(&xs, d);
+        let refs: Vec<&Tensor> = xs.iter().collect();
+        grad(&[&loss(conv_net, &xs)], &refs, false)
+    };
+    for (i, (g, w)) in first(&dev()).iter().zip(first(&Device::Cpu)).enumerate() {
+        assert_close(&format!("conv net: ∂L/∂x{i}"), g, &w, |_, w| {
+            1e-4 * (1.0 + w.abs())
+        });
+    }
+    let hvp = |d: &Device| {
+        let xs = leaves(&xs, d);
+        let refs: Vec<&Tensor> = xs.iter().collect();
+        let gs = grad(&[&loss(conv_net, &xs)], &refs, true);
+        let dot = gs
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                g.mul(&random(g.shape(), -1.0, 1.0, 610 + i as u64).to(d))
+                    .sum_all()
+            })
+            .reduce(|a, b| a.add(&b))
+            .unwrap();
+        grad(&[&dot], &refs, false)
+    };
+    for (i, (g, w)) in hvp(&dev()).iter().zip(hvp(&Device::Cpu)).enumerate() {
+        assert_close(&format!("conv net: (Hu)[x{i}]"), g, &w, |_, w| {
+            5e-4 * (1.0 + w.abs())
+        });
+    }
+}
+
+/// The annealed DSM loss of the reference (anneal_power 2), with the noise `z` given; the
+/// per-sample σ and weights are uploaded with the batch.
+fn anneal_dsm(
+    model: &ncsn::nn::CondRefineNetDilated,
+    x: &Tensor,
+    z: &Tensor,
+    labels: &[usize],
+    sigmas: &[f32],
+) -> Tensor {
+    let (n, d) = (x.shape()[0], x.device());
+    let used: Vec<f32> = labels.iter().map(|&y| sigmas[y]).collect();
+    let sigma = Tensor::from_vec(used.clone(), &[n, 1, 1, 1]).to(&d);
+    let weights = Tensor::from_vec(used.iter().map(|s| 0.5 * s * s).collect(), &[n]).to(&d);
+    let scores = model.forward(&x.add(&z.mul(&sigma)), labels);
+    let target = z.div(&sigma).neg();
+    let per_sample = scores.sub(&target).square().sum(&[1, 2, 3], false);
+    per_sample.mul(&weights).mean_all()
+}
+
+#[test]
+fn refinenet_training_steps_match_cpu_and_copy_only_the_batch() {
+    use ncsn::nn::{CondRefineNetDilated, RefineNetConfig};
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let config = RefineNetConfig {
+        ngf: 4,
+        image_size: 8,
+        ..RefineNetConfig::cifar10()
+    };
+    let sigmas: Vec<f32> = (0..10).map(|i| 0.6f32.powi(i)).collect();
+    let make = |device: &Device| {
+        let model = CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(9));
+        model.store.to_device(device);
+        let adam = Adam::new(model.store.named_params(), AdamConfig::default());
+        (model, adam)
+    };
+    let (dm, mut da) = make(&d);
+    let (cm, mut ca) = make(&Device::Cpu);
+    let x = random(&[3, 3, 8, 8], 0.0, 1.0, 700);
+    let z = random(&[3, 3, 8, 8], -2.0, 2.0, 701);
+    let step = |model: &CondRefineNetDilated, adam: &mut Adam, device: &Device, s: usize| {
+        let labels = [s % 10, (s + 4) % 10, (s + 9) % 10];
+        let loss = anneal_dsm(model, &x.to(device), &z.to(device), &labels, &sigmas);
+        adam.step(&loss.backward());
+        loss.item()
+    };
+    for s in 0..3 {
+        let before = ctx.transfers();
+        let ld = step(&dm, &mut da, &d, s);
+        let t = ctx.transfers() - before;
+        let lc = step(&cm, &mut ca, &Device::Cpu, s);
+        assert!(
+            (ld - lc).abs() <= 1e-4 * (1.0 + lc.abs()),
+            "step {s}: loss on device {ld} vs cpu {lc}"
+        );
+        if s > 0 {
+            eprintln!("one RefineNet training step: {t:?}");
+            // x, z, σ, the weights, and the labels (as indices for the embeddings).
+            assert_eq!(t.uploads, 5, "{t:?}");
+            assert_eq!(t.downloads, 1, "{t:?}");
+        }
+    }
+    for ((name, p), (_, q)) in dm.store.named_params().iter().zip(cm.store.named_params()) {
+        assert_close(name, p, &q, |_, w| 1e-4 * (1.0 + w.abs()));
+    }
+}
+
 // ANCHOR: library_sampler
 #[test]
 fn the_library_sampler_runs_on_the_device_without_copies() {

@@ -165,8 +165,8 @@ pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor
 /// each. The values are those of the formulas above.
 fn fused_vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Option<Tensor> {
     use UnaryOp::*;
-    if g.shape() != x.shape() {
-        return None;
+    if g.shape() != x.shape() || !x.device().is_cpu() {
+        return None; // on a device: the tensor-op form, which runs there
     }
     let (xs, ys, gs) = (x.storage(), out.storage(), g.storage());
     // One monomorphised loop per activation, so that the derivative inlines into it.

@@ -323,20 +323,22 @@ pub(crate) fn concat(xs: &[Tensor], axis: usize, shape: &[usize]) -> Option<Data
     Some(wrap(&ctx, out))
 }
 
-/// Index lists recently uploaded, so that an index_select and the index_add of its VJP (which
-/// share one `Arc`) upload their indices once.
+/// Index lists recently uploaded, by content, so that the lookups of one batch's labels (one per
+/// CondInstanceNorm++ layer, and the index_add of each VJP) upload them once.
 #[allow(clippy::type_complexity)]
-static INDEX_CACHE: Mutex<Vec<(Weak<Vec<usize>>, Weak<VulkanContext>, Arc<DeviceIndices>)>> =
+static INDEX_CACHE: Mutex<Vec<(Vec<usize>, Weak<VulkanContext>, Arc<DeviceIndices>)>> =
     Mutex::new(Vec::new());
 
-fn device_indices(ctx: &Arc<VulkanContext>, indices: &Arc<Vec<usize>>) -> Arc<DeviceIndices> {
+fn device_indices(ctx: &Arc<VulkanContext>, indices: &[usize]) -> Arc<DeviceIndices> {
     let mut cache = INDEX_CACHE.lock().expect("index cache poisoned");
-    cache.retain(|(i, c, _)| i.strong_count() > 0 && c.strong_count() > 0);
-    if let Some((_, _, d)) = cache.iter().find(|(i, c, _)| {
-        i.upgrade().is_some_and(|i| Arc::ptr_eq(&i, indices))
-            && c.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx))
+    cache.retain(|(_, c, _)| c.strong_count() > 0);
+    if let Some(k) = cache.iter().position(|(i, c, _)| {
+        i.as_slice() == indices && c.upgrade().is_some_and(|c| Arc::ptr_eq(&c, ctx))
     }) {
-        return d.clone();
+        let hit = cache.remove(k); // the most recently used go last
+        let d = hit.2.clone();
+        cache.push(hit);
+        return d;
     }
     let words: Vec<u32> = indices
         .iter()
@@ -349,7 +351,7 @@ fn device_indices(ctx: &Arc<VulkanContext>, indices: &Arc<Vec<usize>>) -> Arc<De
     if cache.len() >= 16 {
         cache.remove(0);
     }
-    cache.push((Arc::downgrade(indices), Arc::downgrade(ctx), d.clone()));
+    cache.push((indices.to_vec(), Arc::downgrade(ctx), d.clone()));
     d
 }
 
@@ -493,4 +495,165 @@ impl Tensor {
         let gb = device_data(g, "adam").buffer();
         record(&ctx, "adam", |r| r.adam_step(&pb, &gb, &mb, &vb, cfg, step));
     }
+}
+
+// ---------------------------------------------------------------- convolution and pooling
+
+/// The layer's parameters for a convolution configured as the Tensor API does (the same stride,
+/// padding and dilation along both axes).
+fn conv_params(cfg: super::Conv2dConfig) -> vk::Conv2dParams {
+    vk::Conv2dParams {
+        stride: (cfg.stride, cfg.stride),
+        padding: (cfg.padding, cfg.padding),
+        dilation: (cfg.dilation, cfg.dilation),
+    }
+}
+
+/// 2-D convolution with an optional bias (`shaders/conv2d.comp`, an implicit GEMM).
+pub(crate) fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    cfg: super::Conv2dConfig,
+) -> Option<Data> {
+    let mut inputs = vec![x, w];
+    inputs.extend(b);
+    let ctx = context("conv2d", &inputs)?;
+    let (xb, wb) = (
+        device_data(x, "conv2d").buffer(),
+        device_data(w, "conv2d").buffer(),
+    );
+    let bb = b.map(|b| device_data(b, "conv2d").buffer());
+    let out = record(&ctx, "conv2d", |r| {
+        r.conv2d(&xb, &wb, bb.as_ref(), conv_params(cfg))
+    });
+    Some(wrap(&ctx, out))
+}
+
+/// The input gradient of a convolution (`shaders/conv2d_input_grad.comp`).
+pub(crate) fn conv2d_input_grad(
+    gy: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    cfg: super::Conv2dConfig,
+) -> Option<Data> {
+    let ctx = context("conv2d_input_grad", &[gy, w])?;
+    let gb = device_data(gy, "conv2d_input_grad").buffer();
+    let wb = device_data(w, "conv2d_input_grad").buffer();
+    let out = record(&ctx, "conv2d_input_grad", |r| {
+        r.conv2d_input_grad(&gb, &wb, input_hw, conv_params(cfg))
+    });
+    Some(wrap(&ctx, out))
+}
+
+/// The weight gradient of a convolution (`shaders/conv2d_weight_grad.comp`).
+pub(crate) fn conv2d_weight_grad(
+    x: &Tensor,
+    gy: &Tensor,
+    kernel_hw: (usize, usize),
+    cfg: super::Conv2dConfig,
+) -> Option<Data> {
+    let ctx = context("conv2d_weight_grad", &[x, gy])?;
+    let xb = device_data(x, "conv2d_weight_grad").buffer();
+    let gb = device_data(gy, "conv2d_weight_grad").buffer();
+    let out = record(&ctx, "conv2d_weight_grad", |r| {
+        r.conv2d_weight_grad(&xb, &gb, kernel_hw, conv_params(cfg))
+    });
+    Some(wrap(&ctx, out))
+}
+
+/// Average pooling (`shaders/avg_pool2d.comp`).
+pub(crate) fn avg_pool2d(x: &Tensor, cfg: super::Pool2dConfig) -> Option<Data> {
+    let ctx = context("avg_pool2d", &[x])?;
+    let xb = device_data(x, "avg_pool2d").buffer();
+    let (k, s, p) = (cfg.kernel, cfg.stride, cfg.padding);
+    let out = record(&ctx, "avg_pool2d", |r| {
+        r.avg_pool2d(&xb, (k, k), (s, s), (p, p))
+    });
+    Some(wrap(&ctx, out))
+}
+
+/// The adjoint of average pooling (`shaders/avg_pool2d_adjoint.comp`).
+pub(crate) fn avg_pool2d_adjoint(
+    g: &Tensor,
+    cfg: super::Pool2dConfig,
+    input_hw: (usize, usize),
+) -> Option<Data> {
+    let ctx = context("avg_pool2d_adjoint", &[g])?;
+    let gb = device_data(g, "avg_pool2d_adjoint").buffer();
+    let (k, s, p) = (cfg.kernel, cfg.stride, cfg.padding);
+    let out = record(&ctx, "avg_pool2d_adjoint", |r| {
+        r.avg_pool2d_adjoint(&gb, input_hw, (k, k), (s, s), (p, p))
+    });
+    Some(wrap(&ctx, out))
+}
+
+/// Bilinear resizing with aligned corners (`shaders/resize_bilinear.comp`).
+pub(crate) fn resize_bilinear(x: &Tensor, size: (usize, usize)) -> Option<Data> {
+    let ctx = context("resize_bilinear", &[x])?;
+    let xb = device_data(x, "resize_bilinear").buffer();
+    let out = record(&ctx, "resize_bilinear", |r| r.resize_bilinear(&xb, size));
+    Some(wrap(&ctx, out))
+}
+
+/// The adjoint of bilinear resizing (`shaders/resize_bilinear_adjoint.comp`).
+pub(crate) fn resize_bilinear_adjoint(g: &Tensor, input_hw: (usize, usize)) -> Option<Data> {
+    let ctx = context("resize_bilinear_adjoint", &[g])?;
+    let gb = device_data(g, "resize_bilinear_adjoint").buffer();
+    let out = record(&ctx, "resize_bilinear_adjoint", |r| {
+        r.resize_bilinear_adjoint(&gb, input_hw)
+    });
+    Some(wrap(&ctx, out))
+}
+
+// ---------------------------------------------------------------- the pieces of CondInstanceNorm++
+
+/// Instance normalisation `(x − μ)/√(σ² + eps)` per (n, c) plane, with the two-pass moments of
+/// `shaders/moments.comp` (biased variance, as `InstanceNorm2d`).
+pub(crate) fn instance_norm(x: &Tensor, eps: f32) -> Option<Data> {
+    let ctx = context("instance_norm", &[x])?;
+    let xb = device_data(x, "instance_norm").buffer();
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let out = record(&ctx, "instance_norm", |r| {
+        let (mean, var) = r.instance_norm_moments(&xb)?;
+        let (mean, var) = (mean.reshape(&[n, c, 1, 1]), var.reshape(&[n, c, 1, 1]));
+        let centred = r.binary(BinaryOp::Sub, &xb, &mean)?;
+        let var_eps = r.unary(vk::UnaryOp::AddScalar(eps), &var)?;
+        let std = r.unary(vk::UnaryOp::Sqrt, &var_eps)?;
+        let rstd = r.unary(vk::UnaryOp::Recip, &std)?;
+        r.binary(BinaryOp::Mul, &centred, &rstd)
+    });
+    Some(wrap(&ctx, out))
+}
+
+/// `x·a + b` with `a`, `b` of shape (N, C) scaling and shifting the planes of x (N, C, H, W).
+pub(crate) fn channel_affine(x: &Tensor, a: &Tensor, b: Option<&Tensor>) -> Option<Data> {
+    let mut inputs = vec![x, a];
+    inputs.extend(b);
+    let ctx = context("channel_affine", &inputs)?;
+    let (n, c) = (x.shape()[0], x.shape()[1]);
+    let out = record(&ctx, "channel_affine", |r| {
+        let xb = operand(r, x)?;
+        let ab = operand(r, a)?.reshape(&[n, c, 1, 1]);
+        let y = r.binary(BinaryOp::Mul, &xb, &ab)?;
+        match b {
+            Some(b) => {
+                let bb = operand(r, b)?.reshape(&[n, c, 1, 1]);
+                r.binary(BinaryOp::Add, &y, &bb)
+            }
+            None => Ok(y),
+        }
+    });
+    Some(wrap(&ctx, out))
+}
+
+/// The per-plane inner product of two (N, C, H, W) tensors, of shape (N, C).
+pub(crate) fn channel_dot(x: &Tensor, y: &Tensor) -> Option<Data> {
+    let ctx = context("channel_dot", &[x, y])?;
+    let out = record(&ctx, "channel_dot", |r| {
+        let (xb, yb) = (operand(r, x)?, operand(r, y)?);
+        let p = r.binary(BinaryOp::Mul, &xb, &yb)?;
+        r.reduce(ReduceOp::Sum, &p, &[2, 3], false)
+    });
+    Some(wrap(&ctx, out))
 }
