@@ -40,6 +40,12 @@ void main() {
         case 4:  r = max(u, v); break;
         case 5:  r = min(u, v); break;
         case 6:  r = pow(u, v); break;
+        // Comparisons give 1.0 where true, 0.0 elsewhere (masks for where_ and VJPs).
+        case 7:  r = u > v ? 1.0 : 0.0; break;
+        case 8:  r = u >= v ? 1.0 : 0.0; break;
+        case 9:  r = u < v ? 1.0 : 0.0; break;
+        case 10: r = u <= v ? 1.0 : 0.0; break;
+        case 11: r = u == v ? 1.0 : 0.0; break;
         default: r = 0.0; break;
         }
         z[i] = r;

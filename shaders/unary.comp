@@ -13,6 +13,17 @@ layout(push_constant) uniform Params {
     float p;    // the scalar of the scalar ops, alpha of elu
 } pc;
 
+// x^p with C's `powf` rules for a negative base, which GLSL's pow leaves undefined: an integer
+// p gives ±|x|^p (odd p keeps the sign), any other p gives NaN. x^0 = 1.
+float powf(float v) {
+    const float p = pc.p;
+    if (p == 0.0) return 1.0;
+    if (v >= 0.0) return pow(v, p);
+    if (floor(p) != p) return uintBitsToFloat(0x7fc00000u);          // NaN
+    const float m = pow(-v, p);
+    return mod(p, 2.0) == 1.0 ? -m : m;
+}
+
 // ANCHOR: ops
 float apply(float v) {
     switch (pc.op) {
@@ -37,6 +48,7 @@ float apply(float v) {
     case 15: return v * pc.p;
     case 16: return pow(v, pc.p);                                    // v >= 0 only (GLSL pow)
     case 17: return v > 0.0 ? v : pc.p * v;                          // leaky relu
+    case 18: return powf(v);                                         // x^p for any sign of x
     default: return v;
     }
 }

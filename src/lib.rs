@@ -34,7 +34,9 @@
 //!   a model's parameters and of a whole training state ([`io::save_training`]); PNG grids.
 //! - [`backend`] — with the `vulkan` feature, a Vulkan compute layer (vulkano, GLSL shaders in
 //!   `shaders/` compiled with `glslc`): device buffers and kernels for GEMM, convolutions,
-//!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG.
+//!   elementwise ops, reductions, Adam and a Langevin step with an on-device Philox RNG. Tensors
+//!   live on a [`Device`] chosen at run time (`--device cpu|vulkan`, [`Device::from_args`]); every
+//!   tensor op, autograd, Adam and [`Tensor::langevin_step`] run where the data is.
 //! - [`run`] — training runs on images: presets, checkpoints and resume, sampling, inpainting, the
 //!   nearest-neighbour check, `results.json`, and the command line of the image examples.
 //! - [`error`] — the [`Error`] type of everything that reads or writes files.
@@ -67,4 +69,4 @@ pub mod toy;
 
 pub use autograd::{Gradients, backward, grad, grad_with};
 pub use error::{Error, Result};
-pub use tensor::{Tensor, no_grad};
+pub use tensor::{Device, Tensor, no_grad};

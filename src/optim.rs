@@ -129,6 +129,10 @@ struct AdamState {
     exp_avg: ArrayD<f32>,
     exp_avg_sq: ArrayD<f32>,
     max_exp_avg_sq: Option<ArrayD<f32>>,
+    /// The moments `(exp_avg, exp_avg_sq)` as device tensors, for a parameter on a Vulkan
+    /// device; they supersede the arrays above while set.
+    #[cfg(feature = "vulkan")]
+    on_device: Option<(Tensor, Tensor)>,
 }
 
 /// Adam (Kingma & Ba), with PyTorch's bias correction, weight decay and AMSGrad flag.
@@ -163,8 +167,23 @@ impl Adam {
                 exp_avg: ArrayD::zeros(shape.clone()),
                 exp_avg_sq: ArrayD::zeros(shape.clone()),
                 max_exp_avg_sq: c.amsgrad.then(|| ArrayD::zeros(shape.clone())),
+                #[cfg(feature = "vulkan")]
+                on_device: None,
             });
             s.step += 1;
+            // A parameter on a Vulkan device: the same update as one kernel there (AMSGrad has
+            // no device kernel and takes the CPU path below, through the host).
+            #[cfg(feature = "vulkan")]
+            if !p.device().is_cpu() && !c.amsgrad {
+                s.device_step(p, g, c);
+                continue;
+            }
+            #[cfg(feature = "vulkan")]
+            if let Some((m, v)) = s.on_device.take() {
+                // Back on the CPU (or AMSGrad): the moments come home once.
+                s.exp_avg = m.to_array();
+                s.exp_avg_sq = v.to_array();
+            }
             // PyTorch computes the bias corrections as Python floats (f64): 1 − β₂ᵗ cancels
             // badly in f32 for small t (a relative error of 3e-5 at t = 2).
             let bias1 = 1.0 - (c.beta1 as f64).powi(s.step as i32);
@@ -228,6 +247,13 @@ impl Adam {
         let mut meta = BTreeMap::new();
         for ((name, _), s) in self.params.iter().zip(&self.state) {
             let Some(s) = s else { continue };
+            #[cfg(feature = "vulkan")]
+            if let Some((m, v)) = &s.on_device {
+                tensors.push((format!("{name}.exp_avg"), m.to_array()));
+                tensors.push((format!("{name}.exp_avg_sq"), v.to_array()));
+                meta.insert(format!("{name}.step"), s.step.to_string());
+                continue;
+            }
             tensors.push((format!("{name}.exp_avg"), s.exp_avg.clone()));
             tensors.push((format!("{name}.exp_avg_sq"), s.exp_avg_sq.clone()));
             if let Some(m) = &s.max_exp_avg_sq {
@@ -280,10 +306,40 @@ impl Adam {
                 exp_avg: fetch("exp_avg")?,
                 exp_avg_sq: fetch("exp_avg_sq")?,
                 max_exp_avg_sq,
+                #[cfg(feature = "vulkan")]
+                on_device: None,
             }));
         }
         self.state = new_state;
         Ok(())
+    }
+}
+
+#[cfg(feature = "vulkan")]
+impl AdamState {
+    /// One step (the count already advanced) for a parameter on a Vulkan device: the moments
+    /// move to the device on the first such step (zeros made there, or the loaded values
+    /// uploaded once) and the update runs as `shaders/adam.comp`.
+    fn device_step(&mut self, p: &Tensor, g: &Tensor, c: AdamConfig) {
+        let device = p.device();
+        let (m, v) = self.on_device.get_or_insert_with(|| {
+            let moved = |a: &ArrayD<f32>| {
+                if self.step == 1 {
+                    Tensor::full_on(a.shape(), 0.0, &device)
+                } else {
+                    Tensor::from_array(a.clone()).to(&device)
+                }
+            };
+            (moved(&self.exp_avg), moved(&self.exp_avg_sq))
+        });
+        let cfg = crate::backend::vulkan::AdamConfig {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+        };
+        p.adam_step_on_device(g, m, v, cfg, self.step);
     }
 }
 

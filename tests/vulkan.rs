@@ -470,6 +470,9 @@ fn unary_ops_match_cpu() {
             |x| x.powf(1.7f32 as f64),
             derived,
         ),
+        // Negative bases with an integer exponent: the sign of an odd power is kept.
+        (UnaryOp::Powf(3.0), -4.0, 4.0, |x| x.powi(3), derived),
+        (UnaryOp::Powf(-2.0), 0.25, 4.0, |x| x.powi(-2), derived),
     ];
     for (k, (op, lo, hi, f, tol)) in cases.into_iter().enumerate() {
         let x = random(n, lo, hi, 100 + k as u64);
@@ -510,6 +513,11 @@ fn binary_ops_broadcast_like_numpy() {
         BinaryOp::Max,
         BinaryOp::Min,
         BinaryOp::Pow,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+        BinaryOp::Lt,
+        BinaryOp::Le,
+        BinaryOp::Eq,
     ];
     for (s, (sa, sb)) in shapes.iter().enumerate() {
         let out_shape = broadcast_shape(sa, sb).unwrap();
@@ -550,6 +558,11 @@ fn binary_ops_broadcast_like_numpy() {
                         let w = (u as f64).powf(v as f64);
                         (w, 1e-5 * w.abs() + 2e-6)
                     }
+                    BinaryOp::Gt => (f64::from(u8::from(u > v)), 0.0),
+                    BinaryOp::Ge => (f64::from(u8::from(u >= v)), 0.0),
+                    BinaryOp::Lt => (f64::from(u8::from(u < v)), 0.0),
+                    BinaryOp::Le => (f64::from(u8::from(u <= v)), 0.0),
+                    BinaryOp::Eq => (f64::from(u8::from(u == v)), 0.0),
                 };
                 assert!(
                     (g as f64 - want).abs() <= tol,
@@ -742,6 +755,67 @@ fn avg_pool2d_counts_padding() {
 /// rounding moves the weights by ≤ ½ ULP of the coordinate, ≤ 2⁻²⁴·in), and the blend is 6
 /// products and 3 sums of values ≤ 1 in magnitude: bound `1e−6` absolute covers both with margin
 /// for inputs of size ≤ 11.
+/// The adjoint kernels of pooling and resizing against their forward kernels, by the defining
+/// identity ⟨A x, g⟩ = ⟨x, Aᵀ g⟩, both sides summed in f64 from the device's f32 results. Each
+/// side carries the f32 error of its kernel (a sum of at most K terms of weight ≤ 1, relative
+/// 2·K·u) on every entry, so the sides differ by at most 2·K·u·(Σ|A x||g| + Σ|x||Aᵀ g|) summed,
+/// bounded here by 2·K·u·Σ(|A x||g|) + 2·K·u·Σ(|x||Aᵀ g|) with K = 16.
+#[test]
+fn pool_and_resize_adjoints_are_transposes() {
+    let (n, c, h, w) = (2, 3, 9, 7);
+    let x = random(n * c * h * w, -1.0, 1.0, 520);
+    let dx = up(&x, &[n, c, h, w]);
+    let dot = |a: &[f32], b: &[f32]| -> (f64, f64) {
+        a.iter().zip(b).fold((0.0, 0.0), |(s, m), (&u, &v)| {
+            (s + u as f64 * v as f64, m + (u as f64 * v as f64).abs())
+        })
+    };
+    let check = |what: String, ax: Vec<f32>, g: &[f32], atg: Vec<f32>| {
+        let (lhs, lm) = dot(&ax, g);
+        let (rhs, rm) = dot(&x, &atg);
+        let tol = 2.0 * 16.0 * U * (lm + rm) + 1e-12;
+        assert!(
+            (lhs - rhs).abs() <= tol,
+            "{what}: <Ax, g> = {lhs} vs <x, A^T g> = {rhs}"
+        );
+    };
+    for (k, s, p) in [
+        ((3, 3), (2, 2), (1, 1)),
+        ((2, 2), (2, 2), (0, 0)),
+        ((3, 2), (1, 3), (1, 1)),
+        ((5, 5), (1, 1), (2, 2)),
+    ] {
+        let y = ctx().run(|r| r.avg_pool2d(&dx, k, s, p)).unwrap();
+        let g = random(y.len(), -1.0, 1.0, 521);
+        let dg = up(&g, y.shape());
+        let gx = ctx()
+            .run(|r| r.avg_pool2d_adjoint(&dg, (h, w), k, s, p))
+            .unwrap();
+        assert_eq!(gx.shape(), [n, c, h, w]);
+        check(
+            format!("avg_pool2d {k:?} {s:?} {p:?}"),
+            down(&y),
+            &g,
+            down(&gx),
+        );
+    }
+    for size in [(17, 13), (4, 3), (9, 7), (1, 5)] {
+        let y = ctx().run(|r| r.resize_bilinear(&dx, size)).unwrap();
+        let g = random(y.len(), -1.0, 1.0, 522);
+        let dg = up(&g, y.shape());
+        let gx = ctx()
+            .run(|r| r.resize_bilinear_adjoint(&dg, (h, w)))
+            .unwrap();
+        assert_eq!(gx.shape(), [n, c, h, w]);
+        check(
+            format!("resize_bilinear to {size:?}"),
+            down(&y),
+            &g,
+            down(&gx),
+        );
+    }
+}
+
 #[test]
 fn resize_bilinear_align_corners() {
     let (n, c) = (2, 2);

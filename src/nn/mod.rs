@@ -96,6 +96,14 @@ impl ParamStore {
         self.len() == 0
     }
 
+    /// Moves every parameter to `device` in place (layers and optimizers hold the same
+    /// handles, so they follow): `store.to_device(&Device::parse("vulkan")?)`.
+    pub fn to_device(&self, device: &crate::tensor::Device) {
+        for (_, p) in self.named_params() {
+            p.move_to(device);
+        }
+    }
+
     /// The total number of scalar parameters (PyTorch's `sum(p.numel() for p in model.parameters())`).
     pub fn num_scalars(&self) -> usize {
         self.named_params().iter().map(|(_, t)| t.numel()).sum()

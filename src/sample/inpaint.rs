@@ -39,7 +39,7 @@ pub fn annealed_langevin_inpaint(
         let mut step = 0;
         for i in 0..sigmas.len() {
             let alpha = config.step_at(sigmas, i);
-            let z = Tensor::randn(&shape, rng);
+            let z = Tensor::randn_on(&shape, &x.device(), rng);
             let y_tilde = known.add(&z.mul_scalar(sigmas.get(i))).mul(&keep); // ỹ ⊙ m
             x = x.mul(&free).add(&y_tilde);
             for _ in 0..config.n_steps_each {

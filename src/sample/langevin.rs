@@ -39,6 +39,10 @@ impl LangevinConfig {
 // ANCHOR: langevin_step
 /// One step of Eq. 4: x + ε/2·s + √ε·z, with z ~ N(0, I) drawn from `rng`.
 pub fn langevin_step(x: &Tensor, score: &Tensor, eps: f32, rng: &mut impl Rng) -> Tensor {
+    if !x.device().is_cpu() {
+        // On a device: the fused kernel, with z drawn there from a seed taken from `rng`.
+        return x.langevin_step(score, eps, rng.random(), 0);
+    }
     let z = Tensor::randn(x.shape(), rng);
     x.add(&score.mul_scalar(eps / 2.0))
         .add(&z.mul_scalar(eps.sqrt()))

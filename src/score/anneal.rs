@@ -120,7 +120,7 @@ pub fn anneal_dsm_loss_with(
     sigmas: &GeometricSigmas,
     anneal_power: f32,
 ) -> Tensor {
-    let sigma = sigmas.gather(labels, x.ndim()); //      (N, 1, …): σ of each sample
+    let sigma = sigmas.gather(labels, x.ndim()).to(&x.device()); //      (N, 1, …): σ of each sample
     let x_tilde = x.add(&z.mul(&sigma)); //               x̃ = x + σz
     let target = z.div(&sigma).neg(); //                  −(x̃ − x)/σ² = −z/σ
     let s = score(&x_tilde, labels);
@@ -143,6 +143,6 @@ pub fn anneal_dsm_loss(
     rng: &mut impl Rng,
 ) -> Tensor {
     let labels = sigmas.sample_labels(x.shape()[0], rng);
-    let z = Tensor::randn(x.shape(), rng);
+    let z = Tensor::randn_on(x.shape(), &x.device(), rng);
     anneal_dsm_loss_with(score, x, &labels, &z, sigmas, anneal_power)
 }

@@ -39,6 +39,6 @@ pub fn dsm_loss(
     sigma: f32,
     rng: &mut impl Rng,
 ) -> Tensor {
-    let z = Tensor::randn(x.shape(), rng);
+    let z = Tensor::randn_on(x.shape(), &x.device(), rng);
     dsm_loss_with(score, x, &z, sigma)
 }

@@ -28,7 +28,7 @@ pub fn esm_loss(score: impl Fn(&Tensor) -> Tensor, x: &Tensor) -> Tensor {
     let xf = flat(&x.detach()).requires_grad_(); //           (N, D), a leaf we differentiate in
     let s = flat(&score(&xf.reshape(&shape))); //              s(x), (N, D)
     let (n, d) = (s.shape()[0], s.shape()[1]);
-    let mut trace = Tensor::zeros(&[n, 1]);
+    let mut trace = Tensor::full_on(&[n, 1], 0.0, &x.device());
     for i in 0..d {
         let s_i = s.narrow(1, i, 1).sum_all(); //               Σₙ s_i(xₙ)
         let row = &grad(&[&s_i], &[&xf], true)[0]; //          ∇ₓ s_i, (N, D)

@@ -97,7 +97,7 @@ impl NoiseConditionalMlp {
             x.shape()
         );
         let gains = self.gammas.clone().map(|g| g.index_select(0, labels)); // γ[i] per row, (N, hidden)
-        let sigma = self.sigmas.gather(labels, 2); //                          (N, 1)
+        let sigma = self.sigmas.gather(labels, 2).to(&x.device()); //        (N, 1)
         self.forward_with(x, &gains, &sigma)
     }
 

@@ -116,7 +116,7 @@ pub fn ssm_loss(
     rng: &mut impl Rng,
 ) -> SsmLoss {
     let x = repeat_rows(x, n_particles);
-    let v = projection.sample(x.shape(), rng);
+    let v = projection.sample(x.shape(), rng).to(&x.device());
     sliced_score_matching(score, &x, &v, false)
 }
 
@@ -130,7 +130,7 @@ pub fn ssm_vr_loss(
     rng: &mut impl Rng,
 ) -> SsmLoss {
     let x = repeat_rows(x, n_particles);
-    let v = Tensor::randn(x.shape(), rng);
+    let v = Tensor::randn_on(x.shape(), &x.device(), rng);
     sliced_score_matching(score, &x, &v, true)
 }
 // ANCHOR_END: ssm_vr

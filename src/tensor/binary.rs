@@ -8,6 +8,22 @@ use super::unary::PAR_THRESHOLD;
 use super::{Op, Storage, Tensor};
 use ndarray::{ArrayD, IxDyn, Zip};
 
+#[cfg(feature = "vulkan")]
+use crate::backend::vulkan::BinaryOp;
+
+/// The device kernel's code of a comparison.
+#[cfg(feature = "vulkan")]
+fn compare_code(op: &str) -> BinaryOp {
+    match op {
+        "gt" => BinaryOp::Gt,
+        "ge" => BinaryOp::Ge,
+        "lt" => BinaryOp::Lt,
+        "le" => BinaryOp::Le,
+        "eq" => BinaryOp::Eq,
+        _ => unreachable!("no comparison `{op}`"),
+    }
+}
+
 /// The shape two shapes broadcast to. Panics, naming `op` and both shapes, if they do not.
 pub fn broadcast_shape(a: &[usize], b: &[usize], op: &str) -> Vec<usize> {
     let n = a.len().max(b.len());
@@ -58,30 +74,51 @@ pub(crate) fn zip_with(
 impl Tensor {
     /// a + b
     pub fn add(&self, other: &Tensor) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::binary(BinaryOp::Add, self, other, "add") {
+            return Tensor::from_op(d, Op::Add(self.clone(), other.clone()));
+        }
         let out = zip_with(&self.storage(), &other.storage(), "add", |x, y| x + y);
         Tensor::from_op(out, Op::Add(self.clone(), other.clone()))
     }
 
     /// a − b
     pub fn sub(&self, other: &Tensor) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::binary(BinaryOp::Sub, self, other, "sub") {
+            return Tensor::from_op(d, Op::Sub(self.clone(), other.clone()));
+        }
         let out = zip_with(&self.storage(), &other.storage(), "sub", |x, y| x - y);
         Tensor::from_op(out, Op::Sub(self.clone(), other.clone()))
     }
 
     /// a · b (elementwise)
     pub fn mul(&self, other: &Tensor) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::binary(BinaryOp::Mul, self, other, "mul") {
+            return Tensor::from_op(d, Op::Mul(self.clone(), other.clone()));
+        }
         let out = zip_with(&self.storage(), &other.storage(), "mul", |x, y| x * y);
         Tensor::from_op(out, Op::Mul(self.clone(), other.clone()))
     }
 
     /// a / b (elementwise)
     pub fn div(&self, other: &Tensor) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::binary(BinaryOp::Div, self, other, "div") {
+            return Tensor::from_op(d, Op::Div(self.clone(), other.clone()));
+        }
         let out = zip_with(&self.storage(), &other.storage(), "div", |x, y| x / y);
         Tensor::from_op(out, Op::Div(self.clone(), other.clone()))
     }
 
     /// Elementwise maximum. Where a = b the gradient is split equally, as PyTorch does.
     pub fn maximum(&self, other: &Tensor) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::binary(BinaryOp::Max, self, other, "maximum") {
+            let (a, b) = (self.clone(), other.clone());
+            return Tensor::from_op(d, Op::Extremum { a, b, min: false });
+        }
         let out = zip_with(&self.storage(), &other.storage(), "maximum", f32::max);
         Tensor::from_op(
             out,
@@ -95,6 +132,11 @@ impl Tensor {
 
     /// Elementwise minimum. Where a = b the gradient is split equally, as PyTorch does.
     pub fn minimum(&self, other: &Tensor) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::binary(BinaryOp::Min, self, other, "minimum") {
+            let (a, b) = (self.clone(), other.clone());
+            return Tensor::from_op(d, Op::Extremum { a, b, min: true });
+        }
         let out = zip_with(&self.storage(), &other.storage(), "minimum", f32::min);
         Tensor::from_op(
             out,
@@ -112,6 +154,10 @@ impl Tensor {
         op: &str,
         f: impl Fn(f32, f32) -> bool + Sync + Send,
     ) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::binary(compare_code(op), self, other, op) {
+            return Tensor::make(d, None, false);
+        }
         Tensor::from_array(zip_with(&self.storage(), &other.storage(), op, |x, y| {
             if f(x, y) { 1.0 } else { 0.0 }
         }))
@@ -149,6 +195,11 @@ impl Tensor {
     /// `mask ? a : b` elementwise, broadcasting all three; `mask` is read as true where non-zero
     /// and carries no gradient.
     pub fn where_(mask: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::select(mask, a, b) {
+            let (mask, a, b) = (mask.detach(), a.clone(), b.clone());
+            return Tensor::from_op(d, Op::Where { mask, a, b });
+        }
         let (m, x, y) = (mask.storage(), a.storage(), b.storage());
         let shape = broadcast_shape(
             &broadcast_shape(m.shape(), x.shape(), "where"),

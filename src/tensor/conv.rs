@@ -468,6 +468,11 @@ impl Tensor {
                 g.o
             );
         }
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::conv2d(self, weight, bias, cfg) {
+            let (x, w, b) = (self.clone(), weight.clone(), bias.cloned());
+            return Tensor::from_op(d, Op::Conv2d { x, w, b, cfg });
+        }
         let out = conv2d_kernel(
             &self.storage(),
             &weight.storage(),
@@ -508,6 +513,11 @@ impl Tensor {
             "conv2d_input_grad: gradient {:?} does not fit input size {input_hw:?}",
             self.shape()
         );
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::conv2d_input_grad(self, weight, input_hw, cfg) {
+            let (gy, w) = (self.clone(), weight.clone());
+            return Tensor::from_op(d, Op::Conv2dInputGrad { gy, w, cfg });
+        }
         let out = input_grad_kernel(&self.storage(), &weight.storage(), &g);
         Tensor::from_op(
             out,
@@ -538,6 +548,11 @@ impl Tensor {
             gy.shape(),
             self.shape()
         );
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::conv2d_weight_grad(self, gy, kernel_hw, cfg) {
+            let (x, gy) = (self.clone(), gy.clone());
+            return Tensor::from_op(d, Op::Conv2dWeightGrad { x, gy, cfg });
+        }
         let out = weight_grad_kernel(&self.storage(), &gy.storage(), &g);
         Tensor::from_op(
             out,

@@ -122,6 +122,10 @@ impl Tensor {
     /// The matrix product of the last two axes, `(…, m, k) · (…, k, n) → (…, m, n)`, with the
     /// leading axes broadcast (like `torch.matmul` for operands of two or more dimensions).
     pub fn matmul(&self, other: &Tensor) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::matmul(self, other) {
+            return Tensor::from_op(d, Op::Matmul(self.clone(), other.clone()));
+        }
         let out = matmul_kernel(&self.storage(), &other.storage());
         Tensor::from_op(out, Op::Matmul(self.clone(), other.clone()))
     }

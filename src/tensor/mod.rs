@@ -16,22 +16,35 @@
 //! | `pool.rs` | avg_pool2d (`count_include_pad`), bilinear resizing (`align_corners`), their adjoints |
 //! | `norm.rs` | instance_norm, channel_affine, channel_dot: the pieces of CondInstanceNorm++ |
 //!
+//! # Devices
+//! A tensor's data lives on a [`Device`]: the CPU, or with the `vulkan` feature a Vulkan device
+//! (`tensor.to(&device)`, `tensor.device()`). Each op begins with a device branch: when an input
+//! lives on a Vulkan device the op records the matching kernel there (`vulkan.rs`), otherwise it
+//! runs the CPU kernel below, untouched. The op is recorded for autograd the same way on both, so
+//! gradients of any order stay on the device. [`Tensor::storage`] always returns a CPU array,
+//! downloading a device tensor's data.
+//!
 //! # Errors
 //! Shape mismatches are programmer errors: every op panics with its name and the shapes involved,
 //! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
 
 mod binary;
 mod conv;
+mod device;
 pub mod fastmath;
 mod matmul;
 mod norm;
 mod op;
+pub mod philox;
 mod pool;
 mod reduce;
 mod shape;
 mod unary;
+#[cfg(feature = "vulkan")]
+mod vulkan;
 
 pub use conv::Conv2dConfig;
+pub use device::Device;
 pub(crate) use op::Op;
 pub use pool::Pool2dConfig;
 pub use unary::UnaryOp;
@@ -42,11 +55,45 @@ use rand_distr::{Distribution, StandardNormal, Uniform};
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 /// The storage of a tensor: a reference-counted, copy-on-write ndarray, so that reshapes, permutes
 /// and broadcasts share memory with their input.
 pub type Storage = ArcArray<f32, IxDyn>;
+
+/// Where a tensor's data lives: host memory, or a buffer on a Vulkan device.
+// ANCHOR: data_enum
+#[derive(Clone)]
+pub(crate) enum Data {
+    /// On the CPU: the ndarray the CPU kernels read.
+    Cpu(Storage),
+    /// On a Vulkan device: a contiguous device buffer (see `vulkan.rs`).
+    #[cfg(feature = "vulkan")]
+    Vulkan(vulkan::DeviceData),
+}
+// ANCHOR_END: data_enum
+
+impl Data {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Data::Cpu(s) => s.shape(),
+            #[cfg(feature = "vulkan")]
+            Data::Vulkan(d) => &d.shape,
+        }
+    }
+}
+
+impl From<Storage> for Data {
+    fn from(s: Storage) -> Data {
+        Data::Cpu(s)
+    }
+}
+
+impl From<ArrayD<f32>> for Data {
+    fn from(a: ArrayD<f32>) -> Data {
+        Data::Cpu(a.into_shared())
+    }
+}
 
 /// The elements of `s` in row-major order as a slice: borrowed when the storage is already
 /// contiguous (the common case), copied otherwise.
@@ -75,7 +122,7 @@ pub struct Tensor(Arc<Inner>);
 struct Inner {
     id: TensorId,
     shape: Vec<usize>,
-    data: RwLock<Storage>,
+    data: RwLock<Data>,
     op: Option<Op>,
     requires_grad: bool,
 }
@@ -135,7 +182,7 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 }
 
 impl Tensor {
-    fn make(data: Storage, op: Option<Op>, requires_grad: bool) -> Tensor {
+    fn make(data: Data, op: Option<Op>, requires_grad: bool) -> Tensor {
         LIVE.fetch_add(1, Ordering::Relaxed);
         Tensor(Arc::new(Inner {
             id: TensorId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
@@ -149,7 +196,7 @@ impl Tensor {
     /// The result of `op`: the op is recorded only when gradients are enabled and one of its inputs
     /// requires a gradient; otherwise the result is a plain leaf and the inputs can be freed.
     // ANCHOR: from_op
-    pub(crate) fn from_op(data: impl Into<Storage>, op: Op) -> Tensor {
+    pub(crate) fn from_op(data: impl Into<Data>, op: Op) -> Tensor {
         let record = is_grad_enabled() && op.inputs().iter().any(|t| t.requires_grad());
         if record {
             Tensor::make(data.into(), Some(op), true)
@@ -162,7 +209,7 @@ impl Tensor {
 
     /// A leaf tensor that owns `data`.
     pub fn from_array(data: impl Into<Storage>) -> Tensor {
-        Tensor::make(data.into(), None, false)
+        Tensor::make(Data::Cpu(data.into()), None, false)
     }
 
     /// A leaf tensor of the given shape from row-major values. Panics if the length does not match.
@@ -198,14 +245,29 @@ impl Tensor {
         Tensor::full(shape, 1.0)
     }
 
-    /// Zeros with the shape of `self`.
-    pub fn zeros_like(&self) -> Tensor {
-        Tensor::zeros(self.shape())
+    /// A tensor of `shape` filled with `v` on `device` (on a Vulkan device a fill command: no
+    /// host-to-device copy).
+    pub fn full_on(shape: &[usize], v: f32, device: &Device) -> Tensor {
+        match device {
+            Device::Cpu => Tensor::full(shape, v),
+            #[cfg(feature = "vulkan")]
+            Device::Vulkan(ctx) => Tensor::make(vulkan::full(ctx, shape, v), None, false),
+        }
     }
 
-    /// Ones with the shape of `self`.
+    /// `v` with the shape and on the device of `self`.
+    pub fn full_like(&self, v: f32) -> Tensor {
+        Tensor::full_on(self.shape(), v, &self.device())
+    }
+
+    /// Zeros with the shape and on the device of `self`.
+    pub fn zeros_like(&self) -> Tensor {
+        self.full_like(0.0)
+    }
+
+    /// Ones with the shape and on the device of `self` (the seed of a backward pass).
     pub fn ones_like(&self) -> Tensor {
-        Tensor::ones(self.shape())
+        self.full_like(1.0)
     }
 
     /// Draws from any distribution over f32 with an explicit, seeded RNG (row-major order).
@@ -256,12 +318,12 @@ impl Tensor {
     /// parameters and for inputs whose gradient you want, e.g. `x.detach().requires_grad_()` to
     /// take ∇ₓ of a network.
     pub fn requires_grad_(self) -> Tensor {
-        Tensor::make(self.storage(), None, true)
+        Tensor::make(self.read().clone(), None, true)
     }
 
     /// A leaf sharing this tensor's data, cut from the graph: no gradient flows through it.
     pub fn detach(&self) -> Tensor {
-        Tensor::make(self.storage(), None, false)
+        Tensor::make(self.read().clone(), None, false)
     }
 
     /// Whether gradients flow to or through this tensor.
@@ -317,9 +379,56 @@ impl Tensor {
         a as usize
     }
 
-    /// The data (a cheap shared handle; copy-on-write).
+    fn read(&self) -> RwLockReadGuard<'_, Data> {
+        self.0.data.read().expect("tensor lock poisoned")
+    }
+
+    /// The data as a CPU array (a cheap shared handle; copy-on-write). For a tensor on a Vulkan
+    /// device this downloads the data (one counted copy, which waits for the device): correct
+    /// everywhere, fast only on the CPU.
     pub fn storage(&self) -> Storage {
-        self.0.data.read().expect("tensor lock poisoned").clone()
+        match &*self.read() {
+            Data::Cpu(s) => s.clone(),
+            #[cfg(feature = "vulkan")]
+            Data::Vulkan(d) => d.download().into_shared(),
+        }
+    }
+
+    /// The device the data lives on.
+    pub fn device(&self) -> Device {
+        match &*self.read() {
+            Data::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "vulkan")]
+            Data::Vulkan(d) => Device::Vulkan(d.ctx.clone()),
+        }
+    }
+
+    /// A leaf with this tensor's data on `device` (the tensor itself if it is there already).
+    /// Moving between devices is one copy; the result requires a gradient if `self` does, as a
+    /// leaf of its own (no gradient flows back through the move).
+    // ANCHOR: to_device
+    pub fn to(&self, device: &Device) -> Tensor {
+        if self.device() == *device {
+            return self.clone();
+        }
+        let data = match device {
+            Device::Cpu => Data::Cpu(self.storage()),
+            #[cfg(feature = "vulkan")]
+            Device::Vulkan(ctx) => vulkan::upload(ctx, &self.storage().into_owned()),
+        };
+        Tensor::make(data, None, self.requires_grad())
+    }
+    // ANCHOR_END: to_device
+
+    /// Moves this tensor's data to `device` in place, keeping its identity: how a model's
+    /// parameters, which layers and optimizers hold by handle, move to a device
+    /// ([`crate::nn::ParamStore::to_device`]).
+    pub fn move_to(&self, device: &Device) {
+        if self.device() == *device {
+            return;
+        }
+        let data = self.to(device).read().clone();
+        *self.0.data.write().expect("tensor lock poisoned") = data;
     }
 
     /// A copy of the data as an owned array in standard (row-major) layout.
@@ -356,13 +465,28 @@ impl Tensor {
             data.shape(),
             self.shape()
         );
-        *self.0.data.write().expect("tensor lock poisoned") = data;
+        let mut guard = self.0.data.write().expect("tensor lock poisoned");
+        *guard = match &*guard {
+            Data::Cpu(_) => Data::Cpu(data),
+            // Stays on its device: one upload.
+            #[cfg(feature = "vulkan")]
+            Data::Vulkan(d) => vulkan::upload(&d.ctx, &data.into_owned()),
+        };
     }
 
-    /// Updates the data in place through `f` (copying first only if the storage is shared).
+    /// Updates the data in place through `f` (copying first only if the storage is shared). On
+    /// a Vulkan device the data makes a round trip through the host (a download and an upload).
     pub fn update_data(&self, f: impl FnOnce(&mut ndarray::ArrayViewMutD<f32>)) {
         let mut guard = self.0.data.write().expect("tensor lock poisoned");
-        f(&mut guard.view_mut());
+        match &mut *guard {
+            Data::Cpu(s) => f(&mut s.view_mut()),
+            #[cfg(feature = "vulkan")]
+            Data::Vulkan(d) => {
+                let mut a = d.download();
+                f(&mut a.view_mut());
+                *d = vulkan::upload_data(&d.ctx, &a);
+            }
+        }
     }
 }
 
@@ -371,11 +495,15 @@ impl fmt::Debug for Tensor {
         let op = self.op().map(|o| o.name()).unwrap_or("leaf");
         write!(
             f,
-            "Tensor(shape={:?}, op={}, requires_grad={})",
+            "Tensor(shape={:?}, op={}, requires_grad={}",
             self.shape(),
             op,
             self.requires_grad()
         )?;
+        if !self.device().is_cpu() {
+            write!(f, ", device={}", self.device())?;
+        }
+        write!(f, ")")?;
         if self.numel() <= 16 {
             write!(f, " {:?}", self.to_vec())?;
         }

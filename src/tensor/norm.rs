@@ -63,6 +63,12 @@ impl Tensor {
     /// (n, c) plane becomes (x − μ)/√(σ² + eps) with its own mean μ and *biased* variance σ².
     pub fn instance_norm(&self, eps: f32) -> Tensor {
         let [n, c, h, w] = dims4(self.shape(), "instance_norm");
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::instance_norm(self, eps) {
+            // The device's VJP uses the tensor-op formula below, which needs no saved 1/σ.
+            let (x, rstd) = (self.clone(), Arc::new(Vec::new()));
+            return Tensor::from_op(d, Op::InstanceNorm { x, eps, rstd });
+        }
         let hw = h * w;
         let xs = self.storage();
         let x = contiguous(&xs);
@@ -97,7 +103,7 @@ impl Tensor {
 /// The VJP of x̂ = (x − μ)·r with r = 1/√(σ² + eps), per plane of m pixels:
 /// ∂x = r · (ḡ − mean(ḡ) − x̂ · mean(ḡ ⊙ x̂)).
 fn instance_norm_vjp(x: &Tensor, out: &Tensor, eps: f32, rstd: &[f32], g: &Tensor) -> Tensor {
-    if is_grad_enabled() {
+    if is_grad_enabled() || !x.device().is_cpu() {
         // Recording a graph (create_graph): the formula in tensor ops, with r recomputed from x so
         // that the second derivative sees its dependence on x.
         let r = x.var(&[2, 3], false, true).add_scalar(eps).powf(-0.5);
@@ -141,6 +147,11 @@ impl Tensor {
                 self.shape()
             );
         }
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::channel_affine(self, a, b) {
+            let (x, a, b) = (self.clone(), a.clone(), b.cloned());
+            return Tensor::from_op(d, Op::ChannelAffine { x, a, b });
+        }
         let hw = h * w;
         let (xst, ast) = (self.storage(), a.storage());
         let bst = b.map(|b| b.storage());
@@ -176,6 +187,10 @@ impl Tensor {
             self.shape(),
             other.shape()
         );
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::channel_dot(self, other) {
+            return Tensor::from_op(d, Op::ChannelDot(self.clone(), other.clone()));
+        }
         let hw = h * w;
         let (xst, yst) = (self.storage(), other.storage());
         let (x, y) = (contiguous(&xst), contiguous(&yst));

@@ -226,6 +226,16 @@ impl Tensor {
     /// zeros (but not beyond the padding).
     pub fn avg_pool2d(&self, cfg: Pool2dConfig) -> Tensor {
         let [n, c, h, w] = dims4(self.shape(), "avg_pool2d");
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::avg_pool2d(self, cfg) {
+            return Tensor::from_op(
+                d,
+                Op::AvgPool2d {
+                    x: self.clone(),
+                    cfg,
+                },
+            );
+        }
         let ((th, rs), (tw, cs)) = (Taps::pool(&cfg, h), Taps::pool(&cfg, w));
         let out = separable(
             &contiguous(&self.storage()),
@@ -257,6 +267,11 @@ impl Tensor {
             "avg_pool2d_adjoint: gradient {:?} does not fit input size {input_hw:?}",
             self.shape()
         );
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::avg_pool2d_adjoint(self, cfg, input_hw) {
+            let g = self.clone();
+            return Tensor::from_op(d, Op::AvgPool2dAdjoint { g, cfg });
+        }
         let out = separable_adjoint(
             &contiguous(&self.storage()),
             n * c,
@@ -289,6 +304,10 @@ impl Tensor {
         if (h, w) == size {
             return self.clone();
         }
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::resize_bilinear(self, size) {
+            return Tensor::from_op(d, Op::ResizeBilinear { x: self.clone() });
+        }
         let (th, tw) = (Taps::bilinear(h, size.0), Taps::bilinear(w, size.1));
         let out = separable(&contiguous(&self.storage()), n * c, (h, w), &th, &tw, None);
         Tensor::from_op(
@@ -303,6 +322,10 @@ impl Tensor {
         let [n, c, ho, wo] = dims4(self.shape(), "resize_bilinear_adjoint");
         if (ho, wo) == input_hw {
             return self.clone();
+        }
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::resize_bilinear_adjoint(self, input_hw) {
+            return Tensor::from_op(d, Op::ResizeBilinearAdjoint { g: self.clone() });
         }
         let (th, tw) = (
             Taps::bilinear(input_hw.0, ho),

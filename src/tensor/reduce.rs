@@ -4,6 +4,9 @@
 use super::{Op, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn};
 
+#[cfg(feature = "vulkan")]
+use crate::backend::vulkan::ReduceOp;
+
 /// Resolves, sorts and de-duplicates a list of possibly negative axes.
 fn norm_axes(t: &Tensor, axes: &[isize]) -> Vec<usize> {
     let mut v: Vec<usize> = axes.iter().map(|&a| t.axis(a)).collect();
@@ -91,6 +94,11 @@ impl Tensor {
     /// as size 1.
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let axes = norm_axes(self, axes);
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::reduce(ReduceOp::Sum, self, &axes, keepdim) {
+            let x = self.clone();
+            return Tensor::from_op(d, Op::Sum { x, axes, keepdim });
+        }
         let out = fold_axes(self, &axes, 0.0, |a, b| a + b);
         let out = out
             .into_shape_with_order(IxDyn(&reduced_shape(self.shape(), &axes, keepdim)))
@@ -141,6 +149,11 @@ impl Tensor {
     /// them equally (`torch.amax`).
     pub fn max(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let axes = norm_axes(self, axes);
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::reduce(ReduceOp::Max, self, &axes, keepdim) {
+            let x = self.clone();
+            return Tensor::from_op(d, Op::Max { x, axes, keepdim });
+        }
         let out = fold_axes(self, &axes, f32::NEG_INFINITY, f32::max);
         let out = out
             .into_shape_with_order(IxDyn(&reduced_shape(self.shape(), &axes, keepdim)))

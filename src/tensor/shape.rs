@@ -5,6 +5,26 @@ use super::{Op, Tensor};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use std::sync::Arc;
 
+/// The shape of `xs` joined along `axis`. Panics, naming the shapes, if they disagree off it.
+#[cfg(feature = "vulkan")]
+fn concat_shape(xs: &[Tensor], axis: usize) -> Vec<usize> {
+    let mut shape = xs[0].shape().to_vec();
+    shape[axis] = 0;
+    for x in xs {
+        let mut s = x.shape().to_vec();
+        let ok = s.len() == shape.len() && {
+            s[axis] = 0;
+            s == shape
+        };
+        if !ok {
+            let shapes: Vec<_> = xs.iter().map(|x| x.shape().to_vec()).collect();
+            panic!("concat: shapes {shapes:?} do not agree off axis {axis}")
+        }
+    }
+    shape[axis] = xs.iter().map(|x| x.shape()[axis]).sum();
+    shape
+}
+
 /// The permutation that undoes `perm`.
 pub(crate) fn inverse_permutation(perm: &[usize]) -> Vec<usize> {
     let mut inv = vec![0; perm.len()];
@@ -26,6 +46,10 @@ impl Tensor {
             self.shape(),
             shape
         );
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::reshape(self, shape) {
+            return Tensor::from_op(d, Op::Reshape(self.clone()));
+        }
         let data = self.storage();
         let data = if data.is_standard_layout() {
             data
@@ -80,6 +104,10 @@ impl Tensor {
             "permute: {perm:?} is not a permutation of the axes of shape {:?}",
             self.shape()
         );
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::permute(self, perm) {
+            return Tensor::from_op(d, Op::Permute(self.clone(), perm.to_vec()));
+        }
         let out = self.storage().permuted_axes(IxDyn(perm));
         Tensor::from_op(out, Op::Permute(self.clone(), perm.to_vec()))
     }
@@ -100,6 +128,20 @@ impl Tensor {
     pub fn broadcast_to(&self, shape: &[usize]) -> Tensor {
         if self.shape() == shape {
             return self.clone();
+        }
+        #[cfg(feature = "vulkan")]
+        if !self.device().is_cpu() {
+            // The CPU path's check and message.
+            let ok = super::binary::broadcast_shape(self.shape(), shape, "broadcast_to") == shape;
+            assert!(
+                ok,
+                "broadcast_to: shape {:?} does not broadcast to {:?}",
+                self.shape(),
+                shape
+            );
+            if let Some(d) = super::vulkan::broadcast_to(self, shape) {
+                return Tensor::from_op(d, Op::BroadcastTo(self.clone()));
+            }
         }
         let data = self.storage();
         let view = data.broadcast(IxDyn(shape)).unwrap_or_else(|| {
@@ -144,6 +186,11 @@ impl Tensor {
             start + len,
             self.shape()
         );
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::narrow(self, a, start, len) {
+            let x = self.clone();
+            return Tensor::from_op(d, Op::Narrow { x, axis: a, start });
+        }
         let mut data = self.storage();
         data.slice_axis_inplace(Axis(a), Slice::from(start..start + len));
         Tensor::from_op(
@@ -163,6 +210,11 @@ impl Tensor {
             axis < shape.len(),
             "pad_axis: axis {axis} out of range for shape {shape:?}"
         );
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::pad(self, axis, before, after) {
+            let x = self.clone();
+            return Tensor::from_op(d, Op::Pad { x, axis, before });
+        }
         let len = shape[axis];
         shape[axis] += before + after;
         let mut out = ArrayD::zeros(IxDyn(&shape));
@@ -182,6 +234,13 @@ impl Tensor {
     pub fn concat(xs: &[Tensor], axis: isize) -> Tensor {
         assert!(!xs.is_empty(), "concat: no tensors");
         let a = xs[0].axis(axis);
+        #[cfg(feature = "vulkan")]
+        if xs.iter().any(|x| !x.device().is_cpu()) {
+            let shape = concat_shape(xs, a);
+            if let Some(d) = super::vulkan::concat(xs, a, &shape) {
+                return Tensor::from_op(d, Op::Concat(xs.to_vec(), a));
+            }
+        }
         let storages: Vec<_> = xs.iter().map(|x| x.storage()).collect();
         let views: Vec<_> = storages.iter().map(|s| s.view()).collect();
         let out = ndarray::concatenate(Axis(a), &views).unwrap_or_else(|_| {
@@ -211,6 +270,11 @@ impl Tensor {
                 self.shape()
             );
         }
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::index_select(self, axis, &indices) {
+            let x = self.clone();
+            return Tensor::from_op(d, Op::IndexSelect { x, axis, indices });
+        }
         let out = self.storage().select(Axis(axis), &indices);
         Tensor::from_op(
             out,
@@ -232,6 +296,16 @@ impl Tensor {
             indices.len(),
             self.shape()
         );
+        #[cfg(feature = "vulkan")]
+        if !self.device().is_cpu() {
+            if let Some(bad) = indices.iter().find(|&&i| i >= size) {
+                panic!("index_add: index {bad} out of range for size {size}");
+            }
+            if let Some(d) = super::vulkan::index_add(self, size, axis, &indices) {
+                let src = self.clone();
+                return Tensor::from_op(d, Op::IndexAdd { src, axis, indices });
+            }
+        }
         let mut shape = self.shape().to_vec();
         shape[axis] = size;
         let mut out = ArrayD::<f32>::zeros(IxDyn(&shape));

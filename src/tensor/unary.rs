@@ -165,8 +165,8 @@ pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor
 /// each. The values are those of the formulas above.
 fn fused_vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Option<Tensor> {
     use UnaryOp::*;
-    if g.shape() != x.shape() {
-        return None;
+    if g.shape() != x.shape() || !x.device().is_cpu() {
+        return None; // on a device: the tensor-op form, which runs there
     }
     let (xs, ys, gs) = (x.storage(), out.storage(), g.storage());
     // One monomorphised loop per activation, so that the derivative inlines into it.
@@ -194,7 +194,12 @@ fn fused_vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Option<Tens
 
 impl Tensor {
     /// Applies an elementwise function, recording it for autograd.
+    // ANCHOR: unary_dispatch
     pub fn unary(&self, kind: UnaryOp) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::unary(kind, self) {
+            return Tensor::from_op(d, Op::Unary(kind, self.clone()));
+        }
         let x = self.storage();
         let x = x.as_standard_layout();
         let src = x.as_slice().expect("standard layout");
@@ -210,6 +215,7 @@ impl Tensor {
         let out = ArrayD::from_shape_vec(IxDyn(self.shape()), out).expect("shape");
         Tensor::from_op(out, Op::Unary(kind, self.clone()))
     }
+    // ANCHOR_END: unary_dispatch
 
     /// −x
     pub fn neg(&self) -> Tensor {
@@ -278,6 +284,10 @@ impl Tensor {
     /// The sign of each element (−1, 0 or 1) as a constant: it has zero derivative almost
     /// everywhere, so it records nothing.
     pub fn sign(&self) -> Tensor {
+        #[cfg(feature = "vulkan")]
+        if let Some(d) = super::vulkan::sign(self) {
+            return Tensor::make(d, None, false);
+        }
         Tensor::from_array(self.storage().mapv(|v| {
             if v > 0.0 {
                 1.0

@@ -1,6 +1,7 @@
 //! The Vulkan context, device buffers, and the command recorder.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
@@ -79,7 +80,59 @@ pub struct VulkanContext {
     command_buffers: Arc<StandardCommandBufferAllocator>,
     descriptor_sets: Arc<StandardDescriptorSetAllocator>,
     pipelines: Mutex<HashMap<Kernel, Arc<ComputePipeline>>>,
+    /// A process-unique id, the key of this context's recordings in [`PENDING`].
+    id: u64,
+    transfers: [AtomicU64; 4],
 }
+
+/// A recording of [`VulkanContext::record`] not yet submitted: the command buffer being filled
+/// and how many calls it holds.
+struct Pending {
+    ctx: u64,
+    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+    calls: usize,
+}
+
+thread_local! {
+    /// Each thread's recordings, one per context. vulkano's command-buffer allocator keeps a
+    /// pool per thread, so a command buffer is recorded and submitted on the thread that began it.
+    static PENDING: std::cell::RefCell<Vec<Pending>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static NEXT_CONTEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// How many host↔device copies a [`VulkanContext`] has made, and how many bytes they moved
+/// (see [`VulkanContext::transfers`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfers {
+    /// Copies from the host to the device ([`VulkanContext::upload`],
+    /// [`VulkanContext::upload_indices`]).
+    pub uploads: u64,
+    /// Bytes uploaded.
+    pub upload_bytes: u64,
+    /// Copies from the device to the host ([`VulkanContext::download`] and
+    /// [`VulkanContext::download_bits`]).
+    pub downloads: u64,
+    /// Bytes downloaded.
+    pub download_bytes: u64,
+}
+
+impl std::ops::Sub for Transfers {
+    type Output = Transfers;
+    /// The copies made between two readings.
+    fn sub(self, earlier: Transfers) -> Transfers {
+        Transfers {
+            uploads: self.uploads - earlier.uploads,
+            upload_bytes: self.upload_bytes - earlier.upload_bytes,
+            downloads: self.downloads - earlier.downloads,
+            download_bytes: self.download_bytes - earlier.download_bytes,
+        }
+    }
+}
+
+/// Calls of [`VulkanContext::record`] after which the shared recording is submitted, so that
+/// the intermediates it keeps alive stay bounded (see the memory note on [`Recorder`]).
+const RECORD_FLUSH_EVERY: usize = 256;
 
 /// `f32` data in device memory with a row-major (C-order) shape.
 ///
@@ -191,7 +244,78 @@ impl VulkanContext {
             device,
             queue,
             pipelines: Mutex::new(HashMap::new()),
+            id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
+            transfers: Default::default(),
         })
+    }
+
+    /// The host↔device copies this context has made so far. Subtract two readings to count the
+    /// copies of a piece of work.
+    pub fn transfers(&self) -> Transfers {
+        let t = |i: usize| self.transfers[i].load(Ordering::Relaxed);
+        Transfers {
+            uploads: t(0),
+            upload_bytes: t(1),
+            downloads: t(2),
+            download_bytes: t(3),
+        }
+    }
+
+    fn count_transfer(&self, download: bool, bytes: usize) {
+        let i = if download { 2 } else { 0 };
+        self.transfers[i].fetch_add(1, Ordering::Relaxed);
+        self.transfers[i + 1].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    // ANCHOR: record
+    /// Records kernels with `f` into this thread's running recording for this context, without
+    /// submitting: the way the Tensor API queues one op after another. The recording is submitted
+    /// by [`flush`](Self::flush), before any download, before [`run`](Self::run), and every few
+    /// hundred calls; the device runs it in recording order. Output buffers can be used by later
+    /// calls at once; their contents are defined once the recording has been submitted.
+    ///
+    /// Recordings are per thread (vulkano's command pools are): work recorded on one thread is
+    /// not submitted by another thread's download. A thread that hands device buffers it computed
+    /// to another thread calls [`flush`](Self::flush) first.
+    pub fn record<T>(&self, f: impl FnOnce(&mut Recorder<'_>) -> Result<T>) -> Result<T> {
+        let taken = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p.iter().position(|q| q.ctx == self.id)?;
+            Some(p.swap_remove(i))
+        });
+        let (builder, calls) = match taken {
+            Some(q) => (q.builder, q.calls),
+            None => (self.recorder()?.builder, 0),
+        };
+        let mut r = Recorder { ctx: self, builder };
+        let out = f(&mut r);
+        if calls + 1 >= RECORD_FLUSH_EVERY {
+            submit_and_wait(self, r.builder)?;
+        } else {
+            PENDING.with(|p| {
+                p.borrow_mut().push(Pending {
+                    ctx: self.id,
+                    builder: r.builder,
+                    calls: calls + 1,
+                })
+            });
+        }
+        out
+    }
+    // ANCHOR_END: record
+
+    /// Submits this thread's running recording for this context (see [`record`](Self::record)),
+    /// if any, and waits for the device to finish it.
+    pub fn flush(&self) -> Result<()> {
+        let taken = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p.iter().position(|q| q.ctx == self.id)?;
+            Some(p.swap_remove(i))
+        });
+        match taken {
+            Some(q) => submit_and_wait(self, q.builder),
+            None => Ok(()),
+        }
     }
 
     /// The device's name as the driver reports it (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`).
@@ -313,6 +437,7 @@ impl VulkanContext {
             "upload: {} values for shape {shape:?}",
             data.len()
         );
+        self.count_transfer(false, std::mem::size_of_val(data));
         let staging = self.staging_from(data)?;
         let out = self.alloc(shape)?;
         let mut r = self.recorder()?;
@@ -327,6 +452,7 @@ impl VulkanContext {
 
     /// Copies `u32` indices into device memory.
     pub fn upload_indices(&self, idx: &[u32]) -> Result<DeviceIndices> {
+        self.count_transfer(false, std::mem::size_of_val(idx));
         let staging = self.staging_from(idx)?;
         let buf = self.alloc_raw::<u32>(idx.len())?;
         let mut r = self.recorder()?;
@@ -344,7 +470,9 @@ impl VulkanContext {
 
     /// Reads a buffer's words back through a host-visible staging buffer.
     fn download_words(&self, buf: &DeviceBuffer) -> Result<Vec<u32>> {
+        self.flush()?;
         let n = buf.len();
+        self.count_transfer(true, 4 * n);
         let staging = vk!(
             Buffer::new_slice::<u32>(
                 self.memory.clone(),
@@ -405,6 +533,7 @@ impl VulkanContext {
     /// Records kernels with `f`, submits them as one command buffer, and waits until they finish.
     /// Returns what `f` returned (typically output buffers, now filled).
     pub fn run<T>(&self, f: impl FnOnce(&mut Recorder<'_>) -> Result<T>) -> Result<T> {
+        self.flush()?;
         let mut r = self.recorder()?;
         let out = f(&mut r)?;
         r.submit()?;
@@ -434,6 +563,15 @@ impl DeviceBuffer {
         assert_eq!(len, self.len(), "reshape: {:?} -> {shape:?}", self.shape);
         DeviceBuffer {
             buf: self.buf,
+            shape: shape.to_vec(),
+        }
+    }
+    /// The same storage seen with another shape of the same size, without giving up this handle.
+    pub(crate) fn view(&self, shape: &[usize]) -> DeviceBuffer {
+        let len: usize = shape.iter().product();
+        assert_eq!(len, self.len(), "view: {:?} -> {shape:?}", self.shape);
+        DeviceBuffer {
+            buf: self.buf.clone(),
             shape: shape.to_vec(),
         }
     }
@@ -511,6 +649,16 @@ impl Recorder<'_> {
             "recording a fill"
         )?;
         Ok(out)
+    }
+
+    /// Records filling `out` with the 32-bit word `word`.
+    pub(crate) fn fill_words(&mut self, out: &DeviceBuffer, word: u32) -> Result<()> {
+        vk!(
+            self.builder
+                .fill_buffer(out.buf.clone().reinterpret::<[u32]>(), word),
+            "recording a fill"
+        )?;
+        Ok(())
     }
 
     /// Records a copy of `src` into a new buffer of the same shape.

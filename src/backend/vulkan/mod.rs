@@ -36,5 +36,8 @@ mod context;
 mod ops;
 mod shaders;
 
-pub use context::{DeviceBuffer, DeviceIndices, Recorder, VulkanContext};
-pub use ops::{AdamConfig, BinaryOp, Conv2dParams, ReduceOp, UnaryOp, broadcast_shape};
+pub use context::{DeviceBuffer, DeviceIndices, Recorder, Transfers, VulkanContext};
+pub use ops::{
+    AdamConfig, BinaryOp, Conv2dParams, ReduceOp, Strided, UnaryOp, broadcast_shape,
+    contiguous_strides,
+};

@@ -56,6 +56,9 @@ pub enum UnaryOp {
     PowScalar(f32),
     /// `x` for `x > 0`, else `slope · x`.
     LeakyRelu(f32),
+    /// `x^c` with C's `powf` rules for a negative base: `±|x|^c` for an integer `c` (negative
+    /// for odd `c`), NaN otherwise; `x^0 = 1`.
+    Powf(f32),
 }
 
 impl UnaryOp {
@@ -80,6 +83,7 @@ impl UnaryOp {
             UnaryOp::MulScalar(c) => (15, c),
             UnaryOp::PowScalar(c) => (16, c),
             UnaryOp::LeakyRelu(slope) => (17, slope),
+            UnaryOp::Powf(c) => (18, c),
         }
     }
 }
@@ -101,6 +105,16 @@ pub enum BinaryOp {
     Min,
     /// `a^b` for `a ≥ 0`.
     Pow,
+    /// `1.0` where `a > b`, else `0.0`.
+    Gt,
+    /// `1.0` where `a ≥ b`, else `0.0`.
+    Ge,
+    /// `1.0` where `a < b`, else `0.0`.
+    Lt,
+    /// `1.0` where `a ≤ b`, else `0.0`.
+    Le,
+    /// `1.0` where `a = b`, else `0.0`.
+    Eq,
 }
 
 /// How a reduction combines elements (`shaders/reduce.comp`).
@@ -251,6 +265,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
             _ => None,
         })
         .collect()
+}
+
+/// PyTorch's bilinear scale with `align_corners = true`: `(in − 1) / (out − 1)` in f32, 0 for a
+/// one-pixel output.
+fn bilinear_scale(input: usize, output: usize) -> f32 {
+    if output > 1 {
+        (input - 1) as f32 / (output - 1) as f32
+    } else {
+        0.0
+    }
 }
 
 /// Row-major strides of `shape`, padded on the left to `RANK` axes, with stride 0 on every axis
@@ -760,6 +784,95 @@ impl Recorder<'_> {
         Ok(out)
     }
 
+    /// The adjoint (vector-Jacobian product) of [`avg_pool2d`](Self::avg_pool2d): from `g`
+    /// `[n, c, ho, wo]`, the gradient of the pooled output, returns the gradient of the input
+    /// `[n, c, h, w]` for `input_hw = (h, w)` (`shaders/avg_pool2d_adjoint.comp`).
+    ///
+    /// # Panics
+    /// If `g` is not rank 4 or is not the pooled size of a `(h, w)` input.
+    pub fn avg_pool2d_adjoint(
+        &mut self,
+        g: &DeviceBuffer,
+        input_hw: (usize, usize),
+        kernel: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Result<DeviceBuffer> {
+        let &[n, c, ho, wo] = g.shape() else {
+            panic!("avg_pool2d_adjoint: expected NCHW, got {:?}", g.shape())
+        };
+        let (h, w) = input_hw;
+        assert_eq!(
+            (
+                Conv2dParams::out_size(h, kernel.0, stride.0, padding.0, 1),
+                Conv2dParams::out_size(w, kernel.1, stride.1, padding.1, 1)
+            ),
+            (ho, wo),
+            "avg_pool2d_adjoint: g {:?} is not the pooled size of a {h}x{w} input",
+            g.shape()
+        );
+        let out = self.output(&[n, c, h, w])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let push = [
+            n * c,
+            h,
+            w,
+            ho,
+            wo,
+            kernel.0,
+            kernel.1,
+            stride.0,
+            stride.1,
+            padding.0,
+            padding.1,
+        ]
+        .map(|v| u32_of(v, "avg_pool2d size"));
+        self.dispatch(
+            Kernel::AvgPool2dAdjoint,
+            &[g.bytes(), out.bytes()],
+            push,
+            [groups_1d(out.len(), LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// The adjoint (vector-Jacobian product) of [`resize_bilinear`](Self::resize_bilinear): from
+    /// `g` `[n, c, ho, wo]` returns the gradient of the `[n, c, h, w]` input, `input_hw = (h, w)`
+    /// (`shaders/resize_bilinear_adjoint.comp`, the exact transpose of the forward kernel).
+    ///
+    /// # Panics
+    /// If `g` is not rank 4 or the input plane is empty.
+    pub fn resize_bilinear_adjoint(
+        &mut self,
+        g: &DeviceBuffer,
+        input_hw: (usize, usize),
+    ) -> Result<DeviceBuffer> {
+        let &[n, c, ho, wo] = g.shape() else {
+            panic!(
+                "resize_bilinear_adjoint: expected NCHW, got {:?}",
+                g.shape()
+            )
+        };
+        let (h, w) = input_hw;
+        assert!(h > 0 && w > 0, "resize_bilinear_adjoint: empty input plane");
+        let out = self.output(&[n, c, h, w])?;
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let mut push = [n * c, h, w, ho, wo, 0, 0].map(|v| u32_of(v, "resize size"));
+        push[5] = bilinear_scale(h, ho).to_bits();
+        push[6] = bilinear_scale(w, wo).to_bits();
+        self.dispatch(
+            Kernel::ResizeBilinearAdjoint,
+            &[g.bytes(), out.bytes()],
+            push,
+            [groups_1d(out.len(), LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
     /// Bilinear resize of an NCHW tensor to `(ho, wo)` with `align_corners = true`
     /// (`F.interpolate(mode='bilinear', align_corners=True)`), `shaders/resize_bilinear.comp`.
     ///
@@ -783,17 +896,9 @@ impl Recorder<'_> {
         if out.is_empty() {
             return Ok(out);
         }
-        // PyTorch: scale = (in - 1) / (out - 1) in f32, 0 for a one-pixel output.
-        let scale = |i: usize, o: usize| {
-            if o > 1 {
-                (i - 1) as f32 / (o - 1) as f32
-            } else {
-                0.0
-            }
-        };
         let mut push = [n * c, h, w, ho, wo, 0, 0].map(|v| u32_of(v, "resize size"));
-        push[5] = scale(h, ho).to_bits();
-        push[6] = scale(w, wo).to_bits();
+        push[5] = bilinear_scale(h, ho).to_bits();
+        push[6] = bilinear_scale(w, wo).to_bits();
         self.dispatch(
             Kernel::ResizeBilinear,
             &[x.bytes(), out.bytes()],
@@ -973,4 +1078,254 @@ impl Recorder<'_> {
         )
     }
     // ANCHOR_END: langevin_step
+}
+
+/// Drops the axes of extent 1 (they add nothing to an index) and pads the rest to `RANK` axes in
+/// front: `(extents, strides…)` for the strided kernels. Panics above `RANK` axes of extent > 1.
+fn pack_axes<const K: usize>(
+    shape: &[usize],
+    strides: [&[usize]; K],
+    what: &str,
+) -> ([u32; RANK], [[u32; RANK]; K]) {
+    let keep: Vec<usize> = (0..shape.len()).filter(|&d| shape[d] != 1).collect();
+    assert!(
+        keep.len() <= RANK,
+        "{what}: shape {shape:?} has more than {RANK} axes of extent above 1"
+    );
+    let mut ext = [1u32; RANK];
+    let mut st = [[0u32; RANK]; K];
+    let off = RANK - keep.len();
+    for (i, &d) in keep.iter().enumerate() {
+        ext[off + i] = u32_of(shape[d], "extent");
+        for k in 0..K {
+            st[k][off + i] = u32_of(strides[k][d], "stride");
+        }
+    }
+    (ext, st)
+}
+
+/// Row-major strides of `shape`, in elements.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut st = vec![0; shape.len()];
+    let mut step = 1;
+    for d in (0..shape.len()).rev() {
+        st[d] = step;
+        step *= shape[d];
+    }
+    st
+}
+
+/// Where a [`Recorder::strided_copy`] reads or writes: an element offset and one stride per axis
+/// of the copied shape (0 to repeat along an axis when reading).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Strided {
+    /// Element offset of coordinate 0.
+    pub offset: usize,
+    /// Elements to step per unit of each axis.
+    pub strides: Vec<usize>,
+}
+
+impl Strided {
+    /// The row-major layout of a buffer of `shape`, from its start.
+    pub fn contiguous(shape: &[usize]) -> Strided {
+        Strided {
+            offset: 0,
+            strides: contiguous_strides(shape),
+        }
+    }
+}
+
+impl Recorder<'_> {
+    /// Records a buffer of `shape` with every element `value` (a fill command: the value travels
+    /// in the command buffer, no staging copy).
+    pub fn fill(&mut self, shape: &[usize], value: f32) -> Result<DeviceBuffer> {
+        let out = self.output(shape)?;
+        self.fill_words(&out, value.to_bits())?;
+        Ok(out)
+    }
+
+    /// Records `dst[dst_layout(c)] = src[src_layout(c)]` for every coordinate `c` of `shape`
+    /// (`shaders/strided.comp`): the one kernel behind broadcast, permute, narrow, pad and concat.
+    /// `dst` is written in place; elements no coordinate maps to keep their contents.
+    ///
+    /// # Panics
+    /// If a layout's rank differs from `shape`'s, an index can fall outside its buffer, or more
+    /// than 6 axes have extent above 1.
+    pub fn strided_copy(
+        &mut self,
+        src: &DeviceBuffer,
+        src_layout: &Strided,
+        dst: &DeviceBuffer,
+        dst_layout: &Strided,
+        shape: &[usize],
+    ) -> Result<()> {
+        let n: usize = shape.iter().product();
+        if n == 0 {
+            return Ok(());
+        }
+        for (name, l, buf) in [
+            ("source", src_layout, src),
+            ("destination", dst_layout, dst),
+        ] {
+            assert_eq!(
+                l.strides.len(),
+                shape.len(),
+                "strided_copy: {name} layout {l:?} for shape {shape:?}"
+            );
+            let last = l.offset
+                + shape
+                    .iter()
+                    .zip(&l.strides)
+                    .map(|(&e, &s)| (e - 1) * s)
+                    .sum::<usize>();
+            assert!(
+                last < buf.len(),
+                "strided_copy: {name} layout {l:?} over shape {shape:?} reads past {} elements",
+                buf.len()
+            );
+        }
+        let (ext, [ss, ds]) = pack_axes(
+            shape,
+            [&src_layout.strides, &dst_layout.strides],
+            "strided_copy",
+        );
+        let mut push = [0u32; 3 + 3 * RANK];
+        push[0] = u32_of(n, "copy length");
+        push[1] = u32_of(src_layout.offset, "offset");
+        push[2] = u32_of(dst_layout.offset, "offset");
+        push[3..3 + RANK].copy_from_slice(&ext);
+        push[3 + RANK..3 + 2 * RANK].copy_from_slice(&ss);
+        push[3 + 2 * RANK..].copy_from_slice(&ds);
+        self.dispatch(
+            Kernel::Strided,
+            &[src.bytes(), dst.bytes()],
+            push,
+            [groups_1d(n, LOCAL), 1, 1],
+        )
+    }
+
+    /// `mask ≠ 0 ? a : b` elementwise, the three broadcast NumPy-style (`shaders/select.comp`).
+    ///
+    /// # Panics
+    /// If the shapes do not broadcast.
+    pub fn select(
+        &mut self,
+        mask: &DeviceBuffer,
+        a: &DeviceBuffer,
+        b: &DeviceBuffer,
+    ) -> Result<DeviceBuffer> {
+        let shape = broadcast_shape(mask.shape(), a.shape())
+            .and_then(|s| broadcast_shape(&s, b.shape()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "select: shapes {:?}, {:?} and {:?} do not broadcast",
+                    mask.shape(),
+                    a.shape(),
+                    b.shape()
+                )
+            });
+        let out = self.output(&shape)?;
+        let n = out.len();
+        if n == 0 {
+            return Ok(out);
+        }
+        // Strides of each operand against the output shape, in the output's axes.
+        let along = |s: &[usize]| -> Vec<usize> {
+            let padded = broadcast_strides(s, &shape);
+            padded[RANK - shape.len()..]
+                .iter()
+                .map(|&v| v as usize)
+                .collect()
+        };
+        assert!(shape.len() <= RANK, "select: rank above {RANK}");
+        let (sm, sa, sb) = (along(mask.shape()), along(a.shape()), along(b.shape()));
+        let (ext, [pm, pa, pb]) = pack_axes(&shape, [&sm, &sa, &sb], "select");
+        let mut push = [0u32; 1 + 4 * RANK];
+        push[0] = u32_of(n, "select length");
+        for (i, arr) in [ext, pm, pa, pb].iter().enumerate() {
+            push[1 + i * RANK..1 + (i + 1) * RANK].copy_from_slice(arr);
+        }
+        self.dispatch(
+            Kernel::Select,
+            &[mask.bytes(), a.bytes(), b.bytes(), out.bytes()],
+            push,
+            [groups_1d(n, LOCAL), 1, 1],
+        )?;
+        Ok(out)
+    }
+
+    /// Entries `idx` of axis `axis` of `x`, in that order (`shaders/index.comp`, mode 0).
+    /// Indices past the axis are not checked on the device: the caller checks them.
+    pub fn index_select(
+        &mut self,
+        x: &DeviceBuffer,
+        axis: usize,
+        idx: &DeviceIndices,
+    ) -> Result<DeviceBuffer> {
+        let shape = x.shape();
+        assert!(axis < shape.len(), "index_select: axis {axis} of {shape:?}");
+        let mut out_shape = shape.to_vec();
+        out_shape[axis] = idx.len();
+        let out = self.output(&out_shape)?;
+        let inner: usize = shape[axis + 1..].iter().product();
+        self.index_kernel(0, x, idx, &out, shape[axis], inner)?;
+        Ok(out)
+    }
+
+    /// The adjoint of [`index_select`](Self::index_select): a tensor like `src` with `size`
+    /// entries along `axis`, entry `j` the sum of the entries `i` of `src` with `idx[i] = j`
+    /// (`shaders/index.comp`, mode 1).
+    ///
+    /// # Panics
+    /// If `idx` does not have one index per entry of `src` along `axis`.
+    pub fn index_add(
+        &mut self,
+        src: &DeviceBuffer,
+        axis: usize,
+        idx: &DeviceIndices,
+        size: usize,
+    ) -> Result<DeviceBuffer> {
+        let shape = src.shape();
+        assert!(axis < shape.len(), "index_add: axis {axis} of {shape:?}");
+        assert_eq!(
+            shape[axis],
+            idx.len(),
+            "index_add: {} indices for axis {axis} of {shape:?}",
+            idx.len()
+        );
+        let mut out_shape = shape.to_vec();
+        out_shape[axis] = size;
+        let out = self.output(&out_shape)?;
+        let inner: usize = shape[axis + 1..].iter().product();
+        self.index_kernel(1, src, idx, &out, size, inner)?;
+        Ok(out)
+    }
+
+    fn index_kernel(
+        &mut self,
+        mode: u32,
+        x: &DeviceBuffer,
+        idx: &DeviceIndices,
+        out: &DeviceBuffer,
+        size: usize,
+        inner: usize,
+    ) -> Result<()> {
+        let n = out.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let push = [
+            mode,
+            u32_of(n, "index length"),
+            u32_of(size, "index size"),
+            u32_of(idx.len(), "index count"),
+            u32_of(inner, "index inner"),
+        ];
+        self.dispatch(
+            Kernel::Index,
+            &[x.bytes(), idx.buf.as_bytes().clone(), out.bytes()],
+            push,
+            [groups_1d(n, LOCAL), 1, 1],
+        )
+    }
 }

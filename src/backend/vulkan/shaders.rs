@@ -21,6 +21,11 @@ pub(crate) enum Kernel {
     Adam,
     Philox,
     Langevin,
+    Strided,
+    Select,
+    Index,
+    AvgPool2dAdjoint,
+    ResizeBilinearAdjoint,
 }
 
 macro_rules! spirv {
@@ -47,6 +52,11 @@ impl Kernel {
             Kernel::Adam => "adam",
             Kernel::Philox => "philox",
             Kernel::Langevin => "langevin",
+            Kernel::Strided => "strided",
+            Kernel::Select => "select",
+            Kernel::Index => "index",
+            Kernel::AvgPool2dAdjoint => "avg_pool2d_adjoint",
+            Kernel::ResizeBilinearAdjoint => "resize_bilinear_adjoint",
         }
     }
 
@@ -66,6 +76,11 @@ impl Kernel {
             Kernel::Adam => spirv!("adam"),
             Kernel::Philox => spirv!("philox"),
             Kernel::Langevin => spirv!("langevin"),
+            Kernel::Strided => spirv!("strided"),
+            Kernel::Select => spirv!("select"),
+            Kernel::Index => spirv!("index"),
+            Kernel::AvgPool2dAdjoint => spirv!("avg_pool2d_adjoint"),
+            Kernel::ResizeBilinearAdjoint => spirv!("resize_bilinear_adjoint"),
         }
     }
 

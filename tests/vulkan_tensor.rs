@@ -1,0 +1,812 @@
+//! The Tensor API on a Vulkan device against the same API on the CPU: every op, first- and
+//! second-order gradients, a training step with Adam, Langevin loops, and the host↔device copies
+//! they make.
+//!
+//! Run with `cargo test --release --features vulkan --test vulkan_tensor`; lavapipe (Mesa's CPU
+//! Vulkan driver) is enough.
+//!
+//! Tolerances (`u = 2⁻²⁴`, the unit roundoff of f32):
+//! - Ops that select or move elements (neg, abs, relu, max/min, comparisons, where, sign, the
+//!   movement ops, index_select, max reductions) and correctly rounded arithmetic (add, sub, mul,
+//!   x², x + c, c·x: the Vulkan spec requires correct rounding of `+`, `−`, `×`) must agree
+//!   exactly.
+//! - Division is 2.5 ulp in the Vulkan spec: |Δ| ≤ 4u·|want|.
+//! - Sums of `n` terms in a different order than the CPU's: |Δ| ≤ 2·n·u·Σ|terms| (the a-priori
+//!   bound of recursive summation, see tests/vulkan.rs); matmul likewise with `n = k` and the
+//!   terms |a_ik·b_kj|.
+//! - Transcendental functions (exp, log, sqrt, tanh, sigmoid, softplus, elu, powf): the spec's
+//!   bounds are a few ulp (exp: 3 + 2|x| ulp; log: 3 ulp or 2⁻²¹ absolute near 1), and the CPU's
+//!   vectorised `fastmath` kernels are within 2 ulp; on inputs with |x| ≤ 4 both stay below
+//!   |Δ| ≤ 1e-5·(1 + |want|), the bound used.
+//! - Gradients, the training step and Langevin runs chain many such ops: they are compared with
+//!   |Δ| ≤ 1e-4·(1 + |want|) (first order), 2e-4·(1 + |want|) (second order); a wrong kernel is
+//!   off by O(1).
+
+#![cfg(feature = "vulkan")]
+
+use std::sync::Arc;
+
+use ncsn::backend::vulkan::VulkanContext;
+use ncsn::nn::{Activation, Mlp, Module, ParamStore};
+use ncsn::optim::{Adam, AdamConfig};
+use ncsn::{Device, Tensor, grad, no_grad};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn dev() -> Device {
+    Device::vulkan().expect("a Vulkan device (lavapipe will do)")
+}
+
+fn random(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    Tensor::from_vec((0..n).map(|_| rng.random_range(lo..hi)).collect(), shape)
+}
+
+/// Asserts that `got` (from the device) and `want` (from the CPU) have the same shape and agree
+/// elementwise within `tol(i, want_i)`.
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: impl Fn(usize, f32) -> f32) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shapes");
+    assert!(!got.device().is_cpu(), "{what}: the result left the device");
+    let (g, w) = (got.to_vec(), want.to_vec());
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let ok = a == b || (a - b).abs() <= tol(i, b) || (a.is_nan() && b.is_nan());
+        assert!(
+            ok,
+            "{what}: element {i}: device {a} vs cpu {b} (tolerance {})",
+            tol(i, b)
+        );
+    }
+}
+
+fn exact(_: usize, _: f32) -> f32 {
+    0.0
+}
+
+fn transcendental(_: usize, want: f32) -> f32 {
+    1e-5 * (1.0 + want.abs())
+}
+
+/// Runs `f` on CPU inputs and on the same inputs moved to the device.
+fn both(xs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Tensor) -> (Tensor, Tensor) {
+    let d = dev();
+    let on_dev: Vec<Tensor> = xs.iter().map(|x| x.to(&d)).collect();
+    (f(&on_dev), f(xs))
+}
+
+#[test]
+fn device_round_trip_and_parse() {
+    let d = dev();
+    assert_eq!(Device::parse("cpu").unwrap(), Device::Cpu);
+    assert_eq!(Device::parse("vulkan").unwrap(), d, "one shared context");
+    let err = Device::parse("tpu").unwrap_err().to_string();
+    assert!(err.contains("`cpu` or `vulkan`"), "{err}");
+    let args = ["prog", "--steps", "3", "--device", "vulkan"].map(String::from);
+    assert_eq!(Device::from_args(args).unwrap(), d);
+    assert_eq!(
+        Device::from_args(["--device=cpu".to_string()]).unwrap(),
+        Device::Cpu
+    );
+    assert_eq!(
+        Device::from_args(Vec::<String>::new()).unwrap(),
+        Device::Cpu
+    );
+    let x = random(&[3, 5, 7], -2.0, 2.0, 1);
+    let y = x.to(&d);
+    assert_eq!(y.device(), d);
+    assert_eq!(y.shape(), x.shape());
+    assert_eq!(y.to_vec(), x.to_vec());
+    assert_eq!(y.to(&Device::Cpu).to_vec(), x.to_vec());
+    assert!(format!("{y:?}").contains("device=vulkan"));
+}
+
+#[test]
+#[should_panic(expected = "add: inputs on different devices")]
+fn mixing_devices_panics_with_the_op() {
+    let a = Tensor::ones(&[4]).to(&dev());
+    let _ = a.add(&Tensor::ones(&[4]));
+}
+
+#[test]
+fn cpu_scalars_join_device_ops_as_constants() {
+    let x = random(&[9, 31], -3.0, 3.0, 2);
+    let (g, w) = both(&[x], &|x| x[0].mul(&Tensor::scalar(2.5)).gt_scalar(1.0));
+    assert_close("scalar constants", &g, &w, exact);
+}
+
+#[test]
+fn unary_ops_match_cpu() {
+    let x = random(&[7, 37], -4.0, 4.0, 3); // 259 elements: not a multiple of 256
+    let pos = random(&[7, 37], 0.05, 4.0, 4);
+    type F = fn(&Tensor) -> Tensor;
+    let exact_ops: [(&str, F); 7] = [
+        ("neg", |x| x.neg()),
+        ("abs", |x| x.abs()),
+        ("relu", |x| x.relu()),
+        ("square", |x| x.square()),
+        ("add_scalar", |x| x.add_scalar(0.75)),
+        ("mul_scalar", |x| x.mul_scalar(-1.5)),
+        ("sign", |x| x.sign()),
+    ];
+    for (name, f) in exact_ops {
+        let (g, w) = both(std::slice::from_ref(&x), &|v| f(&v[0]));
+        assert_close(name, &g, &w, exact);
+    }
+    let approx_ops: [(&str, F); 7] = [
+        ("exp", |x| x.exp()),
+        ("tanh", |x| x.tanh()),
+        ("sigmoid", |x| x.sigmoid()),
+        ("softplus", |x| x.softplus()),
+        ("elu", |x| x.elu(1.0)),
+        ("powf 3 (negative bases)", |x| x.powf(3.0)),
+        ("powf 2 (negative bases)", |x| x.powf(2.0)),
+    ];
+    for (name, f) in approx_ops {
+        let (g, w) = both(std::slice::from_ref(&x), &|v| f(&v[0]));
+        assert_close(name, &g, &w, transcendental);
+    }
+    let positive_ops: [(&str, F); 3] = [
+        ("log", |x| x.log()),
+        ("sqrt", |x| x.sqrt()),
+        ("powf 0.5", |x| x.powf(0.5)),
+    ];
+    for (name, f) in positive_ops {
+        let (g, w) = both(std::slice::from_ref(&pos), &|v| f(&v[0]));
+        assert_close(name, &g, &w, transcendental);
+    }
+}
+
+#[test]
+fn binary_ops_broadcast_like_cpu() {
+    let cases: [(&[usize], &[usize]); 4] = [
+        (&[5, 67], &[5, 67]),
+        (&[3, 1, 67], &[5, 1]),
+        (&[67], &[2, 3, 67]),
+        (&[1], &[4, 65]),
+    ];
+    for (i, (sa, sb)) in cases.iter().enumerate() {
+        let a = random(sa, -3.0, 3.0, 10 + i as u64);
+        // Some ties, so that comparisons and max/min meet equal values.
+        let b = random(sb, -3.0, 3.0, 20 + i as u64)
+            .mul_scalar(4.0)
+            .relu()
+            .mul_scalar(0.25);
+        let xs = [a, b];
+        type F = fn(&Tensor, &Tensor) -> Tensor;
+        let ops: [(&str, F); 11] = [
+            ("add", |a, b| a.add(b)),
+            ("sub", |a, b| a.sub(b)),
+            ("mul", |a, b| a.mul(b)),
+            ("maximum", |a, b| a.maximum(b)),
+            ("minimum", |a, b| a.minimum(b)),
+            ("gt", |a, b| a.gt(b)),
+            ("ge", |a, b| a.ge(b)),
+            ("lt", |a, b| a.lt(b)),
+            ("le", |a, b| a.le(b)),
+            ("eq", |a, b| a.eq(b)),
+            ("where", |a, b| Tensor::where_(&a.gt_scalar(0.0), a, b)),
+        ];
+        for (name, f) in ops {
+            let (g, w) = both(&xs, &|v| f(&v[0], &v[1]));
+            assert_close(&format!("{name} {sa:?} {sb:?}"), &g, &w, exact);
+        }
+        let (g, w) = both(&xs, &|v| v[0].div(&v[1].add_scalar(3.5)));
+        assert_close(&format!("div {sa:?} {sb:?}"), &g, &w, |_, w| {
+            4.0 * f32::EPSILON / 2.0 * w.abs()
+        });
+    }
+}
+
+#[test]
+fn reductions_match_cpu() {
+    let x = random(&[5, 3, 67], -2.0, 2.0, 30);
+    let xs = std::slice::from_ref(&x);
+    for axes in [&[0isize][..], &[1], &[2], &[0, 2], &[-1, -2], &[0, 1, 2]] {
+        for keepdim in [false, true] {
+            let n: usize = axes
+                .iter()
+                .map(|&a| x.shape()[a.rem_euclid(3) as usize])
+                .product();
+            // Every term is at most 2 in magnitude: Σ|terms| ≤ 2n.
+            let tol = 2.0 * n as f32 * (f32::EPSILON / 2.0) * 2.0 * n as f32;
+            let (g, w) = both(xs, &|v| v[0].sum(axes, keepdim));
+            assert_close(&format!("sum {axes:?} {keepdim}"), &g, &w, |_, _| tol);
+            let (g, w) = both(xs, &|v| v[0].max(axes, keepdim));
+            assert_close(&format!("max {axes:?} {keepdim}"), &g, &w, exact);
+        }
+    }
+    let (g, w) = both(xs, &|v| v[0].sum(&[], false));
+    assert_close("sum over no axes", &g, &w, exact);
+    let (g, w) = both(xs, &|v| v[0].logsumexp(&[-1], false));
+    assert_close("logsumexp", &g, &w, transcendental);
+    let (g, w) = both(xs, &|v| v[0].var(&[0, 2], true, true));
+    assert_close("var", &g, &w, |_, w| 1e-5 * (1.0 + w.abs()));
+}
+
+#[test]
+fn movement_ops_match_cpu() {
+    let x = random(&[3, 5, 7, 2], -2.0, 2.0, 40);
+    let xs = std::slice::from_ref(&x);
+    type F = fn(&Tensor) -> Tensor;
+    let ops: [(&str, F); 12] = [
+        ("reshape", |x| x.reshape(&[15, 14])),
+        ("permute", |x| x.permute(&[2, 0, 3, 1])),
+        ("t", |x| x.t()),
+        ("broadcast_to", |x| {
+            x.narrow(1, 2, 1).broadcast_to(&[2, 3, 4, 7, 2])
+        }),
+        ("narrow", |x| x.narrow(2, 1, 5)),
+        ("narrow of permute", |x| {
+            x.permute(&[1, 0, 3, 2]).narrow(0, 3, 2)
+        }),
+        ("pad", |x| x.pad_axis(1, 2, 3)),
+        ("pad last", |x| x.pad_axis(3, 0, 1)),
+        ("concat", |x| {
+            Tensor::concat(&[x.narrow(1, 0, 2), x.clone(), x.narrow(1, 4, 1)], 1)
+        }),
+        ("stack", |x| Tensor::stack(&[x.clone(), x.neg()], 2)),
+        ("index_select", |x| x.index_select(1, &[4, 0, 0, 2, 3, 1])),
+        ("index_add", |x| {
+            x.index_add_into(4, 2, Arc::new(vec![3, 0, 3, 1, 1, 1, 2]))
+        }),
+    ];
+    for (name, f) in ops {
+        let (g, w) = both(xs, &|v| f(&v[0]));
+        assert_close(name, &g, &w, exact);
+    }
+}
+
+#[test]
+fn matmul_matches_cpu() {
+    let cases: [(&[usize], &[usize]); 5] = [
+        (&[65, 33], &[33, 70]),
+        (&[3, 17, 9], &[3, 9, 5]),
+        (&[3, 17, 9], &[9, 5]),
+        (&[2, 1, 5, 7], &[3, 7, 9]),
+        (&[1, 4, 6], &[2, 6, 3]),
+    ];
+    for (i, (sa, sb)) in cases.iter().enumerate() {
+        let a = random(sa, -1.0, 1.0, 50 + i as u64);
+        let b = random(sb, -1.0, 1.0, 60 + i as u64);
+        let k = sa[sa.len() - 1];
+        // Each product is at most 1 in magnitude: Σ|terms| ≤ k.
+        let tol = 2.0 * k as f32 * (f32::EPSILON / 2.0) * k as f32;
+        let (g, w) = both(&[a, b], &|v| v[0].matmul(&v[1]));
+        assert_close(&format!("matmul {sa:?} {sb:?}"), &g, &w, |_, _| tol);
+    }
+    // A transposed operand (a permute on the device).
+    let a = random(&[33, 65], -1.0, 1.0, 70);
+    let b = random(&[70, 33], -1.0, 1.0, 71);
+    let tol = 2.0 * 33.0 * (f32::EPSILON / 2.0) * 33.0;
+    let (g, w) = both(&[a, b], &|v| v[0].t().matmul(&v[1].t()));
+    assert_close("matmul of transposes", &g, &w, |_, _| tol);
+}
+
+/// Functions of several inputs whose gradients are compared across devices: together they pass
+/// through every VJP (and, differentiated twice, through the VJPs of the VJPs).
+type GradCase = (&'static str, Vec<Tensor>, fn(&[Tensor]) -> Tensor);
+
+fn grad_cases() -> Vec<GradCase> {
+    vec![
+        (
+            "mlp layer",
+            vec![
+                random(&[6, 5], -1.0, 1.0, 80),
+                random(&[7, 5], -1.0, 1.0, 81),
+                random(&[7], -1.0, 1.0, 82),
+            ],
+            |v| v[0].matmul(&v[1].t()).add(&v[2]).softplus().tanh(),
+        ),
+        (
+            "elementwise",
+            vec![random(&[3, 5], 0.2, 2.0, 83), random(&[5], 0.5, 2.0, 84)],
+            |v| {
+                v[0].log()
+                    .mul(&v[1])
+                    .div(&v[1].add_scalar(1.0))
+                    .sub(&v[0].sqrt())
+                    .add(&v[0].sigmoid().mul(&v[0].exp()))
+                    .add(&v[0].powf(3.0).elu(1.0))
+            },
+        ),
+        (
+            "max, where, abs",
+            vec![
+                random(&[4, 6], -2.0, 2.0, 85),
+                random(&[4, 1], -2.0, 2.0, 86),
+            ],
+            |v| {
+                let m = v[0].maximum(&v[1]).minimum(&v[1].add_scalar(1.0));
+                Tensor::where_(&v[0].gt_scalar(0.0), &m, &v[0].abs().mul(&v[1]))
+                    .add(&v[0].max(&[1], true))
+            },
+        ),
+        ("reductions", vec![random(&[3, 4, 5], -2.0, 2.0, 87)], |v| {
+            v[0].logsumexp(&[1], true)
+                .add(&v[0].var(&[0, 2], true, true))
+                .mul(&v[0].mean(&[2], true))
+        }),
+        ("movement", vec![random(&[3, 4, 5], -2.0, 2.0, 88)], |v| {
+            let x = &v[0];
+            let y = Tensor::concat(&[x.narrow(1, 1, 2), x.pad_axis(1, 1, 0)], 1);
+            let z = y
+                .permute(&[2, 0, 1])
+                .reshape(&[5, 3, 7])
+                .index_select(0, &[4, 1, 1, 0]);
+            z.mul(&z).sum_to(&[1, 3, 7]).broadcast_to(&[2, 3, 7])
+        }),
+        (
+            "batched matmul",
+            vec![
+                random(&[2, 1, 3, 4], -1.0, 1.0, 89),
+                random(&[3, 4, 2], -1.0, 1.0, 90),
+            ],
+            |v| v[0].matmul(&v[1]).square(),
+        ),
+    ]
+}
+
+/// L = Σ (w ⊙ f + ½ f²), as in tests/common: a non-zero second derivative even for linear f.
+fn loss(f: fn(&[Tensor]) -> Tensor, xs: &[Tensor]) -> Tensor {
+    let y = f(xs);
+    let w = random(y.shape(), -1.0, 1.0, 99).to(&y.device());
+    y.mul(&w).add(&y.square().mul_scalar(0.5)).sum_all()
+}
+
+fn leaves(xs: &[Tensor], d: &Device) -> Vec<Tensor> {
+    xs.iter()
+        .map(|x| x.to(d).detach().requires_grad_())
+        .collect()
+}
+
+#[test]
+fn first_order_gradients_match_cpu() {
+    for (name, xs, f) in grad_cases() {
+        let grads = |d: &Device| {
+            let xs = leaves(&xs, d);
+            let refs: Vec<&Tensor> = xs.iter().collect();
+            grad(&[&loss(f, &xs)], &refs, false)
+        };
+        let (g, w) = (grads(&dev()), grads(&Device::Cpu));
+        for (i, (g, w)) in g.iter().zip(&w).enumerate() {
+            assert_close(&format!("{name}: ∂L/∂x{i}"), g, w, |_, w| {
+                1e-4 * (1.0 + w.abs())
+            });
+        }
+    }
+}
+
+#[test]
+fn second_order_gradients_match_cpu() {
+    for (name, xs, f) in grad_cases() {
+        // The Hessian-vector product ∇⟨∇L, u⟩ by double backward (create_graph on the device).
+        let hvp = |d: &Device| {
+            let xs = leaves(&xs, d);
+            let refs: Vec<&Tensor> = xs.iter().collect();
+            let gs = grad(&[&loss(f, &xs)], &refs, true);
+            let dot = gs
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let u = random(g.shape(), -1.0, 1.0, 200 + i as u64).to(d);
+                    g.mul(&u).sum_all()
+                })
+                .reduce(|a, b| a.add(&b))
+                .unwrap();
+            grad(&[&dot], &refs, false)
+        };
+        let (g, w) = (hvp(&dev()), hvp(&Device::Cpu));
+        for (i, (g, w)) in g.iter().zip(&w).enumerate() {
+            assert_close(&format!("{name}: (Hu)[x{i}]"), g, w, |_, w| {
+                2e-4 * (1.0 + w.abs())
+            });
+        }
+    }
+}
+
+/// A small MLP, its optimizer, and a regression batch, on `device`.
+fn mlp_setup(device: &Device) -> (ParamStore, Mlp, Adam, Tensor, Tensor) {
+    let store = ParamStore::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mlp = Mlp::new(
+        &store.root(),
+        &[3, 17, 9, 2],
+        Activation::Softplus,
+        &mut rng,
+    );
+    store.to_device(device);
+    let adam = Adam::new(store.named_params(), AdamConfig::default());
+    let x = random(&[33, 3], -2.0, 2.0, 300);
+    let y = random(&[33, 2], -1.0, 1.0, 301);
+    (store, mlp, adam, x, y)
+}
+
+// ANCHOR: train_step
+/// One training step: upload the batch, forward, backward, Adam, and read the loss.
+fn train_step(mlp: &Mlp, adam: &mut Adam, x: &Tensor, y: &Tensor, device: &Device) -> f32 {
+    let (x, y) = (x.to(device), y.to(device));
+    let loss = mlp.forward(&x).sub(&y).square().mean_all();
+    let grads = loss.backward();
+    adam.step(&grads);
+    loss.item()
+}
+// ANCHOR_END: train_step
+
+#[test]
+fn mlp_training_steps_match_cpu() {
+    let d = dev();
+    let (dstore, dmlp, mut dadam, x, y) = mlp_setup(&d);
+    let (cstore, cmlp, mut cadam, _, _) = mlp_setup(&Device::Cpu);
+    for step in 0..4 {
+        let ld = train_step(&dmlp, &mut dadam, &x, &y, &d);
+        let lc = train_step(&cmlp, &mut cadam, &x, &y, &Device::Cpu);
+        assert!(
+            (ld - lc).abs() <= 1e-5 * (1.0 + lc.abs()),
+            "step {step}: loss on device {ld} vs cpu {lc}"
+        );
+    }
+    for ((name, p), (_, q)) in dstore.named_params().iter().zip(cstore.named_params()) {
+        assert!(!p.device().is_cpu(), "{name} left the device");
+        // Adam moves each parameter by about lr per step: compare to a fraction of that.
+        assert_close(name, p, &q, |_, w| 1e-5 * (1.0 + w.abs()));
+    }
+    // The optimizer state comes back from the device for a checkpoint.
+    let (dt, dm) = dadam.state_dict();
+    let (ct, cm) = cadam.state_dict();
+    assert_eq!(dm, cm);
+    for ((n, a), (_, b)) in dt.iter().zip(&ct) {
+        let diff = (a - b).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
+        assert!(diff <= 1e-5, "{n}: moments differ by {diff}");
+    }
+}
+
+// ANCHOR: copy_count
+#[test]
+fn a_training_step_copies_only_the_batch_and_the_loss() {
+    // A private context, so that no other test's copies are counted.
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let (_store, mlp, mut adam, x, y) = mlp_setup(&d);
+    train_step(&mlp, &mut adam, &x, &y, &d); // warm-up: Adam's moments are made on the device
+    let before = ctx.transfers();
+    train_step(&mlp, &mut adam, &x, &y, &d);
+    let t = ctx.transfers() - before;
+    eprintln!("one training step: {t:?}");
+    assert_eq!(t.uploads, 2, "the batch: x and y");
+    assert_eq!(t.upload_bytes, 4 * (33 * 3 + 33 * 2));
+    assert_eq!(t.downloads, 1, "the loss");
+    assert_eq!(t.download_bytes, 4);
+}
+// ANCHOR_END: copy_count
+
+/// The score of N(μ, s²·I): −(x − μ)/s².
+fn gaussian_score(x: &Tensor, mu: f32, s2: f32) -> Tensor {
+    x.sub_scalar(mu).mul_scalar(-1.0 / s2)
+}
+
+// ANCHOR: annealed_langevin
+/// Annealed Langevin dynamics (Song & Ermon, Algorithm 1) for data N(μ, 1) perturbed at noise
+/// levels σᵢ, whose perturbed score is known in closed form. Everything runs where `x0` lives.
+fn annealed_langevin(x0: &Tensor, sigmas: &[f32], steps: usize, eps: f32, seed: u64) -> Tensor {
+    let (mu, mut x, mut t) = (2.0, x0.clone(), 0u64);
+    no_grad(|| {
+        for &sigma in sigmas {
+            let alpha = eps * sigma * sigma / (sigmas[sigmas.len() - 1].powi(2));
+            for _ in 0..steps {
+                let score = gaussian_score(&x, mu, 1.0 + sigma * sigma);
+                x = x.langevin_step(&score, alpha, seed, t);
+                t += 1;
+            }
+        }
+    });
+    x
+}
+// ANCHOR_END: annealed_langevin
+
+#[test]
+fn annealed_langevin_on_device_matches_cpu_and_copies_nothing() {
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let sigmas = [1.0, 0.5, 0.25, 0.1];
+    let (steps, eps) = (25, 2e-2);
+    let before = ctx.transfers();
+    let x0 = Tensor::randn_philox(&[64, 129], 11, u64::MAX, &d); // drawn on the device
+    let xd = annealed_langevin(&x0, &sigmas, steps, eps, 5);
+    assert_eq!(
+        ctx.transfers() - before,
+        Default::default(),
+        "the loop copied data"
+    );
+    let x0c = Tensor::randn_philox(&[64, 129], 11, u64::MAX, &Device::Cpu);
+    let xc = annealed_langevin(&x0c, &sigmas, steps, eps, 5);
+    // The same noise on both devices: the trajectories agree up to rounding.
+    assert_close("langevin samples", &xd, &xc, |_, w| 1e-4 * (1.0 + w.abs()));
+    // And the samples have the target's statistics: N(2, 1 + σ_L²), 8256 draws.
+    let v = xd.to_vec();
+    let n = v.len() as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    let var = v.iter().map(|z| (z - mean).powi(2)).sum::<f32>() / (n - 1.0);
+    assert!((mean - 2.0).abs() < 0.1, "mean {mean}");
+    assert!((var - 1.01).abs() < 0.15, "variance {var}");
+}
+
+#[test]
+fn philox_normals_agree_across_devices() {
+    let d = Tensor::randn_philox(&[3, 343], 42, 7, &dev());
+    let c = Tensor::randn_philox(&[3, 343], 42, 7, &Device::Cpu);
+    assert_close("randn_philox", &d, &c, |_, w| 2e-6 * (1.0 + w.abs()));
+}
+
+#[test]
+fn adam_step_is_copy_on_write() {
+    // A detached view shares the parameter's buffer; Adam's in-place update must not show
+    // through it, as on the CPU.
+    let d = dev();
+    let store = ParamStore::new();
+    let p = store.root().param("w", Tensor::ones(&[5]));
+    store.to_device(&d);
+    let view = p.detach();
+    let mut adam = Adam::new(store.named_params(), AdamConfig::default());
+    let g = p.mul_scalar(3.0).sum_all().backward();
+    adam.step(&g);
+    assert_eq!(view.to_vec(), vec![1.0; 5]);
+    let moved = p.to_vec();
+    assert!(moved.iter().all(|&v| (v - 0.999).abs() < 1e-6), "{moved:?}");
+}
+
+#[test]
+fn empty_tensors_on_the_device() {
+    let x = Tensor::zeros(&[0, 5]);
+    let y = random(&[3, 5], -1.0, 1.0, 400);
+    type F = fn(&[Tensor]) -> Tensor;
+    let ops: [(&str, F); 8] = [
+        ("unary", |v| v[0].exp()),
+        ("binary", |v| v[0].add(&v[0])),
+        ("sum over the empty axis", |v| v[0].sum(&[0], false)),
+        ("sum over the other axis", |v| v[0].sum(&[1], true)),
+        ("permute", |v| v[0].t()),
+        ("concat", |v| {
+            Tensor::concat(&[v[0].clone(), v[1].clone()], 0)
+        }),
+        ("matmul", |v| v[0].matmul(&v[1].t())),
+        ("index_select", |v| v[1].index_select(0, &[])),
+    ];
+    for (name, f) in ops {
+        let (g, w) = both(&[x.clone(), y.clone()], &f);
+        assert_close(name, &g, &w, exact);
+    }
+}
+
+// ---------------------------------------------------------------- convolutions and the RefineNet
+
+#[test]
+fn conv_pool_and_norm_ops_match_cpu() {
+    use ncsn::tensor::{Conv2dConfig, Pool2dConfig};
+    let x = random(&[2, 3, 11, 9], -1.0, 1.0, 500);
+    let w = random(&[5, 3, 3, 3], -1.0, 1.0, 501);
+    let b = random(&[5], -1.0, 1.0, 502);
+    // K = 27 products of magnitude ≤ 1 per output: the summation bound 2·K·u·K.
+    let k = 27.0;
+    let conv_tol = 2.0 * k * (f32::EPSILON / 2.0) * k;
+    for cfg in [
+        Conv2dConfig::new(1, 1, 1),
+        Conv2dConfig::new(2, 1, 1),
+        Conv2dConfig::new(1, 2, 2),
+    ] {
+        let (g, want) = both(&[x.clone(), w.clone(), b.clone()], &|v| {
+            v[0].conv2d(&v[1], Some(&v[2]), cfg)
+        });
+        assert_close(&format!("conv2d {cfg:?}"), &g, &want, |_, _| {
+            conv_tol + 1e-6
+        });
+        let gy = random(want.shape(), -1.0, 1.0, 503);
+        let (g, want) = both(&[gy.clone(), w.clone()], &|v| {
+            v[0].conv2d_input_grad(&v[1], cfg, (11, 9))
+        });
+        let k_in = 5.0 * 9.0;
+        let tol = 2.0 * k_in * (f32::EPSILON / 2.0) * k_in;
+        assert_close(&format!("conv2d_input_grad {cfg:?}"), &g, &want, |_, _| tol);
+        let (g, want) = both(&[x.clone(), gy], &|v| {
+            v[0].conv2d_weight_grad(&v[1], cfg, (3, 3))
+        });
+        let k_w = 2.0 * 11.0 * 9.0;
+        let tol = 2.0 * k_w * (f32::EPSILON / 2.0) * k_w;
+        assert_close(&format!("conv2d_weight_grad {cfg:?}"), &g, &want, |_, _| {
+            tol
+        });
+    }
+    let pool_tol = |_: usize, w: f32| 1e-6 * (1.0 + w.abs());
+    for cfg in [Pool2dConfig::new(5, 1, 2), Pool2dConfig::new(3, 2, 1)] {
+        let (g, want) = both(std::slice::from_ref(&x), &|v| v[0].avg_pool2d(cfg));
+        assert_close(&format!("avg_pool2d {cfg:?}"), &g, &want, pool_tol);
+        let gy = random(want.shape(), -1.0, 1.0, 504);
+        let (g, want) = both(&[gy], &|v| v[0].avg_pool2d_adjoint(cfg, (11, 9)));
+        assert_close(&format!("avg_pool2d_adjoint {cfg:?}"), &g, &want, pool_tol);
+    }
+    for size in [(17, 13), (5, 4)] {
+        let (g, want) = both(std::slice::from_ref(&x), &|v| v[0].resize_bilinear(size));
+        assert_close(&format!("resize_bilinear {size:?}"), &g, &want, pool_tol);
+        let gy = random(want.shape(), -1.0, 1.0, 505);
+        let (g, want) = both(&[gy], &|v| v[0].resize_bilinear_adjoint((11, 9)));
+        assert_close(
+            &format!("resize_bilinear_adjoint {size:?}"),
+            &g,
+            &want,
+            |_, w| 1e-5 * (1.0 + w.abs()),
+        );
+    }
+    let a = random(&[2, 3], -1.0, 1.0, 506);
+    let (g, want) = both(std::slice::from_ref(&x), &|v| v[0].instance_norm(1e-5));
+    assert_close("instance_norm", &g, &want, |_, w| 1e-5 * (1.0 + w.abs()));
+    let (g, want) = both(
+        &[
+            x.clone(),
+            a.clone(),
+            b.narrow(0, 0, 3).reshape(&[1, 3]).broadcast_to(&[2, 3]),
+        ],
+        &|v| v[0].channel_affine(&v[1], Some(&v[2])),
+    );
+    assert_close("channel_affine", &g, &want, exact);
+    let (g, want) = both(&[x.clone(), x.neg().exp()], &|v| v[0].channel_dot(&v[1]));
+    assert_close("channel_dot", &g, &want, |_, w| 1e-5 * (1.0 + w.abs()));
+}
+
+/// A small convolutional function through every conv-family op, for gradient checks.
+fn conv_net(v: &[Tensor]) -> Tensor {
+    use ncsn::tensor::{Conv2dConfig, Pool2dConfig};
+    let h = v[0].conv2d(&v[1], Some(&v[2]), Conv2dConfig::new(1, 2, 2));
+    let h = h.instance_norm(1e-5).channel_affine(&v[3], None).elu(1.0);
+    let p = h.avg_pool2d(Pool2dConfig::new(3, 1, 1)).add(&h);
+    let d = p.conv2d(
+        &v[1].permute(&[1, 0, 2, 3]),
+        None,
+        Conv2dConfig::new(2, 1, 1),
+    );
+    d.resize_bilinear((7, 6)).tanh()
+}
+
+#[test]
+fn conv_gradients_match_cpu_to_second_order() {
+    let xs = vec![
+        random(&[2, 2, 7, 6], -1.0, 1.0, 600),
+        random(&[3, 2, 3, 3], -0.5, 0.5, 601),
+        random(&[3], -0.5, 0.5, 602),
+        random(&[2, 3], 0.5, 1.5, 603),
+    ];
+    let first = |d: &Device| {
+        let xs = leaves(&xs, d);
+        let refs: Vec<&Tensor> = xs.iter().collect();
+        grad(&[&loss(conv_net, &xs)], &refs, false)
+    };
+    for (i, (g, w)) in first(&dev()).iter().zip(first(&Device::Cpu)).enumerate() {
+        assert_close(&format!("conv net: ∂L/∂x{i}"), g, &w, |_, w| {
+            1e-4 * (1.0 + w.abs())
+        });
+    }
+    let hvp = |d: &Device| {
+        let xs = leaves(&xs, d);
+        let refs: Vec<&Tensor> = xs.iter().collect();
+        let gs = grad(&[&loss(conv_net, &xs)], &refs, true);
+        let dot = gs
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                g.mul(&random(g.shape(), -1.0, 1.0, 610 + i as u64).to(d))
+                    .sum_all()
+            })
+            .reduce(|a, b| a.add(&b))
+            .unwrap();
+        grad(&[&dot], &refs, false)
+    };
+    for (i, (g, w)) in hvp(&dev()).iter().zip(hvp(&Device::Cpu)).enumerate() {
+        assert_close(&format!("conv net: (Hu)[x{i}]"), g, &w, |_, w| {
+            5e-4 * (1.0 + w.abs())
+        });
+    }
+}
+
+/// The annealed DSM loss of the reference (anneal_power 2), with the noise `z` given; the
+/// per-sample σ and weights are uploaded with the batch.
+fn anneal_dsm(
+    model: &ncsn::nn::CondRefineNetDilated,
+    x: &Tensor,
+    z: &Tensor,
+    labels: &[usize],
+    sigmas: &[f32],
+) -> Tensor {
+    let (n, d) = (x.shape()[0], x.device());
+    let used: Vec<f32> = labels.iter().map(|&y| sigmas[y]).collect();
+    let sigma = Tensor::from_vec(used.clone(), &[n, 1, 1, 1]).to(&d);
+    let weights = Tensor::from_vec(used.iter().map(|s| 0.5 * s * s).collect(), &[n]).to(&d);
+    let scores = model.forward(&x.add(&z.mul(&sigma)), labels);
+    let target = z.div(&sigma).neg();
+    let per_sample = scores.sub(&target).square().sum(&[1, 2, 3], false);
+    per_sample.mul(&weights).mean_all()
+}
+
+#[test]
+fn refinenet_training_steps_match_cpu_and_copy_only_the_batch() {
+    use ncsn::nn::{CondRefineNetDilated, RefineNetConfig};
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let config = RefineNetConfig {
+        ngf: 4,
+        image_size: 8,
+        ..RefineNetConfig::cifar10()
+    };
+    let sigmas: Vec<f32> = (0..10).map(|i| 0.6f32.powi(i)).collect();
+    let make = |device: &Device| {
+        let model = CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(9));
+        model.store.to_device(device);
+        let adam = Adam::new(model.store.named_params(), AdamConfig::default());
+        (model, adam)
+    };
+    let (dm, mut da) = make(&d);
+    let (cm, mut ca) = make(&Device::Cpu);
+    let x = random(&[3, 3, 8, 8], 0.0, 1.0, 700);
+    let z = random(&[3, 3, 8, 8], -2.0, 2.0, 701);
+    let step = |model: &CondRefineNetDilated, adam: &mut Adam, device: &Device, s: usize| {
+        let labels = [s % 10, (s + 4) % 10, (s + 9) % 10];
+        let loss = anneal_dsm(model, &x.to(device), &z.to(device), &labels, &sigmas);
+        adam.step(&loss.backward());
+        loss.item()
+    };
+    for s in 0..3 {
+        let before = ctx.transfers();
+        let ld = step(&dm, &mut da, &d, s);
+        let t = ctx.transfers() - before;
+        let lc = step(&cm, &mut ca, &Device::Cpu, s);
+        assert!(
+            (ld - lc).abs() <= 1e-4 * (1.0 + lc.abs()),
+            "step {s}: loss on device {ld} vs cpu {lc}"
+        );
+        if s > 0 {
+            eprintln!("one RefineNet training step: {t:?}");
+            // x, z, σ, the weights, and the labels (as indices for the embeddings).
+            assert_eq!(t.uploads, 5, "{t:?}");
+            assert_eq!(t.downloads, 1, "{t:?}");
+        }
+    }
+    for ((name, p), (_, q)) in dm.store.named_params().iter().zip(cm.store.named_params()) {
+        assert_close(name, p, &q, |_, w| 1e-4 * (1.0 + w.abs()));
+    }
+}
+
+// ANCHOR: library_sampler
+#[test]
+fn the_library_sampler_runs_on_the_device_without_copies() {
+    use ncsn::sample::{AnnealedConfig, annealed_langevin};
+    use ncsn::score::GeometricSigmas;
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let sigmas = GeometricSigmas::new(1.0, 0.1, 4);
+    let config = AnnealedConfig {
+        step_size: 2e-2,
+        n_steps_each: 25,
+        record_every: 0,
+    };
+    let x0 = Tensor::randn_philox(&[64, 129], 3, 0, &d);
+    let before = ctx.transfers();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let out = annealed_langevin(
+        |x, i| gaussian_score(x, 2.0, 1.0 + sigmas.get(i).powi(2)),
+        &x0,
+        &sigmas,
+        &config,
+        &mut rng,
+    );
+    assert_eq!(
+        ctx.transfers() - before,
+        Default::default(),
+        "the sampler copied data"
+    );
+    assert!(!out.x.device().is_cpu());
+    // The samples have the statistics of N(2, 1 + σ_L²) up to the discretisation (see above).
+    let v = out.x.to_vec();
+    let n = v.len() as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    let var = v.iter().map(|z| (z - mean).powi(2)).sum::<f32>() / (n - 1.0);
+    assert!((mean - 2.0).abs() < 0.1, "mean {mean}");
+    assert!((var - 1.01).abs() < 0.15, "variance {var}");
+}
+// ANCHOR_END: library_sampler
