@@ -34,7 +34,7 @@ pub fn generate(
     (c, side): (usize, usize),
     rng: &mut impl Rng,
 ) -> Generated {
-    let x0 = Tensor::rand(&[n, c, side, side], rng); //       uniform noise on [0, 1)
+    let x0 = Tensor::rand(&[n, c, side, side], rng).to(&model.device()); // uniform noise on [0, 1)
     let config = AnnealedConfig {
         record_every: config.n_steps_each, //               once per noise level
         ..*config
@@ -102,12 +102,13 @@ pub fn inpaint(
         row.assign(&originals.index_axis(Axis(0), i / k));
     }
     let mask = occlusion_mask(h, occlusion);
-    let x0 = Tensor::rand(&[m * k, c, h, w], rng);
+    let device = model.device();
+    let x0 = Tensor::rand(&[m * k, c, h, w], rng).to(&device);
     let out = annealed_langevin_inpaint(
         |x, i| model.score(x, &vec![i; x.shape()[0]]),
         &x0,
-        &Tensor::from_array(known.into_dyn()),
-        &Tensor::from_array(mask.into_dyn()),
+        &Tensor::from_array(known.into_dyn()).to(&device),
+        &Tensor::from_array(mask.into_dyn()).to(&device),
         sigmas,
         &AnnealedConfig {
             record_every: 0,

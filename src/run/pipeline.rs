@@ -24,6 +24,7 @@ use super::train::{
 use crate::data::{Dataset, Split, Transform, cifar10, mnist};
 use crate::io::{GridOptions, save_grid, save_grid_with};
 use crate::nn::{CondRefineNetDilated, RefineNetConfig};
+use crate::tensor::Device;
 use crate::{Error, Result};
 
 /// The command line shared by `cargo run --release --example mnist` and `--example cifar10`.
@@ -88,6 +89,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Where tensors live: `cpu`, or `vulkan` (a build with `--features vulkan`, a Vulkan loader
+    /// and a device; the error says which is missing).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 impl Args {
@@ -347,7 +352,9 @@ pub fn run<M: ScoreNet>(
             config.ema_mu = config.ema_mu.or(c.ema_mu);
         }
     }
+    let device = Device::parse(&args.device)?;
     let model = build(&config, &mut stream_rng(config.seed, Stream::Init));
+    model.params().to_device(&device);
     say(
         args,
         format!(

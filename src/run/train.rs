@@ -40,6 +40,7 @@ use crate::nn::ParamStore;
 use crate::optim::{Adam, AdamConfig, Ema};
 use crate::plot::{self, Figure, Series};
 use crate::score::{GeometricSigmas, anneal_dsm_loss};
+use crate::tensor::Device;
 use crate::{Error, Result, Tensor, no_grad};
 
 /// A noise-conditional score network as training and sampling see it: parameters in a
@@ -49,6 +50,15 @@ pub trait ScoreNet {
     fn params(&self) -> &ParamStore;
     /// s_θ(x, σ_y) with y = `labels[n]` for each picture n of `x`.
     fn score(&self, x: &Tensor, labels: &[usize]) -> Tensor;
+    /// The device the parameters live on: inputs are made there ("data follows the model"), so
+    /// moving the parameters with [`ParamStore::to_device`] moves the whole run.
+    fn device(&self) -> Device {
+        self.params()
+            .params()
+            .first()
+            .map(Tensor::device)
+            .unwrap_or(Device::Cpu)
+    }
 }
 
 /// The independent random streams of a run (`ChaCha8Rng::set_stream`), all from `config.seed`.
@@ -412,7 +422,7 @@ fn test_loss(
         .collect();
     let mut x = test.gather_f32(&idx);
     crate::data::dequantize(&mut x, &mut rng);
-    let x = Tensor::from_array(x.into_dyn());
+    let x = Tensor::from_array(x.into_dyn()).to(&model.device());
     no_grad(|| {
         anneal_dsm_loss(
             |x, l| model.score(x, l),
@@ -444,7 +454,7 @@ pub fn evaluate_dsm(
         let idx: Vec<usize> = (start..end).collect();
         let mut x = data.gather_f32(&idx);
         crate::data::dequantize(&mut x, &mut rng);
-        let x = Tensor::from_array(x.into_dyn());
+        let x = Tensor::from_array(x.into_dyn()).to(&model.device());
         let loss = no_grad(|| {
             anneal_dsm_loss(
                 |x, l| model.score(x, l),
@@ -537,11 +547,12 @@ pub fn train(
             plot_losses(&run.loss_plot(), log)
         };
 
+    let device = model.device();
     let t0 = Instant::now();
     let mut smoothed = None::<f32>;
     for step in start + 1..=config.n_iters {
         let batch = batches.next().expect("batches never end");
-        let x = Tensor::from_array(batch.images.into_dyn());
+        let x = Tensor::from_array(batch.images.into_dyn()).to(&device);
         let loss = anneal_dsm_loss(
             |x, l| model.score(x, l),
             &x,
