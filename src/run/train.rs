@@ -275,20 +275,6 @@ fn model_tensors(tensors: &Tensors) -> Tensors {
         .collect()
 }
 
-/// Checks `tensors` against the store's names and shapes, then copies them in; nothing changes
-/// on error.
-fn load_params(store: &ParamStore, tensors: &Tensors) -> Result<()> {
-    let params = store.named_params();
-    checkpoint::check_shapes(
-        tensors,
-        params.iter().map(|(n, t)| (n.as_str(), t.shape().to_vec())),
-    )?;
-    for (name, p) in &params {
-        p.set_data(tensors[name].clone());
-    }
-    Ok(())
-}
-
 /// Prefixes an [`Error::Invalid`] with the file it is about.
 fn at(path: &Path, e: Error) -> Error {
     match e {
@@ -347,7 +333,7 @@ pub fn load_training_checkpoint(
     if let Some(ema) = ema {
         ema.load_shadow(&ema_tensors).map_err(|e| at(path, e))?;
     }
-    load_params(params, &model).map_err(|e| at(path, e))?;
+    params.load_state_dict(&model).map_err(|e| at(path, e))?;
     Ok(Position {
         step,
         loss_rng_word_pos: word_pos,
@@ -365,7 +351,7 @@ pub fn load_weights(path: &Path, params: &ParamStore, prefer_ema: bool) -> Resul
     } else {
         model_tensors(&ckpt.tensors)
     };
-    load_params(params, &tensors).map_err(|e| at(path, e))?;
+    params.load_state_dict(&tensors).map_err(|e| at(path, e))?;
     Ok(use_ema)
 }
 
