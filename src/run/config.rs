@@ -121,7 +121,7 @@ impl RunConfig {
     /// for CIFAR-10, and annealed Langevin dynamics with T = 100, ε = 2e-5 from uniform noise.
     ///
     /// `cpu` keeps the objective, the noise levels and the sampler, and shrinks the rest for two
-    /// CPU cores: ngf 16, batch 32, 2,500 steps for MNIST (500 for CIFAR-10), 25 samples. Measured
+    /// CPU cores: ngf 16, batch 32, 4,500 steps for MNIST (500 for CIFAR-10), 25 samples. Measured
     /// on a 2-core machine shared with other jobs, the MNIST run took about 70 minutes of wall time
     /// (1.4–1.5 s a step, 5.5 minutes for the samples); see the book's chapter on images.
     pub fn preset(dataset: DatasetKind, preset: Preset) -> Self {
@@ -160,7 +160,7 @@ impl RunConfig {
                 ngf: 16,
                 batch_size: 32,
                 n_iters: match dataset {
-                    DatasetKind::Mnist => 2_500,
+                    DatasetKind::Mnist => 4_500,
                     DatasetKind::Cifar10 => 500,
                 },
                 checkpoint_every: 250,
