@@ -21,26 +21,30 @@ impl SendPtr {
     }
 }
 
+/// The shapes of C = A·B: (broadcast batch axes, m, k, n). Panics, naming both shapes, unless
+/// both operands have at least two axes, their inner sizes agree and their batch axes broadcast.
+/// Shared by the CPU kernel and the Vulkan path.
+pub(crate) fn matmul_dims(a: &[usize], b: &[usize]) -> (Vec<usize>, usize, usize, usize) {
+    let (ad, bd) = (a.len(), b.len());
+    assert!(
+        ad >= 2 && bd >= 2,
+        "matmul: need at least 2-D operands, got {a:?} and {b:?}"
+    );
+    let (m, k) = (a[ad - 2], a[ad - 1]);
+    let (k2, n) = (b[bd - 2], b[bd - 1]);
+    assert_eq!(k, k2, "matmul: inner sizes differ in {a:?} · {b:?}");
+    (
+        broadcast_shape(&a[..ad - 2], &b[..bd - 2], "matmul"),
+        m,
+        k,
+        n,
+    )
+}
+
 /// C = A·B over the last two axes, broadcasting the leading (batch) axes.
 // ANCHOR: matmul_kernel
 pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
-    let (ad, bd) = (a.ndim(), b.ndim());
-    assert!(
-        ad >= 2 && bd >= 2,
-        "matmul: need at least 2-D operands, got {:?} and {:?}",
-        a.shape(),
-        b.shape()
-    );
-    let (m, k) = (a.shape()[ad - 2], a.shape()[ad - 1]);
-    let (k2, n) = (b.shape()[bd - 2], b.shape()[bd - 1]);
-    assert_eq!(
-        k,
-        k2,
-        "matmul: inner sizes differ in {:?} · {:?}",
-        a.shape(),
-        b.shape()
-    );
-    let batch = broadcast_shape(&a.shape()[..ad - 2], &b.shape()[..bd - 2], "matmul");
+    let (batch, m, k, n) = matmul_dims(a.shape(), b.shape());
     let with = |rows: usize, cols: usize| -> Vec<usize> {
         batch.iter().copied().chain([rows, cols]).collect()
     };

@@ -383,24 +383,7 @@ pub(crate) fn index_add(
 /// The matrix product of the last two axes, broadcasting the leading ones.
 pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Option<Data> {
     let ctx = context("matmul", &[a, b])?;
-    let (ad, bd) = (a.ndim(), b.ndim());
-    assert!(
-        ad >= 2 && bd >= 2,
-        "matmul: need at least 2-D operands, got {:?} and {:?}",
-        a.shape(),
-        b.shape()
-    );
-    let (m, k) = (a.shape()[ad - 2], a.shape()[ad - 1]);
-    let (k2, n) = (b.shape()[bd - 2], b.shape()[bd - 1]);
-    assert_eq!(
-        k,
-        k2,
-        "matmul: inner sizes differ in {:?} · {:?}",
-        a.shape(),
-        b.shape()
-    );
-    let batch =
-        super::binary::broadcast_shape(&a.shape()[..ad - 2], &b.shape()[..bd - 2], "matmul");
+    let (batch, m, k, n) = super::matmul::matmul_dims(a.shape(), b.shape());
     let batches: usize = batch.iter().product();
     // Each operand as a matrix (reused for every batch entry) or a [batches, rows, cols] stack,
     // broadcast first where its batch axes are not the full batch.
