@@ -67,6 +67,6 @@ pub mod score;
 pub mod tensor;
 pub mod toy;
 
-pub use autograd::{Gradients, backward, grad, grad_with};
+pub use autograd::{Gradients, backward, grad, grad_with, sharded_backward};
 pub use error::{Error, Result};
 pub use tensor::{Device, Tensor, no_grad};

@@ -7,8 +7,8 @@
 //! EMA of the weights (μ = 0.999) in its later version.
 
 use crate::autograd::Gradients;
-use crate::tensor::Tensor;
-use ndarray::{ArrayD, IxDyn, Zip};
+use crate::tensor::{Tensor, contiguous, fastmath};
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 use std::collections::BTreeMap;
 
 /// An optimizer's state for a checkpoint: named tensors, and scalars (step counts) as strings.
@@ -192,7 +192,8 @@ impl Adam {
             let g = g.storage();
             // A weight's gradient often arrives transposed (Linear multiplies by a permuted view
             // of its weight); one row-major copy makes the update below a loop over slices.
-            let g = g.as_standard_layout();
+            let g = contiguous(&g);
+            let g = ArrayViewD::from_shape(p.shape(), &g).expect("gradient shape");
             let (b1, b2, eps, wd) = (c.beta1, c.beta2, c.eps, c.weight_decay);
             let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
                 let g = g + wd * *p; //                         g ← g + λ·p
@@ -210,11 +211,11 @@ impl Adam {
                     s.exp_avg.as_slice_mut(),
                     s.exp_avg_sq.as_slice_mut(),
                 ) {
-                    (Some(ps), Some(gs), Some(ms), Some(vs)) => {
+                    (Some(ps), Some(gs), Some(ms), Some(vs)) => fastmath::dispatch(|| {
                         for (((p, &g), m), v) in ps.iter_mut().zip(gs).zip(ms).zip(vs) {
                             update(p, g, m, v);
                         }
-                    }
+                    }),
                     _ => Zip::from(p)
                         .and(&g)
                         .and(&mut s.exp_avg)

@@ -98,3 +98,63 @@ fn parameters_update_in_place_and_graphs_keep_old_values() {
         "copy-on-write: the earlier result keeps its values"
     );
 }
+
+/// Elementwise ops give the same values whatever the operands' layouts: row-major, transposed
+/// views (column-major), rows repeated by broadcasting, scalars, and large enough to run on
+/// several threads. The reference is an index-by-index loop.
+#[test]
+fn binary_ops_agree_across_layouts() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for &(m, n) in &[(3usize, 5usize), (37, 70), (300, 260)] {
+        let a = Tensor::randn(&[m, n], &mut rng);
+        let b = Tensor::randn(&[m, n], &mut rng);
+        let bt = Tensor::randn(&[n, m], &mut rng).t(); // column-major (m, n)
+        let at = Tensor::randn(&[n, m], &mut rng).t();
+        let row = Tensor::randn(&[n], &mut rng);
+        let col = Tensor::randn(&[m, 1], &mut rng);
+        let s = Tensor::scalar(1.5);
+        let cases = [
+            (&a, &b),
+            (&a, &bt),
+            (&bt, &a),
+            (&at, &bt),
+            (&a, &row),
+            (&row, &a),
+            (&bt, &row),
+            (&a, &col),
+            (&a, &s),
+            (&s, &bt),
+        ];
+        for (x, y) in cases {
+            let shape = [m, n];
+            let (xa, ya) = (x.to_array(), y.to_array());
+            let xb = xa.broadcast(ndarray::IxDyn(&shape)).unwrap();
+            let yb = ya.broadcast(ndarray::IxDyn(&shape)).unwrap();
+            type F = fn(f32, f32) -> f32;
+            let ops: [(&str, Tensor, F); 4] = [
+                ("add", x.add(y), |p, q| p + q),
+                ("sub", x.sub(y), |p, q| p - q),
+                ("mul", x.mul(y), |p, q| p * q),
+                ("div", x.div(y), |p, q| p / q),
+            ];
+            for (name, got, f) in ops {
+                assert_eq!(got.shape(), &shape, "{name}");
+                let got = got.to_array();
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = f(xb[[i, j]], yb[[i, j]]);
+                        // Same single operation on the same two numbers: bit-identical.
+                        assert_eq!(
+                            got[[i, j]].to_bits(),
+                            want.to_bits(),
+                            "{name} at ({i}, {j}) for {:?} and {:?}",
+                            x.shape(),
+                            y.shape()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

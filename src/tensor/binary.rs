@@ -4,9 +4,11 @@
 //! of sizes must be equal or one of them 1. In the backward pass a gradient of the broadcast shape
 //! is summed back to each input's own shape ([`Tensor::sum_to`]).
 
-use super::unary::PAR_THRESHOLD;
+use super::fastmath;
+use super::unary::{PAR_CHUNK, PAR_THRESHOLD};
 use super::{Op, Storage, Tensor};
-use ndarray::{ArrayD, IxDyn, Zip};
+use ndarray::{ArrayD, IxDyn, ShapeBuilder, Zip};
+use rayon::prelude::*;
 
 #[cfg(feature = "vulkan")]
 use crate::backend::vulkan::BinaryOp;
@@ -50,17 +52,46 @@ pub fn broadcast_shape(a: &[usize], b: &[usize], op: &str) -> Vec<usize> {
 }
 
 /// Applies `f` elementwise over two broadcast arrays.
+// ANCHOR: zip_with
 pub(crate) fn zip_with(
     a: &Storage,
     b: &Storage,
     op: &str,
-    f: impl Fn(f32, f32) -> f32 + Sync + Send,
+    f: impl Fn(f32, f32) -> f32 + Copy + Sync + Send,
 ) -> ArrayD<f32> {
     let shape = if a.shape() == b.shape() {
         a.shape().to_vec()
     } else {
         broadcast_shape(a.shape(), b.shape(), op)
     };
+    // The common cases on row-major data, as vectorised loops over slices: same shapes, a scalar,
+    // or one operand repeated along the leading axes of the other (a bias added to every row).
+    if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
+        if a.shape() == shape.as_slice() && repeats_along_leading_axes(b.shape(), &shape) {
+            return zip_slices(x, y, &shape, f);
+        }
+        if b.shape() == shape.as_slice() && repeats_along_leading_axes(a.shape(), &shape) {
+            return zip_slices(y, x, &shape, move |q, p| f(p, q));
+        }
+    }
+    // Two operands with one and the same layout over contiguous memory (two transposed weight
+    // gradients, say): elementwise over memory order, and the result in that layout too.
+    if a.shape() == b.shape() && a.strides() == b.strides() && a.strides().iter().all(|&s| s >= 0) {
+        if let (Some(x), Some(y)) = (a.as_slice_memory_order(), b.as_slice_memory_order()) {
+            let out = zip_slices(x, y, &[x.len()], f).into_raw_vec_and_offset().0;
+            let strides: Vec<usize> = a.strides().iter().map(|&s| s as usize).collect();
+            let layout = IxDyn(&shape).strides(IxDyn(&strides));
+            return ArrayD::from_shape_vec(layout, out).expect("layout of a contiguous operand");
+        }
+    }
+    // A matrix plus its transpose's layout (a weight's gradient from two paths, one through a
+    // transposed view): tile by tile, so that both operands are read from cache.
+    if let Some(out) = zip_row_and_column_major(a, b, f) {
+        return out;
+    }
+    if let Some(out) = zip_row_and_column_major(b, a, move |q, p| f(p, q)) {
+        return out;
+    }
     let av = a.broadcast(IxDyn(&shape)).expect("broadcast checked");
     let bv = b.broadcast(IxDyn(&shape)).expect("broadcast checked");
     let zip = Zip::from(&av).and(&bv);
@@ -69,6 +100,63 @@ pub(crate) fn zip_with(
     } else {
         zip.map_collect(|&x, &y| f(x, y))
     }
+}
+// ANCHOR_END: zip_with
+
+/// `f(a, b)` for a row-major matrix `a` and a column-major matrix `b` of the same shape, in
+/// row-major order; `None` for any other pair of layouts.
+fn zip_row_and_column_major(
+    a: &Storage,
+    b: &Storage,
+    f: impl Fn(f32, f32) -> f32,
+) -> Option<ArrayD<f32>> {
+    let &[m, n] = a.shape() else { return None };
+    if b.shape() != [m, n] || m < 2 || n < 2 || b.strides() != [1, m as isize] {
+        return None;
+    }
+    let (x, y) = (a.as_slice()?, b.as_slice_memory_order()?); // x[i·n + j], y[j·m + i]
+    let mut out = vec![0.0f32; m * n];
+    super::for_each_tiled(m, n, |i, j| out[i * n + j] = f(x[i * n + j], y[j * m + i]));
+    Some(ArrayD::from_shape_vec(IxDyn(&[m, n]), out).expect("shape"))
+}
+
+/// Whether an operand of shape `small` broadcast to `full` is its data repeated end to end: true
+/// when, after dropping leading 1s, `small` is a suffix of `full` (a scalar included).
+fn repeats_along_leading_axes(small: &[usize], full: &[usize]) -> bool {
+    let lead = small.iter().take_while(|&&d| d == 1).count();
+    let core = &small[lead..];
+    core.len() <= full.len() && full.ends_with(core)
+}
+
+/// `f(x[i], y[i mod y.len()])` into a new array of `shape` (the shape of `x`), across threads
+/// for large arrays.
+fn zip_slices(
+    x: &[f32],
+    y: &[f32],
+    shape: &[usize],
+    f: impl Fn(f32, f32) -> f32 + Copy + Sync + Send,
+) -> ArrayD<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    if x.is_empty() {
+    } else if y.len() == 1 {
+        let c = y[0];
+        if x.len() >= PAR_THRESHOLD {
+            out.par_chunks_mut(PAR_CHUNK)
+                .zip(x.par_chunks(PAR_CHUNK))
+                .for_each(|(o, x)| fastmath::map_into(x, o, move |v| f(v, c)));
+        } else {
+            fastmath::map_into(x, &mut out, move |v| f(v, c));
+        }
+    } else if x.len() >= PAR_THRESHOLD {
+        // Chunks that are whole repeats of y, so that each starts at y[0].
+        let chunk = PAR_CHUNK.next_multiple_of(y.len());
+        out.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk))
+            .for_each(|(o, x)| fastmath::zip_into(x, y, o, f));
+    } else {
+        fastmath::zip_into(x, y, &mut out, f);
+    }
+    ArrayD::from_shape_vec(IxDyn(shape), out).expect("shape")
 }
 
 impl Tensor {

@@ -73,39 +73,89 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// Writes `f(x[i])` to `out[i]`. On x86-64 machines with AVX2 and FMA the loop is compiled a
-/// second time with those features enabled and chosen at run time; elsewhere it is the portable
-/// (SSE2) loop. Either way the compiler vectorises it, because `f` is inlined and branch-free.
+/// Runs `f` compiled for the best vector extension this CPU has: AVX-512, AVX2 + FMA, or the
+/// portable (SSE2) baseline. `f` is inlined into each of the three copies, so a loop inside it is
+/// vectorised three times and the choice is made once per call, at run time.
+#[inline(always)]
+pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match simd_level() {
+            // SAFETY: the CPU supports the features each function was compiled for.
+            SimdLevel::Avx512 => return unsafe { avx512(f) },
+            SimdLevel::Avx2 => return unsafe { avx2(f) },
+            SimdLevel::Baseline => {}
+        }
+    }
+    f()
+}
+
+/// Writes `f(x[i])` to `out[i]`, vectorised for this CPU (see [`dispatch`]): the compiler
+/// vectorises the loop because `f` is inlined and branch-free.
 #[inline(always)]
 pub fn map_into(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     assert_eq!(x.len(), out.len());
-    #[inline(always)]
-    fn body(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+    dispatch(|| {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = f(v);
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn body_avx2(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
-            body(x, out, f)
-        }
-        if has_avx2_fma() {
-            // SAFETY: the CPU supports the features the function was compiled for.
-            return unsafe { body_avx2(x, out, f) };
-        }
-    }
-    body(x, out, f)
+    })
 }
 
-/// Whether this CPU can run the AVX2 + FMA versions of the loops (checked once).
+/// Writes `f(a[i], b[i mod b.len()])` to `out[i]`: elementwise when `b` is as long as `a`, and
+/// `b` repeated along the rows of `a` when it is shorter (a broadcast over leading axes, such as a
+/// bias added to every row). Vectorised for this CPU (see [`dispatch`]).
+#[inline(always)]
+pub fn zip_into(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Copy) {
+    assert_eq!(a.len(), out.len());
+    assert!(
+        !b.is_empty() && a.len() % b.len() == 0,
+        "zip_into: {} by {}",
+        a.len(),
+        b.len()
+    );
+    dispatch(|| {
+        for (o, a) in out.chunks_exact_mut(b.len()).zip(a.chunks_exact(b.len())) {
+            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                *o = f(x, y);
+            }
+        }
+    })
+}
+
+/// The vector extensions the loops here can use.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SimdLevel {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+/// What this CPU supports (checked once).
 #[cfg(target_arch = "x86_64")]
 #[inline]
-pub fn has_avx2_fma() -> bool {
+fn simd_level() -> SimdLevel {
     use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if avx2 && is_x86_feature_detected!("avx512f") {
+            SimdLevel::Avx512
+        } else if avx2 {
+            SimdLevel::Avx2
+        } else {
+            SimdLevel::Baseline
+        }
+    })
 }
 
 #[cfg(test)]
@@ -165,5 +215,18 @@ mod tests {
         for (o, &v) in out.iter().zip(&x) {
             assert_eq!(o.to_bits(), softplus(v).to_bits());
         }
+    }
+
+    #[test]
+    fn zip_into_repeats_the_shorter_operand() {
+        let a: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let b = [0.5f32, 1.5, 2.5];
+        let mut out = vec![0.0; 12];
+        zip_into(&a, &b, &mut out, |x, y| x * y + 1.0);
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(*o, a[i] * b[i % 3] + 1.0, "element {i}");
+        }
+        zip_into(&a, &a, &mut out, |x, y| x - 2.0 * y);
+        assert!(out.iter().zip(&a).all(|(o, x)| *o == -x));
     }
 }

@@ -144,7 +144,16 @@ pub(crate) fn vjp(
     need: &[bool],
 ) -> (Option<Tensor>, Option<Tensor>) {
     let ga = need[0].then(|| g.matmul(&b.t()).sum_to(a.shape()));
-    let gb = need[1].then(|| a.t().matmul(g).sum_to(b.shape()));
+    let gb = need[1].then(|| {
+        if b.is_column_major() && a.ndim() == 2 {
+            // (gᵀ·a)ᵀ = aᵀ·g, computed so that the result is laid out like b: for a weight
+            // used as `w.t()` (Linear), the gradient that reaches w is then row-major like w,
+            // and accumulating it or applying it in the optimizer needs no transposing copy.
+            g.t().matmul(a).t()
+        } else {
+            a.t().matmul(g).sum_to(b.shape())
+        }
+    });
     (ga, gb)
 }
 // ANCHOR_END: matmul_vjp

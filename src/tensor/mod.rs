@@ -98,15 +98,67 @@ impl From<ArrayD<f32>> for Data {
 /// The elements of `s` in row-major order as a slice: borrowed when the storage is already
 /// contiguous (the common case), copied otherwise.
 pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
-    match s.as_slice() {
-        Some(v) => std::borrow::Cow::Borrowed(v),
-        None => std::borrow::Cow::Owned(s.iter().copied().collect()),
+    if let Some(v) = s.as_slice() {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    // A transposed matrix (column-major): copied tile by tile.
+    if let (&[m, n], Some(src)) = (s.shape(), s.as_slice_memory_order()) {
+        if s.strides() == [1, m as isize] {
+            let mut out = vec![0.0f32; m * n];
+            for_each_tiled(m, n, |i, j| out[i * n + j] = src[j * m + i]);
+            return std::borrow::Cow::Owned(out);
+        }
+    }
+    std::borrow::Cow::Owned(s.iter().copied().collect())
+}
+
+/// Calls `f(i, j)` for every entry of an m × n matrix, in 32 × 32 tiles, so that a loop that
+/// reads one matrix by rows and another by columns finds both in cache.
+#[inline(always)]
+pub(crate) fn for_each_tiled(m: usize, n: usize, mut f: impl FnMut(usize, usize)) {
+    const TILE: usize = 32;
+    for i0 in (0..m).step_by(TILE) {
+        for j0 in (0..n).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(m) {
+                for j in j0..(j0 + TILE).min(n) {
+                    f(i, j);
+                }
+            }
+        }
     }
 }
 
 /// A unique identifier of a tensor, used as the key of [`crate::autograd::Gradients`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(u64);
+
+/// A hasher for maps keyed by [`TensorId`]: ids are distinct integers, so one multiplication by
+/// an odd constant (Fibonacci hashing) spreads them over the table; SipHash, the standard
+/// library's default, guards against adversarial keys that cannot occur here and costs several
+/// times more on the backward pass's hot path.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash map keyed by tensor id.
+pub(crate) type IdMap<V> =
+    std::collections::HashMap<TensorId, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// A hash set of tensor ids.
+pub(crate) type IdSet =
+    std::collections::HashSet<TensorId, std::hash::BuildHasherDefault<IdHasher>>;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -391,6 +443,19 @@ impl Tensor {
             Data::Cpu(s) => s.clone(),
             #[cfg(feature = "vulkan")]
             Data::Vulkan(d) => d.download().into_shared(),
+        }
+    }
+
+    /// Whether the data is a CPU matrix stored column by column (the transpose of a row-major
+    /// matrix, such as `w.t()`).
+    pub(crate) fn is_column_major(&self) -> bool {
+        match &*self.read() {
+            Data::Cpu(s) => {
+                let &[m, n] = s.shape() else { return false };
+                m > 1 && n > 1 && s.strides() == [1, m as isize]
+            }
+            #[cfg(feature = "vulkan")]
+            Data::Vulkan(_) => false,
         }
     }
 

@@ -9,6 +9,9 @@ use rayon::prelude::*;
 /// the cost of waking threads exceeds the work (measured in `benches/ops.rs`).
 pub(crate) const PAR_THRESHOLD: usize = 1 << 16;
 
+/// The elements each thread takes at a time in a parallel elementwise kernel.
+pub(crate) const PAR_CHUNK: usize = 1 << 14;
+
 /// An elementwise function of one tensor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
@@ -205,9 +208,8 @@ impl Tensor {
         let src = x.as_slice().expect("standard layout");
         let mut out = vec![0.0f32; src.len()];
         if src.len() >= PAR_THRESHOLD {
-            const CHUNK: usize = 1 << 14;
-            out.par_chunks_mut(CHUNK)
-                .zip(src.par_chunks(CHUNK))
+            out.par_chunks_mut(PAR_CHUNK)
+                .zip(src.par_chunks(PAR_CHUNK))
                 .for_each(|(o, i)| apply_slice(kind, i, o));
         } else {
             apply_slice(kind, src, &mut out);
