@@ -73,13 +73,14 @@ fn naive_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dConfig) -> 
 }
 
 /// The convolution configurations exercised: (kernel, stride, padding, dilation, input side).
-const CONVS: [(usize, usize, usize, usize, usize); 6] = [
+const CONVS: [(usize, usize, usize, usize, usize); 7] = [
     (3, 1, 1, 1, 5), // conv3x3
     (3, 2, 1, 1, 5), // strided
     (3, 1, 2, 2, 5), // dilated_conv3x3(d = 2)
     (1, 1, 0, 1, 4), // 1×1: the pointwise path without im2col
     (2, 2, 0, 1, 5), // even kernel, stride 2, input size not a multiple of the stride
     (3, 1, 0, 2, 6), // dilation without padding
+    (3, 1, 4, 4, 5), // dilation as large as the image: whole taps fall on the padding
 ];
 
 #[test]

@@ -136,26 +136,26 @@ fn zip_slices(
     shape: &[usize],
     f: impl Fn(f32, f32) -> f32 + Copy + Sync + Send,
 ) -> ArrayD<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    if x.is_empty() {
-    } else if y.len() == 1 {
-        let c = y[0];
-        if x.len() >= PAR_THRESHOLD {
-            out.par_chunks_mut(PAR_CHUNK)
-                .zip(x.par_chunks(PAR_CHUNK))
-                .for_each(|(o, x)| fastmath::map_into(x, o, move |v| f(v, c)));
-        } else {
-            fastmath::map_into(x, &mut out, move |v| f(v, c));
+    let out = super::filled(x.len(), |out| {
+        if y.len() == 1 {
+            let c = y[0];
+            if x.len() >= PAR_THRESHOLD {
+                out.par_chunks_mut(PAR_CHUNK)
+                    .zip(x.par_chunks(PAR_CHUNK))
+                    .for_each(|(o, x)| fastmath::map_into(x, o, move |v| f(v, c)));
+            } else {
+                fastmath::map_into(x, out, move |v| f(v, c));
+            }
+        } else if x.len() >= PAR_THRESHOLD {
+            // Chunks that are whole repeats of y, so that each starts at y[0].
+            let chunk = PAR_CHUNK.next_multiple_of(y.len());
+            out.par_chunks_mut(chunk)
+                .zip(x.par_chunks(chunk))
+                .for_each(|(o, x)| fastmath::zip_into(x, y, o, f));
+        } else if !x.is_empty() {
+            fastmath::zip_into(x, y, out, f);
         }
-    } else if x.len() >= PAR_THRESHOLD {
-        // Chunks that are whole repeats of y, so that each starts at y[0].
-        let chunk = PAR_CHUNK.next_multiple_of(y.len());
-        out.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(o, x)| fastmath::zip_into(x, y, o, f));
-    } else {
-        fastmath::zip_into(x, y, &mut out, f);
-    }
+    });
     ArrayD::from_shape_vec(IxDyn(shape), out).expect("shape")
 }
 

@@ -174,6 +174,15 @@ fn im2col_channel(xc: &[f32], colc: &mut [f32], g: &Geom) {
             let row = &mut colc[(u * g.kw + v) * hwo..][..hwo];
             row[..oh_lo * g.wo].fill(0.0);
             row[oh_hi * g.wo..].fill(0.0);
+            if let Some((a, b, shift)) = shifted_span(g, (oh_lo, oh_hi), off_h, off_w) {
+                // Stride 1, same width: the whole tap is one shifted copy of the channel, then
+                // the columns whose source wrapped round into a neighbouring row are zeroed.
+                row[oh_lo * g.wo..a].fill(0.0);
+                row[b..oh_hi * g.wo].fill(0.0);
+                row[a..b].copy_from_slice(&xc[(a as isize + shift) as usize..][..b - a]);
+                zero_wrapped_columns(row, (oh_lo, oh_hi), (ow_lo, ow_hi), g.wo);
+                continue;
+            }
             for oh in oh_lo..oh_hi {
                 let ih = (oh * s) as isize + off_h;
                 let xrow = &xc[ih as usize * g.w..][..g.w];
@@ -195,9 +204,53 @@ fn im2col_channel(xc: &[f32], colc: &mut [f32], g: &Geom) {
     }
 }
 
+/// For stride 1 and an output as wide as the input (the "same" padding of every 3 × 3
+/// convolution in RefineNet), column entry (oh, ow) of tap (off_h, off_w) reads input entry
+/// (oh + off_h, ow + off_w): flat index `oh·W + ow + shift` with shift = off_h·W + off_w, the same
+/// for the whole tap. Returns the span [a, b) of the tap's column row over output rows
+/// `oh_lo..oh_hi` whose source stays inside the channel, and the shift; `None` for other
+/// geometries. Entries of the span outside the valid columns read a neighbouring row's edge
+/// (they wrapped round) and must be zeroed by the caller.
+#[inline]
+fn shifted_span(
+    g: &Geom,
+    (oh_lo, oh_hi): (usize, usize),
+    off_h: isize,
+    off_w: isize,
+) -> Option<(usize, usize, isize)> {
+    if g.cfg.stride != 1 || g.w != g.wo || oh_hi <= oh_lo {
+        return None;
+    }
+    let shift = off_h * g.w as isize + off_w;
+    let (lo, hi) = (oh_lo * g.wo, oh_hi * g.wo);
+    let a = lo.max((-shift).max(0) as usize).min(hi);
+    let b = hi.min((g.hw() as isize - shift).max(0) as usize).max(a);
+    Some((a, b, shift))
+}
+
+/// Zeroes, in each output row `oh_lo..oh_hi` of a column row, the columns outside
+/// `ow_lo..ow_hi` (those whose tap falls on the padding).
+#[inline]
+fn zero_wrapped_columns(
+    row: &mut [f32],
+    (oh_lo, oh_hi): (usize, usize),
+    (ow_lo, ow_hi): (usize, usize),
+    wo: usize,
+) {
+    if ow_lo == 0 && ow_hi == wo {
+        return;
+    }
+    for oh in oh_lo..oh_hi {
+        let seg = &mut row[oh * wo..][..wo];
+        seg[..ow_lo].fill(0.0);
+        seg[ow_hi..].fill(0.0);
+    }
+}
+
 /// The adjoint of [`im2col_channel`]: adds each entry of the column rows back onto the input
-/// position it was copied from (overlapping windows accumulate).
-fn col2im_channel(colc: &[f32], xc: &mut [f32], g: &Geom) {
+/// position it was copied from (overlapping windows accumulate). `colc` is scratch: entries that
+/// belong to the padding may be overwritten with zeros.
+fn col2im_channel(colc: &mut [f32], xc: &mut [f32], g: &Geom) {
     let (s, p, d) = (g.cfg.stride, g.cfg.padding as isize, g.cfg.dilation);
     let hwo = g.hwo();
     xc.fill(0.0);
@@ -210,7 +263,18 @@ fn col2im_channel(colc: &[f32], xc: &mut [f32], g: &Geom) {
             if ow_hi <= ow_lo {
                 continue;
             }
-            let row = &colc[(u * g.kw + v) * hwo..][..hwo];
+            let row = &mut colc[(u * g.kw + v) * hwo..][..hwo];
+            if let Some((a, b, shift)) = shifted_span(g, (oh_lo, oh_hi), off_h, off_w) {
+                // Stride 1, same width: zero the entries that belong to the padding, then add
+                // the tap's span back in one pass (the zeros land harmlessly on row edges).
+                zero_wrapped_columns(row, (oh_lo, oh_hi), (ow_lo, ow_hi), g.wo);
+                let dst = &mut xc[(a as isize + shift) as usize..][..b - a];
+                for (d, &v) in dst.iter_mut().zip(&row[a..b]) {
+                    *d += v;
+                }
+                continue;
+            }
+            let row = &*row;
             for oh in oh_lo..oh_hi {
                 let ih = (oh * s) as isize + off_h;
                 let xrow = &mut xc[ih as usize * g.w..][..g.w];
@@ -240,12 +304,12 @@ fn im2col(ximg: &[f32], col: &mut [f32], g: &Geom) {
     }
 }
 
-/// `col2im` of one image's column matrix into its (C, H, W) gradient.
-fn col2im(col: &[f32], ximg: &mut [f32], g: &Geom) {
+/// `col2im` of one image's column matrix into its (C, H, W) gradient (`col` is scratch).
+fn col2im(col: &mut [f32], ximg: &mut [f32], g: &Geom) {
     let rows = g.kh * g.kw * g.hwo();
     let hw = g.hw();
     for (c, xc) in ximg.chunks_exact_mut(hw).enumerate() {
-        col2im_channel(&col[c * rows..][..rows], xc, g);
+        col2im_channel(&mut col[c * rows..][..rows], xc, g);
     }
 }
 
@@ -301,51 +365,54 @@ fn conv2d_kernel(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> Arr
     let (xs, ws) = (contiguous(x), contiguous(w));
     let bs = b.map(contiguous);
     let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
-    let mut out = vec![0.0f32; g.n * g.o * hwo];
     let per = images_per_task(g.n);
-    out.par_chunks_mut(per * g.o * hwo)
-        .enumerate()
-        .for_each(|(t, out_t)| {
-            let mut col = if g.is_pointwise() {
-                Vec::new()
-            } else {
-                vec![0.0f32; ck * hwo]
-            };
-            for (i, out_n) in out_t.chunks_exact_mut(g.o * hwo).enumerate() {
-                let ximg = &xs[(t * per + i) * chw..][..chw];
-                let colp = if g.is_pointwise() {
-                    ximg.as_ptr()
+    // Every element is written: by the sgemm with β = 0, or by the bias fill that it adds to.
+    let out = super::filled(g.n * g.o * hwo, |out| {
+        out.par_chunks_mut(per * g.o * hwo)
+            .enumerate()
+            .for_each(|(t, out_t)| {
+                let mut col = if g.is_pointwise() {
+                    Vec::new()
                 } else {
-                    im2col(ximg, &mut col, g);
-                    col.as_ptr()
+                    vec![0.0f32; ck * hwo]
                 };
-                // The bias is the initial value of C (β = 1): adding it costs no extra pass.
-                let beta = match &bs {
-                    Some(bv) => {
-                        for (row, &bo) in out_n.chunks_exact_mut(hwo).zip(bv.iter()) {
-                            row.fill(bo);
+                for (i, out_n) in out_t.chunks_exact_mut(g.o * hwo).enumerate() {
+                    let ximg = &xs[(t * per + i) * chw..][..chw];
+                    let colp = if g.is_pointwise() {
+                        ximg.as_ptr()
+                    } else {
+                        im2col(ximg, &mut col, g);
+                        col.as_ptr()
+                    };
+                    // The bias is the initial value of C (β = 1): adding it costs no extra pass.
+                    let beta = match &bs {
+                        Some(bv) => {
+                            for (row, &bo) in out_n.chunks_exact_mut(hwo).zip(bv.iter()) {
+                                row.iter_mut().for_each(|v| _ = v.write(bo));
+                            }
+                            1.0
                         }
-                        1.0
+                        None => 0.0,
+                    };
+                    // SAFETY: w is O×CK row-major, col is CK×HWo row-major, out_n is O×HWo (with
+                    // β = 0 sgemm only writes C; with β = 1 it was filled with the bias above).
+                    unsafe {
+                        sgemm(
+                            g.o,
+                            ck,
+                            hwo,
+                            ws.as_ptr(),
+                            (ck, 1),
+                            colp,
+                            (hwo, 1),
+                            beta,
+                            out_n.as_mut_ptr() as *mut f32,
+                            hwo,
+                        );
                     }
-                    None => 0.0,
-                };
-                // SAFETY: w is O×CK row-major, col is CK×HWo row-major, out_n is O×HWo.
-                unsafe {
-                    sgemm(
-                        g.o,
-                        ck,
-                        hwo,
-                        ws.as_ptr(),
-                        (ck, 1),
-                        colp,
-                        (hwo, 1),
-                        beta,
-                        out_n.as_mut_ptr(),
-                        hwo,
-                    );
                 }
-            }
-        });
+            });
+    });
     ArrayD::from_shape_vec(IxDyn(&[g.n, g.o, g.ho, g.wo]), out).expect("shape")
 }
 // ANCHOR_END: conv2d_kernel
@@ -387,7 +454,7 @@ fn input_grad_kernel(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
                     );
                 }
                 if !g.is_pointwise() {
-                    col2im(&col, dx_n, g);
+                    col2im(&mut col, dx_n, g);
                 }
             }
         });
@@ -396,6 +463,11 @@ fn input_grad_kernel(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
 
 /// ∂L/∂w = Σₙ gₙ · colₙᵀ: each task accumulates its images into its own partial sum, and the
 /// partial sums are added at the end.
+///
+/// Each task accumulates the transpose, ∂L/∂wᵀ = Σₙ colₙ · gₙᵀ (CK × O), and transposes once at
+/// the end: sgemm packs its operands, and packing the large col (CK × HWo) row by row is a
+/// stream copy, whereas reading it as colᵀ would gather one column at a time. Only the small
+/// gₙ (O × HWo) is read transposed.
 fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
     let (xs, gs) = (contiguous(x), contiguous(gy));
     let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
@@ -404,7 +476,7 @@ fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
     let partials: Vec<Vec<f32>> = (0..tasks)
         .into_par_iter()
         .map(|t| {
-            let mut dw = vec![0.0f32; g.o * ck];
+            let mut dwt = vec![0.0f32; ck * g.o];
             let mut col = if g.is_pointwise() {
                 Vec::new()
             } else {
@@ -420,32 +492,35 @@ fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
                 };
                 let g_n = &gs[n * g.o * hwo..][..g.o * hwo];
                 let beta = if i == 0 { 0.0 } else { 1.0 };
-                // SAFETY: g_n is O×HWo, colᵀ is HWo×CK (col read with strides (1, HWo)), dw is O×CK.
+                // SAFETY: col is CK×HWo row-major, gₙᵀ is HWo×O (gₙ read with strides
+                // (1, HWo)), dwt is CK×O.
                 unsafe {
                     sgemm(
-                        g.o,
-                        hwo,
                         ck,
-                        g_n.as_ptr(),
-                        (hwo, 1),
+                        hwo,
+                        g.o,
                         colp,
+                        (hwo, 1),
+                        g_n.as_ptr(),
                         (1, hwo),
                         beta,
-                        dw.as_mut_ptr(),
-                        ck,
+                        dwt.as_mut_ptr(),
+                        g.o,
                     );
                 }
             }
-            dw
+            dwt
         })
         .collect();
     let mut partials = partials.into_iter();
-    let mut dw = partials.next().unwrap_or_else(|| vec![0.0; g.o * ck]);
+    let mut dwt = partials.next().unwrap_or_else(|| vec![0.0; ck * g.o]);
     for p in partials {
-        for (a, b) in dw.iter_mut().zip(&p) {
+        for (a, b) in dwt.iter_mut().zip(&p) {
             *a += b;
         }
     }
+    let mut dw = vec![0.0f32; g.o * ck];
+    super::for_each_tiled(g.o, ck, |o, k| dw[o * ck + k] = dwt[k * g.o + o]);
     ArrayD::from_shape_vec(IxDyn(&[g.o, g.c, g.kh, g.kw]), dw).expect("shape")
 }
 

@@ -73,6 +73,8 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+use std::mem::MaybeUninit;
+
 /// Runs `f` compiled for the best vector extension this CPU has: AVX-512, AVX2 + FMA, or the
 /// portable (SSE2) baseline. `f` is inlined into each of the three copies, so a loop inside it is
 /// vectorised three times and the choice is made once per call, at run time.
@@ -98,23 +100,29 @@ pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Writes `f(x[i])` to `out[i]`, vectorised for this CPU (see [`dispatch`]): the compiler
-/// vectorises the loop because `f` is inlined and branch-free.
+/// Writes `f(x[i])` to `out[i]` — every element of `out`, which may start uninitialised — vectorised
+/// for this CPU (see [`dispatch`]): the compiler vectorises the loop because `f` is inlined and
+/// branch-free.
 #[inline(always)]
-pub fn map_into(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
+pub fn map_into(x: &[f32], out: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32 + Copy) {
     assert_eq!(x.len(), out.len());
     dispatch(|| {
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = f(v);
+            o.write(f(v));
         }
     })
 }
 
-/// Writes `f(a[i], b[i mod b.len()])` to `out[i]`: elementwise when `b` is as long as `a`, and
-/// `b` repeated along the rows of `a` when it is shorter (a broadcast over leading axes, such as a
-/// bias added to every row). Vectorised for this CPU (see [`dispatch`]).
+/// Writes `f(a[i], b[i mod b.len()])` to every `out[i]`: elementwise when `b` is as long as `a`,
+/// and `b` repeated along the rows of `a` when it is shorter (a broadcast over leading axes, such
+/// as a bias added to every row). Vectorised for this CPU (see [`dispatch`]).
 #[inline(always)]
-pub fn zip_into(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Copy) {
+pub fn zip_into(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    f: impl Fn(f32, f32) -> f32 + Copy,
+) {
     assert_eq!(a.len(), out.len());
     assert!(
         !b.is_empty() && a.len() % b.len() == 0,
@@ -125,7 +133,7 @@ pub fn zip_into(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f
     dispatch(|| {
         for (o, a) in out.chunks_exact_mut(b.len()).zip(a.chunks_exact(b.len())) {
             for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
+                o.write(f(x, y));
             }
         }
     })
@@ -210,8 +218,7 @@ mod tests {
     #[test]
     fn map_into_matches_scalar_calls() {
         let x: Vec<f32> = grid(-30.0, 30.0, 1001).collect();
-        let mut out = vec![0.0; x.len()];
-        map_into(&x, &mut out, softplus);
+        let out = super::super::filled(x.len(), |o| map_into(&x, o, softplus));
         for (o, &v) in out.iter().zip(&x) {
             assert_eq!(o.to_bits(), softplus(v).to_bits());
         }
@@ -221,12 +228,11 @@ mod tests {
     fn zip_into_repeats_the_shorter_operand() {
         let a: Vec<f32> = (0..12).map(|i| i as f32).collect();
         let b = [0.5f32, 1.5, 2.5];
-        let mut out = vec![0.0; 12];
-        zip_into(&a, &b, &mut out, |x, y| x * y + 1.0);
+        let out = super::super::filled(12, |o| zip_into(&a, &b, o, |x, y| x * y + 1.0));
         for (i, o) in out.iter().enumerate() {
             assert_eq!(*o, a[i] * b[i % 3] + 1.0, "element {i}");
         }
-        zip_into(&a, &a, &mut out, |x, y| x - 2.0 * y);
+        let out = super::super::filled(12, |o| zip_into(&a, &a, o, |x, y| x - 2.0 * y));
         assert!(out.iter().zip(&a).all(|(o, x)| *o == -x));
     }
 }

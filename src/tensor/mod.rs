@@ -112,6 +112,21 @@ pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
     std::borrow::Cow::Owned(s.iter().copied().collect())
 }
 
+/// A vector of `n` floats written by `init`, which receives them uninitialised and must write
+/// every one — what an output buffer needs, without first zeroing memory that is about to be
+/// overwritten (for an elementwise op, a pass over memory as long as the op itself).
+///
+/// The kernels here that call it write through [`fastmath::map_into`]/[`fastmath::zip_into`]
+/// (which write every element of the slice they are given) or through sgemm with β = 0 (which
+/// writes every element of C).
+pub(crate) fn filled(n: usize, init: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    init(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `init` wrote all n elements (the contract above), so they are initialised.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// Calls `f(i, j)` for every entry of an m × n matrix, in 32 × 32 tiles, so that a loop that
 /// reads one matrix by rows and another by columns finds both in cache.
 #[inline(always)]

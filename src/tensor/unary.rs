@@ -100,7 +100,7 @@ impl UnaryOp {
 
 /// `out[i] = kind(x[i])`. The match is outside the loop, so each loop is a single inlined,
 /// branch-free function that the compiler vectorises (see [`fastmath::map_into`]).
-fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [f32]) {
+fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>]) {
     use UnaryOp::*;
     use fastmath::map_into as m;
     match kind {
@@ -206,14 +206,15 @@ impl Tensor {
         let x = self.storage();
         let x = x.as_standard_layout();
         let src = x.as_slice().expect("standard layout");
-        let mut out = vec![0.0f32; src.len()];
-        if src.len() >= PAR_THRESHOLD {
-            out.par_chunks_mut(PAR_CHUNK)
-                .zip(src.par_chunks(PAR_CHUNK))
-                .for_each(|(o, i)| apply_slice(kind, i, o));
-        } else {
-            apply_slice(kind, src, &mut out);
-        }
+        let out = super::filled(src.len(), |out| {
+            if src.len() >= PAR_THRESHOLD {
+                out.par_chunks_mut(PAR_CHUNK)
+                    .zip(src.par_chunks(PAR_CHUNK))
+                    .for_each(|(o, i)| apply_slice(kind, i, o));
+            } else {
+                apply_slice(kind, src, out);
+            }
+        });
         let out = ArrayD::from_shape_vec(IxDyn(self.shape()), out).expect("shape");
         Tensor::from_op(out, Op::Unary(kind, self.clone()))
     }
