@@ -18,6 +18,7 @@ use std::time::Duration;
 const BATCH: usize = 128;
 
 fn refinenet(c: &mut Criterion) {
+    ncsn::tensor::keep_freed_memory();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let model = CondRefineNetDilated::new(RefineNetConfig::mnist(), &mut rng);
     let mut adam = Adam::new(model.store.named_params(), AdamConfig::default());

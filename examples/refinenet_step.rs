@@ -16,6 +16,8 @@ fn main() {
         .skip(1)
         .map(|a| a.parse().expect("a number"))
         .collect();
+    // Freed activations stay in the process (what the training pipeline does too).
+    ncsn::tensor::keep_freed_memory();
     let batch = args.first().copied().unwrap_or(128);
     let steps = args.get(1).copied().unwrap_or(3);
     let mut rng = ChaCha8Rng::seed_from_u64(0);

@@ -158,3 +158,13 @@ fn binary_ops_agree_across_layouts() {
         }
     }
 }
+
+/// glibc accepts the allocator settings `keep_freed_memory` asks for (mallopt returns 0 for an
+/// out-of-range value, such as an mmap threshold above 32 MiB), and tensors work as before.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory_is_accepted_by_glibc() {
+    assert!(ncsn::tensor::keep_freed_memory());
+    let big = Tensor::full(&[8 << 20], 1.5); // 32 MiB: above the threshold, still mmap'd
+    assert_eq!(big.sum_all().item(), 1.5 * (8 << 20) as f32);
+}

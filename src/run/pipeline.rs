@@ -321,6 +321,8 @@ pub fn run<M: ScoreNet>(
     build: impl Fn(&RunConfig, &mut ChaCha8Rng) -> M,
 ) -> Result<Results> {
     let t_all = Instant::now();
+    // A long run allocates the same large activations every step: keep them in the process.
+    crate::tensor::keep_freed_memory();
     let mut config = args.config(kind);
     let run_dir = RunDir::create(args.out_dir(kind))?;
     let mut results = Results::load_or_default(&run_dir.results());
