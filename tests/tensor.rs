@@ -166,5 +166,29 @@ fn binary_ops_agree_across_layouts() {
 fn keep_freed_memory_is_accepted_by_glibc() {
     assert!(ncsn::tensor::keep_freed_memory());
     let big = Tensor::full(&[8 << 20], 1.5); // 32 MiB: above the threshold, still mmap'd
-    assert_eq!(big.sum_all().item(), 1.5 * (8 << 20) as f32);
+    assert_eq!(big.mul_scalar(2.0).to_vec()[(8 << 20) - 1], 3.0);
+}
+
+/// Sums are pairwise: 8 million copies of 1.5 add up exactly (a running f32 total stalls at 2²⁴
+/// and would return 13,981,012), and a long random row and the planes of a batch agree with an
+/// f64 reference within the pairwise bound ⌈log₂ n⌉·ε·Σ|x| (ε = 2⁻²⁴).
+#[test]
+fn sums_are_pairwise() {
+    use rand::SeedableRng;
+    let n = 8usize << 20;
+    assert_eq!(Tensor::full(&[n], 1.5).sum_all().item(), 1.5 * n as f32);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let x = Tensor::randn(&[3, 1_000_003], &mut rng).add_scalar(0.25);
+    let got = x.sum(&[1], false).to_vec();
+    let xs = x.to_array();
+    for (r, g) in got.iter().enumerate() {
+        let row = xs.index_axis(ndarray::Axis(0), r);
+        let want: f64 = row.iter().map(|&v| v as f64).sum();
+        let abs: f64 = row.iter().map(|&v| (v as f64).abs()).sum();
+        let bound = (1_000_003f64).log2().ceil() * abs * 2f64.powi(-24);
+        assert!(
+            (*g as f64 - want).abs() <= bound,
+            "row {r}: {g} vs {want} (bound {bound})"
+        );
+    }
 }

@@ -30,6 +30,40 @@ fn reduced_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
         .collect()
 }
 
+// ANCHOR: tree_fold
+/// Folds a contiguous run with an associative `f` (a sum, a maximum) as a tree: 16 interleaved
+/// lanes within blocks of at most 512 numbers, the lanes combined pairwise, and the blocks
+/// combined pairwise by recursive halving. For a sum this is pairwise summation (NumPy's
+/// `np.sum` does the same): the rounding error grows like log n rather than like n, so summing
+/// 8 million copies of 1.5 gives 12,582,912 exactly, where a running f32 total stalls once it
+/// reaches 2²⁴ and returns 13,981,012. The lanes also let the loop vectorise. For a maximum any
+/// order gives the same result.
+fn tree_fold(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
+    const LANES: usize = 16;
+    const BLOCK: usize = 512;
+    if v.len() > BLOCK {
+        let mid = (v.len() / 2).next_multiple_of(LANES);
+        return f(tree_fold(&v[..mid], init, f), tree_fold(&v[mid..], init, f));
+    }
+    let mut lanes = [init; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(init, |a, &b| f(a, b));
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = f(*l, x);
+        }
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] = f(lanes[i], lanes[i + width]);
+        }
+    }
+    f(lanes[0], tail)
+}
+// ANCHOR_END: tree_fold
+
 /// Folds `axes` of `x` with `f`, starting from `init`. When the axes are consecutive (the common
 /// case: all of a channel's pixels, a row's columns) the array is viewed as (outer, reduced, inner)
 /// and folded in one pass.
@@ -57,7 +91,7 @@ fn fold_axes(
             // Reducing trailing axes (a plane's pixels): each output folds one contiguous run,
             // and the runs are independent, so large inputs are split across threads.
             let fold_run = |(o, d): (usize, &mut f32)| {
-                *d = v[o * red..(o + 1) * red].iter().fold(init, |a, &b| f(a, b));
+                *d = tree_fold(&v[o * red..(o + 1) * red], init, f);
             };
             if v.len() >= super::unary::PAR_THRESHOLD {
                 use rayon::prelude::*;
