@@ -2,8 +2,9 @@
 //! a transposed operand (a permuted view) is multiplied without being copied.
 
 use super::binary::broadcast_shape;
+use super::fastmath;
 use super::{Op, Storage, Tensor};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView2, IxDyn};
 use rayon::prelude::*;
 
 /// Multiply-adds above which a product is split across threads.
@@ -52,6 +53,13 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
     let bv = b.broadcast(IxDyn(&with(k, n))).expect("broadcast checked");
     if m == 0 || n == 0 || k == 0 {
         return ArrayD::<f32>::zeros(IxDyn(&with(m, n)));
+    }
+    if batch.is_empty() && (n <= THIN || m <= THIN) && m * k * n < PAR_MACS {
+        let (a2, b2) = (
+            av.view().into_dimensionality().expect("2-D"),
+            bv.view().into_dimensionality().expect("2-D"),
+        );
+        return thin_product(a2, b2).into_dyn();
     }
     // sgemm with β = 0 never reads C, so C need not be zeroed first.
     let mut c = ArrayD::<f32>::uninit(IxDyn(&with(m, n)));
@@ -121,6 +129,63 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
     unsafe { c.assume_init() }
 }
 // ANCHOR_END: matmul_kernel
+
+/// Products with at most this many rows or columns go to [`thin_product`].
+const THIN: usize = 4;
+
+// ANCHOR: thin_product
+/// C = A·B when C has at most [`THIN`] columns or rows — a layer with 2 inputs or 2 outputs (the
+/// toy score networks), and its gradients. sgemm packs both operands into panels and runs a
+/// 16-wide micro-kernel over C's tiles; with two columns most of each tile is masked off, and
+/// packing costs more than the arithmetic. Here each entry is one dot product of contiguous
+/// vectors, or each column one sum of scaled columns, whichever the layout of A allows.
+fn thin_product(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
+    if a.nrows() <= THIN && b.ncols() > THIN {
+        // Cᵀ = Bᵀ·Aᵀ has few columns.
+        return thin_product(b.t(), a.t())
+            .reversed_axes()
+            .as_standard_layout()
+            .into_owned();
+    }
+    let (m, n) = (a.nrows(), b.ncols());
+    // The columns of B, each contiguous (n ≤ THIN copies of k numbers).
+    let cols: Vec<Vec<f32>> = b.columns().into_iter().map(|c| c.to_vec()).collect();
+    let mut c = Array2::<f32>::zeros((m, n));
+    // One dispatch for all the loops, so that `dot` and `axpy` inline with this CPU's vectors.
+    fastmath::dispatch(|| {
+        if let Some(rows) = a.as_slice() {
+            // A row-major: C[i, j] = ⟨A[i, :], B[:, j]⟩.
+            let k = a.ncols();
+            for (i, ci) in c.rows_mut().into_iter().enumerate() {
+                let ai = &rows[i * k..][..k];
+                for (cij, bj) in ci.into_iter().zip(&cols) {
+                    *cij = fastmath::dot(ai, bj);
+                }
+            }
+        } else if let Some(acols) = a.t().as_slice() {
+            // A column-major: C[:, j] = Σₚ B[p, j]·A[:, p], accumulated column by column.
+            let mut ct = vec![0.0f32; n * m]; // Cᵀ, row-major
+            for (p, ap) in acols.chunks_exact(m).enumerate() {
+                for (ctj, bj) in ct.chunks_exact_mut(m).zip(&cols) {
+                    fastmath::axpy(bj[p], ap, ctj);
+                }
+            }
+            for (j, ctj) in ct.chunks_exact(m).enumerate() {
+                c.column_mut(j).assign(&ndarray::ArrayView1::from(ctj));
+            }
+        } else {
+            // Any other strides: rows copied out first.
+            for (ai, ci) in a.rows().into_iter().zip(c.rows_mut()) {
+                let ai = ai.to_vec();
+                for (cij, bj) in ci.into_iter().zip(&cols) {
+                    *cij = fastmath::dot(&ai, bj);
+                }
+            }
+        }
+    });
+    c
+}
+// ANCHOR_END: thin_product
 
 impl Tensor {
     /// The matrix product of the last two axes, `(…, m, k) · (…, k, n) → (…, m, n)`, with the
