@@ -33,25 +33,6 @@ fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-/// Σ a·b with 16 partial sums (see [`lane_sum`]).
-#[inline]
-fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let rest: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for ((acc, &x), &y) in acc.iter_mut().zip(x).zip(y) {
-            *acc += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + rest
-}
-
 /// Planes per rayon task: at least ~16k elements, so that small tensors do not pay for threads.
 fn min_planes(hw: usize) -> usize {
     (16384 / hw.max(1)).max(1)
@@ -123,7 +104,7 @@ fn instance_norm_vjp(x: &Tensor, out: &Tensor, eps: f32, rstd: &[f32], g: &Tenso
         .for_each(|(pl, dst)| {
             let (gp, xp) = (&gs[pl * hw..][..hw], &xh[pl * hw..][..hw]);
             let mg = lane_sum(gp, |v| v) / hw as f32;
-            let mgx = lane_dot(gp, xp) / hw as f32;
+            let mgx = super::fastmath::dot(gp, xp) / hw as f32;
             let r = rstd[pl];
             for ((d, &gv), &xv) in dst.iter_mut().zip(gp).zip(xp) {
                 *d = r * (gv - mg - xv * mgx);
