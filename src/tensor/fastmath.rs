@@ -139,7 +139,7 @@ pub fn zip_into(
     })
 }
 
-/// Σᵢ a[i]·b[i], in 16 interleaved lanes combined pairwise at the end. Inlined into its caller,
+/// Σᵢ a\[i\]·b\[i\], in 16 interleaved lanes combined pairwise at the end. Inlined into its caller,
 /// so that a loop of dot products inside one [`dispatch`] runs with that CPU's vectors.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
