@@ -84,14 +84,6 @@ pub(crate) fn zip_with(
             return ArrayD::from_shape_vec(layout, out).expect("layout of a contiguous operand");
         }
     }
-    // A matrix plus its transpose's layout (a weight's gradient from two paths, one through a
-    // transposed view): tile by tile, so that both operands are read from cache.
-    if let Some(out) = zip_row_and_column_major(a, b, f) {
-        return out;
-    }
-    if let Some(out) = zip_row_and_column_major(b, a, move |q, p| f(p, q)) {
-        return out;
-    }
     let av = a.broadcast(IxDyn(&shape)).expect("broadcast checked");
     let bv = b.broadcast(IxDyn(&shape)).expect("broadcast checked");
     let zip = Zip::from(&av).and(&bv);
@@ -102,23 +94,6 @@ pub(crate) fn zip_with(
     }
 }
 // ANCHOR_END: zip_with
-
-/// `f(a, b)` for a row-major matrix `a` and a column-major matrix `b` of the same shape, in
-/// row-major order; `None` for any other pair of layouts.
-fn zip_row_and_column_major(
-    a: &Storage,
-    b: &Storage,
-    f: impl Fn(f32, f32) -> f32,
-) -> Option<ArrayD<f32>> {
-    let &[m, n] = a.shape() else { return None };
-    if b.shape() != [m, n] || m < 2 || n < 2 || b.strides() != [1, m as isize] {
-        return None;
-    }
-    let (x, y) = (a.as_slice()?, b.as_slice_memory_order()?); // x[i·n + j], y[j·m + i]
-    let mut out = vec![0.0f32; m * n];
-    super::for_each_tiled(m, n, |i, j| out[i * n + j] = f(x[i * n + j], y[j * m + i]));
-    Some(ArrayD::from_shape_vec(IxDyn(&[m, n]), out).expect("shape"))
-}
 
 /// Whether an operand of shape `small` broadcast to `full` is its data repeated end to end: true
 /// when, after dropping leading 1s, `small` is a suffix of `full` (a scalar included).

@@ -158,14 +158,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             *l += x * y;
         }
     }
-    let mut width = LANES;
+    combine_lanes(lanes, |a, b| a + b) + tail
+}
+
+/// Combines 16 partial results pairwise — lane i with lane i + 8, then i + 4, i + 2, i + 1 — so
+/// that a sum over the lanes rounds like a balanced tree.
+#[inline(always)]
+pub fn combine_lanes(mut lanes: [f32; 16], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut width = lanes.len();
     while width > 1 {
         width /= 2;
         for i in 0..width {
-            lanes[i] += lanes[i + width];
+            lanes[i] = f(lanes[i], lanes[i + width]);
         }
     }
-    lanes[0] + tail
+    lanes[0]
 }
 
 /// y ← y + α·x. Inlined into its caller, like [`dot`].

@@ -101,14 +101,6 @@ pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
     if let Some(v) = s.as_slice() {
         return std::borrow::Cow::Borrowed(v);
     }
-    // A transposed matrix (column-major): copied tile by tile.
-    if let (&[m, n], Some(src)) = (s.shape(), s.as_slice_memory_order()) {
-        if s.strides() == [1, m as isize] {
-            let mut out = vec![0.0f32; m * n];
-            for_each_tiled(m, n, |i, j| out[i * n + j] = src[j * m + i]);
-            return std::borrow::Cow::Owned(out);
-        }
-    }
     std::borrow::Cow::Owned(s.iter().copied().collect())
 }
 

@@ -53,14 +53,7 @@ fn tree_fold(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
             *l = f(*l, x);
         }
     }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            lanes[i] = f(lanes[i], lanes[i + width]);
-        }
-    }
-    f(lanes[0], tail)
+    f(super::fastmath::combine_lanes(lanes, f), tail)
 }
 // ANCHOR_END: tree_fold
 
