@@ -105,34 +105,115 @@ fn conv2d_forward_matches_definition() {
     }
 }
 
+/// Batches of 37 images: the kernels split a batch into at most 16 tasks, so each task runs
+/// several images through one column buffer, whose padding entries `im2col` relies on staying
+/// zero. Each image differs, so an entry left over from the previous image would show.
+#[test]
+fn conv_kernels_reuse_column_buffers_across_images() {
+    for (seed, &(k, s, p, d, side)) in CONVS.iter().enumerate() {
+        let mut r = rng(500 + seed as u64);
+        let cfg = Conv2dConfig::new(s, p, d);
+        let x = tensor(&mut r, &[37, 2, side, side + 1], 0.1, 1.0, true);
+        let w = tensor(&mut r, &[3, 2, k, k], 0.1, 1.0, true);
+        let y = x.conv2d(&w, None, cfg);
+        assert_close("conv2d, batch 37", &y, &naive_conv(&x, &w, None, cfg));
+        // The weight gradient (which also runs im2col) and the input gradient, over the whole
+        // batch.
+        let g = tensor(&mut r, y.shape(), 0.1, 1.0, true);
+        assert_trilinear(&x, &w, &g, cfg);
+    }
+}
+
+/// Enough input channels that the forward kernel builds the column matrix a block of channels
+/// at a time (at most 128 Ki floats: 56 channels of a 3 × 3 conv with a 16 × 16 output, so 70
+/// channels make two blocks, the second partial; the strided case fits in one), with and
+/// without bias, against the definition.
+#[test]
+fn conv2d_forward_in_channel_blocks() {
+    for (seed, &(k, s, p, d, side)) in [(3, 1, 1, 1, 16), (3, 2, 1, 1, 16), (3, 1, 2, 2, 16)]
+        .iter()
+        .enumerate()
+    {
+        let mut r = rng(300 + seed as u64);
+        let cfg = Conv2dConfig::new(s, p, d);
+        let x = tensor(&mut r, &[3, 70, side, side], 0.1, 1.0, true);
+        let w = tensor(&mut r, &[2, 70, k, k], 0.1, 1.0, true);
+        let b = tensor(&mut r, &[2], 0.1, 1.0, true);
+        let y = x.conv2d(&w, Some(&b), cfg);
+        assert_close(
+            "conv2d, 70 channels",
+            &y,
+            &naive_conv(&x, &w, Some(&b), cfg),
+        );
+        let y = x.conv2d(&w, None, cfg);
+        assert_close(
+            "conv2d, 70 channels, no bias",
+            &y,
+            &naive_conv(&x, &w, None, cfg),
+        );
+    }
+}
+
+/// The kernels split a batch into a fixed number of tasks, whatever the number of threads, and
+/// add the weight gradient's per-task partial sums in task order: the same bits on one thread as
+/// on three.
+#[test]
+fn conv_gradients_do_not_depend_on_the_thread_count() {
+    let mut r = rng(400);
+    let cfg = Conv2dConfig::new(1, 1, 1);
+    let x = tensor(&mut r, &[37, 4, 9, 9], 0.1, 1.0, true);
+    let w = tensor(&mut r, &[5, 4, 3, 3], 0.1, 1.0, true);
+    let g = tensor(&mut r, &[37, 5, 9, 9], 0.1, 1.0, true);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        pool.install(|| {
+            [
+                x.conv2d(&w, None, cfg).to_vec(),
+                g.conv2d_input_grad(&w, cfg, (9, 9)).to_vec(),
+                x.conv2d_weight_grad(&g, cfg, (3, 3)).to_vec(),
+            ]
+        })
+    };
+    let bits = |v: &[Vec<f32>; 3]| v.iter().flatten().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&run(1)), bits(&run(3)));
+}
+
+/// ⟨conv(x, w), g⟩ = ⟨x, input_grad(g, w)⟩ = ⟨w, weight_grad(x, g)⟩: the three bilinear maps are
+/// one trilinear form. Each side is a sum of a few thousand products of O(1) numbers, rounded in
+/// f32 in different orders (relative error ~1e-6); 1e-4 still catches a misplaced tap.
+fn assert_trilinear(x: &Tensor, w: &Tensor, g: &Tensor, cfg: Conv2dConfig) {
+    let (xs, ws) = (x.shape(), w.shape());
+    let t1 = x.conv2d(w, None, cfg).mul(g).sum_all().item();
+    let t2 = x
+        .mul(&g.conv2d_input_grad(w, cfg, (xs[2], xs[3])))
+        .sum_all()
+        .item();
+    let t3 = w
+        .mul(&x.conv2d_weight_grad(g, cfg, (ws[2], ws[3])))
+        .sum_all()
+        .item();
+    assert!(
+        (t1 - t2).abs() < 1e-4 * (1.0 + t1.abs()),
+        "input_grad: {t1} vs {t2}"
+    );
+    assert!(
+        (t1 - t3).abs() < 1e-4 * (1.0 + t1.abs()),
+        "weight_grad: {t1} vs {t3}"
+    );
+}
+
 #[test]
 fn conv_transpose_and_weight_grad_are_adjoints() {
-    // ⟨conv(x, w), g⟩ = ⟨x, input_grad(g, w)⟩ = ⟨w, weight_grad(x, g)⟩: the three bilinear maps are
-    // one trilinear form. Checked to f32 rounding of sums of ~100 O(1) terms (relative 1e-5).
     for (seed, &(k, s, p, d, side)) in CONVS.iter().enumerate() {
         let mut r = rng(100 + seed as u64);
         let cfg = Conv2dConfig::new(s, p, d);
         let x = tensor(&mut r, &[2, 3, side, side + 1], 0.1, 1.0, true);
         let w = tensor(&mut r, &[4, 3, k, k], 0.1, 1.0, true);
-        let y = x.conv2d(&w, None, cfg);
-        let g = tensor(&mut r, y.shape(), 0.1, 1.0, true);
-        let t1 = y.mul(&g).sum_all().item();
-        let t2 = x
-            .mul(&g.conv2d_input_grad(&w, cfg, (side, side + 1)))
-            .sum_all()
-            .item();
-        let t3 = w
-            .mul(&x.conv2d_weight_grad(&g, cfg, (k, k)))
-            .sum_all()
-            .item();
-        assert!(
-            (t1 - t2).abs() < 1e-4 * (1.0 + t1.abs()),
-            "input_grad: {t1} vs {t2}"
-        );
-        assert!(
-            (t1 - t3).abs() < 1e-4 * (1.0 + t1.abs()),
-            "weight_grad: {t1} vs {t3}"
-        );
+        let g = tensor(&mut r, x.conv2d(&w, None, cfg).shape(), 0.1, 1.0, true);
+        assert_trilinear(&x, &w, &g, cfg);
     }
 }
 

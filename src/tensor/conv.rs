@@ -30,6 +30,7 @@
 //! `im2col` and its GEMMs on its own images with its own column buffer (which stays in its core's
 //! L2 cache between the two), so the threads never wait for one another inside a convolution.
 
+use super::unary::PAR_CHUNK;
 use super::{Op, Storage, Tensor, contiguous};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -161,7 +162,9 @@ fn valid_range(off: isize, s: usize, len: usize, out: usize) -> (usize, usize) {
 
 // ANCHOR: im2col
 /// Copies the receptive fields of one channel `xc` (H·W) into its kh·kw rows of the column
-/// matrix, `colc` (kh·kw × Ho·Wo); taps that fall on the padding become zeros.
+/// matrix, `colc` (kh·kw × Ho·Wo). Entries whose tap falls on the padding are left as they are:
+/// `colc` comes from [`col_buffer`], zeroed when it was made, and these entries are the same for
+/// every image and channel of a convolution, so they are still zero.
 fn im2col_channel(xc: &[f32], colc: &mut [f32], g: &Geom) {
     let (s, p, d) = (g.cfg.stride, g.cfg.padding as isize, g.cfg.dilation);
     let hwo = g.hwo();
@@ -172,31 +175,27 @@ fn im2col_channel(xc: &[f32], colc: &mut [f32], g: &Geom) {
             let off_w = (v * d) as isize - p;
             let (ow_lo, ow_hi) = valid_range(off_w, s, g.w, g.wo);
             let row = &mut colc[(u * g.kw + v) * hwo..][..hwo];
-            row[..oh_lo * g.wo].fill(0.0);
-            row[oh_hi * g.wo..].fill(0.0);
             if let Some((a, b, shift)) = shifted_span(g, (oh_lo, oh_hi), off_h, off_w) {
-                // Stride 1, same width: the whole tap is one shifted copy of the channel, then
-                // the columns whose source wrapped round into a neighbouring row are zeroed.
-                row[oh_lo * g.wo..a].fill(0.0);
-                row[b..oh_hi * g.wo].fill(0.0);
+                // Stride 1, same width: the whole tap is one shifted copy of the channel, which
+                // also writes the columns whose source wrapped round into a neighbouring row;
+                // they belong to the padding, so they get their zeros back.
                 row[a..b].copy_from_slice(&xc[(a as isize + shift) as usize..][..b - a]);
                 zero_wrapped_columns(row, (oh_lo, oh_hi), (ow_lo, ow_hi), g.wo);
+                continue;
+            }
+            if ow_hi <= ow_lo {
                 continue;
             }
             for oh in oh_lo..oh_hi {
                 let ih = (oh * s) as isize + off_h;
                 let xrow = &xc[ih as usize * g.w..][..g.w];
-                let seg = &mut row[oh * g.wo..][..g.wo];
-                seg[..ow_lo].fill(0.0);
-                seg[ow_hi..].fill(0.0);
-                if ow_hi > ow_lo {
-                    let start = ((ow_lo * s) as isize + off_w) as usize;
-                    if s == 1 {
-                        seg[ow_lo..ow_hi].copy_from_slice(&xrow[start..start + (ow_hi - ow_lo)]);
-                    } else {
-                        for (k, dst) in seg[ow_lo..ow_hi].iter_mut().enumerate() {
-                            *dst = xrow[start + k * s];
-                        }
+                let seg = &mut row[oh * g.wo + ow_lo..oh * g.wo + ow_hi];
+                let start = ((ow_lo * s) as isize + off_w) as usize;
+                if s == 1 {
+                    seg.copy_from_slice(&xrow[start..start + seg.len()]);
+                } else {
+                    for (k, dst) in seg.iter_mut().enumerate() {
+                        *dst = xrow[start + k * s];
                     }
                 }
             }
@@ -229,7 +228,7 @@ fn shifted_span(
 }
 
 /// Zeroes, in each output row `oh_lo..oh_hi` of a column row, the columns outside
-/// `ow_lo..ow_hi` (those whose tap falls on the padding).
+/// `ow_lo..ow_hi` (those whose tap falls on the padding: a few at each end of the row).
 #[inline]
 fn zero_wrapped_columns(
     row: &mut [f32],
@@ -240,20 +239,20 @@ fn zero_wrapped_columns(
     if ow_lo == 0 && ow_hi == wo {
         return;
     }
-    for oh in oh_lo..oh_hi {
-        let seg = &mut row[oh * wo..][..wo];
-        seg[..ow_lo].fill(0.0);
-        seg[ow_hi..].fill(0.0);
+    // Column by column, striding over the rows: a short fill per row would be a memset call
+    // for one to four floats.
+    let rows = &mut row[oh_lo * wo..oh_hi * wo];
+    for j in (0..ow_lo).chain(ow_hi..wo) {
+        rows[j..].iter_mut().step_by(wo).for_each(|v| *v = 0.0);
     }
 }
 
-/// The adjoint of [`im2col_channel`]: adds each entry of the column rows back onto the input
-/// position it was copied from (overlapping windows accumulate). `colc` is scratch: entries that
-/// belong to the padding may be overwritten with zeros.
+/// The adjoint of [`im2col_channel`]: adds each entry of the column rows onto the input position
+/// it was copied from (overlapping windows accumulate), so `xc` must start at zero. `colc` is
+/// scratch: entries that belong to the padding may be overwritten with zeros.
 fn col2im_channel(colc: &mut [f32], xc: &mut [f32], g: &Geom) {
     let (s, p, d) = (g.cfg.stride, g.cfg.padding as isize, g.cfg.dilation);
     let hwo = g.hwo();
-    xc.fill(0.0);
     for u in 0..g.kh {
         let off_h = (u * d) as isize - p;
         let (oh_lo, oh_hi) = valid_range(off_h, s, g.h, g.ho);
@@ -295,7 +294,8 @@ fn col2im_channel(colc: &mut [f32], xc: &mut [f32], g: &Geom) {
 }
 // ANCHOR_END: im2col
 
-/// `im2col` of one image (C, H, W) into `col` (C·kh·kw, Ho·Wo).
+/// `im2col` of the channels `ximg` (C', H, W) of one image into `col` (C'·kh·kw, Ho·Wo), part of a
+/// buffer from [`col_buffer`] that only `im2col` has written since (its padding entries are zero).
 fn im2col(ximg: &[f32], col: &mut [f32], g: &Geom) {
     let rows = g.kh * g.kw * g.hwo();
     let hw = g.hw();
@@ -304,7 +304,8 @@ fn im2col(ximg: &[f32], col: &mut [f32], g: &Geom) {
     }
 }
 
-/// `col2im` of one image's column matrix into its (C, H, W) gradient (`col` is scratch).
+/// `col2im` of the column rows `col` (C'·kh·kw, Ho·Wo) into the gradient of the matching channels
+/// (C', H, W) of one image, which must start at zero (`col` is scratch).
 fn col2im(col: &mut [f32], ximg: &mut [f32], g: &Geom) {
     let rows = g.kh * g.kw * g.hwo();
     let hw = g.hw();
@@ -352,66 +353,104 @@ unsafe fn sgemm(
     }
 }
 
-/// Images per rayon task: the batch is split into about one contiguous range per thread, each
-/// with its own column buffer, so that the threads never synchronise inside a convolution.
+/// Convolutions split the batch into this many tasks (fewer when the batch is smaller), whatever
+/// the number of threads. Several tasks per thread let rayon balance the load when one core runs
+/// slower than the other (a shared machine), and a count that does not depend on the thread count
+/// keeps the weight gradient's summation order, and so its bits, the same on every machine.
+const CONV_TASKS: usize = 16;
+
+/// Images per task: the batch in at most [`CONV_TASKS`] contiguous ranges.
 fn images_per_task(n: usize) -> usize {
-    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
+    n.div_ceil(CONV_TASKS).max(1)
+}
+
+/// At most this many floats of the column matrix are built at a time in the forward pass (512 KiB).
+const COL_BLOCK: usize = 128 * 1024;
+
+/// The input channels a block at a time, for the forward pass. The column matrix of a 3 × 3
+/// convolution at 28 × 28 with 64 channels is 1.8 MB, about the size of a core's L2 cache: built
+/// whole and then read back by sgemm's packing, it would make the round trip through L3. A block's
+/// rows (`im2col` of its channels, then the sgemm that adds their share to the output) are still
+/// in L2 when the packing reads them. (The gradient kernels keep the whole matrix: there the
+/// other operand, ∂L/∂y, would be packed again for every block, which costs more than it saves.)
+fn channel_blocks(g: &Geom) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+    let per_channel = g.kh * g.kw * g.hwo();
+    let cb = (COL_BLOCK / per_channel.max(1)).clamp(1, g.c.max(1));
+    let c = g.c;
+    (0..c).step_by(cb).map(move |c0| c0..(c0 + cb).min(c))
+}
+
+/// A column buffer with room for `channels` input channels, for one rayon job (`for_each_init`
+/// / `map_init` make one per job, and a job runs many tasks): empty for a 1 × 1 convolution,
+/// which reads its input in place, and zeroed otherwise — the zeros of the padding, which
+/// [`im2col`] never writes again.
+fn col_buffer(g: &Geom, channels: usize) -> Vec<f32> {
+    if g.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![0.0f32; channels * g.kh * g.kw * g.hwo()]
+    }
 }
 
 // ANCHOR: conv2d_kernel
-/// y = conv2d(x, w) + b: per image, `im2col` and one sgemm into the NCHW output; images in
-/// parallel.
+/// y = conv2d(x, w) + b: per image and block of input channels, `im2col` and an sgemm that adds
+/// the block's share into the NCHW output; images in parallel.
 fn conv2d_kernel(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> ArrayD<f32> {
     let (xs, ws) = (contiguous(x), contiguous(w));
     let bs = b.map(contiguous);
-    let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
+    let (ck, hw, hwo, taps) = (g.ck(), g.hw(), g.hwo(), g.kh * g.kw);
     let per = images_per_task(g.n);
-    // Every element is written: by the sgemm with β = 0, or by the bias fill that it adds to.
+    // Every element is written: by the first sgemm with β = 0, or by the bias fill that it adds
+    // to.
     let out = super::filled(g.n * g.o * hwo, |out| {
         out.par_chunks_mut(per * g.o * hwo)
             .enumerate()
-            .for_each(|(t, out_t)| {
-                let mut col = if g.is_pointwise() {
-                    Vec::new()
-                } else {
-                    vec![0.0f32; ck * hwo]
-                };
-                for (i, out_n) in out_t.chunks_exact_mut(g.o * hwo).enumerate() {
-                    let ximg = &xs[(t * per + i) * chw..][..chw];
-                    let colp = if g.is_pointwise() {
-                        ximg.as_ptr()
-                    } else {
-                        im2col(ximg, &mut col, g);
-                        col.as_ptr()
-                    };
-                    // The bias is the initial value of C (β = 1): adding it costs no extra pass.
-                    let beta = match &bs {
-                        Some(bv) => {
-                            for (row, &bo) in out_n.chunks_exact_mut(hwo).zip(bv.iter()) {
-                                row.iter_mut().for_each(|v| _ = v.write(bo));
+            .for_each_init(
+                || col_buffer(g, channel_blocks(g).map(|b| b.len()).max().unwrap_or(0)),
+                |col, (t, out_t)| {
+                    for (i, out_n) in out_t.chunks_exact_mut(g.o * hwo).enumerate() {
+                        let ximg = &xs[(t * per + i) * g.c * hw..][..g.c * hw];
+                        // The bias is the initial value of C (β = 1): no extra pass.
+                        let mut beta = match &bs {
+                            Some(bv) => {
+                                for (row, &bo) in out_n.chunks_exact_mut(hwo).zip(bv.iter()) {
+                                    row.iter_mut().for_each(|v| _ = v.write(bo));
+                                }
+                                1.0
                             }
-                            1.0
+                            None => 0.0,
+                        };
+                        for cs in channel_blocks(g) {
+                            let rows = cs.len() * taps;
+                            let xblk = &ximg[cs.start * hw..cs.end * hw];
+                            let colp = if g.is_pointwise() {
+                                xblk.as_ptr()
+                            } else {
+                                im2col(xblk, &mut col[..rows * hwo], g);
+                                col.as_ptr()
+                            };
+                            // SAFETY: w[:, block] is O×rows inside the O×CK row-major weight,
+                            // col is rows×HWo row-major, out_n is O×HWo (with β = 0 sgemm only
+                            // writes C; otherwise it holds the bias or earlier blocks' sums).
+                            unsafe {
+                                sgemm(
+                                    g.o,
+                                    rows,
+                                    hwo,
+                                    ws.as_ptr().add(cs.start * taps),
+                                    (ck, 1),
+                                    colp,
+                                    (hwo, 1),
+                                    beta,
+                                    out_n.as_mut_ptr() as *mut f32,
+                                    hwo,
+                                );
+                            }
+                            beta = 1.0;
                         }
-                        None => 0.0,
-                    };
-                    // SAFETY: w is O×CK row-major, col is CK×HWo row-major, out_n is O×HWo (with
-                    // β = 0 sgemm only writes C; with β = 1 it was filled with the bias above).
-                    unsafe {
-                        sgemm(
-                            g.o,
-                            ck,
-                            hwo,
-                            ws.as_ptr(),
-                            (ck, 1),
-                            colp,
-                            (hwo, 1),
-                            beta,
-                            out_n.as_mut_ptr() as *mut f32,
-                            hwo,
-                        );
                     }
-                }
-            });
+                },
+            );
     });
     ArrayD::from_shape_vec(IxDyn(&[g.n, g.o, g.ho, g.wo]), out).expect("shape")
 }
@@ -421,43 +460,43 @@ fn conv2d_kernel(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> Arr
 fn input_grad_kernel(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
     let (gs, ws) = (contiguous(gy), contiguous(w));
     let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
-    let mut dx = vec![0.0f32; g.n * chw];
     let per = images_per_task(g.n);
-    dx.par_chunks_mut(per * chw)
-        .enumerate()
-        .for_each(|(t, dx_t)| {
-            let mut col = if g.is_pointwise() {
-                Vec::new()
-            } else {
-                vec![0.0f32; ck * hwo]
-            };
-            for (i, dx_n) in dx_t.chunks_exact_mut(chw).enumerate() {
-                let g_n = &gs[(t * per + i) * g.o * hwo..][..g.o * hwo];
-                let dst = if g.is_pointwise() {
-                    dx_n.as_mut_ptr()
-                } else {
-                    col.as_mut_ptr()
-                };
-                // SAFETY: wᵀ is CK×O (w read with strides (1, CK)), g_n is O×HWo, dst is CK×HWo.
-                unsafe {
-                    sgemm(
-                        ck,
-                        g.o,
-                        hwo,
-                        ws.as_ptr(),
-                        (1, ck),
-                        g_n.as_ptr(),
-                        (hwo, 1),
-                        0.0,
-                        dst,
-                        hwo,
-                    );
+    // Every element is written: by the sgemm with β = 0 (1 × 1), or zeroed and then accumulated
+    // into by `col2im`.
+    let dx = super::filled(g.n * chw, |dx| {
+        dx.par_chunks_mut(per * chw).enumerate().for_each_init(
+            || col_buffer(g, g.c),
+            |col, (t, dx_t)| {
+                for (i, dx_n) in dx_t.chunks_exact_mut(chw).enumerate() {
+                    let g_n = &gs[(t * per + i) * g.o * hwo..][..g.o * hwo];
+                    let dst = if g.is_pointwise() {
+                        dx_n.as_mut_ptr() as *mut f32
+                    } else {
+                        col.as_mut_ptr()
+                    };
+                    // SAFETY: wᵀ is CK×O (w read with strides (1, CK)), g_n is O×HWo, dst
+                    // is CK×HWo.
+                    unsafe {
+                        sgemm(
+                            ck,
+                            g.o,
+                            hwo,
+                            ws.as_ptr(),
+                            (1, ck),
+                            g_n.as_ptr(),
+                            (hwo, 1),
+                            0.0,
+                            dst,
+                            hwo,
+                        );
+                    }
+                    if !g.is_pointwise() {
+                        col2im(col, super::zeroed(dx_n), g);
+                    }
                 }
-                if !g.is_pointwise() {
-                    col2im(&mut col, dx_n, g);
-                }
-            }
-        });
+            },
+        );
+    });
     ArrayD::from_shape_vec(IxDyn(&[g.n, g.c, g.h, g.w]), dx).expect("shape")
 }
 
@@ -475,50 +514,56 @@ fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
     let tasks = g.n.div_ceil(per);
     let partials: Vec<Vec<f32>> = (0..tasks)
         .into_par_iter()
-        .map(|t| {
-            let mut dwt = vec![0.0f32; ck * g.o];
-            let mut col = if g.is_pointwise() {
-                Vec::new()
-            } else {
-                vec![0.0f32; ck * hwo]
-            };
-            for (i, n) in (t * per..((t + 1) * per).min(g.n)).enumerate() {
-                let ximg = &xs[n * chw..][..chw];
-                let colp = if g.is_pointwise() {
-                    ximg.as_ptr()
-                } else {
-                    im2col(ximg, &mut col, g);
-                    col.as_ptr()
-                };
-                let g_n = &gs[n * g.o * hwo..][..g.o * hwo];
-                let beta = if i == 0 { 0.0 } else { 1.0 };
-                // SAFETY: col is CK×HWo row-major, gₙᵀ is HWo×O (gₙ read with strides
-                // (1, HWo)), dwt is CK×O.
-                unsafe {
-                    sgemm(
-                        ck,
-                        hwo,
-                        g.o,
-                        colp,
-                        (hwo, 1),
-                        g_n.as_ptr(),
-                        (1, hwo),
-                        beta,
-                        dwt.as_mut_ptr(),
-                        g.o,
-                    );
+        .map_init(
+            || col_buffer(g, g.c),
+            |col, t| {
+                let mut dwt = vec![0.0f32; ck * g.o];
+                for (i, n) in (t * per..((t + 1) * per).min(g.n)).enumerate() {
+                    let ximg = &xs[n * chw..][..chw];
+                    let colp = if g.is_pointwise() {
+                        ximg.as_ptr()
+                    } else {
+                        im2col(ximg, col, g);
+                        col.as_ptr()
+                    };
+                    let g_n = &gs[n * g.o * hwo..][..g.o * hwo];
+                    let beta = if i == 0 { 0.0 } else { 1.0 };
+                    // SAFETY: col is CK×HWo row-major, gₙᵀ is HWo×O (gₙ read with strides
+                    // (1, HWo)), dwt is CK×O.
+                    unsafe {
+                        sgemm(
+                            ck,
+                            hwo,
+                            g.o,
+                            colp,
+                            (hwo, 1),
+                            g_n.as_ptr(),
+                            (1, hwo),
+                            beta,
+                            dwt.as_mut_ptr(),
+                            g.o,
+                        );
+                    }
+                }
+                dwt
+            },
+        )
+        .collect();
+    // The partial sums added in task order (so the same bits whichever thread ran which task),
+    // in parallel over slices of the result.
+    let (mut dwt, rest) = match partials.split_first() {
+        Some((first, rest)) => (first.clone(), rest),
+        None => (vec![0.0; ck * g.o], &[][..]), // an empty batch
+    };
+    dwt.par_chunks_mut(PAR_CHUNK)
+        .enumerate()
+        .for_each(|(i, d)| {
+            for p in rest {
+                for (a, b) in d.iter_mut().zip(&p[i * PAR_CHUNK..]) {
+                    *a += b;
                 }
             }
-            dwt
-        })
-        .collect();
-    let mut partials = partials.into_iter();
-    let mut dwt = partials.next().unwrap_or_else(|| vec![0.0; ck * g.o]);
-    for p in partials {
-        for (a, b) in dwt.iter_mut().zip(&p) {
-            *a += b;
-        }
-    }
+        });
     let mut dw = vec![0.0f32; g.o * ck];
     super::for_each_tiled(g.o, ck, |o, k| dw[o * ck + k] = dwt[k * g.o + o]);
     ArrayD::from_shape_vec(IxDyn(&[g.o, g.c, g.kh, g.kw]), dw).expect("shape")

@@ -119,6 +119,17 @@ pub(crate) fn filled(n: usize, init: impl FnOnce(&mut [std::mem::MaybeUninit<f32
     v
 }
 
+/// Writes zeros into `buf` and returns it as initialised floats: for a part of a [`filled`]
+/// buffer that a kernel accumulates into, zeroed by the thread that owns that part (rather than
+/// by one thread for the whole buffer before the parallel loop starts).
+pub(crate) fn zeroed(buf: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    for v in buf.iter_mut() {
+        v.write(0.0);
+    }
+    // SAFETY: every element was just written, and MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(buf as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// Calls `f(i, j)` for every entry of an m × n matrix, in 32 × 32 tiles, so that a loop that
 /// reads one matrix by rows and another by columns finds both in cache.
 #[inline(always)]

@@ -53,23 +53,24 @@ impl Tensor {
         let hw = h * w;
         let xs = self.storage();
         let x = contiguous(&xs);
-        let mut out = vec![0.0f32; x.len()];
         let mut rstd = vec![0.0f32; n * c];
-        out.par_chunks_mut(hw)
-            .zip(rstd.par_iter_mut())
-            .enumerate()
-            .with_min_len(min_planes(hw))
-            .for_each(|(pl, (dst, r))| {
-                let src = &x[pl * hw..][..hw];
-                // Two passes (mean, then centred squares): no cancellation.
-                let mean = lane_sum(src, |v| v) / hw as f32;
-                let var = lane_sum(src, |v| (v - mean) * (v - mean)) / hw as f32;
-                let rs = 1.0 / (var + eps).sqrt();
-                *r = rs;
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = (v - mean) * rs;
-                }
-            });
+        let out = super::filled(x.len(), |out| {
+            out.par_chunks_mut(hw)
+                .zip(rstd.par_iter_mut())
+                .enumerate()
+                .with_min_len(min_planes(hw))
+                .for_each(|(pl, (dst, r))| {
+                    let src = &x[pl * hw..][..hw];
+                    // Two passes (mean, then centred squares): no cancellation.
+                    let mean = lane_sum(src, |v| v) / hw as f32;
+                    let var = lane_sum(src, |v| (v - mean) * (v - mean)) / hw as f32;
+                    let rs = 1.0 / (var + eps).sqrt();
+                    *r = rs;
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        d.write((v - mean) * rs);
+                    }
+                });
+        });
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), out).expect("shape"),
             Op::InstanceNorm {
@@ -97,19 +98,20 @@ fn instance_norm_vjp(x: &Tensor, out: &Tensor, eps: f32, rstd: &[f32], g: &Tenso
     let hw = h * w;
     let (gst, ost) = (g.storage(), out.storage());
     let (gs, xh) = (contiguous(&gst), contiguous(&ost));
-    let mut dx = vec![0.0f32; gs.len()];
-    dx.par_chunks_mut(hw)
-        .enumerate()
-        .with_min_len(min_planes(hw))
-        .for_each(|(pl, dst)| {
-            let (gp, xp) = (&gs[pl * hw..][..hw], &xh[pl * hw..][..hw]);
-            let mg = lane_sum(gp, |v| v) / hw as f32;
-            let mgx = super::fastmath::dot(gp, xp) / hw as f32;
-            let r = rstd[pl];
-            for ((d, &gv), &xv) in dst.iter_mut().zip(gp).zip(xp) {
-                *d = r * (gv - mg - xv * mgx);
-            }
-        });
+    let dx = super::filled(gs.len(), |dx| {
+        dx.par_chunks_mut(hw)
+            .enumerate()
+            .with_min_len(min_planes(hw))
+            .for_each(|(pl, dst)| {
+                let (gp, xp) = (&gs[pl * hw..][..hw], &xh[pl * hw..][..hw]);
+                let mg = lane_sum(gp, |v| v) / hw as f32;
+                let mgx = super::fastmath::dot(gp, xp) / hw as f32;
+                let r = rstd[pl];
+                for ((d, &gv), &xv) in dst.iter_mut().zip(gp).zip(xp) {
+                    d.write(r * (gv - mg - xv * mgx));
+                }
+            });
+    });
     Tensor::from_array(ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), dx).expect("shape"))
 }
 // ANCHOR_END: instance_norm
@@ -138,16 +140,17 @@ impl Tensor {
         let bst = b.map(|b| b.storage());
         let (x, av) = (contiguous(&xst), contiguous(&ast));
         let bv = bst.as_ref().map(contiguous);
-        let mut out = vec![0.0f32; x.len()];
-        out.par_chunks_mut(hw)
-            .enumerate()
-            .with_min_len(min_planes(hw))
-            .for_each(|(pl, dst)| {
-                let (s, t) = (av[pl], bv.as_ref().map_or(0.0, |b| b[pl]));
-                for (d, &v) in dst.iter_mut().zip(&x[pl * hw..][..hw]) {
-                    *d = v * s + t;
-                }
-            });
+        let out = super::filled(x.len(), |out| {
+            out.par_chunks_mut(hw)
+                .enumerate()
+                .with_min_len(min_planes(hw))
+                .for_each(|(pl, dst)| {
+                    let (s, t) = (av[pl], bv.as_ref().map_or(0.0, |b| b[pl]));
+                    for (d, &v) in dst.iter_mut().zip(&x[pl * hw..][..hw]) {
+                        d.write(v * s + t);
+                    }
+                });
+        });
         Tensor::from_op(
             ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), out).expect("shape"),
             Op::ChannelAffine {

@@ -127,43 +127,43 @@ fn separable(
     div: Option<(&[f32], &[f32])>,
 ) -> Vec<f32> {
     let (ho, wo) = (th.0.len(), tw.0.len());
-    let mut out = vec![0.0f32; planes * ho * wo];
-    out.par_chunks_mut(ho * wo).enumerate().for_each_init(
-        || vec![0.0f32; h * wo],
-        |tmp, (pl, dst)| {
-            let src = &x[pl * h * w..][..h * w];
-            // Along W: tmp[i][ow] = Σ weight · x[i][j]
-            for (row, trow) in src.chunks_exact(w).zip(tmp.chunks_exact_mut(wo)) {
-                match &tw.1 {
-                    Some(win) => {
-                        for (t, &(lo, hi)) in trow.iter_mut().zip(win) {
-                            *t = row[lo..hi].iter().sum();
+    super::filled(planes * ho * wo, |out| {
+        out.par_chunks_mut(ho * wo).enumerate().for_each_init(
+            || vec![0.0f32; h * wo],
+            |tmp, (pl, dst)| {
+                let dst = super::zeroed(dst);
+                let src = &x[pl * h * w..][..h * w];
+                // Along W: tmp[i][ow] = Σ weight · x[i][j]
+                for (row, trow) in src.chunks_exact(w).zip(tmp.chunks_exact_mut(wo)) {
+                    match &tw.1 {
+                        Some(win) => {
+                            for (t, &(lo, hi)) in trow.iter_mut().zip(win) {
+                                *t = row[lo..hi].iter().sum();
+                            }
+                        }
+                        None => {
+                            for (t, taps) in trow.iter_mut().zip(&tw.0) {
+                                *t = taps.iter().map(|&(j, a)| a * row[j]).sum();
+                            }
                         }
                     }
-                    None => {
-                        for (t, taps) in trow.iter_mut().zip(&tw.0) {
-                            *t = taps.iter().map(|&(j, a)| a * row[j]).sum();
+                }
+                // Along H: out[oh][ow] = Σ weight · tmp[i][ow]
+                for (oh, (drow, taps)) in dst.chunks_exact_mut(wo).zip(&th.0).enumerate() {
+                    for &(i, a) in taps {
+                        for (d, &t) in drow.iter_mut().zip(&tmp[i * wo..][..wo]) {
+                            *d += a * t;
+                        }
+                    }
+                    if let Some((rs, cs)) = div {
+                        for (d, &c) in drow.iter_mut().zip(cs) {
+                            *d /= rs[oh] * c;
                         }
                     }
                 }
-            }
-            // Along H: out[oh][ow] = Σ weight · tmp[i][ow]
-            for (oh, (drow, taps)) in dst.chunks_exact_mut(wo).zip(&th.0).enumerate() {
-                drow.fill(0.0);
-                for &(i, a) in taps {
-                    for (d, &t) in drow.iter_mut().zip(&tmp[i * wo..][..wo]) {
-                        *d += a * t;
-                    }
-                }
-                if let Some((rs, cs)) = div {
-                    for (d, &c) in drow.iter_mut().zip(cs) {
-                        *d /= rs[oh] * c;
-                    }
-                }
-            }
-        },
-    );
-    out
+            },
+        );
+    })
 }
 
 /// The adjoint of [`separable`]: maps `g` (planes of Ho×Wo) back to planes of H×W.
@@ -176,47 +176,47 @@ fn separable_adjoint(
     div: Option<(&[f32], &[f32])>,
 ) -> Vec<f32> {
     let (ho, wo) = (th.0.len(), tw.0.len());
-    let mut out = vec![0.0f32; planes * h * w];
-    out.par_chunks_mut(h * w).enumerate().for_each_init(
-        || (vec![0.0f32; h * wo], vec![0.0f32; wo]),
-        |(tmp, grow), (pl, dst)| {
-            let src = &g[pl * ho * wo..][..ho * wo];
-            tmp.fill(0.0);
-            for (oh, (srow, taps)) in src.chunks_exact(wo).zip(&th.0).enumerate() {
-                grow.copy_from_slice(srow);
-                if let Some((rs, cs)) = div {
-                    for (v, &c) in grow.iter_mut().zip(cs) {
-                        *v /= rs[oh] * c;
-                    }
-                }
-                for &(i, a) in taps {
-                    for (t, &v) in tmp[i * wo..][..wo].iter_mut().zip(grow.iter()) {
-                        *t += a * v;
-                    }
-                }
-            }
-            dst.fill(0.0);
-            for (drow, trow) in dst.chunks_exact_mut(w).zip(tmp.chunks_exact(wo)) {
-                match &tw.1 {
-                    Some(win) => {
-                        for (&t, &(lo, hi)) in trow.iter().zip(win) {
-                            for d in &mut drow[lo..hi] {
-                                *d += t;
-                            }
+    super::filled(planes * h * w, |out| {
+        out.par_chunks_mut(h * w).enumerate().for_each_init(
+            || (vec![0.0f32; h * wo], vec![0.0f32; wo]),
+            |(tmp, grow), (pl, dst)| {
+                let dst = super::zeroed(dst);
+                let src = &g[pl * ho * wo..][..ho * wo];
+                tmp.fill(0.0);
+                for (oh, (srow, taps)) in src.chunks_exact(wo).zip(&th.0).enumerate() {
+                    grow.copy_from_slice(srow);
+                    if let Some((rs, cs)) = div {
+                        for (v, &c) in grow.iter_mut().zip(cs) {
+                            *v /= rs[oh] * c;
                         }
                     }
-                    None => {
-                        for (&t, taps) in trow.iter().zip(&tw.0) {
-                            for &(j, a) in taps {
-                                drow[j] += a * t;
-                            }
+                    for &(i, a) in taps {
+                        for (t, &v) in tmp[i * wo..][..wo].iter_mut().zip(grow.iter()) {
+                            *t += a * v;
                         }
                     }
                 }
-            }
-        },
-    );
-    out
+                for (drow, trow) in dst.chunks_exact_mut(w).zip(tmp.chunks_exact(wo)) {
+                    match &tw.1 {
+                        Some(win) => {
+                            for (&t, &(lo, hi)) in trow.iter().zip(win) {
+                                for d in &mut drow[lo..hi] {
+                                    *d += t;
+                                }
+                            }
+                        }
+                        None => {
+                            for (&t, taps) in trow.iter().zip(&tw.0) {
+                                for &(j, a) in taps {
+                                    drow[j] += a * t;
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    })
 }
 
 // ANCHOR: avg_pool
