@@ -91,3 +91,36 @@ fn deep_graphs_differentiate_and_drop_without_overflow() {
     assert_eq!(g.item(), 1.0);
     drop(y);
 }
+
+/// A first-order backward pass (no graph recorded) computes the activations' derivatives in one
+/// fused pass; a pass that records a graph uses their tensor-op forms. Both evaluate the same
+/// formula in the same order, so they must give the same bits. 70,000 elements take the
+/// parallel path; the transposed input takes the copy to row-major order.
+#[test]
+fn fused_activation_derivatives_match_their_tensor_op_forms() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let row_major = common::tensor(&mut rng, &[200, 350], 0.05, 4.0, true);
+    let transposed = common::tensor(&mut rng, &[350, 200], 0.05, 4.0, true).t();
+    let g = common::tensor(&mut rng, &[200, 350], 0.1, 1.0, true);
+    type Activation = fn(&Tensor) -> Tensor;
+    let activations: [(&str, Activation); 5] = [
+        ("sigmoid", |x| x.sigmoid()),
+        ("tanh", |x| x.tanh()),
+        ("softplus", |x| x.softplus()),
+        ("elu", |x| x.elu(1.0)),
+        ("relu", |x| x.relu()),
+    ];
+    for (name, f) in activations {
+        for input in [&row_major, &transposed] {
+            let x = input.detach().requires_grad_();
+            let gradient = |create: bool| {
+                let y = f(&x).mul(&g).sum_all();
+                grad(&[&y], &[&x], create).remove(0).to_vec()
+            };
+            let (fused, ops) = (gradient(false), gradient(true));
+            for (i, (a, b)) in fused.iter().zip(&ops).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{name}: element {i}: {a} vs {b}");
+            }
+        }
+    }
+}

@@ -139,6 +139,30 @@ pub fn zip_into(
     })
 }
 
+/// `out[i] = f(a[i], b[i], c[i])` for three slices of one length, with this CPU's vectors (the
+/// fused derivatives of the activations, which read x, f(x) and the incoming gradient).
+pub fn zip3_into(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    f: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
+    assert!(
+        a.len() == out.len() && b.len() == out.len() && c.len() == out.len(),
+        "zip3_into: lengths {}, {}, {} into {}",
+        a.len(),
+        b.len(),
+        c.len(),
+        out.len()
+    );
+    dispatch(|| {
+        for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
+            o.write(f(x, y, z));
+        }
+    })
+}
+
 /// Σᵢ a\[i\]·b\[i\], in 16 interleaved lanes combined pairwise at the end. Inlined into its caller,
 /// so that a loop of dot products inside one [`dispatch`] runs with that CPU's vectors.
 #[inline(always)]

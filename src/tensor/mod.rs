@@ -108,9 +108,10 @@ pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
 /// every one — what an output buffer needs, without first zeroing memory that is about to be
 /// overwritten (for an elementwise op, a pass over memory as long as the op itself).
 ///
-/// The kernels here that call it write through [`fastmath::map_into`]/[`fastmath::zip_into`]
-/// (which write every element of the slice they are given) or through sgemm with β = 0 (which
-/// writes every element of C).
+/// Its callers write every element: through [`fastmath::map_into`], [`fastmath::zip_into`] or
+/// [`fastmath::zip3_into`] (which write every element of the slice they are given), through sgemm
+/// with β = 0 (which writes every element of C), through [`zeroed`], or in a loop over the whole
+/// buffer.
 pub(crate) fn filled(n: usize, init: impl FnOnce(&mut [std::mem::MaybeUninit<f32>])) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     init(&mut v.spare_capacity_mut()[..n]);

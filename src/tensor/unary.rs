@@ -2,7 +2,7 @@
 
 use super::fastmath;
 use super::{Op, Tensor};
-use ndarray::{ArrayD, IxDyn, Zip};
+use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 /// Elements above which elementwise kernels split the work across threads with rayon. Below it,
@@ -164,7 +164,7 @@ pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor
 // ANCHOR_END: unary_vjp
 
 /// The same derivatives in one pass over (x, out, ḡ), for the activations, when no graph is being
-/// recorded (a first-order backward pass): the tensor-op forms above take three or four passes
+/// recorded (a first-order backward pass): the tensor-op forms above take two to four passes
 /// each. The values are those of the formulas above.
 fn fused_vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Option<Tensor> {
     use UnaryOp::*;
@@ -172,27 +172,49 @@ fn fused_vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Option<Tens
         return None; // on a device: the tensor-op form, which runs there
     }
     let (xs, ys, gs) = (x.storage(), out.storage(), g.storage());
+    let (xs, ys, gs) = (
+        super::contiguous(&xs),
+        super::contiguous(&ys),
+        super::contiguous(&gs),
+    );
     // One monomorphised loop per activation, so that the derivative inlines into it.
     fn run(
-        (xs, ys, gs): (&super::Storage, &super::Storage, &super::Storage),
-        d: impl Fn(f32, f32) -> f32 + Sync + Send,
-    ) -> ndarray::ArrayD<f32> {
-        let zip = Zip::from(xs).and(ys).and(gs);
-        if xs.len() >= PAR_THRESHOLD {
-            zip.par_map_collect(|&x, &y, &g| g * d(x, y))
-        } else {
-            zip.map_collect(|&x, &y, &g| g * d(x, y))
-        }
+        xs: &[f32],
+        ys: &[f32],
+        gs: &[f32],
+        d: impl Fn(f32, f32) -> f32 + Copy + Sync,
+    ) -> Vec<f32> {
+        let f = move |x, y, g| g * d(x, y);
+        super::filled(xs.len(), |out| {
+            if xs.len() >= PAR_THRESHOLD {
+                out.par_chunks_mut(PAR_CHUNK)
+                    .enumerate()
+                    .for_each(|(i, o)| {
+                        let r = i * PAR_CHUNK..i * PAR_CHUNK + o.len();
+                        fastmath::zip3_into(&xs[r.clone()], &ys[r.clone()], &gs[r], o, f)
+                    });
+            } else {
+                fastmath::zip3_into(xs, ys, gs, out, f);
+            }
+        })
     }
-    let v = (&xs, &ys, &gs);
+    let (xs, ys, gs) = (&xs[..], &ys[..], &gs[..]);
     let dx = match kind {
-        Elu(alpha) => run(v, move |x, y| if x > 0.0 { 1.0 } else { y + alpha }),
-        Relu => run(v, |x, _| if x > 0.0 { 1.0 } else { 0.0 }),
-        Tanh => run(v, |_, y| 1.0 - y * y),
-        Sigmoid => run(v, |_, y| y * (1.0 - y)),
+        Elu(alpha) => run(
+            xs,
+            ys,
+            gs,
+            move |x, y| if x > 0.0 { 1.0 } else { y + alpha },
+        ),
+        Relu => run(xs, ys, gs, |x, _| if x > 0.0 { 1.0 } else { 0.0 }),
+        Tanh => run(xs, ys, gs, |_, y| 1.0 - y * y),
+        Sigmoid => run(xs, ys, gs, |_, y| y * (1.0 - y)),
+        Softplus => run(xs, ys, gs, |x, _| fastmath::sigmoid(x)),
         _ => return None,
     };
-    Some(Tensor::from_array(dx))
+    Some(Tensor::from_array(
+        ArrayD::from_shape_vec(IxDyn(x.shape()), dx).expect("shape"),
+    ))
 }
 
 impl Tensor {
