@@ -71,7 +71,7 @@ fn topological_order(outputs: &[&Tensor]) -> Vec<Tensor> {
         }
         stack.push((t.clone(), true));
         if let Some(op) = t.op() {
-            for input in op.inputs() {
+            for input in op.inputs().iter() {
                 if input.requires_grad() && !seen.contains(&input.id()) {
                     stack.push((input.clone(), false));
                 }

@@ -206,7 +206,7 @@ impl Drop for Inner {
         // graph (thousands of ops) cannot overflow the stack.
         // The inputs are moved to a stack (cloning a handle, then dropping the op releases the
         // original), and a node whose last handle is on the stack is taken apart in turn.
-        let inputs = |op: Op| -> Vec<Tensor> { op.inputs().into_iter().cloned().collect() };
+        let inputs = |op: Op| -> Vec<Tensor> { op.inputs().iter().cloned().collect() };
         let mut stack: Vec<Tensor> = self.op.take().map(inputs).unwrap_or_default();
         while let Some(t) = stack.pop() {
             if let Ok(mut inner) = Arc::try_unwrap(t.0) {

@@ -114,29 +114,60 @@ pub(crate) enum Op {
 }
 // ANCHOR_END: op_enum
 
+/// The inputs of one op (see [`Op::inputs`]): up to three, or a list (a concatenation).
+pub(crate) struct Inputs<'a> {
+    few: [Option<&'a Tensor>; 3],
+    many: &'a [Tensor],
+}
+
+impl<'a> Inputs<'a> {
+    /// The inputs in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a Tensor> + '_ {
+        self.few.iter().flatten().copied().chain(self.many)
+    }
+}
+
 impl Op {
-    /// The tensors this op read.
-    pub(crate) fn inputs(&self) -> Vec<&Tensor> {
+    /// The tensors this op read, in the order of [`Op::vjp`]'s results. Walks over the graph ask
+    /// every node for its inputs, several times per backward pass, so the answer borrows them
+    /// and allocates nothing.
+    pub(crate) fn inputs(&self) -> Inputs<'_> {
         use Op::*;
-        match self {
-            Unary(_, x) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => vec![x],
-            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => vec![a, b],
-            Extremum { a, b, .. } => vec![a, b],
-            Where { mask, a, b } => vec![mask, a, b],
+        fn few<'a>(ts: &[&'a Tensor]) -> [Option<&'a Tensor>; 3] {
+            let mut f = [None; 3];
+            for (slot, t) in f.iter_mut().zip(ts) {
+                *slot = Some(*t);
+            }
+            f
+        }
+        let inputs = match self {
+            Unary(_, x) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => few(&[x]),
+            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => few(&[a, b]),
+            Extremum { a, b, .. } => few(&[a, b]),
+            Where { mask, a, b } => few(&[mask, a, b]),
             Sum { x, .. }
             | Max { x, .. }
             | Narrow { x, .. }
             | Pad { x, .. }
-            | IndexSelect { x, .. } => vec![x],
-            IndexAdd { src, .. } => vec![src],
-            Concat(xs, _) => xs.iter().collect(),
-            Conv2d { x, w, b, .. } => [x, w].into_iter().chain(b.as_ref()).collect(),
-            Conv2dInputGrad { gy, w, .. } => vec![gy, w],
-            Conv2dWeightGrad { x, gy, .. } => vec![x, gy],
-            AvgPool2d { x, .. } | ResizeBilinear { x } | InstanceNorm { x, .. } => vec![x],
-            AvgPool2dAdjoint { g, .. } | ResizeBilinearAdjoint { g, .. } => vec![g],
-            ChannelAffine { x, a, b } => [x, a].into_iter().chain(b.as_ref()).collect(),
-            ChannelDot(a, b) => vec![a, b],
+            | IndexSelect { x, .. } => few(&[x]),
+            IndexAdd { src, .. } => few(&[src]),
+            Concat(xs, _) => {
+                return Inputs {
+                    few: [None; 3],
+                    many: xs,
+                };
+            }
+            Conv2d { x, w, b, .. } => [Some(x), Some(w), b.as_ref()],
+            Conv2dInputGrad { gy, w, .. } => few(&[gy, w]),
+            Conv2dWeightGrad { x, gy, .. } => few(&[x, gy]),
+            AvgPool2d { x, .. } | ResizeBilinear { x } | InstanceNorm { x, .. } => few(&[x]),
+            AvgPool2dAdjoint { g, .. } | ResizeBilinearAdjoint { g, .. } => few(&[g]),
+            ChannelAffine { x, a, b } => [Some(x), Some(a), b.as_ref()],
+            ChannelDot(a, b) => few(&[a, b]),
+        };
+        Inputs {
+            few: inputs,
+            many: &[],
         }
     }
 
