@@ -19,16 +19,17 @@
 //!
 //! # Kernel
 //! Per image, `im2col` copies the receptive fields into a matrix of shape (C·kh·kw, Ho·Wo), and
-//! one sgemm (matrixmultiply, which threads itself) multiplies the (O, C·kh·kw) weight by it,
-//! writing straight into the image's (O, Ho·Wo) block of the NCHW output. The input gradient is
+//! sgemm (matrixmultiply, single-threaded) multiplies the (O, C·kh·kw) weight by it, writing
+//! straight into the image's (O, Ho·Wo) block of the NCHW output. The input gradient is
 //! the transposed GEMM followed by `col2im`, the adjoint of `im2col`; the weight gradient
 //! accumulates g·colᵀ over the images. A 1×1 convolution with stride 1 needs no `im2col`: the
 //! image itself is the column matrix. `im2col` copies whole rows (`copy_from_slice`) when the
 //! stride is 1.
 //!
-//! The batch is split into one contiguous range of images per rayon thread; each thread runs
-//! `im2col` and its GEMMs on its own images with its own column buffer (which stays in its core's
-//! L2 cache between the two), so the threads never wait for one another inside a convolution.
+//! The batch is split into [`CONV_TASKS`] contiguous ranges of images, which rayon hands to
+//! whichever thread is free; each rayon job keeps one column buffer for all the images it runs,
+//! and the forward pass fills it a block of channels at a time ([`channel_blocks`]) so that it is
+//! still in the core's L2 cache when sgemm reads it.
 
 use super::unary::PAR_CHUNK;
 use super::{Op, Storage, Tensor, contiguous};
@@ -551,14 +552,13 @@ fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
         .collect();
     // The partial sums added in task order (so the same bits whichever thread ran which task),
     // in parallel over slices of the result.
-    let (mut dwt, rest) = match partials.split_first() {
-        Some((first, rest)) => (first.clone(), rest),
-        None => (vec![0.0; ck * g.o], &[][..]), // an empty batch
-    };
+    let mut partials = partials.into_iter();
+    let mut dwt = partials.next().unwrap_or_else(|| vec![0.0; ck * g.o]); // none: an empty batch
+    let rest: Vec<Vec<f32>> = partials.collect();
     dwt.par_chunks_mut(PAR_CHUNK)
         .enumerate()
         .for_each(|(i, d)| {
-            for p in rest {
+            for p in &rest {
                 for (a, b) in d.iter_mut().zip(&p[i * PAR_CHUNK..]) {
                     *a += b;
                 }

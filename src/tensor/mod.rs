@@ -98,10 +98,10 @@ impl From<ArrayD<f32>> for Data {
 /// The elements of `s` in row-major order as a slice: borrowed when the storage is already
 /// contiguous (the common case), copied otherwise.
 pub(crate) fn contiguous(s: &Storage) -> std::borrow::Cow<'_, [f32]> {
-    if let Some(v) = s.as_slice() {
-        return std::borrow::Cow::Borrowed(v);
+    match s.as_slice() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(s.iter().copied().collect()),
     }
-    std::borrow::Cow::Owned(s.iter().copied().collect())
 }
 
 /// A vector of `n` floats written by `init`, which receives them uninitialised and must write
