@@ -58,9 +58,9 @@ fn main() {
         );
     }
     // Peak resident memory of the process (Linux).
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM")) {
-            println!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
-        }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM"))
+    {
+        println!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
     }
 }

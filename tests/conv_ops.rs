@@ -181,6 +181,91 @@ fn conv_gradients_do_not_depend_on_the_thread_count() {
     assert_eq!(bits(&run(1)), bits(&run(3)));
 }
 
+/// ∂L/∂x and ∂L/∂w of `F.conv2d` for ∂L/∂y = g, by the adjoint loops of [`naive_conv`] in f64:
+/// each entry with the sum of the absolute values of its terms (for a tolerance).
+fn naive_conv_grads(x: &Tensor, w: &Tensor, g: &Tensor, cfg: Conv2dConfig) -> [Vec<(f64, f64)>; 2] {
+    let (xs, ws, gs) = (x.to_array(), w.to_array(), g.to_array());
+    let (xsh, wsh, gsh) = (xs.shape(), ws.shape(), gs.shape());
+    let (n, c, h, wd) = (xsh[0], xsh[1], xsh[2], xsh[3]);
+    let (o, kh, kw) = (wsh[0], wsh[2], wsh[3]);
+    let (ho, wo) = (gsh[2], gsh[3]);
+    let mut dx = vec![(0.0, 0.0); n * c * h * wd];
+    let mut dw = vec![(0.0, 0.0); o * c * kh * kw];
+    for ni in 0..n {
+        for oi in 0..o {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let gv = gs[[ni, oi, i, j]] as f64;
+                    for ci in 0..c {
+                        for u in 0..kh {
+                            for v in 0..kw {
+                                let ii = (i * cfg.stride + u * cfg.dilation) as isize
+                                    - cfg.padding as isize;
+                                let jj = (j * cfg.stride + v * cfg.dilation) as isize
+                                    - cfg.padding as isize;
+                                if ii < 0 || jj < 0 || ii >= h as isize || jj >= wd as isize {
+                                    continue;
+                                }
+                                let (ii, jj) = (ii as usize, jj as usize);
+                                let tx = gv * ws[[oi, ci, u, v]] as f64;
+                                let e = &mut dx[((ni * c + ci) * h + ii) * wd + jj];
+                                *e = (e.0 + tx, e.1 + tx.abs());
+                                let tw = gv * xs[[ni, ci, ii, jj]] as f64;
+                                let e = &mut dw[((oi * c + ci) * kh + u) * kw + v];
+                                *e = (e.0 + tw, e.1 + tw.abs());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    [dx, dw]
+}
+
+/// Stride-1 "same" convolutions at sizes that leave partial tiles in every kernel that handles
+/// them (on CPUs with AVX-512 these run the implicit-im2col kernels of `conv_same`; elsewhere the
+/// im2col ones): 143 = 4·32 + 15 pixels, 19 output channels (2·8 + 3, and 6·3 + 1), batches of
+/// 7 (the weight gradient takes 6 images of 143 pixels at a time, then 1), dilations up to 3 and a
+/// 1 × 1 kernel. Forward values against the definition (FWD_TOL, ≤ 45 terms); gradients against
+/// the f64 loops, within 2e-5·Σ|terms|: the kernels sum each output in chains of at most ~170
+/// terms (≤ 170·2⁻²⁴ ≈ 1e-5 relative to Σ|terms|), while a pixel dropped at an edge moves an entry
+/// by a whole term, ≳ 1e-3·Σ|terms| here.
+#[test]
+fn same_convolutions_at_tile_edges() {
+    for (seed, &(n, c, o, h, w, k, p, d)) in [
+        (7, 5, 19, 13, 11, 3, 1, 1),
+        (7, 5, 19, 13, 11, 3, 2, 2),
+        (3, 2, 9, 9, 17, 3, 3, 3),
+        (5, 6, 17, 13, 11, 1, 0, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut r = rng(600 + seed as u64);
+        let cfg = Conv2dConfig::new(1, p, d);
+        let x = tensor(&mut r, &[n, c, h, w], 0.1, 1.0, true);
+        let wt = tensor(&mut r, &[o, c, k, k], 0.1, 1.0, true);
+        let b = tensor(&mut r, &[o], 0.1, 1.0, true);
+        let y = x.conv2d(&wt, Some(&b), cfg);
+        assert_eq!(y.shape(), &[n, o, h, w], "a same convolution");
+        assert_close("same conv2d", &y, &naive_conv(&x, &wt, Some(&b), cfg));
+        let g = tensor(&mut r, &[n, o, h, w], 0.1, 1.0, true);
+        let [dx, dw] = naive_conv_grads(&x, &wt, &g, cfg);
+        for (name, got, want) in [
+            ("input grad", g.conv2d_input_grad(&wt, cfg, (h, w)), dx),
+            ("weight grad", x.conv2d_weight_grad(&g, cfg, (k, k)), dw),
+        ] {
+            for (i, (a, (v, s))) in got.to_vec().into_iter().zip(want).enumerate() {
+                assert!(
+                    (a as f64 - v).abs() <= 2e-5 * s + 1e-6,
+                    "{name} ({n}×{c}×{h}×{w}, {o} out, k {k}, d {d}): element {i}: {a} vs {v}"
+                );
+            }
+        }
+    }
+}
+
 /// ⟨conv(x, w), g⟩ = ⟨x, input_grad(g, w)⟩ = ⟨w, weight_grad(x, g)⟩: the three bilinear maps are
 /// one trilinear form. Each side is a sum of a few thousand products of O(1) numbers, rounded in
 /// f32 in different orders (relative error ~1e-6); 1e-4 still catches a misplaced tap.

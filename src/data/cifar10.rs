@@ -46,7 +46,7 @@ fn parse_batch(
     if bytes.is_empty() {
         return Err(Error::format(path, "empty file, no CIFAR-10 records"));
     }
-    if bytes.len() % RECORD_LEN != 0 {
+    if !bytes.len().is_multiple_of(RECORD_LEN) {
         return Err(Error::format(
             path,
             format!(

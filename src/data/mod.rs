@@ -69,14 +69,14 @@ impl Dataset {
     /// A dataset from its parts. Fails if there is a label list whose length is not the number
     /// of images.
     pub fn new(images: Array4<u8>, labels: Option<Vec<u8>>) -> Result<Self> {
-        if let Some(l) = &labels {
-            if l.len() != images.len_of(Axis(0)) {
-                return Err(Error::Invalid(format!(
-                    "dataset has {} images but {} labels",
-                    images.len_of(Axis(0)),
-                    l.len()
-                )));
-            }
+        if let Some(l) = &labels
+            && l.len() != images.len_of(Axis(0))
+        {
+            return Err(Error::Invalid(format!(
+                "dataset has {} images but {} labels",
+                images.len_of(Axis(0)),
+                l.len()
+            )));
         }
         Ok(Dataset { images, labels })
     }

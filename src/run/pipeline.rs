@@ -345,14 +345,15 @@ pub fn run<M: ScoreNet>(
         .checkpoint
         .clone()
         .unwrap_or_else(|| run_dir.checkpoint());
-    if args.checkpoint.is_some() && !(all || args.train) {
-        if let Some(c) = checkpoint_config(&sampling_from)? {
-            config.ngf = c.ngf;
-            config.sigma_begin = c.sigma_begin;
-            config.sigma_end = c.sigma_end;
-            config.num_classes = c.num_classes;
-            config.ema_mu = config.ema_mu.or(c.ema_mu);
-        }
+    if args.checkpoint.is_some()
+        && !(all || args.train)
+        && let Some(c) = checkpoint_config(&sampling_from)?
+    {
+        config.ngf = c.ngf;
+        config.sigma_begin = c.sigma_begin;
+        config.sigma_end = c.sigma_end;
+        config.num_classes = c.num_classes;
+        config.ema_mu = config.ema_mu.or(c.ema_mu);
     }
     let device = Device::parse(&args.device)?;
     let model = build(&config, &mut stream_rng(config.seed, Stream::Init));

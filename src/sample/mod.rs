@@ -37,7 +37,7 @@ pub struct Samples {
 
 /// Appends `x` to `trajectory` when `step` is a multiple of `every` (never when `every` is 0).
 pub(crate) fn record(trajectory: &mut Vec<Tensor>, every: usize, step: usize, x: &Tensor) {
-    if every > 0 && step % every == 0 {
+    if every > 0 && step.is_multiple_of(every) {
         trajectory.push(x.clone());
     }
 }

@@ -76,13 +76,15 @@ pub(crate) fn zip_with(
     }
     // Two operands with one and the same layout over contiguous memory (two transposed weight
     // gradients, say): elementwise over memory order, and the result in that layout too.
-    if a.shape() == b.shape() && a.strides() == b.strides() && a.strides().iter().all(|&s| s >= 0) {
-        if let (Some(x), Some(y)) = (a.as_slice_memory_order(), b.as_slice_memory_order()) {
-            let out = zip_slices(x, y, &[x.len()], f).into_raw_vec_and_offset().0;
-            let strides: Vec<usize> = a.strides().iter().map(|&s| s as usize).collect();
-            let layout = IxDyn(&shape).strides(IxDyn(&strides));
-            return ArrayD::from_shape_vec(layout, out).expect("layout of a contiguous operand");
-        }
+    if a.shape() == b.shape()
+        && a.strides() == b.strides()
+        && a.strides().iter().all(|&s| s >= 0)
+        && let (Some(x), Some(y)) = (a.as_slice_memory_order(), b.as_slice_memory_order())
+    {
+        let out = zip_slices(x, y, &[x.len()], f).into_raw_vec_and_offset().0;
+        let strides: Vec<usize> = a.strides().iter().map(|&s| s as usize).collect();
+        let layout = IxDyn(&shape).strides(IxDyn(&strides));
+        return ArrayD::from_shape_vec(layout, out).expect("layout of a contiguous operand");
     }
     let av = a.broadcast(IxDyn(&shape)).expect("broadcast checked");
     let bv = b.broadcast(IxDyn(&shape)).expect("broadcast checked");

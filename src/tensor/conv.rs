@@ -30,7 +30,16 @@
 //! whichever thread is free; each rayon job keeps one column buffer for all the images it runs,
 //! and the forward pass fills it a block of channels at a time ([`channel_blocks`]) so that it is
 //! still in the core's L2 cache when sgemm reads it.
+//!
+//! On x86-64 CPUs with AVX-512, stride-1 convolutions whose output has the input's size (every
+//! convolution of the NCSN RefineNet) take a faster road, [`conv_same`]: no column matrix at all,
+//! the receptive fields read straight from the image with masked vector loads into a small panel,
+//! and a register-blocked micro-kernel; the input gradient becomes a convolution of ∂L/∂y with the
+//! flipped weight (no `col2im`), and the weight gradient of a 3 × 3 kernel sums along the pixels.
+//! The im2col kernels above stay the road for everything else and for other CPUs.
 
+#[cfg(target_arch = "x86_64")]
+use super::conv_same;
 use super::unary::PAR_CHUNK;
 use super::{Op, Storage, Tensor, contiguous};
 use ndarray::{ArrayD, IxDyn};
@@ -393,10 +402,96 @@ fn col_buffer(g: &Geom, channels: usize) -> Vec<f32> {
     }
 }
 
+/// The geometry for the implicit-im2col kernels of [`conv_same`] when they apply: stride 1, an
+/// output of the input's size (so p = d·(k − 1)/2), and a CPU with AVX-512.
+#[cfg(target_arch = "x86_64")]
+fn same_geometry(g: &Geom) -> Option<conv_same::Same> {
+    let same = g.cfg.stride == 1 && g.ho == g.h && g.wo == g.w;
+    (same && conv_same::available()).then_some(conv_same::Same {
+        c: g.c,
+        h: g.h,
+        w: g.w,
+        kh: g.kh,
+        kw: g.kw,
+        d: g.cfg.dilation,
+        p: g.cfg.padding,
+    })
+}
+
+/// y = conv2d(x, w) + b, on the fastest kernel that applies.
+fn conv2d_kernel(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> ArrayD<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = same_geometry(g) {
+        return conv2d_same(x, w, b, g, &s);
+    }
+    conv2d_im2col(x, w, b, g)
+}
+
+/// [`conv_same::conv_image`] for each of the `n` images of `input` (each `s.c` × H × W), with
+/// the packed weight `w` and `bias` (empty or one per output channel): an `n` × M × H × W
+/// buffer. The batch is split into [`images_per_task`] tasks; each rayon job keeps one panel.
+#[cfg(target_arch = "x86_64")]
+fn same_conv_batch(
+    n: usize,
+    w: &conv_same::PackedWeights,
+    s: &conv_same::Same,
+    input: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    let hw = s.h * s.w;
+    let (in_len, out_len) = (s.c * hw, w.rows() * hw);
+    let per = images_per_task(n);
+    // Every element is written: conv_image stores every pixel of every output channel.
+    super::filled(n * out_len, |out| {
+        out.par_chunks_mut(per * out_len).enumerate().for_each_init(
+            || conv_same::Aligned::zeros(s.panel_len()),
+            |panel, (t, out_t)| {
+                for (i, y) in out_t.chunks_exact_mut(out_len).enumerate() {
+                    let x = &input[(t * per + i) * in_len..][..in_len];
+                    // SAFETY: available() was checked (same_geometry) before packing; x holds
+                    // C·H·W floats, y M·H·W, and w is M × C·kh·kw.
+                    unsafe {
+                        conv_same::conv_image(
+                            w,
+                            s,
+                            x.as_ptr(),
+                            y.as_mut_ptr() as *mut f32,
+                            bias,
+                            panel,
+                        );
+                    }
+                }
+            },
+        );
+    })
+}
+
+// ANCHOR: conv2d_same
+/// y = conv2d(x, w) + b for a stride-1 "same" convolution: the weight packed once, then each
+/// image through [`conv_same::conv_image`]; images in parallel.
+#[cfg(target_arch = "x86_64")]
+fn conv2d_same(
+    x: &Storage,
+    w: &Storage,
+    b: Option<&Storage>,
+    g: &Geom,
+    s: &conv_same::Same,
+) -> ArrayD<f32> {
+    let (xs, ws) = (contiguous(x), contiguous(w));
+    let bias = b.map(|b| contiguous(b).into_owned()).unwrap_or_default();
+    let ck = g.ck();
+    let packed = conv_same::PackedWeights::from_rows(g.o, ck, |o, row| {
+        row.copy_from_slice(&ws[o * ck..(o + 1) * ck])
+    });
+    let out = same_conv_batch(g.n, &packed, s, &xs, &bias);
+    ArrayD::from_shape_vec(IxDyn(&[g.n, g.o, g.ho, g.wo]), out).expect("shape")
+}
+// ANCHOR_END: conv2d_same
+
 // ANCHOR: conv2d_kernel
 /// y = conv2d(x, w) + b: per image and block of input channels, `im2col` and an sgemm that adds
 /// the block's share into the NCHW output; images in parallel.
-fn conv2d_kernel(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> ArrayD<f32> {
+fn conv2d_im2col(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> ArrayD<f32> {
     let (xs, ws) = (contiguous(x), contiguous(w));
     let bs = b.map(contiguous);
     let (ck, hw, hwo, taps) = (g.ck(), g.hw(), g.hwo(), g.kh * g.kw);
@@ -457,8 +552,47 @@ fn conv2d_kernel(x: &Storage, w: &Storage, b: Option<&Storage>, g: &Geom) -> Arr
 }
 // ANCHOR_END: conv2d_kernel
 
-/// ∂L/∂x = conv2d_input_grad(∂L/∂y, w): per image, col = wᵀ·gₙ then `col2im`; images in parallel.
+/// ∂L/∂x = conv2d_input_grad(∂L/∂y, w), on the fastest kernel that applies.
 fn input_grad_kernel(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = same_geometry(g) {
+        return input_grad_same(gy, w, g, &s);
+    }
+    input_grad_im2col(gy, w, g)
+}
+
+// ANCHOR: input_grad_same
+/// ∂L/∂x for a stride-1 "same" convolution, as a "same" convolution of ∂L/∂y:
+///
+/// ```text
+/// ∂L/∂x[c, i, j] = Σ_{o,u,v} w[o, c, u, v] · ∂L/∂y[o, i + p − u·d, j + p − v·d]
+///                = Σ_{o,u,v} w'[c, o, u, v] · ∂L/∂y[o, i − p + u·d, j − p + v·d],
+/// ```
+///
+/// with w'[c, o, u, v] = w[o, c, kh − 1 − u, kw − 1 − v] (substitute u → kh − 1 − u and use
+/// 2p = d·(kh − 1)): the weight transposed and flipped, packed once, and no `col2im`.
+#[cfg(target_arch = "x86_64")]
+fn input_grad_same(gy: &Storage, w: &Storage, g: &Geom, s: &conv_same::Same) -> ArrayD<f32> {
+    let (gs, ws) = (contiguous(gy), contiguous(w));
+    let (ck, taps) = (g.ck(), g.kh * g.kw);
+    // Flipping both axes maps tap t = u·kw + v to (kh − 1 − u)·kw + (kw − 1 − v) = taps − 1 − t.
+    let flipped = conv_same::PackedWeights::from_rows(g.c, g.o * taps, |c, row| {
+        for (o, taps_o) in row.chunks_exact_mut(taps).enumerate() {
+            let w_oc = &ws[o * ck + c * taps..][..taps];
+            for (t, v) in taps_o.iter_mut().enumerate() {
+                *v = w_oc[taps - 1 - t];
+            }
+        }
+    });
+    // The same geometry, read from ∂L/∂y's O channels.
+    let sg = conv_same::Same { c: g.o, ..*s };
+    let dx = same_conv_batch(g.n, &flipped, &sg, &gs, &[]);
+    ArrayD::from_shape_vec(IxDyn(&[g.n, g.c, g.h, g.w]), dx).expect("shape")
+}
+// ANCHOR_END: input_grad_same
+
+/// ∂L/∂x = conv2d_input_grad(∂L/∂y, w): per image, col = wᵀ·gₙ then `col2im`; images in parallel.
+fn input_grad_im2col(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
     let (gs, ws) = (contiguous(gy), contiguous(w));
     let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
     let per = images_per_task(g.n);
@@ -501,6 +635,82 @@ fn input_grad_kernel(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(&[g.n, g.c, g.h, g.w]), dx).expect("shape")
 }
 
+/// ∂L/∂w = Σₙ gₙ · x̂ₙᵀ, on the fastest kernel that applies.
+fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = same_geometry(g).filter(|_| g.kh * g.kw == conv_same::WG_TAPS) {
+        let (xs, gs) = (contiguous(x), contiguous(gy));
+        let (hw, chw) = (g.hw(), g.c * g.hw());
+        let group = conv_same::WG_PIXELS.div_ceil(hw).max(1);
+        let dw = sum_task_partials(g, g.o * g.ck(), group, |n, images, dw, scratch| {
+            // SAFETY: available() checked AVX-512F and the kernel is 3 × 3; images n.. of x are
+            // C·H·W each, of ∂L/∂y O·H·W, and dw is O × C·9.
+            unsafe {
+                conv_same::weight_grad_images(
+                    &s,
+                    images,
+                    xs[n * chw..][..images * chw].as_ptr(),
+                    gs[n * g.o * hw..][..images * g.o * hw].as_ptr(),
+                    g.o,
+                    dw.as_mut_ptr(),
+                    scratch,
+                )
+            }
+        });
+        return ArrayD::from_shape_vec(IxDyn(&[g.o, g.c, g.kh, g.kw]), dw).expect("shape");
+    }
+    weight_grad_im2col(x, gy, g)
+}
+
+/// Σ over the batch of per-image terms, added `group` images at a time by
+/// `add_images(first, count, partial, scratch)` into a partial sum of `len` floats: one partial
+/// sum per task (the tasks in parallel, each rayon job with its own scratch buffers), then the
+/// partial sums added in task order — the same bits whichever thread ran which task.
+#[cfg(target_arch = "x86_64")]
+fn sum_task_partials(
+    g: &Geom,
+    len: usize,
+    group: usize,
+    add_images: impl Fn(usize, usize, &mut [f32], &mut (conv_same::Aligned, conv_same::Aligned)) + Sync,
+) -> Vec<f32> {
+    let per = images_per_task(g.n);
+    let tasks = g.n.div_ceil(per);
+    let partials: Vec<Vec<f32>> = (0..tasks)
+        .into_par_iter()
+        .map_init(
+            || (conv_same::Aligned::zeros(0), conv_same::Aligned::zeros(0)),
+            |scratch, t| {
+                let mut part = vec![0.0f32; len];
+                let end = ((t + 1) * per).min(g.n);
+                for n in (t * per..end).step_by(group) {
+                    add_images(n, group.min(end - n), &mut part, scratch);
+                }
+                part
+            },
+        )
+        .collect();
+    add_in_order(partials, len)
+}
+
+/// The sum of equally long partial sums, added in their order (so the same bits whichever thread
+/// made which), in parallel over slices of the result. No partial sums: zeros.
+fn add_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut partials = partials.into_iter();
+    let mut total = partials.next().unwrap_or_else(|| vec![0.0; len]);
+    let rest: Vec<Vec<f32>> = partials.collect();
+    total
+        .par_chunks_mut(PAR_CHUNK)
+        .enumerate()
+        .for_each(|(i, d)| {
+            for p in &rest {
+                for (a, b) in d.iter_mut().zip(&p[i * PAR_CHUNK..]) {
+                    *a += b;
+                }
+            }
+        });
+    total
+}
+
 /// ∂L/∂w = Σₙ gₙ · colₙᵀ: each task accumulates its images into its own partial sum, and the
 /// partial sums are added at the end.
 ///
@@ -508,7 +718,7 @@ fn input_grad_kernel(gy: &Storage, w: &Storage, g: &Geom) -> ArrayD<f32> {
 /// the end: sgemm packs its operands, and packing the large col (CK × HWo) row by row is a
 /// stream copy, whereas reading it as colᵀ would gather one column at a time. Only the small
 /// gₙ (O × HWo) is read transposed.
-fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
+fn weight_grad_im2col(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
     let (xs, gs) = (contiguous(x), contiguous(gy));
     let (ck, hwo, chw) = (g.ck(), g.hwo(), g.c * g.hw());
     let per = images_per_task(g.n);
@@ -550,20 +760,7 @@ fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
             },
         )
         .collect();
-    // The partial sums added in task order (so the same bits whichever thread ran which task),
-    // in parallel over slices of the result.
-    let mut partials = partials.into_iter();
-    let mut dwt = partials.next().unwrap_or_else(|| vec![0.0; ck * g.o]); // none: an empty batch
-    let rest: Vec<Vec<f32>> = partials.collect();
-    dwt.par_chunks_mut(PAR_CHUNK)
-        .enumerate()
-        .for_each(|(i, d)| {
-            for p in &rest {
-                for (a, b) in d.iter_mut().zip(&p[i * PAR_CHUNK..]) {
-                    *a += b;
-                }
-            }
-        });
+    let dwt = add_in_order(partials, ck * g.o);
     let mut dw = vec![0.0f32; g.o * ck];
     super::for_each_tiled(g.o, ck, |o, k| dw[o * ck + k] = dwt[k * g.o + o]);
     ArrayD::from_shape_vec(IxDyn(&[g.o, g.c, g.kh, g.kw]), dw).expect("shape")
@@ -724,3 +921,80 @@ pub(crate) fn conv2d_vjp(op: &Op, g: &Tensor, need: &[bool]) -> Vec<Option<Tenso
     }
 }
 // ANCHOR_END: conv2d_vjp
+
+/// The AVX-512 kernels of [`conv_same`] against the portable im2col + sgemm kernels they replace
+/// on such CPUs (elsewhere only the portable ones run, and the tests in `tests/conv_ops.rs` check
+/// them against the definitions).
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// Each output of either kernel sums its products in chains of at most ~170 terms (C·9 or
+    /// O·9 taps, or a row of pixels and then the images of a task), so each differs from the
+    /// exact sum by less than 170·2⁻²⁴·Σ|terms| ≈ 1e-5·Σ|terms|, and the two by twice that.
+    /// Σ|terms| is the same kernel applied to |x| and |w|. A misplaced tap or a pixel dropped at
+    /// an edge moves an output by a whole term, ≳ 1e-3·Σ|terms| at these sizes.
+    fn assert_same(name: &str, fast: &ArrayD<f32>, portable: &ArrayD<f32>, abs: &ArrayD<f32>) {
+        assert_eq!(fast.shape(), portable.shape(), "{name}: shape");
+        for (i, ((a, b), s)) in fast.iter().zip(portable).zip(abs).enumerate() {
+            assert!(
+                (a - b).abs() <= 2e-5 * s + 1e-6,
+                "{name}: element {i}: {a} (AVX-512) vs {b} (im2col), Σ|terms| {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn avx512_kernels_match_the_im2col_kernels() {
+        if !conv_same::available() {
+            eprintln!("no AVX-512F on this CPU: only the im2col kernels run here");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // (batch, in, out, H, W, kernel, padding, dilation): panels and chunks with partial
+        // tails (143 = 4·32 + 15 pixels), channel counts that fill no block (19 = 2·8 + 3 rows of
+        // the forward tile, 6·3 + 1 of the weight gradient's), images grouped for the weight
+        // gradient (⌈768/143⌉ = 6 at a time: a group of 6 and one of 1 in a batch of 7), large
+        // dilations whose taps fall off the image, and a 1 × 1 convolution.
+        for &(n, c, o, h, w, k, p, d) in &[
+            (7, 5, 19, 13, 11, 3, 1, 1),
+            (7, 5, 19, 13, 11, 3, 2, 2),
+            (3, 2, 9, 9, 17, 3, 3, 3),
+            (2, 3, 4, 5, 6, 3, 4, 4),
+            (40, 1, 8, 4, 4, 3, 1, 1),
+            (5, 6, 17, 13, 11, 1, 0, 1),
+        ] {
+            let cfg = Conv2dConfig::new(1, p, d);
+            let g = Geom::new([n, c, h, w], [o, c, k, k], cfg);
+            let s = same_geometry(&g).expect("a stride-1 same convolution");
+            let x = Tensor::randn(&[n, c, h, w], &mut rng).storage();
+            let wt = Tensor::randn(&[o, c, k, k], &mut rng).storage();
+            let b = Tensor::randn(&[o], &mut rng).storage();
+            let gy = Tensor::randn(&[n, o, h, w], &mut rng).storage();
+            let abs = |t: &Storage| t.mapv(f32::abs).into_shared();
+            let (xa, wa, ba, ga) = (abs(&x), abs(&wt), abs(&b), abs(&gy));
+            let name = format!("{n}×{c}×{h}×{w}, {o} outputs, {k}×{k}, p {p}, d {d}");
+            assert_same(
+                &format!("conv2d {name}"),
+                &conv2d_same(&x, &wt, Some(&b), &g, &s),
+                &conv2d_im2col(&x, &wt, Some(&b), &g),
+                &conv2d_im2col(&xa, &wa, Some(&ba), &g),
+            );
+            assert_same(
+                &format!("input grad {name}"),
+                &input_grad_same(&gy, &wt, &g, &s),
+                &input_grad_im2col(&gy, &wt, &g),
+                &input_grad_im2col(&ga, &wa, &g),
+            );
+            if k * k == conv_same::WG_TAPS {
+                assert_same(
+                    &format!("weight grad {name}"),
+                    &weight_grad_kernel(&x, &gy, &g),
+                    &weight_grad_im2col(&x, &gy, &g),
+                    &weight_grad_im2col(&xa, &ga, &g),
+                );
+            }
+        }
+    }
+}

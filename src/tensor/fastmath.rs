@@ -125,7 +125,7 @@ pub fn zip_into(
 ) {
     assert_eq!(a.len(), out.len());
     assert!(
-        !b.is_empty() && a.len() % b.len() == 0,
+        !b.is_empty() && a.len().is_multiple_of(b.len()),
         "zip_into: {} by {}",
         a.len(),
         b.len()

@@ -30,6 +30,8 @@
 
 mod binary;
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_same;
 mod device;
 pub mod fastmath;
 mod matmul;
@@ -209,10 +211,10 @@ impl Drop for Inner {
         let inputs = |op: Op| -> Vec<Tensor> { op.inputs().iter().cloned().collect() };
         let mut stack: Vec<Tensor> = self.op.take().map(inputs).unwrap_or_default();
         while let Some(t) = stack.pop() {
-            if let Ok(mut inner) = Arc::try_unwrap(t.0) {
-                if let Some(op) = inner.op.take() {
-                    stack.extend(inputs(op));
-                }
+            if let Ok(mut inner) = Arc::try_unwrap(t.0)
+                && let Some(op) = inner.op.take()
+            {
+                stack.extend(inputs(op));
             }
         }
     }

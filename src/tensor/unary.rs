@@ -131,10 +131,10 @@ fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>])
 // ANCHOR: unary_vjp
 pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor {
     use UnaryOp::*;
-    if !super::is_grad_enabled() {
-        if let Some(dx) = fused_vjp(kind, x, out, g) {
-            return dx;
-        }
+    if !super::is_grad_enabled()
+        && let Some(dx) = fused_vjp(kind, x, out, g)
+    {
+        return dx;
     }
     match kind {
         Neg => g.neg(),                                         // d(−x) = −1
