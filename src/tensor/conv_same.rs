@@ -34,9 +34,12 @@
 //! The weights are packed once per call into blocks of MR rows ([`PackedWeights`]), shared by
 //! all threads. The input gradient of a "same" convolution is itself a "same" convolution: of
 //! ∂L/∂y with the weight transposed (C × O) and flipped in both spatial axes (see
-//! `input_grad_kernel` in the parent module), so it runs on the same kernel with no `col2im`.
+//! `input_grad_same` in the parent module), so it runs on the same kernel with no `col2im`. The
+//! weight gradient of a 3 × 3 kernel ([`weight_grad_images`]) sums over the pixels instead, so
+//! its vectors run along them.
 //!
-//! Each output is a sum over k = (c, u, v) in that order, in one accumulator: the result does not
+//! Each output is a sum in a fixed order (over k = (c, u, v) in one accumulator for the first
+//! two; over the pixels of a fixed group of images for the weight gradient): the result does not
 //! depend on how the batch is split among threads.
 
 use std::arch::x86_64::*;
