@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array4;
 
-use super::{Dataset, Split, read_maybe_gzip};
+use super::{Dataset, MAX_DATA_FILE, Split, read_maybe_gzip};
 use crate::{Error, Result};
 
 /// Side of a CIFAR-10 image, in pixels.
@@ -84,8 +84,8 @@ fn parse_batch(
 /// `(N, 3, 32, 32)` with labels.
 ///
 /// Each file may be raw or gzip. Fails with an [`Error::Format`] naming the file on an empty
-/// file, a length that is not a whole number of 3073-byte records, a label above 9, or a corrupt
-/// gzip stream; an empty list is an [`Error::Invalid`].
+/// file, a length that is not a whole number of 3073-byte records, a label above 9, a corrupt
+/// gzip stream, or more than 1 GiB (after gunzipping); an empty list is an [`Error::Invalid`].
 pub fn load_files<P: AsRef<Path>>(files: &[P]) -> Result<Dataset> {
     if files.is_empty() {
         return Err(Error::Invalid("no CIFAR-10 batch files given".into()));
@@ -94,7 +94,7 @@ pub fn load_files<P: AsRef<Path>>(files: &[P]) -> Result<Dataset> {
     let mut labels = Vec::new();
     for file in files {
         let path = file.as_ref();
-        let bytes = read_maybe_gzip(path)?;
+        let bytes = read_maybe_gzip(path, MAX_DATA_FILE)?;
         parse_batch(path, &bytes, &mut pixels, &mut labels)?;
     }
     let n = labels.len();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::Array4;
 
-use super::{Dataset, Split, read_maybe_gzip};
+use super::{Dataset, MAX_DATA_FILE, Split, read_maybe_gzip};
 use crate::{Error, Result};
 
 /// The IDX type code for unsigned bytes.
@@ -79,11 +79,11 @@ fn parse_idx<'a>(path: &Path, bytes: &'a [u8], ndim: u8) -> Result<(Vec<usize>, 
 ///
 /// Returns a [`Dataset`] of shape `(N, 1, rows, cols)`. Either file may be raw or gzip. Fails with
 /// an [`Error::Format`] naming the file on a wrong magic number, a zero dimension, a byte count
-/// that differs from the header's, a corrupt gzip stream, or a label count different from the
-/// image count.
+/// that differs from the header's, a corrupt gzip stream, a file of more than 1 GiB (after
+/// gunzipping), or a label count different from the image count.
 pub fn load(images: impl AsRef<Path>, labels: Option<&Path>) -> Result<Dataset> {
     let images_path = images.as_ref();
-    let bytes = read_maybe_gzip(images_path)?;
+    let bytes = read_maybe_gzip(images_path, MAX_DATA_FILE)?;
     let (dims, data) = parse_idx(images_path, &bytes, 3)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     let pixels = Array4::from_shape_vec((n, 1, rows, cols), data.to_vec())
@@ -92,7 +92,7 @@ pub fn load(images: impl AsRef<Path>, labels: Option<&Path>) -> Result<Dataset> 
     let labels = match labels {
         None => None,
         Some(labels_path) => {
-            let bytes = read_maybe_gzip(labels_path)?;
+            let bytes = read_maybe_gzip(labels_path, MAX_DATA_FILE)?;
             let (dims, data) = parse_idx(labels_path, &bytes, 1)?;
             if dims[0] != n {
                 return Err(Error::format(

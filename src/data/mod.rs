@@ -121,19 +121,70 @@ impl Dataset {
     }
 }
 
+/// The most bytes a dataset file may hold, after gunzipping: 1 GiB. The largest file read here,
+/// MNIST's training images, is 47 MB; the cap keeps a corrupt or hostile gzip stream (a few
+/// kilobytes can inflate to gigabytes) from exhausting memory.
+pub(crate) const MAX_DATA_FILE: u64 = 1 << 30;
+
 /// Reads a whole file, gunzipping it when it starts with the gzip magic bytes `1f 8b`.
 ///
 /// A gzip stream that is corrupt or cut short (bad header, bad deflate data, CRC or length
-/// mismatch in the trailer) is an [`Error::Format`] naming the file.
-pub(crate) fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+/// mismatch in the trailer), or a file that holds (or inflates to) more than `limit` bytes, is an
+/// [`Error::Format`] naming the file; nothing past the limit is read.
+pub(crate) fn read_maybe_gzip(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let too_big = || Error::format(path, format!("holds more than {limit} bytes"));
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len > limit {
+        return Err(too_big());
+    }
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .take(limit + 1)
             .read_to_end(&mut out)
             .map_err(|e| Error::format(path, format!("corrupt gzip stream: {e}")))?;
+        if out.len() as u64 > limit {
+            return Err(too_big());
+        }
         Ok(out)
     } else {
         Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A gzip stream that inflates past the limit is refused by name, without inflating all of it;
+    /// the same file under a larger limit reads back whole, and so does a plain file.
+    #[test]
+    fn gzip_streams_past_the_limit_are_refused() {
+        let dir = std::env::temp_dir().join(format!("ncsn-gzip-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zeros.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![0u8; 1 << 20]).unwrap(); // 1 MiB of zeros: about 1 KiB of gzip
+        std::fs::write(&path, enc.finish().unwrap()).unwrap();
+        let err = read_maybe_gzip(&path, 1000).unwrap_err().to_string();
+        assert!(
+            err.contains("zeros.gz") && err.contains("more than 1000 bytes"),
+            "{err}"
+        );
+        assert_eq!(read_maybe_gzip(&path, 1 << 20).unwrap().len(), 1 << 20);
+        let plain = dir.join("plain.bin");
+        std::fs::write(&plain, [7u8; 2000]).unwrap();
+        assert!(
+            read_maybe_gzip(&plain, 1999)
+                .unwrap_err()
+                .to_string()
+                .contains("plain.bin")
+        );
+        assert_eq!(read_maybe_gzip(&plain, 2000).unwrap(), vec![7u8; 2000]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
