@@ -441,6 +441,7 @@ fn same_conv_batch(
     let hw = s.h * s.w;
     let (in_len, out_len) = (s.c * hw, w.rows() * hw);
     let per = images_per_task(n);
+    let taps = conv_same::Taps::new(*s);
     // Every element is written: conv_image stores every pixel of every output channel.
     super::filled(n * out_len, |out| {
         out.par_chunks_mut(per * out_len).enumerate().for_each_init(
@@ -453,7 +454,7 @@ fn same_conv_batch(
                     unsafe {
                         conv_same::conv_image(
                             w,
-                            s,
+                            &taps,
                             x.as_ptr(),
                             y.as_mut_ptr() as *mut f32,
                             bias,
@@ -642,12 +643,13 @@ fn weight_grad_kernel(x: &Storage, gy: &Storage, g: &Geom) -> ArrayD<f32> {
         let (xs, gs) = (contiguous(x), contiguous(gy));
         let (hw, chw) = (g.hw(), g.c * g.hw());
         let group = conv_same::WG_PIXELS.div_ceil(hw).max(1);
+        let taps = conv_same::Taps::new(s);
         let dw = sum_task_partials(g, g.o * g.ck(), group, |n, images, dw, scratch| {
             // SAFETY: available() checked AVX-512F and the kernel is 3 × 3; images n.. of x are
             // C·H·W each, of ∂L/∂y O·H·W, and dw is O × C·9.
             unsafe {
                 conv_same::weight_grad_images(
-                    &s,
+                    &taps,
                     images,
                     xs[n * chw..][..images * chw].as_ptr(),
                     gs[n * g.o * hw..][..images * g.o * hw].as_ptr(),

@@ -103,6 +103,45 @@ impl Same {
     }
 }
 
+/// A [`Same`] geometry with where each tap reads and which pixels it keeps: the same for every
+/// channel and image of a convolution, so made once per call and shared by its kernels.
+pub(super) struct Taps {
+    /// The geometry.
+    pub(super) s: Same,
+    /// Tap t = (u, v) moves by (u·d − p) rows and (v·d − p) columns: pixel q reads input
+    /// q + `offsets[t]` = q + (u·d − p)·W + (v·d − p).
+    offsets: Vec<isize>,
+    /// `masks[chunk·taps + t]`, bit l: pixel q = 16·chunk + l exists and its tap t is inside the
+    /// image (16 lanes per chunk; lanes past the last pixel are off).
+    masks: Vec<u16>,
+}
+
+impl Taps {
+    pub(super) fn new(s: Same) -> Taps {
+        let (hw, taps) = (s.h * s.w, s.kh * s.kw);
+        let at = |i: usize| (i * s.d) as isize - s.p as isize;
+        let mut offsets = vec![0isize; taps];
+        let mut masks = vec![0u16; hw.div_ceil(16) * taps];
+        for (t, off) in offsets.iter_mut().enumerate() {
+            let (dy, dx) = (at(t / s.kw), at(t % s.kw));
+            *off = dy * s.w as isize + dx;
+            for q in 0..hw {
+                let (y, x) = ((q / s.w) as isize + dy, (q % s.w) as isize + dx);
+                if y >= 0 && (y as usize) < s.h && x >= 0 && (x as usize) < s.w {
+                    masks[(q / 16) * taps + t] |= 1 << (q % 16);
+                }
+            }
+        }
+        Taps { s, offsets, masks }
+    }
+
+    /// The lanes tap `t` keeps in 16-pixel chunk `chunk` (none past the image).
+    fn mask(&self, chunk: usize, t: usize) -> u16 {
+        let taps = self.offsets.len();
+        self.masks.get(chunk * taps + t).copied().unwrap_or(0)
+    }
+}
+
 /// An M × K matrix packed for the micro-kernel: ⌈M/MR⌉ blocks of MR rows, each stored k-major
 /// (`[K][MR]`, row i of the block at offset i within each group of MR), rows past M zero.
 pub(super) struct PackedWeights {
@@ -199,65 +238,39 @@ unsafe fn kernel<const WIDE: bool>(
 
 // ANCHOR: conv_image
 /// y = bias + w ⋆ x for one image: `x` is C × H × W, `y` is M × H × W (M = `w.m`), `w` the
-/// packed M × C·kh·kw weight, `bias` M floats or empty. `panel` is scratch of at least
-/// [`Same::panel_len`] floats.
+/// packed M × C·kh·kw weight, `taps` the geometry (C = `taps.s.c`) with its [`Taps`], `bias` M
+/// floats or empty. `panel` is scratch of at least [`Same::panel_len`] floats.
 ///
 /// # Safety
 /// The CPU supports AVX-512F; `x` holds C·H·W floats and `y` M·H·W; `w.k` is C·kh·kw.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn conv_image(
     w: &PackedWeights,
-    s: &Same,
+    taps: &Taps,
     x: *const f32,
     y: *mut f32,
     bias: &[f32],
     panel: &mut Aligned,
 ) {
-    let (hw, k, taps) = (s.h * s.w, s.k(), s.kh * s.kw);
+    let s = &taps.s;
+    let (hw, k) = (s.h * s.w, s.k());
     debug_assert!(w.k == k && panel.len() >= s.panel_len());
     debug_assert!(bias.is_empty() || bias.len() == w.m);
-    // Tap t = (u, v) moves by (u·d − p) rows and (v·d − p) columns: pixel q reads input
-    // q + (u·d − p)·W + (v·d − p).
-    let shifts: Vec<(isize, isize)> = (0..taps)
-        .map(|t| {
-            let at = |i: usize| (i * s.d) as isize - s.p as isize;
-            (at(t / s.kw), at(t % s.kw))
-        })
-        .collect();
-    let offsets: Vec<isize> = shifts
-        .iter()
-        .map(|&(dy, dx)| dy * s.w as isize + dx)
-        .collect();
-    let mut masks = vec![0u32; taps];
-    let inside = |i: isize, len: usize| i >= 0 && (i as usize) < len;
     for j0 in (0..hw).step_by(NR) {
         let nr = NR.min(hw - j0);
-        // Which lanes of this tile each tap keeps: the pixel exists and its tap is inside.
-        masks.fill(0);
-        let (mut py, mut px) = (j0 / s.w, j0 % s.w);
-        for l in 0..nr {
-            for (m, &(dy, dx)) in masks.iter_mut().zip(&shifts) {
-                if inside(py as isize + dy, s.h) && inside(px as isize + dx, s.w) {
-                    *m |= 1 << l;
-                }
-            }
-            px += 1;
-            if px == s.w {
-                (py, px) = (py + 1, 0);
-            }
-        }
+        let chunk = j0 / 16; // the tile's two chunks of 16 pixels: chunk, chunk + 1
         // 1. The panel: row (c, u, v) is the NR inputs from q = j0 on, shifted by the tap.
         unsafe {
             let mut dst = panel.as_mut_ptr();
             for c in 0..s.c {
                 let xc = x.add(c * hw + j0);
-                for (&off, &m) in offsets.iter().zip(&masks) {
+                for (t, &off) in taps.offsets.iter().enumerate() {
                     // Masked-off lanes (the padding, or pixels past the image) read nothing, so
                     // the address may lie outside x; it is never dereferenced there.
                     let src = xc.wrapping_offset(off);
-                    _mm512_store_ps(dst, _mm512_maskz_loadu_ps(m as u16, src));
-                    let src_hi = src.wrapping_add(16);
-                    _mm512_store_ps(dst.add(16), _mm512_maskz_loadu_ps((m >> 16) as u16, src_hi));
+                    let (m0, m1) = (taps.mask(chunk, t), taps.mask(chunk + 1, t));
+                    _mm512_store_ps(dst, _mm512_maskz_loadu_ps(m0, src));
+                    _mm512_store_ps(dst.add(16), _mm512_maskz_loadu_ps(m1, src.wrapping_add(16)));
                     dst = dst.add(NR);
                 }
             }
@@ -351,7 +364,7 @@ pub(super) const WG_PIXELS: usize = 768;
 /// images·O·H·W and `dw` O·C·9.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn weight_grad_images(
-    s: &Same,
+    taps: &Taps,
     images: usize,
     x: *const f32,
     gy: *const f32,
@@ -361,25 +374,12 @@ pub(super) unsafe fn weight_grad_images(
 ) {
     const T: usize = WG_TAPS;
     const R: usize = WG_ROWS;
+    let s = &taps.s;
     debug_assert_eq!(s.kh * s.kw, T);
     let (hw, k) = (s.h * s.w, s.k());
     let chunks = hw.div_ceil(16); // per image
     let blocks = o.div_ceil(R);
     let len = images * chunks; // chunks in all
-    // Per chunk of 16 pixels and tap: the lanes that are pixels whose tap is inside the image.
-    let mut masks = vec![0u16; chunks * T];
-    let at = |i: usize| (i * s.d) as isize - s.p as isize;
-    let mut offsets = [0isize; T];
-    for (t, off) in offsets.iter_mut().enumerate() {
-        let (dy, dx) = (at(t / s.kw), at(t % s.kw));
-        *off = dy * s.w as isize + dx;
-        for q in 0..hw {
-            let (y, xx) = ((q / s.w) as isize + dy, (q % s.w) as isize + dx);
-            if y >= 0 && (y as usize) < s.h && xx >= 0 && (xx as usize) < s.w {
-                masks[(q / 16) * T + t] |= 1 << (q % 16);
-            }
-        }
-    }
     let (gp, xp) = scratch;
     if gp.len() < blocks * len * R * 16 {
         *gp = Aligned::zeros(blocks * len * R * 16);
@@ -418,8 +418,8 @@ pub(super) unsafe fn weight_grad_images(
                 let xc = x.add((n * s.c + c) * hw);
                 for ch in 0..chunks {
                     for t in 0..T {
-                        let src = xc.wrapping_offset(offsets[t]).wrapping_add(ch * 16);
-                        _mm512_store_ps(dst, _mm512_maskz_loadu_ps(masks[ch * T + t], src));
+                        let src = xc.wrapping_offset(taps.offsets[t]).wrapping_add(ch * 16);
+                        _mm512_store_ps(dst, _mm512_maskz_loadu_ps(taps.mask(ch, t), src));
                         dst = dst.add(16);
                     }
                 }
