@@ -713,6 +713,7 @@ fn avg_pool2d_counts_padding() {
         ((3, 3), (2, 2), (1, 1)),
         ((2, 2), (2, 2), (0, 0)),
         ((3, 2), (1, 3), (1, 1)),
+        ((3, 2), (2, 1), (1, 0)), // unequal padding: the two axes must not be swapped
     ] {
         let y = ctx().run(|r| r.avg_pool2d(&dx, k, s, p)).unwrap();
         let ho = (h + 2 * p.0 - k.0) / s.0 + 1;
@@ -784,6 +785,7 @@ fn pool_and_resize_adjoints_are_transposes() {
         ((2, 2), (2, 2), (0, 0)),
         ((3, 2), (1, 3), (1, 1)),
         ((5, 5), (1, 1), (2, 2)),
+        ((3, 2), (2, 1), (1, 0)),
     ] {
         let y = ctx().run(|r| r.avg_pool2d(&dx, k, s, p)).unwrap();
         let g = random(y.len(), -1.0, 1.0, 521);

@@ -758,26 +758,32 @@ impl Recorder<'_> {
         let ho = Conv2dParams::out_size(h, kernel.0, stride.0, padding.0, 1);
         let wo = Conv2dParams::out_size(w, kernel.1, stride.1, padding.1, 1);
         let out = self.output(&[n, c, ho, wo])?;
+        let window = [kernel, stride, padding];
+        self.pool_dispatch(Kernel::AvgPool2d, x, out, [n * c, h, w, ho, wo], window)
+    }
+
+    /// Runs `kernel`, average pooling or its adjoint, from `src` into `out` (returned): both
+    /// shaders take the same push constants, `[planes, h, w, ho, wo]` and the window's size,
+    /// stride and padding.
+    fn pool_dispatch(
+        &mut self,
+        kernel: Kernel,
+        src: &DeviceBuffer,
+        out: DeviceBuffer,
+        sizes: [usize; 5],
+        [size, stride, padding]: [(usize, usize); 3],
+    ) -> Result<DeviceBuffer> {
         if out.is_empty() {
             return Ok(out);
         }
+        let [planes, h, w, ho, wo] = sizes;
         let push = [
-            n * c,
-            h,
-            w,
-            ho,
-            wo,
-            kernel.0,
-            kernel.1,
-            stride.0,
-            stride.1,
-            padding.0,
-            padding.1,
+            planes, h, w, ho, wo, size.0, size.1, stride.0, stride.1, padding.0, padding.1,
         ]
         .map(|v| u32_of(v, "avg_pool2d size"));
         self.dispatch(
-            Kernel::AvgPool2d,
-            &[x.bytes(), out.bytes()],
+            kernel,
+            &[src.bytes(), out.bytes()],
             push,
             [groups_1d(out.len(), LOCAL), 1, 1],
         )?;
@@ -812,30 +818,14 @@ impl Recorder<'_> {
             g.shape()
         );
         let out = self.output(&[n, c, h, w])?;
-        if out.is_empty() {
-            return Ok(out);
-        }
-        let push = [
-            n * c,
-            h,
-            w,
-            ho,
-            wo,
-            kernel.0,
-            kernel.1,
-            stride.0,
-            stride.1,
-            padding.0,
-            padding.1,
-        ]
-        .map(|v| u32_of(v, "avg_pool2d size"));
-        self.dispatch(
+        let window = [kernel, stride, padding];
+        self.pool_dispatch(
             Kernel::AvgPool2dAdjoint,
-            &[g.bytes(), out.bytes()],
-            push,
-            [groups_1d(out.len(), LOCAL), 1, 1],
-        )?;
-        Ok(out)
+            g,
+            out,
+            [n * c, h, w, ho, wo],
+            window,
+        )
     }
 
     /// The adjoint (vector-Jacobian product) of [`resize_bilinear`](Self::resize_bilinear): from
