@@ -63,6 +63,9 @@ impl Trainer {
 }
 
 fn bench(c: &mut Criterion) {
+    // As `toy_mixture` does: the allocator keeps the pages of each step's freed graph for the
+    // next step instead of returning them to the kernel (see `keep_freed_memory`).
+    ncsn::tensor::keep_freed_memory();
     let mut g = c.benchmark_group("toy_ssm");
     g.measurement_time(Duration::from_secs(10));
     let mut t = Trainer::new();

@@ -201,6 +201,10 @@ fn svg(out: &Path, name: &str) -> PathBuf {
 
 fn main() -> ncsn::Result<()> {
     let args = Args::parse();
+    // Every training step builds and frees a graph of some hundred 32 KiB buffers per shard.
+    // Left to its defaults, glibc hands the freed top of its heap back to the kernel and the
+    // next step faults the same pages in again; told to keep them, a step reuses them.
+    ncsn::tensor::keep_freed_memory();
     let t_start = Instant::now();
     std::fs::create_dir_all(&args.out).map_err(|e| ncsn::Error::io(&args.out, e))?;
     let out = args.out.as_path();

@@ -193,13 +193,28 @@ fn sums_are_pairwise() {
     }
 }
 
-/// `matmul` against an f64 reference for every operand layout (row-major, transposed view,
-/// strided slice) and for shapes that take each path: thin products (≤ 4 rows or columns, the
-/// dot-product kernel) and ordinary ones (sgemm). Tolerance k·2⁻²³·Σₚ|a||b| per entry: each
-/// of the k products and sums rounds once.
+/// An `rows` × `cols` operand in each layout a product may meet: row-major, a transposed view
+/// (column-major), a column stride of 2, a row stride of 2·cols, and one row broadcast to all
+/// rows (row stride 0).
+fn layouts(rows: usize, cols: usize, rng: &mut rand_chacha::ChaCha8Rng) -> [Tensor; 5] {
+    use ndarray::s;
+    let plain = Tensor::randn(&[rows, cols], rng);
+    let transposed = Tensor::randn(&[cols, rows], rng).t();
+    let wide = Tensor::randn(&[rows, 2 * cols], rng).storage();
+    let strided = Tensor::from_array(wide.slice_move(s![.., ..;2]).into_dyn()); // column stride 2
+    let every_other = Tensor::randn(&[rows, 2 * cols], rng).narrow(1, 0, cols);
+    let broadcast = Tensor::randn(&[1, cols], rng).broadcast_to(&[rows, cols]);
+    [plain, transposed, strided, every_other, broadcast]
+}
+
+/// `matmul` against an f64 reference for every operand layout and for shapes that take each
+/// path: thin products (≤ 4 rows or columns, the dot-product kernel), small ones (with AVX-512,
+/// the kernel of `small_gemm`: the toy network's 64 × 128 × 128 and its gradients' 128 × 64 ×
+/// 128, more than one 64-column panel, widths and depths that are not multiples of 16 or of the
+/// 4-row tile, the deepest it takes, k = 256, and one deeper) and large ones (sgemm on two
+/// threads). Tolerance k·2⁻²³·Σₚ|a||b| per entry: each of the k products and sums rounds once.
 #[test]
 fn matmul_matches_reference_for_every_layout_and_path() {
-    use ndarray::s;
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
     let shapes = [
@@ -209,16 +224,14 @@ fn matmul_matches_reference_for_every_layout_and_path() {
         (1, 33, 1),
         (4, 17, 9),
         (37, 70, 41),
+        (64, 128, 128),
+        (128, 64, 128),
+        (5, 19, 130),
+        (9, 256, 20),
+        (6, 257, 18),
+        (70, 300, 120),
     ];
     for &(m, k, n) in &shapes {
-        let layouts = |rows: usize, cols: usize, rng: &mut rand_chacha::ChaCha8Rng| {
-            let plain = Tensor::randn(&[rows, cols], rng);
-            let transposed = Tensor::randn(&[cols, rows], rng).t();
-            let wide = Tensor::randn(&[rows, 2 * cols], rng).storage();
-            let strided = Tensor::from_array(wide.slice_move(s![.., ..;2]).into_dyn()); // column stride 2
-            let every_other = Tensor::randn(&[rows, 2 * cols], rng).narrow(1, 0, cols);
-            [plain, transposed, strided, every_other]
-        };
         for a in layouts(m, k, &mut rng) {
             for b in layouts(k, n, &mut rng) {
                 let c = a.matmul(&b).to_array();
@@ -240,6 +253,36 @@ fn matmul_matches_reference_for_every_layout_and_path() {
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// With AVX-512, a 2-D product too small to split across threads takes the kernel of
+/// `small_gemm`, and a batched one (here a batch of one) takes sgemm. For depths up to sgemm's
+/// depth block (256) both compute each entry as one chain of fused multiply-adds over k in
+/// order, so they must agree to the bit, in every layout — which is what keeps a model's
+/// numbers the same whichever path its products take. (Without AVX-512 both are sgemm.)
+#[test]
+fn small_products_match_sgemm_bit_for_bit() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for &(m, k, n) in &[
+        (64, 128, 128),
+        (128, 64, 128),
+        (5, 19, 130),
+        (9, 256, 20),
+        (37, 70, 41),
+    ] {
+        for a in layouts(m, k, &mut rng) {
+            for b in layouts(k, n, &mut rng) {
+                let small = a.matmul(&b).to_vec();
+                let batched = a.unsqueeze(0).matmul(&b.unsqueeze(0)).to_vec();
+                let differ = small
+                    .iter()
+                    .zip(&batched)
+                    .filter(|(x, y)| x.to_bits() != y.to_bits());
+                assert_eq!(differ.count(), 0, "({m}×{k})·({k}×{n}): paths disagree");
             }
         }
     }

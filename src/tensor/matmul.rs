@@ -1,5 +1,8 @@
-//! Matrix products through `matrixmultiply::sgemm`, which takes arbitrary row and column strides:
-//! a transposed operand (a permuted view) is multiplied without being copied.
+//! Matrix products: through `matrixmultiply::sgemm`, which takes arbitrary row and column strides
+//! (a transposed operand, a permuted view, is multiplied without being copied first); products
+//! with at most four rows or columns as dot products ([`thin_product`]); and, with AVX-512, the
+//! other products too small to split across threads through the kernel of
+//! [`small_gemm`](super::small_gemm) ([`small_product`]).
 
 use super::binary::broadcast_shape;
 use super::fastmath;
@@ -60,6 +63,13 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
             bv.view().into_dimensionality().expect("2-D"),
         );
         return thin_product(a2, b2).into_dyn();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if batch.is_empty()
+        && m * k * n < PAR_MACS
+        && let Some(c) = small_product(&av, &bv)
+    {
+        return c;
     }
     // sgemm with β = 0 never reads C, so C need not be zeroed first.
     let mut c = ArrayD::<f32>::uninit(IxDyn(&with(m, n)));
@@ -129,6 +139,53 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
     unsafe { c.assume_init() }
 }
 // ANCHOR_END: matmul_kernel
+
+/// The deepest product [`small_product`] takes: `sgemm`'s own depth block (its `kc`), so that
+/// both compute each entry as one multiply-add chain over k in order, with the same bits.
+#[cfg(target_arch = "x86_64")]
+const SMALL_K: usize = 256;
+
+// ANCHOR: small_product
+/// C = A·B for a 2-D product too small to split across threads, through the AVX-512 kernel of
+/// [`small_gemm`](super::small_gemm), which packs only B and reads A in place. Returns `None` —
+/// leaving the product to `sgemm` — without AVX-512 and for k > [`SMALL_K`].
+#[cfg(target_arch = "x86_64")]
+fn small_product(
+    a: &ndarray::ArrayViewD<f32>,
+    b: &ndarray::ArrayViewD<f32>,
+) -> Option<ArrayD<f32>> {
+    use super::small_gemm;
+    let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+    let (sa, sb) = (a.strides(), b.strides());
+    if k > SMALL_K || !small_gemm::available() {
+        return None;
+    }
+    let mut c = Array2::<f32>::uninit((m, n));
+    PACKED_B.with_borrow_mut(|packed| {
+        // SAFETY: AVX-512F is present; A and B are m × k and k × n views with these strides,
+        // and C has room for m·n floats.
+        unsafe {
+            packed.pack((k, n), b.as_ptr(), (sb[0], sb[1]));
+            small_gemm::gemm(
+                m,
+                a.as_ptr(),
+                (sa[0], sa[1]),
+                packed,
+                c.as_mut_ptr() as *mut f32,
+            );
+        }
+    });
+    // SAFETY: `gemm` wrote all m·n entries.
+    Some(unsafe { c.assume_init() }.into_dyn())
+}
+// ANCHOR_END: small_product
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The packed B of [`small_product`], kept between calls.
+    static PACKED_B: std::cell::RefCell<super::small_gemm::PackedB> =
+        const { std::cell::RefCell::new(super::small_gemm::PackedB::new()) };
+}
 
 /// Products with at most this many rows or columns go to [`thin_product`].
 const THIN: usize = 4;

@@ -41,6 +41,8 @@ pub mod philox;
 mod pool;
 mod reduce;
 mod shape;
+#[cfg(target_arch = "x86_64")]
+mod small_gemm;
 mod unary;
 #[cfg(feature = "vulkan")]
 mod vulkan;
