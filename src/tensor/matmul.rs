@@ -209,37 +209,42 @@ fn thin_product(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     let cols: Vec<Vec<f32>> = b.columns().into_iter().map(|c| c.to_vec()).collect();
     let mut c = Array2::<f32>::zeros((m, n));
     // One dispatch for all the loops, so that `dot` and `axpy` inline with this CPU's vectors.
-    fastmath::dispatch(|| {
-        if let Some(rows) = a.as_slice() {
-            // A row-major: C[i, j] = ⟨A[i, :], B[:, j]⟩.
-            let k = a.ncols();
-            for (i, ci) in c.rows_mut().into_iter().enumerate() {
-                let ai = &rows[i * k..][..k];
-                for (cij, bj) in ci.into_iter().zip(&cols) {
-                    *cij = fastmath::dot(ai, bj);
+    // The closure must be inlined too: left to itself the compiler outlines a closure this
+    // large, compiled for the baseline CPU, and its loops run four lanes wide.
+    fastmath::dispatch(
+        #[inline(always)]
+        || {
+            if let Some(rows) = a.as_slice() {
+                // A row-major: C[i, j] = ⟨A[i, :], B[:, j]⟩.
+                let k = a.ncols();
+                for (i, ci) in c.rows_mut().into_iter().enumerate() {
+                    let ai = &rows[i * k..][..k];
+                    for (cij, bj) in ci.into_iter().zip(&cols) {
+                        *cij = fastmath::dot(ai, bj);
+                    }
+                }
+            } else if let Some(acols) = a.t().as_slice() {
+                // A column-major: C[:, j] = Σₚ B[p, j]·A[:, p], accumulated column by column.
+                let mut ct = vec![0.0f32; n * m]; // Cᵀ, row-major
+                for (p, ap) in acols.chunks_exact(m).enumerate() {
+                    for (ctj, bj) in ct.chunks_exact_mut(m).zip(&cols) {
+                        fastmath::axpy(bj[p], ap, ctj);
+                    }
+                }
+                for (j, ctj) in ct.chunks_exact(m).enumerate() {
+                    c.column_mut(j).assign(&ndarray::ArrayView1::from(ctj));
+                }
+            } else {
+                // Any other strides: rows copied out first.
+                for (ai, ci) in a.rows().into_iter().zip(c.rows_mut()) {
+                    let ai = ai.to_vec();
+                    for (cij, bj) in ci.into_iter().zip(&cols) {
+                        *cij = fastmath::dot(&ai, bj);
+                    }
                 }
             }
-        } else if let Some(acols) = a.t().as_slice() {
-            // A column-major: C[:, j] = Σₚ B[p, j]·A[:, p], accumulated column by column.
-            let mut ct = vec![0.0f32; n * m]; // Cᵀ, row-major
-            for (p, ap) in acols.chunks_exact(m).enumerate() {
-                for (ctj, bj) in ct.chunks_exact_mut(m).zip(&cols) {
-                    fastmath::axpy(bj[p], ap, ctj);
-                }
-            }
-            for (j, ctj) in ct.chunks_exact(m).enumerate() {
-                c.column_mut(j).assign(&ndarray::ArrayView1::from(ctj));
-            }
-        } else {
-            // Any other strides: rows copied out first.
-            for (ai, ci) in a.rows().into_iter().zip(c.rows_mut()) {
-                let ai = ai.to_vec();
-                for (cij, bj) in ci.into_iter().zip(&cols) {
-                    *cij = fastmath::dot(&ai, bj);
-                }
-            }
-        }
-    });
+        },
+    );
     c
 }
 // ANCHOR_END: thin_product

@@ -146,8 +146,9 @@ impl PackedB {
         let at = |kk: usize, j: usize| b.wrapping_offset(kk as isize * rs + j as isize * cs);
         // Where element (kk, j) goes: panel j / 64, row kk, column j % 64.
         let to = |kk: usize, j: usize| dst.wrapping_add((j / NR) * k * NR + kk * NR + j % NR);
-        // SAFETY (all three branches): reads stay inside B by the caller's promise; writes stay
-        // inside the `lines` lines just sized, whose tails past column n are zeroed below.
+        // SAFETY (all three branches): reads stay inside B by the caller's promise (the masks
+        // cut the vector loads at column n or row k); writes stay inside the `lines` lines just
+        // sized, and the aligned stores land on whole lines.
         unsafe {
             if cs == 1 {
                 for kk in 0..k {
