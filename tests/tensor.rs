@@ -287,3 +287,52 @@ fn small_products_match_sgemm_bit_for_bit() {
         }
     }
 }
+
+/// Products with at most four columns are sums in a fixed order, whatever the CPU's vector
+/// width: with A row-major each entry is exactly `fastmath::dot` of A's row and B's column (16
+/// lanes, combined pairwise), and with A column-major each entry is Σₚ B[p, j]·A[i, p] added in
+/// order of p from 0. That order is what keeps the toy example's numbers the same on AVX-512,
+/// AVX2 and baseline machines; a faster kernel for these products must keep every bit. Row
+/// counts odd and even, depths with and without a tail past the last 16, 1 to 4 columns.
+#[test]
+fn thin_products_sum_in_a_fixed_order() {
+    use ncsn::tensor::fastmath;
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    for &(m, k) in &[(64, 128), (7, 21), (1, 33), (77, 64), (130, 5)] {
+        for n in 1..=4 {
+            let a = Tensor::randn(&[m, k], &mut rng);
+            let at = Tensor::randn(&[k, m], &mut rng).t(); // column-major
+            let b = Tensor::randn(&[k, n], &mut rng);
+            let (aa, ata, ba) = (a.to_array(), at.to_array(), b.to_array());
+            let col = |j: usize| (0..k).map(|p| ba[[p, j]]).collect::<Vec<f32>>();
+            let c = a.matmul(&b).to_array();
+            let ct = at.matmul(&b).to_array();
+            for i in 0..m {
+                let row: Vec<f32> = (0..k).map(|p| aa[[i, p]]).collect();
+                for j in 0..n {
+                    let want = fastmath::dot(&row, &col(j));
+                    assert_eq!(
+                        c[[i, j]].to_bits(),
+                        want.to_bits(),
+                        "row-major ({m}×{k})·({k}×{n}) at ({i}, {j})"
+                    );
+                    // (A single row is row-major as well, and takes the dot products.)
+                    let mut sum = 0.0f32;
+                    for p in 0..k {
+                        sum += ba[[p, j]] * ata[[i, p]];
+                    }
+                    if m == 1 {
+                        let row: Vec<f32> = (0..k).map(|p| ata[[0, p]]).collect();
+                        sum = fastmath::dot(&row, &col(j));
+                    }
+                    assert_eq!(
+                        ct[[i, j]].to_bits(),
+                        sum.to_bits(),
+                        "column-major ({m}×{k})·({k}×{n}) at ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+}
