@@ -1,60 +1,158 @@
-//! Times annealed-DSM training steps of the MNIST CondRefineNetDilated (batch 128 by default):
-//! `cargo run --release --example refinenet_step -- [batch] [steps]`.
-//! The criterion bench `benches/refinenet.rs` is the reference measurement; this prints the split
-//! between forward, backward and the Adam update of each step.
+//! Times annealed-DSM training steps of CondRefineNetDilated, and optionally annealed Langevin
+//! sampling with it, on the CPU or a Vulkan device:
+//!
+//! ```text
+//! cargo run --release --example refinenet_step -- [batch] [steps]          # MNIST model, CPU
+//! cargo run --release --example refinenet_step --features vulkan -- 128 5 \
+//!     --config cifar10 --device vulkan --langevin 10                       # the GPU measurement
+//! ```
+//!
+//! The criterion bench `benches/refinenet.rs` is the reference measurement on the CPU; this
+//! prints the split between forward, backward and the Adam update of each step. With
+//! `--langevin T` it also runs annealed Langevin dynamics (Algorithm 1) with T steps at each of
+//! the 10 noise levels on a batch of `batch` chains and reports images per second for the
+//! paper's full schedule of 10 × 100 steps. `benches/pytorch_refinenet.py` times the same with
+//! the reference model in PyTorch.
 
-use ncsn::Tensor;
+use clap::{Parser, ValueEnum};
 use ncsn::nn::{CondRefineNetDilated, RefineNetConfig};
 use ncsn::optim::{Adam, AdamConfig};
+use ncsn::sample::{AnnealedConfig, annealed_langevin};
 use ncsn::score::{GeometricSigmas, anneal_dsm_loss_with};
+use ncsn::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
+/// The two models of the paper.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Model {
+    /// 1 × 28 × 28, ngf 64.
+    Mnist,
+    /// 3 × 32 × 32, ngf 128.
+    Cifar10,
+}
+
+impl Model {
+    fn config(self) -> RefineNetConfig {
+        match self {
+            Model::Mnist => RefineNetConfig::mnist(),
+            Model::Cifar10 => RefineNetConfig::cifar10(),
+        }
+    }
+
+    /// GFLOP per image of one forward pass: twice the multiply-adds of the convolutions, as
+    /// `benches/pytorch_refinenet.py` counts them on the reference model with forward hooks.
+    fn forward_gflop(self) -> f64 {
+        match self {
+            Model::Mnist => 3.7863,
+            Model::Cifar10 => 19.7861,
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(about = "Times CondRefineNetDilated training steps and annealed Langevin sampling")]
+struct Args {
+    /// Batch size (training) and number of chains (sampling).
+    #[arg(default_value_t = 128)]
+    batch: usize,
+    /// Training steps to time.
+    #[arg(default_value_t = 3)]
+    steps: usize,
+    /// The model.
+    #[arg(long, value_enum, default_value_t = Model::Mnist)]
+    config: Model,
+    /// Where the model and its inputs live: `cpu`, or `vulkan` (build with `--features vulkan`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Also time annealed Langevin dynamics with this many steps per noise level (0: don't).
+    #[arg(long, default_value_t = 0)]
+    langevin: usize,
+}
+
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("a number"))
-        .collect();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> ncsn::Result<()> {
     // Freed activations stay in the process (what the training pipeline does too).
     ncsn::tensor::keep_freed_memory();
-    let batch = args.first().copied().unwrap_or(128);
-    let steps = args.get(1).copied().unwrap_or(3);
+    let device = Device::parse(&args.device)?;
+    let (batch, config) = (args.batch, args.config.config());
+    let shape = [batch, config.channels, config.image_size, config.image_size];
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let model = CondRefineNetDilated::new(RefineNetConfig::mnist(), &mut rng);
+    let model = CondRefineNetDilated::new(config, &mut rng);
+    model.store.to_device(&device);
     let mut adam = Adam::new(model.store.named_params(), AdamConfig::default());
     let sigmas = GeometricSigmas::new(1.0, 0.01, 10);
-    let x = Tensor::rand(&[batch, 1, 28, 28], &mut rng);
-    for step in 0..steps {
+    let forward_gflop = args.config.forward_gflop();
+    // Training counts 3× a forward pass: the forward, and the backward's two products per conv.
+    let rate = |gflop: f64, secs: f64| {
+        format!(
+            "({:.0} GFLOP/s at {gflop:.2} GFLOP per image)",
+            gflop * batch as f64 / secs
+        )
+    };
+    println!("{:?} model on {device}, batch {batch}", args.config);
+    let x = Tensor::rand(&shape, &mut rng).to(&device);
+    for step in 0..args.steps {
         let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
-        let z = Tensor::randn(&[batch, 1, 28, 28], &mut rng);
+        let z = Tensor::randn(&shape, &mut rng).to(&device);
         let t0 = Instant::now();
         let loss = anneal_dsm_loss_with(|x, y| model.forward(x, y), &x, &labels, &z, &sigmas, 2.0);
         let t1 = Instant::now();
         let grads = loss.backward();
         let t2 = Instant::now();
         adam.step(&grads);
+        let value = loss.item(); // waits for the device
         let t3 = Instant::now();
         let total = (t3 - t0).as_secs_f64();
         println!(
-            "step {step}: loss {:.4}  forward {:.3} s  backward {:.3} s  adam {:.3} s  total {total:.3} s  \
-             ({:.0} GFLOP/s at 11.36 GFLOP per image)",
-            loss.item(),
+            "step {step}: loss {value:.4}  forward {:.3} s  backward {:.3} s  adam + wait {:.3} s  \
+             total {total:.3} s  {}",
             (t1 - t0).as_secs_f64(),
             (t2 - t1).as_secs_f64(),
             (t3 - t2).as_secs_f64(),
-            11.36 * batch as f64 / total
+            rate(3.0 * forward_gflop, total)
         );
     }
-    // Forward passes without a graph (what sampling runs), 3.79 GFLOP per image.
+    // Forward passes without a graph (what sampling runs).
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
     for i in 0..2 {
         let t = Instant::now();
-        ncsn::no_grad(|| model.forward(&x, &labels));
+        ncsn::no_grad(|| model.forward(&x, &labels)).to_vec(); // to_vec waits for the device
         let s = t.elapsed().as_secs_f64();
+        println!("forward {i}: {s:.3} s {}", rate(forward_gflop, s));
+    }
+    if args.langevin > 0 {
+        // Algorithm 1 with the paper's ε and T = `--langevin` steps per level, from uniform noise.
+        let cfg = AnnealedConfig {
+            n_steps_each: args.langevin,
+            ..AnnealedConfig::paper_images()
+        };
+        let x0 = Tensor::rand(&shape, &mut rng).to(&device);
+        let t = Instant::now();
+        let out = annealed_langevin(
+            |x, i| model.forward(x, &vec![i; batch]),
+            &x0,
+            &sigmas,
+            &cfg,
+            &mut rng,
+        );
+        let finite = out.x.to_vec().iter().all(|v| v.is_finite()); // waits for the device
+        let s = t.elapsed().as_secs_f64();
+        let steps = sigmas.len() * args.langevin;
+        // The paper's schedule is 10 levels × 100 steps: scale the measured rate to it.
+        let full = s * 1000.0 / steps as f64;
         println!(
-            "forward {i}: {s:.3} s ({:.0} GFLOP/s at 3.79 GFLOP per image)",
-            3.786 * batch as f64 / s
+            "annealed Langevin: {steps} steps of {batch} chains in {s:.3} s ({:.2} ms per step; \
+             all finite: {finite}) → {:.2} images/s for the full 1000-step schedule",
+            1e3 * s / steps as f64,
+            batch as f64 / full
         );
     }
     // Peak resident memory of the process (Linux).
@@ -63,4 +161,5 @@ fn main() {
     {
         println!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
     }
+    Ok(())
 }
