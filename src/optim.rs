@@ -211,11 +211,14 @@ impl Adam {
                     s.exp_avg.as_slice_mut(),
                     s.exp_avg_sq.as_slice_mut(),
                 ) {
-                    (Some(ps), Some(gs), Some(ms), Some(vs)) => fastmath::dispatch(|| {
-                        for (((p, &g), m), v) in ps.iter_mut().zip(gs).zip(ms).zip(vs) {
-                            update(p, g, m, v);
-                        }
-                    }),
+                    (Some(ps), Some(gs), Some(ms), Some(vs)) => fastmath::dispatch(
+                        #[inline(always)]
+                        || {
+                            for (((p, &g), m), v) in ps.iter_mut().zip(gs).zip(ms).zip(vs) {
+                                update(p, g, m, v);
+                            }
+                        },
+                    ),
                     _ => Zip::from(p)
                         .and(&g)
                         .and(&mut s.exp_avg)

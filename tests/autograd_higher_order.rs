@@ -92,16 +92,38 @@ fn deep_graphs_differentiate_and_drop_without_overflow() {
     drop(y);
 }
 
-/// A first-order backward pass (no graph recorded) computes the activations' derivatives in one
-/// fused pass; a pass that records a graph uses their tensor-op forms. Both evaluate the same
-/// formula in the same order, so they must give the same bits. 70,000 elements take the
-/// parallel path; the transposed input takes the copy to row-major order.
+/// The first and second derivatives of each activation in f64, the references below.
+fn exact_derivatives(name: &str, x: f64) -> (f64, f64) {
+    let s = 1.0 / (1.0 + (-x).exp());
+    match name {
+        "sigmoid" => (s * (1.0 - s), s * (1.0 - s) * (1.0 - 2.0 * s)),
+        "tanh" => {
+            let t = x.tanh();
+            (1.0 - t * t, -2.0 * t * (1.0 - t * t))
+        }
+        "softplus" => (s, s * (1.0 - s)),
+        "elu" if x > 0.0 => (1.0, 0.0),
+        "elu" => (x.exp(), x.exp()),
+        "relu" => (if x > 0.0 { 1.0 } else { 0.0 }, 0.0),
+        _ => unreachable!(),
+    }
+}
+
+/// The activations' first derivatives (a one-pass kernel, reading σ(x) that a recorded softplus
+/// saved) and their second derivatives (the VJP of that kernel's node: one pass when both of its
+/// inputs want a gradient, tensor ops when one does) against the f64 formulas, on both signs of
+/// x. 70,000 elements take the parallel path; the transposed input, the copy to row-major order.
+///
+/// Tolerance: the kernels evaluate f32 formulas in f(x) (σ(1 − σ), 1 − tanh², …) whose rounding
+/// is an absolute error of a few ulps of 1, ≲ 5e-7, in the derivative, times the factors g and u
+/// in [0.1, 1]; so |error| ≤ 1e-6·(1 + |exact|) per element, with room for the products.
 #[test]
-fn fused_activation_derivatives_match_their_tensor_op_forms() {
+fn activation_derivatives_of_first_and_second_order() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let row_major = common::tensor(&mut rng, &[200, 350], 0.05, 4.0, true);
     let transposed = common::tensor(&mut rng, &[350, 200], 0.05, 4.0, true).t();
-    let g = common::tensor(&mut rng, &[200, 350], 0.1, 1.0, true);
+    let g = common::tensor(&mut rng, &[200, 350], 0.1, 1.0, false);
+    let u = common::tensor(&mut rng, &[200, 350], 0.1, 1.0, false);
     type Activation = fn(&Tensor) -> Tensor;
     let activations: [(&str, Activation); 5] = [
         ("sigmoid", |x| x.sigmoid()),
@@ -110,16 +132,47 @@ fn fused_activation_derivatives_match_their_tensor_op_forms() {
         ("elu", |x| x.elu(1.0)),
         ("relu", |x| x.relu()),
     ];
+    let check = |what: &str, got: Vec<f32>, exact: &dyn Fn(usize) -> f64| {
+        for (i, &a) in got.iter().enumerate() {
+            let e = exact(i);
+            assert!(
+                (a as f64 - e).abs() <= 1e-6 * (1.0 + e.abs()),
+                "{what}: element {i}: {a} vs exact {e}"
+            );
+        }
+    };
+    let (gs, us) = (g.to_vec(), u.to_vec());
     for (name, f) in activations {
         for input in [&row_major, &transposed] {
-            let x = input.detach().requires_grad_();
-            let gradient = |create: bool| {
-                let y = f(&x).mul(&g).sum_all();
-                grad(&[&y], &[&x], create).remove(0).to_vec()
-            };
-            let (fused, ops) = (gradient(false), gradient(true));
-            for (i, (a, b)) in fused.iter().zip(&ops).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{name}: element {i}: {a} vs {b}");
+            let xs = input.to_vec();
+            let d = |i: usize| exact_derivatives(name, xs[i] as f64);
+            // First order, without and with a graph: ∇ₓ Σ g ⊙ f(x) = g ⊙ f′(x).
+            for create in [false, true] {
+                let x = input.detach().requires_grad_();
+                let gx = grad(&[&f(&x).mul(&g).sum_all()], &[&x], create).remove(0);
+                let what = format!("{name} f′ (create_graph {create})");
+                check(&what, gx.to_vec(), &|i| gs[i] as f64 * d(i).0);
+            }
+            // Second order through ⟨g ⊙ f′(x), u⟩: ∇ₓ = u ⊙ g ⊙ f″(x) and ∇_g = u ⊙ f′(x), with
+            // g wanting a gradient (the fused pass) and without (the tensor-op form).
+            for g_wants in [true, false] {
+                let x = input.detach().requires_grad_();
+                let gv = if g_wants {
+                    g.detach().requires_grad_()
+                } else {
+                    g.detach()
+                };
+                let gx = grad(&[&f(&x).mul(&gv).sum_all()], &[&x], true).remove(0);
+                let inner = gx.mul(&u).sum_all();
+                let what = format!("{name} f″ (g wants a gradient: {g_wants})");
+                let second = |i: usize| us[i] as f64 * gs[i] as f64 * d(i).1;
+                if g_wants {
+                    let both = grad(&[&inner], &[&x, &gv], false);
+                    check(&what, both[0].to_vec(), &second);
+                    check(&what, both[1].to_vec(), &|i| us[i] as f64 * d(i).0);
+                } else {
+                    check(&what, grad(&[&inner], &[&x], false)[0].to_vec(), &second);
+                }
             }
         }
     }

@@ -106,11 +106,36 @@ pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
 #[inline(always)]
 pub fn map_into(x: &[f32], out: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32 + Copy) {
     assert_eq!(x.len(), out.len());
-    dispatch(|| {
-        for (o, &v) in out.iter_mut().zip(x) {
-            o.write(f(v));
-        }
-    })
+    dispatch(
+        #[inline(always)]
+        || {
+            for (o, &v) in out.iter_mut().zip(x) {
+                o.write(f(v));
+            }
+        },
+    )
+}
+
+/// Writes `(p[i], q[i]) = f(x[i])` — two results from one pass, such as a function and its
+/// derivative that share an exponential — vectorised for this CPU like [`map_into`].
+#[inline(always)]
+pub fn map_into2(
+    x: &[f32],
+    p: &mut [MaybeUninit<f32>],
+    q: &mut [MaybeUninit<f32>],
+    f: impl Fn(f32) -> (f32, f32) + Copy,
+) {
+    assert!(x.len() == p.len() && x.len() == q.len());
+    dispatch(
+        #[inline(always)]
+        || {
+            for ((p, q), &v) in p.iter_mut().zip(q.iter_mut()).zip(x) {
+                let (a, b) = f(v);
+                p.write(a);
+                q.write(b);
+            }
+        },
+    )
 }
 
 /// Writes `f(a[i], b[i mod b.len()])` to every `out[i]`: elementwise when `b` is as long as `a`,
@@ -130,13 +155,16 @@ pub fn zip_into(
         a.len(),
         b.len()
     );
-    dispatch(|| {
-        for (o, a) in out.chunks_exact_mut(b.len()).zip(a.chunks_exact(b.len())) {
-            for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
-                o.write(f(x, y));
+    dispatch(
+        #[inline(always)]
+        || {
+            for (o, a) in out.chunks_exact_mut(b.len()).zip(a.chunks_exact(b.len())) {
+                for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+                    o.write(f(x, y));
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// `out[i] = f(a[i], b[i], c[i])` for three slices of one length, with this CPU's vectors (the
@@ -156,11 +184,14 @@ pub fn zip3_into(
         c.len(),
         out.len()
     );
-    dispatch(|| {
-        for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
-            o.write(f(x, y, z));
-        }
-    })
+    dispatch(
+        #[inline(always)]
+        || {
+            for (((o, &x), &y), &z) in out.iter_mut().zip(a).zip(b).zip(c) {
+                o.write(f(x, y, z));
+            }
+        },
+    )
 }
 
 /// Σᵢ a\[i\]·b\[i\], in 16 interleaved lanes combined pairwise at the end. Inlined into its caller,

@@ -9,8 +9,20 @@ use std::sync::Arc;
 /// A primitive op together with its inputs (and whatever else its VJP needs).
 // ANCHOR: op_enum
 pub(crate) enum Op {
-    /// Elementwise function of one tensor.
-    Unary(UnaryOp, Tensor),
+    /// Elementwise function of one tensor; for a softplus, also its derivative σ(x), which the
+    /// forward pass computes on the way (see `unary::softplus_and_sigmoid`).
+    Unary(UnaryOp, Tensor, Option<Tensor>),
+    /// `g ⊙ f′(x)` for an activation f with `out = f(x)`: the VJP of `Unary(f, x)` as one op,
+    /// recorded when a backward pass builds a graph (see `unary::activation_grad`). `out` and
+    /// `dfdx` (f′(x), when the forward pass saved it) are kept for the derivatives; they are not
+    /// inputs.
+    ActivationGrad {
+        kind: UnaryOp,
+        x: Tensor,
+        out: Tensor,
+        g: Tensor,
+        dfdx: Option<Tensor>,
+    },
     /// `a + b` with broadcasting.
     Add(Tensor, Tensor),
     /// `a - b` with broadcasting.
@@ -141,7 +153,8 @@ impl Op {
             f
         }
         let inputs = match self {
-            Unary(_, x) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => few(&[x]),
+            Unary(_, x, _) | Reshape(x) | Permute(x, _) | BroadcastTo(x) => few(&[x]),
+            ActivationGrad { x, g, .. } => few(&[x, g]),
             Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => few(&[a, b]),
             Extremum { a, b, .. } => few(&[a, b]),
             Where { mask, a, b } => few(&[mask, a, b]),
@@ -175,7 +188,8 @@ impl Op {
     pub(crate) fn name(&self) -> &'static str {
         use Op::*;
         match self {
-            Unary(u, _) => u.name(),
+            Unary(u, ..) => u.name(),
+            ActivationGrad { .. } => "activation_grad",
             Add(..) => "add",
             Sub(..) => "sub",
             Mul(..) => "mul",
@@ -216,7 +230,9 @@ impl Op {
         // ANCHOR: vjp_arms
         let want = |i: usize, f: &dyn Fn() -> Tensor| if need[i] { Some(f()) } else { None };
         match self {
-            Unary(kind, x) => vec![want(0, &|| super::unary::vjp(*kind, x, out, g))],
+            Unary(kind, x, dfdx) => vec![want(0, &|| {
+                super::unary::vjp(*kind, x, out, g, dfdx.as_ref())
+            })],
             Add(a, b) => vec![
                 want(0, &|| g.sum_to(a.shape())),
                 want(1, &|| g.sum_to(b.shape())),
@@ -249,6 +265,13 @@ impl Op {
                     Tensor::where_(mask, &Tensor::scalar(0.0), g).sum_to(b.shape())
                 }),
             ],
+            ActivationGrad {
+                kind,
+                x,
+                out: y,
+                g: gy,
+                dfdx,
+            } => super::unary::activation_grad_vjp(*kind, (x, y, gy, dfdx.as_ref()), g, need),
             Sum { x, axes, keepdim } => {
                 vec![want(0, &|| super::reduce::sum_vjp(x, axes, *keepdim, g))]
             }

@@ -127,13 +127,19 @@ fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>])
 
 /// The gradient with respect to `x` of a scalar whose gradient with respect to `out = f(x)` is `g`.
 /// Written in tensor ops, so that it can be differentiated again. Where the derivative is most
-/// simply expressed through the output (exp, sqrt, sigmoid, tanh, elu) it reuses `out`.
+/// simply expressed through the output (exp, sqrt, sigmoid, tanh, elu) it reuses `out`. The
+/// activations first try [`activation_grad`], the same product in one pass (reading f′(x) from
+/// `dfdx` when the forward pass saved it).
 // ANCHOR: unary_vjp
-pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor {
+pub(crate) fn vjp(
+    kind: UnaryOp,
+    x: &Tensor,
+    out: &Tensor,
+    g: &Tensor,
+    dfdx: Option<&Tensor>,
+) -> Tensor {
     use UnaryOp::*;
-    if !super::is_grad_enabled()
-        && let Some(dx) = fused_vjp(kind, x, out, g)
-    {
+    if let Some(dx) = activation_grad(kind, x, out, g, dfdx) {
         return dx;
     }
     match kind {
@@ -163,58 +169,286 @@ pub(crate) fn vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Tensor
 }
 // ANCHOR_END: unary_vjp
 
-/// The same derivatives in one pass over (x, out, ḡ), for the activations, when no graph is being
-/// recorded (a first-order backward pass): the tensor-op forms above take two to four passes
-/// each. The values are those of the formulas above.
-fn fused_vjp(kind: UnaryOp, x: &Tensor, out: &Tensor, g: &Tensor) -> Option<Tensor> {
-    use UnaryOp::*;
-    if g.shape() != x.shape() || !x.device().is_cpu() {
-        return None; // on a device: the tensor-op form, which runs there
-    }
-    let (xs, ys, gs) = (x.storage(), out.storage(), g.storage());
-    let (xs, ys, gs) = (
-        super::contiguous(&xs),
-        super::contiguous(&ys),
-        super::contiguous(&gs),
-    );
-    // One monomorphised loop per activation, so that the derivative inlines into it.
-    fn run(
-        xs: &[f32],
-        ys: &[f32],
-        gs: &[f32],
-        d: impl Fn(f32, f32) -> f32 + Copy + Sync,
-    ) -> Vec<f32> {
-        let f = move |x, y, g| g * d(x, y);
-        super::filled(xs.len(), |out| {
-            if xs.len() >= PAR_THRESHOLD {
-                out.par_chunks_mut(PAR_CHUNK)
-                    .enumerate()
-                    .for_each(|(i, o)| {
-                        let r = i * PAR_CHUNK..i * PAR_CHUNK + o.len();
-                        fastmath::zip3_into(&xs[r.clone()], &ys[r.clone()], &gs[r], o, f)
-                    });
+// ANCHOR: activation_derivatives
+/// The derivatives of each activation f, written so that each is cheap given what is at hand:
+/// `d1(x, y)` is f′(x) from x and y = f(x); `d2(x, y, d1)` is f″(x) from x, y and f′(x).
+fn d1_softplus(x: f32, _y: f32) -> f32 {
+    fastmath::sigmoid(x) // softplus′ = σ
+}
+fn d2_softplus(_x: f32, _y: f32, d1: f32) -> f32 {
+    d1 * (1.0 - d1) // σ′ = σ(1 − σ)
+}
+fn d1_sigmoid(_x: f32, y: f32) -> f32 {
+    y * (1.0 - y) // σ′ = σ(1 − σ)
+}
+fn d2_sigmoid(_x: f32, y: f32, d1: f32) -> f32 {
+    d1 * (1.0 - 2.0 * y) // σ″ = σ′(1 − 2σ)
+}
+fn d1_tanh(_x: f32, y: f32) -> f32 {
+    1.0 - y * y // tanh′ = 1 − tanh²
+}
+fn d2_tanh(_x: f32, y: f32, d1: f32) -> f32 {
+    -2.0 * y * d1 // tanh″ = −2 tanh · tanh′
+}
+fn d1_relu(x: f32, _y: f32) -> f32 {
+    if x > 0.0 { 1.0 } else { 0.0 }
+}
+fn d2_relu(_x: f32, _y: f32, _d1: f32) -> f32 {
+    0.0
+}
+fn d1_elu(alpha: f32, x: f32, y: f32) -> f32 {
+    if x > 0.0 { 1.0 } else { y + alpha } // for x ≤ 0, elu = α(eˣ − 1) and elu′ = αeˣ = y + α
+}
+fn d2_elu(x: f32, _y: f32, d1: f32) -> f32 {
+    if x > 0.0 { 0.0 } else { d1 } // and elu″ = αeˣ too
+}
+
+/// Runs `$body` with `$d1` and `$d2` bound to the derivative functions of the activation `$kind`
+/// (one closure type per activation, so that each loop in `$body` is compiled, and vectorised,
+/// with its derivatives inlined); evaluates to `None` when `$kind` is not an activation.
+macro_rules! with_derivatives {
+    ($kind:expr, |$d1:ident, $d2:ident| $body:expr) => {
+        match $kind {
+            UnaryOp::Softplus => {
+                let ($d1, $d2) = (d1_softplus, d2_softplus);
+                Some($body)
+            }
+            UnaryOp::Sigmoid => {
+                let ($d1, $d2) = (d1_sigmoid, d2_sigmoid);
+                Some($body)
+            }
+            UnaryOp::Tanh => {
+                let ($d1, $d2) = (d1_tanh, d2_tanh);
+                Some($body)
+            }
+            UnaryOp::Relu => {
+                let ($d1, $d2) = (d1_relu, d2_relu);
+                Some($body)
+            }
+            UnaryOp::Elu(alpha) => {
+                let ($d1, $d2) = (move |x, y| d1_elu(alpha, x, y), d2_elu);
+                Some($body)
+            }
+            _ => None,
+        }
+    };
+}
+// ANCHOR_END: activation_derivatives
+
+/// Whether `kind` is one of the activations [`with_derivatives!`] knows.
+fn is_activation(kind: UnaryOp) -> bool {
+    with_derivatives!(kind, |_d1, _d2| ()).is_some()
+}
+
+/// Whether x, out = f(x), the gradients `gs` and the saved derivative `dfdx` (if any) are CPU
+/// tensors of one shape, which the fused passes below need (a broadcast gradient, or a tensor on
+/// a device, takes the tensor-op road).
+fn fusable(x: &Tensor, gs: &[&Tensor], dfdx: Option<&Tensor>) -> bool {
+    x.device().is_cpu()
+        && gs
+            .iter()
+            .chain(dfdx.as_ref())
+            .all(|g| g.shape() == x.shape() && g.device().is_cpu())
+}
+
+/// Calls `f(range, out)` to fill `n` floats: once for the whole range for a small tensor, on
+/// rayon chunks of [`PAR_CHUNK`] for a large one.
+fn filled_chunks(
+    n: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    super::filled(n, |out| {
+        if n >= PAR_THRESHOLD {
+            out.par_chunks_mut(PAR_CHUNK)
+                .enumerate()
+                .for_each(|(i, o)| f(i * PAR_CHUNK..i * PAR_CHUNK + o.len(), o));
+        } else {
+            f(0..n, out)
+        }
+    })
+}
+
+/// A CPU tensor of `shape` holding `v`, recording nothing.
+fn leaf(shape: &[usize], v: Vec<f32>) -> Tensor {
+    Tensor::from_array(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+}
+
+// ANCHOR: softplus_saving_sigmoid
+/// softplus(x) together with its derivative σ(x), in one pass: both come from e = e^−|x|, as
+/// softplus(x) = max(x, 0) + ln(1 + e) and σ(x) = 1/(1 + e) for x ≥ 0, e/(1 + e) for x < 0.
+/// The forward pass of a recorded softplus keeps σ(x) in its op: every derivative that a
+/// backward pass — first or second order — takes of it is then a product with σ rather than a
+/// fresh exponential and division per element (see [`activation_grad`]).
+fn softplus_and_sigmoid(xs: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    type Out<'a> = &'a mut [std::mem::MaybeUninit<f32>];
+    let n = xs.len();
+    let mut sig = Vec::new();
+    let y = super::filled(n, |py| {
+        sig = super::filled(n, |ps| {
+            let run = |xs: &[f32], py: Out, ps: Out| {
+                fastmath::map_into2(xs, py, ps, |x| {
+                    let e = fastmath::exp(-x.abs());
+                    let r = 1.0 / (1.0 + e);
+                    let s = if x >= 0.0 { r } else { e * r };
+                    (x.max(0.0) + fastmath::log1p_unit(e), s)
+                })
+            };
+            if n >= PAR_THRESHOLD {
+                py.par_chunks_mut(PAR_CHUNK)
+                    .zip(ps.par_chunks_mut(PAR_CHUNK))
+                    .zip(xs.par_chunks(PAR_CHUNK))
+                    .for_each(|((py, ps), xs)| run(xs, py, ps));
             } else {
-                fastmath::zip3_into(xs, ys, gs, out, f);
+                run(xs, py, ps)
             }
         })
+    });
+    (y, sig)
+}
+// ANCHOR_END: softplus_saving_sigmoid
+
+// ANCHOR: activation_grad
+/// ḡ ⊙ f′(x) for an activation f, with `out` = f(x) and `dfdx` = f′(x) when the forward pass
+/// saved it: the VJP of `out`, in one pass over (x, out, ḡ) — or over (ḡ, f′) — instead of the
+/// two to four passes of the tensor-op forms in [`vjp`]. When a graph is being recorded (a
+/// backward pass with `create_graph`, as in exact and sliced score matching) the product is
+/// one node, [`Op::ActivationGrad`], whose own VJP ([`activation_grad_vjp`]) knows f″. `None`
+/// for other ops, for tensors on a device and for a broadcast ḡ: those take the tensor-op forms.
+pub(crate) fn activation_grad(
+    kind: UnaryOp,
+    x: &Tensor,
+    out: &Tensor,
+    g: &Tensor,
+    dfdx: Option<&Tensor>,
+) -> Option<Tensor> {
+    if !is_activation(kind) || !fusable(x, &[out, g], dfdx) {
+        return None;
     }
-    let (xs, ys, gs) = (&xs[..], &ys[..], &gs[..]);
-    let dx = match kind {
-        Elu(alpha) => run(
-            xs,
-            ys,
-            gs,
-            move |x, y| if x > 0.0 { 1.0 } else { y + alpha },
-        ),
-        Relu => run(xs, ys, gs, |x, _| if x > 0.0 { 1.0 } else { 0.0 }),
-        Tanh => run(xs, ys, gs, |_, y| 1.0 - y * y),
-        Sigmoid => run(xs, ys, gs, |_, y| y * (1.0 - y)),
-        Softplus => run(xs, ys, gs, |x, _| fastmath::sigmoid(x)),
-        _ => return None,
+    let c = super::contiguous;
+    let (xs, ys, gs) = (x.storage(), out.storage(), g.storage());
+    let (xs, ys, gs) = (c(&xs), c(&ys), c(&gs));
+    let dx = match dfdx {
+        Some(d) => {
+            let ds = d.storage();
+            let ds = c(&ds);
+            filled_chunks(gs.len(), |r, o| {
+                fastmath::zip_into(&gs[r.clone()], &ds[r], o, |g, d| g * d)
+            })
+        }
+        None => with_derivatives!(kind, |d1, _d2| filled_chunks(xs.len(), |r, o| {
+            let f = move |x, y, g: f32| g * d1(x, y);
+            fastmath::zip3_into(&xs[r.clone()], &ys[r.clone()], &gs[r], o, f)
+        }))?,
     };
-    Some(Tensor::from_array(
-        ArrayD::from_shape_vec(IxDyn(x.shape()), dx).expect("shape"),
-    ))
+    let op = Op::ActivationGrad {
+        kind,
+        x: x.clone(),
+        out: out.clone(),
+        g: g.clone(),
+        dfdx: dfdx.cloned(),
+    };
+    let dx = ArrayD::from_shape_vec(IxDyn(x.shape()), dx).expect("shape");
+    Some(Tensor::from_op(dx, op))
+}
+
+/// The VJP of `y = ḡ ⊙ f′(x)` (an [`Op::ActivationGrad`] node) for the gradient `h` = ∂L/∂y:
+/// ∂L/∂x = h ⊙ ḡ ⊙ f″(x) and ∂L/∂ḡ = h ⊙ f′(x), in that order. Without a graph to record (the
+/// last backward pass of a score-matching step) both come from one pass that evaluates f′ (or
+/// reads it, when the forward pass saved it) and f″ together; with one, or when only one of the
+/// two is wanted, they are tensor ops again ([`second_derivative`] and [`vjp`]).
+pub(crate) fn activation_grad_vjp(
+    kind: UnaryOp,
+    (x, out, g, dfdx): (&Tensor, &Tensor, &Tensor, Option<&Tensor>),
+    h: &Tensor,
+    need: &[bool],
+) -> Vec<Option<Tensor>> {
+    if !super::is_grad_enabled() && need[0] && need[1] && fusable(x, &[out, g, h], dfdx) {
+        let c = super::contiguous;
+        let (xs, ys, gs, hs) = (x.storage(), out.storage(), g.storage(), h.storage());
+        let (xs, ys, gs, hs) = (c(&xs), c(&ys), c(&gs), c(&hs));
+        let ds = dfdx.map(|d| d.storage());
+        let ds = ds.as_ref().map(|d| c(d));
+        let n = xs.len();
+        let pair = with_derivatives!(kind, |d1, d2| {
+            // (∂L/∂x, ∂L/∂ḡ) = (h ḡ f″(x), h f′(x)) over the index range r, into (px, pg).
+            type Out<'a> = &'a mut [std::mem::MaybeUninit<f32>];
+            let run = |r: std::ops::Range<usize>, px: Out, pg: Out| {
+                let ins = xs[r.clone()].iter().zip(&ys[r.clone()]);
+                let ins = ins.zip(&gs[r.clone()]).zip(&hs[r.clone()]);
+                let outs = px.iter_mut().zip(pg.iter_mut());
+                let both = move |x, y, g: f32, h: f32, d: f32| (h * g * d2(x, y, d), h * d);
+                fastmath::dispatch(
+                    #[inline(always)]
+                    || match &ds {
+                        Some(ds) => {
+                            let ins = ins.zip(&ds[r]);
+                            for (((((&x, &y), &g), &h), &d), (px, pg)) in ins.zip(outs) {
+                                let (a, b) = both(x, y, g, h, d);
+                                px.write(a);
+                                pg.write(b);
+                            }
+                        }
+                        None => {
+                            for ((((&x, &y), &g), &h), (px, pg)) in ins.zip(outs) {
+                                let (a, b) = both(x, y, g, h, d1(x, y));
+                                px.write(a);
+                                pg.write(b);
+                            }
+                        }
+                    },
+                )
+            };
+            let mut dg = Vec::new();
+            let dx = super::filled(n, |px| {
+                dg = super::filled(n, |pg| {
+                    if n >= PAR_THRESHOLD {
+                        px.par_chunks_mut(PAR_CHUNK)
+                            .zip(pg.par_chunks_mut(PAR_CHUNK))
+                            .enumerate()
+                            .for_each(|(i, (px, pg))| {
+                                run(i * PAR_CHUNK..i * PAR_CHUNK + px.len(), px, pg)
+                            });
+                    } else {
+                        run(0..n, px, pg)
+                    }
+                })
+            });
+            (dx, dg)
+        });
+        if let Some((dx, dg)) = pair {
+            return vec![Some(leaf(x.shape(), dx)), Some(leaf(x.shape(), dg))];
+        }
+    }
+    vec![
+        need[0].then(|| h.mul(g).mul(&second_derivative(kind, x, out))),
+        need[1].then(|| vjp(kind, x, out, h, dfdx)),
+    ]
+}
+// ANCHOR_END: activation_grad
+
+/// f″(x) for an activation, in tensor ops (so that it records a graph when one is being built),
+/// from x and `out` = f(x).
+fn second_derivative(kind: UnaryOp, x: &Tensor, out: &Tensor) -> Tensor {
+    use UnaryOp::*;
+    match kind {
+        Softplus => {
+            let s = x.sigmoid();
+            s.mul(&s.neg().add_scalar(1.0))
+        }
+        Sigmoid => out
+            .mul(&out.neg().add_scalar(1.0))
+            .mul(&out.mul_scalar(-2.0).add_scalar(1.0)),
+        Tanh => out
+            .mul(&out.square().neg().add_scalar(1.0))
+            .mul_scalar(-2.0),
+        Relu => x.zeros_like(),
+        Elu(alpha) => Tensor::where_(
+            &x.gt_scalar(0.0),
+            &Tensor::scalar(0.0),
+            &out.add_scalar(alpha),
+        ),
+        _ => unreachable!("second_derivative: {} is not an activation", kind.name()),
+    }
 }
 
 impl Tensor {
@@ -223,11 +457,18 @@ impl Tensor {
     pub fn unary(&self, kind: UnaryOp) -> Tensor {
         #[cfg(feature = "vulkan")]
         if let Some(d) = super::vulkan::unary(kind, self) {
-            return Tensor::from_op(d, Op::Unary(kind, self.clone()));
+            return Tensor::from_op(d, Op::Unary(kind, self.clone(), None));
         }
         let x = self.storage();
         let x = x.as_standard_layout();
         let src = x.as_slice().expect("standard layout");
+        if kind == UnaryOp::Softplus && super::is_grad_enabled() && self.requires_grad() {
+            // Recorded: keep σ(x), the derivative every backward pass will ask for.
+            let (y, sig) = softplus_and_sigmoid(src);
+            let y = ArrayD::from_shape_vec(IxDyn(self.shape()), y).expect("shape");
+            let op = Op::Unary(kind, self.clone(), Some(leaf(self.shape(), sig)));
+            return Tensor::from_op(y, op);
+        }
         let out = super::filled(src.len(), |out| {
             if src.len() >= PAR_THRESHOLD {
                 out.par_chunks_mut(PAR_CHUNK)
@@ -238,7 +479,7 @@ impl Tensor {
             }
         });
         let out = ArrayD::from_shape_vec(IxDyn(self.shape()), out).expect("shape");
-        Tensor::from_op(out, Op::Unary(kind, self.clone()))
+        Tensor::from_op(out, Op::Unary(kind, self.clone(), None))
     }
     // ANCHOR_END: unary_dispatch
 
