@@ -407,7 +407,7 @@ fn col_buffer(g: &Geom, channels: usize) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 fn same_geometry(g: &Geom) -> Option<conv_same::Same> {
     let same = g.cfg.stride == 1 && g.ho == g.h && g.wo == g.w;
-    (same && conv_same::available()).then_some(conv_same::Same {
+    (same && super::avx512::available()).then_some(conv_same::Same {
         c: g.c,
         h: g.h,
         w: g.w,
@@ -445,7 +445,7 @@ fn same_conv_batch(
     // Every element is written: conv_image stores every pixel of every output channel.
     super::filled(n * out_len, |out| {
         out.par_chunks_mut(per * out_len).enumerate().for_each_init(
-            || conv_same::Aligned::zeros(s.panel_len()),
+            || super::avx512::Aligned::zeros(s.panel_len()),
             |panel, (t, out_t)| {
                 for (i, y) in out_t.chunks_exact_mut(out_len).enumerate() {
                     let x = &input[(t * per + i) * in_len..][..in_len];
@@ -673,14 +673,20 @@ fn sum_task_partials(
     g: &Geom,
     len: usize,
     group: usize,
-    add_images: impl Fn(usize, usize, &mut [f32], &mut (conv_same::Aligned, conv_same::Aligned)) + Sync,
+    add_images: impl Fn(usize, usize, &mut [f32], &mut (super::avx512::Aligned, super::avx512::Aligned))
+    + Sync,
 ) -> Vec<f32> {
     let per = images_per_task(g.n);
     let tasks = g.n.div_ceil(per);
     let partials: Vec<Vec<f32>> = (0..tasks)
         .into_par_iter()
         .map_init(
-            || (conv_same::Aligned::zeros(0), conv_same::Aligned::zeros(0)),
+            || {
+                (
+                    super::avx512::Aligned::zeros(0),
+                    super::avx512::Aligned::zeros(0),
+                )
+            },
             |scratch, t| {
                 let mut part = vec![0.0f32; len];
                 let end = ((t + 1) * per).min(g.n);
@@ -949,7 +955,7 @@ mod tests {
 
     #[test]
     fn avx512_kernels_match_the_im2col_kernels() {
-        if !conv_same::available() {
+        if !crate::tensor::avx512::available() {
             eprintln!("no AVX-512F on this CPU: only the im2col kernels run here");
             return;
         }

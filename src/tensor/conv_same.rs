@@ -49,35 +49,7 @@ pub(super) const MR: usize = 8;
 /// Pixels per tile: two 16-lane vectors.
 pub(super) const NR: usize = 32;
 
-/// Whether this CPU can run the kernels here (checked once by the standard library, then a load).
-pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
-
-/// One cache line: 16 floats, 64-byte aligned.
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([f32; 16]);
-
-/// A zeroed buffer of floats that starts on a cache line, so that the kernel's vector loads never
-/// straddle two lines.
-pub(super) struct Aligned(Vec<Line>);
-
-impl Aligned {
-    /// Room for at least `n` floats, all zero.
-    pub(super) fn zeros(n: usize) -> Self {
-        Aligned(vec![Line([0.0; 16]); n.div_ceil(16)])
-    }
-    fn as_ptr(&self) -> *const f32 {
-        self.0.as_ptr() as *const f32
-    }
-    fn as_mut_ptr(&mut self) -> *mut f32 {
-        self.0.as_mut_ptr() as *mut f32
-    }
-    fn len(&self) -> usize {
-        self.0.len() * 16
-    }
-}
+use super::avx512::Aligned;
 
 /// The geometry of a stride-1 "same" convolution of one image: `c` input channels of `h × w`
 /// pixels, a `kh × kw` kernel with dilation `d` and padding `p`, and an output of the input's size.

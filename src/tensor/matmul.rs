@@ -157,7 +157,7 @@ fn small_product(
     use super::small_gemm;
     let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
     let (sa, sb) = (a.strides(), b.strides());
-    if k > SMALL_K || !small_gemm::available() {
+    if k > SMALL_K || !super::avx512::available() {
         return None;
     }
     let mut c = Array2::<f32>::uninit((m, n));

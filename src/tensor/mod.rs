@@ -28,6 +28,8 @@
 //! Shape mismatches are programmer errors: every op panics with its name and the shapes involved,
 //! as ndarray does. Nothing that depends on input bytes panics; that code returns [`crate::Result`].
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod binary;
 mod conv;
 #[cfg(target_arch = "x86_64")]

@@ -25,6 +25,7 @@
 //! `sgemm`'s kernel when K fits its depth block (256) — so the two give the same bits for the
 //! products this path takes (`tests/tensor.rs` checks it).
 
+use super::avx512::Aligned;
 use std::arch::x86_64::*;
 
 /// Rows of C per tile.
@@ -33,11 +34,6 @@ const MR: usize = 4;
 const NV: usize = 4;
 /// Columns of C per tile.
 const NR: usize = 16 * NV;
-
-/// Whether this CPU can run the kernels here (checked once by the standard library, then a load).
-pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
 
 // ANCHOR: small_gemm_kernel
 /// One tile: C[i, j] = Σₖ A[i, k]·B[k, j] for i < `rows` (≤ MR) and the columns j < `cols`
@@ -98,13 +94,8 @@ unsafe fn tile(
 pub(super) struct PackedB {
     k: usize,
     n: usize,
-    data: Vec<Line>,
+    data: Aligned,
 }
-
-/// One cache line: 16 floats, 64-byte aligned.
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([f32; 16]);
 
 impl PackedB {
     /// An empty buffer, to be filled by [`PackedB::pack`] (and kept between calls, so that the
@@ -113,12 +104,8 @@ impl PackedB {
         PackedB {
             k: 0,
             n: 0,
-            data: Vec::new(),
+            data: Aligned::new(),
         }
-    }
-
-    fn ptr(&mut self) -> *mut f32 {
-        self.data.as_mut_ptr() as *mut f32
     }
 
     // ANCHOR: pack_b
@@ -136,18 +123,14 @@ impl PackedB {
         b: *const f32,
         (rs, cs): (isize, isize),
     ) {
-        let panels = n.div_ceil(NR);
-        let lines = panels * k * NV;
-        if self.data.len() < lines {
-            self.data.resize(lines, Line([0.0; 16]));
-        }
+        self.data.grow(n.div_ceil(NR) * k * NR);
         (self.k, self.n) = (k, n);
-        let dst = self.ptr();
+        let dst = self.data.as_mut_ptr();
         let at = |kk: usize, j: usize| b.wrapping_offset(kk as isize * rs + j as isize * cs);
         // Where element (kk, j) goes: panel j / 64, row kk, column j % 64.
         let to = |kk: usize, j: usize| dst.wrapping_add((j / NR) * k * NR + kk * NR + j % NR);
         // SAFETY (all three branches): reads stay inside B by the caller's promise (the masks
-        // cut the vector loads at column n or row k); writes stay inside the `lines` lines just
+        // cut the vector loads at column n or row k); writes stay inside the buffer just
         // sized, and the aligned stores land on whole lines.
         unsafe {
             if cs == 1 {
@@ -204,14 +187,14 @@ pub(super) unsafe fn gemm(
     m: usize,
     a: *const f32,
     a_strides: (isize, isize),
-    b: &mut PackedB,
+    b: &PackedB,
     c: *mut f32,
 ) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
         return;
     }
-    let packed = b.ptr();
+    let packed = b.data.as_ptr();
     for j0 in (0..n).step_by(NR) {
         let panel = packed.wrapping_add((j0 / NR) * k * NR);
         for i0 in (0..m).step_by(MR) {
