@@ -11,6 +11,7 @@ layout(push_constant) uniform Params {
     uint PH, PW;        // zero padding
     uint DH, DW;        // dilation
     uint HAS_BIAS;
+    uint K_CHUNK;       // weight gradient only: the stretch of K one workgroup sums (split-K)
 } pc;
 // ANCHOR_END: params
 

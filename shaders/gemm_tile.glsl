@@ -15,6 +15,10 @@
 // Every thread owns a 4 x 4 micro-tile of C in registers, at rows ty + 16 i and columns tx + 16 j.
 // Tiles that hang over the edge of A, B or C are zero-filled on load and masked on store, so any
 // M, N, K work.
+//
+// gemm_tile_k(k_begin, k_end) sums only the products over k in [k_begin, k_end) (split-K: several
+// workgroups share one tile of C, each over its own stretch of K, and a second kernel adds their
+// partial tiles); gemm_tile() is the whole sum.
 
 // ANCHOR: tile
 #define BM 64
@@ -30,20 +34,20 @@ layout(local_size_x = 16, local_size_y = 16, local_size_z = 1) in;
 shared float a_tile[BK][BM + 1];
 shared float b_tile[BK][BN + 1];
 
-void gemm_tile() {
+void gemm_tile_k(uint k_begin, uint k_end) {
     const uint tx = gl_LocalInvocationID.x;   // 0..15, along N
     const uint ty = gl_LocalInvocationID.y;   // 0..15, along M
     const uint tid = ty * 16 + tx;            // 0..255
     const uint m0 = gl_WorkGroupID.y * BM;
     const uint n0 = gl_WorkGroupID.x * BN;
-    const uint M = dim_m(), N = dim_n(), K = dim_k();
+    const uint M = dim_m(), N = dim_n();
 
     float acc[TM][TN];
     for (uint i = 0; i < TM; ++i)
         for (uint j = 0; j < TN; ++j)
             acc[i][j] = 0.0;
 
-    for (uint k0 = 0; k0 < K; k0 += BK) {
+    for (uint k0 = k_begin; k0 < k_end; k0 += BK) {
         // Stage 1: 256 threads copy a 64 x 16 tile of A and a 16 x 64 tile of B into shared
         // memory, 4 elements each. Neighbouring threads read neighbouring addresses.
         for (uint p = 0; p < (BM * BK) / 256; ++p) {
@@ -51,14 +55,14 @@ void gemm_tile() {
             const uint r = A_K_FAST ? l / BK : l % BM;   // row in the tile (m)
             const uint c = A_K_FAST ? l % BK : l / BM;   // column in the tile (k)
             const uint m = m0 + r, k = k0 + c;
-            a_tile[c][r] = (m < M && k < K) ? load_a(m, k) : 0.0;
+            a_tile[c][r] = (m < M && k < k_end) ? load_a(m, k) : 0.0;
         }
         for (uint p = 0; p < (BK * BN) / 256; ++p) {
             const uint l = tid + 256 * p;
             const uint r = B_N_FAST ? l / BN : l % BK;   // row in the tile (k)
             const uint c = B_N_FAST ? l % BN : l / BK;   // column in the tile (n)
             const uint k = k0 + r, n = n0 + c;
-            b_tile[r][c] = (k < K && n < N) ? load_b(k, n) : 0.0;
+            b_tile[r][c] = (k < k_end && n < N) ? load_b(k, n) : 0.0;
         }
         barrier();
 
@@ -83,3 +87,5 @@ void gemm_tile() {
     }
 }
 // ANCHOR_END: tile
+
+void gemm_tile() { gemm_tile_k(0, dim_k()); }

@@ -247,6 +247,17 @@ fn conv_cases() -> Vec<ConvCase> {
             k: (1, 1),
             p: p((2, 2), (0, 0), (1, 1)),
         },
+        // The weight gradient's K = n·ho·wo = 1156 is split four ways (chunks of 304, the last
+        // of 244, which is not a multiple of the 16-deep k-tile) and the partial sums added.
+        ConvCase {
+            n: 4,
+            cin: 2,
+            h: 17,
+            w: 17,
+            cout: 3,
+            k: (3, 3),
+            p: p((1, 1), (1, 1), (1, 1)),
+        },
     ]
 }
 

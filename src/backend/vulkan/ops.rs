@@ -12,6 +12,30 @@ const LOCAL: usize = 256;
 /// The rank the broadcast and reduction kernels index with (`RANK` in their shaders).
 const RANK: usize = 6;
 
+// ANCHOR: split_k
+/// Workgroups a split-K GEMM aims for: enough to occupy every compute unit of a large GPU several
+/// times over (an H100 has 132 streaming multiprocessors, each holding several 256-thread groups).
+const SPLIT_K_GROUPS: usize = 512;
+/// The shortest stretch of K one split sums (a multiple of the tile's `BK` = 16): below this the
+/// extra pass over the partial tiles costs more than the parallelism gains.
+const SPLIT_K_MIN_CHUNK: usize = 256;
+
+/// How to split a GEMM with `tiles` output tiles and a sum of length `k`: `(splits, chunk)`, each
+/// split summing `chunk` consecutive k (the last one what is left), with `chunk` a multiple of 16.
+/// `(1, k)` when the tiles alone give enough workgroups or `k` is short. The split depends only on
+/// the shapes, so a given problem is summed in the same order on every device.
+fn split_k(tiles: usize, k: usize) -> (usize, usize) {
+    let wanted = SPLIT_K_GROUPS.div_ceil(tiles.max(1));
+    let most = (k / SPLIT_K_MIN_CHUNK).max(1);
+    let splits = wanted.min(most);
+    if splits <= 1 {
+        return (1, k);
+    }
+    let chunk = k.div_ceil(splits).next_multiple_of(16);
+    (k.div_ceil(chunk), chunk)
+}
+// ANCHOR_END: split_k
+
 fn u32_of(v: usize, what: &str) -> u32 {
     u32::try_from(v)
         .unwrap_or_else(|_| panic!("{what} = {v} does not fit the kernels' u32 indices"))
@@ -186,7 +210,8 @@ impl Conv2dParams {
         )
     }
 
-    /// The 16 push-constant words of the convolution shaders (`shaders/conv_common.glsl`).
+    /// The 17 push-constant words of the convolution shaders (`shaders/conv_common.glsl`);
+    /// `k_chunk` is read by the weight gradient only (its split-K stretch).
     fn push(
         &self,
         x: [usize; 4],
@@ -194,7 +219,8 @@ impl Conv2dParams {
         out: (usize, usize),
         k: (usize, usize),
         bias: bool,
-    ) -> [u32; 16] {
+        k_chunk: usize,
+    ) -> [u32; 17] {
         let [n, cin, h, w] = x;
         [
             n,
@@ -213,6 +239,7 @@ impl Conv2dParams {
             self.dilation.0,
             self.dilation.1,
             bias as usize,
+            k_chunk,
         ]
         .map(|v| u32_of(v, "conv2d size"))
     }
@@ -618,7 +645,7 @@ impl Recorder<'_> {
         if out.is_empty() {
             return Ok(out);
         }
-        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), bias.is_some());
+        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), bias.is_some(), 0);
         let bias_buf = bias.unwrap_or(weight).bytes(); // bound but unread without a bias
         let groups = [
             u32_of((n * ho * wo).div_ceil(GEMM_TILE), "conv2d groups"),
@@ -673,7 +700,7 @@ impl Recorder<'_> {
         if out.is_empty() {
             return Ok(out);
         }
-        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), false);
+        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), false, 0);
         let groups = [
             u32_of((n * h * w).div_ceil(GEMM_TILE), "conv2d groups"),
             u32_of(cin.div_ceil(GEMM_TILE), "conv2d groups"),
@@ -724,18 +751,41 @@ impl Recorder<'_> {
         if out.is_empty() {
             return Ok(out);
         }
-        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), false);
+        let tiles = [
+            (cin * kh * kw).div_ceil(GEMM_TILE),
+            cout.div_ceil(GEMM_TILE),
+        ];
+        let (splits, k_chunk) = split_k(tiles[0] * tiles[1], n * ho * wo);
+        // One split writes dW directly; more write partial slices that a second kernel adds.
+        let partial = if splits == 1 {
+            out.view(out.shape())
+        } else {
+            self.output(&[splits, cout, cin * kh * kw])?
+        };
+        let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), false, k_chunk);
         let groups = [
-            u32_of((cin * kh * kw).div_ceil(GEMM_TILE), "conv2d groups"),
-            u32_of(cout.div_ceil(GEMM_TILE), "conv2d groups"),
-            1,
+            u32_of(tiles[0], "conv2d groups"),
+            u32_of(tiles[1], "conv2d groups"),
+            u32_of(splits, "conv2d groups"),
         ];
         self.dispatch(
             Kernel::Conv2dWeightGrad,
-            &[x.bytes(), dy.bytes(), out.bytes()],
+            &[x.bytes(), dy.bytes(), partial.bytes()],
             push,
             groups,
         )?;
+        if splits > 1 {
+            let len = out.len();
+            self.dispatch(
+                Kernel::SplitKSum,
+                &[partial.bytes(), out.bytes()],
+                [
+                    u32_of(len, "split-K length"),
+                    u32_of(splits, "split-K splits"),
+                ],
+                [groups_1d(len, LOCAL), 1, 1],
+            )?;
+        }
         Ok(out)
     }
 
@@ -1317,5 +1367,36 @@ impl Recorder<'_> {
             push,
             [groups_1d(n, LOCAL), 1, 1],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_k;
+
+    /// The splits cover K exactly once, in chunks that are multiples of the 16-deep k-tile (all but
+    /// the last, which holds the rest), no shorter than the minimum unless K itself is.
+    #[test]
+    fn split_k_covers_k_in_tile_multiples() {
+        for tiles in [1, 2, 36, 144, 511, 512, 4096] {
+            for k in [1, 15, 16, 255, 256, 511, 512, 1156, 1157, 32768, 131_072] {
+                let (splits, chunk) = split_k(tiles, k);
+                assert!(splits >= 1 && (splits - 1) * chunk < k && splits * chunk >= k);
+                if splits > 1 {
+                    assert_eq!(chunk % 16, 0, "tiles {tiles}, k {k}");
+                    assert!(chunk >= super::SPLIT_K_MIN_CHUNK, "tiles {tiles}, k {k}");
+                    assert!(
+                        tiles * splits <= 2 * super::SPLIT_K_GROUPS,
+                        "tiles {tiles}, k {k}"
+                    );
+                }
+            }
+        }
+        // The CIFAR-10 RefineNet's 128 -> 128 channel 3 x 3 convolution at batch 128: 36 tiles
+        // of dW, K = 128·32·32; and the test case in tests/vulkan.rs with K = 4·17·17.
+        assert_eq!(split_k(36, 131_072), (15, 8752));
+        assert_eq!(split_k(1, 1156), (4, 304));
+        // Enough tiles already: no split.
+        assert_eq!(split_k(512, 131_072), (1, 131_072));
     }
 }

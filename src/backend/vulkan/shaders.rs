@@ -26,6 +26,7 @@ pub(crate) enum Kernel {
     Index,
     AvgPool2dAdjoint,
     ResizeBilinearAdjoint,
+    SplitKSum,
 }
 
 macro_rules! spirv {
@@ -57,6 +58,7 @@ impl Kernel {
             Kernel::Index => "index",
             Kernel::AvgPool2dAdjoint => "avg_pool2d_adjoint",
             Kernel::ResizeBilinearAdjoint => "resize_bilinear_adjoint",
+            Kernel::SplitKSum => "split_k_sum",
         }
     }
 
@@ -81,6 +83,7 @@ impl Kernel {
             Kernel::Index => spirv!("index"),
             Kernel::AvgPool2dAdjoint => spirv!("avg_pool2d_adjoint"),
             Kernel::ResizeBilinearAdjoint => spirv!("resize_bilinear_adjoint"),
+            Kernel::SplitKSum => spirv!("split_k_sum"),
         }
     }
 
