@@ -2,7 +2,7 @@
 // Convolution forward as an implicit GEMM:
 //   Y (COUT x N*HO*WO) = Wt (COUT x CIN*KH*KW) . im2col(X) (CIN*KH*KW x N*HO*WO) [+ bias]
 // The im2col matrix is never stored: load_b computes its entries from X on the fly.
-// Dispatch: (ceil(N*HO*WO/64), ceil(COUT/64), 1).
+// Dispatch: (ceil(N*HO*WO/128), ceil(COUT/128), 1).
 #extension GL_GOOGLE_include_directive : require
 
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

@@ -5,7 +5,7 @@
 // for the output pixel (oh, ow) whose tap (ki, kj) reads (ih, iw), or 0 if there is none.
 // Each dX entry is written once, so no atomics are needed (a col2im scatter would need them).
 // With stride s, most taps miss (only 1 in s*s hits): the price of gathering.
-// Dispatch: (ceil(N*H*W/64), ceil(CIN/64), 1).
+// Dispatch: (ceil(N*H*W/128), ceil(CIN/128), 1).
 #extension GL_GOOGLE_include_directive : require
 
 layout(std430, set = 0, binding = 0) readonly buffer BufDy { float dy[]; };

@@ -3,11 +3,11 @@
 // every output pixel of every batch entry:
 //   dW (COUT x CIN*KH*KW) = dY (COUT x N*HO*WO) . im2col(X)^T (N*HO*WO x CIN*KH*KW)
 // K is long (every output pixel of the batch: 131072 for a 32 x 32 CIFAR-10 batch of 128) while
-// dW has few 64 x 64 tiles (36 for a 128 -> 128 channel 3 x 3 convolution), so the sum is split:
+// dW has few 128 x 128 tiles (9 for a 128 -> 128 channel 3 x 3 convolution), so the sum is split:
 // workgroup z sums K's stretch [z K_CHUNK, (z + 1) K_CHUNK) into slice z of the output buffer,
 // SPLITS x COUT x CIN*KH*KW, and split_k_sum.comp adds the slices in order (with one split, the
 // slice is dW itself).
-// Dispatch: (ceil(CIN*KH*KW/64), ceil(COUT/64), SPLITS). The bias gradient is a plain reduction
+// Dispatch: (ceil(CIN*KH*KW/128), ceil(COUT/128), SPLITS). The bias gradient is a plain reduction
 // of dY over (n, h, w) and is not computed here.
 #extension GL_GOOGLE_include_directive : require
 

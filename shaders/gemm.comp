@@ -1,7 +1,7 @@
 #version 450
 // Batched GEMM: C[b] = op(A[b]) . op(B[b]) with op = identity or transpose, all row-major.
 // op(A) is M x K, op(B) is K x N, C is M x N. A batch stride of 0 reuses one matrix for every
-// batch entry (a broadcast weight). Dispatch: (ceil(N/64), ceil(M/64), batch).
+// batch entry (a broadcast weight). Dispatch: (ceil(N/128), ceil(M/128), batch).
 #extension GL_GOOGLE_include_directive : require
 
 layout(std430, set = 0, binding = 0) readonly buffer BufA { float a[]; };

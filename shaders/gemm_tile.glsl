@@ -1,6 +1,6 @@
 // The tiled GEMM main loop, shared by gemm.comp and the three convolution kernels.
 //
-// Each workgroup of 16 x 16 threads computes one BM x BN = 64 x 64 block of C = A . B, where A is
+// Each workgroup of 16 x 16 threads computes one BM x BN = 128 x 128 block of C = A . B, where A is
 // M x K and B is K x N *as seen through index functions*: the including shader defines
 //
 //   float load_a(uint m, uint k);      // A[m][k], only called with m < M and k < K
@@ -12,7 +12,7 @@
 // For a plain GEMM these read row-major matrices; for a convolution they decode an im2col index
 // on the fly ("implicit GEMM"), so the unfolded matrix never exists in memory.
 //
-// Every thread owns a 4 x 4 micro-tile of C in registers, at rows ty + 16 i and columns tx + 16 j.
+// Every thread owns an 8 x 8 micro-tile of C in registers, at rows ty + 16 i and columns tx + 16 j.
 // Tiles that hang over the edge of A, B or C are zero-filled on load and masked on store, so any
 // M, N, K work.
 //
@@ -21,11 +21,11 @@
 // partial tiles); gemm_tile() is the whole sum.
 
 // ANCHOR: tile
-#define BM 64
-#define BN 64
-#define BK 16
-#define TM 4
-#define TN 4
+#define BM 128
+#define BN 128
+#define BK 8
+#define TM 8
+#define TN 8
 
 layout(local_size_x = 16, local_size_y = 16, local_size_z = 1) in;
 
@@ -48,7 +48,7 @@ void gemm_tile_k(uint k_begin, uint k_end) {
             acc[i][j] = 0.0;
 
     for (uint k0 = k_begin; k0 < k_end; k0 += BK) {
-        // Stage 1: 256 threads copy a 64 x 16 tile of A and a 16 x 64 tile of B into shared
+        // Stage 1: 256 threads copy a 128 x 8 tile of A and an 8 x 128 tile of B into shared
         // memory, 4 elements each. Neighbouring threads read neighbouring addresses.
         for (uint p = 0; p < (BM * BK) / 256; ++p) {
             const uint l = tid + 256 * p;
@@ -66,7 +66,7 @@ void gemm_tile_k(uint k_begin, uint k_end) {
         }
         barrier();
 
-        // Stage 2: each thread does a 4 x 4 outer product per k, from registers.
+        // Stage 2: each thread does an 8 x 8 outer product per k, from registers.
         for (uint k = 0; k < BK; ++k) {
             float a_reg[TM];
             float b_reg[TN];

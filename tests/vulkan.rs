@@ -11,7 +11,7 @@
 //! precision the Vulkan specification requires of SPIR-V's GLSL.std.450 instructions
 //! (Vulkan spec, "Precision and Operation of SPIR-V Instructions"), so they hold on any conformant
 //! driver, not just lavapipe. Sizes are odd on purpose: they do not divide the 256-thread
-//! workgroups or the 64 × 64 GEMM tiles.
+//! workgroups or the 128 × 128 GEMM tiles.
 
 #![cfg(feature = "vulkan")]
 
@@ -103,7 +103,13 @@ fn gemm_ref(
 /// GEMM: each entry is a length-K dot product, bound `2·K·u·Σ|a_ik b_kj|`.
 #[test]
 fn gemm_matches_cpu_all_transposes_and_ragged_sizes() {
-    for (m, k, n) in [(1, 1, 1), (67, 33, 45), (130, 17, 71), (5, 200, 3)] {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (67, 33, 45),
+        (130, 17, 71),
+        (5, 200, 3),
+        (19, 9, 259),
+    ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = random(m * k, -1.0, 1.0, 1);
             let b = random(k * n, -1.0, 1.0, 2);
@@ -228,13 +234,14 @@ fn conv_cases() -> Vec<ConvCase> {
             k: (3, 2),
             p: p((2, 3), (1, 0), (2, 1)),
         },
-        // More than one 64-wide tile along every GEMM dimension of some kernel.
+        // More than one 128-wide tile along M and N of the forward and weight-gradient GEMMs, and
+        // along N of the input gradient's.
         ConvCase {
-            n: 3,
-            cin: 9,
-            h: 6,
-            w: 5,
-            cout: 70,
+            n: 4,
+            cin: 15,
+            h: 7,
+            w: 6,
+            cout: 130,
             k: (3, 3),
             p: p((1, 1), (1, 2), (1, 1)),
         },
@@ -247,8 +254,8 @@ fn conv_cases() -> Vec<ConvCase> {
             k: (1, 1),
             p: p((2, 2), (0, 0), (1, 1)),
         },
-        // The weight gradient's K = n·ho·wo = 1156 is split four ways (chunks of 304, the last
-        // of 244, which is not a multiple of the 16-deep k-tile) and the partial sums added.
+        // The weight gradient's K = n·ho·wo = 1156 is split four ways (chunks of 296, the last
+        // of 268, which is not a whole number of 8-deep k-tiles) and the partial sums added.
         ConvCase {
             n: 4,
             cin: 2,

@@ -6,7 +6,9 @@ use super::shaders::Kernel;
 use crate::Result;
 
 /// The tile of C one GEMM workgroup computes (must match `BM`/`BN` in `shaders/gemm_tile.glsl`).
-const GEMM_TILE: usize = 64;
+const GEMM_TILE: usize = 128;
+/// How far along K one step of the GEMM tile loop goes (`BK` in `shaders/gemm_tile.glsl`).
+const GEMM_BK: usize = 8;
 /// Threads per workgroup of the one-dimensional kernels.
 const LOCAL: usize = 256;
 /// The rank the broadcast and reduction kernels index with (`RANK` in their shaders).
@@ -16,12 +18,13 @@ const RANK: usize = 6;
 /// Workgroups a split-K GEMM aims for: enough to occupy every compute unit of a large GPU several
 /// times over (an H100 has 132 streaming multiprocessors, each holding several 256-thread groups).
 const SPLIT_K_GROUPS: usize = 512;
-/// The shortest stretch of K one split sums (a multiple of the tile's `BK` = 16): below this the
-/// extra pass over the partial tiles costs more than the parallelism gains.
+/// The shortest stretch of K one split sums: below this the extra pass over the partial tiles
+/// costs more than the parallelism gains.
 const SPLIT_K_MIN_CHUNK: usize = 256;
 
 /// How to split a GEMM with `tiles` output tiles and a sum of length `k`: `(splits, chunk)`, each
-/// split summing `chunk` consecutive k (the last one what is left), with `chunk` a multiple of 16.
+/// split summing `chunk` consecutive k (the last one what is left), with `chunk` a whole number of
+/// the tile loop's `GEMM_BK`-deep steps.
 /// `(1, k)` when the tiles alone give enough workgroups or `k` is short. The split depends only on
 /// the shapes, so a given problem is summed in the same order on every device.
 fn split_k(tiles: usize, k: usize) -> (usize, usize) {
@@ -31,7 +34,7 @@ fn split_k(tiles: usize, k: usize) -> (usize, usize) {
     if splits <= 1 {
         return (1, k);
     }
-    let chunk = k.div_ceil(splits).next_multiple_of(16);
+    let chunk = k.div_ceil(splits).next_multiple_of(GEMM_BK);
     (k.div_ceil(chunk), chunk)
 }
 // ANCHOR_END: split_k
@@ -1374,8 +1377,8 @@ impl Recorder<'_> {
 mod tests {
     use super::split_k;
 
-    /// The splits cover K exactly once, in chunks that are multiples of the 16-deep k-tile (all but
-    /// the last, which holds the rest), no shorter than the minimum unless K itself is.
+    /// The splits cover K exactly once, in chunks of whole k-tiles (all but the last, which holds
+    /// the rest), no shorter than the minimum.
     #[test]
     fn split_k_covers_k_in_tile_multiples() {
         for tiles in [1, 2, 36, 144, 511, 512, 4096] {
@@ -1383,7 +1386,7 @@ mod tests {
                 let (splits, chunk) = split_k(tiles, k);
                 assert!(splits >= 1 && (splits - 1) * chunk < k && splits * chunk >= k);
                 if splits > 1 {
-                    assert_eq!(chunk % 16, 0, "tiles {tiles}, k {k}");
+                    assert_eq!(chunk % super::GEMM_BK, 0, "tiles {tiles}, k {k}");
                     assert!(chunk >= super::SPLIT_K_MIN_CHUNK, "tiles {tiles}, k {k}");
                     assert!(
                         tiles * splits <= 2 * super::SPLIT_K_GROUPS,
@@ -1392,10 +1395,10 @@ mod tests {
                 }
             }
         }
-        // The CIFAR-10 RefineNet's 128 -> 128 channel 3 x 3 convolution at batch 128: 36 tiles
+        // The CIFAR-10 RefineNet's 128 -> 128 channel 3 x 3 convolution at batch 128: 9 tiles
         // of dW, K = 128·32·32; and the test case in tests/vulkan.rs with K = 4·17·17.
-        assert_eq!(split_k(36, 131_072), (15, 8752));
-        assert_eq!(split_k(1, 1156), (4, 304));
+        assert_eq!(split_k(9, 131_072), (57, 2304));
+        assert_eq!(split_k(1, 1156), (4, 296));
         // Enough tiles already: no split.
         assert_eq!(split_k(512, 131_072), (1, 131_072));
     }
