@@ -21,15 +21,15 @@ float load_a(uint co, uint k) { return wt[co * dim_k() + k]; }
 
 // im2col(X)[k][col] with k = (ci, ki, kj) and col = (n, oh, ow).
 float load_b(uint k, uint col) {
-    const uint ci = k / (pc.KH * pc.KW), ki = (k / pc.KW) % pc.KH, kj = k % pc.KW;
-    const uint n = col / (pc.HO * pc.WO), oh = (col / pc.WO) % pc.HO, ow = col % pc.WO;
-    uint ih, iw;
+    uint ci, ki, kj, n, oh, ow, ih, iw;
+    split_tap(k, ci, ki, kj);
+    split_out_pixel(col, n, oh, ow);
     if (!input_pixel(oh, ow, ki, kj, ih, iw)) return 0.0;
     return x[((n * pc.CIN + ci) * pc.H + ih) * pc.W + iw];
 }
 
 void store_c(uint co, uint col, float v) {
-    const uint hw = pc.HO * pc.WO, n = col / hw, s = col % hw;
+    const uint hw = pc.HO * pc.WO, n = fast_div(col, pc.OUT_HW_M, pc.OUT_HW_S), s = col - n * hw;
     y[(n * pc.COUT + co) * hw + s] = v + (pc.HAS_BIAS != 0 ? bias[co] : 0.0);
 }
 // ANCHOR_END: loads

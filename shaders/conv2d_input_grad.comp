@@ -19,26 +19,36 @@ uint dim_n() { return pc.N * pc.H * pc.W; }
 uint dim_k() { return pc.COUT * pc.KH * pc.KW; }
 
 float load_a(uint ci, uint k) {
-    const uint taps = pc.KH * pc.KW, co = k / taps, r = k % taps;
+    const uint taps = pc.KH * pc.KW, co = fast_div(k, pc.TAPS_M, pc.TAPS_S), r = k - co * taps;
     return wt[(co * pc.CIN + ci) * taps + r];
 }
 
 // ANCHOR: gather
 float load_b(uint k, uint col) {
-    const uint co = k / (pc.KH * pc.KW), ki = (k / pc.KW) % pc.KH, kj = k % pc.KW;
-    const uint n = col / (pc.H * pc.W), ih = (col / pc.W) % pc.H, iw = col % pc.W;
-    // Invert ih = oh * SH + ki * DH - PH: the output row must be a whole number in range.
+    uint co, ki, kj, n, ih, iw;
+    split_tap(k, co, ki, kj);
+    split_in_pixel(col, n, ih, iw);
+    // Invert ih = oh * SH + ki * DH - PH: the output row must be a whole number in range. (A
+    // stride of 1, the common case, divides nothing; the test is the same for the whole dispatch.)
     const int th = int(ih + pc.PH) - int(ki * pc.DH);
     const int tw = int(iw + pc.PW) - int(kj * pc.DW);
-    if (th < 0 || tw < 0 || th % int(pc.SH) != 0 || tw % int(pc.SW) != 0) return 0.0;
-    const uint oh = uint(th) / pc.SH, ow = uint(tw) / pc.SW;
+    if (th < 0 || tw < 0) return 0.0;
+    uint oh = uint(th), ow = uint(tw);
+    if (pc.SH != 1u) {
+        if (oh % pc.SH != 0u) return 0.0;
+        oh /= pc.SH;
+    }
+    if (pc.SW != 1u) {
+        if (ow % pc.SW != 0u) return 0.0;
+        ow /= pc.SW;
+    }
     if (oh >= pc.HO || ow >= pc.WO) return 0.0;
     return dy[((n * pc.COUT + co) * pc.HO + oh) * pc.WO + ow];
 }
 // ANCHOR_END: gather
 
 void store_c(uint ci, uint col, float v) {
-    const uint hw = pc.H * pc.W, n = col / hw, s = col % hw;
+    const uint hw = pc.H * pc.W, n = fast_div(col, pc.IN_HW_M, pc.IN_HW_S), s = col - n * hw;
     dx[(n * pc.CIN + ci) * hw + s] = v;
 }
 #define A_K_FAST true

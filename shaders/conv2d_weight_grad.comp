@@ -22,15 +22,15 @@ uint dim_n() { return pc.CIN * pc.KH * pc.KW; }
 uint dim_k() { return pc.N * pc.HO * pc.WO; }
 
 float load_a(uint co, uint k) {
-    const uint hw = pc.HO * pc.WO, n = k / hw, s = k % hw;
+    const uint hw = pc.HO * pc.WO, n = fast_div(k, pc.OUT_HW_M, pc.OUT_HW_S), s = k - n * hw;
     return dy[(n * pc.COUT + co) * hw + s];
 }
 
 // im2col(X)^T[(n, oh, ow)][(ci, ki, kj)]
 float load_b(uint k, uint col) {
-    const uint n = k / (pc.HO * pc.WO), oh = (k / pc.WO) % pc.HO, ow = k % pc.WO;
-    const uint ci = col / (pc.KH * pc.KW), ki = (col / pc.KW) % pc.KH, kj = col % pc.KW;
-    uint ih, iw;
+    uint n, oh, ow, ci, ki, kj, ih, iw;
+    split_out_pixel(k, n, oh, ow);
+    split_tap(col, ci, ki, kj);
     if (!input_pixel(oh, ow, ki, kj, ih, iw)) return 0.0;
     return x[((n * pc.CIN + ci) * pc.H + ih) * pc.W + iw];
 }

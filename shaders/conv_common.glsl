@@ -12,8 +12,52 @@ layout(push_constant) uniform Params {
     uint DH, DW;        // dilation
     uint HAS_BIAS;
     uint K_CHUNK;       // weight gradient only: the stretch of K one workgroup sums (split-K)
+    // A multiplier and a shift for each size the kernels divide by (see fast_div).
+    uint TAPS_M, TAPS_S;        // KH * KW
+    uint KW_M, KW_S;
+    uint OUT_HW_M, OUT_HW_S;    // HO * WO
+    uint WO_M, WO_S;
+    uint IN_HW_M, IN_HW_S;      // H * W
+    uint W_M, W_S;
 } pc;
 // ANCHOR_END: params
+
+// ANCHOR: fast_div
+// x / d for any x < 2^31 without a divide instruction (a GPU has none for integers: a division by
+// a run-time value costs a couple of dozen instructions, and the index arithmetic below would
+// otherwise cost as much as the multiply-adds it feeds). The host computes, with l = ceil(log2 d),
+// m = ceil(2^(31 + l) / d) < 2^32 and s = l - 1; then x / d = floor(x m / 2^(31 + l)), the high
+// word of the 64-bit product shifted right by s. m = 0 stands for d = 1.
+uint fast_div(uint x, uint m, uint s) {
+    uint hi, lo;
+    umulExtended(x, m, hi, lo);
+    return m == 0u ? x : hi >> s;
+}
+
+// k = (c, ki, kj), a channel and a kernel tap, over C x KH x KW.
+void split_tap(uint k, out uint c, out uint ki, out uint kj) {
+    c = fast_div(k, pc.TAPS_M, pc.TAPS_S);
+    const uint r = k - c * (pc.KH * pc.KW);
+    ki = fast_div(r, pc.KW_M, pc.KW_S);
+    kj = r - ki * pc.KW;
+}
+
+// col = (n, oh, ow), an output pixel, over N x HO x WO.
+void split_out_pixel(uint col, out uint n, out uint oh, out uint ow) {
+    n = fast_div(col, pc.OUT_HW_M, pc.OUT_HW_S);
+    const uint r = col - n * (pc.HO * pc.WO);
+    oh = fast_div(r, pc.WO_M, pc.WO_S);
+    ow = r - oh * pc.WO;
+}
+
+// col = (n, ih, iw), an input pixel, over N x H x W.
+void split_in_pixel(uint col, out uint n, out uint ih, out uint iw) {
+    n = fast_div(col, pc.IN_HW_M, pc.IN_HW_S);
+    const uint r = col - n * (pc.H * pc.W);
+    ih = fast_div(r, pc.W_M, pc.W_S);
+    iw = r - ih * pc.W;
+}
+// ANCHOR_END: fast_div
 
 // ANCHOR: im2col
 // The input pixel that kernel tap (ki, kj) sees from output pixel (oh, ow); false in the padding.

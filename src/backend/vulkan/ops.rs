@@ -14,6 +14,24 @@ const LOCAL: usize = 256;
 /// The rank the broadcast and reduction kernels index with (`RANK` in their shaders).
 const RANK: usize = 6;
 
+// ANCHOR: fast_div_magic
+/// The multiplier and shift with which the convolution shaders divide by `d` (`fast_div` in
+/// `shaders/conv_common.glsl`): with l = ⌈log₂ d⌉, m = ⌈2^(31+l) / d⌉ and s = l − 1, every
+/// x < 2³¹ has x / d = ⌊x·m / 2^(31+l)⌋ = (high word of x·m) >> s. Why it is exact: write
+/// m·d = 2^(31+l) + e with 0 ≤ e < d ≤ 2^l; then x·m / 2^(31+l) = x/d + x·e / (d·2^(31+l)), and
+/// the second term is below x / (d·2³¹) < 1/d, too little to carry x/d, whose fraction is at
+/// most (d − 1)/d, past the next integer. m < 2³² because d > 2^(l−1). d = 1 (and 0, never
+/// divided by) give m = 0, which the shader reads as "x itself".
+fn fast_div_magic(d: usize) -> [u32; 2] {
+    if d <= 1 {
+        return [0, 0];
+    }
+    let l = d.next_power_of_two().trailing_zeros(); // ⌈log₂ d⌉ for d ≥ 2
+    let m = (1u128 << (31 + l)).div_ceil(d as u128);
+    [u32_of(m as usize, "fast_div multiplier"), l - 1]
+}
+// ANCHOR_END: fast_div_magic
+
 // ANCHOR: split_k
 /// Workgroups a split-K GEMM aims for: enough to occupy every compute unit of a large GPU several
 /// times over (an H100 has 132 streaming multiprocessors, each holding several 256-thread groups).
@@ -213,8 +231,12 @@ impl Conv2dParams {
         )
     }
 
-    /// The 17 push-constant words of the convolution shaders (`shaders/conv_common.glsl`);
+    /// The 29 push-constant words of the convolution shaders (`shaders/conv_common.glsl`);
     /// `k_chunk` is read by the weight gradient only (its split-K stretch).
+    ///
+    /// # Panics
+    /// If an index the shaders divide (a pixel of the batch, a row of the unfolded input) could
+    /// reach 2³¹, where their division without a divide instruction stops being exact.
     fn push(
         &self,
         x: [usize; 4],
@@ -223,9 +245,26 @@ impl Conv2dParams {
         k: (usize, usize),
         bias: bool,
         k_chunk: usize,
-    ) -> [u32; 17] {
+    ) -> [u32; 29] {
         let [n, cin, h, w] = x;
-        [
+        let taps = k.0 * k.1;
+        for (what, v) in [
+            ("input pixels", n * h * w),
+            ("output pixels", n * out.0 * out.1),
+            ("input rows", cin * taps),
+            ("output rows", cout * taps),
+        ] {
+            assert!(v < 1 << 31, "conv2d: {v} {what} reach 2^31");
+        }
+        let [tm, ts] = fast_div_magic(taps);
+        let [kwm, kws] = fast_div_magic(k.1);
+        let [om, os] = fast_div_magic(out.0 * out.1);
+        let [wom, wos] = fast_div_magic(out.1);
+        let [im, is] = fast_div_magic(h * w);
+        let [wm, ws] = fast_div_magic(w);
+        let magic = [tm, ts, kwm, kws, om, os, wom, wos, im, is, wm, ws];
+        let mut words = [0u32; 29];
+        let sizes = [
             n,
             cin,
             h,
@@ -244,7 +283,10 @@ impl Conv2dParams {
             bias as usize,
             k_chunk,
         ]
-        .map(|v| u32_of(v, "conv2d size"))
+        .map(|v| u32_of(v, "conv2d size"));
+        words[..17].copy_from_slice(&sizes);
+        words[17..].copy_from_slice(&magic);
+        words
     }
 }
 
@@ -1375,7 +1417,43 @@ impl Recorder<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_k;
+    use super::{fast_div_magic, split_k};
+
+    /// `fast_div` of `shaders/conv_common.glsl`, step for step.
+    fn fast_div(x: u32, [m, s]: [u32; 2]) -> u32 {
+        let hi = ((x as u64 * m as u64) >> 32) as u32;
+        if m == 0 { x } else { hi >> s }
+    }
+
+    /// Exact for every x < 2³¹: all x up to 3000 for every divisor up to 300 (a convolution's
+    /// widths and tap counts), and for divisors up to 2³¹ − 1 the dividends where an error would
+    /// show first — the multiples of d, one less, and the top of the range.
+    #[test]
+    fn division_without_a_divide_is_exact() {
+        for d in 1..=300u32 {
+            for x in 0..3000u32 {
+                assert_eq!(fast_div(x, fast_div_magic(d as usize)), x / d, "{x} / {d}");
+            }
+        }
+        let top = (1u32 << 31) - 1;
+        let mut d = 2u32;
+        while d < top {
+            for dd in [d - 1, d, d + 1, d.wrapping_mul(3) / 2 + 1] {
+                let dd = dd.clamp(1, top);
+                let magic = fast_div_magic(dd as usize);
+                let q_top = top / dd;
+                for q in [0, 1, 2, q_top / 2, q_top.saturating_sub(1), q_top] {
+                    for x in [q * dd, (q * dd).saturating_sub(1), q * dd + dd - 1] {
+                        if x <= top {
+                            assert_eq!(fast_div(x, magic), x / dd, "{x} / {dd}");
+                        }
+                    }
+                }
+                assert_eq!(fast_div(top, magic), top / dd, "{top} / {dd}");
+            }
+            d = d.saturating_mul(2).max(d + 1);
+        }
+    }
 
     /// The splits cover K exactly once, in chunks of whole k-tiles (all but the last, which holds
     /// the rest), no shorter than the minimum.
