@@ -24,10 +24,10 @@ layout(push_constant) uniform Params {
 
 // ANCHOR: fast_div
 // x / d for any x < 2^31 without a divide instruction (a GPU has none for integers: a division by
-// a run-time value costs a couple of dozen instructions, and the index arithmetic below would
-// otherwise cost as much as the multiply-adds it feeds). The host computes, with l = ceil(log2 d),
-// m = ceil(2^(31 + l) / d) < 2^32 and s = l - 1; then x / d = floor(x m / 2^(31 + l)), the high
-// word of the 64-bit product shifted right by s. m = 0 stands for d = 1.
+// a run-time value costs a couple of dozen instructions, and the loads of one step of the tile
+// loop would otherwise spend several hundred on index arithmetic). The host computes, with
+// l = ceil(log2 d), m = ceil(2^(31 + l) / d) < 2^32 and s = l - 1; then x / d = floor(x m /
+// 2^(31 + l)), the high word of the 64-bit product shifted right by s. m = 0 stands for d = 1.
 uint fast_div(uint x, uint m, uint s) {
     uint hi, lo;
     umulExtended(x, m, hi, lo);

@@ -33,8 +33,8 @@ fn fast_div_magic(d: usize) -> [u32; 2] {
 // ANCHOR_END: fast_div_magic
 
 // ANCHOR: split_k
-/// Workgroups a split-K GEMM aims for: enough to occupy every compute unit of a large GPU several
-/// times over (an H100 has 132 streaming multiprocessors, each holding several 256-thread groups).
+/// Workgroups a split-K GEMM aims for: enough to give every compute unit of a large GPU a few (an
+/// H100 has 132 streaming multiprocessors).
 const SPLIT_K_GROUPS: usize = 512;
 /// The shortest stretch of K one split sums: below this the extra pass over the partial tiles
 /// costs more than the parallelism gains.
