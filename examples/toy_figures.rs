@@ -11,9 +11,16 @@ use ncsn::toy::{ClosedFormScore, GaussianMixture, Ring, ToyDistribution, Uniform
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn main() -> ncsn::Result<()> {
+fn main() {
     let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "toy_out".into()));
-    std::fs::create_dir_all(&out).map_err(|e| ncsn::Error::io(&out, e))?;
+    if let Err(e) = run(&out) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(out: &std::path::Path) -> ncsn::Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| ncsn::Error::io(out, e))?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
 
     let p = GaussianMixture::paper();

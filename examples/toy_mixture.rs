@@ -199,8 +199,14 @@ fn svg(out: &Path, name: &str) -> PathBuf {
     out.join(format!("{name}.svg"))
 }
 
-fn main() -> ncsn::Result<()> {
-    let args = Args::parse();
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> ncsn::Result<()> {
     // Every training step builds and frees a graph of some hundred 32 KiB buffers per shard.
     // Left to its defaults, glibc hands the freed top of its heap back to the kernel and the
     // next step faults the same pages in again; told to keep them, a step reuses them.
