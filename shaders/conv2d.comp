@@ -29,7 +29,9 @@ float load_b(uint k, uint col) {
 }
 
 void store_c(uint co, uint col, float v) {
-    const uint hw = pc.HO * pc.WO, n = fast_div(col, pc.OUT_HW_M, pc.OUT_HW_S), s = col - n * hw;
+    const uint hw = pc.HO * pc.WO;
+    uint s;
+    const uint n = div_rem(col, hw, pc.OUT_HW_M, pc.OUT_HW_S, s);
     y[(n * pc.COUT + co) * hw + s] = v + (pc.HAS_BIAS != 0 ? bias[co] : 0.0);
 }
 // ANCHOR_END: loads

@@ -19,7 +19,9 @@ uint dim_n() { return pc.N * pc.H * pc.W; }
 uint dim_k() { return pc.COUT * pc.KH * pc.KW; }
 
 float load_a(uint ci, uint k) {
-    const uint taps = pc.KH * pc.KW, co = fast_div(k, pc.TAPS_M, pc.TAPS_S), r = k - co * taps;
+    const uint taps = pc.KH * pc.KW;
+    uint r;
+    const uint co = div_rem(k, taps, pc.TAPS_M, pc.TAPS_S, r);
     return wt[(co * pc.CIN + ci) * taps + r];
 }
 
@@ -48,7 +50,9 @@ float load_b(uint k, uint col) {
 // ANCHOR_END: gather
 
 void store_c(uint ci, uint col, float v) {
-    const uint hw = pc.H * pc.W, n = fast_div(col, pc.IN_HW_M, pc.IN_HW_S), s = col - n * hw;
+    const uint hw = pc.H * pc.W;
+    uint s;
+    const uint n = div_rem(col, hw, pc.IN_HW_M, pc.IN_HW_S, s);
     dx[(n * pc.CIN + ci) * hw + s] = v;
 }
 #define A_K_FAST true

@@ -22,7 +22,9 @@ uint dim_n() { return pc.CIN * pc.KH * pc.KW; }
 uint dim_k() { return pc.N * pc.HO * pc.WO; }
 
 float load_a(uint co, uint k) {
-    const uint hw = pc.HO * pc.WO, n = fast_div(k, pc.OUT_HW_M, pc.OUT_HW_S), s = k - n * hw;
+    const uint hw = pc.HO * pc.WO;
+    uint s;
+    const uint n = div_rem(k, hw, pc.OUT_HW_M, pc.OUT_HW_S, s);
     return dy[(n * pc.COUT + co) * hw + s];
 }
 

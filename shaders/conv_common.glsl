@@ -34,28 +34,32 @@ uint fast_div(uint x, uint m, uint s) {
     return m == 0u ? x : hi >> s;
 }
 
+// x / d, with the remainder in r; m and s are d's constants.
+uint div_rem(uint x, uint d, uint m, uint s, out uint r) {
+    const uint q = fast_div(x, m, s);
+    r = x - q * d;
+    return q;
+}
+
 // k = (c, ki, kj), a channel and a kernel tap, over C x KH x KW.
 void split_tap(uint k, out uint c, out uint ki, out uint kj) {
-    c = fast_div(k, pc.TAPS_M, pc.TAPS_S);
-    const uint r = k - c * (pc.KH * pc.KW);
-    ki = fast_div(r, pc.KW_M, pc.KW_S);
-    kj = r - ki * pc.KW;
+    uint r;
+    c = div_rem(k, pc.KH * pc.KW, pc.TAPS_M, pc.TAPS_S, r);
+    ki = div_rem(r, pc.KW, pc.KW_M, pc.KW_S, kj);
 }
 
 // col = (n, oh, ow), an output pixel, over N x HO x WO.
 void split_out_pixel(uint col, out uint n, out uint oh, out uint ow) {
-    n = fast_div(col, pc.OUT_HW_M, pc.OUT_HW_S);
-    const uint r = col - n * (pc.HO * pc.WO);
-    oh = fast_div(r, pc.WO_M, pc.WO_S);
-    ow = r - oh * pc.WO;
+    uint r;
+    n = div_rem(col, pc.HO * pc.WO, pc.OUT_HW_M, pc.OUT_HW_S, r);
+    oh = div_rem(r, pc.WO, pc.WO_M, pc.WO_S, ow);
 }
 
 // col = (n, ih, iw), an input pixel, over N x H x W.
 void split_in_pixel(uint col, out uint n, out uint ih, out uint iw) {
-    n = fast_div(col, pc.IN_HW_M, pc.IN_HW_S);
-    const uint r = col - n * (pc.H * pc.W);
-    ih = fast_div(r, pc.W_M, pc.W_S);
-    iw = r - ih * pc.W;
+    uint r;
+    n = div_rem(col, pc.H * pc.W, pc.IN_HW_M, pc.IN_HW_S, r);
+    ih = div_rem(r, pc.W, pc.W_M, pc.W_S, iw);
 }
 // ANCHOR_END: fast_div
 

@@ -256,13 +256,8 @@ impl Conv2dParams {
         ] {
             assert!(v < 1 << 31, "conv2d: {v} {what} reach 2^31");
         }
-        let [tm, ts] = fast_div_magic(taps);
-        let [kwm, kws] = fast_div_magic(k.1);
-        let [om, os] = fast_div_magic(out.0 * out.1);
-        let [wom, wos] = fast_div_magic(out.1);
-        let [im, is] = fast_div_magic(h * w);
-        let [wm, ws] = fast_div_magic(w);
-        let magic = [tm, ts, kwm, kws, om, os, wom, wos, im, is, wm, ws];
+        // The divisors in the order of the shader's TAPS_M, TAPS_S, KW_M, ... W_S.
+        let divisors = [taps, k.1, out.0 * out.1, out.1, h * w, w];
         let mut words = [0u32; 29];
         let sizes = [
             n,
@@ -285,7 +280,9 @@ impl Conv2dParams {
         ]
         .map(|v| u32_of(v, "conv2d size"));
         words[..17].copy_from_slice(&sizes);
-        words[17..].copy_from_slice(&magic);
+        for (pair, d) in words[17..].chunks_exact_mut(2).zip(divisors) {
+            pair.copy_from_slice(&fast_div_magic(d));
+        }
         words
     }
 }
