@@ -203,4 +203,16 @@ proptest! {
         let b3 = tensor(&mut rng, &[b, k, n], 0.1, 1.0, true);
         check("matmul_batched_bcast_a", &f, &[a1, b3], seed).map_err(TestCaseError::fail)?;
     }
+
+    #[test]
+    fn linear(n in 1usize..=3, d_in in 1usize..=3, d_out in 1usize..=3, seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = tensor(&mut rng, &[n, d_in], 0.1, 1.0, true);
+        let w = tensor(&mut rng, &[d_out, d_in], 0.1, 1.0, true);
+        let b = tensor(&mut rng, &[d_out], 0.1, 1.0, true);
+        let f = |t: &[Tensor]| t[0].linear(&t[1], Some(&t[2]));
+        check("linear", &f, &[x.clone(), w.clone(), b], seed).map_err(TestCaseError::fail)?;
+        let f = |t: &[Tensor]| t[0].linear(&t[1], None);
+        check("linear_no_bias", &f, &[x, w], seed).map_err(TestCaseError::fail)?;
+    }
 }

@@ -42,11 +42,7 @@ impl Linear {
 impl Module for Linear {
     // ANCHOR: linear_forward
     fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.matmul(&self.weight.t()); // the transpose is a strided view: no copy
-        match &self.bias {
-            Some(b) => y.add(b),
-            None => y,
-        }
+        x.linear(&self.weight, self.bias.as_ref())
     }
     // ANCHOR_END: linear_forward
 }

@@ -284,3 +284,76 @@ pub(crate) fn vjp(
     (ga, gb)
 }
 // ANCHOR_END: matmul_vjp
+
+impl Tensor {
+    // ANCHOR: linear
+    /// The affine map of a linear layer, `x·wᵀ + b`, for x of shape (N, in), `weight` (out, in)
+    /// and `bias` (out): one op — like PyTorch's `addmm` — where `x.matmul(&weight.t())`
+    /// followed by `.add(bias)` would record three (the transposed view, the product and the
+    /// sum), each with its own node, gradient and, in a backward pass that records a graph,
+    /// derivative of its own. The numbers are the same: the product is the same kernel call on
+    /// the same strided view of the weight, and the bias is added to each entry once.
+    ///
+    /// Other ranks of x, and tensors on a Vulkan device, take the three-op composite.
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let on_cpu = |t: &Tensor| t.device() == super::Device::Cpu;
+        if self.ndim() != 2 || !on_cpu(self) || !on_cpu(weight) || !bias.is_none_or(on_cpu) {
+            let y = self.matmul(&weight.t());
+            return match bias {
+                Some(b) => y.add(b),
+                None => y,
+            };
+        }
+        let (n_in, n_out) = (self.shape()[1], weight.shape()[0]);
+        assert!(
+            weight.shape() == [n_out, n_in] && bias.is_none_or(|b| b.shape() == [n_out]),
+            "linear: input {:?}, weight {:?} and bias {:?} do not fit (N, in), (out, in), (out)",
+            self.shape(),
+            weight.shape(),
+            bias.map(|b| b.shape().to_vec())
+        );
+        let mut y = matmul_kernel(&self.storage(), &weight.storage().reversed_axes());
+        if let Some(b) = bias {
+            let b = b.storage();
+            let b = super::contiguous(&b);
+            let rows = y.as_slice_mut().expect("fresh array");
+            fastmath::dispatch(
+                #[inline(always)]
+                || {
+                    for row in rows.chunks_exact_mut(n_out) {
+                        for (y, b) in row.iter_mut().zip(b.iter()) {
+                            *y += b;
+                        }
+                    }
+                },
+            );
+        }
+        let op = Op::Linear {
+            x: self.clone(),
+            w: weight.clone(),
+            b: bias.cloned(),
+        };
+        Tensor::from_op(y, op)
+    }
+    // ANCHOR_END: linear
+}
+
+// ANCHOR: linear_vjp
+/// The VJP of y = x·wᵀ + b: ∂x = ∂y·w, ∂w = ∂yᵀ·x (laid out like w) and ∂b = Σₙ ∂y[n, :].
+pub(crate) fn linear_vjp(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: &Tensor,
+    need: &[bool],
+) -> Vec<Option<Tensor>> {
+    let mut grads = vec![
+        need[0].then(|| g.matmul(w)),
+        need[1].then(|| g.t().matmul(x)),
+    ];
+    if let Some(b) = b {
+        grads.push(need[2].then(|| g.sum_to(b.shape())));
+    }
+    grads
+}
+// ANCHOR_END: linear_vjp

@@ -81,6 +81,12 @@ pub(crate) enum Op {
     },
     /// Matrix product of the last two axes, broadcasting the leading ones.
     Matmul(Tensor, Tensor),
+    /// The affine map x·wᵀ + b of a linear layer: x (N, in), w (out, in), b (out).
+    Linear {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
+    },
     /// 2-D convolution of x (N, C, H, W) with w (O, C, kh, kw) and an optional bias (O).
     Conv2d {
         x: Tensor,
@@ -170,7 +176,7 @@ impl Op {
                     many: xs,
                 };
             }
-            Conv2d { x, w, b, .. } => [Some(x), Some(w), b.as_ref()],
+            Conv2d { x, w, b, .. } | Linear { x, w, b } => [Some(x), Some(w), b.as_ref()],
             Conv2dInputGrad { gy, w, .. } => few(&[gy, w]),
             Conv2dWeightGrad { x, gy, .. } => few(&[x, gy]),
             AvgPool2d { x, .. } | ResizeBilinear { x } | InstanceNorm { x, .. } => few(&[x]),
@@ -208,6 +214,7 @@ impl Op {
             IndexSelect { .. } => "index_select",
             IndexAdd { .. } => "index_add",
             Matmul(..) => "matmul",
+            Linear { .. } => "linear",
             Conv2d { .. } => "conv2d",
             Conv2dInputGrad { .. } => "conv2d_input_grad",
             Conv2dWeightGrad { .. } => "conv2d_weight_grad",
@@ -315,6 +322,7 @@ impl Op {
                 let (ga, gb) = super::matmul::vjp(a, b, g, need);
                 vec![ga, gb]
             }
+            Linear { x, w, b } => super::matmul::linear_vjp(x, w, b.as_ref(), g, need),
             Conv2d { .. } | Conv2dInputGrad { .. } | Conv2dWeightGrad { .. } => {
                 super::conv::conv2d_vjp(self, g, need)
             }
