@@ -216,6 +216,49 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     combine_lanes(lanes, |a, b| a + b) + tail
 }
 
+// ANCHOR: dots
+/// The dot products of `R` rows with `N` columns, `out[r][j]` = [`dot`]`(a[r], b[j])` bit for
+/// bit, computed side by side. In a loop of single dot products each one is a chain of dependent
+/// additions that waits for the one before; here the R·N chains advance together, and each
+/// stretch of a row is loaded once for all N columns. All slices have one length.
+#[inline(always)]
+pub fn dots<const R: usize, const N: usize>(a: [&[f32]; R], b: [&[f32]; N]) -> [[f32; N]; R] {
+    const LANES: usize = 16;
+    let k = b[0].len();
+    assert!(
+        a.iter().chain(&b).all(|v| v.len() == k),
+        "dots: slices of different lengths"
+    );
+    let full = k - k % LANES;
+    // lanes + x ⊙ y, lane by lane, on arrays passed by value so that they stay in registers.
+    #[inline(always)]
+    fn mul_add_lanes(lanes: [f32; LANES], x: &[f32; LANES], y: &[f32; LANES]) -> [f32; LANES] {
+        std::array::from_fn(|l| lanes[l] + x[l] * y[l])
+    }
+    let mut lanes = [[[0.0f32; LANES]; N]; R];
+    for c in (0..full).step_by(LANES) {
+        let y: [&[f32; LANES]; N] =
+            std::array::from_fn(|j| b[j][c..c + LANES].try_into().expect("LANES floats"));
+        for r in 0..R {
+            let x: &[f32; LANES] = a[r][c..c + LANES].try_into().expect("LANES floats");
+            for j in 0..N {
+                lanes[r][j] = mul_add_lanes(lanes[r][j], x, y[j]);
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        std::array::from_fn(|j| {
+            let tail: f32 = a[r][full..]
+                .iter()
+                .zip(&b[j][full..])
+                .map(|(x, y)| x * y)
+                .sum();
+            combine_lanes(lanes[r][j], |p, q| p + q) + tail
+        })
+    })
+}
+// ANCHOR_END: dots
+
 /// Combines 16 partial results pairwise — lane i with lane i + 8, then i + 4, i + 2, i + 1 — so
 /// that a sum over the lanes rounds like a balanced tree.
 #[inline(always)]
@@ -312,6 +355,38 @@ mod tests {
             let sg = 1.0 / (1.0 + (-xd).exp());
             let e = ulps(sigmoid(x), sg);
             assert!(e <= 4.0, "sigmoid({x}): {e} ulps");
+        }
+    }
+
+    /// `dots` promises the bits of `dot`, for every length: whole 16-lane stretches, a tail, and
+    /// both; rows and columns of several sizes.
+    #[test]
+    fn dots_give_the_bits_of_dot() {
+        let v = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 333.0 - 1.5)
+                .collect()
+        };
+        for k in [1, 15, 16, 17, 48, 128, 131] {
+            let a: Vec<Vec<f32>> = (0..4).map(|r| v(k, r)).collect();
+            let b: Vec<Vec<f32>> = (0..3).map(|j| v(k, 10 + j)).collect();
+            let got = dispatch(|| dots([&a[0], &a[1], &a[2], &a[3]], [&b[0], &b[1], &b[2]]));
+            let one = dispatch(|| dots([&a[1]], [&b[2]]));
+            for r in 0..4 {
+                for j in 0..3 {
+                    let want = dispatch(|| dot(&a[r], &b[j]));
+                    assert_eq!(
+                        got[r][j].to_bits(),
+                        want.to_bits(),
+                        "k {k}, row {r}, col {j}"
+                    );
+                }
+            }
+            assert_eq!(
+                one[0][0].to_bits(),
+                dot(&a[1], &b[2]).to_bits(),
+                "k {k}, 1 × 1"
+            );
         }
     }
 

@@ -216,12 +216,13 @@ fn thin_product(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         || {
             if let Some(rows) = a.as_slice() {
                 // A row-major: C[i, j] = ⟨A[i, :], B[:, j]⟩.
-                let k = a.ncols();
-                for (i, ci) in c.rows_mut().into_iter().enumerate() {
-                    let ai = &rows[i * k..][..k];
-                    for (cij, bj) in ci.into_iter().zip(&cols) {
-                        *cij = fastmath::dot(ai, bj);
-                    }
+                let c = c.as_slice_mut().expect("fresh array");
+                match cols.as_slice() {
+                    [b0] => row_dots(rows, [b0], c),
+                    [b0, b1] => row_dots(rows, [b0, b1], c),
+                    [b0, b1, b2] => row_dots(rows, [b0, b1, b2], c),
+                    [b0, b1, b2, b3] => row_dots(rows, [b0, b1, b2, b3], c),
+                    _ => unreachable!("at most THIN columns"),
                 }
             } else if let Some(acols) = a.t().as_slice() {
                 // A column-major: C[:, j] = Σₚ B[p, j]·A[:, p], accumulated column by column.
@@ -248,6 +249,26 @@ fn thin_product(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     c
 }
 // ANCHOR_END: thin_product
+
+/// C = A·B for a row-major A (`rows`, m × k) and the N columns of B, into the row-major m × N
+/// `c`: the dot products of [`fastmath::dots`], four rows at a time.
+#[inline(always)]
+fn row_dots<const N: usize>(rows: &[f32], b: [&Vec<f32>; N], c: &mut [f32]) {
+    let k = b[0].len();
+    let b = b.map(|v| v.as_slice());
+    let done = (c.len() / N) / 4 * 4;
+    let mut blocks = c.chunks_exact_mut(4 * N);
+    for (i, ci) in blocks.by_ref().enumerate() {
+        let a: [&[f32]; 4] = std::array::from_fn(|r| &rows[(4 * i + r) * k..][..k]);
+        for (ci, d) in ci.chunks_exact_mut(N).zip(fastmath::dots(a, b)) {
+            ci.copy_from_slice(&d);
+        }
+    }
+    for (r, ci) in blocks.into_remainder().chunks_exact_mut(N).enumerate() {
+        let [d] = fastmath::dots([&rows[(done + r) * k..][..k]], b);
+        ci.copy_from_slice(&d);
+    }
+}
 
 impl Tensor {
     /// The matrix product of the last two axes, `(…, m, k) · (…, k, n) → (…, m, n)`, with the
