@@ -2,7 +2,8 @@
 //! (a transposed operand, a permuted view, is multiplied without being copied first); products
 //! with at most four rows or columns as dot products ([`thin_product`]); and, with AVX-512, the
 //! other products too small to split across threads through the kernel of
-//! [`small_gemm`](super::small_gemm) ([`small_product`]).
+//! [`small_gemm`](super::small_gemm) ([`small_product`]). Also the linear layer's x·wᵀ + b as one
+//! op, [`Tensor::linear`].
 
 use super::binary::broadcast_shape;
 use super::fastmath;
@@ -281,32 +282,7 @@ impl Tensor {
         let out = matmul_kernel(&self.storage(), &other.storage());
         Tensor::from_op(out, Op::Matmul(self.clone(), other.clone()))
     }
-}
 
-/// The VJP of C = A·B: ∂A = ∂C·Bᵀ and ∂B = Aᵀ·∂C, each summed over broadcast batch axes.
-// ANCHOR: matmul_vjp
-pub(crate) fn vjp(
-    a: &Tensor,
-    b: &Tensor,
-    g: &Tensor,
-    need: &[bool],
-) -> (Option<Tensor>, Option<Tensor>) {
-    let ga = need[0].then(|| g.matmul(&b.t()).sum_to(a.shape()));
-    let gb = need[1].then(|| {
-        if b.is_column_major() && a.ndim() == 2 {
-            // (gᵀ·a)ᵀ = aᵀ·g, computed so that the result is laid out like b: for a weight
-            // used as `w.t()` (Linear), the gradient that reaches w is then row-major like w,
-            // and accumulating it or applying it in the optimizer needs no transposing copy.
-            g.t().matmul(a).t()
-        } else {
-            a.t().matmul(g).sum_to(b.shape())
-        }
-    });
-    (ga, gb)
-}
-// ANCHOR_END: matmul_vjp
-
-impl Tensor {
     // ANCHOR: linear
     /// The affine map of a linear layer, `x·wᵀ + b`, for x of shape (N, in), `weight` (out, in)
     /// and `bias` (out): one op — like PyTorch's `addmm` — where `x.matmul(&weight.t())`
@@ -358,6 +334,29 @@ impl Tensor {
     }
     // ANCHOR_END: linear
 }
+
+/// The VJP of C = A·B: ∂A = ∂C·Bᵀ and ∂B = Aᵀ·∂C, each summed over broadcast batch axes.
+// ANCHOR: matmul_vjp
+pub(crate) fn vjp(
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    need: &[bool],
+) -> (Option<Tensor>, Option<Tensor>) {
+    let ga = need[0].then(|| g.matmul(&b.t()).sum_to(a.shape()));
+    let gb = need[1].then(|| {
+        if b.is_column_major() && a.ndim() == 2 {
+            // (gᵀ·a)ᵀ = aᵀ·g, computed so that the result is laid out like b: for a weight
+            // used as `w.t()` (Linear), the gradient that reaches w is then row-major like w,
+            // and accumulating it or applying it in the optimizer needs no transposing copy.
+            g.t().matmul(a).t()
+        } else {
+            a.t().matmul(g).sum_to(b.shape())
+        }
+    });
+    (ga, gb)
+}
+// ANCHOR_END: matmul_vjp
 
 // ANCHOR: linear_vjp
 /// The VJP of y = x·wᵀ + b: ∂x = ∂y·w, ∂w = ∂yᵀ·x (laid out like w) and ∂b = Σₙ ∂y[n, :].

@@ -11,7 +11,7 @@
 //! | `binary.rs` | add, sub, mul, div, maximum, minimum with NumPy broadcasting; comparisons; `where_` |
 //! | `reduce.rs` | sum, mean, var, max, logsumexp |
 //! | `shape.rs` | reshape, permute, broadcast_to, narrow, pad, concat, stack, index_select, index_add |
-//! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply`; thin products as dot products; small ones, with AVX-512, through `small_gemm.rs` |
+//! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply`; thin products as dot products; small ones, with AVX-512, through `small_gemm.rs`; `linear` (x·wᵀ + b) as one op |
 //! | `conv.rs` | conv2d, its input gradient (the transposed convolution) and its weight gradient |
 //! | `pool.rs` | avg_pool2d (`count_include_pad`), bilinear resizing (`align_corners`), their adjoints |
 //! | `norm.rs` | instance_norm, channel_affine, channel_dot: the pieces of CondInstanceNorm++ |

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The measurements of the book's "Measuring on a GPU" page, in one command:
+#
+#   1. our CIFAR-10 training step (ngf 128, batch 128: forward, backward, Adam) and annealed
+#      Langevin throughput on the Vulkan device (examples/refinenet_step);
+#   2. the same with the reference model in PyTorch, strict fp32 and with TF32
+#      (benches/pytorch_refinenet.py, which needs a checkout of ermongroup/ncsn);
+#   3. `--example cifar10` end to end on the Vulkan device: a short training run at the paper's
+#      settings, then sampling, inpainting and the nearest-neighbour search.
+#
+# Usage, from the repository root:
+#
+#   cargo build --release --features vulkan --example refinenet_step --example cifar10
+#   benches/gpu_measure.sh path/to/ermongroup/ncsn [LOG_DIR]
+#
+# Settings (environment variables, with their defaults):
+#   BIN=target/release/examples   where the two example binaries are
+#   DATA=../shared/data/cifar10   the CIFAR-10 binary batches
+#   LOG_DIR (2nd argument)=gpu_measure_out, RUN_DIR=$LOG_DIR/cifar10-run
+#   CONFIG=cifar10 BATCH=128 STEPS=5 LANGEVIN=10 TORCH_DEVICE=cuda   (CONFIG=mnist: the MNIST model)
+#   E2E_PRESET=paper E2E_STEPS=300 E2E_ARGS=""   (extra flags for the end-to-end run)
+#
+# Each part prints to the terminal and to LOG_DIR/<part>.txt. A part that fails is reported at the
+# end and does not stop the others; the exit status is the number of parts that failed.
+set -u
+
+if [ $# -lt 1 ]; then
+    sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 2
+fi
+NCSN=$1
+LOG_DIR=${2:-gpu_measure_out}
+BIN=${BIN:-target/release/examples}
+DATA=${DATA:-../shared/data/cifar10}
+RUN_DIR=${RUN_DIR:-$LOG_DIR/cifar10-run}
+CONFIG=${CONFIG:-cifar10}
+BATCH=${BATCH:-128}
+STEPS=${STEPS:-5}
+LANGEVIN=${LANGEVIN:-10}
+TORCH_DEVICE=${TORCH_DEVICE:-cuda}
+E2E_PRESET=${E2E_PRESET:-paper}
+E2E_STEPS=${E2E_STEPS:-300}
+E2E_ARGS=${E2E_ARGS:-}
+mkdir -p "$LOG_DIR"
+failed=()
+
+# Runs "$@" with its output to the terminal and to LOG_DIR/$part.txt, and notes a failure.
+part() {
+    local name=$1
+    shift
+    echo "== $name: $*"
+    local start=$SECONDS
+    "$@" 2>&1 | tee "$LOG_DIR/$name.txt"
+    local status=${PIPESTATUS[0]}
+    echo "== $name: exit $status after $((SECONDS - start)) s"
+    [ "$status" = 0 ] || failed+=("$name (exit $status)")
+}
+
+machine() {
+    date -u '+%Y-%m-%d %H:%M:%S UTC'
+    grep -m1 'model name' /proc/cpuinfo
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    fi
+    if command -v vulkaninfo >/dev/null; then
+        vulkaninfo --summary 2>/dev/null | grep -E 'deviceName|driverName|apiVersion' || true
+    fi
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' || true
+}
+
+part machine machine
+part ours "$BIN/refinenet_step" "$BATCH" "$STEPS" --config "$CONFIG" --device vulkan \
+    --langevin "$LANGEVIN"
+for tf32 in "" --tf32; do
+    # shellcheck disable=SC2086 # $tf32 is empty or one flag
+    part "torch${tf32:+_tf32}" python3 benches/pytorch_refinenet.py "$NCSN" --config "$CONFIG" \
+        --device "$TORCH_DEVICE" --batch "$BATCH" --steps "$STEPS" --langevin "$LANGEVIN" $tf32
+done
+# shellcheck disable=SC2086 # E2E_ARGS is a list of flags
+part cifar10 "$BIN/cifar10" --device vulkan --preset "$E2E_PRESET" --steps "$E2E_STEPS" \
+    --data "$DATA" --out "$RUN_DIR" $E2E_ARGS
+
+if [ ${#failed[@]} -gt 0 ]; then
+    printf 'failed: %s\n' "${failed[@]}"
+else
+    echo "all parts ran; logs in $LOG_DIR"
+fi
+exit ${#failed[@]}
