@@ -298,6 +298,16 @@ fn grad_cases() -> Vec<GradCase> {
             |v| v[0].matmul(&v[1].t()).add(&v[2]).softplus().tanh(),
         ),
         (
+            // One op on the CPU, the matmul-and-add composite on the device.
+            "linear",
+            vec![
+                random(&[6, 5], -1.0, 1.0, 91),
+                random(&[7, 5], -1.0, 1.0, 92),
+                random(&[7], -1.0, 1.0, 93),
+            ],
+            |v| v[0].linear(&v[1], Some(&v[2])).softplus(),
+        ),
+        (
             "elementwise",
             vec![random(&[3, 5], 0.2, 2.0, 83), random(&[5], 0.5, 2.0, 84)],
             |v| {
