@@ -210,61 +210,32 @@ fn for_each_tap(c: &ConvCase, mut f: impl FnMut([usize; 9])) {
 }
 
 fn conv_cases() -> Vec<ConvCase> {
-    let p = |s, pd, d| Conv2dParams {
-        stride: s,
-        padding: pd,
-        dilation: d,
+    // (n, cin, (h, w), cout, (kh, kw), stride, padding, dilation)
+    type Row = (usize, usize, (usize, usize), usize, (usize, usize));
+    type Hw = (usize, usize);
+    let case = |(n, cin, (h, w), cout, k): Row, stride: Hw, padding: Hw, dilation: Hw| ConvCase {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        k,
+        p: Conv2dParams {
+            stride,
+            padding,
+            dilation,
+        },
     };
     vec![
-        ConvCase {
-            n: 2,
-            cin: 3,
-            h: 9,
-            w: 7,
-            cout: 5,
-            k: (3, 3),
-            p: p((1, 1), (1, 1), (1, 1)),
-        },
-        ConvCase {
-            n: 1,
-            cin: 2,
-            h: 11,
-            w: 10,
-            cout: 3,
-            k: (3, 2),
-            p: p((2, 3), (1, 0), (2, 1)),
-        },
+        case((2, 3, (9, 7), 5, (3, 3)), (1, 1), (1, 1), (1, 1)),
+        case((1, 2, (11, 10), 3, (3, 2)), (2, 3), (1, 0), (2, 1)),
         // More than one 128-wide tile along M and N of the forward and weight-gradient GEMMs, and
         // along N of the input gradient's.
-        ConvCase {
-            n: 4,
-            cin: 15,
-            h: 7,
-            w: 6,
-            cout: 130,
-            k: (3, 3),
-            p: p((1, 1), (1, 2), (1, 1)),
-        },
-        ConvCase {
-            n: 2,
-            cin: 4,
-            h: 8,
-            w: 8,
-            cout: 6,
-            k: (1, 1),
-            p: p((2, 2), (0, 0), (1, 1)),
-        },
+        case((4, 15, (7, 6), 130, (3, 3)), (1, 1), (1, 2), (1, 1)),
+        case((2, 4, (8, 8), 6, (1, 1)), (2, 2), (0, 0), (1, 1)),
         // The weight gradient's K = n·ho·wo = 1156 is split four ways (chunks of 296, the last
         // of 268, which is not a whole number of 8-deep k-tiles) and the partial sums added.
-        ConvCase {
-            n: 4,
-            cin: 2,
-            h: 17,
-            w: 17,
-            cout: 3,
-            k: (3, 3),
-            p: p((1, 1), (1, 1), (1, 1)),
-        },
+        case((4, 2, (17, 17), 3, (3, 3)), (1, 1), (1, 1), (1, 1)),
     ]
 }
 
