@@ -4,7 +4,8 @@
 //   m <- m + (1 - beta1) (g - m)           (exp_avg.lerp_)
 //   v <- beta2 v + (1 - beta2) g^2
 //   p <- p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-// The bias corrections depend only on t and are computed on the host in f64.
+// The host works out 1 - beta1, 1 - beta2 and the bias corrections in f64 and rounds each to f32
+// once, as PyTorch does with its Python-float hyper-parameters (src/optim.rs, AdamWeights).
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) buffer BufP { float p[]; };
@@ -15,7 +16,10 @@ layout(std430, set = 0, binding = 3) buffer BufV { float v[]; };
 layout(push_constant) uniform Params {
     uint n;
     float step_size;      // lr / (1 - beta1^t)
-    float beta1, beta2, eps, weight_decay;
+    float one_minus_beta1;
+    float beta2;
+    float one_minus_beta2;
+    float eps, weight_decay;
     float bc2_sqrt;       // sqrt(1 - beta2^t)
 } pc;
 
@@ -24,8 +28,8 @@ void main() {
     const uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint i = gl_GlobalInvocationID.x; i < pc.n; i += stride) {
         const float grad = g[i] + pc.weight_decay * p[i];
-        const float mi = m[i] + (1.0 - pc.beta1) * (grad - m[i]);
-        const float vi = pc.beta2 * v[i] + (1.0 - pc.beta2) * grad * grad;
+        const float mi = m[i] + pc.one_minus_beta1 * (grad - m[i]);
+        const float vi = pc.beta2 * v[i] + pc.one_minus_beta2 * grad * grad;
         m[i] = mi;
         v[i] = vi;
         p[i] = p[i] - pc.step_size * mi / (sqrt(vi) / pc.bc2_sqrt + pc.eps);

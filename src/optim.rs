@@ -93,18 +93,23 @@ impl Sgd {
 }
 
 /// Settings of [`Adam`]; the defaults are PyTorch's.
+///
+/// They are `f64`, as PyTorch's are Python floats: the update uses `1 − β₁`, `1 − β₂` and
+/// `lr/(1 − β₁ᵗ)`, which PyTorch works out in double precision and rounds to `f32` once. From an
+/// `f32` β₂ = 0.999 (0.99900001…), `1 − β₂` would be 0.00099998713 instead of 0.001: a second
+/// moment 1.3·10⁻⁵ too small, about a hundred units in the last place.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamConfig {
     /// Learning rate (1e-3).
-    pub lr: f32,
+    pub lr: f64,
     /// Decay of the first-moment average (0.9).
-    pub beta1: f32,
+    pub beta1: f64,
     /// Decay of the second-moment average (0.999).
-    pub beta2: f32,
+    pub beta2: f64,
     /// Added to the denominator after the square root (1e-8).
-    pub eps: f32,
+    pub eps: f64,
     /// L2 penalty added to the gradient (0).
-    pub weight_decay: f32,
+    pub weight_decay: f64,
     /// Use the running maximum of the second moment (AMSGrad).
     pub amsgrad: bool,
 }
@@ -121,6 +126,48 @@ impl Default for AdamConfig {
         }
     }
 }
+
+/// The `f32` numbers of one Adam step, rounded from `f64` where PyTorch rounds them: its
+/// hyper-parameters are Python floats, combined in double precision (`1 − β`, the bias
+/// corrections `1 − βᵗ`, `lr/(1 − β₁ᵗ)`) and cast to the tensors' `f32` by the kernels that take
+/// them. The bias corrections in particular cancel badly in `f32` (1 − β₂ᵗ has a relative error of
+/// 3·10⁻⁵ at t = 2).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AdamWeights {
+    /// The weight of the gradient in the first moment, `1 − β₁` (`exp_avg.lerp_(grad, 1 − β₁)`).
+    pub one_minus_beta1: f32,
+    /// The decay of the second moment, β₂ (`exp_avg_sq.mul_(β₂)`).
+    pub beta2: f32,
+    /// The weight of g² in the second moment, `1 − β₂` (`addcmul_(grad, grad, value=1 − β₂)`).
+    pub one_minus_beta2: f32,
+    /// `lr/(1 − β₁ᵗ)`.
+    pub step_size: f32,
+    /// `√(1 − β₂ᵗ)`.
+    pub bias2_sqrt: f32,
+    /// ε.
+    pub eps: f32,
+    /// λ.
+    pub weight_decay: f32,
+}
+
+// ANCHOR: adam_weights
+impl AdamWeights {
+    /// The numbers of step `step` (counted from 1).
+    pub fn new(c: &AdamConfig, step: u64) -> Self {
+        // Python's `beta ** step` with the step a float, as `torch.optim.Adam` keeps it.
+        let t = step as f64;
+        AdamWeights {
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            step_size: (c.lr / (1.0 - c.beta1.powf(t))) as f32,
+            bias2_sqrt: (1.0 - c.beta2.powf(t)).sqrt() as f32,
+            eps: c.eps as f32,
+            weight_decay: c.weight_decay as f32,
+        }
+    }
+}
+// ANCHOR_END: adam_weights
 
 /// The per-parameter state of [`Adam`].
 #[derive(Clone)]
@@ -184,23 +231,18 @@ impl Adam {
                 s.exp_avg = m.to_array();
                 s.exp_avg_sq = v.to_array();
             }
-            // PyTorch computes the bias corrections as Python floats (f64): 1 − β₂ᵗ cancels
-            // badly in f32 for small t (a relative error of 3e-5 at t = 2).
-            let bias1 = 1.0 - (c.beta1 as f64).powi(s.step as i32);
-            let bias2_sqrt = ((1.0 - (c.beta2 as f64).powi(s.step as i32)).sqrt()) as f32;
-            let step_size = (c.lr as f64 / bias1) as f32;
+            let w = AdamWeights::new(&c, s.step);
             let g = g.storage();
             // A weight's gradient often arrives transposed (Linear multiplies by a permuted view
             // of its weight); one row-major copy makes the update below a loop over slices.
             let g = contiguous(&g);
             let g = ArrayViewD::from_shape(p.shape(), &g).expect("gradient shape");
-            let (b1, b2, eps, wd) = (c.beta1, c.beta2, c.eps, c.weight_decay);
             let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
-                let g = g + wd * *p; //                         g ← g + λ·p
-                *m = b1 * *m + (1.0 - b1) * g; //               m ← β₁m + (1 − β₁)g
-                *v = b2 * *v + (1.0 - b2) * g * g; //           v ← β₂v + (1 − β₂)g²
-                let denom = v.sqrt() / bias2_sqrt + eps; //     √(v/(1 − β₂ᵗ)) + ε
-                *p -= step_size * *m / denom; //                p ← p − lr/(1 − β₁ᵗ)·m/denom
+                let g = g + w.weight_decay * *p; //               g ← g + λ·p
+                *m += w.one_minus_beta1 * (g - *m); //            m ← m + (1 − β₁)(g − m)
+                *v = w.beta2 * *v + w.one_minus_beta2 * g * g; // v ← β₂v + (1 − β₂)g²
+                let denom = v.sqrt() / w.bias2_sqrt + w.eps; //   √(v/(1 − β₂ᵗ)) + ε
+                *p -= w.step_size * *m / denom; //                p ← p − lr/(1 − β₁ᵗ)·m/denom
             };
             p.update_data(|p| match s.max_exp_avg_sq.as_mut() {
                 // Row-major data everywhere (the usual case): a plain loop over slices, which
@@ -231,12 +273,12 @@ impl Adam {
                     .and(&mut s.exp_avg_sq)
                     .and(vmax)
                     .for_each(|p, &g, m, v, vmax| {
-                        let g = g + wd * *p;
-                        *m = b1 * *m + (1.0 - b1) * g;
-                        *v = b2 * *v + (1.0 - b2) * g * g;
+                        let g = g + w.weight_decay * *p;
+                        *m += w.one_minus_beta1 * (g - *m);
+                        *v = w.beta2 * *v + w.one_minus_beta2 * g * g;
                         *vmax = vmax.max(*v); //                    AMSGrad: the running maximum of v
-                        let denom = vmax.sqrt() / bias2_sqrt + eps;
-                        *p -= step_size * *m / denom;
+                        let denom = vmax.sqrt() / w.bias2_sqrt + w.eps;
+                        *p -= w.step_size * *m / denom;
                     }),
             });
         }

@@ -885,7 +885,8 @@ fn embedding_gathers_rows() {
 /// cancel (gradients of both signs), so its bound is a running error bound: per step the kernel
 /// rounds g + wd·p, g − m, the product with (1 − β₁) and the sum, so the error obeys
 /// `e ← β₁·e + 3u(1 − β₁)(|g| + |m|) + u|m_new|` (plus wd·(1 − β₁) times the parameter error),
-/// doubled for margin.
+/// doubled for margin. The hyper-parameters are `f64` on both sides, so a kernel that rounded
+/// 1 − β₂ in `f32` (1.3·10⁻⁵ off) would fail the second-moment bound.
 #[test]
 fn adam_matches_pytorch_formula() {
     let n = 1001;
@@ -909,11 +910,11 @@ fn adam_matches_pytorch_formula() {
         ctx()
             .run(|r| r.adam_step(&dp, &dg, &dm, &dv, cfg, t))
             .unwrap();
-        let (b1, b2) = (cfg.beta1 as f64, cfg.beta2 as f64);
+        let (b1, b2) = (cfg.beta1, cfg.beta2);
         let bc1 = 1.0 - b1.powi(t as i32);
         let bc2 = 1.0 - b2.powi(t as i32);
         for i in 0..n {
-            let wd = cfg.weight_decay as f64;
+            let wd = cfg.weight_decay;
             let gi = g[i] as f64 + wd * p[i];
             let m_new = b1 * m[i] + (1.0 - b1) * gi;
             m_err[i] = b1 * m_err[i]
@@ -922,7 +923,7 @@ fn adam_matches_pytorch_formula() {
                 + (1.0 - b1) * wd * 1e-6;
             m[i] = m_new;
             v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-            p[i] -= cfg.lr as f64 / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + cfg.eps as f64);
+            p[i] -= cfg.lr / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + cfg.eps);
         }
     }
     assert_close("adam param", &down(&dp), &p, |_| 1e-6);

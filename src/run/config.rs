@@ -77,7 +77,7 @@ pub struct RunConfig {
     /// λ(σ) = σ^anneal_power (2: the paper's λ(σ) = σ²).
     pub anneal_power: f32,
     /// Adam's learning rate.
-    pub lr: f32,
+    pub lr: f64,
     /// Pictures per training batch.
     pub batch_size: usize,
     /// Training steps (the reference's `n_iters`).

@@ -288,19 +288,19 @@ impl Conv2dParams {
 }
 
 /// Adam's hyper-parameters (defaults as `torch.optim.Adam`: lr 1e-3, betas (0.9, 0.999),
-/// eps 1e-8, no weight decay).
+/// eps 1e-8, no weight decay), in `f64` as [`crate::optim::AdamConfig`] for the same reason.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
     /// Learning rate.
-    pub lr: f32,
+    pub lr: f64,
     /// Decay of the first-moment average.
-    pub beta1: f32,
+    pub beta1: f64,
     /// Decay of the second-moment average.
-    pub beta2: f32,
+    pub beta2: f64,
     /// Added to the denominator after the square root.
-    pub eps: f32,
+    pub eps: f64,
     /// L2 penalty, added to the gradient as `weight_decay · param` (not decoupled as in AdamW).
-    pub weight_decay: f32,
+    pub weight_decay: f64,
 }
 
 impl Default for AdamConfig {
@@ -1043,18 +1043,27 @@ impl Recorder<'_> {
         if n == 0 {
             return Ok(());
         }
-        let t = step as f64;
-        let bc1 = 1.0 - (cfg.beta1 as f64).powf(t);
-        let bc2 = 1.0 - (cfg.beta2 as f64).powf(t);
-        let step_size = (cfg.lr as f64 / bc1) as f32;
+        // The f32 numbers of the step, rounded where PyTorch rounds them (as the CPU path).
+        let w = crate::optim::AdamWeights::new(
+            &crate::optim::AdamConfig {
+                lr: cfg.lr,
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: cfg.eps,
+                weight_decay: cfg.weight_decay,
+                amsgrad: false,
+            },
+            step,
+        );
         let push = [
             u32_of(n, "adam length"),
-            step_size.to_bits(),
-            cfg.beta1.to_bits(),
-            cfg.beta2.to_bits(),
-            cfg.eps.to_bits(),
-            cfg.weight_decay.to_bits(),
-            (bc2.sqrt() as f32).to_bits(),
+            w.step_size.to_bits(),
+            w.one_minus_beta1.to_bits(),
+            w.beta2.to_bits(),
+            w.one_minus_beta2.to_bits(),
+            w.eps.to_bits(),
+            w.weight_decay.to_bits(),
+            w.bias2_sqrt.to_bits(),
         ];
         self.dispatch(
             Kernel::Adam,
