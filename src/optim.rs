@@ -5,6 +5,9 @@
 //! implementations), written out so that a step can be checked by hand; the reference NCSN code
 //! trains with Adam (lr 1e-3, β = (0.9, 0.999), no weight decay, amsgrad off) and samples with an
 //! EMA of the weights (μ = 0.999) in its later version.
+//!
+//! Hyper-parameters are `f64`, as PyTorch's are Python floats: a scalar such as `1 − β₂` is worked
+//! out in double precision and rounded to the tensors' `f32` once, as the reference does.
 
 use crate::autograd::Gradients;
 use crate::tensor::{Tensor, contiguous, fastmath};
@@ -26,20 +29,20 @@ pub struct Sgd {
 #[derive(Clone, Copy, Debug)]
 pub struct SgdConfig {
     /// Learning rate.
-    pub lr: f32,
+    pub lr: f64,
     /// Momentum factor (0 for plain SGD).
-    pub momentum: f32,
+    pub momentum: f64,
     /// Dampening of the momentum buffer's new term.
-    pub dampening: f32,
+    pub dampening: f64,
     /// L2 penalty added to the gradient.
-    pub weight_decay: f32,
+    pub weight_decay: f64,
     /// Nesterov momentum.
     pub nesterov: bool,
 }
 
 impl SgdConfig {
     /// Plain SGD with learning rate `lr`.
-    pub fn new(lr: f32) -> Self {
+    pub fn new(lr: f64) -> Self {
         SgdConfig {
             lr,
             momentum: 0.0,
@@ -65,28 +68,35 @@ impl Sgd {
     // ANCHOR: sgd_step
     pub fn step(&mut self, grads: &Gradients) {
         let c = self.config;
+        // The scalars in f32, each rounded once from the f64 settings.
+        let (lr, momentum, keep, wd) = (
+            c.lr as f32,
+            c.momentum as f32,
+            (1.0 - c.dampening) as f32,
+            c.weight_decay as f32,
+        );
         for ((_, p), buf) in self.params.iter().zip(&mut self.momentum_buffers) {
             let Some(g) = grads.get(p) else { continue };
             let mut d = g.to_array(); // d = g + λ·p
-            if c.weight_decay != 0.0 {
-                d.scaled_add(c.weight_decay, &p.storage());
+            if wd != 0.0 {
+                d.scaled_add(wd, &p.storage());
             }
-            if c.momentum != 0.0 {
+            if momentum != 0.0 {
                 let b = match buf.take() {
                     None => d.clone(), // first step: buf = d
                     Some(mut b) => {
-                        b.zip_mut_with(&d, |b, &d| *b = c.momentum * *b + (1.0 - c.dampening) * d);
+                        b.zip_mut_with(&d, |b, &d| *b = momentum * *b + keep * d);
                         b
                     }
                 };
                 if c.nesterov {
-                    d.zip_mut_with(&b, |d, &b| *d += c.momentum * b)
+                    d.zip_mut_with(&b, |d, &b| *d += momentum * b)
                 } else {
                     d.assign(&b)
                 }
                 *buf = Some(b);
             }
-            p.update_data(|p| p.scaled_add(-c.lr, &d)); // p ← p − lr·d
+            p.update_data(|p| p.scaled_add(-lr, &d)); // p ← p − lr·d
         }
     }
     // ANCHOR_END: sgd_step
@@ -393,23 +403,24 @@ impl AdamState {
 /// shadow ← (1 − μ)·param + μ·shadow after each optimizer step.
 pub struct Ema {
     /// The decay μ (the reference uses 0.999).
-    pub mu: f32,
+    pub mu: f64,
     params: Vec<(String, Tensor)>,
     shadow: Vec<ArrayD<f32>>,
 }
 
 impl Ema {
     /// Starts the average at the parameters' current values.
-    pub fn new(params: Vec<(String, Tensor)>, mu: f32) -> Self {
+    pub fn new(params: Vec<(String, Tensor)>, mu: f64) -> Self {
         let shadow = params.iter().map(|(_, p)| p.to_array()).collect();
         Ema { mu, params, shadow }
     }
 
     /// Folds the parameters' current values into the average.
     pub fn update(&mut self) {
+        // `(1. - mu) * param + mu * shadow` in the reference: 1 − μ in double precision, then f32.
+        let (keep, mu) = ((1.0 - self.mu) as f32, self.mu as f32);
         for ((_, p), s) in self.params.iter().zip(&mut self.shadow) {
-            let mu = self.mu;
-            s.zip_mut_with(&p.storage(), |s, &p| *s = (1.0 - mu) * p + mu * *s);
+            s.zip_mut_with(&p.storage(), |s, &p| *s = keep * p + mu * *s);
         }
     }
 

@@ -195,6 +195,25 @@ fn adam_state_round_trips() {
     );
 }
 
+/// Two updates with the reference's μ = 0.999 against the bits PyTorch gives for the reference's
+/// `(1. - mu) * param + mu * shadow` on `f32` tensors (1 − μ is a Python float, rounded to 0.001
+/// in `f32`; from an `f32` μ it would be 0.00099998713, and no bit below would match).
+#[test]
+fn ema_matches_the_reference_bits() {
+    let (store, p) = setup(&[0.0; 3]);
+    let mut ema = Ema::new(store.named_params(), 0.999);
+    let steps: [([f32; 3], [u32; 3]); 2] = [
+        ([1.0, -3.0, 0.1], [0x3a83126f, 0xbb449ba6, 0x38d1b718]),
+        ([2.0, 5.0, -0.7], [0x3b448ae0, 0x3b0344c5, 0xba1d5008]),
+    ];
+    for (param, want) in steps {
+        p.set_data(Tensor::from_vec(param.to_vec(), &[3]).storage());
+        ema.update();
+        let got: Vec<u32> = ema.shadow()[0].1.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want, "shadow after the update towards {param:?}");
+    }
+}
+
 #[test]
 fn ema_follows_the_reference_formula() {
     let (store, p) = setup(&[0.0]);

@@ -363,7 +363,7 @@ fn inpainting_keeps_the_known_half_and_samples_the_rest() {
     assert_eq!(out.dim(), (6, 1, 6, 6));
     let mask = occlusion_mask(6, Occlusion::Right);
     assert_eq!(mask.sum(), 18.0);
-    let sigma_last = config.sigma_end;
+    let sigma_last = config.sigmas().get(config.num_classes - 1);
     for (i, c) in out.outer_iter().enumerate() {
         let o = originals.index_axis(Axis(0), i / 3);
         for y in 0..6 {

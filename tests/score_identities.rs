@@ -471,6 +471,34 @@ fn annealed_langevin_with_one_level_is_langevin() {
     assert_eq!((sigmas.first(), sigmas.last()), (20.0, 1.0));
 }
 
+/// The noise levels are the reference's to the bit: NumPy's
+/// `np.exp(np.linspace(np.log(b), np.log(e), n)).astype(np.float32)` gave these words for the
+/// paper's schedule (1 → 0.01, 10 levels) and the toy's (20 → 1). For NCSN v2's CIFAR-10 schedule
+/// (50 → 0.01, 232 levels) the sum of the 232 words stands for the list. Computed from f32 ends
+/// (0.01 as 0.0099999998) one of the paper's ten levels and 27 of the 232 were one ulp off.
+#[test]
+fn noise_levels_are_the_references_bits() {
+    let words = |s: &GeometricSigmas| s.sigmas().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    #[rustfmt::skip]
+    let paper = [
+        0x3f800000, 0x3f1977cd, 0x3eb800d6, 0x3e5c9d36, 0x3e044133,
+        0x3d9e91b7, 0x3d3e1e96, 0x3ce3f280, 0x3c88a69b, 0x3c23d70a,
+    ];
+    #[rustfmt::skip]
+    let toy = [
+        0x41a00000, 0x41656616, 0x4124730a, 0x40ebc72c, 0x40a905c0,
+        0x407255ac, 0x402db905, 0x3ff912d9, 0x3fb28dbf, 0x3f800000,
+    ];
+    assert_eq!(words(&GeometricSigmas::paper()), paper);
+    assert_eq!(words(&GeometricSigmas::new(20.0, 1.0, 10)), toy);
+    let v2 = words(&GeometricSigmas::new(50.0, 0.01, 232));
+    assert_eq!(v2.iter().map(|&w| w as u64).sum::<u64>(), 246_076_003_109);
+    assert_eq!(
+        words(&GeometricSigmas::new(3.0, 0.5, 1)),
+        [3.0f32.to_bits()]
+    );
+}
+
 /// Inpainting a correlated Gaussian: with x₁ known, the sampled x₂ follows the conditional law
 /// given x₁: the residual r = x₂ − μ₂ − (Σ₂₁/Σ₁₁)(x₁ − μ₁) has mean 0 and variance
 /// Σ₂₂ − Σ₂₁²/Σ₁₁ = 0.36; and the known entry ends at y₁ + σ_L z (its own noise in every chain).

@@ -69,9 +69,9 @@ pub struct RunConfig {
     /// Base width of the RefineNet (`ngf`; the paper: 64 for MNIST, 128 for CIFAR-10).
     pub ngf: usize,
     /// Largest noise level σ₁.
-    pub sigma_begin: f32,
+    pub sigma_begin: f64,
     /// Smallest noise level σ_L.
-    pub sigma_end: f32,
+    pub sigma_end: f64,
     /// Number of noise levels L.
     pub num_classes: usize,
     /// λ(σ) = σ^anneal_power (2: the paper's λ(σ) = σ²).
@@ -89,7 +89,7 @@ pub struct RunConfig {
     /// Evaluate the DSM loss on one test batch every this many steps (the reference: 100).
     pub test_every: usize,
     /// Decay of the exponential moving average of the weights, if one is kept (NCSN v1 keeps none).
-    pub ema_mu: Option<f32>,
+    pub ema_mu: Option<f64>,
     /// Pictures held out of the training set for the test loss when the data has no test split.
     pub holdout: usize,
     /// ε of annealed Langevin dynamics (Algorithm 1): the step at the smallest level.

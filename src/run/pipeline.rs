@@ -85,7 +85,7 @@ pub struct Args {
     pub checkpoint_every: Option<usize>,
     /// Keep an exponential moving average of the weights with this decay and sample with it.
     #[arg(long)]
-    pub ema: Option<f32>,
+    pub ema: Option<f64>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

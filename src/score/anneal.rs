@@ -29,21 +29,31 @@ pub struct GeometricSigmas {
 
 impl GeometricSigmas {
     /// `n` levels from `begin` down to `end` (both included) with a constant ratio, computed in
-    /// f64 as exp of evenly spaced logarithms. Panics unless both are positive and n ≥ 1.
-    pub fn new(begin: f32, end: f32, n: usize) -> Self {
+    /// f64 as exp of evenly spaced logarithms and rounded to f32 at the end, step for step as
+    /// NumPy's `linspace` spaces them (so the levels are the reference's to the bit). `begin` and
+    /// `end` are f64 as the reference's config values are: from an f32 0.01 (0.0099999998) the
+    /// paper's σ₉ would come out one unit in the last place off. Panics unless both are positive
+    /// and n ≥ 1.
+    pub fn new(begin: f64, end: f64, n: usize) -> Self {
         assert!(
             begin > 0.0 && end > 0.0 && n >= 1,
             "GeometricSigmas: need begin, end > 0 and n ≥ 1, got ({begin}, {end}, {n})"
         );
-        let (lb, le) = ((begin as f64).ln(), (end as f64).ln());
+        let (lb, le) = (begin.ln(), end.ln());
+        // linspace: start + i·step with step = (stop − start)/(n − 1); the last point is stop.
+        let step = if n > 1 {
+            (le - lb) / (n - 1) as f64
+        } else {
+            0.0
+        };
         let sigmas = (0..n)
             .map(|i| {
-                let t = if n == 1 {
-                    0.0
+                let log = if n > 1 && i == n - 1 {
+                    le
                 } else {
-                    i as f64 / (n - 1) as f64
+                    i as f64 * step + lb
                 };
-                (lb + (le - lb) * t).exp() as f32
+                log.exp() as f32
             })
             .collect();
         GeometricSigmas { sigmas }
