@@ -401,42 +401,55 @@ impl AdamState {
 
 /// An exponential moving average of parameters, as the reference's `EMAHelper`:
 /// shadow ← (1 − μ)·param + μ·shadow after each optimizer step.
+///
+/// The averages live where the parameters live: on a Vulkan device the update is two scalings
+/// and a sum there, and nothing passes through the host until a checkpoint asks for
+/// [`Ema::shadow`].
 pub struct Ema {
     /// The decay μ (the reference uses 0.999).
     pub mu: f64,
     params: Vec<(String, Tensor)>,
-    shadow: Vec<ArrayD<f32>>,
+    shadow: Vec<Tensor>,
 }
 
 impl Ema {
     /// Starts the average at the parameters' current values.
     pub fn new(params: Vec<(String, Tensor)>, mu: f64) -> Self {
-        let shadow = params.iter().map(|(_, p)| p.to_array()).collect();
+        let shadow = params.iter().map(|(_, p)| p.detach()).collect();
         Ema { mu, params, shadow }
     }
 
     /// Folds the parameters' current values into the average.
+    // ANCHOR: ema_update
     pub fn update(&mut self) {
         // `(1. - mu) * param + mu * shadow` in the reference: 1 − μ in double precision, then f32.
         let (keep, mu) = ((1.0 - self.mu) as f32, self.mu as f32);
-        for ((_, p), s) in self.params.iter().zip(&mut self.shadow) {
-            s.zip_mut_with(&p.storage(), |s, &p| *s = keep * p + mu * *s);
-        }
+        crate::no_grad(|| {
+            for ((_, p), s) in self.params.iter().zip(&mut self.shadow) {
+                // A parameter moved to another device since: its average follows it, once.
+                if s.device() != p.device() {
+                    *s = s.to(&p.device());
+                }
+                *s = p.mul_scalar(keep).add(&s.mul_scalar(mu));
+            }
+        })
     }
+    // ANCHOR_END: ema_update
 
-    /// The averaged values with their parameter names.
+    /// The averaged values with their parameter names (copied to the host).
     pub fn shadow(&self) -> Vec<(String, ArrayD<f32>)> {
         self.params
             .iter()
             .map(|(n, _)| n.clone())
-            .zip(self.shadow.iter().cloned())
+            .zip(self.shadow.iter().map(Tensor::to_array))
             .collect()
     }
 
-    /// Replaces the averaged values with `shadow` (from a checkpoint), keyed by parameter name.
-    /// Checks every name and shape first and changes nothing on error.
+    /// Replaces the averaged values with `shadow` (from a checkpoint), keyed by parameter name,
+    /// each on its parameter's device. Checks every name and shape first and changes nothing on
+    /// error.
     pub fn load_shadow(&mut self, shadow: &BTreeMap<String, ArrayD<f32>>) -> crate::Result<()> {
-        let mut new = Vec::with_capacity(self.params.len());
+        let mut found = Vec::with_capacity(self.params.len());
         for (name, p) in &self.params {
             let s = shadow.get(name).ok_or_else(|| {
                 crate::Error::Invalid(format!("EMA state: missing tensor `{name}`"))
@@ -448,16 +461,20 @@ impl Ema {
                     p.shape()
                 )));
             }
-            new.push(s.clone());
+            found.push(s);
         }
-        self.shadow = new;
+        self.shadow = found
+            .into_iter()
+            .zip(&self.params)
+            .map(|(s, (_, p))| Tensor::from_array(s.clone()).to(&p.device()))
+            .collect();
         Ok(())
     }
 
-    /// Writes the averaged values into the parameters (e.g. before sampling).
+    /// Writes the averaged values into the parameters (e.g. before sampling), device to device.
     pub fn copy_to_params(&self) {
         for ((_, p), s) in self.params.iter().zip(&self.shadow) {
-            p.set_data(s.clone());
+            p.set_data_from(&s.to(&p.device()));
         }
     }
 }

@@ -336,3 +336,24 @@ fn thin_products_sum_in_a_fixed_order() {
         }
     }
 }
+
+/// `set_data_from` takes the source's values and keeps the target's identity; the two share the
+/// storage only until one is written in place, so writing either leaves the other alone.
+#[test]
+fn set_data_from_copies_on_write() {
+    let a = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).requires_grad_();
+    let b = Tensor::from_vec(vec![4.0, 5.0, 6.0], &[3]);
+    a.set_data_from(&b);
+    assert_eq!(a.to_vec(), [4.0, 5.0, 6.0]);
+    assert!(a.requires_grad(), "still the same leaf");
+    b.update_data(|v| v.fill(0.0));
+    assert_eq!(a.to_vec(), [4.0, 5.0, 6.0]);
+    a.update_data(|v| v.fill(1.0));
+    assert_eq!(b.to_vec(), [0.0, 0.0, 0.0]);
+}
+
+#[test]
+#[should_panic(expected = "set_data_from: shape [2] into tensor of shape [3]")]
+fn set_data_from_names_the_shapes() {
+    Tensor::zeros(&[3]).set_data_from(&Tensor::zeros(&[2]));
+}

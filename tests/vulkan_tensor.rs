@@ -489,6 +489,44 @@ fn a_training_step_copies_only_the_batch_and_the_loss() {
 }
 // ANCHOR_END: copy_count
 
+/// The weight average on the device: the same values as on the CPU (its update is a scaling, a
+/// scaling and a sum, each correctly rounded on both devices, so the averages differ only as
+/// much as the parameters Adam produced do), and neither the update nor `copy_to_params`
+/// copies anything between host and device.
+#[test]
+fn ema_on_the_device_matches_cpu_and_copies_nothing() {
+    use ncsn::optim::Ema;
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let (dstore, dmlp, mut dadam, x, y) = mlp_setup(&d);
+    let (cstore, cmlp, mut cadam, _, _) = mlp_setup(&Device::Cpu);
+    let (mut dema, mut cema) = (
+        Ema::new(dstore.named_params(), 0.9),
+        Ema::new(cstore.named_params(), 0.9),
+    );
+    for _ in 0..3 {
+        train_step(&dmlp, &mut dadam, &x, &y, &d);
+        train_step(&cmlp, &mut cadam, &x, &y, &Device::Cpu);
+        let before = ctx.transfers();
+        dema.update();
+        let t = ctx.transfers() - before;
+        assert_eq!((t.uploads, t.downloads), (0, 0), "EMA update: {t:?}");
+        cema.update();
+    }
+    for ((name, a), (_, b)) in dema.shadow().iter().zip(cema.shadow()) {
+        let diff = (a - &b).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
+        assert!(diff <= 1e-5, "{name}: averages differ by {diff}");
+    }
+    let before = ctx.transfers();
+    dema.copy_to_params();
+    let t = ctx.transfers() - before;
+    assert_eq!((t.uploads, t.downloads), (0, 0), "copy_to_params: {t:?}");
+    for ((name, p), (_, s)) in dstore.named_params().iter().zip(dema.shadow()) {
+        assert!(!p.device().is_cpu(), "{name} left the device");
+        assert_eq!(p.to_array(), s, "{name}: the parameter is its average");
+    }
+}
+
 /// The score of N(μ, s²·I): −(x − μ)/s².
 fn gaussian_score(x: &Tensor, mu: f32, s2: f32) -> Tensor {
     x.sub_scalar(mu).mul_scalar(-1.0 / s2)

@@ -596,6 +596,28 @@ impl Tensor {
         };
     }
 
+    /// Replaces the data in place with `src`'s, keeping this tensor's identity, as
+    /// [`Tensor::set_data`] does, but from a tensor on the same device: nothing passes through the
+    /// host. The two share the storage until either is written in place (copy-on-write on both
+    /// devices). Panics if the shapes or the devices differ.
+    pub fn set_data_from(&self, src: &Tensor) {
+        assert_eq!(
+            src.shape(),
+            self.shape(),
+            "set_data_from: shape {:?} into tensor of shape {:?}",
+            src.shape(),
+            self.shape()
+        );
+        assert!(
+            src.device() == self.device(),
+            "set_data_from: data on {:?} into a tensor on {:?}",
+            src.device(),
+            self.device()
+        );
+        let data = src.read().clone();
+        *self.0.data.write().expect("tensor lock poisoned") = data;
+    }
+
     /// Updates the data in place through `f` (copying first only if the storage is shared). On
     /// a Vulkan device the data makes a round trip through the host (a download and an upload).
     pub fn update_data(&self, f: impl FnOnce(&mut ndarray::ArrayViewMutD<f32>)) {
