@@ -49,6 +49,7 @@ float apply(float v) {
     case 16: return pow(v, pc.p);                                    // v >= 0 only (GLSL pow)
     case 17: return v > 0.0 ? v : pc.p * v;                          // leaky relu
     case 18: return powf(v);                                         // x^p for any sign of x
+    case 19: return v / pc.p;
     default: return v;
     }
 }

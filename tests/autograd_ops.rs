@@ -60,7 +60,7 @@ proptest! {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // Smooth everywhere: any sign, magnitudes in [0.1, 2].
         let x = tensor(&mut rng, &s, 0.1, 2.0, true);
-        let smooth: [(&str, common::Op); 9] = [
+        let smooth: [(&str, common::Op); 10] = [
             ("neg", &|x| x[0].neg()),
             ("exp", &|x| x[0].exp()),
             ("square", &|x| x[0].square()),
@@ -69,6 +69,7 @@ proptest! {
             ("softplus", &|x| x[0].softplus()),
             ("add_scalar", &|x| x[0].add_scalar(0.7)),
             ("mul_scalar", &|x| x[0].mul_scalar(-1.3)),
+            ("div_scalar", &|x| x[0].div_scalar(-2.9)),
             ("powf_int", &|x| x[0].powf(3.0)),
         ];
         for (name, f) in smooth {

@@ -411,6 +411,13 @@ fn unary_ops_match_cpu() {
             |w, _| 0.5 * ulp(w),
         ),
         (UnaryOp::Recip, 0.1, 4.0, |x| 1.0 / x, |w, _| 2.5 * ulp(w)),
+        (
+            UnaryOp::DivScalar(3.0),
+            -4.0,
+            4.0,
+            |x| x / 3.0,
+            |w, _| 2.5 * ulp(w),
+        ),
         (UnaryOp::Exp, -4.0, 4.0, f64::exp, |w, x| {
             (3.0 + 2.0 * x.abs()) * ulp(w)
         }),

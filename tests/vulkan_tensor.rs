@@ -154,6 +154,11 @@ fn unary_ops_match_cpu() {
         let (g, w) = both(std::slice::from_ref(&pos), &|v| f(&v[0]));
         assert_close(name, &g, &w, transcendental);
     }
+    // Division: 2.5 ulp in the Vulkan spec against the CPU's correctly rounded quotient.
+    let (g, w) = both(std::slice::from_ref(&x), &|v| v[0].div_scalar(3.0));
+    assert_close("div_scalar", &g, &w, |_, w| {
+        4.0 * f32::EPSILON / 2.0 * w.abs()
+    });
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub enum UnaryOp {
     AddScalar(f32),
     /// c · x
     MulScalar(f32),
+    /// x / c (a true division, as PyTorch's `x / c`; not x · (1/c), which can differ in the last
+    /// bit)
+    DivScalar(f32),
 }
 
 impl UnaryOp {
@@ -63,6 +66,7 @@ impl UnaryOp {
             Elu(_) => "elu",
             AddScalar(_) => "add_scalar",
             MulScalar(_) => "mul_scalar",
+            DivScalar(_) => "div_scalar",
         }
     }
 
@@ -93,6 +97,7 @@ impl UnaryOp {
             }
             AddScalar(c) => x + c,
             MulScalar(c) => c * x,
+            DivScalar(c) => x / c,
         }
     }
     // ANCHOR_END: unary_forward
@@ -122,6 +127,7 @@ fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>])
         ),
         AddScalar(c) => m(x, out, move |v| v + c),
         MulScalar(c) => m(x, out, move |v| c * v),
+        DivScalar(c) => m(x, out, move |v| v / c),
     }
 }
 
@@ -165,6 +171,7 @@ pub(crate) fn vjp(
         }
         AddScalar(_) => g.clone(),       // d(x + c) = 1
         MulScalar(c) => g.mul_scalar(c), // d(cx) = c
+        DivScalar(c) => g.div_scalar(c), // d(x/c) = 1/c
     }
 }
 // ANCHOR_END: unary_vjp
@@ -543,9 +550,9 @@ impl Tensor {
     pub fn mul_scalar(&self, c: f32) -> Tensor {
         self.unary(UnaryOp::MulScalar(c))
     }
-    /// x / c
+    /// x / c, divided (as PyTorch's `x / c`), not multiplied by a rounded 1/c
     pub fn div_scalar(&self, c: f32) -> Tensor {
-        self.unary(UnaryOp::MulScalar(1.0 / c))
+        self.unary(UnaryOp::DivScalar(c))
     }
     /// The sign of each element (−1, 0 or 1) as a constant: it has zero derivative almost
     /// everywhere, so it records nothing.

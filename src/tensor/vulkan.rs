@@ -152,6 +152,7 @@ fn unary_code(kind: UnaryOp) -> vk::UnaryOp {
         Elu(a) => vk::UnaryOp::Elu(a),
         AddScalar(c) => vk::UnaryOp::AddScalar(c),
         MulScalar(c) => vk::UnaryOp::MulScalar(c),
+        DivScalar(c) => vk::UnaryOp::DivScalar(c),
     }
 }
 

@@ -97,6 +97,8 @@ pub enum UnaryOp {
     AddScalar(f32),
     /// `x · c`
     MulScalar(f32),
+    /// `x / c` (GLSL's division: within 2.5 ulp by the Vulkan spec, not correctly rounded)
+    DivScalar(f32),
     /// `x^c` for `x ≥ 0` (GLSL's `pow` is undefined for negative bases).
     PowScalar(f32),
     /// `x` for `x > 0`, else `slope · x`.
@@ -129,6 +131,7 @@ impl UnaryOp {
             UnaryOp::PowScalar(c) => (16, c),
             UnaryOp::LeakyRelu(slope) => (17, slope),
             UnaryOp::Powf(c) => (18, c),
+            UnaryOp::DivScalar(c) => (19, c),
         }
     }
 }
