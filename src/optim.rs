@@ -186,10 +186,19 @@ struct AdamState {
     exp_avg: ArrayD<f32>,
     exp_avg_sq: ArrayD<f32>,
     max_exp_avg_sq: Option<ArrayD<f32>>,
-    /// The moments `(exp_avg, exp_avg_sq)` as device tensors, for a parameter on a Vulkan
-    /// device; they supersede the arrays above while set.
+    /// The moments as device tensors, for a parameter on a Vulkan device; they supersede the
+    /// arrays above while set.
     #[cfg(feature = "vulkan")]
-    on_device: Option<(Tensor, Tensor)>,
+    on_device: Option<DeviceMoments>,
+}
+
+/// [`AdamState`]'s arrays on a Vulkan device.
+#[cfg(feature = "vulkan")]
+#[derive(Clone)]
+struct DeviceMoments {
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Option<Tensor>,
 }
 
 /// Adam (Kingma & Ba), with PyTorch's bias correction, weight decay and AMSGrad flag.
@@ -228,18 +237,18 @@ impl Adam {
                 on_device: None,
             });
             s.step += 1;
-            // A parameter on a Vulkan device: the same update as one kernel there (AMSGrad has
-            // no device kernel and takes the CPU path below, through the host).
+            // A parameter on a Vulkan device: the same update as one kernel there.
             #[cfg(feature = "vulkan")]
-            if !p.device().is_cpu() && !c.amsgrad {
+            if !p.device().is_cpu() {
                 s.device_step(p, g, c);
                 continue;
             }
             #[cfg(feature = "vulkan")]
-            if let Some((m, v)) = s.on_device.take() {
-                // Back on the CPU (or AMSGrad): the moments come home once.
-                s.exp_avg = m.to_array();
-                s.exp_avg_sq = v.to_array();
+            if let Some(d) = s.on_device.take() {
+                // Back on the CPU: the moments come home once.
+                s.exp_avg = d.exp_avg.to_array();
+                s.exp_avg_sq = d.exp_avg_sq.to_array();
+                s.max_exp_avg_sq = d.max_exp_avg_sq.as_ref().map(Tensor::to_array);
             }
             let w = AdamWeights::new(&c, s.step);
             let g = g.storage();
@@ -304,9 +313,12 @@ impl Adam {
         for ((name, _), s) in self.params.iter().zip(&self.state) {
             let Some(s) = s else { continue };
             #[cfg(feature = "vulkan")]
-            if let Some((m, v)) = &s.on_device {
-                tensors.push((format!("{name}.exp_avg"), m.to_array()));
-                tensors.push((format!("{name}.exp_avg_sq"), v.to_array()));
+            if let Some(d) = &s.on_device {
+                tensors.push((format!("{name}.exp_avg"), d.exp_avg.to_array()));
+                tensors.push((format!("{name}.exp_avg_sq"), d.exp_avg_sq.to_array()));
+                if let Some(m) = &d.max_exp_avg_sq {
+                    tensors.push((format!("{name}.max_exp_avg_sq"), m.to_array()));
+                }
                 meta.insert(format!("{name}.step"), s.step.to_string());
                 continue;
             }
@@ -375,10 +387,10 @@ impl Adam {
 impl AdamState {
     /// One step (the count already advanced) for a parameter on a Vulkan device: the moments
     /// move to the device on the first such step (zeros made there, or the loaded values
-    /// uploaded once) and the update runs as `shaders/adam.comp`.
+    /// uploaded once) and the update runs as `shaders/adam.comp` (`adam_amsgrad.comp`).
     fn device_step(&mut self, p: &Tensor, g: &Tensor, c: AdamConfig) {
         let device = p.device();
-        let (m, v) = self.on_device.get_or_insert_with(|| {
+        let d = self.on_device.get_or_insert_with(|| {
             let moved = |a: &ArrayD<f32>| {
                 if self.step == 1 {
                     Tensor::full_on(a.shape(), 0.0, &device)
@@ -386,7 +398,11 @@ impl AdamState {
                     Tensor::from_array(a.clone()).to(&device)
                 }
             };
-            (moved(&self.exp_avg), moved(&self.exp_avg_sq))
+            DeviceMoments {
+                exp_avg: moved(&self.exp_avg),
+                exp_avg_sq: moved(&self.exp_avg_sq),
+                max_exp_avg_sq: self.max_exp_avg_sq.as_ref().map(moved),
+            }
         });
         let cfg = crate::backend::vulkan::AdamConfig {
             lr: c.lr,
@@ -395,7 +411,14 @@ impl AdamState {
             eps: c.eps,
             weight_decay: c.weight_decay,
         };
-        p.adam_step_on_device(g, m, v, cfg, self.step);
+        p.adam_step_on_device(
+            g,
+            &d.exp_avg,
+            &d.exp_avg_sq,
+            d.max_exp_avg_sq.as_ref(),
+            cfg,
+            self.step,
+        );
     }
 }
 

@@ -896,26 +896,56 @@ fn embedding_gathers_rows() {
 /// 1 − β₂ in `f32` (1.3·10⁻⁵ off) would fail the second-moment bound.
 #[test]
 fn adam_matches_pytorch_formula() {
+    adam_against_f64(false);
+}
+
+/// The same with AMSGrad: the denominator takes the running maximum of v, kept in a fifth buffer
+/// (a maximum is exact, so vmax has v's bound). With β₂ = 0.9 and gradients scaled by 1, 0.5
+/// and 0.25, v falls for most elements, so the maximum at the last step is an earlier step's v
+/// and the denominators differ from v's by several percent: a kernel that kept vmax but divided
+/// by √v would miss the parameters' 1e−6 by far (the steps are ~1e−3).
+#[test]
+fn adam_amsgrad_matches_pytorch_formula() {
+    adam_against_f64(true);
+}
+
+fn adam_against_f64(amsgrad: bool) {
     let n = 1001;
     let cfg = AdamConfig {
         lr: 1e-3,
         weight_decay: 0.01,
+        beta2: if amsgrad { 0.9 } else { 0.999 },
         ..Default::default()
     };
     let p0 = random(n, -1.0, 1.0, 800);
     let dp = up(&p0, &[n]);
-    let (dm, dv) = ctx().run(|r| Ok((r.zeros(&[n])?, r.zeros(&[n])?))).unwrap();
-    let (mut p, mut m, mut v): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+    let (dm, dv, dx) = ctx()
+        .run(|r| Ok((r.zeros(&[n])?, r.zeros(&[n])?, r.zeros(&[n])?)))
+        .unwrap();
+    let (mut p, mut m, mut v, mut vmax): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) = (
         p0.iter().map(|&x| x as f64).collect(),
+        vec![0.0; n],
         vec![0.0; n],
         vec![0.0; n],
     );
     let mut m_err = vec![0.0f64; n];
+    let mut from_earlier = 0;
     for t in 1..=3u64 {
-        let g = random(n, -0.5, 0.5, 810 + t);
+        let scale = if amsgrad {
+            [1.0, 0.5, 0.25][t as usize - 1]
+        } else {
+            1.0
+        };
+        let g: Vec<f32> = random(n, -0.5, 0.5, 810 + t)
+            .iter()
+            .map(|x| x * scale)
+            .collect();
         let dg = up(&g, &[n]);
         ctx()
-            .run(|r| r.adam_step(&dp, &dg, &dm, &dv, cfg, t))
+            .run(|r| match amsgrad {
+                false => r.adam_step(&dp, &dg, &dm, &dv, cfg, t),
+                true => r.adam_amsgrad_step(&dp, &dg, &dm, &dv, &dx, cfg, t),
+            })
             .unwrap();
         let (b1, b2) = (cfg.beta1, cfg.beta2);
         let bc1 = 1.0 - b1.powi(t as i32);
@@ -930,12 +960,28 @@ fn adam_matches_pytorch_formula() {
                 + (1.0 - b1) * wd * 1e-6;
             m[i] = m_new;
             v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-            p[i] -= cfg.lr / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + cfg.eps);
+            let vd = if amsgrad {
+                from_earlier += usize::from(t == 3 && vmax[i] > v[i]);
+                vmax[i] = vmax[i].max(v[i]);
+                vmax[i]
+            } else {
+                v[i]
+            };
+            p[i] -= cfg.lr / bc1 * m[i] / (vd.sqrt() / bc2.sqrt() + cfg.eps);
         }
     }
     assert_close("adam param", &down(&dp), &p, |_| 1e-6);
     assert_close("adam m", &down(&dm), &m, |i| 2.0 * m_err[i]);
     assert_close("adam v", &down(&dv), &v, |i| 1e-5 * v[i].abs() + 1e-12);
+    if amsgrad {
+        assert!(
+            from_earlier > n / 2,
+            "vmax was the last v for most elements"
+        );
+        assert_close("adam vmax", &down(&dx), &vmax, |i| {
+            1e-5 * vmax[i].abs() + 1e-12
+        });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -475,6 +475,53 @@ fn mlp_training_steps_match_cpu() {
     }
 }
 
+/// AMSGrad on the device (`shaders/adam_amsgrad.comp`): the same parameters and optimizer state
+/// as on the CPU — the running maxima included — and a step still copies only the batch and the
+/// loss.
+#[test]
+fn amsgrad_on_the_device_matches_cpu_and_copies_only_the_batch() {
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let amsgrad = |device: &Device| {
+        let (store, mlp, _, x, y) = mlp_setup(device);
+        let config = AdamConfig {
+            amsgrad: true,
+            ..AdamConfig::default()
+        };
+        let adam = Adam::new(store.named_params(), config);
+        (store, mlp, adam, x, y)
+    };
+    let (dstore, dmlp, mut dadam, x, y) = amsgrad(&d);
+    let (cstore, cmlp, mut cadam, _, _) = amsgrad(&Device::Cpu);
+    for step in 0..4 {
+        let before = ctx.transfers();
+        let ld = train_step(&dmlp, &mut dadam, &x, &y, &d);
+        let t = ctx.transfers() - before;
+        let lc = train_step(&cmlp, &mut cadam, &x, &y, &Device::Cpu);
+        assert!(
+            (ld - lc).abs() <= 1e-5 * (1.0 + lc.abs()),
+            "step {step}: loss on device {ld} vs cpu {lc}"
+        );
+        if step > 0 {
+            assert_eq!((t.uploads, t.downloads), (2, 1), "step {step}: {t:?}");
+        }
+    }
+    for ((name, p), (_, q)) in dstore.named_params().iter().zip(cstore.named_params()) {
+        assert!(!p.device().is_cpu(), "{name} left the device");
+        assert_close(name, p, &q, |_, w| 1e-5 * (1.0 + w.abs()));
+    }
+    let ((dt, dm), (ct, cm)) = (dadam.state_dict(), cadam.state_dict());
+    assert_eq!(dm, cm);
+    let names =
+        |t: &[(String, ndarray::ArrayD<f32>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&dt), names(&ct));
+    assert!(names(&dt).iter().any(|n| n.ends_with(".max_exp_avg_sq")));
+    for ((n, a), (_, b)) in dt.iter().zip(&ct) {
+        let diff = (a - b).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
+        assert!(diff <= 1e-5, "{n}: optimizer state differs by {diff}");
+    }
+}
+
 // ANCHOR: copy_count
 #[test]
 fn a_training_step_copies_only_the_batch_and_the_loss() {

@@ -462,13 +462,15 @@ pub(crate) fn unshared_buffer(t: &Tensor, op: &str) -> (Arc<VulkanContext>, Devi
 
 impl Tensor {
     /// One Adam step in place on the device (`shaders/adam.comp`): `self` is the parameter, `m`
-    /// and `v` its moments (device tensors of its shape, zeros before the first step), `g` its
-    /// gradient; `step` counts from 1. Records one dispatch, copies nothing to the host.
+    /// and `v` its moments (device tensors of its shape, zeros before the first step), `vmax` the
+    /// running maximum of `v` with AMSGrad (`shaders/adam_amsgrad.comp`), `g` its gradient;
+    /// `step` counts from 1. Records one dispatch, copies nothing to the host.
     pub(crate) fn adam_step_on_device(
         &self,
         g: &Tensor,
         m: &Tensor,
         v: &Tensor,
+        vmax: Option<&Tensor>,
         cfg: vk::AdamConfig,
         step: u64,
     ) {
@@ -477,7 +479,16 @@ impl Tensor {
         let (_, mb) = unshared_buffer(m, "adam");
         let (_, vb) = unshared_buffer(v, "adam");
         let gb = device_data(g, "adam").buffer();
-        record(&ctx, "adam", |r| r.adam_step(&pb, &gb, &mb, &vb, cfg, step));
+        match vmax {
+            None => record(&ctx, "adam", |r| r.adam_step(&pb, &gb, &mb, &vb, cfg, step)),
+            Some(vmax) => {
+                context("adam", &[self, vmax]).expect("vmax on the parameter's device");
+                let (_, xb) = unshared_buffer(vmax, "adam");
+                record(&ctx, "adam", |r| {
+                    r.adam_amsgrad_step(&pb, &gb, &mb, &vb, &xb, cfg, step)
+                })
+            }
+        }
     }
 }
 

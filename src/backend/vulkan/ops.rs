@@ -1032,8 +1032,48 @@ impl Recorder<'_> {
         cfg: AdamConfig,
         step: u64,
     ) -> Result<()> {
+        self.adam(param, grad, m, v, None, cfg, step)
+    }
+
+    /// [`Recorder::adam_step`] with AMSGrad (`amsgrad=True`): `vmax` (zeros before the first
+    /// step) keeps the running maximum of the second moment, and the denominator uses it
+    /// (`shaders/adam_amsgrad.comp`).
+    ///
+    /// # Panics
+    /// If the five shapes differ or `step` is 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adam_amsgrad_step(
+        &mut self,
+        param: &DeviceBuffer,
+        grad: &DeviceBuffer,
+        m: &DeviceBuffer,
+        v: &DeviceBuffer,
+        vmax: &DeviceBuffer,
+        cfg: AdamConfig,
+        step: u64,
+    ) -> Result<()> {
+        self.adam(param, grad, m, v, Some(vmax), cfg, step)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn adam(
+        &mut self,
+        param: &DeviceBuffer,
+        grad: &DeviceBuffer,
+        m: &DeviceBuffer,
+        v: &DeviceBuffer,
+        vmax: Option<&DeviceBuffer>,
+        cfg: AdamConfig,
+        step: u64,
+    ) -> Result<()> {
         assert!(step >= 1, "adam_step: step counts from 1");
-        for (name, t) in [("grad", grad), ("m", m), ("v", v)] {
+        for (name, t) in [
+            ("grad", Some(grad)),
+            ("m", Some(m)),
+            ("v", Some(v)),
+            ("vmax", vmax),
+        ] {
+            let Some(t) = t else { continue };
             assert_eq!(
                 t.shape(),
                 param.shape(),
@@ -1054,7 +1094,7 @@ impl Recorder<'_> {
                 beta2: cfg.beta2,
                 eps: cfg.eps,
                 weight_decay: cfg.weight_decay,
-                amsgrad: false,
+                amsgrad: vmax.is_some(),
             },
             step,
         );
@@ -1068,12 +1108,15 @@ impl Recorder<'_> {
             w.weight_decay.to_bits(),
             w.bias2_sqrt.to_bits(),
         ];
-        self.dispatch(
-            Kernel::Adam,
-            &[param.bytes(), grad.bytes(), m.bytes(), v.bytes()],
-            push,
-            [groups_1d(n, LOCAL), 1, 1],
-        )
+        let mut buffers = vec![param.bytes(), grad.bytes(), m.bytes(), v.bytes()];
+        let kernel = match vmax {
+            None => Kernel::Adam,
+            Some(vmax) => {
+                buffers.push(vmax.bytes());
+                Kernel::AdamAmsgrad
+            }
+        };
+        self.dispatch(kernel, &buffers, push, [groups_1d(n, LOCAL), 1, 1])
     }
 
     /// Raw Philox4x32-10 output: `n` words, block `j` (words `4j..4j+4`) from counter
