@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Packs everything benches/gpu_measure.sh needs into one folder, for a GPU machine that has the
+# NVIDIA driver and PyTorch but no Rust toolchain, no Vulkan loader and no network:
+#
+#   KIT/bin/       refinenet_step and cifar10, built here with the `vulkan` feature and stripped
+#   KIT/gl/        the Vulkan loader (Debian's libvulkan1 .deb, amd64), unpacked there with dpkg -x
+#   KIT/data/      the CIFAR-10 binary batches
+#   KIT/ncsn/      the reference model's two files from a checkout of ermongroup/ncsn
+#                  (models/__init__.py, models/cond_refinenet_dilated.py), for pytorch_refinenet.py
+#   KIT/run.sh     what to run there, from the repository root of a copy of this tree
+#
+# Usage, from the repository root, as root (apt-get downloads the loader):
+#
+#   benches/gpu_kit.sh path/to/ermongroup/ncsn [KIT]
+#
+# Settings (environment variables, with their defaults):
+#   KIT (2nd argument)=.gpu   the folder to fill (git ignores .gpu/)
+#   DATA=../shared/data/cifar10   the CIFAR-10 binary batches to pack
+#   VK_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json   the NVIDIA driver's Vulkan
+#       manifest on the GPU machine, used by run.sh if the loader finds no driver by itself
+#
+# The kit is about 40 MB. Rebuild it after every change to the code: the binaries are the code.
+set -euo pipefail
+
+if [ $# -lt 1 ]; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 2
+fi
+NCSN=$1
+KIT=${2:-.gpu}
+DATA=${DATA:-../shared/data/cifar10}
+VK_ICD=${VK_ICD:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+
+die() {
+    echo "gpu_kit: $*" >&2
+    exit 1
+}
+
+# Everything is checked before anything is written, so a failure leaves no half-filled kit.
+[ -f Cargo.toml ] && [ -f benches/gpu_measure.sh ] || die "run from the repository root"
+for f in models/__init__.py models/cond_refinenet_dilated.py; do
+    [ -f "$NCSN/$f" ] || die "$NCSN/$f: missing (the argument is a checkout of ermongroup/ncsn)"
+done
+compgen -G "$DATA/data_batch_*.bin" >/dev/null || die "$DATA: no data_batch_*.bin (set DATA)"
+command -v glslc >/dev/null || die "glslc not found: run .ci/vulkan-deps first"
+
+echo "== building the vulkan examples"
+cargo build --release --features vulkan --example refinenet_step --example cifar10
+
+rm -rf "$KIT"
+mkdir -p "$KIT/bin" "$KIT/gl" "$KIT/data" "$KIT/ncsn/models"
+for b in refinenet_step cifar10; do
+    strip -o "$KIT/bin/$b" "target/release/examples/$b"
+done
+cp "$NCSN/models/__init__.py" "$NCSN/models/cond_refinenet_dilated.py" "$KIT/ncsn/models/"
+cp -r "$DATA" "$KIT/data/cifar10"
+chmod -R u+w "$KIT" # the data may come from a read-only folder
+
+echo "== downloading the Vulkan loader (libvulkan1, amd64)"
+lists=$(mktemp -d)
+apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists"
+    -oAPT::Sandbox::User=root)
+mkdir -p "$lists/partial"
+apt-get "${apt_opts[@]}" update -qq
+(cd "$KIT/gl" && apt-get "${apt_opts[@]}" download libvulkan1)
+rm -rf "$lists"
+
+# What runs on the GPU machine. Each part of gpu_measure.sh logs to $OUT (or gpu_measure_out),
+# so whatever finished before a time limit is kept.
+cat >"$KIT/run.sh" <<EOF
+#!/usr/bin/env bash
+# Written by benches/gpu_kit.sh: the GPU comparison from this kit. Run from the repository root.
+set -u
+KIT=$KIT
+for f in "\$KIT"/gl/*.deb; do dpkg -x "\$f" /; done
+ldconfig
+if [ -f "$VK_ICD" ]; then export VK_DRIVER_FILES="$VK_ICD"; fi
+LOG=\${OUT:-gpu_measure_out}
+# A fresh run directory: an old one would make the end-to-end run resume from its checkpoint.
+rm -rf /tmp/ncsn-cifar10-run
+BIN="\$KIT/bin" DATA="\$KIT/data/cifar10" RUN_DIR=/tmp/ncsn-cifar10-run \\
+    bash benches/gpu_measure.sh "\$KIT/ncsn" "\$LOG"
+status=\$?
+cp /tmp/ncsn-cifar10-run/*.png /tmp/ncsn-cifar10-run/*.json /tmp/ncsn-cifar10-run/*.svg "\$LOG/" 2>/dev/null
+exit \$status
+EOF
+chmod +x "$KIT/run.sh"
+
+echo "== kit ready: $(du -sh "$KIT" | cut -f1) in $KIT"
+echo "On the GPU machine, from the root of a copy of this tree: bash $KIT/run.sh"
+echo "(gpu_measure.sh's settings, e.g. E2E_STEPS=200, pass through the environment)"
