@@ -55,7 +55,7 @@ impl Model {
 #[command(about = "Times CondRefineNetDilated training steps and annealed Langevin sampling")]
 struct Args {
     /// Batch size (training) and number of chains (sampling).
-    #[arg(default_value_t = 128)]
+    #[arg(default_value_t = 128, value_parser = ncsn::run::at_least_one)]
     batch: usize,
     /// Training steps to time.
     #[arg(default_value_t = 3)]

@@ -6,13 +6,22 @@
 //! cargo run --release --example toy_figures [out_dir]
 //! ```
 
+use clap::Parser;
 use ncsn::plot::{self, ArrowScale, Figure, Grid, Series};
 use ncsn::toy::{ClosedFormScore, GaussianMixture, Ring, ToyDistribution, UniformSquare};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+#[derive(Parser)]
+#[command(about = "Draw the toy distributions' densities, scores and samples as SVG figures")]
+struct Args {
+    /// Directory for the figures.
+    #[arg(default_value = "toy_out")]
+    out_dir: std::path::PathBuf,
+}
+
 fn main() {
-    let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "toy_out".into()));
+    let out = Args::parse().out_dir;
     if let Err(e) = run(&out) {
         eprintln!("error: {e}");
         std::process::exit(1);

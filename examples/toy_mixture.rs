@@ -47,25 +47,25 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// SSM-VR training steps for Fig. 2 (the reference: 10,000).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = ncsn::run::at_least_one)]
     ssm_steps: usize,
     /// Number of samples for the exact-score sampling experiments (the reference: 1280; more
     /// samples shrink the binomial standard error of the mode fraction, √(0.16/n)). The figures
     /// show the first 1280.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = ncsn::run::at_least_one)]
     n_samples: usize,
     /// Number of samples drawn with the learned NCSN scores.
-    #[arg(long, default_value_t = 2_500)]
+    #[arg(long, default_value_t = 2_500, value_parser = ncsn::run::at_least_one)]
     ncsn_samples: usize,
     /// SSM training steps for each of the two manifold runs (Fig. 1).
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 2_000, value_parser = ncsn::run::at_least_one)]
     manifold_steps: usize,
     /// Annealed DSM training steps for the noise-conditional MLP.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 5_000, value_parser = ncsn::run::at_least_one)]
     ncsn_steps: usize,
     /// Batch size for the noise-conditional MLP. DSM targets −z/σ are noisy; at batch 128 the
     /// learned mode weights vary from run to run by ±0.05, at 512 by about ±0.01.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = ncsn::run::at_least_one)]
     ncsn_batch: usize,
 }
 

@@ -141,6 +141,15 @@ fn mnist_load_dir_finds_official_names() {
         &dir.0,
         &["train-images-idx3-ubyte"],
     );
+    // A directory where the labels file should be.
+    let labels_dir = dir.0.join("train-labels-idx1-ubyte");
+    dir.write("train-images-idx3-ubyte", &img);
+    std::fs::create_dir(&labels_dir).unwrap();
+    assert_format(
+        mnist::load_dir(&dir.0, Split::Train).unwrap_err(),
+        &labels_dir,
+        &["is a directory"],
+    );
     // Both the raw and the compressed copy: ambiguous.
     dir.write("t10k-images-idx3-ubyte", &img);
     assert_format(
@@ -245,6 +254,21 @@ fn mnist_label_count_mismatch() {
         mnist::load(&i, Some(&l)).unwrap_err(),
         &l,
         &["3 labels", "4 images", "images"],
+    );
+}
+
+#[test]
+fn mnist_label_out_of_range_names_file_and_position() {
+    let dir = TempDir::new("mnist-label");
+    let (img, mut lab) = mnist_bytes(4);
+    let header = lab.len() - 4;
+    lab[header + 2] = 77;
+    let i = dir.write("images", &img);
+    let l = dir.write("labels", &lab);
+    assert_format(
+        mnist::load(&i, Some(&l)).unwrap_err(),
+        &l,
+        &["label 2", "77", "0..=9"],
     );
 }
 

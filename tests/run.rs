@@ -419,7 +419,7 @@ fn presets_and_configs() {
         "mnist", "--preset", "paper", "--steps", "12", "--seed", "4", "--ngf", "8",
     ])
     .unwrap();
-    let c = args.config(DatasetKind::Mnist);
+    let c = args.config(DatasetKind::Mnist).unwrap();
     assert_eq!((c.n_iters, c.seed, c.ngf, c.batch_size), (12, 4, 8, 128));
     assert!(<Args as clap::Parser>::try_parse_from(["mnist", "--preset", "gpu"]).is_err());
 }
@@ -608,4 +608,115 @@ fn occlusion_masks_and_the_loss_log_format() {
     std::fs::write(&path, "step,loss,test_loss\n1,2.5,\n2,oops,\n").unwrap();
     let err = run::train::read_loss_csv(&path).unwrap_err().to_string();
     assert!(err.contains("loss.csv") && err.contains("line 3"), "{err}");
+}
+
+/// An image example's command line.
+fn cli(list: &[&str]) -> Args {
+    <Args as clap::Parser>::try_parse_from(std::iter::once("mnist").chain(list.iter().copied()))
+        .unwrap()
+}
+
+#[test]
+fn settings_a_run_cannot_use_are_refused_naming_the_flag() {
+    for (flag, value) in [
+        ("--ngf", "0"),
+        ("--ngf", "1"),
+        ("--n-steps-each", "0"),
+        ("--n-samples", "0"),
+        ("--batch-size", "0"),
+        ("--checkpoint-every", "0"),
+        ("--ema", "1"),
+        ("--ema", "-0.5"),
+        ("--ema", "NaN"),
+        ("--step-size", "0"),
+        ("--step-size", "-1"),
+        ("--step-size", "inf"),
+    ] {
+        let err = cli(&[&format!("{flag}={value}")])
+            .config(DatasetKind::Mnist)
+            .unwrap_err();
+        assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+    }
+    // The examples' own counts (toy_mixture, refinenet_step).
+    assert_eq!(run::at_least_one("3"), Ok(3));
+    for bad in ["0", "-1", "x", ""] {
+        assert!(run::at_least_one(bad).is_err(), "{bad:?}");
+    }
+    // The smallest values that work are accepted.
+    let edge = [
+        "--ngf",
+        "2",
+        "--ema",
+        "0",
+        "--n-steps-each",
+        "1",
+        "--batch-size",
+        "1",
+    ];
+    assert!(cli(&edge).config(DatasetKind::Mnist).is_ok());
+    // A stored configuration (a checkpoint's, config.json) is checked as well.
+    let mut stored = RunConfig::preset(DatasetKind::Mnist, Preset::Cpu);
+    stored.ngf = 1;
+    let err = RunConfig::from_json(&stored.to_json()).unwrap_err();
+    assert!(err.to_string().contains("ngf"), "{err}");
+}
+
+#[test]
+fn a_run_directory_fixes_the_network_and_bad_settings_write_nothing() {
+    let tmp = TempDir::new("settings");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_mnist(&data, 24); // 20 training pictures, 4 held out
+    let (d, out) = (data.to_str().unwrap(), tmp.path().join("out"));
+    let o = out.to_str().unwrap();
+    let built_with = Cell::new(0);
+    let mut go = |list: &[&str]| {
+        let args = cli(&[&["--data", d, "--out", o, "--quiet"], list].concat());
+        run::run(DatasetKind::Mnist, &args, |c, rng| {
+            built_with.set(c.ngf);
+            TinyNet::new(1, c.num_classes, rng)
+        })
+    };
+
+    // A batch larger than the data: refused before the run directory exists.
+    let err = go(&["--batch-size", "100"]).unwrap_err();
+    assert!(err.to_string().contains("--batch-size"), "{err}");
+    assert!(err.to_string().contains("20 training pictures"), "{err}");
+    assert!(!out.exists());
+
+    let small = ["--steps", "2", "--batch-size", "4", "--ngf", "4"];
+    go(&[&["--train"], &small[..]].concat()).unwrap();
+    assert_eq!(built_with.get(), 4);
+    // Sampling alone builds the network of the run's checkpoint, not the preset's (ngf 16).
+    built_with.set(0);
+    go(&["--sample", "--n-samples", "2", "--n-steps-each", "1"]).unwrap();
+    assert_eq!(built_with.get(), 4);
+    // Resuming with another width is refused, naming the one the run was trained with.
+    let err = go(&["--train", "--steps", "3", "--batch-size", "4"]).unwrap_err();
+    assert!(err.to_string().contains("--ngf 4"), "{err}");
+    // With the same settings it resumes.
+    let more = ["--train", "--steps", "3", "--batch-size", "4", "--ngf", "4"];
+    assert_eq!(go(&more).unwrap().resumed_from, Some(2));
+
+    // A file where the run directory should be.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let args = cli(&[
+        "--data",
+        d,
+        "--out",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--batch-size",
+        "4",
+    ]);
+    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a-file: exists and is not a directory"),
+        "{err}"
+    );
 }

@@ -80,7 +80,7 @@ fn parse_idx<'a>(path: &Path, bytes: &'a [u8], ndim: u8) -> Result<(Vec<usize>, 
 /// Returns a [`Dataset`] of shape `(N, 1, rows, cols)`. Either file may be raw or gzip. Fails with
 /// an [`Error::Format`] naming the file on a wrong magic number, a zero dimension, a byte count
 /// that differs from the header's, a corrupt gzip stream, a file of more than 1 GiB (after
-/// gunzipping), or a label count different from the image count.
+/// gunzipping), a label count different from the image count, or a label outside 0..=9.
 pub fn load(images: impl AsRef<Path>, labels: Option<&Path>) -> Result<Dataset> {
     let images_path = images.as_ref();
     let bytes = read_maybe_gzip(images_path, MAX_DATA_FILE)?;
@@ -104,6 +104,12 @@ pub fn load(images: impl AsRef<Path>, labels: Option<&Path>) -> Result<Dataset> 
                     ),
                 ));
             }
+            if let Some(i) = data.iter().position(|&l| l > 9) {
+                return Err(Error::format(
+                    labels_path,
+                    format!("label {i} is {}, out of range 0..=9", data[i]),
+                ));
+            }
             Some(data.to_vec())
         }
     };
@@ -121,6 +127,7 @@ fn find_one(dir: &Path, name: &str) -> Result<PathBuf> {
             dir,
             format!("both {name} and {name}.gz are present; remove one"),
         )),
+        (false, false) if raw.is_dir() => Err(Error::format(&raw, "is a directory, not a file")),
         (false, false) => Err(Error::format(
             dir,
             format!("neither {name} nor {name}.gz found"),

@@ -44,7 +44,7 @@ pub enum Preset {
     /// Small enough for a 2-core laptop: a narrower network, a smaller batch, fewer steps.
     #[default]
     Cpu,
-    /// The paper's settings (§5, appendix B.1): 200k steps of batch 128, ngf as the paper.
+    /// The paper's settings (§5, appendix B.1): 200k steps of batch 128, ngf as in the paper.
     Paper,
 }
 
@@ -175,6 +175,103 @@ impl RunConfig {
         }
     }
 
+    /// Checks the settings a run cannot work with, and names the first one that is off together
+    /// with the command-line flag that sets it. Called on every configuration a run starts from:
+    /// the command line's ([`crate::run::Args::config`]) and a checkpoint's or `config.json`'s
+    /// ([`RunConfig::from_json`]).
+    pub fn validate(&self) -> crate::Result<()> {
+        let fail = |field: &str, flag: &str, value: &dyn std::fmt::Display, need: &str| {
+            let flag = if flag.is_empty() {
+                String::new()
+            } else {
+                format!(" ({flag})")
+            };
+            Err(crate::Error::Invalid(format!(
+                "{field}{flag} is {value}: {need}"
+            )))
+        };
+        let at_least_one = [
+            ("batch_size", "--batch-size", self.batch_size),
+            ("n_steps_each", "--n-steps-each", self.n_steps_each),
+            ("n_samples", "--n-samples", self.n_samples),
+            (
+                "checkpoint_every",
+                "--checkpoint-every",
+                self.checkpoint_every,
+            ),
+            ("num_classes", "", self.num_classes),
+            ("test_every", "", self.test_every),
+            ("holdout", "", self.holdout),
+            ("strip_rows", "", self.strip_rows),
+            ("inpaint_images", "", self.inpaint_images),
+            ("inpaint_completions", "", self.inpaint_completions),
+            ("nearest_k", "", self.nearest_k),
+            ("nearest_queries", "", self.nearest_queries),
+        ];
+        for (field, flag, value) in at_least_one {
+            if value == 0 {
+                return fail(field, flag, &value, "it must be at least 1");
+            }
+        }
+        if self.ngf < 2 {
+            // CondInstanceNorm++ normalises each picture's channel means by their unbiased
+            // variance across channels, which is 0/0 for a single channel.
+            return fail(
+                "ngf",
+                "--ngf",
+                &self.ngf,
+                "the network needs at least 2 channels (CondInstanceNorm++ takes a variance \
+                 across them)",
+            );
+        }
+        if !(self.step_size.is_finite() && self.step_size > 0.0) {
+            return fail(
+                "step_size",
+                "--step-size",
+                &self.step_size,
+                "Langevin's step size ε must be a positive number",
+            );
+        }
+        if let Some(mu) = self.ema_mu
+            && !(0.0..1.0).contains(&mu)
+        {
+            return fail(
+                "ema_mu",
+                "--ema",
+                &mu,
+                "the decay of a moving average must be in [0, 1) (e.g. 0.999)",
+            );
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return fail(
+                "lr",
+                "",
+                &self.lr,
+                "the learning rate must be a positive number",
+            );
+        }
+        if !(self.sigma_end > 0.0
+            && self.sigma_end < self.sigma_begin
+            && self.sigma_begin.is_finite())
+        {
+            return fail(
+                "sigma_begin, sigma_end",
+                "",
+                &format_args!("{}, {}", self.sigma_begin, self.sigma_end),
+                "the noise levels need σ₁ > σ_L > 0",
+            );
+        }
+        if !self.anneal_power.is_finite() {
+            return fail(
+                "anneal_power",
+                "",
+                &self.anneal_power,
+                "it must be a number",
+            );
+        }
+        Ok(())
+    }
+
     /// The noise levels σ₁ > … > σ_L.
     pub fn sigmas(&self) -> GeometricSigmas {
         GeometricSigmas::new(self.sigma_begin, self.sigma_end, self.num_classes)
@@ -194,9 +291,17 @@ impl RunConfig {
         serde_json::to_string_pretty(self).expect("a RunConfig always serialises")
     }
 
-    /// A configuration from JSON (as written by [`RunConfig::to_json`]).
+    /// A configuration from JSON (as written by [`RunConfig::to_json`]), checked with
+    /// [`RunConfig::validate`].
     pub fn from_json(json: &str) -> crate::Result<Self> {
-        serde_json::from_str(json)
-            .map_err(|e| crate::Error::Invalid(format!("not a valid run configuration: {e}")))
+        let config: Self = serde_json::from_str(json)
+            .map_err(|e| crate::Error::Invalid(format!("not a valid run configuration: {e}")))?;
+        config.validate().map_err(|e| match e {
+            crate::Error::Invalid(m) => {
+                crate::Error::Invalid(format!("not a valid run configuration: {m}"))
+            }
+            e => e,
+        })?;
+        Ok(config)
     }
 }

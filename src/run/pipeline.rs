@@ -96,8 +96,9 @@ pub struct Args {
 }
 
 impl Args {
-    /// The configuration: the preset for `kind` with this command line's overrides.
-    pub fn config(&self, kind: DatasetKind) -> RunConfig {
+    /// The configuration: the preset for `kind` with this command line's overrides, checked with
+    /// [`RunConfig::validate`] (an error names the flag that is off).
+    pub fn config(&self, kind: DatasetKind) -> Result<RunConfig> {
         let mut c = RunConfig::preset(kind, self.preset);
         let set = |field: &mut usize, v: Option<usize>| {
             if let Some(v) = v {
@@ -119,7 +120,8 @@ impl Args {
         if self.ema.is_some() {
             c.ema_mu = self.ema;
         }
-        c
+        c.validate()?;
+        Ok(c)
     }
 
     /// The data directory: `--data`, or else `../shared/data/<dataset>` beside the repository
@@ -152,6 +154,16 @@ impl Args {
     /// Whether no stage was named (then all run).
     fn all(&self) -> bool {
         !(self.train || self.sample || self.inpaint || self.nearest)
+    }
+}
+
+/// Parses a count that must be at least 1, for command lines (`value_parser = at_least_one`): a
+/// batch, a number of samples or steps.
+pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("it must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count ({e})")),
     }
 }
 
@@ -280,6 +292,25 @@ impl Results {
     }
 }
 
+/// The first setting that fixes the network's shape or its noise levels and differs between a
+/// checkpoint's configuration and this run's, as `name value` of the checkpoint's.
+fn shape_mismatch(stored: &RunConfig, now: &RunConfig) -> Option<String> {
+    if stored.dataset != now.dataset {
+        Some(format!("the {} data set", stored.dataset.name()))
+    } else if stored.ngf != now.ngf {
+        Some(format!("--ngf {}", stored.ngf))
+    } else if stored.num_classes != now.num_classes {
+        Some(format!("{} noise levels", stored.num_classes))
+    } else if (stored.sigma_begin, stored.sigma_end) != (now.sigma_begin, now.sigma_end) {
+        Some(format!(
+            "noise levels from {} to {}",
+            stored.sigma_begin, stored.sigma_end
+        ))
+    } else {
+        None
+    }
+}
+
 /// The paper's network, `CondRefineNetDilated`, sized for `kind` with the configuration's `ngf`
 /// and number of noise levels.
 pub fn refinenet(
@@ -323,38 +354,65 @@ pub fn run<M: ScoreNet>(
     let t_all = Instant::now();
     // A long run allocates the same large activations every step: keep them in the process.
     crate::tensor::keep_freed_memory();
-    let mut config = args.config(kind);
-    let run_dir = RunDir::create(args.out_dir(kind))?;
-    let mut results = Results::load_or_default(&run_dir.results());
-    let (train_set, test_set) = load_data(kind, &args.data_dir(kind), config.holdout)?;
+    let mut config = args.config(kind)?;
+    let data_dir = args.data_dir(kind);
+    let (train_set, test_set) = load_data(kind, &data_dir, config.holdout)?;
     let (channels, side) = kind.image_shape();
     if train_set.image_shape() != (channels, side, side) {
         return Err(Error::Invalid(format!(
             "{}: pictures are {:?}, {} needs {:?}",
-            args.data_dir(kind).display(),
+            data_dir.display(),
             train_set.image_shape(),
             kind.name(),
             (channels, side, side)
         )));
     }
     let all = args.all();
-
-    // Which weights: the run's own checkpoint, or one given on the command line, whose stored
-    // configuration then fixes the network's shape.
-    let sampling_from = args
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| run_dir.checkpoint());
-    if args.checkpoint.is_some()
-        && !(all || args.train)
-        && let Some(c) = checkpoint_config(&sampling_from)?
-    {
-        config.ngf = c.ngf;
-        config.sigma_begin = c.sigma_begin;
-        config.sigma_end = c.sigma_end;
-        config.num_classes = c.num_classes;
-        config.ema_mu = config.ema_mu.or(c.ema_mu);
+    let trains = all || args.train;
+    if trains && config.batch_size > train_set.len() {
+        return Err(Error::Invalid(format!(
+            "batch_size (--batch-size) is {}, more than the {} training pictures in {}",
+            config.batch_size,
+            train_set.len(),
+            data_dir.display()
+        )));
     }
+
+    // Which weights: the run's own checkpoint, or one given on the command line. A checkpoint
+    // stores the configuration it was trained with, which fixes the network's shape.
+    let out_dir = args.out_dir(kind);
+    let run_checkpoint = RunDir::checkpoint_in(&out_dir);
+    let sampling_from = args.checkpoint.clone().unwrap_or(run_checkpoint.clone());
+    if trains {
+        // Resuming: the command line must build the network the checkpoint holds.
+        if run_checkpoint.is_file()
+            && let Some(c) = checkpoint_config(&run_checkpoint)?
+            && let Some(field) = shape_mismatch(&c, &config)
+        {
+            return Err(Error::Invalid(format!(
+                "{}: this run was trained with {field}; pass the same settings to resume it, \
+                 or another --out to start a new run",
+                run_checkpoint.display()
+            )));
+        }
+    } else {
+        if !sampling_from.is_file() {
+            return Err(Error::Invalid(format!(
+                "no checkpoint at {}: train first (--train) or pass --checkpoint PATH",
+                sampling_from.display()
+            )));
+        }
+        if let Some(c) = checkpoint_config(&sampling_from)? {
+            config.ngf = c.ngf;
+            config.sigma_begin = c.sigma_begin;
+            config.sigma_end = c.sigma_end;
+            config.num_classes = c.num_classes;
+            config.ema_mu = config.ema_mu.or(c.ema_mu);
+        }
+    }
+    // Created only now, so that a run stopped by bad arguments or data leaves nothing behind.
+    let run_dir = RunDir::create(&out_dir)?;
+    let mut results = Results::load_or_default(&run_dir.results());
     let device = Device::parse(&args.device)?;
     let model = build(&config, &mut stream_rng(config.seed, Stream::Init));
     model.params().to_device(&device);
@@ -371,7 +429,7 @@ pub fn run<M: ScoreNet>(
     );
     results.config = Some(config.clone());
 
-    if all || args.train {
+    if trains {
         let transform = match kind {
             DatasetKind::Mnist => Transform::mnist(),
             DatasetKind::Cifar10 => Transform::cifar10(),
@@ -404,7 +462,7 @@ pub fn run<M: ScoreNet>(
         results.paths.loss_csv = Some(run_dir.loss_csv());
         results.paths.loss_plot = Some(run_dir.loss_plot());
     }
-    if !(all || args.train) || config.ema_mu.is_some() {
+    if !trains || config.ema_mu.is_some() {
         if !sampling_from.is_file() {
             return Err(Error::Invalid(format!(
                 "no checkpoint at {}: train first (--train) or pass --checkpoint PATH",
@@ -418,7 +476,7 @@ pub fn run<M: ScoreNet>(
     }
     results.paths.checkpoint = Some(sampling_from.clone());
 
-    if all || args.train {
+    if trains {
         let t = Instant::now();
         let n = test_set.len().min(500);
         let loss = evaluate_dsm(&model, &test_set, &config, n);

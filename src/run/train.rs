@@ -96,6 +96,12 @@ impl RunDir {
     /// The run directory at `path`, created if it does not exist.
     pub fn create(path: impl AsRef<Path>) -> Result<Self> {
         let root = path.as_ref().to_path_buf();
+        if root.exists() && !root.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: exists and is not a directory (pass another --out)",
+                root.display()
+            )));
+        }
         fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
         Ok(RunDir { root })
     }
@@ -112,7 +118,12 @@ impl RunDir {
 
     /// `checkpoint.safetensors`: the latest training state.
     pub fn checkpoint(&self) -> PathBuf {
-        self.join("checkpoint.safetensors")
+        Self::checkpoint_in(&self.root)
+    }
+
+    /// Where [`RunDir::checkpoint`] is for a run directory at `path` (which need not exist).
+    pub fn checkpoint_in(path: &Path) -> PathBuf {
+        path.join("checkpoint.safetensors")
     }
 
     /// The checkpoint to resume from, if the directory holds one.

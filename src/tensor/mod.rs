@@ -396,9 +396,12 @@ impl Tensor {
         Tensor::uniform(shape, 0.0, 1.0, rng)
     }
 
-    /// Uniform draws on [lo, hi). Panics unless lo < hi.
+    /// Uniform draws on [lo, hi). Panics unless lo < hi, both finite.
     pub fn uniform(shape: &[usize], lo: f32, hi: f32, rng: &mut impl Rng) -> Tensor {
-        assert!(lo < hi, "uniform: need lo < hi, got [{lo}, {hi})");
+        assert!(
+            lo < hi && lo.is_finite() && hi.is_finite(),
+            "uniform: need finite lo < hi, got [{lo}, {hi})"
+        );
         Tensor::sample(shape, Uniform::new(lo, hi).expect("lo < hi"), rng)
     }
 
