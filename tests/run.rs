@@ -670,7 +670,7 @@ fn a_run_directory_fixes_the_network_and_bad_settings_write_nothing() {
     let (d, out) = (data.to_str().unwrap(), tmp.path().join("out"));
     let o = out.to_str().unwrap();
     let built_with = Cell::new(0);
-    let mut go = |list: &[&str]| {
+    let go = |list: &[&str]| {
         let args = cli(&[&["--data", d, "--out", o, "--quiet"], list].concat());
         run::run(DatasetKind::Mnist, &args, |c, rng| {
             built_with.set(c.ngf);
