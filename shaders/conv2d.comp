@@ -4,6 +4,7 @@
 // The im2col matrix is never stored: load_b computes its entries from X on the fly.
 // Dispatch: (ceil(N*HO*WO/128), ceil(COUT/128), 1).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufW { float wt[]; };

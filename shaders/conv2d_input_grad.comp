@@ -7,6 +7,7 @@
 // With stride s, most taps miss (only 1 in s*s hits): the price of gathering.
 // Dispatch: (ceil(N*H*W/128), ceil(CIN/128), 1).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 
 layout(std430, set = 0, binding = 0) readonly buffer BufDy { float dy[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufW { float wt[]; };

@@ -10,6 +10,7 @@
 // Dispatch: (ceil(CIN*KH*KW/128), ceil(COUT/128), SPLITS). The bias gradient is a plain reduction
 // of dY over (n, h, w) and is not computed here.
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufDy { float dy[]; };

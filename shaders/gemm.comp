@@ -3,6 +3,7 @@
 // op(A) is M x K, op(B) is K x N, C is M x N. A batch stride of 0 reuses one matrix for every
 // batch entry (a broadcast weight). Dispatch: (ceil(N/128), ceil(M/128), batch).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 
 layout(std430, set = 0, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufB { float b[]; };

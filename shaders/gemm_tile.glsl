@@ -16,6 +16,10 @@
 // Tiles that hang over the edge of A, B or C are zero-filled on load and masked on store, so any
 // M, N, K work.
 //
+// The fixed-trip loops carry [[unroll]] (GL_EXT_control_flow_attributes, enabled by the including
+// shader): the 64 accumulators stay in registers only if every index into acc is a constant, and
+// the hint puts that in the SPIR-V instead of leaving it to the driver's compiler.
+//
 // gemm_tile_k(k_begin, k_end) sums only the products over k in [k_begin, k_end) (split-K: several
 // workgroups share one tile of C, each over its own stretch of K, and a second kernel adds their
 // partial tiles); gemm_tile() is the whole sum.
@@ -43,21 +47,21 @@ void gemm_tile_k(uint k_begin, uint k_end) {
     const uint M = dim_m(), N = dim_n();
 
     float acc[TM][TN];
-    for (uint i = 0; i < TM; ++i)
-        for (uint j = 0; j < TN; ++j)
+    [[unroll]] for (uint i = 0; i < TM; ++i)
+        [[unroll]] for (uint j = 0; j < TN; ++j)
             acc[i][j] = 0.0;
 
     for (uint k0 = k_begin; k0 < k_end; k0 += BK) {
         // Stage 1: 256 threads copy a 128 x 8 tile of A and an 8 x 128 tile of B into shared
         // memory, 4 elements each. Neighbouring threads read neighbouring addresses.
-        for (uint p = 0; p < (BM * BK) / 256; ++p) {
+        [[unroll]] for (uint p = 0; p < (BM * BK) / 256; ++p) {
             const uint l = tid + 256 * p;
             const uint r = A_K_FAST ? l / BK : l % BM;   // row in the tile (m)
             const uint c = A_K_FAST ? l % BK : l / BM;   // column in the tile (k)
             const uint m = m0 + r, k = k0 + c;
             a_tile[c][r] = (m < M && k < k_end) ? load_a(m, k) : 0.0;
         }
-        for (uint p = 0; p < (BK * BN) / 256; ++p) {
+        [[unroll]] for (uint p = 0; p < (BK * BN) / 256; ++p) {
             const uint l = tid + 256 * p;
             const uint r = B_N_FAST ? l / BN : l % BK;   // row in the tile (k)
             const uint c = B_N_FAST ? l % BN : l / BK;   // column in the tile (n)
@@ -67,20 +71,20 @@ void gemm_tile_k(uint k_begin, uint k_end) {
         barrier();
 
         // Stage 2: each thread does an 8 x 8 outer product per k, from registers.
-        for (uint k = 0; k < BK; ++k) {
+        [[unroll]] for (uint k = 0; k < BK; ++k) {
             float a_reg[TM];
             float b_reg[TN];
-            for (uint i = 0; i < TM; ++i) a_reg[i] = a_tile[k][ty + 16 * i];
-            for (uint j = 0; j < TN; ++j) b_reg[j] = b_tile[k][tx + 16 * j];
-            for (uint i = 0; i < TM; ++i)
-                for (uint j = 0; j < TN; ++j)
+            [[unroll]] for (uint i = 0; i < TM; ++i) a_reg[i] = a_tile[k][ty + 16 * i];
+            [[unroll]] for (uint j = 0; j < TN; ++j) b_reg[j] = b_tile[k][tx + 16 * j];
+            [[unroll]] for (uint i = 0; i < TM; ++i)
+                [[unroll]] for (uint j = 0; j < TN; ++j)
                     acc[i][j] = fma(a_reg[i], b_reg[j], acc[i][j]);
         }
         barrier();   // everyone is done reading before the next tile overwrites shared memory
     }
 
-    for (uint i = 0; i < TM; ++i) {
-        for (uint j = 0; j < TN; ++j) {
+    [[unroll]] for (uint i = 0; i < TM; ++i) {
+        [[unroll]] for (uint j = 0; j < TN; ++j) {
             const uint m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
             if (m < M && n < N) store_c(m, n, acc[i][j]);
         }

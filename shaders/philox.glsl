@@ -22,12 +22,15 @@ uvec4 philox4x32_10(uvec4 ctr, uvec2 key) {
 // ANCHOR: box_muller
 // Four standard normals from four random words (Box-Muller, two pairs). 24 bits per uniform keep
 // the conversion exact in f32: u1 in (0, 1] so log(u1) is finite, and |z| <= sqrt(48 ln 2) ~ 5.77.
+// Vulkan lets log be off by 2^-21 absolute near 1, more than |log(1 - 2^-24)|, so a driver may
+// return a positive log there: the max keeps the square root's argument >= 0 (a no-op where log
+// is correctly rounded, as on the CPU).
 vec4 normals_from_bits(uvec4 w) {
     const float inv24 = 1.0 / 16777216.0;
     const float PI = 3.14159265358979;
     vec2 u1 = (vec2(w.xz >> 8) + 1.0) * inv24;
     vec2 theta = vec2(w.yw >> 8) * inv24 * (2.0 * PI) - PI;   // in [-pi, pi)
-    vec2 r = sqrt(-2.0 * log(u1));
+    vec2 r = sqrt(max(-2.0 * log(u1), 0.0));
     return vec4(r.x * cos(theta.x), r.x * sin(theta.x), r.y * cos(theta.y), r.y * sin(theta.y));
 }
 // ANCHOR_END: box_muller

@@ -225,7 +225,11 @@ pub fn backward(loss: &Tensor) -> Gradients {
 /// batch's graph runs on one core. Shards give each core a graph of its own, with no
 /// synchronisation until the gradients are summed.
 ///
-/// Panics if `shards` is 0 or exceeds `n`.
+/// CPU tensors only: a Vulkan device records each thread's work separately, so shards on other
+/// threads would not see what this thread recorded and not yet submitted (and on a GPU one batch
+/// is one graph anyway).
+///
+/// Panics if `shards` is 0 or exceeds `n`, or if a shard's loss is not on the CPU.
 pub fn sharded_backward(
     n: usize,
     shards: usize,
@@ -241,6 +245,11 @@ pub fn sharded_backward(
     let run = |r: std::ops::Range<usize>| {
         let weight = r.len() as f32 / n as f32;
         let loss = shard_loss(r).mul_scalar(weight); //   (nᵢ/n)·Lᵢ
+        assert!(
+            loss.device().is_cpu(),
+            "sharded_backward: CPU tensors only, got a loss on {}",
+            loss.device()
+        );
         (loss.item(), backward(&loss))
     };
     use rayon::prelude::*;

@@ -630,11 +630,17 @@ fn annealed_langevin_on_device_matches_cpu_and_copies_nothing() {
     assert!((var - 1.01).abs() < 0.15, "variance {var}");
 }
 
+/// The same normals on both devices, within what the Vulkan specification lets a driver's `sin`,
+/// `cos` and `log` be off by (the bound of `randn_is_reproducible_box_muller` in
+/// tests/vulkan.rs): 2⁻¹¹ absolute for sin and cos, times r ≤ 5.8, plus r's own error. Lavapipe
+/// is far closer (about 1e-6); an NVIDIA driver's hardware `log`, 2⁻²¹ absolute near 1, moves a
+/// normal with small r by ~2⁻²¹/r. Same bits would be wrong to ask; other counters or keys would
+/// be off by O(1).
 #[test]
 fn philox_normals_agree_across_devices() {
     let d = Tensor::randn_philox(&[3, 343], 42, 7, &dev());
     let c = Tensor::randn_philox(&[3, 343], 42, 7, &Device::Cpu);
-    assert_close("randn_philox", &d, &c, |_, w| 2e-6 * (1.0 + w.abs()));
+    assert_close("randn_philox", &d, &c, |_, _| 6.0 * 2f32.powi(-11) + 1e-5);
 }
 
 #[test]

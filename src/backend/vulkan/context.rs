@@ -147,6 +147,10 @@ pub struct DeviceBuffer {
 pub struct DeviceIndices {
     pub(crate) buf: Subbuffer<[u32]>,
     len: usize,
+    /// One past the largest index (0 for none), kept from the upload so that the kernels that
+    /// take indices can refuse out-of-range ones on the host: on a GPU an index past a buffer
+    /// reads or writes whatever memory is there.
+    end: usize,
 }
 
 /// Records kernels into one command buffer; nothing runs until [`Recorder::submit`].
@@ -465,6 +469,7 @@ impl VulkanContext {
         Ok(DeviceIndices {
             buf,
             len: idx.len(),
+            end: idx.iter().max().map_or(0, |&m| m as usize + 1),
         })
     }
 
@@ -588,6 +593,15 @@ impl DeviceIndices {
     /// Whether there are no indices.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Panics unless every index is below `extent` (`op` and `what` name the caller and the axis).
+    pub(crate) fn assert_below(&self, extent: usize, op: &str, what: &dyn std::fmt::Display) {
+        assert!(
+            self.end <= extent,
+            "{op}: index {} out of range for {what} of {extent}",
+            self.end.saturating_sub(1)
+        );
     }
 }
 

@@ -998,11 +998,12 @@ impl Recorder<'_> {
     /// (indices live on the device, so they are not checked on the host).
     ///
     /// # Panics
-    /// If `table` is not rank 2.
+    /// If `table` is not rank 2, or an index is not below its number of rows.
     pub fn embedding(&mut self, table: &DeviceBuffer, idx: &DeviceIndices) -> Result<DeviceBuffer> {
         let &[rows, dim] = table.shape() else {
             panic!("embedding: table must be rank 2, got {:?}", table.shape())
         };
+        idx.assert_below(rows, "embedding", &"a table of rows");
         let out = self.output(&[idx.len(), dim])?;
         if out.is_empty() {
             return Ok(out);
@@ -1392,7 +1393,9 @@ impl Recorder<'_> {
     }
 
     /// Entries `idx` of axis `axis` of `x`, in that order (`shaders/index.comp`, mode 0).
-    /// Indices past the axis are not checked on the device: the caller checks them.
+    ///
+    /// # Panics
+    /// If an index is not below the extent of `axis` (checked on the host, from the upload).
     pub fn index_select(
         &mut self,
         x: &DeviceBuffer,
@@ -1401,6 +1404,11 @@ impl Recorder<'_> {
     ) -> Result<DeviceBuffer> {
         let shape = x.shape();
         assert!(axis < shape.len(), "index_select: axis {axis} of {shape:?}");
+        idx.assert_below(
+            shape[axis],
+            "index_select",
+            &format_args!("axis {axis} of {shape:?}"),
+        );
         let mut out_shape = shape.to_vec();
         out_shape[axis] = idx.len();
         let out = self.output(&out_shape)?;
@@ -1414,7 +1422,8 @@ impl Recorder<'_> {
     /// (`shaders/index.comp`, mode 1).
     ///
     /// # Panics
-    /// If `idx` does not have one index per entry of `src` along `axis`.
+    /// If `idx` does not have one index per entry of `src` along `axis`, or an index is not below
+    /// `size`.
     pub fn index_add(
         &mut self,
         src: &DeviceBuffer,
@@ -1430,6 +1439,7 @@ impl Recorder<'_> {
             "index_add: {} indices for axis {axis} of {shape:?}",
             idx.len()
         );
+        idx.assert_below(size, "index_add", &"an output axis");
         let mut out_shape = shape.to_vec();
         out_shape[axis] = size;
         let out = self.output(&out_shape)?;
