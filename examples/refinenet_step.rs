@@ -98,7 +98,14 @@ fn run(args: Args) -> ncsn::Result<()> {
         )
     };
     println!("{:?} model on {device}, batch {batch}", args.config);
+    if !device.is_cpu() {
+        println!(
+            "(on a device, forward and backward are the time to record the kernels; the device \
+             finishes them during 'adam + wait', and total is the whole step)"
+        );
+    }
     let x = Tensor::rand(&shape, &mut rng).to(&device);
+    let mut totals = Vec::with_capacity(args.steps);
     for step in 0..args.steps {
         let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
         let z = Tensor::randn(&shape, &mut rng).to(&device);
@@ -118,6 +125,28 @@ fn run(args: Args) -> ncsn::Result<()> {
             (t2 - t1).as_secs_f64(),
             (t3 - t2).as_secs_f64(),
             rate(3.0 * forward_gflop, total)
+        );
+        totals.push(total);
+    }
+    // The first step also builds the kernels' pipelines (on a device) and warms the allocator:
+    // the summary leaves it out when there are others.
+    let timed = if totals.len() > 1 {
+        &totals[1..]
+    } else {
+        &totals[..]
+    };
+    if !timed.is_empty() {
+        let mean = timed.iter().sum::<f64>() / timed.len() as f64;
+        let best = timed.iter().copied().fold(f64::INFINITY, f64::min);
+        println!(
+            "training step over {} step(s){}: mean {mean:.4} s, best {best:.4} s {}",
+            timed.len(),
+            if totals.len() > 1 {
+                " after the first"
+            } else {
+                ""
+            },
+            rate(3.0 * forward_gflop, mean)
         );
     }
     // Forward passes without a graph (what sampling runs).

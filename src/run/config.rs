@@ -121,9 +121,9 @@ impl RunConfig {
     /// for CIFAR-10, and annealed Langevin dynamics with T = 100, ε = 2e-5 from uniform noise.
     ///
     /// `cpu` keeps the objective, the noise levels and the sampler, and shrinks the rest for two
-    /// CPU cores: ngf 16, batch 32, 4,500 steps for MNIST (500 for CIFAR-10), 25 samples. Measured
-    /// on a 2-core machine shared with other jobs, the MNIST run took about 70 minutes of wall time
-    /// (1.4–1.5 s a step, 5.5 minutes for the samples); see the book's chapter on images.
+    /// CPU cores: ngf 16, batch 32, 4,500 steps for MNIST (500 for CIFAR-10), 25 samples. On an
+    /// idle 2-core machine the MNIST run takes about half an hour (0.35 s a step, 91 s for the
+    /// samples); see the book's chapter on images.
     pub fn preset(dataset: DatasetKind, preset: Preset) -> Self {
         let paper = RunConfig {
             dataset,

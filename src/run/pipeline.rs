@@ -33,7 +33,14 @@ use crate::{Error, Result};
 /// With some of them, only those run (sampling, inpainting and the neighbour search then use the
 /// run directory's checkpoint, or `--checkpoint PATH`).
 #[derive(Clone, Debug, Default, Parser)]
-#[command(about = "Train NCSN on images and sample from it (Song & Ermon, 2019)")]
+#[command(
+    about = "Train NCSN on images and sample from it (Song & Ermon, 2019)",
+    long_about = "Train NCSN on images and sample from it (Song & Ermon, 2019).\n\n\
+        With none of --train, --sample, --inpaint and --nearest, all four run, in that order, \
+        and write into one run directory (started again, a run resumes from its checkpoint). \
+        With some of them, only those run: sampling, inpainting and the neighbour search then \
+        use the run directory's checkpoint, or --checkpoint PATH."
+)]
 pub struct Args {
     /// Train (resuming from the run directory's checkpoint if there is one).
     #[arg(long)]

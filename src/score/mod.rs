@@ -13,7 +13,7 @@
 //! | [`ssm`] | sliced score matching and its variance-reduced form (SSM-VR) | Eq. 3 |
 //! | [`dsm`] | denoising score matching at one σ | Eq. 2 |
 //! | [`anneal`] | the geometric noise schedule and the annealed DSM objective | Eq. 5–6 |
-//! | [`model`] | the toy MLP score network and a noise-conditional MLP | §4.2 |
+//! | [`model`] | the toy MLP score network and a noise-conditional MLP | §3.2, §4.1 |
 //!
 //! Each objective returns a 0-dimensional loss tensor that depends on the parameters through the
 //! graph, ready for [`Tensor::backward`](crate::Tensor::backward). Those that contain ∇ₓ s_θ (ESM,

@@ -44,7 +44,7 @@ impl Module for ScoreMlp {
 /// 1. **per-level gains.** Each hidden layer's pre-activation is multiplied, unit by unit, by a
 ///    learned gain γ_ℓ\[i\] ∈ ℝ^hidden for level i: h_ℓ = softplus(γ_ℓ\[i\] ⊙ (W_ℓ h_{ℓ−1} + b_ℓ)).
 ///    This is the fully connected analogue of the conditional instance normalisation of the paper's
-///    RefineNet (§4.3), where each level has its own scale per channel. The gains start at 1.
+///    RefineNet (§4.1), where each level has its own scale per channel. The gains start at 1.
 /// 2. **output scaling.** The last layer's output is divided by σᵢ:
 ///    s_θ(x, σᵢ) = f_θ(x, i)/σᵢ. The true score of q_σ has magnitude ∝ 1/σ (for x̃ = x + σz the
 ///    target is −z/σ), so f_θ only has to produce unit-scale outputs at every level. This is the

@@ -1,5 +1,5 @@
 //! Sliced score matching (Song, Garg, Shi & Ermon, 2019), the objective the paper uses for its toy
-//! experiments (§3.1, Fig. 2) and lists as Eq. 3.
+//! experiments (§3.1–3.2, Figs. 1–2) and lists as Eq. 3.
 //!
 //! Projecting the Fisher divergence on random directions v with E[v vᵀ] = I turns the trace of
 //! Eq. 1 into a quantity one backward pass computes:

@@ -157,6 +157,7 @@ pub(crate) fn for_each_tiled(m: usize, n: usize, mut f: impl FnMut(usize, usize)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TensorId(u64);
 
+// ANCHOR: id_hasher
 /// A hasher for maps keyed by [`TensorId`]: ids are distinct integers, so one multiplication by
 /// an odd constant (Fibonacci hashing) spreads them over the table; SipHash, the standard
 /// library's default, guards against adversarial keys that cannot occur here and costs several
@@ -177,6 +178,7 @@ impl std::hash::Hasher for IdHasher {
         self.0
     }
 }
+// ANCHOR_END: id_hasher
 
 /// A hash map keyed by tensor id.
 pub(crate) type IdMap<V> =
