@@ -71,6 +71,54 @@ struct Args {
     langevin: usize,
 }
 
+/// On a Vulkan device, what a piece of work asked of it: call once before and once after.
+/// Prints the dispatches and submissions between the two calls, and how the wall time divides
+/// between the host (recording, allocating, autograd) and waiting for the device.
+#[cfg(feature = "vulkan")]
+struct DeviceUse(
+    Option<(
+        std::sync::Arc<ncsn::backend::vulkan::VulkanContext>,
+        ncsn::backend::vulkan::Activity,
+    )>,
+);
+
+#[cfg(feature = "vulkan")]
+impl DeviceUse {
+    fn start(device: &Device) -> Self {
+        match device {
+            Device::Vulkan(ctx) => DeviceUse(Some((ctx.clone(), ctx.activity()))),
+            Device::Cpu => DeviceUse(None),
+        }
+    }
+    fn report(&self, wall: f64) -> String {
+        let Some((ctx, before)) = &self.0 else {
+            return String::new();
+        };
+        let a = ctx.activity() - *before;
+        let wait = a.waiting.as_secs_f64();
+        format!(
+            "\n    {} dispatches in {} submissions; host {:.3} s, waiting for the device {wait:.3} s",
+            a.dispatches,
+            a.submissions,
+            wall - wait
+        )
+    }
+}
+
+/// Without the `vulkan` feature there is only the CPU, and nothing to report.
+#[cfg(not(feature = "vulkan"))]
+struct DeviceUse;
+
+#[cfg(not(feature = "vulkan"))]
+impl DeviceUse {
+    fn start(_: &Device) -> Self {
+        DeviceUse
+    }
+    fn report(&self, _: f64) -> String {
+        String::new()
+    }
+}
+
 fn main() {
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e}");
@@ -109,6 +157,8 @@ fn run(args: Args) -> ncsn::Result<()> {
     for step in 0..args.steps {
         let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
         let z = Tensor::randn(&shape, &mut rng).to(&device);
+        device.synchronize()?;
+        let usage = DeviceUse::start(&device);
         let t0 = Instant::now();
         let loss = anneal_dsm_loss_with(|x, y| model.forward(x, y), &x, &labels, &z, &sigmas, 2.0);
         let t1 = Instant::now();
@@ -120,11 +170,12 @@ fn run(args: Args) -> ncsn::Result<()> {
         let total = (t3 - t0).as_secs_f64();
         println!(
             "step {step}: loss {value:.4}  forward {:.3} s  backward {:.3} s  adam + wait {:.3} s  \
-             total {total:.3} s  {}",
+             total {total:.3} s  {}{}",
             (t1 - t0).as_secs_f64(),
             (t2 - t1).as_secs_f64(),
             (t3 - t2).as_secs_f64(),
-            rate(3.0 * forward_gflop, total)
+            rate(3.0 * forward_gflop, total),
+            usage.report(total)
         );
         totals.push(total);
     }
@@ -164,6 +215,8 @@ fn run(args: Args) -> ncsn::Result<()> {
             ..AnnealedConfig::paper_images()
         };
         let x0 = Tensor::rand(&shape, &mut rng).to(&device);
+        device.synchronize()?;
+        let usage = DeviceUse::start(&device);
         let t = Instant::now();
         let out = annealed_langevin(
             |x, i| model.forward(x, &vec![i; batch]),
@@ -179,9 +232,10 @@ fn run(args: Args) -> ncsn::Result<()> {
         let full = s * 1000.0 / steps as f64;
         println!(
             "annealed Langevin: {steps} steps of {batch} chains in {s:.3} s ({:.2} ms per step; \
-             all finite: {finite}) → {:.2} images/s for the full 1000-step schedule",
+             all finite: {finite}) → {:.2} images/s for the full 1000-step schedule{}",
             1e3 * s / steps as f64,
-            batch as f64 / full
+            batch as f64 / full,
+            usage.report(s)
         );
     }
     // Peak resident memory of the process (Linux).

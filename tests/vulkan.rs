@@ -877,6 +877,34 @@ fn embedding_gathers_rows() {
     }
 }
 
+/// `activity` counts what work asked of the device: one dispatch per kernel, one submission per
+/// `run` (an upload is a submission of its own), and the time the host waited, which is part of
+/// the wall time. A context of its own: the other tests share `ctx()` and run in parallel.
+#[test]
+fn activity_counts_dispatches_submissions_and_waiting() {
+    let c = VulkanContext::new().unwrap();
+    let x = c.upload(&random(1000, -1.0, 1.0, 703), &[1000]).unwrap();
+    let before = c.activity();
+    let t = std::time::Instant::now();
+    c.run(|r| {
+        let y = r.unary(UnaryOp::Exp, &x)?;
+        let z = r.binary(BinaryOp::Add, &y, &x)?;
+        r.unary(UnaryOp::Exp, &z)
+    })
+    .unwrap();
+    let wall = t.elapsed();
+    let a = c.activity() - before;
+    assert_eq!((a.dispatches, a.submissions), (3, 1));
+    assert!(
+        a.waiting > std::time::Duration::ZERO && a.waiting <= wall,
+        "{a:?} in {wall:?}"
+    );
+    let up_again = c.activity();
+    c.upload(&[1.0], &[1]).unwrap();
+    let a = c.activity() - up_again;
+    assert_eq!((a.dispatches, a.submissions), (0, 1));
+}
+
 /// Indices past the axis are refused on the host, by every kernel that takes indices: on a GPU
 /// such an index would read or write whatever memory lies past the buffer (lavapipe, bounds-
 /// checked, returns zeros and hides it). The largest index that fits is accepted.

@@ -83,6 +83,8 @@ pub struct VulkanContext {
     /// A process-unique id, the key of this context's recordings in [`PENDING`].
     id: u64,
     transfers: [AtomicU64; 4],
+    /// Dispatches recorded, command buffers submitted, nanoseconds spent submitting and waiting.
+    activity: [AtomicU64; 3],
 }
 
 /// A recording of [`VulkanContext::record`] not yet submitted: the command buffer being filled
@@ -126,6 +128,32 @@ impl std::ops::Sub for Transfers {
             upload_bytes: self.upload_bytes - earlier.upload_bytes,
             downloads: self.downloads - earlier.downloads,
             download_bytes: self.download_bytes - earlier.download_bytes,
+        }
+    }
+}
+
+/// What a [`VulkanContext`] has asked of its device, and how long the host waited for it (see
+/// [`VulkanContext::activity`]). The host's own share of a piece of work — recording kernels,
+/// allocating, autograd's bookkeeping — is its wall time minus [`waiting`](Self::waiting): time
+/// in which the device has nothing queued, since every submission is waited for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Compute dispatches recorded (one per kernel launch).
+    pub dispatches: u64,
+    /// Command buffers submitted.
+    pub submissions: u64,
+    /// Time spent submitting command buffers and waiting for the device to finish them.
+    pub waiting: std::time::Duration,
+}
+
+impl std::ops::Sub for Activity {
+    type Output = Activity;
+    /// The activity between two readings.
+    fn sub(self, earlier: Activity) -> Activity {
+        Activity {
+            dispatches: self.dispatches - earlier.dispatches,
+            submissions: self.submissions - earlier.submissions,
+            waiting: self.waiting - earlier.waiting,
         }
     }
 }
@@ -250,7 +278,19 @@ impl VulkanContext {
             pipelines: Mutex::new(HashMap::new()),
             id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
             transfers: Default::default(),
+            activity: Default::default(),
         })
+    }
+
+    /// The dispatches and submissions this context has made so far, and the time spent waiting
+    /// for them. Subtract two readings to see a piece of work's.
+    pub fn activity(&self) -> Activity {
+        let a = |i: usize| self.activity[i].load(Ordering::Relaxed);
+        Activity {
+            dispatches: a(0),
+            submissions: a(1),
+            waiting: std::time::Duration::from_nanos(a(2)),
+        }
     }
 
     /// The host↔device copies this context has made so far. Subtract two readings to count the
@@ -646,6 +686,7 @@ impl Recorder<'_> {
         // SAFETY: every shader bounds-checks its indices against the sizes in its push constants,
         // and the op wrappers check that those sizes match the bound buffers' shapes.
         vk!(unsafe { self.builder.dispatch(groups) }, &what)?;
+        self.ctx.activity[0].fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -704,6 +745,18 @@ impl Recorder<'_> {
 
 /// Ends `builder`, submits it to the context's queue, and blocks until the device is done.
 fn submit_and_wait(
+    ctx: &VulkanContext,
+    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    let done = submit_and_wait_untimed(ctx, builder);
+    ctx.activity[1].fetch_add(1, Ordering::Relaxed);
+    let nanos = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+    ctx.activity[2].fetch_add(nanos, Ordering::Relaxed);
+    done
+}
+
+fn submit_and_wait_untimed(
     ctx: &VulkanContext,
     builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
 ) -> Result<()> {

@@ -36,7 +36,7 @@ mod context;
 mod ops;
 mod shaders;
 
-pub use context::{DeviceBuffer, DeviceIndices, Recorder, Transfers, VulkanContext};
+pub use context::{Activity, DeviceBuffer, DeviceIndices, Recorder, Transfers, VulkanContext};
 pub use ops::{
     AdamConfig, BinaryOp, Conv2dParams, ReduceOp, Strided, UnaryOp, broadcast_shape,
     contiguous_strides,
