@@ -2,7 +2,8 @@
 # The measurements of the book's "Measuring on a GPU" page, in one command:
 #
 #   1. our CIFAR-10 training step (ngf 128, batch 128: forward, backward, Adam) and annealed
-#      Langevin throughput on the Vulkan device (examples/refinenet_step);
+#      Langevin throughput on the Vulkan device (examples/refinenet_step), then one more step and
+#      forward pass with per-kernel device timing (--profile);
 #   2. the same with the reference model in PyTorch, strict fp32 and with TF32
 #      (benches/pytorch_refinenet.py, which needs a checkout of ermongroup/ncsn);
 #   3. `--example cifar10` end to end on the Vulkan device: a short training run at the paper's
@@ -70,7 +71,7 @@ machine() {
 
 part machine machine
 part ours "$BIN/refinenet_step" "$BATCH" "$STEPS" --config "$CONFIG" --device vulkan \
-    --langevin "$LANGEVIN"
+    --langevin "$LANGEVIN" --profile
 for tf32 in "" --tf32; do
     # shellcheck disable=SC2086 # $tf32 is empty or one flag
     part "torch${tf32:+_tf32}" python3 benches/pytorch_refinenet.py "$NCSN" --config "$CONFIG" \

@@ -69,6 +69,10 @@ struct Args {
     /// Also time annealed Langevin dynamics with this many steps per noise level (0: don't).
     #[arg(long, default_value_t = 0)]
     langevin: usize,
+    /// At the end, run one more training step and forward pass with the device's per-kernel
+    /// timing on, and print where their device time went (Vulkan only).
+    #[arg(long)]
+    profile: bool,
 }
 
 /// On a Vulkan device, what a piece of work asked of it: call once before and once after.
@@ -103,6 +107,60 @@ impl DeviceUse {
             wall - wait
         )
     }
+}
+
+/// Prints the device time per kernel since profiling was turned on, and turns it off.
+#[cfg(feature = "vulkan")]
+fn print_profile(device: &Device, what: &str) -> ncsn::Result<()> {
+    let Device::Vulkan(ctx) = device else {
+        return Ok(());
+    };
+    ctx.flush()?;
+    let profile = ctx.take_profile();
+    let total: f64 = profile.iter().map(|k| k.time.as_secs_f64()).sum();
+    let count: u64 = profile.iter().map(|k| k.count).sum();
+    println!("device time by kernel, {what}:");
+    println!(
+        "  {:<24} {:>8} {:>11} {:>7}",
+        "kernel", "count", "time (ms)", "share"
+    );
+    for k in &profile {
+        let t = k.time.as_secs_f64();
+        println!(
+            "  {:<24} {:>8} {:>11.3} {:>6.1}%",
+            k.kernel,
+            k.count,
+            1e3 * t,
+            100.0 * t / total
+        );
+    }
+    println!("  {:<24} {count:>8} {:>11.3}", "total", 1e3 * total);
+    Ok(())
+}
+
+/// Turns the device's per-kernel timing on or off.
+#[cfg(feature = "vulkan")]
+fn set_profiling(device: &Device, on: bool) -> ncsn::Result<()> {
+    match device {
+        Device::Vulkan(ctx) => ctx.set_profiling(on),
+        Device::Cpu => Err(ncsn::Error::Invalid(
+            "--profile times kernels on a Vulkan device: add --device vulkan".into(),
+        )),
+    }
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn set_profiling(_: &Device, _: bool) -> ncsn::Result<()> {
+    Err(ncsn::Error::Invalid(
+        "--profile times kernels on a Vulkan device: build with --features vulkan and add \
+         --device vulkan"
+            .into(),
+    ))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn print_profile(_: &Device, _: &str) -> ncsn::Result<()> {
+    Ok(())
 }
 
 /// Without the `vulkan` feature there is only the CPU, and nothing to report.
@@ -152,21 +210,35 @@ fn run(args: Args) -> ncsn::Result<()> {
              finishes them during 'adam + wait', and total is the whole step)"
         );
     }
+    if args.profile {
+        // Fail now rather than after the timed work.
+        set_profiling(&device, false)?;
+    }
     let x = Tensor::rand(&shape, &mut rng).to(&device);
-    let mut totals = Vec::with_capacity(args.steps);
-    for step in 0..args.steps {
+    // A batch of noise levels and noise, on the device and synchronised.
+    let draw = |rng: &mut ChaCha8Rng| -> ncsn::Result<(Vec<usize>, Tensor)> {
         let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
-        let z = Tensor::randn(&shape, &mut rng).to(&device);
+        let z = Tensor::randn(&shape, rng).to(&device);
         device.synchronize()?;
-        let usage = DeviceUse::start(&device);
+        Ok((labels, z))
+    };
+    // One training step: the loss, and the instants at the start and after the forward pass,
+    // the backward pass and Adam (with the loss read back).
+    let mut train_step = |labels: &[usize], z: &Tensor| -> (f32, [Instant; 4]) {
         let t0 = Instant::now();
-        let loss = anneal_dsm_loss_with(|x, y| model.forward(x, y), &x, &labels, &z, &sigmas, 2.0);
+        let loss = anneal_dsm_loss_with(|x, y| model.forward(x, y), &x, labels, z, &sigmas, 2.0);
         let t1 = Instant::now();
         let grads = loss.backward();
         let t2 = Instant::now();
         adam.step(&grads);
         let value = loss.item(); // waits for the device
-        let t3 = Instant::now();
+        (value, [t0, t1, t2, Instant::now()])
+    };
+    let mut totals = Vec::with_capacity(args.steps);
+    for step in 0..args.steps {
+        let (labels, z) = draw(&mut rng)?;
+        let usage = DeviceUse::start(&device);
+        let (value, [t0, t1, t2, t3]) = train_step(&labels, &z);
         let total = (t3 - t0).as_secs_f64();
         println!(
             "step {step}: loss {value:.4}  forward {:.3} s  backward {:.3} s  adam + wait {:.3} s  \
@@ -237,6 +309,15 @@ fn run(args: Args) -> ncsn::Result<()> {
             batch as f64 / full,
             usage.report(s)
         );
+    }
+    if args.profile {
+        let (labels, z) = draw(&mut rng)?;
+        set_profiling(&device, true)?;
+        train_step(&labels, &z);
+        print_profile(&device, "one training step")?;
+        ncsn::no_grad(|| model.forward(&x, &labels)).to_vec();
+        print_profile(&device, "one forward pass without a graph")?;
+        set_profiling(&device, false)?;
     }
     // Peak resident memory of the process (Linux).
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")

@@ -905,6 +905,53 @@ fn activity_counts_dispatches_submissions_and_waiting() {
     assert_eq!((a.dispatches, a.submissions), (0, 1));
 }
 
+/// With profiling on, every command of a recording is timed by timestamps and counted under its
+/// kernel: the times are positive, sorted most expensive first, and add up to no more than the
+/// wall time of the work. Recordings kept open across `record` calls are profiled too; with
+/// profiling off nothing is added.
+#[test]
+fn profiling_times_each_kernel() {
+    let c = VulkanContext::new().unwrap();
+    let x = c
+        .upload(&random(1 << 16, -1.0, 1.0, 704), &[256, 256])
+        .unwrap();
+    c.set_profiling(true).unwrap();
+    let t = std::time::Instant::now();
+    c.run(|r| {
+        let y = r.unary(UnaryOp::Exp, &x)?;
+        let z = r.binary(BinaryOp::Add, &y, &x)?;
+        let w = r.unary(UnaryOp::Exp, &z)?;
+        r.copy(&w)
+    })
+    .unwrap();
+    let wall = t.elapsed();
+    let p = c.take_profile();
+    let count = |p: &[ncsn::backend::vulkan::KernelTime], k: &str| {
+        p.iter().find(|e| e.kernel == k).map_or(0, |e| e.count)
+    };
+    let counts = ["unary", "binary", "copy"].map(|k| count(&p, k));
+    assert_eq!((counts, p.len()), ([2, 1, 1], 3), "{p:?}");
+    assert!(
+        p.iter().all(|e| e.time > std::time::Duration::ZERO),
+        "{p:?}"
+    );
+    assert!(p.windows(2).all(|w| w[0].time >= w[1].time), "{p:?}");
+    let total: std::time::Duration = p.iter().map(|e| e.time).sum();
+    assert!(total <= wall, "{total:?} of device time in {wall:?}");
+    assert!(c.take_profile().is_empty(), "taking the profile empties it");
+
+    // The Tensor API's path: several calls into one open recording, submitted by flush.
+    for _ in 0..3 {
+        c.record(|r| r.unary(UnaryOp::Exp, &x)).unwrap();
+    }
+    c.flush().unwrap();
+    assert_eq!(count(&c.take_profile(), "unary"), 3);
+
+    c.set_profiling(false).unwrap();
+    c.run(|r| r.unary(UnaryOp::Exp, &x)).unwrap();
+    assert!(c.take_profile().is_empty());
+}
+
 /// Indices past the axis are refused on the host, by every kernel that takes indices: on a GPU
 /// such an index would read or write whatever memory lies past the buffer (lavapipe, bounds-
 /// checked, returns zeros and hides it). The largest index that fits is accepted.

@@ -1,8 +1,9 @@
 //! The Vulkan context, device buffers, and the command recorder.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
@@ -23,8 +24,9 @@ use vulkano::pipeline::layout::{
 use vulkano::pipeline::{
     ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo,
 };
+use vulkano::query::{QueryPool, QueryPoolCreateInfo, QueryResultFlags, QueryType};
 use vulkano::shader::{ShaderModule, ShaderModuleCreateInfo};
-use vulkano::sync::{self, GpuFuture, HostAccessError};
+use vulkano::sync::{self, GpuFuture, HostAccessError, PipelineStage};
 use vulkano::{Validated, ValidationError, VulkanError, VulkanLibrary};
 
 use super::shaders::Kernel;
@@ -85,6 +87,10 @@ pub struct VulkanContext {
     transfers: [AtomicU64; 4],
     /// Dispatches recorded, command buffers submitted, nanoseconds spent submitting and waiting.
     activity: [AtomicU64; 3],
+    /// Whether recordings started now write timestamps (see [`VulkanContext::set_profiling`]).
+    profiling: AtomicBool,
+    /// The device time measured per kernel so far: (label, commands, nanoseconds).
+    profile: Mutex<Vec<(&'static str, u64, f64)>>,
 }
 
 /// A recording of [`VulkanContext::record`] not yet submitted: the command buffer being filled
@@ -92,7 +98,31 @@ pub struct VulkanContext {
 struct Pending {
     ctx: u64,
     builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+    stamps: Option<Stamps>,
     calls: usize,
+}
+
+/// Timestamp queries per query pool of a profiled recording.
+const STAMPS_PER_POOL: u32 = 1024;
+
+/// The timestamps a profiled recording writes: the first when the command buffer starts, then
+/// one after each command, whose label is `labels[i − 1]` for timestamp `i`. The device time of
+/// a command is the time between the timestamp before it and its own, so it includes the
+/// barrier that waits for the command's inputs.
+struct Stamps {
+    pools: Vec<Arc<QueryPool>>,
+    labels: Vec<&'static str>,
+}
+
+/// The device time one kernel took in a profile (see [`VulkanContext::take_profile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The shader (`conv2d`, `binary`, ...), or `fill` and `copy` for buffer commands.
+    pub kernel: &'static str,
+    /// How many times it ran.
+    pub count: u64,
+    /// Its total device time.
+    pub time: Duration,
 }
 
 thread_local! {
@@ -194,6 +224,7 @@ pub struct DeviceIndices {
 pub struct Recorder<'a> {
     pub(crate) ctx: &'a VulkanContext,
     builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+    stamps: Option<Stamps>,
 }
 
 /// Ranks device types: discrete GPUs first, CPU implementations (lavapipe) last.
@@ -279,7 +310,89 @@ impl VulkanContext {
             id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
             transfers: Default::default(),
             activity: Default::default(),
+            profiling: AtomicBool::new(false),
+            profile: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Turns per-kernel timing on the device on or off, for the recordings that start from now
+    /// on (this thread's running recording is submitted first). While on, every command a
+    /// recording holds is followed by a timestamp query, and after the device has run it the time
+    /// between consecutive timestamps is added to that command's kernel in the profile that
+    /// [`take_profile`](Self::take_profile) returns. The queries cost a little device time of
+    /// their own, so profiled runs are for finding where time goes, not for the headline figure.
+    ///
+    /// Fails if the device's compute queue has no timestamps.
+    pub fn set_profiling(&self, on: bool) -> Result<()> {
+        if on && self.timestamp_bits().is_none() {
+            return Err(Error::Invalid(format!(
+                "vulkan: {} has no timestamps on its compute queue; profiling is unavailable",
+                self.device_name()
+            )));
+        }
+        self.flush()?;
+        self.profiling.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The device time per kernel measured since the last call (see
+    /// [`set_profiling`](Self::set_profiling)), most expensive first; work still recorded but
+    /// not yet submitted is not in it (call [`flush`](Self::flush) first).
+    pub fn take_profile(&self) -> Vec<KernelTime> {
+        let entries = std::mem::take(&mut *self.profile.lock().expect("profile poisoned"));
+        let mut out: Vec<KernelTime> = entries
+            .into_iter()
+            .map(|(kernel, count, nanos)| KernelTime {
+                kernel,
+                count,
+                time: Duration::from_nanos(nanos.round() as u64),
+            })
+            .collect();
+        out.sort_by(|a, b| b.time.cmp(&a.time).then(a.kernel.cmp(b.kernel)));
+        out
+    }
+
+    /// The valid bits of the compute queue's timestamps, if it has any.
+    fn timestamp_bits(&self) -> Option<u32> {
+        let family = self.queue.queue_family_index() as usize;
+        self.device.physical_device().queue_family_properties()[family].timestamp_valid_bits
+    }
+
+    /// Adds a submitted recording's timestamps to the profile (after the device has run it).
+    fn add_to_profile(&self, stamps: &Stamps) -> Result<()> {
+        let n = stamps.labels.len() + 1;
+        if n < 2 {
+            return Ok(());
+        }
+        let mut ticks = vec![0u64; n];
+        for (chunk, pool) in ticks
+            .chunks_mut(STAMPS_PER_POOL as usize)
+            .zip(&stamps.pools)
+        {
+            vk!(
+                pool.get_results(0..chunk.len() as u32, chunk, QueryResultFlags::WAIT),
+                "reading timestamps"
+            )?;
+        }
+        let bits = self.timestamp_bits().unwrap_or(64);
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        let period = self.device.physical_device().properties().timestamp_period as f64;
+        let mut profile = self.profile.lock().expect("profile poisoned");
+        for (i, &label) in stamps.labels.iter().enumerate() {
+            let nanos = (ticks[i + 1].wrapping_sub(ticks[i]) & mask) as f64 * period;
+            match profile.iter_mut().find(|e| e.0 == label) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += nanos;
+                }
+                None => profile.push((label, 1, nanos)),
+            }
+        }
+        Ok(())
     }
 
     /// The dispatches and submissions this context has made so far, and the time spent waiting
@@ -327,19 +440,26 @@ impl VulkanContext {
             let i = p.iter().position(|q| q.ctx == self.id)?;
             Some(p.swap_remove(i))
         });
-        let (builder, calls) = match taken {
-            Some(q) => (q.builder, q.calls),
-            None => (self.recorder()?.builder, 0),
+        let (mut r, calls) = match taken {
+            Some(q) => {
+                let r = Recorder {
+                    ctx: self,
+                    builder: q.builder,
+                    stamps: q.stamps,
+                };
+                (r, q.calls)
+            }
+            None => (self.recorder()?, 0),
         };
-        let mut r = Recorder { ctx: self, builder };
         let out = f(&mut r);
         if calls + 1 >= RECORD_FLUSH_EVERY {
-            submit_and_wait(self, r.builder)?;
+            r.submit()?;
         } else {
             PENDING.with(|p| {
                 p.borrow_mut().push(Pending {
                     ctx: self.id,
                     builder: r.builder,
+                    stamps: r.stamps,
                     calls: calls + 1,
                 })
             });
@@ -357,7 +477,7 @@ impl VulkanContext {
             Some(p.swap_remove(i))
         });
         match taken {
-            Some(q) => submit_and_wait(self, q.builder),
+            Some(q) => submit_and_wait(self, q.builder, q.stamps),
             None => Ok(()),
         }
     }
@@ -572,7 +692,17 @@ impl VulkanContext {
             ),
             "starting a command buffer"
         )?;
-        Ok(Recorder { ctx: self, builder })
+        let profiled = self.profiling.load(Ordering::Relaxed);
+        let mut r = Recorder {
+            ctx: self,
+            builder,
+            stamps: profiled.then(|| Stamps {
+                pools: Vec::new(),
+                labels: Vec::new(),
+            }),
+        };
+        r.stamp(None)?; // the start
+        Ok(r)
     }
 
     /// Records kernels with `f`, submits them as one command buffer, and waits until they finish.
@@ -687,6 +817,52 @@ impl Recorder<'_> {
         // and the op wrappers check that those sizes match the bound buffers' shapes.
         vk!(unsafe { self.builder.dispatch(groups) }, &what)?;
         self.ctx.activity[0].fetch_add(1, Ordering::Relaxed);
+        self.stamp(Some(kernel.name()))
+    }
+
+    /// When profiling, records a timestamp after the last command, which `label` names (`None`
+    /// for the start of the command buffer).
+    fn stamp(&mut self, label: Option<&'static str>) -> Result<()> {
+        let Some(stamps) = self.stamps.as_mut() else {
+            return Ok(());
+        };
+        let q = stamps.labels.len() as u32 + u32::from(label.is_some());
+        let (pool, index) = ((q / STAMPS_PER_POOL) as usize, q % STAMPS_PER_POOL);
+        if pool == stamps.pools.len() {
+            let new = vk!(
+                QueryPool::new(
+                    self.ctx.device.clone(),
+                    QueryPoolCreateInfo {
+                        query_count: STAMPS_PER_POOL,
+                        ..QueryPoolCreateInfo::query_type(QueryType::Timestamp)
+                    },
+                ),
+                "creating a timestamp query pool"
+            )?;
+            // SAFETY: the pool is new and used by this command buffer only.
+            vk!(
+                unsafe {
+                    self.builder
+                        .reset_query_pool(new.clone(), 0..STAMPS_PER_POOL)
+                },
+                "resetting timestamp queries"
+            )?;
+            stamps.pools.push(new);
+        }
+        // SAFETY: each query of the pool is written once, after the reset above.
+        vk!(
+            unsafe {
+                self.builder.write_timestamp(
+                    stamps.pools[pool].clone(),
+                    index,
+                    PipelineStage::BottomOfPipe,
+                )
+            },
+            "writing a timestamp"
+        )?;
+        if let Some(label) = label {
+            stamps.labels.push(label);
+        }
         Ok(())
     }
 
@@ -703,6 +879,7 @@ impl Recorder<'_> {
                 .fill_buffer(out.buf.clone().reinterpret::<[u32]>(), 0),
             "recording a fill"
         )?;
+        self.stamp(Some("fill"))?;
         Ok(out)
     }
 
@@ -713,7 +890,7 @@ impl Recorder<'_> {
                 .fill_buffer(out.buf.clone().reinterpret::<[u32]>(), word),
             "recording a fill"
         )?;
-        Ok(())
+        self.stamp(Some("fill"))
     }
 
     /// Records a copy of `src` into a new buffer of the same shape.
@@ -724,12 +901,13 @@ impl Recorder<'_> {
                 .copy_buffer(CopyBufferInfo::buffers(src.buf.clone(), out.buf.clone())),
             "recording a copy"
         )?;
+        self.stamp(Some("copy"))?;
         Ok(out)
     }
 
     /// Submits everything recorded and waits for the device to finish.
     pub fn submit(self) -> Result<()> {
-        submit_and_wait(self.ctx, self.builder)
+        submit_and_wait(self.ctx, self.builder, self.stamps)
     }
 
     /// Submits what has been recorded so far, waits for it, and goes on recording into a fresh
@@ -737,23 +915,30 @@ impl Recorder<'_> {
     /// handle drops, so a long loop that calls this every few hundred steps keeps its memory
     /// bounded (see the memory note on [`Recorder`]).
     pub fn flush(&mut self) -> Result<()> {
-        let fresh = self.ctx.recorder()?.builder;
-        let done = std::mem::replace(&mut self.builder, fresh);
-        submit_and_wait(self.ctx, done)
+        let fresh = self.ctx.recorder()?;
+        let done = std::mem::replace(&mut self.builder, fresh.builder);
+        let stamps = std::mem::replace(&mut self.stamps, fresh.stamps);
+        submit_and_wait(self.ctx, done, stamps)
     }
 }
 
-/// Ends `builder`, submits it to the context's queue, and blocks until the device is done.
+/// Ends `builder`, submits it to the context's queue, and blocks until the device is done; then
+/// adds its timestamps, if it was profiled, to the context's profile.
 fn submit_and_wait(
     ctx: &VulkanContext,
     builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+    stamps: Option<Stamps>,
 ) -> Result<()> {
     let start = std::time::Instant::now();
     let done = submit_and_wait_untimed(ctx, builder);
     ctx.activity[1].fetch_add(1, Ordering::Relaxed);
     let nanos = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
     ctx.activity[2].fetch_add(nanos, Ordering::Relaxed);
-    done
+    done?;
+    match stamps {
+        Some(stamps) => ctx.add_to_profile(&stamps),
+        None => Ok(()),
+    }
 }
 
 fn submit_and_wait_untimed(

@@ -12,6 +12,10 @@
 //!   submitted, and vulkano inserts the barriers between kernels that read what another wrote,
 //!   so a whole Langevin loop or training step can be one submission with no host round trip.
 //!   [`VulkanContext::run`] records with a closure, submits, and waits.
+//! - Counters, for measuring: [`VulkanContext::transfers`] (host↔device copies),
+//!   [`VulkanContext::activity`] (dispatches, submissions, time waiting for the device) and, with
+//!   [`VulkanContext::set_profiling`], the device time of each kernel from timestamp queries
+//!   ([`VulkanContext::take_profile`]).
 //!
 //! ```no_run
 //! # fn main() -> ncsn::Result<()> {
@@ -36,7 +40,9 @@ mod context;
 mod ops;
 mod shaders;
 
-pub use context::{Activity, DeviceBuffer, DeviceIndices, Recorder, Transfers, VulkanContext};
+pub use context::{
+    Activity, DeviceBuffer, DeviceIndices, KernelTime, Recorder, Transfers, VulkanContext,
+};
 pub use ops::{
     AdamConfig, BinaryOp, Conv2dParams, ReduceOp, Strided, UnaryOp, broadcast_shape,
     contiguous_strides,
