@@ -348,7 +348,21 @@ fn cifar10_bad_length_names_file() {
     assert_format(
         cifar10::load(&dir.0, Split::Train).unwrap_err(),
         &bad,
-        &["not a multiple of", "3073", "1 whole records"],
+        &[
+            "not a multiple of",
+            "3073",
+            "1 whole records",
+            "2973 bytes left over",
+        ],
+    );
+    // One stray byte.
+    let mut bytes = cifar_bytes(&[1, 2], 0);
+    bytes.push(7);
+    let bad = dir.write("data_batch_2.bin", &bytes);
+    assert_format(
+        cifar10::load(&dir.0, Split::Train).unwrap_err(),
+        &bad,
+        &["2 whole records and 1 byte left over"],
     );
     // Empty file.
     let empty = dir.write("data_batch_2.bin", &[]);

@@ -51,10 +51,13 @@ fn parse_batch(
             path,
             format!(
                 "length {} bytes is not a multiple of the {RECORD_LEN}-byte CIFAR-10 record \
-                 (1 label + 3072 pixels): {} whole records and {} bytes left over",
+                 (1 label + 3072 pixels): {} whole records and {} left over",
                 bytes.len(),
                 bytes.len() / RECORD_LEN,
-                bytes.len() % RECORD_LEN
+                match bytes.len() % RECORD_LEN {
+                    1 => "1 byte".to_string(),
+                    n => format!("{n} bytes"),
+                }
             ),
         ));
     }
