@@ -669,18 +669,20 @@ fn sum_last_axis_long_rows() {
 /// mean's error e_m plus one rounding each, so the bound is `2·L·u·E[d²]` for the sum plus
 /// `2·E|d|·e_m + e_m²` from the shift, doubled for the squaring.
 #[test]
-fn instance_norm_moments_two_pass() {
+fn instance_norm_moments_two_pass_and_the_normalised_planes() {
     let (n, c, h, w) = (2, 3, 13, 17);
     let l = h * w;
     let x: Vec<f32> = random(n * c * l, -1.0, 1.0, 402)
         .iter()
         .map(|v| v + 3.0)
         .collect();
-    let (mean, var) = ctx()
+    let stats = ctx()
         .run(|r| r.instance_norm_moments(&up(&x, &[n, c, h, w])))
         .unwrap();
-    assert_eq!(mean.shape(), [n, c]);
-    assert_eq!(var.shape(), [n, c]);
+    assert_eq!(stats.shape(), [n, c, 2]);
+    let stats = down(&stats);
+    let mean: Vec<f32> = stats.iter().step_by(2).copied().collect();
+    let var: Vec<f32> = stats.iter().skip(1).step_by(2).copied().collect();
     let (mut wm, mut wv, mut tm, mut tv) = (vec![], vec![], vec![], vec![]);
     for row in x.chunks(l) {
         let m = row.iter().map(|&v| v as f64).sum::<f64>() / l as f64;
@@ -692,8 +694,29 @@ fn instance_norm_moments_two_pass() {
         tm.push(em);
         tv.push(2.0 * (2.0 * l as f64 * U * d2 + 2.0 * d1 * em + em * em));
     }
-    assert_close("instance mean", &down(&mean), &wm, |i| tm[i]);
-    assert_close("instance var", &down(&var), &wv, |i| tv[i]);
+    assert_close("instance mean", &mean, &wm, |i| tm[i]);
+    assert_close("instance var", &var, &wv, |i| tv[i]);
+
+    // The normalised planes, y = (x − m)·r with r = 1/√(v + eps), from the same statistics: the
+    // error of x − m is the mean's e_m plus a rounding, times r; r's relative error is half the
+    // variance's, e_v/(2(v + eps)), plus three roundings (add, sqrt, divide); the product adds
+    // one more. Doubled for margin.
+    let eps = 1e-5;
+    let y = ctx()
+        .run(|r| r.instance_norm(&up(&x, &[n, c, h, w]), eps))
+        .unwrap();
+    assert_eq!(y.shape(), [n, c, h, w]);
+    let (mut want, mut tol) = (vec![], vec![]);
+    for (row, xs) in x.chunks(l).enumerate() {
+        let rs = 1.0 / (wv[row] + eps as f64).sqrt();
+        let rel_r = tv[row] / (2.0 * (wv[row] + eps as f64)) + 3.0 * U;
+        for &v in xs {
+            let d = v as f64 - wm[row];
+            want.push(d * rs);
+            tol.push(2.0 * ((tm[row] + U * d.abs()) * rs + (d * rs).abs() * (rel_r + U)));
+        }
+    }
+    assert_close("instance_norm", &down(&y), &want, |i| tol[i]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -757,6 +757,52 @@ fn conv_pool_and_norm_ops_match_cpu() {
     assert_close("channel_dot", &g, &want, |_, w| 1e-5 * (1.0 + w.abs()));
 }
 
+/// The first-order gradient of an instance norm on the device is one kernel (instance_norm.comp,
+/// mode 2) and agrees with the CPU's fused two-pass formula. Planes of 42 and 437 pixels (one
+/// partial pass and two of the 256-thread workgroup). Tolerance: each of the two plane means
+/// carries up to 2·L·u·mean|·| ≈ 5e-5 of absolute error at L = 437 with |g|, |y| ≲ 2, scaled by
+/// r ≈ 1.7; 1e-4·(1 + |dx|) covers it with margin, while a dropped term (mean(g), or y·mean(g·y))
+/// moves dx by O(0.1). A context of its own, so that its profile is this test's alone.
+#[test]
+fn instance_norm_gradient_is_one_kernel_and_matches_cpu() {
+    let ctx = Arc::new(VulkanContext::new().unwrap());
+    let d = Device::Vulkan(ctx.clone());
+    for (shape, seed) in [([2, 3, 7, 6], 640), ([1, 2, 23, 19], 641)] {
+        let x = random(&shape, -1.0, 1.0, seed);
+        let w = random(&shape, -1.0, 1.0, seed + 10);
+        let dx = |dev: &Device| {
+            let x = x.to(dev).detach().requires_grad_();
+            let y = x.instance_norm(1e-5);
+            dev.synchronize().unwrap();
+            ctx.set_profiling(true).unwrap();
+            let g = grad(&[&y.mul(&w.to(dev)).sum_all()], &[&x], false);
+            dev.synchronize().unwrap();
+            ctx.set_profiling(false).unwrap();
+            g.into_iter().next().unwrap()
+        };
+        let got = dx(&d);
+        let kernels = ctx.take_profile();
+        let count = |k: &str| {
+            kernels
+                .iter()
+                .find(|e| e.kernel == k)
+                .map_or(0, |e| e.count)
+        };
+        // The norm's gradient is the one instance_norm kernel; the rest are the VJPs of the sum
+        // and the product, six commands in all, where the formula in tensor ops alone is 17.
+        assert_eq!(count("instance_norm"), 1, "{kernels:?}");
+        let commands: u64 = kernels.iter().map(|e| e.count).sum();
+        assert!(commands <= 6, "{commands} commands: {kernels:?}");
+        let want = dx(&Device::Cpu);
+        assert_close(
+            &format!("instance_norm dx {shape:?}"),
+            &got,
+            &want,
+            |_, w| 1e-4 * (1.0 + w.abs()),
+        );
+    }
+}
+
 /// A small convolutional function through every conv-family op, for gradient checks.
 fn conv_net(v: &[Tensor]) -> Tensor {
     use ncsn::tensor::{Conv2dConfig, Pool2dConfig};

@@ -5,7 +5,8 @@
 //! several times; here the forward is one pass per plane (two for the statistics), parallel over
 //! planes. Their VJPs are written with tensor ops, so that they can be differentiated again; the
 //! instance norm's VJP also has a fused kernel, used when no graph is recorded (a first-order
-//! training step), which computes the same formula in two passes.
+//! training step), which computes the same formula in two passes — on the CPU, and on a Vulkan
+//! device as one dispatch (`shaders/instance_norm.comp`).
 
 use super::{Op, Tensor, contiguous, is_grad_enabled};
 use ndarray::{ArrayD, IxDyn};
@@ -85,6 +86,13 @@ impl Tensor {
 /// The VJP of x̂ = (x − μ)·r with r = 1/√(σ² + eps), per plane of m pixels:
 /// ∂x = r · (ḡ − mean(ḡ) − x̂ · mean(ḡ ⊙ x̂)).
 fn instance_norm_vjp(x: &Tensor, out: &Tensor, eps: f32, rstd: &[f32], g: &Tensor) -> Tensor {
+    // On a device, without a graph to record: the fused kernel, which recomputes r from x.
+    #[cfg(feature = "vulkan")]
+    if !is_grad_enabled()
+        && let Some(d) = super::vulkan::instance_norm_backward(x, out, g, eps)
+    {
+        return Tensor::make(d, None, false);
+    }
     if is_grad_enabled() || !x.device().is_cpu() {
         // Recording a graph (create_graph): the formula in tensor ops, with r recomputed from x so
         // that the second derivative sees its dependence on x.

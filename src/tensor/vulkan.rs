@@ -603,22 +603,30 @@ pub(crate) fn resize_bilinear_adjoint(g: &Tensor, input_hw: (usize, usize)) -> O
 
 // ---------------------------------------------------------------- the pieces of CondInstanceNorm++
 
-/// Instance normalisation `(x − μ)/√(σ² + eps)` per (n, c) plane, with the two-pass moments of
-/// `shaders/moments.comp` (biased variance, as `InstanceNorm2d`).
+/// Instance normalisation `(x − μ)/√(σ² + eps)` per (n, c) plane, with two-pass moments and the
+/// biased variance, as `InstanceNorm2d` (`shaders/instance_norm.comp`).
 pub(crate) fn instance_norm(x: &Tensor, eps: f32) -> Option<Data> {
     let ctx = context("instance_norm", &[x])?;
     let xb = device_data(x, "instance_norm").buffer();
-    let (n, c) = (x.shape()[0], x.shape()[1]);
-    let out = record(&ctx, "instance_norm", |r| {
-        let (mean, var) = r.instance_norm_moments(&xb)?;
-        let (mean, var) = (mean.reshape(&[n, c, 1, 1]), var.reshape(&[n, c, 1, 1]));
-        let centred = r.binary(BinaryOp::Sub, &xb, &mean)?;
-        let var_eps = r.unary(vk::UnaryOp::AddScalar(eps), &var)?;
-        let std = r.unary(vk::UnaryOp::Sqrt, &var_eps)?;
-        let rstd = r.unary(vk::UnaryOp::Recip, &std)?;
-        r.binary(BinaryOp::Mul, &centred, &rstd)
-    });
+    let out = record(&ctx, "instance_norm", |r| r.instance_norm(&xb, eps));
     Some(wrap(&ctx, out))
+}
+
+/// The first-order gradient of [`instance_norm`] at `x` with output `out`, for the output
+/// gradient `g`, in one kernel; `None` unless the tensors are on a Vulkan device.
+pub(crate) fn instance_norm_backward(
+    x: &Tensor,
+    out: &Tensor,
+    g: &Tensor,
+    eps: f32,
+) -> Option<Data> {
+    let ctx = context("instance_norm backward", &[x, out, g])?;
+    let [xb, yb] = [x, out].map(|t| device_data(t, "instance_norm backward").buffer());
+    let dx = record(&ctx, "instance_norm backward", |r| {
+        let gb = operand(r, g)?;
+        r.instance_norm_backward(&xb, &yb, &gb, eps)
+    });
+    Some(wrap(&ctx, dx))
 }
 
 /// `x·a + b` with `a`, `b` of shape (N, C) scaling and shifting the planes of x (N, C, H, W).

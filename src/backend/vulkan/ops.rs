@@ -368,6 +368,12 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> [u32; RANK] {
     strides
 }
 
+/// The four dimensions of an NCHW buffer; panics naming `op` otherwise.
+fn nchw(x: &DeviceBuffer, op: &str) -> [usize; 4] {
+    <[usize; 4]>::try_from(x.shape())
+        .unwrap_or_else(|_| panic!("{op}: expected NCHW, got {:?}", x.shape()))
+}
+
 impl Recorder<'_> {
     // ANCHOR: matmul
     /// Batched matrix product `op(a) · op(b)`, with `op` a transpose when the flag is set
@@ -623,31 +629,84 @@ impl Recorder<'_> {
     }
 
     /// Per-(n, c) mean and biased variance over (h, w) of an NCHW tensor, as InstanceNorm2d uses
-    /// them (`shaders/moments.comp`). Returns `(mean, var)`, each `[n, c]`.
+    /// them (`shaders/instance_norm.comp`, mode 0). Returns `[n, c, 2]`: the mean, then the
+    /// variance, of each plane.
     ///
     /// # Panics
     /// If `x` is not rank 4.
-    pub fn instance_norm_moments(
+    pub fn instance_norm_moments(&mut self, x: &DeviceBuffer) -> Result<DeviceBuffer> {
+        let [n, c, _, _] = nchw(x, "instance_norm_moments");
+        let out = self.output(&[n, c, 2])?;
+        self.instance_norm_kernel(0, x, x, x, &out, 0.0)?;
+        Ok(out)
+    }
+
+    /// Instance normalisation without affine parameters, `nn.InstanceNorm2d(affine=False)`:
+    /// each (n, c) plane of `x` becomes `(x − μ)/√(σ² + eps)` with its own mean and biased
+    /// variance (`shaders/instance_norm.comp`, mode 1: one dispatch).
+    ///
+    /// # Panics
+    /// If `x` is not rank 4.
+    pub fn instance_norm(&mut self, x: &DeviceBuffer, eps: f32) -> Result<DeviceBuffer> {
+        nchw(x, "instance_norm");
+        let out = self.output(x.shape())?;
+        self.instance_norm_kernel(1, x, x, x, &out, eps)?;
+        Ok(out)
+    }
+
+    /// The first-order gradient of [`instance_norm`](Self::instance_norm) at `x`, whose output
+    /// was `y`, for the output gradient `g`: per plane, `r·(g − mean(g) − y·mean(g·y))` with
+    /// `r = 1/√(σ² + eps)` recomputed from `x` (`shaders/instance_norm.comp`, mode 2: one
+    /// dispatch).
+    ///
+    /// # Panics
+    /// If `x` is not rank 4 or the three shapes differ.
+    pub fn instance_norm_backward(
         &mut self,
         x: &DeviceBuffer,
-    ) -> Result<(DeviceBuffer, DeviceBuffer)> {
-        let &[n, c, h, w] = x.shape() else {
-            panic!("instance_norm_moments: expected NCHW, got {:?}", x.shape())
-        };
-        let mean = self.output(&[n, c])?;
-        let var = self.output(&[n, c])?;
+        y: &DeviceBuffer,
+        g: &DeviceBuffer,
+        eps: f32,
+    ) -> Result<DeviceBuffer> {
+        nchw(x, "instance_norm_backward");
+        assert!(
+            x.shape() == y.shape() && x.shape() == g.shape(),
+            "instance_norm_backward: shapes {:?}, {:?} and {:?} differ",
+            x.shape(),
+            y.shape(),
+            g.shape()
+        );
+        let out = self.output(x.shape())?;
+        self.instance_norm_kernel(2, x, y, g, &out, eps)?;
+        Ok(out)
+    }
+
+    fn instance_norm_kernel(
+        &mut self,
+        mode: u32,
+        x: &DeviceBuffer,
+        y: &DeviceBuffer,
+        g: &DeviceBuffer,
+        out: &DeviceBuffer,
+        eps: f32,
+    ) -> Result<()> {
+        let [n, c, h, w] = nchw(x, "instance_norm");
         let rows = n * c;
-        if rows == 0 {
-            return Ok((mean, var));
+        if rows == 0 || h * w == 0 {
+            return Ok(());
         }
-        let push = [u32_of(rows, "rows"), u32_of(h * w, "plane size")];
+        let push = [
+            mode,
+            u32_of(rows, "rows"),
+            u32_of(h * w, "plane size"),
+            eps.to_bits(),
+        ];
         self.dispatch(
-            Kernel::Moments,
-            &[x.bytes(), mean.bytes(), var.bytes()],
+            Kernel::InstanceNorm,
+            &[x.bytes(), y.bytes(), g.bytes(), out.bytes()],
             push,
             [groups_1d(rows, 1), 1, 1],
-        )?;
-        Ok((mean, var))
+        )
     }
 
     /// 2-d convolution, NCHW: `x` `[n, cin, h, w]`, `weight` `[cout, cin, kh, kw]`, optional
