@@ -173,7 +173,7 @@ pub struct Activity {
     /// Command buffers submitted.
     pub submissions: u64,
     /// Time spent submitting command buffers and waiting for the device to finish them.
-    pub waiting: std::time::Duration,
+    pub waiting: Duration,
 }
 
 impl std::ops::Sub for Activity {
@@ -402,7 +402,7 @@ impl VulkanContext {
         Activity {
             dispatches: a(0),
             submissions: a(1),
-            waiting: std::time::Duration::from_nanos(a(2)),
+            waiting: Duration::from_nanos(a(2)),
         }
     }
 
