@@ -75,107 +75,113 @@ struct Args {
     profile: bool,
 }
 
-/// On a Vulkan device, what a piece of work asked of it: call once before and once after.
-/// Prints the dispatches and submissions between the two calls, and how the wall time divides
-/// between the host (recording, allocating, autograd) and waiting for the device.
+/// What a run asked of a Vulkan device — dispatches, submissions, waiting, per-kernel device
+/// time — with stand-ins that report nothing (or refuse `--profile`) in a build without the
+/// `vulkan` feature.
 #[cfg(feature = "vulkan")]
-struct DeviceUse(
-    Option<(
-        std::sync::Arc<ncsn::backend::vulkan::VulkanContext>,
-        ncsn::backend::vulkan::Activity,
-    )>,
-);
+mod device_report {
+    use ncsn::Device;
+    use ncsn::backend::vulkan::{Activity, VulkanContext};
+    use std::sync::Arc;
 
-#[cfg(feature = "vulkan")]
-impl DeviceUse {
-    fn start(device: &Device) -> Self {
-        match device {
-            Device::Vulkan(ctx) => DeviceUse(Some((ctx.clone(), ctx.activity()))),
-            Device::Cpu => DeviceUse(None),
+    /// On a Vulkan device, what a piece of work asked of it: start before, report after, with
+    /// the dispatches and submissions in between and how the wall time divides between the host
+    /// (recording, allocating, autograd) and waiting for the device.
+    pub struct DeviceUse(Option<(Arc<VulkanContext>, Activity)>);
+
+    impl DeviceUse {
+        pub fn start(device: &Device) -> Self {
+            match device {
+                Device::Vulkan(ctx) => DeviceUse(Some((ctx.clone(), ctx.activity()))),
+                Device::Cpu => DeviceUse(None),
+            }
+        }
+
+        pub fn report(&self, wall: f64) -> String {
+            let Some((ctx, before)) = &self.0 else {
+                return String::new();
+            };
+            let a = ctx.activity() - *before;
+            let wait = a.waiting.as_secs_f64();
+            format!(
+                "\n    {} dispatches in {} submissions; host {:.3} s, waiting for the device \
+                 {wait:.3} s",
+                a.dispatches,
+                a.submissions,
+                wall - wait
+            )
         }
     }
-    fn report(&self, wall: f64) -> String {
-        let Some((ctx, before)) = &self.0 else {
-            return String::new();
+
+    /// Turns the device's per-kernel timing on or off.
+    pub fn set_profiling(device: &Device, on: bool) -> ncsn::Result<()> {
+        match device {
+            Device::Vulkan(ctx) => ctx.set_profiling(on),
+            Device::Cpu => Err(ncsn::Error::Invalid(
+                "--profile times kernels on a Vulkan device: add --device vulkan".into(),
+            )),
+        }
+    }
+
+    /// Prints the device time per kernel measured since the profile was last taken.
+    pub fn print_profile(device: &Device, what: &str) -> ncsn::Result<()> {
+        let Device::Vulkan(ctx) = device else {
+            return Ok(());
         };
-        let a = ctx.activity() - *before;
-        let wait = a.waiting.as_secs_f64();
-        format!(
-            "\n    {} dispatches in {} submissions; host {:.3} s, waiting for the device {wait:.3} s",
-            a.dispatches,
-            a.submissions,
-            wall - wait
-        )
-    }
-}
-
-/// Prints the device time per kernel since profiling was turned on, and turns it off.
-#[cfg(feature = "vulkan")]
-fn print_profile(device: &Device, what: &str) -> ncsn::Result<()> {
-    let Device::Vulkan(ctx) = device else {
-        return Ok(());
-    };
-    ctx.flush()?;
-    let profile = ctx.take_profile();
-    let total: f64 = profile.iter().map(|k| k.time.as_secs_f64()).sum();
-    let count: u64 = profile.iter().map(|k| k.count).sum();
-    println!("device time by kernel, {what}:");
-    println!(
-        "  {:<24} {:>8} {:>11} {:>7}",
-        "kernel", "count", "time (ms)", "share"
-    );
-    for k in &profile {
-        let t = k.time.as_secs_f64();
+        ctx.flush()?;
+        let profile = ctx.take_profile();
+        let total: f64 = profile.iter().map(|k| k.time.as_secs_f64()).sum();
+        let count: u64 = profile.iter().map(|k| k.count).sum();
+        println!("device time by kernel, {what}:");
         println!(
-            "  {:<24} {:>8} {:>11.3} {:>6.1}%",
-            k.kernel,
-            k.count,
-            1e3 * t,
-            100.0 * t / total
+            "  {:<24} {:>8} {:>11} {:>7}",
+            "kernel", "count", "time (ms)", "share"
         );
-    }
-    println!("  {:<24} {count:>8} {:>11.3}", "total", 1e3 * total);
-    Ok(())
-}
-
-/// Turns the device's per-kernel timing on or off.
-#[cfg(feature = "vulkan")]
-fn set_profiling(device: &Device, on: bool) -> ncsn::Result<()> {
-    match device {
-        Device::Vulkan(ctx) => ctx.set_profiling(on),
-        Device::Cpu => Err(ncsn::Error::Invalid(
-            "--profile times kernels on a Vulkan device: add --device vulkan".into(),
-        )),
+        for k in &profile {
+            let t = k.time.as_secs_f64();
+            println!(
+                "  {:<24} {:>8} {:>11.3} {:>6.1}%",
+                k.kernel,
+                k.count,
+                1e3 * t,
+                100.0 * t / total
+            );
+        }
+        println!("  {:<24} {count:>8} {:>11.3}", "total", 1e3 * total);
+        Ok(())
     }
 }
 
 #[cfg(not(feature = "vulkan"))]
-fn set_profiling(_: &Device, _: bool) -> ncsn::Result<()> {
-    Err(ncsn::Error::Invalid(
-        "--profile times kernels on a Vulkan device: build with --features vulkan and add \
-         --device vulkan"
-            .into(),
-    ))
-}
+mod device_report {
+    use ncsn::Device;
 
-#[cfg(not(feature = "vulkan"))]
-fn print_profile(_: &Device, _: &str) -> ncsn::Result<()> {
-    Ok(())
-}
+    /// Only the CPU: nothing to report.
+    pub struct DeviceUse;
 
-/// Without the `vulkan` feature there is only the CPU, and nothing to report.
-#[cfg(not(feature = "vulkan"))]
-struct DeviceUse;
-
-#[cfg(not(feature = "vulkan"))]
-impl DeviceUse {
-    fn start(_: &Device) -> Self {
-        DeviceUse
+    impl DeviceUse {
+        pub fn start(_: &Device) -> Self {
+            DeviceUse
+        }
+        pub fn report(&self, _: f64) -> String {
+            String::new()
+        }
     }
-    fn report(&self, _: f64) -> String {
-        String::new()
+
+    pub fn set_profiling(_: &Device, _: bool) -> ncsn::Result<()> {
+        Err(ncsn::Error::Invalid(
+            "--profile times kernels on a Vulkan device: build with --features vulkan and add \
+             --device vulkan"
+                .into(),
+        ))
+    }
+
+    pub fn print_profile(_: &Device, _: &str) -> ncsn::Result<()> {
+        Ok(())
     }
 }
+
+use device_report::{DeviceUse, print_profile, set_profiling};
 
 fn main() {
     if let Err(e) = run(Args::parse()) {
