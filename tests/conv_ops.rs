@@ -492,6 +492,19 @@ fn channel_affine_and_dot_gradients() {
 }
 
 #[test]
+fn cond_instance_norm_plus_gradients() {
+    // x and the per-sample parameters e = [γ | α | β] (N, 3C). Planes with different means, so
+    // that the cross-channel term α·z moves. The first-order check runs the fused backward, the
+    // second-order check the tensor-op VJP (create_graph).
+    let mut r = rng(650);
+    let x = tensor(&mut r, &[2, 3, 2, 3], 0.1, 1.0, true);
+    let x = x.add(&Tensor::from_vec(vec![-1.0, 0.0, 1.5], &[1, 3, 1, 1]));
+    let e = tensor(&mut r, &[2, 9], 0.5, 1.5, true);
+    let f = |t: &[Tensor]| t[0].cond_instance_norm_plus(&t[1], 1e-5);
+    check("cond_instance_norm_plus", &f, &[x, e], 650).unwrap();
+}
+
+#[test]
 fn embedding_lookup_gradients() {
     // The noise-level embedding: rows of a (L, 3C) table picked by label, repeats allowed.
     let mut r = rng(700);

@@ -6,6 +6,8 @@
 //! The fixtures were made with PyTorch from the reference source (see
 //! tests/fixtures/make_refinenet_fixtures.py).
 
+mod common;
+
 use ncsn::Tensor;
 use ncsn::io::Checkpoint;
 use ncsn::nn::{CondInstanceNorm2dPlus, CondRefineNetDilated, ParamStore, RefineNetConfig};
@@ -246,6 +248,22 @@ fn cond_instance_norm_plus_hand_computed() {
         // f32 evaluation of O(1) quantities: a few ulps, 1e-5 absolute.
         assert!((*a as f64 - b).abs() < 1e-5, "{out:?} vs {want:?}");
     }
+}
+
+/// The fused op that `CondInstanceNorm2dPlus::forward` runs against the layer's definition in
+/// tensor ops (`forward_unfused`): output, first-order gradients (the fused backward) and
+/// second-order gradients (the tensor-op VJP under create_graph) with respect to x and the
+/// embedding, on 5 channels of 4 × 3, 260 channels of 2 × 2 (more than one pass of a 256-thread
+/// workgroup on a device) and 3 channels of 23 × 19.
+///
+/// Tolerance |Δ| ≤ 1e-5·(1 + |want|) for the output and 1e-4·(1 + |want|) for the gradients. Both
+/// sides are f32 with other association orders: the plane sums over L ≤ 437 pixels carry up to
+/// 2·L·u ≈ 5e-5 of relative error in the worst case (measured: under 2e-6), while leaving out any
+/// one term — the α·z shift, ∂μ through z, the x̂·S₂ part of the instance norm — moves values by
+/// O(0.1) on these inputs (plane means spread over −2..2).
+#[test]
+fn fused_cond_instance_norm_plus_matches_its_definition() {
+    common::assert_fused_cin_plus_matches_definition(&ncsn::Device::Cpu);
 }
 
 #[test]

@@ -46,8 +46,16 @@ impl CondInstanceNorm2dPlus {
     }
 
     // ANCHOR: cin_forward
-    /// Normalises x (N, C, H, W) with the parameters of noise levels `labels` (one per sample).
+    /// Normalises x (N, C, H, W) with the parameters of noise levels `labels` (one per sample):
+    /// the embedding lookup, then [`Tensor::cond_instance_norm_plus`], which computes what
+    /// [`forward_unfused`](Self::forward_unfused) spells out in three passes over x.
     pub fn forward(&self, x: &Tensor, labels: &[usize]) -> Tensor {
+        let e = self.embed.index_select(0, labels); // (N, 3C): γ, α, β of each sample
+        x.cond_instance_norm_plus(&e, NORM_EPS)
+    }
+
+    /// The same layer in plain tensor ops: the definition, which the fused op is tested against.
+    pub fn forward_unfused(&self, x: &Tensor, labels: &[usize]) -> Tensor {
         let c = self.num_features;
         let e = self.embed.index_select(0, labels); // (N, 3C): the embedding lookup
         let (gamma, alpha, beta) = (e.narrow(1, 0, c), e.narrow(1, c, c), e.narrow(1, 2 * c, c));

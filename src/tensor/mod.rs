@@ -14,7 +14,7 @@
 //! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply`; thin products as dot products; small ones, with AVX-512, through `small_gemm.rs`; `linear` (x·wᵀ + b) as one op |
 //! | `conv.rs` | conv2d, its input gradient (the transposed convolution) and its weight gradient |
 //! | `pool.rs` | avg_pool2d (`count_include_pad`), bilinear resizing (`align_corners`), their adjoints |
-//! | `norm.rs` | instance_norm, channel_affine, channel_dot: the pieces of CondInstanceNorm++ |
+//! | `norm.rs` | instance_norm, channel_affine, channel_dot, and CondInstanceNorm++ fused |
 //!
 //! # Devices
 //! A tensor's data lives on a [`Device`]: the CPU, or with the `vulkan` feature a Vulkan device

@@ -129,6 +129,14 @@ pub(crate) enum Op {
     },
     /// The per-plane inner product of two (N, C, H, W) tensors, of shape (N, C).
     ChannelDot(Tensor, Tensor),
+    /// CondInstanceNorm++ with per-sample parameters `e` = [γ | α | β] of shape (N, 3C);
+    /// `stats` (N, C, 2) holds each plane's mean and biased variance, kept for the backward.
+    CondInstanceNormPlus {
+        x: Tensor,
+        e: Tensor,
+        eps: f32,
+        stats: Tensor,
+    },
 }
 // ANCHOR_END: op_enum
 
@@ -182,7 +190,7 @@ impl Op {
             AvgPool2d { x, .. } | ResizeBilinear { x } | InstanceNorm { x, .. } => few(&[x]),
             AvgPool2dAdjoint { g, .. } | ResizeBilinearAdjoint { g, .. } => few(&[g]),
             ChannelAffine { x, a, b } => [Some(x), Some(a), b.as_ref()],
-            ChannelDot(a, b) => few(&[a, b]),
+            ChannelDot(a, b) | CondInstanceNormPlus { x: a, e: b, .. } => few(&[a, b]),
         };
         Inputs {
             few: inputs,
@@ -225,6 +233,7 @@ impl Op {
             InstanceNorm { .. } => "instance_norm",
             ChannelAffine { .. } => "channel_affine",
             ChannelDot(..) => "channel_dot",
+            CondInstanceNormPlus { .. } => "cond_instance_norm_plus",
         }
     }
 
@@ -330,9 +339,10 @@ impl Op {
             | AvgPool2dAdjoint { .. }
             | ResizeBilinear { .. }
             | ResizeBilinearAdjoint { .. } => vec![want(0, &|| super::pool::pool_vjp(self, g))],
-            InstanceNorm { .. } | ChannelAffine { .. } | ChannelDot(..) => {
-                super::norm::norm_vjp(self, out, g, need)
-            }
+            InstanceNorm { .. }
+            | ChannelAffine { .. }
+            | ChannelDot(..)
+            | CondInstanceNormPlus { .. } => super::norm::norm_vjp(self, out, g, need),
         }
     }
 }

@@ -629,6 +629,34 @@ pub(crate) fn instance_norm_backward(
     Some(wrap(&ctx, dx))
 }
 
+/// CondInstanceNorm++ of `x` with per-sample parameters `e` (N, 3C) in three kernels; returns
+/// the output and the plane statistics (N, C, 2) the backward takes.
+pub(crate) fn cond_instance_norm_plus(x: &Tensor, e: &Tensor, eps: f32) -> Option<(Data, Data)> {
+    let ctx = context("cond_instance_norm_plus", &[x, e])?;
+    let (y, stats) = record(&ctx, "cond_instance_norm_plus", |r| {
+        let (xb, eb) = (operand(r, x)?, operand(r, e)?);
+        r.cond_instance_norm_plus(&xb, &eb, eps)
+    });
+    Some((wrap(&ctx, y), wrap(&ctx, stats)))
+}
+
+/// The first-order gradient of [`cond_instance_norm_plus`] for the output gradient `g`, in three
+/// kernels: (∂x, ∂e).
+pub(crate) fn cond_instance_norm_plus_backward(
+    x: &Tensor,
+    e: &Tensor,
+    stats: &Tensor,
+    g: &Tensor,
+    eps: f32,
+) -> Option<(Data, Data)> {
+    let ctx = context("cond_instance_norm_plus backward", &[x, e, stats, g])?;
+    let (dx, de) = record(&ctx, "cond_instance_norm_plus backward", |r| {
+        let [xb, eb, sb, gb] = [x, e, stats, g].map(|t| operand(r, t));
+        r.cond_instance_norm_plus_backward(&xb?, &eb?, &sb?, &gb?, eps)
+    });
+    Some((wrap(&ctx, dx), wrap(&ctx, de)))
+}
+
 /// `x·a + b` with `a`, `b` of shape (N, C) scaling and shifting the planes of x (N, C, H, W).
 pub(crate) fn channel_affine(x: &Tensor, a: &Tensor, b: Option<&Tensor>) -> Option<Data> {
     let mut inputs = vec![x, a];

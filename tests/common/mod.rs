@@ -143,3 +143,105 @@ pub fn check(name: &str, f: Op, xs: &[Tensor], seed: u64) -> Result<(), String> 
     check_first(name, f, xs, seed)?;
     check_second(name, f, xs, seed)
 }
+
+/// A CondInstanceNorm++ layer for C channels and 4 noise levels with random γ, α (0.5..1.5) and
+/// β (−0.5..0.5), on `device`, and an input (N, C, H, W) whose planes have means spread over
+/// −2..2, so that the cross-channel term α·z is far from zero.
+pub fn cin_plus_case(
+    n: usize,
+    c: usize,
+    hw: (usize, usize),
+    seed: u64,
+) -> (ncsn::nn::CondInstanceNorm2dPlus, Tensor) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let store = ncsn::nn::ParamStore::new();
+    let norm = ncsn::nn::CondInstanceNorm2dPlus::new(&store.root(), c, 4, &mut rng);
+    let mut table = values(&mut rng, 4 * 2 * c, 0.5, 1.5, false);
+    table.extend(values(&mut rng, 4 * c, -0.5, 0.5, false));
+    // (levels, 3C) row by row: γ | α from the first draw, β from the second.
+    let table: Vec<f32> = (0..4)
+        .flat_map(|l| {
+            let ga = table[l * 2 * c..][..2 * c].to_vec();
+            let b = table[8 * c + l * c..][..c].to_vec();
+            ga.into_iter().chain(b)
+        })
+        .collect();
+    norm.embed
+        .set_data(Tensor::from_vec(table, &[4, 3 * c]).storage());
+    let mut x = values(&mut rng, n * c * hw.0 * hw.1, -1.0, 1.0, false);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v += (i / (hw.0 * hw.1) % c) as f32 * 4.0 / (c - 1) as f32 - 2.0;
+    }
+    (norm, Tensor::from_vec(x, &[n, c, hw.0, hw.1]))
+}
+
+/// What a test of CondInstanceNorm++ compares, for the fused op or its definition in tensor ops:
+/// the output y for labels (1, 3, 1, …), the first-order gradients of ⟨w, y⟩ with respect to x
+/// and the embedding table, and the second-order gradients (double backward, create_graph) of
+/// ⟨u, ∂x⟩ + ⟨v, ∂table⟩ with respect to both. w, u, v are fixed random tensors; the layer and
+/// x may live on any device (the results stay there).
+pub fn cin_plus_derivatives(
+    norm: &ncsn::nn::CondInstanceNorm2dPlus,
+    x: &Tensor,
+    fused: bool,
+    seed: u64,
+) -> [Tensor; 5] {
+    let device = x.device();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let labels: Vec<usize> = (0..x.shape()[0]).map(|i| 1 + 2 * (i % 2)).collect();
+    let w = tensor(&mut rng, x.shape(), -1.0, 1.0, false).to(&device);
+    let u = tensor(&mut rng, x.shape(), -1.0, 1.0, false).to(&device);
+    let v = tensor(&mut rng, norm.embed.shape(), -1.0, 1.0, false).to(&device);
+    let x = x.detach().requires_grad_();
+    let y = if fused {
+        norm.forward(&x, &labels)
+    } else {
+        norm.forward_unfused(&x, &labels)
+    };
+    let l = y.mul(&w).sum_all();
+    let first = grad(&[&l], &[&x, &norm.embed], false);
+    let g = grad(&[&l], &[&x, &norm.embed], true);
+    let d = g[0].mul(&u).sum_all().add(&g[1].mul(&v).sum_all());
+    let second = grad(&[&d], &[&x, &norm.embed], false);
+    let [dx, de] = <[Tensor; 2]>::try_from(first).expect("two gradients");
+    let [hx, he] = <[Tensor; 2]>::try_from(second).expect("two gradients");
+    [y.detach(), dx, de, hx, he]
+}
+
+/// Asserts equal shapes and |got − want| ≤ tol·(1 + |want|) elementwise, naming the first
+/// element that is not.
+pub fn assert_within(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shapes");
+    for (i, (a, b)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()),
+            "{what}: element {i}: {a} vs {b} (tolerance {tol}·(1 + |want|))"
+        );
+    }
+}
+
+/// The fused CondInstanceNorm++ on `device` against the layer's definition in tensor ops on the
+/// CPU ([`cin_plus_derivatives`]), within |Δ| ≤ 1e-5·(1 + |want|) for the output and
+/// 1e-4·(1 + |want|) for the gradients, on 5 channels of 4 × 3, 260 channels of 2 × 2 (more than
+/// one pass of a 256-thread workgroup on a device) and 3 channels of 23 × 19; the results must
+/// stay on the device.
+pub fn assert_fused_cin_plus_matches_definition(device: &ncsn::Device) {
+    let names = [
+        "output",
+        "∂x",
+        "∂embed",
+        "second order ∂x",
+        "second order ∂embed",
+    ];
+    for (n, c, hw, seed) in [(3, 5, (4, 3), 1), (2, 260, (2, 2), 2), (2, 3, (23, 19), 3)] {
+        let (norm, x) = cin_plus_case(n, c, hw, seed);
+        let want = cin_plus_derivatives(&norm, &x, false, seed);
+        norm.embed.move_to(device);
+        let got = cin_plus_derivatives(&norm, &x.to(device), true, seed);
+        for ((name, got), want) in names.iter().zip(&got).zip(&want) {
+            assert!(got.device() == *device, "{name} left {device:?}");
+            let tol = if *name == "output" { 1e-5 } else { 1e-4 };
+            assert_within(&format!("C = {c}: {name}"), got, want, tol);
+        }
+    }
+}

@@ -368,6 +368,18 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> [u32; RANK] {
     strides
 }
 
+/// The NCHW dims of a CondInstanceNorm++ input, checked against its parameters `e` (N, 3C).
+fn cin_plus_dims(x: &DeviceBuffer, e: &DeviceBuffer) -> [usize; 4] {
+    let [n, c, h, w] = nchw(x, "cond_instance_norm_plus");
+    assert!(
+        e.shape() == [n, 3 * c] && c >= 2,
+        "cond_instance_norm_plus: parameters {:?} for input {:?} (want (N, 3C), C ≥ 2)",
+        e.shape(),
+        x.shape()
+    );
+    [n, c, h, w]
+}
+
 /// The four dimensions of an NCHW buffer; panics naming `op` otherwise.
 fn nchw(x: &DeviceBuffer, op: &str) -> [usize; 4] {
     <[usize; 4]>::try_from(x.shape())
@@ -679,6 +691,83 @@ impl Recorder<'_> {
         let out = self.output(x.shape())?;
         self.instance_norm_kernel(2, x, y, g, &out, eps)?;
         Ok(out)
+    }
+
+    /// CondInstanceNorm++ of `x` (N, C, H, W) with each sample's parameters `e` (N, 3C) =
+    /// [γ | α | β] (`shaders/cin_plus.comp`, see `Tensor::cond_instance_norm_plus`): the plane
+    /// statistics, four numbers per plane, one pass over x — three dispatches. Returns the output
+    /// and the statistics `[n, c, 2]` (mean, biased variance), which the backward takes.
+    ///
+    /// # Panics
+    /// If `x` is not rank 4, `e` is not (N, 3C), or C < 2.
+    pub fn cond_instance_norm_plus(
+        &mut self,
+        x: &DeviceBuffer,
+        e: &DeviceBuffer,
+        eps: f32,
+    ) -> Result<(DeviceBuffer, DeviceBuffer)> {
+        let [n, c, _, _] = cin_plus_dims(x, e);
+        let stats = self.instance_norm_moments(x)?;
+        let coef = self.output(&[n, c, 4])?;
+        self.cin_plus_kernel(0, [x, x, &stats, e, &stats, &coef, &coef], eps)?;
+        let y = self.output(x.shape())?;
+        self.cin_plus_kernel(1, [x, x, &stats, e, &coef, &y, &y], eps)?;
+        Ok((y, stats))
+    }
+
+    /// The first-order gradient of [`cond_instance_norm_plus`](Self::cond_instance_norm_plus)
+    /// for the output gradient `g`, from the forward's statistics: the per-plane sums of `g`
+    /// and `g·x̂`, the numbers per plane with ∂e, one pass for ∂x — three dispatches. Returns
+    /// (∂x, ∂e).
+    ///
+    /// # Panics
+    /// On shapes that do not match as in the forward.
+    pub fn cond_instance_norm_plus_backward(
+        &mut self,
+        x: &DeviceBuffer,
+        e: &DeviceBuffer,
+        stats: &DeviceBuffer,
+        g: &DeviceBuffer,
+        eps: f32,
+    ) -> Result<(DeviceBuffer, DeviceBuffer)> {
+        let [n, c, _, _] = cin_plus_dims(x, e);
+        assert!(
+            g.shape() == x.shape() && stats.shape() == [n, c, 2],
+            "cond_instance_norm_plus backward: gradient {:?} and statistics {:?} for input {:?}",
+            g.shape(),
+            stats.shape(),
+            x.shape()
+        );
+        let sums = self.output(&[n, c, 2])?;
+        self.cin_plus_kernel(2, [x, g, stats, e, stats, &sums, &sums], eps)?;
+        let (coef, de) = (self.output(&[n, c, 4])?, self.output(e.shape())?);
+        self.cin_plus_kernel(3, [x, g, stats, e, &sums, &coef, &de], eps)?;
+        let dx = self.output(x.shape())?;
+        self.cin_plus_kernel(4, [x, g, stats, e, &coef, &dx, &dx], eps)?;
+        Ok((dx, de))
+    }
+
+    /// One dispatch of `shaders/cin_plus.comp` in `mode`, with its seven bindings (x, g, stats,
+    /// e, the coefficients or sums it reads, the output, ∂e) and a grid for the mode: a workgroup
+    /// per sample (0, 3), per plane (2), or per 256 pixels (1, 4).
+    fn cin_plus_kernel(&mut self, mode: u32, b: [&DeviceBuffer; 7], eps: f32) -> Result<()> {
+        let [n, c, h, w] = nchw(b[0], "cond_instance_norm_plus");
+        if u32_of(n * c * h * w, "element count") == 0 {
+            return Ok(());
+        }
+        let groups = match mode {
+            0 | 3 => groups_1d(n, 1),
+            2 => groups_1d(n * c, 1),
+            _ => groups_1d(n * c * h * w, 256),
+        };
+        let push = [
+            mode,
+            u32_of(n, "batch"),
+            u32_of(c, "channels"),
+            u32_of(h * w, "plane size"),
+            eps.to_bits(),
+        ];
+        self.dispatch(Kernel::CinPlus, &b.map(|d| d.bytes()), push, [groups, 1, 1])
     }
 
     fn instance_norm_kernel(
