@@ -3,12 +3,22 @@
 //!
 //! The book's chapter "Tensors and automatic differentiation" walks through this file.
 
+use clap::Parser;
 use ncsn::nn::{Activation, Mlp, Module, ParamStore};
 use ncsn::{Tensor, grad};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+/// No options: the tour prints its derivatives and exits (`--help` says so).
+#[derive(Parser)]
+#[command(
+    about = "A tour of the autograd core: first, second and third derivatives, and the \
+             two-level gradient of score matching. Takes no options."
+)]
+struct Args {}
+
 fn main() {
+    Args::parse();
     // ANCHOR: derivatives
     // f(x) = Σ x³ at x = (0.5, 1.5, −2): f' = 3x², f'' = 6x, f''' = 6.
     let x = Tensor::from_vec(vec![0.5, 1.5, -2.0], &[3]).requires_grad_();

@@ -286,6 +286,28 @@ fn corrupt_gzip_is_an_error_naming_the_file() {
     // Magic bytes alone.
     let p2 = dir.write("magic-only", &[0x1f, 0x8b]);
     assert_format(mnist::load(&p2, None).unwrap_err(), &p2, &["corrupt gzip"]);
+    // A whole stream with junk after it: named as trailing data, with its size and offset.
+    let mut tail = gzip(&img);
+    let at = tail.len();
+    tail.extend_from_slice(b"junk!");
+    let p3 = dir.write("trailing.gz", &tail);
+    let want = format!("at byte {at}");
+    assert_format(
+        mnist::load(&p3, None).unwrap_err(),
+        &p3,
+        &["5 bytes of trailing data", &want],
+    );
+    // Two members concatenated (as `cat a.gz b.gz` makes) are one file: the images split in
+    // two read back whole.
+    let (a, b) = img.split_at(img.len() / 3);
+    let mut two = gzip(a);
+    two.extend_from_slice(&gzip(b));
+    let p4 = dir.write("two-members.gz", &two);
+    let one = dir.write("one-member.gz", &gzip(&img));
+    assert_eq!(
+        mnist::load(&p4, None).unwrap().images,
+        mnist::load(&one, None).unwrap().images
+    );
 }
 
 #[test]

@@ -129,8 +129,9 @@ pub(crate) const MAX_DATA_FILE: u64 = 1 << 30;
 /// Reads a whole file, gunzipping it when it starts with the gzip magic bytes `1f 8b`.
 ///
 /// A gzip stream that is corrupt or cut short (bad header, bad deflate data, CRC or length
-/// mismatch in the trailer), or a file that holds (or inflates to) more than `limit` bytes, is an
-/// [`Error::Format`] naming the file; nothing past the limit is read.
+/// mismatch in the trailer), bytes after it that are not another gzip member, or a file that
+/// holds (or inflates to) more than `limit` bytes, is an [`Error::Format`] naming the file;
+/// nothing past the limit is read.
 pub(crate) fn read_maybe_gzip(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let too_big = || Error::format(path, format!("holds more than {limit} bytes"));
     let len = std::fs::metadata(path)
@@ -140,19 +141,35 @@ pub(crate) fn read_maybe_gzip(path: &Path, limit: u64) -> Result<Vec<u8>> {
         return Err(too_big());
     }
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .take(limit + 1)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    // Member by member (a gzip file may be several concatenated), so that bytes after the last
+    // one are named as such rather than reported as a broken header.
+    let mut out = Vec::new();
+    let mut rest = raw.as_slice();
+    while !rest.is_empty() {
+        if !rest.starts_with(&[0x1f, 0x8b]) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "{} bytes of trailing data after the gzip stream (at byte {})",
+                    rest.len(),
+                    raw.len() - rest.len()
+                ),
+            ));
+        }
+        let mut member = flate2::bufread::GzDecoder::new(rest);
+        (&mut member)
+            .take(limit + 1 - out.len() as u64)
             .read_to_end(&mut out)
             .map_err(|e| Error::format(path, format!("corrupt gzip stream: {e}")))?;
         if out.len() as u64 > limit {
             return Err(too_big());
         }
-        Ok(out)
-    } else {
-        Ok(raw)
+        rest = member.into_inner();
     }
+    Ok(out)
 }
 
 #[cfg(test)]

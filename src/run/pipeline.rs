@@ -138,7 +138,13 @@ impl Args {
             return d.clone();
         }
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let beside = repo.join("../shared/data").join(kind.name());
+        // The repository's parent by name, so that messages show `/work/shared/...`, not
+        // `/work/main/../shared/...`.
+        let beside = repo
+            .parent()
+            .map_or_else(|| repo.join(".."), Path::to_path_buf)
+            .join("shared/data")
+            .join(kind.name());
         let inside = repo.join("shared/data").join(kind.name());
         if !beside.is_dir() && inside.is_dir() {
             inside
@@ -426,7 +432,8 @@ pub fn run<M: ScoreNet>(
     say(
         args,
         format!(
-            "{}: {} training / {} test pictures, network with {} parameters, run directory {}",
+            "{}: {} training / {} test pictures, network with {} parameters on {device}, run \
+             directory {}",
             kind.name(),
             train_set.len(),
             test_set.len(),
