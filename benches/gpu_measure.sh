@@ -21,8 +21,9 @@
 #   CONFIG=cifar10 BATCH=128 STEPS=5 LANGEVIN=10 TORCH_DEVICE=cuda   (CONFIG=mnist: the MNIST model)
 #   E2E_PRESET=paper E2E_STEPS=300 E2E_ARGS=""   (extra flags for the end-to-end run)
 #
-# Each part prints to the terminal and to LOG_DIR/<part>.txt. A part that fails is reported at the
-# end and does not stop the others; the exit status is the number of parts that failed.
+# Each part prints to the terminal and to LOG_DIR/<part>.txt, ending with the peak GPU memory in
+# use during it where nvidia-smi exists. A part that fails is reported at the end and does not
+# stop the others; the exit status is the number of parts that failed.
 set -u
 
 if [ $# -lt 1 ]; then
@@ -45,14 +46,41 @@ E2E_ARGS=${E2E_ARGS:-}
 mkdir -p "$LOG_DIR"
 failed=()
 
-# Runs "$@" with its output to the terminal and to LOG_DIR/$part.txt, and notes a failure.
+# Writes to $1, every half second, the most GPU memory in use so far (MiB, nvidia-smi's
+# memory.used of the first GPU: every process's allocations, the CUDA or Vulkan context included).
+sample_gpu_memory() {
+    local peak=0 m
+    while :; do
+        m=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -n 1)
+        m=${m//[^0-9]/}
+        if [ -n "$m" ] && [ "$m" -gt "$peak" ]; then
+            peak=$m
+            echo "$peak" >"$1"
+        fi
+        sleep 0.5
+    done
+}
+
+# Runs "$@" with its output to the terminal and to LOG_DIR/$part.txt, and notes a failure. With
+# nvidia-smi present it also reports the part's peak GPU memory in use.
 part() {
     local name=$1
     shift
     echo "== $name: $*"
-    local start=$SECONDS
+    local start=$SECONDS sampler="" mem="$LOG_DIR/$name.gpu_memory"
+    if command -v nvidia-smi >/dev/null; then
+        rm -f "$mem"
+        sample_gpu_memory "$mem" &
+        sampler=$!
+    fi
     "$@" 2>&1 | tee "$LOG_DIR/$name.txt"
     local status=${PIPESTATUS[0]}
+    if [ -n "$sampler" ]; then
+        kill "$sampler" 2>/dev/null
+        wait "$sampler" 2>/dev/null
+        echo "== $name: peak GPU memory in use $(cat "$mem" 2>/dev/null || echo "?") MiB" \
+            "(nvidia-smi, sampled every 0.5 s)" | tee -a "$LOG_DIR/$name.txt"
+    fi
     echo "== $name: exit $status after $((SECONDS - start)) s"
     [ "$status" = 0 ] || failed+=("$name (exit $status)")
 }
