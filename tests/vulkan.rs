@@ -928,6 +928,58 @@ fn activity_counts_dispatches_submissions_and_waiting() {
     assert_eq!((a.dispatches, a.submissions), (0, 1));
 }
 
+/// `record` submits its recording every 256 calls without waiting, so the device runs it while
+/// the host records the next; the next submission waits for it first. A chain of 700 dependent
+/// kernels (x ← −1.01·x, then + i/1000, each reading the previous one's output, so every command buffer
+/// reads what the one before it wrote) spans three command buffers, two of them left in flight at
+/// a boundary, and must give exactly the host's result (× and − are correctly rounded on both).
+/// The submissions are the two at the boundaries and the flush's, plus the download's copy.
+/// (tests/vulkan_tensor.rs's training steps and Langevin runs cross such boundaries too.) On
+/// lavapipe, which runs submissions in order, this checks the bookkeeping, not a race: left
+/// without the wait for the previous command buffer, it passed too, and the synchronisation
+/// validation layer (Debian's 1.3.239) reported nothing. The wait is what the Vulkan memory model
+/// asks for: a fence signal makes the device's writes available, and the next submission's
+/// implicit dependency makes them visible.
+#[test]
+fn recordings_submitted_in_flight_chain_correctly() {
+    let c = VulkanContext::new().unwrap();
+    let start = random(1000, -1.0, 1.0, 704);
+    let mut x = c.upload(&start, &[1000]).unwrap();
+    let before = c.activity();
+    for i in 0..700 {
+        x = c
+            .record(|r| {
+                if i % 2 == 0 {
+                    r.unary(UnaryOp::MulScalar(-1.01), &x)
+                } else {
+                    r.unary(UnaryOp::AddScalar(i as f32 / 1000.0), &x)
+                }
+            })
+            .unwrap();
+    }
+    let got = c.download(&x).unwrap();
+    let a = c.activity() - before;
+    assert_eq!((a.dispatches, a.submissions), (700, 4), "{a:?}");
+    let want: Vec<f32> = start
+        .iter()
+        .map(|&v| {
+            (0..700).fold(v, |v, i| {
+                if i % 2 == 0 {
+                    v * -1.01
+                } else {
+                    v + i as f32 / 1000.0
+                }
+            })
+        })
+        .collect();
+    // The chain neither overflows nor forgets where it started (1.01³⁵⁰ ≈ 32).
+    let mut distinct: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(want.iter().all(|v| v.is_finite()) && distinct.len() > 990);
+    assert_eq!(got, want);
+}
+
 /// With profiling on, every command of a recording is timed by timestamps and counted under its
 /// kernel: the times are positive, sorted most expensive first, and add up to no more than the
 /// wall time of the work. Recordings kept open across `record` calls are profiled too; with

@@ -8,8 +8,8 @@ use std::time::Duration;
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::command_buffer::{
-    AutoCommandBufferBuilder, CommandBufferExecError, CommandBufferUsage, CopyBufferInfo,
-    PrimaryAutoCommandBuffer,
+    AutoCommandBufferBuilder, CommandBufferExecError, CommandBufferExecFuture, CommandBufferUsage,
+    CopyBufferInfo, PrimaryAutoCommandBuffer,
 };
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
@@ -26,6 +26,7 @@ use vulkano::pipeline::{
 };
 use vulkano::query::{QueryPool, QueryPoolCreateInfo, QueryResultFlags, QueryType};
 use vulkano::shader::{ShaderModule, ShaderModuleCreateInfo};
+use vulkano::sync::future::{FenceSignalFuture, NowFuture};
 use vulkano::sync::{self, GpuFuture, HostAccessError, PipelineStage};
 use vulkano::{Validated, ValidationError, VulkanError, VulkanLibrary};
 
@@ -91,6 +92,15 @@ pub struct VulkanContext {
     profiling: AtomicBool,
     /// The device time measured per kernel so far: (label, commands, nanoseconds).
     profile: Mutex<Vec<(&'static str, u64, f64)>>,
+    /// The command buffer submitted without waiting, if it may still be running (see
+    /// [`VulkanContext::record`]).
+    in_flight: Mutex<Option<InFlight>>,
+}
+
+/// A submitted command buffer not yet waited for, with the timestamps it writes if profiled.
+struct InFlight {
+    done: FenceSignalFuture<CommandBufferExecFuture<NowFuture>>,
+    stamps: Option<Stamps>,
 }
 
 /// A recording of [`VulkanContext::record`] not yet submitted: the command buffer being filled
@@ -164,15 +174,17 @@ impl std::ops::Sub for Transfers {
 
 /// What a [`VulkanContext`] has asked of its device, and how long the host waited for it (see
 /// [`VulkanContext::activity`]). The host's own share of a piece of work — recording kernels,
-/// allocating, autograd's bookkeeping — is its wall time minus [`waiting`](Self::waiting): time
-/// in which the device has nothing queued, since every submission is waited for.
+/// allocating, autograd's bookkeeping — is its wall time minus [`waiting`](Self::waiting). The
+/// device runs one command buffer while the host records the next (see
+/// [`VulkanContext::record`]), so part of that host time is hidden behind device work; with
+/// waiting close to the wall time the device is the bottleneck.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Activity {
     /// Compute dispatches recorded (one per kernel launch).
     pub dispatches: u64,
     /// Command buffers submitted.
     pub submissions: u64,
-    /// Time spent submitting command buffers and waiting for the device to finish them.
+    /// Time the host spent submitting command buffers and blocked waiting for the device.
     pub waiting: Duration,
 }
 
@@ -189,7 +201,8 @@ impl std::ops::Sub for Activity {
 }
 
 /// Calls of [`VulkanContext::record`] after which the shared recording is submitted, so that
-/// the intermediates it keeps alive stay bounded (see the memory note on [`Recorder`]).
+/// the intermediates it keeps alive stay bounded — at most two recordings' worth, the one in
+/// flight and the one being recorded (see the memory note on [`Recorder`]).
 const RECORD_FLUSH_EVERY: usize = 256;
 
 /// `f32` data in device memory with a row-major (C-order) shape.
@@ -312,6 +325,7 @@ impl VulkanContext {
             activity: Default::default(),
             profiling: AtomicBool::new(false),
             profile: Mutex::new(Vec::new()),
+            in_flight: Mutex::new(None),
         })
     }
 
@@ -431,6 +445,12 @@ impl VulkanContext {
     /// hundred calls; the device runs it in recording order. Output buffers can be used by later
     /// calls at once; their contents are defined once the recording has been submitted.
     ///
+    /// The submission every few hundred calls does not wait: the device runs that command buffer
+    /// while the host records the next, and the next submission first waits for it. So at most
+    /// one command buffer is in flight, the host's recording overlaps the device's work, and
+    /// every submission starts after the previous one has finished (a fence wait, which makes
+    /// its writes visible to the next), so no barrier between command buffers is needed.
+    ///
     /// Recordings are per thread (vulkano's command pools are): work recorded on one thread is
     /// not submitted by another thread's download. A thread that hands device buffers it computed
     /// to another thread calls [`flush`](Self::flush) first.
@@ -453,7 +473,7 @@ impl VulkanContext {
         };
         let out = f(&mut r);
         if calls + 1 >= RECORD_FLUSH_EVERY {
-            r.submit()?;
+            submit(self, r.builder, r.stamps, false)?;
         } else {
             PENDING.with(|p| {
                 p.borrow_mut().push(Pending {
@@ -469,7 +489,7 @@ impl VulkanContext {
     // ANCHOR_END: record
 
     /// Submits this thread's running recording for this context (see [`record`](Self::record)),
-    /// if any, and waits for the device to finish it.
+    /// if any, and waits for the device to finish it and everything submitted before.
     pub fn flush(&self) -> Result<()> {
         let taken = PENDING.with(|p| {
             let mut p = p.borrow_mut();
@@ -477,7 +497,31 @@ impl VulkanContext {
             Some(p.swap_remove(i))
         });
         match taken {
-            Some(q) => submit_and_wait(self, q.builder, q.stamps),
+            Some(q) => submit(self, q.builder, q.stamps, true),
+            None => self.wait_in_flight(),
+        }
+    }
+
+    /// Waits for the command buffer in flight, if any.
+    fn wait_in_flight(&self) -> Result<()> {
+        let prev = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock poisoned")
+            .take();
+        prev.map_or(Ok(()), |f| self.finish(f))
+    }
+
+    /// Blocks until a submitted command buffer has run (counted as waiting), then adds its
+    /// timestamps, if it was profiled, to the profile.
+    fn finish(&self, f: InFlight) -> Result<()> {
+        let start = std::time::Instant::now();
+        let done = vk!(f.done.wait(None), "waiting for the device");
+        let nanos = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.activity[2].fetch_add(nanos, Ordering::Relaxed);
+        done?;
+        match f.stamps {
+            Some(stamps) => self.add_to_profile(&stamps),
             None => Ok(()),
         }
     }
@@ -907,7 +951,7 @@ impl Recorder<'_> {
 
     /// Submits everything recorded and waits for the device to finish.
     pub fn submit(self) -> Result<()> {
-        submit_and_wait(self.ctx, self.builder, self.stamps)
+        submit(self.ctx, self.builder, self.stamps, true)
     }
 
     /// Submits what has been recorded so far, waits for it, and goes on recording into a fresh
@@ -918,42 +962,45 @@ impl Recorder<'_> {
         let fresh = self.ctx.recorder()?;
         let done = std::mem::replace(&mut self.builder, fresh.builder);
         let stamps = std::mem::replace(&mut self.stamps, fresh.stamps);
-        submit_and_wait(self.ctx, done, stamps)
+        submit(self.ctx, done, stamps, true)
     }
 }
 
-/// Ends `builder`, submits it to the context's queue, and blocks until the device is done; then
-/// adds its timestamps, if it was profiled, to the context's profile.
-fn submit_and_wait(
+// ANCHOR: submit
+/// Ends `builder` and submits it to the context's queue, after waiting for the command buffer
+/// still in flight, if any (so the device runs them one after the other, each seeing the other's
+/// writes). With `wait` it then waits for this one too; without, it leaves it in flight, to be
+/// waited for by the next submission, [`VulkanContext::flush`] or a download.
+fn submit(
     ctx: &VulkanContext,
     builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
     stamps: Option<Stamps>,
+    wait: bool,
 ) -> Result<()> {
+    let cb = vk!(builder.build(), "finishing a command buffer")?;
+    let mut slot = ctx.in_flight.lock().expect("in-flight lock poisoned");
+    if let Some(prev) = slot.take() {
+        ctx.finish(prev)?;
+    }
     let start = std::time::Instant::now();
-    let done = submit_and_wait_untimed(ctx, builder);
+    let what = "submitting a command buffer";
+    let submitted = vk!(
+        sync::now(ctx.device.clone()).then_execute(ctx.queue.clone(), cb),
+        what
+    )
+    .and_then(|f| vk!(f.then_signal_fence_and_flush(), what));
     ctx.activity[1].fetch_add(1, Ordering::Relaxed);
     let nanos = start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
     ctx.activity[2].fetch_add(nanos, Ordering::Relaxed);
-    done?;
-    match stamps {
-        Some(stamps) => ctx.add_to_profile(&stamps),
-        None => Ok(()),
+    let f = InFlight {
+        done: submitted?,
+        stamps,
+    };
+    if wait {
+        ctx.finish(f)
+    } else {
+        *slot = Some(f);
+        Ok(())
     }
 }
-
-fn submit_and_wait_untimed(
-    ctx: &VulkanContext,
-    builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
-) -> Result<()> {
-    let cb = vk!(builder.build(), "finishing a command buffer")?;
-    let future = vk!(
-        sync::now(ctx.device.clone()).then_execute(ctx.queue.clone(), cb),
-        "submitting a command buffer"
-    )?;
-    let fence = vk!(
-        future.then_signal_fence_and_flush(),
-        "submitting a command buffer"
-    )?;
-    vk!(fence.wait(None), "waiting for the device")?;
-    Ok(())
-}
+// ANCHOR_END: submit
