@@ -123,8 +123,11 @@ mod device_report {
         }
     }
 
-    /// Prints the device time per kernel measured since the profile was last taken.
-    pub fn print_profile(device: &Device, what: &str) -> ncsn::Result<()> {
+    /// Prints the device time per kernel measured since the profile was last taken. Each of the
+    /// three convolution kernels computes one product of the size of the forward pass's
+    /// convolutions, `conv_gflop` over the batch (the input gradient skips the first layer's, a
+    /// few parts in 10⁴), so their rows also show the rate they ran at.
+    pub fn print_profile(device: &Device, what: &str, conv_gflop: f64) -> ncsn::Result<()> {
         let Device::Vulkan(ctx) = device else {
             return Ok(());
         };
@@ -134,13 +137,19 @@ mod device_report {
         let count: u64 = profile.iter().map(|k| k.count).sum();
         println!("device time by kernel, {what}:");
         println!(
-            "  {:<24} {:>8} {:>11} {:>7}",
-            "kernel", "count", "time (ms)", "share"
+            "  {:<24} {:>8} {:>11} {:>7} {:>10}",
+            "kernel", "count", "time (ms)", "share", "GFLOP/s"
         );
         for k in &profile {
             let t = k.time.as_secs_f64();
+            let rate = match k.kernel {
+                "conv2d" | "conv2d_input_grad" | "conv2d_weight_grad" => {
+                    format!("{:>10.0}", conv_gflop / t)
+                }
+                _ => String::new(),
+            };
             println!(
-                "  {:<24} {:>8} {:>11.3} {:>6.1}%",
+                "  {:<24} {:>8} {:>11.3} {:>6.1}% {rate}",
                 k.kernel,
                 k.count,
                 1e3 * t,
@@ -176,7 +185,7 @@ mod device_report {
         ))
     }
 
-    pub fn print_profile(_: &Device, _: &str) -> ncsn::Result<()> {
+    pub fn print_profile(_: &Device, _: &str, _: f64) -> ncsn::Result<()> {
         Ok(())
     }
 }
@@ -320,9 +329,10 @@ fn run(args: Args) -> ncsn::Result<()> {
         let (labels, z) = draw(&mut rng)?;
         set_profiling(&device, true)?;
         train_step(&labels, &z);
-        print_profile(&device, "one training step")?;
+        let conv_gflop = forward_gflop * batch as f64;
+        print_profile(&device, "one training step", conv_gflop)?;
         ncsn::no_grad(|| model.forward(&x, &labels)).to_vec();
-        print_profile(&device, "one forward pass without a graph")?;
+        print_profile(&device, "one forward pass without a graph", conv_gflop)?;
         set_profiling(&device, false)?;
     }
     // Peak resident memory of the process (Linux).
