@@ -502,14 +502,11 @@ impl VulkanContext {
         }
     }
 
-    /// Waits for the command buffer in flight, if any.
+    /// Waits for the command buffer in flight, if any. The lock is held while waiting, so that
+    /// no other thread submits before it has finished.
     fn wait_in_flight(&self) -> Result<()> {
-        let prev = self
-            .in_flight
-            .lock()
-            .expect("in-flight lock poisoned")
-            .take();
-        prev.map_or(Ok(()), |f| self.finish(f))
+        let mut slot = self.in_flight.lock().expect("in-flight lock poisoned");
+        slot.take().map_or(Ok(()), |f| self.finish(f))
     }
 
     /// Blocks until a submitted command buffer has run (counted as waiting), then adds its
