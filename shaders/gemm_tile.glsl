@@ -12,9 +12,10 @@
 // For a plain GEMM these read row-major matrices; for a convolution they decode an im2col index
 // on the fly ("implicit GEMM"), so the unfolded matrix never exists in memory.
 //
-// Every thread owns an 8 x 8 micro-tile of C in registers, at rows ty + 16 i and columns tx + 16 j.
-// Tiles that hang over the edge of A, B or C are zero-filled on load and masked on store, so any
-// M, N, K work.
+// Every thread owns an 8 x 8 micro-tile of C in registers: rows 4 ty + i and 64 + 4 ty + i, and
+// columns 4 tx + j and 64 + 4 tx + j (i, j < 4), so that it reads its 8 values of A and of B for
+// one k as two vec4s each from shared memory. Tiles that hang over the edge of A, B or C are
+// zero-filled on load and masked on store, so any M, N, K work.
 //
 // The fixed-trip loops carry [[unroll]] (GL_EXT_control_flow_attributes, enabled by the including
 // shader): the 64 accumulators stay in registers only if every index into acc is a constant, and
@@ -33,10 +34,14 @@
 
 layout(local_size_x = 16, local_size_y = 16, local_size_z = 1) in;
 
-// K-major tiles: a_tile[k][m] and b_tile[k][n]. The +1 padding staggers shared-memory banks on
-// the stores.
-shared float a_tile[BK][BM + 1];
-shared float b_tile[BK][BN + 1];
+// K-major tiles of vec4s: a_tile[k][q] holds rows 4q .. 4q + 3 of column k of the A block, and
+// b_tile[k][q] columns 4q .. 4q + 3 of row k of the B block. The padding of one vec4 puts the
+// rows 132 floats apart, which spreads the stores of a warp over all 32 banks.
+shared vec4 a_tile[BK][BM / 4 + 1];
+shared vec4 b_tile[BK][BN / 4 + 1];
+
+// The row (or column) of the block that element r < 8 of a thread's micro-tile lies in.
+uint micro(uint t, uint r) { return (r < 4 ? 0 : 64) + 4 * t + (r & 3); }
 
 void gemm_tile_k(uint k_begin, uint k_end) {
     const uint tx = gl_LocalInvocationID.x;   // 0..15, along N
@@ -59,23 +64,26 @@ void gemm_tile_k(uint k_begin, uint k_end) {
             const uint r = A_K_FAST ? l / BK : l % BM;   // row in the tile (m)
             const uint c = A_K_FAST ? l % BK : l / BM;   // column in the tile (k)
             const uint m = m0 + r, k = k0 + c;
-            a_tile[c][r] = (m < M && k < k_end) ? load_a(m, k) : 0.0;
+            a_tile[c][r / 4][r % 4] = (m < M && k < k_end) ? load_a(m, k) : 0.0;
         }
         [[unroll]] for (uint p = 0; p < (BK * BN) / 256; ++p) {
             const uint l = tid + 256 * p;
             const uint r = B_N_FAST ? l / BN : l % BK;   // row in the tile (k)
             const uint c = B_N_FAST ? l % BN : l / BK;   // column in the tile (n)
             const uint k = k0 + r, n = n0 + c;
-            b_tile[r][c] = (k < k_end && n < N) ? load_b(k, n) : 0.0;
+            b_tile[r][c / 4][c % 4] = (k < k_end && n < N) ? load_b(k, n) : 0.0;
         }
         barrier();
 
-        // Stage 2: each thread does an 8 x 8 outer product per k, from registers.
+        // Stage 2: each thread does an 8 x 8 outer product per k, from registers, after four
+        // vec4 reads of shared memory (16 multiply-adds per read).
         [[unroll]] for (uint k = 0; k < BK; ++k) {
-            float a_reg[TM];
-            float b_reg[TN];
-            [[unroll]] for (uint i = 0; i < TM; ++i) a_reg[i] = a_tile[k][ty + 16 * i];
-            [[unroll]] for (uint j = 0; j < TN; ++j) b_reg[j] = b_tile[k][tx + 16 * j];
+            const vec4 a_lo = a_tile[k][ty], a_hi = a_tile[k][16 + ty];
+            const vec4 b_lo = b_tile[k][tx], b_hi = b_tile[k][16 + tx];
+            const float a_reg[TM] = float[TM](a_lo.x, a_lo.y, a_lo.z, a_lo.w,
+                                              a_hi.x, a_hi.y, a_hi.z, a_hi.w);
+            const float b_reg[TN] = float[TN](b_lo.x, b_lo.y, b_lo.z, b_lo.w,
+                                              b_hi.x, b_hi.y, b_hi.z, b_hi.w);
             [[unroll]] for (uint i = 0; i < TM; ++i)
                 [[unroll]] for (uint j = 0; j < TN; ++j)
                     acc[i][j] = fma(a_reg[i], b_reg[j], acc[i][j]);
@@ -85,7 +93,7 @@ void gemm_tile_k(uint k_begin, uint k_end) {
 
     [[unroll]] for (uint i = 0; i < TM; ++i) {
         [[unroll]] for (uint j = 0; j < TN; ++j) {
-            const uint m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            const uint m = m0 + micro(ty, i), n = n0 + micro(tx, j);
             if (m < M && n < N) store_c(m, n, acc[i][j]);
         }
     }
