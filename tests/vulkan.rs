@@ -980,6 +980,56 @@ fn recordings_submitted_in_flight_chain_correctly() {
     assert_eq!(got, want);
 }
 
+/// A tensor is one storage buffer, and a kernel can address at most `maxStorageBufferRange`
+/// bytes of it (bound anyway, the rest would be undefined behaviour, not an error): a larger
+/// buffer is refused with the shape and the limit, the largest that fits is allocated.
+#[test]
+fn buffers_larger_than_a_kernel_can_address_are_refused() {
+    let c = ctx();
+    let max = c.max_buffer_len();
+    assert!(
+        max >= 1 << 25,
+        "Vulkan guarantees 2^27 bytes, got {max} floats"
+    );
+    let err = match c.alloc(&[2, max / 2 + 1]) {
+        Ok(_) => panic!("a buffer of {} floats was allocated", 2 * (max / 2 + 1)),
+        Err(e) => e.to_string(),
+    };
+    let shape = format!("[2, {}]", max / 2 + 1);
+    assert!(
+        err.contains(&shape) && err.contains("maxStorageBufferRange"),
+        "{err}"
+    );
+    assert_eq!(c.alloc(&[max]).unwrap().len(), max);
+}
+
+/// A panic inside a recording closure (a shape error, say, caught by the caller) keeps what the
+/// thread had recorded before it: a buffer that an earlier call of `record` returned, and a
+/// kernel recorded in the panicking call before the panic, still run when the recording is
+/// submitted, and recording goes on after it.
+#[test]
+fn a_panic_while_recording_keeps_the_kernels_recorded_before_it() {
+    let c = VulkanContext::new().unwrap();
+    let start = random(300, -1.0, 1.0, 705);
+    let x = c.upload(&start, &[300]).unwrap();
+    let tripled = c.record(|r| r.unary(UnaryOp::MulScalar(3.0), &x)).unwrap();
+    let mut halved = None;
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.record(|r| -> ncsn::Result<DeviceBuffer> {
+            halved = Some(r.unary(UnaryOp::MulScalar(0.5), &x)?);
+            panic!("a shape error in the middle of a recording")
+        })
+    }));
+    assert!(caught.is_err());
+    let shifted = c
+        .record(|r| r.unary(UnaryOp::AddScalar(1.0), &tripled))
+        .unwrap();
+    let scaled = |k: f32, b: f32| start.iter().map(|&v| v * k + b).collect::<Vec<f32>>();
+    assert_eq!(c.download(&tripled).unwrap(), scaled(3.0, 0.0));
+    assert_eq!(c.download(&halved.unwrap()).unwrap(), scaled(0.5, 0.0));
+    assert_eq!(c.download(&shifted).unwrap(), scaled(3.0, 1.0));
+}
+
 /// With profiling on, every command of a recording is timed by timestamps and counted under its
 /// kernel: the times are positive, sorted most expensive first, and add up to no more than the
 /// wall time of the work. Recordings kept open across `record` calls are profiled too; with

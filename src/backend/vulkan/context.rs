@@ -112,6 +112,31 @@ struct Pending {
     calls: usize,
 }
 
+/// Puts a recording back as this thread's pending one for its context when dropped: after a
+/// call of [`VulkanContext::record`] returns, and also when the closure recording into it
+/// panics, so that the kernels recorded before the panic still run when the recording is
+/// submitted (their output buffers may already be held by tensors).
+struct Requeue<'a> {
+    recording: Option<Recorder<'a>>,
+    calls: usize,
+}
+
+impl Drop for Requeue<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.recording.take() {
+            let pending = Pending {
+                ctx: r.ctx.id,
+                builder: r.builder,
+                stamps: r.stamps,
+                calls: self.calls,
+            };
+            // During the thread's own teardown the list is gone, and so is every handle that
+            // could read those buffers.
+            let _ = PENDING.try_with(|p| p.borrow_mut().push(pending));
+        }
+    }
+}
+
 /// Timestamp queries per query pool of a profiled recording.
 const STAMPS_PER_POOL: u32 = 1024;
 
@@ -460,7 +485,7 @@ impl VulkanContext {
             let i = p.iter().position(|q| q.ctx == self.id)?;
             Some(p.swap_remove(i))
         });
-        let (mut r, calls) = match taken {
+        let (r, calls) = match taken {
             Some(q) => {
                 let r = Recorder {
                     ctx: self,
@@ -471,18 +496,14 @@ impl VulkanContext {
             }
             None => (self.recorder()?, 0),
         };
-        let out = f(&mut r);
+        let mut guard = Requeue {
+            recording: Some(r),
+            calls: calls + 1,
+        };
+        let out = f(guard.recording.as_mut().expect("just set"));
         if calls + 1 >= RECORD_FLUSH_EVERY {
+            let r = guard.recording.take().expect("still held");
             submit(self, r.builder, r.stamps, false)?;
-        } else {
-            PENDING.with(|p| {
-                p.borrow_mut().push(Pending {
-                    ctx: self.id,
-                    builder: r.builder,
-                    stamps: r.stamps,
-                    calls: calls + 1,
-                })
-            });
         }
         out
     }
@@ -572,9 +593,41 @@ impl VulkanContext {
         Ok(pipeline)
     }
 
+    /// The most `f32` elements one device buffer may hold: the device's `maxStorageBufferRange`
+    /// (the largest range a kernel can address through one storage-buffer binding) over 4.
+    /// Vulkan guarantees 2²⁷ bytes (32 Mi elements); lavapipe offers exactly that, NVIDIA's
+    /// drivers 4 GiB. A tensor is one buffer, so this bounds the batch.
+    pub fn max_buffer_len(&self) -> usize {
+        self.max_buffer_bytes() as usize / 4
+    }
+
+    fn max_buffer_bytes(&self) -> u64 {
+        self.device
+            .physical_device()
+            .properties()
+            .max_storage_buffer_range as u64
+    }
+
     /// Allocates an uninitialised device buffer of `len` elements of `T` (at least one: Vulkan
-    /// has no empty buffers).
-    fn alloc_raw<T: vulkano::buffer::BufferContents>(&self, len: usize) -> Result<Subbuffer<[T]>> {
+    /// has no empty buffers), described by `what` in the error if it is larger than a kernel can
+    /// address (see [`max_buffer_len`](Self::max_buffer_len)): bound anyway, the part past the
+    /// limit would be undefined behaviour, not an error.
+    fn alloc_raw<T: vulkano::buffer::BufferContents>(
+        &self,
+        len: usize,
+        what: impl FnOnce() -> String,
+    ) -> Result<Subbuffer<[T]>> {
+        let bytes = len.max(1) as u64 * std::mem::size_of::<T>() as u64;
+        let limit = self.max_buffer_bytes();
+        if bytes > limit {
+            return Err(Error::Invalid(format!(
+                "vulkan: {} needs {bytes} bytes, more than the {limit} bytes \
+                 (maxStorageBufferRange) a kernel can address in one buffer on {}; use a smaller \
+                 batch",
+                what(),
+                self.device_name()
+            )));
+        }
         vk!(
             Buffer::new_slice::<T>(
                 self.memory.clone(),
@@ -599,7 +652,7 @@ impl VulkanContext {
     pub fn alloc(&self, shape: &[usize]) -> Result<DeviceBuffer> {
         let len = shape.iter().product();
         Ok(DeviceBuffer {
-            buf: self.alloc_raw(len)?,
+            buf: self.alloc_raw(len, || format!("a tensor of shape {shape:?}"))?,
             shape: shape.to_vec(),
         })
     }
@@ -642,9 +695,9 @@ impl VulkanContext {
             "upload: {} values for shape {shape:?}",
             data.len()
         );
+        let out = self.alloc(shape)?;
         self.count_transfer(false, std::mem::size_of_val(data));
         let staging = self.staging_from(data)?;
-        let out = self.alloc(shape)?;
         let mut r = self.recorder()?;
         vk!(
             r.builder
@@ -657,9 +710,9 @@ impl VulkanContext {
 
     /// Copies `u32` indices into device memory.
     pub fn upload_indices(&self, idx: &[u32]) -> Result<DeviceIndices> {
+        let buf = self.alloc_raw::<u32>(idx.len(), || format!("{} indices", idx.len()))?;
         self.count_transfer(false, std::mem::size_of_val(idx));
         let staging = self.staging_from(idx)?;
-        let buf = self.alloc_raw::<u32>(idx.len())?;
         let mut r = self.recorder()?;
         vk!(
             r.builder
