@@ -1,12 +1,13 @@
-//! The crate's error type, for everything that reads or writes bytes.
+//! The crate's error type, for everything that reads or writes bytes or talks to a device.
 //!
 //! Shape errors are programmer errors and panic (see the crate docs); anything that touches files
-//! (datasets, checkpoints, pictures) returns [`Result`] with the path and the fault.
+//! (datasets, checkpoints, pictures) returns [`Result`] with the path and the fault, and anything
+//! that asks a compute device for something returns it with what was being done.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// What went wrong while reading or writing a file.
+/// What went wrong while reading or writing a file, or on a compute device.
 #[derive(Debug)]
 pub enum Error {
     /// The operating system refused a read or write.
@@ -26,6 +27,10 @@ pub enum Error {
     /// A well-formed input that does not fit what it is being used for (a checkpoint for another
     /// model, a bad argument).
     Invalid(String),
+    /// The compute device is missing or refused or failed a request: a build without the
+    /// `vulkan` feature, no Vulkan loader or driver, a buffer larger than the device can address,
+    /// an error from the driver. The message starts with `vulkan:` and says what was being done.
+    Device(String),
 }
 
 impl Error {
@@ -50,7 +55,7 @@ impl fmt::Display for Error {
         match self {
             Error::Io { path, source } => write!(f, "{}: {}", path.display(), source),
             Error::Format { path, msg } => write!(f, "{}: {}", path.display(), msg),
-            Error::Invalid(msg) => write!(f, "{msg}"),
+            Error::Invalid(msg) | Error::Device(msg) => write!(f, "{msg}"),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 #![cfg(not(feature = "vulkan"))]
 
-use ncsn::{Device, Tensor};
+use ncsn::{Device, Error, Tensor};
 
 #[test]
 fn cpu_is_the_default_and_vulkan_names_the_missing_feature() {
@@ -13,12 +13,15 @@ fn cpu_is_the_default_and_vulkan_names_the_missing_feature() {
     );
     let args = ["prog", "--device", "cpu"].map(String::from);
     assert_eq!(Device::from_args(args).unwrap(), Device::Cpu);
-    let err = Device::parse("vulkan").unwrap_err().to_string();
-    assert!(err.contains("--features vulkan"), "{err}");
-    let err = Device::from_args(["--device".to_string()])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("needs a value"), "{err}");
+    match Device::parse("vulkan") {
+        Err(Error::Device(msg)) => assert!(msg.contains("--features vulkan"), "{msg}"),
+        other => panic!("expected a device error, got {other:?}"),
+    }
+    // A malformed command line is the caller's fault, not the device's.
+    match Device::from_args(["--device".to_string()]) {
+        Err(Error::Invalid(msg)) => assert!(msg.contains("needs a value"), "{msg}"),
+        other => panic!("expected an invalid-argument error, got {other:?}"),
+    }
     let x = Tensor::ones(&[3]);
     assert_eq!(x.device(), Device::Cpu);
     assert_eq!(x.to(&Device::Cpu).to_vec(), vec![1.0; 3]);

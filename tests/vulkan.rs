@@ -993,7 +993,8 @@ fn buffers_larger_than_a_kernel_can_address_are_refused() {
     );
     let err = match c.alloc(&[2, max / 2 + 1]) {
         Ok(_) => panic!("a buffer of {} floats was allocated", 2 * (max / 2 + 1)),
-        Err(e) => e.to_string(),
+        Err(ncsn::Error::Device(msg)) => msg,
+        Err(e) => panic!("expected a device error, got {e:?}"),
     };
     let shape = format!("[2, {}]", max / 2 + 1);
     assert!(

@@ -78,12 +78,12 @@ impl Device {
                     .map_err(|e| e.to_string())
             }) {
                 Ok(ctx) => Ok(Device::Vulkan(ctx.clone())),
-                Err(e) => Err(Error::Invalid(e.clone())),
+                Err(e) => Err(Error::Device(e.clone())),
             }
         }
         #[cfg(not(feature = "vulkan"))]
         {
-            Err(Error::Invalid(NO_VULKAN_FEATURE.into()))
+            Err(Error::Device(NO_VULKAN_FEATURE.into()))
         }
     }
 

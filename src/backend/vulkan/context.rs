@@ -33,10 +33,10 @@ use vulkano::{Validated, ValidationError, VulkanError, VulkanLibrary};
 use super::shaders::Kernel;
 use crate::{Error, Result};
 
-/// Wraps a vulkano error as an [`Error::Invalid`] that says what was being done.
+/// Wraps a vulkano error as an [`Error::Device`] that says what was being done.
 macro_rules! vk {
     ($e:expr, $what:expr) => {
-        $e.map_err(|e| Error::Invalid(format!("vulkan: {}: {}", $what, Describe::describe(&e))))
+        $e.map_err(|e| Error::Device(format!("vulkan: {}: {}", $what, Describe::describe(&e))))
     };
 }
 
@@ -292,13 +292,13 @@ impl VulkanContext {
     /// (`mesa-vulkan-drivers` provides lavapipe, a CPU implementation), or no compute queue.
     pub fn new() -> Result<Self> {
         let library = VulkanLibrary::new().map_err(|e| {
-            Error::Invalid(format!(
+            Error::Device(format!(
                 "vulkan: cannot load the Vulkan loader ({e}); install it (Debian/Ubuntu: \
                  `apt-get install libvulkan1`) and a driver (e.g. `mesa-vulkan-drivers`)"
             ))
         })?;
         let instance = Instance::new(library, InstanceCreateInfo::default()).map_err(|e| {
-            Error::Invalid(format!(
+            Error::Device(format!(
                 "vulkan: cannot create an instance ({}); is a Vulkan driver installed \
                  (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` for lavapipe)?",
                 e.describe()
@@ -311,7 +311,7 @@ impl VulkanContext {
         .filter_map(|d| compute_family(&d).map(|f| (d, f)))
         .min_by_key(|(d, _)| device_rank(d.properties().device_type))
         .ok_or_else(|| {
-            Error::Invalid(
+            Error::Device(
                 "vulkan: no Vulkan device with a compute queue was found; install a driver \
                  (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` provides lavapipe, a CPU \
                  implementation) or check `vulkaninfo --summary`"
@@ -364,7 +364,7 @@ impl VulkanContext {
     /// Fails if the device's compute queue has no timestamps.
     pub fn set_profiling(&self, on: bool) -> Result<()> {
         if on && self.timestamp_bits().is_none() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Device(format!(
                 "vulkan: {} has no timestamps on its compute queue; profiling is unavailable",
                 self.device_name()
             )));
@@ -573,7 +573,7 @@ impl VulkanContext {
         )?;
         let entry = module
             .entry_point("main")
-            .ok_or_else(|| Error::Invalid(format!("vulkan: {what}: no `main` entry point")))?;
+            .ok_or_else(|| Error::Device(format!("vulkan: {what}: no `main` entry point")))?;
         let stage = PipelineShaderStageCreateInfo::new(entry);
         let layout_info = vk!(
             PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
@@ -620,7 +620,7 @@ impl VulkanContext {
         let bytes = len.max(1) as u64 * std::mem::size_of::<T>() as u64;
         let limit = self.max_buffer_bytes();
         if bytes > limit {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Device(format!(
                 "vulkan: {} needs {bytes} bytes, more than the {limit} bytes \
                  (maxStorageBufferRange) a kernel can address in one buffer on {}; use a smaller \
                  batch",

@@ -32,8 +32,9 @@
 //! ```
 //!
 //! Shaders are GLSL in `shaders/`, compiled to SPIR-V by `build.rs` with `glslc` and embedded in
-//! the binary. Errors: a missing Vulkan loader or device, or a failed Vulkan call, is an
-//! [`Error::Invalid`](crate::Error::Invalid) whose message starts with `vulkan:`; shape mismatches
+//! the binary. Errors: a missing Vulkan loader or device, a buffer larger than the device can
+//! address, or a failed Vulkan call, is an [`Error::Device`](crate::Error::Device) whose message
+//! starts with `vulkan:` and says what was being done; shape mismatches
 //! are programmer errors and panic, naming the op and the shapes (the crate's policy).
 
 mod context;
