@@ -65,23 +65,38 @@ apt-get "${apt_opts[@]}" update -qq
 (cd "$KIT/gl" && apt-get "${apt_opts[@]}" download libvulkan1)
 rm -rf "$lists"
 
-# What runs on the GPU machine. Each part of gpu_measure.sh logs to $OUT (or gpu_measure_out),
-# so whatever finished before a time limit is kept.
+# What runs on the GPU machine. Each part of gpu_measure.sh logs to its own file, so whatever
+# finished before a time limit is kept, and gpu_measure.sh runs under BUDGET seconds, so that the
+# bundling after it still happens inside the caller's own limit. The device tool returns at most
+# 8 files from $OUT, so the logs, the memory peaks and the run's pictures come back as two: every
+# part's log in summary.txt, and all of it in gpu_measure.tar.gz.
 cat >"$KIT/run.sh" <<EOF
 #!/usr/bin/env bash
 # Written by benches/gpu_kit.sh: the GPU comparison from this kit. Run from the repository root.
+# BUDGET (default 540) bounds gpu_measure.sh, in seconds; its settings (E2E_STEPS, BATCH, ...)
+# pass through the environment. With \$OUT set, the results are bundled there.
 set -u
 KIT=$KIT
 for f in "\$KIT"/gl/*.deb; do dpkg -x "\$f" /; done
 ldconfig
 if [ -f "$VK_ICD" ]; then export VK_DRIVER_FILES="$VK_ICD"; fi
-LOG=\${OUT:-gpu_measure_out}
+LOG=\${OUT:+/tmp/}gpu_measure_out
+RUN=/tmp/ncsn-cifar10-run
 # A fresh run directory: an old one would make the end-to-end run resume from its checkpoint.
-rm -rf /tmp/ncsn-cifar10-run
-BIN="\$KIT/bin" DATA="\$KIT/data/cifar10" RUN_DIR=/tmp/ncsn-cifar10-run \\
-    bash benches/gpu_measure.sh "\$KIT/ncsn" "\$LOG"
+rm -rf "\$LOG" "\$RUN"
+BIN="\$KIT/bin" DATA="\$KIT/data/cifar10" RUN_DIR="\$RUN" \\
+    timeout --kill-after=10 "\${BUDGET:-540}" bash benches/gpu_measure.sh "\$KIT/ncsn" "\$LOG"
 status=\$?
-cp /tmp/ncsn-cifar10-run/*.png /tmp/ncsn-cifar10-run/*.json /tmp/ncsn-cifar10-run/*.svg "\$LOG/" 2>/dev/null
+[ "\$status" = 124 ] && echo "gpu_measure.sh stopped after BUDGET=\${BUDGET:-540} s"
+mkdir -p "\$LOG/cifar10-run"
+cp "\$RUN"/*.png "\$RUN"/*.json "\$RUN"/*.svg "\$LOG/cifar10-run/" 2>/dev/null
+if [ -n "\${OUT:-}" ]; then
+    # The parts' logs in the order they ran (each was last written when its part ended).
+    for f in \$(ls -rt "\$LOG"/*.txt); do printf '\n===== %s\n' "\${f##*/}"; cat "\$f"; done \\
+        >"\$OUT/summary.txt"
+    tar czf "\$OUT/gpu_measure.tar.gz" -C "\${LOG%/*}" "\${LOG##*/}"
+    echo "results: \$OUT/summary.txt and \$OUT/gpu_measure.tar.gz"
+fi
 exit \$status
 EOF
 chmod +x "$KIT/run.sh"

@@ -81,7 +81,7 @@ part() {
         echo "== $name: peak GPU memory in use $(cat "$mem" 2>/dev/null || echo "?") MiB" \
             "(nvidia-smi, sampled every 0.5 s)" | tee -a "$LOG_DIR/$name.txt"
     fi
-    echo "== $name: exit $status after $((SECONDS - start)) s"
+    echo "== $name: exit $status after $((SECONDS - start)) s" | tee -a "$LOG_DIR/$name.txt"
     [ "$status" = 0 ] || failed+=("$name (exit $status)")
 }
 
