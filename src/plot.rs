@@ -185,21 +185,42 @@ pub enum ArrowScale {
     Unit,
 }
 
-/// One named curve of a line plot.
+/// How [`lines`] draws a series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Style {
+    /// A curve through the points in order.
+    #[default]
+    Line,
+    /// A dot at each point, unconnected (samples under a curve).
+    Dots,
+}
+
+/// One named curve (or cloud of points) of a line plot.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
     /// The legend entry.
     pub label: String,
     /// The (x, y) points, drawn in order.
     pub points: Vec<(f64, f64)>,
+    /// A line or dots.
+    pub style: Style,
 }
 
 impl Series {
-    /// A series from (x, y) points.
+    /// A curve through (x, y) points.
     pub fn new(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
         Series {
             label: label.into(),
             points,
+            style: Style::Line,
+        }
+    }
+
+    /// Unconnected dots at (x, y) points.
+    pub fn dots(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            style: Style::Dots,
+            ..Series::new(label, points)
         }
     }
 
@@ -210,10 +231,7 @@ impl Series {
             .enumerate()
             .map(|(i, &v)| (i as f64, v as f64))
             .collect();
-        Series {
-            label: label.into(),
-            points,
-        }
+        Series::new(label, points)
     }
 }
 
@@ -564,7 +582,8 @@ pub fn scatter(
     Ok(())
 }
 
-/// Line plots of one or more series with a legend, optionally with a logarithmic y axis.
+/// Line plots of one or more series with a legend, optionally with a logarithmic y axis; a
+/// series with [`Style::Dots`] is drawn as unconnected dots.
 ///
 /// Non-finite points are dropped, and with `log_y` so are points with y ≤ 0. The axes span the
 /// remaining points. An empty plot (no drawable point) still writes a framed figure.
@@ -633,13 +652,23 @@ pub fn lines(path: impl AsRef<Path>, fig: &Figure, series: &[Series], log_y: boo
                 .map_err(&err)?;
             for (k, (s, pts)) in series.iter().zip(&kept).enumerate() {
                 let colour = SERIES_COLOURS[k % SERIES_COLOURS.len()];
-                chart
-                    .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
-                    .map_err(&err)?
-                    .label(s.label.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
+                match s.style {
+                    Style::Line => chart
+                        .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
+                        .map_err(&err)?
+                        .label(s.label.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                        }),
+                    Style::Dots => chart
+                        .draw_series(
+                            pts.iter()
+                                .map(|&p| Circle::new(p, 2, colour.mix(0.5).filled())),
+                        )
+                        .map_err(&err)?
+                        .label(s.label.clone())
+                        .legend(move |(x, y)| Circle::new((x + 10, y), 3, colour.filled())),
+                };
             }
             if !series.is_empty() {
                 chart

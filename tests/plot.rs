@@ -249,6 +249,36 @@ fn lines_linear_and_log() {
     check_svg(&out("lines_flat.svg"));
 }
 
+/// A dots series is a circle per drawable point, unconnected, plus one in its legend entry; a
+/// line series beside it is one polyline, plus one in its legend entry.
+#[test]
+fn dots_are_unconnected_points() {
+    let mut dots: Vec<(f64, f64)> = (0..40).map(|i| (i as f64 / 4.0, (i % 7) as f64)).collect();
+    dots.push((f64::NAN, 1.0)); // dropped, like any non-finite point
+    // The line lies inside the dots' range, so both figures have the same axes and grid lines.
+    let line = Series::new("mean", vec![(0.0, 3.0), (9.75, 3.0)]);
+    let draw = |name: &str, series: &[Series]| {
+        let path = out(name);
+        plot::lines(&path, &Figure::new("dots"), series, false).unwrap();
+        let texts = check_svg(&path);
+        let svg = std::fs::read_to_string(&path).unwrap();
+        (
+            texts,
+            svg.matches("<circle").count(),
+            svg.matches("<polyline").count(),
+        )
+    };
+    let (_, circles_alone, polylines_alone) = draw(
+        "lines_dots_alone.svg",
+        &[Series::dots("targets", dots.clone())],
+    );
+    let (texts, circles, polylines) =
+        draw("lines_dots.svg", &[Series::dots("targets", dots), line]);
+    assert!(has_text(&texts, "targets") && has_text(&texts, "mean"));
+    assert_eq!((circles_alone, circles), (40 + 1, 40 + 1));
+    assert_eq!(polylines, polylines_alone + 1 + 1);
+}
+
 #[test]
 fn errors_name_the_path() {
     let path = PathBuf::from("/nonexistent-dir-for-ncsn-tests/fig.svg");
