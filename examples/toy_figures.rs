@@ -70,20 +70,21 @@ fn run(out: &std::path::Path) -> ncsn::Result<()> {
 
     // The perturbed density q_σ fills the low-density region between the modes.
     let q = p.perturbed(5.0);
-    let lq = q.log_prob(fine.points().view());
+    let smooth = Grid::square(-8.0, 8.0, 80); // q_σ varies slowly: 80² background cells will do
+    let lq = q.log_prob(smooth.points().view());
     plot::quiver(
         out.join("mixture_perturbed_scores.svg"),
         &Figure::new("Scores of q_σ, σ = 5"),
         &coarse,
         q.score(coarse.points().view()).view(),
         ArrowScale::Sqrt,
-        Some((&fine, lq.view())),
+        Some((&smooth, lq.view())),
     )?;
 
     // The ring and the uniform square.
     let ring = Ring::new(4.0, 0.4);
     let grid = Grid::square(-6.0, 6.0, 120);
-    let ring_grid = Grid::square(-6.0, 6.0, 80); // 80² background cells: smooth, half the file
+    let ring_grid = Grid::square(-6.0, 6.0, 80); // as for q_σ: smooth, half the file
     let lr = ring.log_prob(ring_grid.points().view());
     let arrows = Grid::square(-6.0, 6.0, 17);
     plot::quiver(
