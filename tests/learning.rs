@@ -14,6 +14,20 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// `n` draws of the data at ±2, equally likely, as an `(n, 1)` batch.
+fn two_points(n: usize, rng: &mut ChaCha8Rng) -> Tensor {
+    let x: Vec<f32> = (0..n)
+        .map(|_| if rng.random_bool(0.5) { 2.0 } else { -2.0 })
+        .collect();
+    Tensor::from_vec(x, &[n, 1])
+}
+
+/// The data at ±2 perturbed with σ: ½N(−2, σ²) + ½N(2, σ²).
+fn two_points_perturbed(sigma: f64) -> GaussianMixture {
+    let means = Array2::from_shape_vec((2, 1), vec![-2.0, 2.0]).unwrap();
+    GaussianMixture::new(&[0.5, 0.5], means, &[sigma, sigma])
+}
+
 /// The largest |learned − want| over the points `t` of a one-dimensional score.
 fn worst_gap(net: &ScoreMlp, want: &GaussianMixture, t: &[f32]) -> f32 {
     let learned = no_grad(|| net.forward(&Tensor::from_vec(t.to_vec(), &[t.len(), 1]))).to_vec();
@@ -39,14 +53,10 @@ fn dsm_learns_the_score_of_the_perturbed_data() {
     let net = ScoreMlp::new(&store.root(), 1, 64, &mut rng);
     let mut opt = Adam::new(store.named_params(), AdamConfig::default());
     for _ in 0..4000 {
-        let x: Vec<f32> = (0..256)
-            .map(|_| if rng.random_bool(0.5) { 2.0 } else { -2.0 })
-            .collect();
-        let x = Tensor::from_vec(x, &[256, 1]);
+        let x = two_points(256, &mut rng);
         opt.step(&dsm_loss(|x| net.forward(x), &x, 1.0, &mut rng).backward());
     }
-    let means = || Array2::from_shape_vec((2, 1), vec![-2.0, 2.0]).unwrap();
-    let q_sigma = GaussianMixture::new(&[0.5, 0.5], means(), &[1.0, 1.0]);
+    let q_sigma = two_points_perturbed(1.0);
     let t: Vec<f32> = (0..=60).map(|i| -3.0 + 0.1 * i as f32).collect();
     let gap = worst_gap(&net, &q_sigma, &t);
     assert!(gap < 0.25, "DSM: the learned score is {gap} from q_σ's");
@@ -60,7 +70,7 @@ fn dsm_learns_the_score_of_the_perturbed_data() {
         );
     }
     // And a mixture with the wrong noise is far from it, so the tolerance tells them apart.
-    let narrow = GaussianMixture::new(&[0.5, 0.5], means(), &[0.5, 0.5]);
+    let narrow = two_points_perturbed(0.5);
     let p1 = Array2::from_shape_vec((1, 1), vec![1.0f32]).unwrap();
     let (right, wrong) = (
         q_sigma.score(p1.view())[[0, 0]],
@@ -124,23 +134,16 @@ fn annealed_dsm_learns_every_level() {
     let net = NoiseConditionalMlp::new(&store.root(), 1, 64, sigmas.clone(), &mut rng);
     let mut opt = Adam::new(store.named_params(), AdamConfig::default());
     for _ in 0..4000 {
-        let x: Vec<f32> = (0..256)
-            .map(|_| if rng.random_bool(0.5) { 2.0 } else { -2.0 })
-            .collect();
-        let x = Tensor::from_vec(x, &[256, 1]);
+        let x = two_points(256, &mut rng);
         let loss = anneal_dsm_loss(|x, l| net.forward(x, l), &x, &sigmas, 2.0, &mut rng);
         opt.step(&loss.backward());
     }
     let t: Vec<f32> = (0..=60).map(|i| -3.0 + 0.1 * i as f32).collect();
     let points = Array2::from_shape_vec((t.len(), 1), t.clone()).unwrap();
-    let level_mixture = |sigma: f64| {
-        let means = Array2::from_shape_vec((2, 1), vec![-2.0, 2.0]).unwrap();
-        GaussianMixture::new(&[0.5, 0.5], means, &[sigma, sigma])
-    };
     for (i, &sigma) in sigmas.sigmas().iter().enumerate() {
         let learned =
             no_grad(|| net.forward_level(&Tensor::from_vec(t.clone(), &[t.len(), 1]), i)).to_vec();
-        let exact = level_mixture(sigma as f64).score(points.view());
+        let exact = two_points_perturbed(sigma as f64).score(points.view());
         let near_data = |t: f32| (t - 2.0).abs().min((t + 2.0).abs()) <= 2.0 * sigma;
         let gap = t
             .iter()
@@ -154,7 +157,7 @@ fn annealed_dsm_learns_every_level() {
         );
     }
     let p1 = Array2::from_shape_vec((1, 1), vec![1.0f32]).unwrap();
-    let at = |sigma: f64| level_mixture(sigma).score(p1.view())[[0, 0]];
+    let at = |sigma: f64| two_points_perturbed(sigma).score(p1.view())[[0, 0]];
     assert!(
         (at(0.5) - at(1.0)).abs() * 0.5 > 1.0,
         "{} vs {}",
