@@ -1078,6 +1078,41 @@ fn profiling_times_each_kernel() {
     assert!(c.take_profile().is_empty());
 }
 
+/// A profiled command buffer takes its timestamps from pools of 1,024 queries, so a recording of
+/// 2,500 commands spans three pools: every command is counted, and the intervals, including the
+/// two that cross from one pool to the next, add up to no more than the wall time (a misplaced
+/// query would read as a wrapped-around, enormous interval, or never become available).
+#[test]
+fn profiles_span_several_query_pools() {
+    let c = VulkanContext::new().unwrap();
+    let x = c.upload(&random(256, -1.0, 1.0, 706), &[256]).unwrap();
+    c.set_profiling(true).unwrap();
+    let t = std::time::Instant::now();
+    let y = c
+        .run(|r| {
+            let mut y = r.copy(&x)?;
+            for _ in 0..2499 {
+                y = r.unary(UnaryOp::MulScalar(1.0), &y)?;
+            }
+            Ok(y)
+        })
+        .unwrap();
+    let wall = t.elapsed();
+    let p = c.take_profile();
+    let count = |k: &str| p.iter().find(|e| e.kernel == k).map_or(0, |e| e.count);
+    assert_eq!(
+        (count("copy"), count("unary"), p.len()),
+        (1, 2499, 2),
+        "{p:?}"
+    );
+    let total: std::time::Duration = p.iter().map(|e| e.time).sum();
+    assert!(
+        total > std::time::Duration::ZERO && total <= wall,
+        "{total:?} in {wall:?}"
+    );
+    assert_eq!(c.download(&y).unwrap(), random(256, -1.0, 1.0, 706));
+}
+
 /// Indices past the axis are refused on the host, by every kernel that takes indices: on a GPU
 /// such an index would read or write whatever memory lies past the buffer (lavapipe, bounds-
 /// checked, returns zeros and hides it). The largest index that fits is accepted.
