@@ -21,7 +21,7 @@
 //! - [`optim`] — [`optim::Sgd`], [`optim::Adam`] (PyTorch's update rule) and [`optim::Ema`].
 //! - [`toy`] — distributions with closed-form density and score: Gaussian mixtures and their
 //!   noise-perturbed versions, a ring, a square, data on a low-dimensional subspace.
-//! - [`plot`] — SVG figures: densities, score fields, samples, loss curves.
+//! - [`plot`] — SVG figures: densities, score fields, samples, curves and clouds of points.
 //! - [`score`] — score-matching objectives, each generic over the score model: exact (Hyvärinen),
 //!   sliced and SSM-VR, denoising at one σ, and the paper's annealed DSM over a
 //!   [`score::GeometricSigmas`] schedule (Eq. 5–6); the toy score MLP and a noise-conditional MLP.
@@ -39,13 +39,14 @@
 //!   tensor op, autograd, Adam and [`Tensor::langevin_step`] run where the data is.
 //! - [`run`] — training runs on images: presets, checkpoints and resume, sampling, inpainting, the
 //!   nearest-neighbour check, `results.json`, and the command line of the image examples.
-//! - [`error`] — the [`Error`] type of everything that reads or writes files.
+//! - [`error`] — the [`Error`] type of everything that reads or writes files or asks a device.
 //!
 //! # Errors
 //!
 //! Shape mismatches are programmer errors: ops panic with their name and the shapes involved, as
 //! `ndarray` does. Code that reads bytes (datasets, checkpoints) returns [`Result`] naming the file
-//! and the fault, and never panics on bad input.
+//! and the fault, and never panics on bad input. What a Vulkan device lacks, refuses or fails is an
+//! [`Error::Device`] saying what was being done.
 //!
 //! # Randomness
 //!
