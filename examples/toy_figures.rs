@@ -132,7 +132,6 @@ fn run(out: &std::path::Path) -> ncsn::Result<()> {
     Ok(())
 }
 
-// ANCHOR: dsm_figure
 /// Denoising score matching on data at ±M (equal weights) with noise σ. The regression target
 /// −(x̃ − x)/σ² of each pair lies on one of two lines of slope −1/σ², one per data point; its
 /// mean given x̃ is the score of q_σ, (M tanh(M x̃/σ²) − x̃)/σ² (the posterior mean of x is
@@ -148,13 +147,15 @@ fn dsm_figure(out: &std::path::Path, rng: &mut ChaCha8Rng) -> ncsn::Result<f32> 
             .collect();
         Tensor::from_vec(x, &[n, 1])
     };
+    // ANCHOR: dsm_training
     let store = ParamStore::new();
     let net = ScoreMlp::new(&store.root(), 1, 64, rng);
     let mut opt = Adam::new(store.named_params(), AdamConfig::default());
     for _ in 0..4000 {
-        let x = data(256, rng);
+        let x = data(256, rng); // 256 draws of ±2
         opt.step(&dsm_loss(|x| net.forward(x), &x, SIGMA, rng).backward());
     }
+    // ANCHOR_END: dsm_training
 
     // 400 pairs (x̃, −(x̃ − x)/σ²), the regression's inputs and targets.
     let x = data(400, rng).to_vec();
@@ -197,4 +198,3 @@ fn dsm_figure(out: &std::path::Path, rng: &mut ChaCha8Rng) -> ncsn::Result<f32> 
         .map(|(_, (e, l))| (e - l).abs())
         .fold(0.0, f32::max))
 }
-// ANCHOR_END: dsm_figure
