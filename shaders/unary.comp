@@ -24,7 +24,6 @@ float powf(float v) {
     return mod(p, 2.0) == 1.0 ? -m : m;
 }
 
-// ANCHOR: ops
 float apply(float v) {
     switch (pc.op) {
     case 0:  return -v;
@@ -53,7 +52,6 @@ float apply(float v) {
     default: return v;
     }
 }
-// ANCHOR_END: ops
 
 void main() {
     const uint step = gl_NumWorkGroups.x * gl_WorkGroupSize.x;

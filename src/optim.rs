@@ -65,7 +65,6 @@ impl Sgd {
     }
 
     /// One update from `grads`; parameters without a gradient are left alone.
-    // ANCHOR: sgd_step
     pub fn step(&mut self, grads: &Gradients) {
         let c = self.config;
         // The scalars in f32, each rounded once from the f64 settings.
@@ -99,7 +98,6 @@ impl Sgd {
             p.update_data(|p| p.scaled_add(-lr, &d)); // p ← p − lr·d
         }
     }
-    // ANCHOR_END: sgd_step
 }
 
 /// Settings of [`Adam`]; the defaults are PyTorch's.

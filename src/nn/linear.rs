@@ -40,9 +40,7 @@ impl Linear {
 }
 
 impl Module for Linear {
-    // ANCHOR: linear_forward
     fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, self.bias.as_ref())
     }
-    // ANCHOR_END: linear_forward
 }

@@ -261,7 +261,6 @@ pub struct Paths {
     pub nearest: Option<PathBuf>,
 }
 
-// ANCHOR: results
 /// `results.json`: what a run did, for comparing runs with a script. Each invocation updates the
 /// fields of the stages it ran and keeps the others.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -287,7 +286,6 @@ pub struct Results {
     /// For each sample of the memorisation check, its nearest training pictures.
     pub nearest: Option<Vec<Vec<Neighbour>>>,
 }
-// ANCHOR_END: results
 
 impl Results {
     /// The results in `path`, or empty ones if there is no readable file.
@@ -356,7 +354,6 @@ fn say(args: &Args, msg: impl AsRef<str>) {
     }
 }
 
-// ANCHOR: pipeline
 /// Runs the stages `args` asks for on data set `kind`, with the network `build` makes from the
 /// configuration and an initialisation generator; returns (and writes) the results.
 pub fn run<M: ScoreNet>(
@@ -591,4 +588,3 @@ pub fn run<M: ScoreNet>(
     say(args, format!("wrote {}", run_dir.results().display()));
     Ok(results)
 }
-// ANCHOR_END: pipeline

@@ -467,7 +467,6 @@ fn same_conv_batch(
     })
 }
 
-// ANCHOR: conv2d_same
 /// y = conv2d(x, w) + b for a stride-1 "same" convolution: the weight packed once, then each
 /// image through [`conv_same::conv_image`]; images in parallel.
 #[cfg(target_arch = "x86_64")]
@@ -487,7 +486,6 @@ fn conv2d_same(
     let out = same_conv_batch(g.n, &packed, s, &xs, &bias);
     ArrayD::from_shape_vec(IxDyn(&[g.n, g.o, g.ho, g.wo]), out).expect("shape")
 }
-// ANCHOR_END: conv2d_same
 
 // ANCHOR: conv2d_kernel
 /// y = conv2d(x, w) + b: per image and block of input channels, `im2col` and an sgemm that adds

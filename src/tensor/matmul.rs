@@ -47,7 +47,6 @@ pub(crate) fn matmul_dims(a: &[usize], b: &[usize]) -> (Vec<usize>, usize, usize
 }
 
 /// C = A·B over the last two axes, broadcasting the leading (batch) axes.
-// ANCHOR: matmul_kernel
 pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
     let (batch, m, k, n) = matmul_dims(a.shape(), b.shape());
     let with = |rows: usize, cols: usize| -> Vec<usize> {
@@ -139,14 +138,12 @@ pub(crate) fn matmul_kernel(a: &Storage, b: &Storage) -> ArrayD<f32> {
     // SAFETY: every one of the batches·m·n entries was written by an sgemm call above.
     unsafe { c.assume_init() }
 }
-// ANCHOR_END: matmul_kernel
 
 /// The deepest product [`small_product`] takes: `sgemm`'s own depth block (its `kc`), so that
 /// both compute each entry as one multiply-add chain over k in order, with the same bits.
 #[cfg(target_arch = "x86_64")]
 const SMALL_K: usize = 256;
 
-// ANCHOR: small_product
 /// C = A·B for a 2-D product too small to split across threads, through the AVX-512 kernel of
 /// [`small_gemm`](super::small_gemm), which packs only B and reads A in place. Returns `None` —
 /// leaving the product to `sgemm` — without AVX-512 and for k > [`SMALL_K`].
@@ -179,7 +176,6 @@ fn small_product(
     // SAFETY: `gemm` wrote all m·n entries.
     Some(unsafe { c.assume_init() }.into_dyn())
 }
-// ANCHOR_END: small_product
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
