@@ -123,10 +123,11 @@ mod device_report {
         }
     }
 
-    /// Prints the device time per kernel measured since the profile was last taken. Each of the
-    /// three convolution kernels computes one product of the size of the forward pass's
-    /// convolutions, `conv_gflop` over the batch (the input gradient skips the first layer's, a
-    /// few parts in 10⁴), so their rows also show the rate they ran at.
+    /// Prints the device time per kernel measured since the profile was last taken, with the
+    /// memory bandwidth each used at least (the bytes it must read and write over its time).
+    /// Each of the three convolution kernels computes one product of the size of the forward
+    /// pass's convolutions, `conv_gflop` over the batch (the input gradient skips the first
+    /// layer's, a few parts in 10⁴), so their rows also show the rate they ran at.
     pub fn print_profile(device: &Device, what: &str, conv_gflop: f64) -> ncsn::Result<()> {
         let Device::Vulkan(ctx) = device else {
             return Ok(());
@@ -137,8 +138,8 @@ mod device_report {
         let count: u64 = profile.iter().map(|k| k.count).sum();
         println!("device time by kernel, {what}:");
         println!(
-            "  {:<24} {:>8} {:>11} {:>7} {:>10}",
-            "kernel", "count", "time (ms)", "share", "GFLOP/s"
+            "  {:<24} {:>8} {:>11} {:>7} {:>8} {:>10}",
+            "kernel", "count", "time (ms)", "share", "GB/s", "GFLOP/s"
         );
         for k in &profile {
             let t = k.time.as_secs_f64();
@@ -149,11 +150,12 @@ mod device_report {
                 _ => String::new(),
             };
             println!(
-                "  {:<24} {:>8} {:>11.3} {:>6.1}% {rate}",
+                "  {:<24} {:>8} {:>11.3} {:>6.1}% {:>8.1} {rate}",
                 k.kernel,
                 k.count,
                 1e3 * t,
-                100.0 * t / total
+                100.0 * t / total,
+                k.bandwidth() / 1e9
             );
         }
         println!("  {:<24} {count:>8} {:>11.3}", "total", 1e3 * total);

@@ -1032,8 +1032,8 @@ fn a_panic_while_recording_keeps_the_kernels_recorded_before_it() {
 }
 
 /// With profiling on, every command of a recording is timed by timestamps and counted under its
-/// kernel: the times are positive, sorted most expensive first, and add up to no more than the
-/// wall time of the work. Recordings kept open across `record` calls are profiled too; with
+/// kernel, with the bytes it moves: the times are positive, sorted most expensive first, and add
+/// up to no more than the wall time of the work. Recordings kept open across `record` calls are profiled too; with
 /// profiling off nothing is added.
 #[test]
 fn profiling_times_each_kernel() {
@@ -1057,6 +1057,14 @@ fn profiling_times_each_kernel() {
     };
     let counts = ["unary", "binary", "copy"].map(|k| count(&p, k));
     assert_eq!((counts, p.len()), ([2, 1, 1], 3), "{p:?}");
+    // Each reads its inputs and writes its output once: 2, 3 and 2 tensors of 2¹⁶ floats.
+    let bytes = |k: &str| p.iter().find(|e| e.kernel == k).map_or(0, |e| e.bytes);
+    let tensor = 4 << 16;
+    assert_eq!(
+        ["unary", "binary", "copy"].map(bytes),
+        [2 * 2 * tensor, 3 * tensor, 2 * tensor]
+    );
+    assert!(p.iter().all(|e| e.bandwidth() > 0.0), "{p:?}");
     assert!(
         p.iter().all(|e| e.time > std::time::Duration::ZERO),
         "{p:?}"

@@ -842,6 +842,21 @@ fn cond_instance_norm_plus_matches_its_definition_in_few_kernels() {
     assert_eq!(count(&backward, "cin_plus"), 3, "{backward:?}");
     // Besides: the seed of ∂y (a fill), and the lookup's VJP (a zeroed table, the index_add).
     assert!(total(&backward) <= 6, "{backward:?}");
+
+    // The bytes each mode touches, in floats: x, g, y and ∂x are N·C·H·W = 72, the statistics
+    // and the sums 2·N·C = 16, e and ∂e 3·N·C = 24, the four numbers per plane 4·N·C = 32.
+    let bytes = |p: &[ncsn::backend::vulkan::KernelTime], k: &str| {
+        p.iter().find(|e| e.kernel == k).map_or(0, |e| e.bytes)
+    };
+    let (x, stats, e, coef) = (72, 16, 24, 32);
+    let modes_0_1 = (stats + e + coef) + (x + coef + x);
+    assert_eq!(bytes(&forward, "cin_plus"), 4 * modes_0_1, "{forward:?}");
+    let modes_2_3_4 = (x + x + stats + stats) + (stats + e + stats + coef + e) + (x + x + coef + x);
+    assert_eq!(
+        bytes(&backward, "cin_plus"),
+        4 * modes_2_3_4,
+        "{backward:?}"
+    );
 }
 
 /// A small convolutional function through every conv-family op, for gradient checks.

@@ -90,8 +90,8 @@ pub struct VulkanContext {
     activity: [AtomicU64; 3],
     /// Whether recordings started now write timestamps (see [`VulkanContext::set_profiling`]).
     profiling: AtomicBool,
-    /// The device time measured per kernel so far: (label, commands, nanoseconds).
-    profile: Mutex<Vec<(&'static str, u64, f64)>>,
+    /// The device time measured per kernel so far.
+    profile: Mutex<Vec<ProfileEntry>>,
     /// The command buffer submitted without waiting, if it may still be running (see
     /// [`VulkanContext::record`]).
     in_flight: Mutex<Option<InFlight>>,
@@ -141,12 +141,20 @@ impl Drop for Requeue<'_> {
 const STAMPS_PER_POOL: u32 = 1024;
 
 /// The timestamps a profiled recording writes: the first when the command buffer starts, then
-/// one after each command, whose label is `labels[i − 1]` for timestamp `i`. The device time of
-/// a command is the time between the timestamp before it and its own, so it includes the
-/// barrier that waits for the command's inputs.
+/// one after each command, whose label (kernel and bytes moved) is `labels[i − 1]` for timestamp
+/// `i`. The device time of a command is the time between the timestamp before it and its own,
+/// so it includes the barrier that waits for the command's inputs.
 struct Stamps {
     pools: Vec<Arc<QueryPool>>,
-    labels: Vec<&'static str>,
+    labels: Vec<(&'static str, u64)>,
+}
+
+/// One kernel's running totals in a profile: commands, nanoseconds, bytes moved.
+struct ProfileEntry {
+    kernel: &'static str,
+    count: u64,
+    nanos: f64,
+    bytes: u64,
 }
 
 /// The device time one kernel took in a profile (see [`VulkanContext::take_profile`]).
@@ -158,6 +166,20 @@ pub struct KernelTime {
     pub count: u64,
     /// Its total device time.
     pub time: Duration,
+    /// The bytes its commands read and wrote at least once, summed: each input counted once and
+    /// each output once (an in-place update both), from the sizes of what the command touches.
+    /// For elementwise kernels, reductions, norms and copies that is the memory traffic they
+    /// cannot avoid; tiled products (`gemm`, the convolutions) read their operands more than
+    /// once, through the caches, so for them it is a lower bound.
+    pub bytes: u64,
+}
+
+impl KernelTime {
+    /// [`bytes`](Self::bytes) over [`time`](Self::time), in bytes per second: the memory
+    /// bandwidth the kernel used at least, to hold against the device's peak.
+    pub fn bandwidth(&self) -> f64 {
+        self.bytes as f64 / self.time.as_secs_f64()
+    }
 }
 
 thread_local! {
@@ -381,10 +403,11 @@ impl VulkanContext {
         let entries = std::mem::take(&mut *self.profile.lock().expect("profile poisoned"));
         let mut out: Vec<KernelTime> = entries
             .into_iter()
-            .map(|(kernel, count, nanos)| KernelTime {
-                kernel,
-                count,
-                time: Duration::from_nanos(nanos.round() as u64),
+            .map(|e| KernelTime {
+                kernel: e.kernel,
+                count: e.count,
+                time: Duration::from_nanos(e.nanos.round() as u64),
+                bytes: e.bytes,
             })
             .collect();
         out.sort_by(|a, b| b.time.cmp(&a.time).then(a.kernel.cmp(b.kernel)));
@@ -421,14 +444,20 @@ impl VulkanContext {
         };
         let period = self.device.physical_device().properties().timestamp_period as f64;
         let mut profile = self.profile.lock().expect("profile poisoned");
-        for (i, &label) in stamps.labels.iter().enumerate() {
+        for (i, &(kernel, bytes)) in stamps.labels.iter().enumerate() {
             let nanos = (ticks[i + 1].wrapping_sub(ticks[i]) & mask) as f64 * period;
-            match profile.iter_mut().find(|e| e.0 == label) {
+            match profile.iter_mut().find(|e| e.kernel == kernel) {
                 Some(e) => {
-                    e.1 += 1;
-                    e.2 += nanos;
+                    e.count += 1;
+                    e.nanos += nanos;
+                    e.bytes += bytes;
                 }
-                None => profile.push((label, 1, nanos)),
+                None => profile.push(ProfileEntry {
+                    kernel,
+                    count: 1,
+                    nanos,
+                    bytes,
+                }),
             }
         }
         Ok(())
@@ -847,6 +876,10 @@ impl DeviceBuffer {
     pub(crate) fn bytes(&self) -> Subbuffer<[u8]> {
         self.buf.as_bytes().clone()
     }
+    /// The size of the contents in bytes (4 per element).
+    pub(crate) fn size_bytes(&self) -> u64 {
+        4 * self.len() as u64
+    }
 }
 
 impl DeviceIndices {
@@ -857,6 +890,10 @@ impl DeviceIndices {
     /// Whether there are no indices.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// The size of the indices in bytes (4 per index).
+    pub(crate) fn size_bytes(&self) -> u64 {
+        4 * self.len as u64
     }
 
     /// Panics unless every index is below `extent` (`op` and `what` name the caller and the axis).
@@ -877,13 +914,17 @@ pub(crate) fn groups_1d(n: usize, local: usize) -> u32 {
 
 impl Recorder<'_> {
     /// Records one dispatch of `kernel` with the given buffers at bindings 0, 1, ... and the push
-    /// constants as 32-bit words (f32 values pushed as their bits).
+    /// constants as 32-bit words (f32 values pushed as their bits). `bytes` is what the kernel
+    /// reads and writes at least once, for the profile (see [`KernelTime::bytes`]): the caller
+    /// knows which bindings a mode leaves unread, which part of a buffer a strided copy touches,
+    /// and which buffers are updated in place.
     pub(crate) fn dispatch<const N: usize>(
         &mut self,
         kernel: Kernel,
         buffers: &[Subbuffer<[u8]>],
         push: [u32; N],
         groups: [u32; 3],
+        bytes: u64,
     ) -> Result<()> {
         let what = format!("recording `{}`", kernel.name());
         let pipeline = self.ctx.pipeline(kernel)?;
@@ -911,12 +952,12 @@ impl Recorder<'_> {
         // and the op wrappers check that those sizes match the bound buffers' shapes.
         vk!(unsafe { self.builder.dispatch(groups) }, &what)?;
         self.ctx.activity[0].fetch_add(1, Ordering::Relaxed);
-        self.stamp(Some(kernel.name()))
+        self.stamp(Some((kernel.name(), bytes)))
     }
 
-    /// When profiling, records a timestamp after the last command, which `label` names (`None`
-    /// for the start of the command buffer).
-    fn stamp(&mut self, label: Option<&'static str>) -> Result<()> {
+    /// When profiling, records a timestamp after the last command, which `label` names with the
+    /// bytes it moved (`None` for the start of the command buffer).
+    fn stamp(&mut self, label: Option<(&'static str, u64)>) -> Result<()> {
         let Some(stamps) = self.stamps.as_mut() else {
             return Ok(());
         };
@@ -973,7 +1014,7 @@ impl Recorder<'_> {
                 .fill_buffer(out.buf.clone().reinterpret::<[u32]>(), 0),
             "recording a fill"
         )?;
-        self.stamp(Some("fill"))?;
+        self.stamp(Some(("fill", out.size_bytes())))?;
         Ok(out)
     }
 
@@ -984,7 +1025,7 @@ impl Recorder<'_> {
                 .fill_buffer(out.buf.clone().reinterpret::<[u32]>(), word),
             "recording a fill"
         )?;
-        self.stamp(Some("fill"))
+        self.stamp(Some(("fill", out.size_bytes())))
     }
 
     /// Records a copy of `src` into a new buffer of the same shape.
@@ -995,7 +1036,7 @@ impl Recorder<'_> {
                 .copy_buffer(CopyBufferInfo::buffers(src.buf.clone(), out.buf.clone())),
             "recording a copy"
         )?;
-        self.stamp(Some("copy"))?;
+        self.stamp(Some(("copy", 2 * out.size_bytes())))?;
         Ok(out)
     }
 

@@ -62,6 +62,12 @@ fn u32_of(v: usize, what: &str) -> u32 {
         .unwrap_or_else(|_| panic!("{what} = {v} does not fit the kernels' u32 indices"))
 }
 
+/// The bytes of `buffers` together: what a kernel moves that reads each of its inputs once and
+/// writes each of its outputs once (the profile's [`KernelTime::bytes`](super::KernelTime::bytes)).
+fn moved(buffers: &[&DeviceBuffer]) -> u64 {
+    buffers.iter().map(|b| b.size_bytes()).sum()
+}
+
 /// Elementwise unary and tensor-scalar ops (`shaders/unary.comp`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
@@ -474,6 +480,7 @@ impl Recorder<'_> {
             &[a.bytes(), b.bytes(), out.bytes()],
             push,
             groups,
+            moved(&[a, b, &out]),
         )?;
         Ok(out)
     }
@@ -493,6 +500,7 @@ impl Recorder<'_> {
             &[x.bytes(), out.bytes()],
             push,
             [groups_1d(n, LOCAL), 1, 1],
+            moved(&[x, &out]),
         )?;
         Ok(out)
     }
@@ -540,6 +548,7 @@ impl Recorder<'_> {
             &[a.bytes(), b.bytes(), out.bytes()],
             push,
             [groups_1d(n, LOCAL), 1, 1],
+            moved(&[a, b, &out]),
         )?;
         Ok(out)
     }
@@ -629,6 +638,7 @@ impl Recorder<'_> {
             &[x.bytes(), out.bytes()],
             push,
             [groups_1d(n_out, 1), 1, 1],
+            moved(&[x, &out]),
         )?;
         Ok(out)
     }
@@ -767,7 +777,22 @@ impl Recorder<'_> {
             u32_of(h * w, "plane size"),
             eps.to_bits(),
         ];
-        self.dispatch(Kernel::CinPlus, &b.map(|d| d.bytes()), push, [groups, 1, 1])
+        // The bindings each mode reads or writes (see the shader's header); the rest are spares.
+        let used: &[usize] = match mode {
+            0 => &[2, 3, 5],
+            1 => &[0, 4, 5],
+            2 => &[0, 1, 2, 5],
+            3 => &[2, 3, 4, 5, 6],
+            _ => &[0, 1, 4, 5],
+        };
+        let bytes = moved(&used.iter().map(|&i| b[i]).collect::<Vec<_>>());
+        self.dispatch(
+            Kernel::CinPlus,
+            &b.map(|d| d.bytes()),
+            push,
+            [groups, 1, 1],
+            bytes,
+        )
     }
 
     fn instance_norm_kernel(
@@ -795,6 +820,11 @@ impl Recorder<'_> {
             &[x.bytes(), y.bytes(), g.bytes(), out.bytes()],
             push,
             [groups_1d(rows, 1), 1, 1],
+            // Modes 0 and 1 bind x in the places of y and g, and read only x.
+            match mode {
+                2 => moved(&[x, y, g, out]),
+                _ => moved(&[x, out]),
+            },
         )
     }
 
@@ -850,6 +880,7 @@ impl Recorder<'_> {
             &[x.bytes(), weight.bytes(), bias_buf, out.bytes()],
             push,
             groups,
+            moved(&[x, weight, &out]) + bias.map_or(0, DeviceBuffer::size_bytes),
         )?;
         Ok(out)
     }
@@ -904,6 +935,7 @@ impl Recorder<'_> {
             &[dy.bytes(), weight.bytes(), out.bytes()],
             push,
             groups,
+            moved(&[dy, weight, &out]),
         )?;
         Ok(out)
     }
@@ -966,6 +998,7 @@ impl Recorder<'_> {
             &[x.bytes(), dy.bytes(), partial.bytes()],
             push,
             groups,
+            moved(&[x, dy, &partial]),
         )?;
         if splits > 1 {
             let len = out.len();
@@ -977,6 +1010,7 @@ impl Recorder<'_> {
                     u32_of(splits, "split-K splits"),
                 ],
                 [groups_1d(len, LOCAL), 1, 1],
+                moved(&[&partial, &out]),
             )?;
         }
         Ok(out)
@@ -1029,6 +1063,7 @@ impl Recorder<'_> {
             &[src.bytes(), out.bytes()],
             push,
             [groups_1d(out.len(), LOCAL), 1, 1],
+            moved(&[src, &out]),
         )?;
         Ok(out)
     }
@@ -1102,6 +1137,7 @@ impl Recorder<'_> {
             &[g.bytes(), out.bytes()],
             push,
             [groups_1d(out.len(), LOCAL), 1, 1],
+            moved(&[g, &out]),
         )?;
         Ok(out)
     }
@@ -1137,6 +1173,7 @@ impl Recorder<'_> {
             &[x.bytes(), out.bytes()],
             push,
             [groups_1d(out.len(), LOCAL), 1, 1],
+            moved(&[x, &out]),
         )?;
         Ok(out)
     }
@@ -1162,6 +1199,8 @@ impl Recorder<'_> {
             &[table.bytes(), idx.buf.as_bytes().clone(), out.bytes()],
             push,
             [groups_1d(out.len(), LOCAL), 1, 1],
+            // The rows it looks up (the size of the output, at most), the indices, the output.
+            idx.size_bytes() + 2 * out.size_bytes(),
         )?;
         Ok(out)
     }
@@ -1265,7 +1304,10 @@ impl Recorder<'_> {
                 Kernel::AdamAmsgrad
             }
         };
-        self.dispatch(kernel, &buffers, push, [groups_1d(n, LOCAL), 1, 1])
+        // The gradient is read; the parameter and the moments are read and written back.
+        let updated = buffers.len() as u64 - 1;
+        let bytes = (2 * updated + 1) * param.size_bytes();
+        self.dispatch(kernel, &buffers, push, [groups_1d(n, LOCAL), 1, 1], bytes)
     }
 
     /// Raw Philox4x32-10 output: `n` words, block `j` (words `4j..4j+4`) from counter
@@ -1318,6 +1360,7 @@ impl Recorder<'_> {
             &[out.bytes()],
             push,
             [groups_1d(n.div_ceil(4), LOCAL), 1, 1],
+            4 * n as u64,
         )?;
         Ok(out)
     }
@@ -1361,6 +1404,8 @@ impl Recorder<'_> {
             &[x.bytes(), score.bytes()],
             push,
             [groups_1d(n.div_ceil(4), LOCAL), 1, 1],
+            // x is read and written back in place, the score read.
+            2 * x.size_bytes() + score.size_bytes(),
         )
     }
     // ANCHOR_END: langevin_step
@@ -1487,6 +1532,8 @@ impl Recorder<'_> {
             &[src.bytes(), dst.bytes()],
             push,
             [groups_1d(n, LOCAL), 1, 1],
+            // The n elements it reads and the n it writes, wherever they lie in the buffers.
+            8 * n as u64,
         )
     }
 
@@ -1536,6 +1583,7 @@ impl Recorder<'_> {
             &[mask.bytes(), a.bytes(), b.bytes(), out.bytes()],
             push,
             [groups_1d(n, LOCAL), 1, 1],
+            moved(&[mask, a, b, &out]),
         )?;
         Ok(out)
     }
@@ -1621,6 +1669,12 @@ impl Recorder<'_> {
             &[x.bytes(), idx.buf.as_bytes().clone(), out.bytes()],
             push,
             [groups_1d(n, LOCAL), 1, 1],
+            // Selecting reads the rows it copies, as many as it writes; adding reads all of x.
+            idx.size_bytes()
+                + match mode {
+                    0 => 2 * out.size_bytes(),
+                    _ => moved(&[x, out]),
+                },
         )
     }
 }
