@@ -785,7 +785,7 @@ impl Recorder<'_> {
             3 => &[2, 3, 4, 5, 6],
             _ => &[0, 1, 4, 5],
         };
-        let bytes = moved(&used.iter().map(|&i| b[i]).collect::<Vec<_>>());
+        let bytes = used.iter().map(|&i| b[i].size_bytes()).sum();
         self.dispatch(
             Kernel::CinPlus,
             &b.map(|d| d.bytes()),
