@@ -1046,8 +1046,17 @@ fn write_cifar(dir: &std::path::Path, n: usize) {
 fn the_cifar10_pipeline_runs_on_the_device_and_resumes_to_the_same_bits() {
     use ncsn::io::Checkpoint;
     use ncsn::run::{self, Args, DatasetKind, RunDir};
-    let root = std::env::temp_dir().join(format!("ncsn-vulkan-pipeline-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    /// Removes the test's directory however the test ends.
+    struct Scratch(std::path::PathBuf);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("ncsn-vulkan-pipeline-{}", std::process::id())));
+    let root = &scratch.0;
+    let _ = std::fs::remove_dir_all(root);
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
     write_cifar(&data, 20);
@@ -1093,7 +1102,6 @@ fn the_cifar10_pipeline_runs_on_the_device_and_resumes_to_the_same_bits() {
     // Inpainting (most of a run's time on lavapipe) has been exercised by the whole run.
     let (split, split_ckpt, split_log) =
         run_in("split", "2", 77, &["--train", "--sample", "--nearest"]);
-    std::fs::remove_dir_all(&root).unwrap();
 
     assert_eq!(
         (whole.iterations, split.iterations, split.resumed_from),
