@@ -502,8 +502,10 @@ impl VulkanContext {
     /// The submission every few hundred calls does not wait: the device runs that command buffer
     /// while the host records the next, and the next submission first waits for it. So at most
     /// one command buffer is in flight, the host's recording overlaps the device's work, and
-    /// every submission starts after the previous one has finished (a fence wait, which makes
-    /// its writes visible to the next), so no barrier between command buffers is needed.
+    /// every submission starts after the previous one has finished (a fence wait). The next one
+    /// sees the previous one's writes because vulkano's builder puts a full barrier (all stages,
+    /// all memory accesses) before each buffer's first use in a primary command buffer, and a
+    /// barrier's first scope covers everything submitted to the queue before it.
     ///
     /// Recordings are per thread (vulkano's command pools are): work recorded on one thread is
     /// not submitted by another thread's download. A thread that hands device buffers it computed
