@@ -937,9 +937,10 @@ fn activity_counts_dispatches_submissions_and_waiting() {
 /// (tests/vulkan_tensor.rs's training steps and Langevin runs cross such boundaries too.) On
 /// lavapipe, which runs submissions in order, this checks the bookkeeping, not a race: left
 /// without the wait for the previous command buffer, it passed too, and the synchronisation
-/// validation layer (Debian's 1.3.239) reported nothing. The wait is what the Vulkan memory model
-/// asks for: a fence signal makes the device's writes available, and the next submission's
-/// implicit dependency makes them visible.
+/// validation layer (Debian's 1.3.239) reported nothing. On a GPU the next command buffer sees
+/// the previous one's writes through the barrier vulkano's builder puts before each buffer's
+/// first use in a primary command buffer (all stages, all memory accesses), whose first scope
+/// covers everything submitted before it; the wait keeps at most one command buffer in flight.
 #[test]
 fn recordings_submitted_in_flight_chain_correctly() {
     let c = VulkanContext::new().unwrap();
