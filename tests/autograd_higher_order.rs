@@ -40,7 +40,7 @@ fn third_order(f: &dyn Fn(&Tensor) -> Tensor, x0: &Tensor, seed: u64) -> Result<
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(common::proptest_config(16))]
 
     #[test]
     fn third_derivatives_of_composites(n in 1usize..=4, seed in any::<u64>()) {

@@ -13,10 +13,7 @@ use rand_chacha::ChaCha8Rng;
 fn config() -> ProptestConfig {
     // Each case runs dozens of finite-difference checks; 24 cases per family keep the suite fast
     // while covering many shapes. Failures are persisted and replayed by proptest.
-    ProptestConfig {
-        cases: 24,
-        ..ProptestConfig::default()
-    }
+    common::proptest_config(24)
 }
 
 /// A shape of 1 to 3 axes of size 1 to 3.

@@ -1,5 +1,7 @@
 //! Datasets, batching, checkpoints and pictures, on tiny files each test writes itself.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1073,7 +1075,7 @@ mod never_panic {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #![proptest_config(common::proptest_config(48))]
 
         #[test]
         fn loaders_return_errors_not_panics(

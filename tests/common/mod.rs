@@ -13,8 +13,31 @@
 #![allow(dead_code)]
 
 use ncsn::{Tensor, grad};
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+/// The seed every property test draws its cases from, unless `PROPTEST_RNG_SEED` says otherwise.
+pub const PROPTEST_SEED: u64 = 2019;
+
+/// The configuration of every property test: `cases` cases drawn from a fixed seed. Left to
+/// itself, proptest seeds each run from the operating system, so two runs of the suite would check
+/// different inputs; the repository's rule is that every random draw comes from an explicit seed,
+/// and a test whose verdict changes from run to run is a defect. With the seed fixed, a failure
+/// recurs on the next run. To explore other inputs, set `PROPTEST_RNG_SEED` to another number
+/// (proptest's own variable, read through `ProptestConfig::default()`).
+pub fn proptest_config(cases: u32) -> ProptestConfig {
+    let base = ProptestConfig::default();
+    let rng_seed = match base.rng_seed {
+        RngSeed::Random => RngSeed::Fixed(PROPTEST_SEED),
+        chosen => chosen,
+    };
+    ProptestConfig {
+        cases,
+        rng_seed,
+        ..base
+    }
+}
 
 /// Finite-difference step.
 pub const H: f32 = 1e-2;
