@@ -1,5 +1,6 @@
-//! Sliced score matching (Song, Garg, Shi & Ermon, 2019), the objective the paper uses for its toy
-//! experiments (§3.1–3.2, Figs. 1–2) and lists as Eq. 3.
+//! Sliced score matching (Song, Garg, Shi & Ermon, 2019). The NCSN paper writes its
+//! variance-reduced form, SSM-VR below, as Eq. 3 and trains its toy models with it (§3.1–3.2,
+//! Figs. 1–2).
 //!
 //! Projecting the Fisher divergence on random directions v with E[v vᵀ] = I turns the trace of
 //! Eq. 1 into a quantity one backward pass computes:

@@ -315,6 +315,7 @@ impl Tensor {
             Tensor::make(data.into(), None, false)
         }
     }
+    // ANCHOR_END: from_op
 
     // ---------------------------------------------------------------- creation
 

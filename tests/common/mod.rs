@@ -160,6 +160,7 @@ pub fn check_second(name: &str, f: Op, xs: &[Tensor], seed: u64) -> Result<(), S
     }
     Ok(())
 }
+// ANCHOR_END: check_second
 
 /// Both checks.
 pub fn check(name: &str, f: Op, xs: &[Tensor], seed: u64) -> Result<(), String> {
