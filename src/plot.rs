@@ -40,6 +40,7 @@ use plotters::drawing::DrawingAreaErrorKind;
 use plotters::prelude::*;
 use plotters_backend::DrawingErrorKind;
 
+use crate::io::write_atomic;
 use crate::{Error, Result};
 
 /// A rectangular grid of `nx × ny` cells covering `x × y`; values live at the cell centres.
@@ -412,6 +413,19 @@ fn frame<'a, 'b>(
     Ok(chart)
 }
 
+/// Draws a figure with `draw` into an SVG document in memory, then writes it to `path` at once
+/// ([`write_atomic`]): a viewer reloading `loss.svg` while a run trains, or a run interrupted
+/// mid-figure, never sees half a picture, only the old figure or the new one.
+fn svg_file(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>,
+) -> Result<()> {
+    let mut svg = String::new();
+    draw(SVGBackend::with_string(&mut svg, size).into_drawing_area())?;
+    write_atomic(path, svg.as_bytes())
+}
+
 /// A heatmap of a log-density on a grid, with a colour bar: darker is more probable.
 ///
 /// `log_density` holds log p at [`Grid::points`] (length nx·ny). The colour scale runs from the
@@ -425,50 +439,51 @@ pub fn heatmap(
 ) -> Result<()> {
     let path = path.as_ref();
     let err = draw_error(path);
-    let root = SVGBackend::new(path, fig.size).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
-    let (main, bar) = root.split_horizontally(fig.size.0.saturating_sub(90));
-    {
-        let mut chart = frame(&main, fig, grid).map_err(&err)?;
-        draw_density(&mut chart, grid, log_density, fig.log_range).map_err(&err)?;
-        // Redraw the axes frame over the cells.
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_labels(0)
-            .y_labels(0)
-            .draw()
+    svg_file(path, fig.size, |root| {
+        root.fill(&WHITE).map_err(&err)?;
+        let (main, bar) = root.split_horizontally(fig.size.0.saturating_sub(90));
+        {
+            let mut chart = frame(&main, fig, grid).map_err(&err)?;
+            draw_density(&mut chart, grid, log_density, fig.log_range).map_err(&err)?;
+            // Redraw the axes frame over the cells.
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_labels(0)
+                .y_labels(0)
+                .draw()
+                .map_err(&err)?;
+        }
+        if let Some((lo, hi)) = log_density_bounds(log_density, fig.log_range) {
+            let mut cb = ChartBuilder::on(&bar)
+                .margin_top(12 + 30)
+                .margin_bottom(12 + 45)
+                .margin_right(8)
+                .y_label_area_size(45)
+                .build_cartesian_2d(0.0..1.0, lo..hi)
+                .map_err(&err)?;
+            cb.configure_mesh()
+                .disable_mesh()
+                .disable_x_axis()
+                .y_desc("log p")
+                .y_labels(6)
+                .y_label_formatter(&tick_label)
+                .label_style((FONT, 12))
+                .axis_desc_style((FONT, 14))
+                .draw()
+                .map_err(&err)?;
+            let steps = 64;
+            let h = (hi - lo) / steps as f64;
+            cb.draw_series((0..steps).map(|k| {
+                let y0 = lo + k as f64 * h;
+                let c = density_colour((k as f64 + 0.5) / steps as f64);
+                Rectangle::new([(0.0, y0), (1.0, y0 + h)], c.filled())
+            }))
             .map_err(&err)?;
-    }
-    if let Some((lo, hi)) = log_density_bounds(log_density, fig.log_range) {
-        let mut cb = ChartBuilder::on(&bar)
-            .margin_top(12 + 30)
-            .margin_bottom(12 + 45)
-            .margin_right(8)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0.0..1.0, lo..hi)
-            .map_err(&err)?;
-        cb.configure_mesh()
-            .disable_mesh()
-            .disable_x_axis()
-            .y_desc("log p")
-            .y_labels(6)
-            .y_label_formatter(&tick_label)
-            .label_style((FONT, 12))
-            .axis_desc_style((FONT, 14))
-            .draw()
-            .map_err(&err)?;
-        let steps = 64;
-        let h = (hi - lo) / steps as f64;
-        cb.draw_series((0..steps).map(|k| {
-            let y0 = lo + k as f64 * h;
-            let c = density_colour((k as f64 + 0.5) / steps as f64);
-            Rectangle::new([(0.0, y0), (1.0, y0 + h)], c.filled())
-        }))
-        .map_err(&err)?;
-    }
-    root.present().map_err(&err)?;
-    Ok(())
+        }
+        root.present().map_err(&err)?;
+        Ok(())
+    })
 }
 
 /// A quiver plot of a vector field (scores) on a grid, optionally over a log-density heatmap.
@@ -496,54 +511,55 @@ pub fn quiver(
     );
     let path = path.as_ref();
     let err = draw_error(path);
-    let root = SVGBackend::new(path, fig.size).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
-    let mut chart = frame(&root, fig, grid).map_err(&err)?;
-    if let Some((bg, lp)) = background {
-        draw_density(&mut chart, bg, lp, fig.log_range).map_err(&err)?;
-    }
-    let norms: Vec<f64> = field
-        .outer_iter()
-        .map(|v| (v[0] as f64).hypot(v[1] as f64))
-        .collect();
-    let max = norms
-        .iter()
-        .copied()
-        .filter(|n| n.is_finite())
-        .fold(0.0, f64::max);
-    let (dx, dy) = grid.cell();
-    let cell = dx.min(dy);
-    let pts = grid.points();
-    let mut arrows = Vec::new();
-    for ((p, v), &n) in pts.outer_iter().zip(field.outer_iter()).zip(&norms) {
-        if !n.is_finite() || n == 0.0 || max == 0.0 {
-            continue;
+    svg_file(path, fig.size, |root| {
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = frame(&root, fig, grid).map_err(&err)?;
+        if let Some((bg, lp)) = background {
+            draw_density(&mut chart, bg, lp, fig.log_range).map_err(&err)?;
         }
-        let len = match scale {
-            ArrowScale::Linear => 0.9 * cell * n / max,
-            ArrowScale::Sqrt => 0.9 * cell * (n / max).sqrt(),
-            ArrowScale::Unit => 0.8 * cell,
-        };
-        let (ux, uy) = (v[0] as f64 / n, v[1] as f64 / n);
-        let (cx, cy) = (p[0] as f64, p[1] as f64);
-        let tail = (cx - 0.5 * len * ux, cy - 0.5 * len * uy);
-        let tip = (cx + 0.5 * len * ux, cy + 0.5 * len * uy);
-        // Arrowhead: two strokes 25° either side of the shaft, a third of its length (capped).
-        let head = (0.35 * len).min(0.3 * cell);
-        let (c, s) = (25f64.to_radians().cos(), 25f64.to_radians().sin());
-        let wing = |sign: f64| {
-            let (wx, wy) = (ux * c - sign * uy * s, sign * ux * s + uy * c);
-            (tip.0 - head * wx, tip.1 - head * wy)
-        };
-        arrows.push(PathElement::new(vec![tail, tip], BLACK.stroke_width(1)));
-        arrows.push(PathElement::new(
-            vec![wing(1.0), tip, wing(-1.0)],
-            BLACK.stroke_width(1),
-        ));
-    }
-    chart.draw_series(arrows).map_err(&err)?;
-    root.present().map_err(&err)?;
-    Ok(())
+        let norms: Vec<f64> = field
+            .outer_iter()
+            .map(|v| (v[0] as f64).hypot(v[1] as f64))
+            .collect();
+        let max = norms
+            .iter()
+            .copied()
+            .filter(|n| n.is_finite())
+            .fold(0.0, f64::max);
+        let (dx, dy) = grid.cell();
+        let cell = dx.min(dy);
+        let pts = grid.points();
+        let mut arrows = Vec::new();
+        for ((p, v), &n) in pts.outer_iter().zip(field.outer_iter()).zip(&norms) {
+            if !n.is_finite() || n == 0.0 || max == 0.0 {
+                continue;
+            }
+            let len = match scale {
+                ArrowScale::Linear => 0.9 * cell * n / max,
+                ArrowScale::Sqrt => 0.9 * cell * (n / max).sqrt(),
+                ArrowScale::Unit => 0.8 * cell,
+            };
+            let (ux, uy) = (v[0] as f64 / n, v[1] as f64 / n);
+            let (cx, cy) = (p[0] as f64, p[1] as f64);
+            let tail = (cx - 0.5 * len * ux, cy - 0.5 * len * uy);
+            let tip = (cx + 0.5 * len * ux, cy + 0.5 * len * uy);
+            // Arrowhead: two strokes 25° either side of the shaft, a third of its length (capped).
+            let head = (0.35 * len).min(0.3 * cell);
+            let (c, s) = (25f64.to_radians().cos(), 25f64.to_radians().sin());
+            let wing = |sign: f64| {
+                let (wx, wy) = (ux * c - sign * uy * s, sign * ux * s + uy * c);
+                (tip.0 - head * wx, tip.1 - head * wy)
+            };
+            arrows.push(PathElement::new(vec![tail, tip], BLACK.stroke_width(1)));
+            arrows.push(PathElement::new(
+                vec![wing(1.0), tip, wing(-1.0)],
+                BLACK.stroke_width(1),
+            ));
+        }
+        chart.draw_series(arrows).map_err(&err)?;
+        root.present().map_err(&err)?;
+        Ok(())
+    })
 }
 
 /// A scatter plot of 2-D samples (shape `(N, 2)`), framed by `grid`'s ranges and optionally drawn
@@ -564,22 +580,24 @@ pub fn scatter(
     );
     let path = path.as_ref();
     let err = draw_error(path);
-    let root = SVGBackend::new(path, fig.size).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
-    let mut chart = frame(&root, fig, grid).map_err(&err)?;
-    if let Some(lp) = log_density {
-        draw_density(&mut chart, grid, lp, fig.log_range).map_err(&err)?;
-    }
-    let inside = |x: f64, y: f64| x >= grid.x.0 && x <= grid.x.1 && y >= grid.y.0 && y <= grid.y.1;
-    let colour = RGBColor(31, 80, 160).mix(0.6).filled();
-    let dots = samples
-        .outer_iter()
-        .map(|p| (p[0] as f64, p[1] as f64))
-        .filter(|&(x, y)| inside(x, y))
-        .map(|(x, y)| Circle::new((x, y), 2, colour));
-    chart.draw_series(dots).map_err(&err)?;
-    root.present().map_err(&err)?;
-    Ok(())
+    svg_file(path, fig.size, |root| {
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = frame(&root, fig, grid).map_err(&err)?;
+        if let Some(lp) = log_density {
+            draw_density(&mut chart, grid, lp, fig.log_range).map_err(&err)?;
+        }
+        let inside =
+            |x: f64, y: f64| x >= grid.x.0 && x <= grid.x.1 && y >= grid.y.0 && y <= grid.y.1;
+        let colour = RGBColor(31, 80, 160).mix(0.6).filled();
+        let dots = samples
+            .outer_iter()
+            .map(|p| (p[0] as f64, p[1] as f64))
+            .filter(|&(x, y)| inside(x, y))
+            .map(|(x, y)| Circle::new((x, y), 2, colour));
+        chart.draw_series(dots).map_err(&err)?;
+        root.present().map_err(&err)?;
+        Ok(())
+    })
 }
 
 /// Line plots of one or more series with a legend, optionally with a logarithmic y axis; a
@@ -624,69 +642,73 @@ pub fn lines(path: impl AsRef<Path>, fig: &Figure, series: &[Series], log_y: boo
         (y0, y1) = (y0 - pad, y1 + pad);
     }
 
-    let root = SVGBackend::new(path, fig.size).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
-    let builder = |root| {
-        let mut b = ChartBuilder::on(root);
-        b.caption(&fig.title, (FONT, 22))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(70);
-        b
-    };
-    // The same drawing for a linear and a logarithmic y axis (different coordinate types).
-    macro_rules! draw {
-        ($chart:expr) => {{
-            let mut chart = $chart.map_err(&err)?;
-            chart
-                .configure_mesh()
-                .x_desc(&fig.x_label)
-                .y_desc(&fig.y_label)
-                .x_label_formatter(&tick_label)
-                .y_label_formatter(&tick_label)
-                .label_style((FONT, 14))
-                .axis_desc_style((FONT, 16))
-                .light_line_style(WHITE.mix(0.0))
-                .bold_line_style(BLACK.mix(0.1))
-                .draw()
-                .map_err(&err)?;
-            for (k, (s, pts)) in series.iter().zip(&kept).enumerate() {
-                let colour = SERIES_COLOURS[k % SERIES_COLOURS.len()];
-                match s.style {
-                    Style::Line => chart
-                        .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
-                        .map_err(&err)?
-                        .label(s.label.clone())
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                        }),
-                    Style::Dots => chart
-                        .draw_series(
-                            pts.iter()
-                                .map(|&p| Circle::new(p, 2, colour.mix(0.5).filled())),
-                        )
-                        .map_err(&err)?
-                        .label(s.label.clone())
-                        .legend(move |(x, y)| Circle::new((x + 10, y), 3, colour.filled())),
-                };
-            }
-            if !series.is_empty() {
+    svg_file(path, fig.size, |root| {
+        root.fill(&WHITE).map_err(&err)?;
+        let builder = |root| {
+            let mut b = ChartBuilder::on(root);
+            b.caption(&fig.title, (FONT, 22))
+                .margin(12)
+                .x_label_area_size(45)
+                .y_label_area_size(70);
+            b
+        };
+        // The same drawing for a linear and a logarithmic y axis (different coordinate types).
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart.map_err(&err)?;
                 chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font((FONT, 14))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
+                    .configure_mesh()
+                    .x_desc(&fig.x_label)
+                    .y_desc(&fig.y_label)
+                    .x_label_formatter(&tick_label)
+                    .y_label_formatter(&tick_label)
+                    .label_style((FONT, 14))
+                    .axis_desc_style((FONT, 16))
+                    .light_line_style(WHITE.mix(0.0))
+                    .bold_line_style(BLACK.mix(0.1))
                     .draw()
                     .map_err(&err)?;
-            }
-        }};
-    }
-    if log_y {
-        draw!(builder(&root).build_cartesian_2d(x0..x1, (y0..y1).log_scale()));
-    } else {
-        draw!(builder(&root).build_cartesian_2d(x0..x1, y0..y1));
-    }
-    root.present().map_err(&err)?;
-    Ok(())
+                for (k, (s, pts)) in series.iter().zip(&kept).enumerate() {
+                    let colour = SERIES_COLOURS[k % SERIES_COLOURS.len()];
+                    match s.style {
+                        Style::Line => chart
+                            .draw_series(LineSeries::new(
+                                pts.iter().copied(),
+                                colour.stroke_width(2),
+                            ))
+                            .map_err(&err)?
+                            .label(s.label.clone())
+                            .legend(move |(x, y)| {
+                                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                            }),
+                        Style::Dots => chart
+                            .draw_series(
+                                pts.iter()
+                                    .map(|&p| Circle::new(p, 2, colour.mix(0.5).filled())),
+                            )
+                            .map_err(&err)?
+                            .label(s.label.clone())
+                            .legend(move |(x, y)| Circle::new((x + 10, y), 3, colour.filled())),
+                    };
+                }
+                if !series.is_empty() {
+                    chart
+                        .configure_series_labels()
+                        .position(SeriesLabelPosition::UpperRight)
+                        .label_font((FONT, 14))
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK.mix(0.4))
+                        .draw()
+                        .map_err(&err)?;
+                }
+            }};
+        }
+        if log_y {
+            draw!(builder(&root).build_cartesian_2d(x0..x1, (y0..y1).log_scale()));
+        } else {
+            draw!(builder(&root).build_cartesian_2d(x0..x1, y0..y1));
+        }
+        root.present().map_err(&err)?;
+        Ok(())
+    })
 }

@@ -748,6 +748,8 @@ fn flips_mirror_whole_pictures() {
         );
         flipped += 1;
     }
+    // Binomial(64, ½): mean 32, standard deviation 4, so 16..=48 is ±4 SD (a correct flip fails
+    // with probability 6e-5, and the draw is seeded); never or always flipping is far outside.
     assert!((16..=48).contains(&flipped), "{flipped} of 64 flipped");
 }
 

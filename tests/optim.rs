@@ -52,6 +52,26 @@ fn adam_two_steps_by_hand() {
     }
 }
 
+/// Adam adds ε to √v̂, outside the square root: for a gradient g of the order of ε the first step
+/// is lr·g/(|g| + ε) (here 0.909 and 0.5 of lr), where ε under the root, lr·g/√(g² + ε), would step
+/// 1e-3 of lr and no ε would step all of it. Larger gradients cannot tell these apart.
+#[test]
+fn adam_adds_eps_after_the_square_root() {
+    let (store, p) = setup(&[0.0, 0.0]);
+    let mut opt = Adam::new(store.named_params(), AdamConfig::default());
+    let g = [1e-7f32, -1e-8];
+    opt.step(&grads(&p, &g));
+    let (lr, eps) = (1e-3f64, 1e-8f64);
+    let want: Vec<f64> = g
+        .iter()
+        .map(|&g| -lr * g as f64 / ((g as f64).abs() + eps))
+        .collect();
+    // Relative 1e-5: a handful of f32 roundings of numbers near 1e-7, with margin.
+    for (x, w) in p.to_vec().iter().zip(&want) {
+        assert!((*x as f64 - w).abs() <= 1e-5 * w.abs(), "{x} vs {w}");
+    }
+}
+
 /// Two default Adam steps from zero against the bits `torch.optim.Adam` (PyTorch 2.15, CPU)
 /// produced for the same gradients:
 ///

@@ -46,8 +46,8 @@ impl Drop for TempDir {
     }
 }
 
-/// s(x, i) = a[i] ⊙ x + b[i] per channel, plus a 3×3 mixing of neighbouring pixels through a
-/// learned per-level gain on the image mean: small, but its gradients reach every parameter.
+/// s(x, i) = a[i] ⊙ x + b[i], a gain and an offset per channel and level: small, but its
+/// gradients reach every parameter.
 /// `nan_after` makes the forward pass return NaN from that call on (for the NaN guard).
 struct TinyNet {
     store: ParamStore,

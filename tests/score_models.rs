@@ -40,6 +40,44 @@ fn annealed_dsm_at_one_level_is_weighted_dsm() {
     }
 }
 
+/// With labels mixed across the batch, Eq. 6's estimate is the batch mean of each sample's own
+/// weighted loss, (1/N) Σₙ σ_{lₙ}^power · ½‖s(x̃ₙ, lₙ) + zₙ/σ_{lₙ}‖², checked row by row against
+/// the single-level loss of that row alone. The labels are in no order and the network's gains
+/// differ by level, so a loss that weighted every sample by the mean weight, by the first label's
+/// or by another row's, or scored a row at another level, would differ by far more than round-off.
+#[test]
+fn annealed_dsm_with_mixed_labels_weights_each_sample_by_its_level() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let store = ParamStore::new();
+    let sigmas = GeometricSigmas::new(5.0, 0.5, 4);
+    let net = NoiseConditionalMlp::new(&store.root(), 2, 16, sigmas.clone(), &mut rng);
+    for g in &net.gammas {
+        g.set_data(Tensor::uniform(g.shape(), 0.5, 1.5, &mut rng).storage());
+    }
+    let n = 12;
+    let x = Tensor::randn(&[n, 2], &mut rng);
+    let z = Tensor::randn(&[n, 2], &mut rng);
+    let labels: Vec<usize> = (0..n).map(|i| (5 * i + 2) % 4).collect(); // 2, 3, 0, 1, 2, …
+    for power in [1.0f32, 2.0] {
+        let annealed =
+            anneal_dsm_loss_with(|x, l| net.forward(x, l), &x, &labels, &z, &sigmas, power);
+        let by_row = (0..n)
+            .map(|i| {
+                let (xi, zi, l) = (x.narrow(0, i, 1), z.narrow(0, i, 1), labels[i]);
+                let s = sigmas.get(l);
+                let row = dsm_loss_with(|x| net.forward(x, &[l]), &xi, &zi, s);
+                row.item() * s.powf(power)
+            })
+            .sum::<f32>()
+            / n as f32;
+        assert!(
+            close(annealed.item(), by_row),
+            "power {power}: {} vs {by_row}",
+            annealed.item()
+        );
+    }
+}
+
 /// `forward_level` (the level's gains broadcast) and `forward` with equal labels (gathered row by
 /// row) compute the same function; gradients reach only the gain rows of the levels used.
 #[test]

@@ -194,4 +194,20 @@ mod tests {
         let out = resize_and_crop(wide, 3);
         assert_eq!((out.width(), out.height()), (3, 3));
     }
+
+    /// Which pixels the crop keeps, on pictures whose shorter side is already `size` (so nothing
+    /// is resampled): a margin of 3 starts the crop at round(1.5) = 2, across for a wide picture
+    /// and down for a tall one, and every kept pixel is the one at that offset.
+    #[test]
+    fn the_crop_keeps_the_central_pixels() {
+        let value = |x: u32, y: u32| image::Luma([(10 * y + x) as u8]);
+        for (w, h, dx, dy) in [(6, 3, 2, 0), (3, 6, 0, 2)] {
+            let img = DynamicImage::ImageLuma8(image::GrayImage::from_fn(w, h, value));
+            let out = resize_and_crop(img, 3).into_luma8();
+            assert_eq!(out.dimensions(), (3, 3));
+            for (x, y, p) in out.enumerate_pixels() {
+                assert_eq!(*p, value(x + dx, y + dy), "{w}×{h}: pixel ({x}, {y})");
+            }
+        }
+    }
 }
