@@ -332,22 +332,54 @@ impl Adam {
 
     /// Restores a state written by [`Adam::state_dict`]. Checks everything first and changes
     /// nothing on error.
+    ///
+    /// A parameter without a step count has no state yet (it has had no gradient), as in PyTorch.
+    /// Everything in the state must belong to a parameter: a step count or moment under a name that
+    /// matches none (a renamed parameter, a damaged file) is an error, since dropping it would
+    /// quietly restart that parameter's moments.
     pub fn load_state_dict(
         &mut self,
         tensors: &BTreeMap<String, ArrayD<f32>>,
         meta: &BTreeMap<String, String>,
     ) -> crate::Result<()> {
+        let counted = |name: &str| self.params.iter().any(|(n, _)| n == name);
+        if let Some(key) = meta
+            .keys()
+            .find(|k| !k.strip_suffix(".step").is_some_and(counted))
+        {
+            return Err(crate::Error::Invalid(format!(
+                "optimizer state: `{key}` is the step count of no parameter"
+            )));
+        }
+        let owned = |key: &str| {
+            ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"].iter().any(|m| {
+                key.strip_suffix(m)
+                    .and_then(|k| k.strip_suffix('.'))
+                    .is_some_and(|n| meta.contains_key(&format!("{n}.step")))
+            })
+        };
+        if let Some(key) = tensors.keys().find(|k| !owned(k)) {
+            return Err(crate::Error::Invalid(format!(
+                "optimizer state: tensor `{key}` belongs to no parameter with a step count"
+            )));
+        }
         let mut new_state = Vec::with_capacity(self.params.len());
         for (name, p) in &self.params {
             let Some(step) = meta.get(&format!("{name}.step")) else {
                 new_state.push(None);
                 continue;
             };
-            let step: u64 = step.parse().map_err(|_| {
-                crate::Error::Invalid(format!(
-                    "optimizer state: bad step count `{step}` for `{name}`"
-                ))
-            })?;
+            // At least one step was taken, and few enough that β^step and the count's own
+            // increment stay exact (a count of u64::MAX would wrap to 0 and divide by 1 − β⁰ = 0).
+            let step: u64 = step
+                .parse()
+                .ok()
+                .filter(|s| (1..1 << 53).contains(s))
+                .ok_or_else(|| {
+                    crate::Error::Invalid(format!(
+                        "optimizer state: bad step count `{step}` for `{name}`"
+                    ))
+                })?;
             let fetch = |suffix: &str| -> crate::Result<ArrayD<f32>> {
                 let key = format!("{name}.{suffix}");
                 let t = tensors.get(&key).ok_or_else(|| {

@@ -220,8 +220,53 @@ fn extra_optimizer_state_is_named() {
                 ArrayD::zeros(IxDyn(&[1])),
             );
         },
-        &["optimizer.nothing.exp_avg"],
+        &[
+            "optimizer state",
+            "`nothing.exp_avg`",
+            "belongs to no parameter",
+        ],
     );
+}
+
+/// Adam's moments under a name whose step count is gone (a damaged or edited file) would restart
+/// that parameter's optimisation from zero if they were ignored: refused, naming them.
+#[test]
+fn optimizer_moments_without_a_step_count_are_named() {
+    refused(
+        "opt-no-step",
+        |c| {
+            let key = c
+                .metadata
+                .keys()
+                .find(|k| k.starts_with("optimizer.") && k.ends_with(".step"))
+                .unwrap()
+                .clone();
+            c.metadata.remove(&key);
+        },
+        &[
+            "optimizer state",
+            ".exp_avg",
+            "no parameter with a step count",
+        ],
+    );
+}
+
+/// A step count of zero, or one so large that adding 1 wraps, is not a count Adam can go on from.
+#[test]
+fn impossible_adam_step_counts_are_refused() {
+    for count in ["0", "18446744073709551615"] {
+        refused(
+            "opt-count",
+            |c| {
+                for (k, v) in c.metadata.iter_mut() {
+                    if k.starts_with("optimizer.") && k.ends_with(".step") {
+                        *v = count.to_string();
+                    }
+                }
+            },
+            &["bad step count", count],
+        );
+    }
 }
 
 #[test]

@@ -720,3 +720,270 @@ fn a_run_directory_fixes_the_network_and_bad_settings_write_nothing() {
         "{err}"
     );
 }
+
+/// MNIST IDX files of `n` random digits of `side` × `side` under `prefix` (`train` or `t10k`).
+fn write_idx(dir: &Path, prefix: &str, n: usize, side: usize) {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, side, side] {
+        images.extend((d as u32).to_be_bytes());
+    }
+    images.extend((0..n * side * side).map(|_| rng.random::<u8>()));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 10) as u8));
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+/// A split whose files are there but cannot be read is an error naming the file; only a split
+/// with no file at all is replaced by pictures held out of the other one.
+#[test]
+fn a_damaged_split_is_an_error_not_a_reason_to_hold_out() {
+    let tmp = TempDir::new("damaged-split");
+    let dir = tmp.path();
+    write_idx(dir, "t10k", 30, 28);
+    std::fs::write(dir.join("train-images-idx3-ubyte"), [7u8; 1000]).unwrap();
+    let err = run::load_data(DatasetKind::Mnist, dir, 5).unwrap_err();
+    assert!(err.to_string().contains("train-"), "{err}");
+
+    // CIFAR-10: a test_batch.bin that is not a readable file.
+    let cifar = TempDir::new("damaged-cifar");
+    let mut records = Vec::new();
+    for i in 0..10u8 {
+        records.push(i % 10);
+        records.extend(std::iter::repeat_n(i, 3072));
+    }
+    std::fs::write(cifar.path().join("data_batch_1.bin"), &records).unwrap();
+    let (train, test) = run::load_data(DatasetKind::Cifar10, cifar.path(), 2).unwrap();
+    assert_eq!((train.len(), test.len()), (8, 2), "no test split: held out");
+    std::fs::create_dir(cifar.path().join("test_batch.bin")).unwrap();
+    let err = run::load_data(DatasetKind::Cifar10, cifar.path(), 2).unwrap_err();
+    assert!(err.to_string().contains("test_batch.bin"), "{err}");
+}
+
+/// The test pictures must have the data set's size too: 1×1 test digits beside 28×28 training
+/// ones are refused, naming the split, before anything is written.
+#[test]
+fn test_pictures_of_another_size_are_refused() {
+    let tmp = TempDir::new("test-size");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_idx(&data, "train", 12, 28);
+    write_idx(&data, "t10k", 6, 1);
+    let out = tmp.path().join("out");
+    let args = cli(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--batch-size",
+        "4",
+    ]);
+    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("test pictures are (1, 1, 1)"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+/// Resuming continues one run: a seed, batch size or moving average other than the checkpoint's
+/// is refused, naming the value the run was trained with; a device that cannot be had, or a
+/// damaged `results.json`, stops the run with a clear error before anything is lost.
+#[test]
+fn a_resumed_run_keeps_its_course() {
+    let tmp = TempDir::new("course");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_mnist(&data, 24);
+    let (d, out) = (data.to_str().unwrap(), tmp.path().join("out"));
+    let o = out.to_str().unwrap();
+    let go = |list: &[&str]| {
+        let args = cli(&[&["--data", d, "--out", o, "--quiet", "--train"], list].concat());
+        run::run(DatasetKind::Mnist, &args, |c, rng| {
+            TinyNet::new(1, c.num_classes, rng)
+        })
+    };
+
+    // Refused before the run directory is made.
+    let err = go(&["--device", "tpu", "--batch-size", "4"]).unwrap_err();
+    assert!(err.to_string().contains("tpu"), "{err}");
+    assert!(!out.exists());
+
+    let first = [
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--seed",
+        "3",
+        "--ema",
+        "0.9",
+    ];
+    go(&first).unwrap();
+    for (list, named) in [
+        (
+            &["--steps", "3", "--batch-size", "4", "--ema", "0.9"][..],
+            "--seed 3",
+        ),
+        (
+            &[
+                "--steps",
+                "3",
+                "--batch-size",
+                "5",
+                "--seed",
+                "3",
+                "--ema",
+                "0.9",
+            ][..],
+            "--batch-size 4",
+        ),
+        (
+            &["--steps", "3", "--batch-size", "4", "--seed", "3"][..],
+            "--ema 0.9",
+        ),
+        (
+            &[
+                "--steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--seed",
+                "3",
+                "--ema",
+                "0.5",
+            ][..],
+            "--ema 0.9",
+        ),
+    ] {
+        let err = go(list).unwrap_err();
+        assert!(err.to_string().contains(named), "{list:?}: {err}");
+    }
+    let again = [
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--seed",
+        "3",
+        "--ema",
+        "0.9",
+    ];
+    assert_eq!(go(&again).unwrap().resumed_from, Some(2));
+
+    std::fs::write(out.join("results.json"), "{ not json").unwrap();
+    let err = go(&again).unwrap_err();
+    assert!(err.to_string().contains("results.json"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.json")).unwrap(),
+        "{ not json",
+        "left as it was"
+    );
+}
+
+/// A checkpoint whose training state does not add up is refused, naming the file: a step beyond
+/// the run's length (an edited or damaged count, which resuming would otherwise spend that many
+/// batches skipping to), a moving average the run would drop, and a step count with no
+/// optimizer state behind it.
+#[test]
+fn a_checkpoint_whose_state_does_not_add_up_is_refused() {
+    let data = tiny_dataset(8, 1, 6, 1);
+    let tmp = TempDir::new("state");
+    let dir = RunDir::create(tmp.path()).unwrap();
+    let train = |config: &RunConfig| {
+        run::train(
+            &net(3),
+            &data,
+            None,
+            Transform::mnist(),
+            config,
+            &dir,
+            TrainOptions::default(),
+        )
+    };
+    train(&tiny_config(2, 2)).unwrap();
+    let good = Checkpoint::load(dir.checkpoint()).unwrap();
+    let refused = |edit: &dyn Fn(&mut Checkpoint), config: &RunConfig, expect: &str| {
+        let mut c = good.clone();
+        edit(&mut c);
+        c.save(dir.checkpoint()).unwrap();
+        let err = train(config).unwrap_err().to_string();
+        assert!(
+            err.contains("checkpoint.safetensors") && err.contains(expect),
+            "{err}"
+        );
+    };
+    refused(
+        &|c| {
+            c.metadata.insert("step".into(), "1000000000000".into());
+        },
+        &tiny_config(4, 2),
+        "beyond the 2 steps",
+    );
+    refused(
+        &|_| {},
+        &RunConfig {
+            ema_mu: None,
+            ..tiny_config(4, 2)
+        },
+        "--ema",
+    );
+    refused(
+        &|c| {
+            c.metadata.retain(|k, _| !k.starts_with("optimizer."));
+            c.tensors.retain(|k, _| !k.starts_with("optimizer."));
+        },
+        &tiny_config(4, 2),
+        "no optimizer state",
+    );
+}
+
+/// The loss log is written before the checkpoint, so that a run stopped between the two has a
+/// log that runs ahead (resuming drops the extra rows), never one with rows missing. Here the
+/// checkpoint cannot be written (a folder has its name): the log already holds the steps.
+#[test]
+fn the_loss_log_is_written_before_the_checkpoint() {
+    let data = tiny_dataset(8, 1, 6, 1);
+    let tmp = TempDir::new("log-first");
+    let dir = RunDir::create(tmp.path()).unwrap();
+    std::fs::create_dir(dir.checkpoint()).unwrap();
+    run::train(
+        &net(3),
+        &data,
+        None,
+        Transform::mnist(),
+        &tiny_config(4, 2),
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap_err();
+    let rows = run::train::read_loss_csv(&dir.loss_csv()).unwrap();
+    assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), [1, 2]);
+}
+
+/// A run directory is swept of the temporary files of writes that were interrupted (their
+/// process is gone), and of nothing else.
+#[test]
+fn stale_temporary_files_are_removed_and_nothing_else() {
+    let tmp = TempDir::new("sweep");
+    let own = format!(".loss.csv.{}-7.tmp", std::process::id());
+    // Linux process ids stay below 2²² (pid_max), so process 999999999 cannot be running.
+    let names = [
+        ".checkpoint.safetensors.999999999-3.tmp",
+        own.as_str(),
+        ".notes.tmp",
+        "checkpoint.safetensors.999999999-3.tmp",
+    ];
+    for n in names {
+        std::fs::write(tmp.path().join(n), b"x").unwrap();
+    }
+    RunDir::create(tmp.path()).unwrap();
+    let left: Vec<bool> = names.iter().map(|n| tmp.path().join(n).exists()).collect();
+    assert_eq!(left, [false, true, true, true]);
+}

@@ -153,6 +153,42 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 }
 // ANCHOR_END: atomic_write
 
+/// Removes from `dir` the temporary files [`write_atomic`] leaves when its process is killed
+/// between creating one and renaming it, and returns how many it removed. A file is stale when the
+/// process that made it (its name carries the process id) is no longer running, so the
+/// temporaries of a live writer — a training run whose directory another process samples from —
+/// are left alone. Where running processes cannot be listed (no `/proc`), nothing is removed.
+pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
+    let dir = dir.as_ref();
+    if !Path::new("/proc/self").exists() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // `.{name}.{pid}-{counter}.tmp`
+        let pid = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(_, tag)| tag.split_once('-'))
+            .filter(|(_, counter)| counter.parse::<u64>().is_ok())
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && path.is_file()
+        {
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// An `f32` array seen as a safetensors tensor; its little-endian bytes are produced only when
 /// the serializer asks for them.
 struct F32View<'a>(ArrayViewD<'a, f32>);

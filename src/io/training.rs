@@ -144,22 +144,11 @@ pub fn load_training(path: impl AsRef<Path>, store: &ParamStore, adam: &mut Adam
         named.iter().map(|(n, t)| (n.as_str(), t.shape().to_vec())),
     )
     .map_err(|e| with_path(path, e))?;
-    // 2. optimizer tensors that belong to no parameter with a step count
-    let known: Vec<String> = named
-        .iter()
-        .filter(|(n, _)| opt_meta.contains_key(&format!("{n}.step")))
-        .flat_map(|(n, _)| ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"].map(|s| format!("{n}.{s}")))
-        .collect();
-    if let Some(extra) = moments.keys().find(|k| !known.contains(k)) {
-        return Err(Error::Invalid(format!(
-            "{}: unexpected optimizer tensor `{OPTIMIZER_PREFIX}{extra}`",
-            path.display()
-        )));
-    }
-    // 3. optimizer state: Adam checks it all and changes nothing on error
+    // 2. optimizer state: Adam checks it all (nothing that belongs to no parameter) and changes
+    //    nothing on error
     adam.load_state_dict(&moments, &opt_meta)
         .map_err(|e| with_path(path, e))?;
-    // 4. only now touch the parameters
+    // 3. only now touch the parameters
     for (name, p) in &named {
         p.set_data(params[name].clone());
     }

@@ -185,8 +185,9 @@ pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
 /// MNIST: `train-*` and `t10k-*` if both are there; with the `t10k-*` files alone (the copy in
 /// `shared/data`), the last `holdout` of them (at most a fifth) are the test set and the rest the
 /// training set. CIFAR-10: the `data_batch_*` files, and `test_batch.bin` if present, else a
-/// held-out part as for MNIST.
-/// A missing directory is an error that names it and says how to pass another.
+/// held-out part as for MNIST. A split whose files are there but damaged is an error, never
+/// replaced by a held-out part. A missing directory is an error that names it and says how to pass
+/// another.
 pub fn load_data(kind: DatasetKind, dir: &Path, holdout: usize) -> Result<(Dataset, Dataset)> {
     if !dir.is_dir() {
         return Err(Error::Invalid(format!(
@@ -202,17 +203,27 @@ pub fn load_data(kind: DatasetKind, dir: &Path, holdout: usize) -> Result<(Datas
         }
         e => e,
     };
+    // A split is missing only when none of its files is there at all. One that is there but cannot
+    // be read is an error, not a reason to fall back on a held-out part of the other split.
+    let present = |names: &[&str]| {
+        names.iter().any(|n| {
+            [n.to_string(), format!("{n}.gz")]
+                .iter()
+                .any(|f| dir.join(f).symlink_metadata().is_ok())
+        })
+    };
     match kind {
         DatasetKind::Mnist => {
             let test = mnist::load_dir(dir, Split::Test).map_err(context)?;
-            match mnist::load_dir(dir, Split::Train) {
-                Ok(train) => Ok((train, test)),
-                Err(_) => held_out(&test).map_err(context),
+            if present(&["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]) {
+                Ok((mnist::load_dir(dir, Split::Train).map_err(context)?, test))
+            } else {
+                held_out(&test).map_err(context)
             }
         }
         DatasetKind::Cifar10 => {
             let train = cifar10::load(dir, Split::Train).map_err(context)?;
-            if cifar10::batch_files(dir, Split::Test).is_ok() {
+            if present(&["test_batch.bin"]) {
                 Ok((train, cifar10::load(dir, Split::Test).map_err(context)?))
             } else {
                 held_out(&train).map_err(context)
@@ -288,12 +299,20 @@ pub struct Results {
 }
 
 impl Results {
-    /// The results in `path`, or empty ones if there is no readable file.
-    pub fn load_or_default(path: &Path) -> Self {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default()
+    /// The results in `path`, or empty ones if there is no file yet. A file that cannot be read
+    /// or parsed is an error naming it: replacing it would lose what earlier stages recorded.
+    pub fn load_or_new(path: &Path) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        serde_json::from_str(&text).map_err(|e| {
+            Error::format(
+                path,
+                format!("not the results of a run ({e}); move it away to start them afresh"),
+            )
+        })
     }
 
     /// Writes the results as pretty JSON (atomically).
@@ -303,9 +322,13 @@ impl Results {
     }
 }
 
-/// The first setting that fixes the network's shape or its noise levels and differs between a
-/// checkpoint's configuration and this run's, as `name value` of the checkpoint's.
-fn shape_mismatch(stored: &RunConfig, now: &RunConfig) -> Option<String> {
+/// The first setting that a resumed run must share with its checkpoint and that differs, as the
+/// checkpoint's value in the words of its flag. These fix the network's shape and noise levels,
+/// or the course of training: the random streams (`--seed`), the batches (`--batch-size`, the
+/// held-out pictures), the loss (λ's power), Adam's learning rate and the moving average
+/// (`--ema`). A run resumed with any of them changed would be neither the old run nor a new one.
+/// The number of steps, how often to checkpoint and everything about sampling may change.
+fn resume_mismatch(stored: &RunConfig, now: &RunConfig) -> Option<String> {
     if stored.dataset != now.dataset {
         Some(format!("the {} data set", stored.dataset.name()))
     } else if stored.ngf != now.ngf {
@@ -317,6 +340,21 @@ fn shape_mismatch(stored: &RunConfig, now: &RunConfig) -> Option<String> {
             "noise levels from {} to {}",
             stored.sigma_begin, stored.sigma_end
         ))
+    } else if stored.seed != now.seed {
+        Some(format!("--seed {}", stored.seed))
+    } else if stored.batch_size != now.batch_size {
+        Some(format!("--batch-size {}", stored.batch_size))
+    } else if stored.ema_mu != now.ema_mu {
+        Some(match stored.ema_mu {
+            Some(mu) => format!("--ema {mu}"),
+            None => "no --ema (no moving average)".to_string(),
+        })
+    } else if stored.lr != now.lr {
+        Some(format!("learning rate {}", stored.lr))
+    } else if stored.anneal_power != now.anneal_power {
+        Some(format!("λ(σ) = σ^{}", stored.anneal_power))
+    } else if stored.holdout != now.holdout {
+        Some(format!("{} held-out pictures", stored.holdout))
     } else {
         None
     }
@@ -368,14 +406,16 @@ pub fn run<M: ScoreNet>(
     let data_dir = args.data_dir(kind);
     let (train_set, test_set) = load_data(kind, &data_dir, config.holdout)?;
     let (channels, side) = kind.image_shape();
-    if train_set.image_shape() != (channels, side, side) {
-        return Err(Error::Invalid(format!(
-            "{}: pictures are {:?}, {} needs {:?}",
-            data_dir.display(),
-            train_set.image_shape(),
-            kind.name(),
-            (channels, side, side)
-        )));
+    for (split, set) in [("training", &train_set), ("test", &test_set)] {
+        if set.image_shape() != (channels, side, side) {
+            return Err(Error::Invalid(format!(
+                "{}: the {split} pictures are {:?}, {} needs {:?}",
+                data_dir.display(),
+                set.image_shape(),
+                kind.name(),
+                (channels, side, side)
+            )));
+        }
     }
     let all = args.all();
     let trains = all || args.train;
@@ -397,7 +437,7 @@ pub fn run<M: ScoreNet>(
         // Resuming: the command line must build the network the checkpoint holds.
         if run_checkpoint.is_file()
             && let Some(c) = checkpoint_config(&run_checkpoint)?
-            && let Some(field) = shape_mismatch(&c, &config)
+            && let Some(field) = resume_mismatch(&c, &config)
         {
             return Err(Error::Invalid(format!(
                 "{}: this run was trained with {field}; pass the same settings to resume it, \
@@ -420,10 +460,10 @@ pub fn run<M: ScoreNet>(
             config.ema_mu = config.ema_mu.or(c.ema_mu);
         }
     }
+    let device = Device::parse(&args.device)?;
     // Created only now, so that a run stopped by bad arguments or data leaves nothing behind.
     let run_dir = RunDir::create(&out_dir)?;
-    let mut results = Results::load_or_default(&run_dir.results());
-    let device = Device::parse(&args.device)?;
+    let mut results = Results::load_or_new(&run_dir.results())?;
     let model = build(&config, &mut stream_rng(config.seed, Stream::Init));
     model.params().to_device(&device);
     say(

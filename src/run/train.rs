@@ -93,7 +93,8 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// The run directory at `path`, created if it does not exist.
+    /// The run directory at `path`, created if it does not exist. Temporary files that an
+    /// interrupted run left there are removed ([`checkpoint::remove_stale_temporaries`]).
     pub fn create(path: impl AsRef<Path>) -> Result<Self> {
         let root = path.as_ref().to_path_buf();
         if root.exists() && !root.is_dir() {
@@ -103,6 +104,8 @@ impl RunDir {
             )));
         }
         fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        // What an interrupted write left behind (the files it meant to replace are whole).
+        checkpoint::remove_stale_temporaries(&root)?;
         Ok(RunDir { root })
     }
 
@@ -326,12 +329,33 @@ pub fn load_training_checkpoint(
         .collect();
     checkpoint::check_shapes(&model, expected.iter().map(|(n, s)| (n, s)))
         .map_err(|e| at(path, e))?;
-    let ema_tensors = strip_prefix(&ckpt.tensors, EMA_PREFIX);
-    if ema.is_some() {
-        checkpoint::check_shapes(&ema_tensors, expected.iter().map(|(n, s)| (n, s)))
-            .map_err(|e| at(path, Error::Invalid(format!("EMA: {e}"))))?;
+    if let Some(json) = ckpt.metadata.get("config") {
+        let config = RunConfig::from_json(json).map_err(|e| at(path, e))?;
+        if step > config.n_iters {
+            return Err(Error::format(
+                path,
+                format!(
+                    "metadata `step` is {step}, beyond the {} steps of the run it belongs to",
+                    config.n_iters
+                ),
+            ));
+        }
     }
-    let adam_meta = ckpt
+    let ema_tensors = strip_prefix(&ckpt.tensors, EMA_PREFIX);
+    match ema {
+        Some(_) => checkpoint::check_shapes(&ema_tensors, expected.iter().map(|(n, s)| (n, s)))
+            .map_err(|e| at(path, Error::Invalid(format!("EMA: {e}"))))?,
+        // Dropping a moving average that took the whole run to build would lose work.
+        None if !ema_tensors.is_empty() => {
+            return Err(Error::format(
+                path,
+                "holds a moving average of the weights (EMA), and this run keeps none: \
+                 resume it with the same --ema",
+            ));
+        }
+        None => {}
+    }
+    let adam_meta: std::collections::BTreeMap<String, String> = ckpt
         .metadata
         .iter()
         .filter_map(|(k, v)| {
@@ -339,6 +363,13 @@ pub fn load_training_checkpoint(
                 .map(|n| (n.to_string(), v.clone()))
         })
         .collect();
+    if step > 0 && adam_meta.is_empty() {
+        // Adam restarted from zero moments is another optimisation, not this run resumed.
+        return Err(Error::format(
+            path,
+            format!("no optimizer state, although training stopped at step {step}"),
+        ));
+    }
     adam.load_state_dict(&strip_prefix(&ckpt.tensors, OPTIMIZER_PREFIX), &adam_meta)
         .map_err(|e| at(path, e))?;
     if let Some(ema) = ema {
@@ -514,6 +545,18 @@ pub fn train(
             log = read_loss_csv(&run.loss_csv())?;
             log.retain(|r| r.step <= start);
         }
+        if log.len() != start || log.iter().enumerate().any(|(i, r)| r.step != i + 1) {
+            // Only a log that was deleted, edited, or written by a version that saved it after
+            // the checkpoint and was stopped in between: the training state itself is whole.
+            eprintln!(
+                "warning: {} records {} of the {start} steps {} was saved after; the missing \
+                 rows are lost, and the log goes on from step {}",
+                run.loss_csv().display(),
+                log.len(),
+                path.display(),
+                start + 1
+            );
+        }
     }
     checkpoint::write_atomic(run.config(), config.to_json().as_bytes())?;
 
@@ -539,9 +582,11 @@ pub fn train(
                 step,
                 loss_rng_word_pos: pos,
             };
-            save_training_checkpoint(&run.checkpoint(), store, adam, ema, position, config)?;
+            // The log first: if the run is stopped between the two writes, the log runs ahead of
+            // the checkpoint (resuming drops the extra rows) rather than behind it (rows lost).
             write_loss_csv(&run.loss_csv(), log)?;
-            plot_losses(&run.loss_plot(), log)
+            plot_losses(&run.loss_plot(), log)?;
+            save_training_checkpoint(&run.checkpoint(), store, adam, ema, position, config)
         };
 
     let device = model.device();
