@@ -17,6 +17,8 @@
 use clap::{Parser, ValueEnum};
 use ncsn::nn::{CondRefineNetDilated, RefineNetConfig};
 use ncsn::optim::{Adam, AdamConfig};
+use ncsn::run::config::{MAX_CHAINS_TIMES_NGF, MAX_N_STEPS_EACH};
+use ncsn::run::count_in;
 use ncsn::sample::{AnnealedConfig, annealed_langevin};
 use ncsn::score::{GeometricSigmas, anneal_dsm_loss_with};
 use ncsn::{Device, Tensor};
@@ -51,14 +53,21 @@ impl Model {
     }
 }
 
+/// The largest batch: 4× the paper's 128, the bound the image runs put on one batch through the
+/// CIFAR-10 network (`MAX_CHAINS_TIMES_NGF` at ngf 128). A mistyped batch is a message, not an
+/// allocation the size of the memory.
+const MAX_BATCH: usize = MAX_CHAINS_TIMES_NGF / 128;
+/// The most training steps timed (each keeps its time in memory).
+const MAX_STEPS: usize = 1_000_000;
+
 #[derive(Parser)]
 #[command(about = "Times CondRefineNetDilated training steps and annealed Langevin sampling")]
 struct Args {
     /// Batch size (training) and number of chains (sampling).
-    #[arg(default_value_t = 128, value_parser = ncsn::run::at_least_one)]
+    #[arg(default_value_t = 128, value_parser = count_in(1, MAX_BATCH))]
     batch: usize,
     /// Training steps to time.
-    #[arg(default_value_t = 3)]
+    #[arg(default_value_t = 3, value_parser = count_in(0, MAX_STEPS))]
     steps: usize,
     /// The model.
     #[arg(long, value_enum, default_value_t = Model::Mnist)]
@@ -67,7 +76,7 @@ struct Args {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Also time annealed Langevin dynamics with this many steps per noise level (0: don't).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count_in(0, MAX_N_STEPS_EACH))]
     langevin: usize,
     /// At the end, run one more training step and forward pass with the device's per-kernel
     /// timing on, and print where their device time went (Vulkan only).

@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ncsn::nn::{Module, ParamStore};
 use ncsn::optim::{Adam, AdamConfig};
 use ncsn::plot::{self, ArrowScale, Figure, Grid, Series};
+use ncsn::run::count_in;
 use ncsn::sample::{AnnealedConfig, LangevinConfig, annealed_langevin, langevin_dynamics};
 use ncsn::score::{
     GeometricSigmas, NoiseConditionalMlp, ScoreMlp, anneal_dsm_loss, closed_form_score,
@@ -47,27 +48,38 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// SSM-VR training steps for Fig. 2 (the reference: 10,000).
-    #[arg(long, default_value_t = 10_000, value_parser = ncsn::run::at_least_one)]
+    #[arg(long, default_value_t = 10_000, value_parser = count_in(1, MAX_STEPS))]
     ssm_steps: usize,
     /// Number of samples for the exact-score sampling experiments (the reference: 1280; more
     /// samples shrink the binomial standard error of the mode fraction, √(0.16/n)). The figures
     /// show the first 1280.
-    #[arg(long, default_value_t = 10_000, value_parser = ncsn::run::at_least_one)]
+    #[arg(long, default_value_t = 10_000, value_parser = count_in(1, MAX_SAMPLES))]
     n_samples: usize,
     /// Number of samples drawn with the learned NCSN scores.
-    #[arg(long, default_value_t = 2_500, value_parser = ncsn::run::at_least_one)]
+    #[arg(long, default_value_t = 2_500, value_parser = count_in(1, MAX_SAMPLES))]
     ncsn_samples: usize,
     /// SSM training steps for each of the two manifold runs (Fig. 1).
-    #[arg(long, default_value_t = 2_000, value_parser = ncsn::run::at_least_one)]
+    #[arg(long, default_value_t = 2_000, value_parser = count_in(1, MAX_STEPS))]
     manifold_steps: usize,
     /// Annealed DSM training steps for the noise-conditional MLP.
-    #[arg(long, default_value_t = 5_000, value_parser = ncsn::run::at_least_one)]
+    #[arg(long, default_value_t = 5_000, value_parser = count_in(1, MAX_STEPS))]
     ncsn_steps: usize,
     /// Batch size for the noise-conditional MLP. DSM targets −z/σ are noisy; at batch 128 the
     /// learned mode weights vary from run to run by ±0.05, at 512 by about ±0.01.
-    #[arg(long, default_value_t = 512, value_parser = ncsn::run::at_least_one)]
+    #[arg(long, default_value_t = 512, value_parser = count_in(1, MAX_BATCH))]
     ncsn_batch: usize,
 }
+
+// The bounds of the counts above, so that a mistyped count is a message naming its flag rather
+// than an allocation the size of the memory.
+/// Training steps: 1000× the reference's 10,000. Each keeps its loss in memory (4 bytes).
+const MAX_STEPS: usize = 10_000_000;
+/// Samples: 100× the default 10,000; at this bound the standard error of the mode fraction,
+/// √(0.16/n), is 0.0004. The learned-score samplers run them as one batch through the MLP, 128 hidden
+/// units wide: 0.5 GB for each activation at this bound.
+const MAX_SAMPLES: usize = 1_000_000;
+/// The noise-conditional MLP's training batch: 128× the default 512.
+const MAX_BATCH: usize = 65_536;
 
 const BATCH: usize = 128;
 /// Shards of each SSM-VR batch, evaluated in parallel. Fixed rather than taken from the core

@@ -515,6 +515,66 @@ fn image_folder_resizes_shorter_side() {
     assert!(d.images.slice(s![0, 2, .., ..]).iter().all(|&v| v == 70));
 }
 
+/// A PNG whose header declares `w × h` grey pixels but that holds only the first row's worth of
+/// compressed zeros: the signature, IHDR, one IDAT and IEND, with their CRCs.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        c.extend_from_slice(&crc.sum().to_be_bytes());
+        c
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey, deflate, no filter, no interlace
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&vec![0; w as usize + 1]).unwrap();
+    png.extend(chunk(b"IDAT", &z.finish().unwrap()));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+/// A picture far longer than wide would be scaled, shorter side to `size`, into a strip of
+/// billions of pixels before the crop; it is refused, naming the file, before it is even decoded.
+/// So is a header that declares more pixels than the loader decodes.
+#[test]
+fn image_folder_refuses_strips_and_huge_pictures_naming_them() {
+    let dir = TempDir::new("folder-huge");
+    let n = 20_000;
+    for (w, h) in [(1, n), (n, 1)] {
+        let strip = dir.path("strip.png");
+        image::GrayImage::new(w, h).save(&strip).unwrap();
+        assert_format(
+            image_folder::load(&dir.0, 32, ColorMode::Rgb).unwrap_err(),
+            &strip,
+            &[&format!("{w}×{h}"), "elongated"],
+        );
+    }
+    // At the largest aspect ratio allowed, a picture still loads: the centre of its long side.
+    let ratio = image_folder::MAX_ASPECT_RATIO;
+    image::GrayImage::from_fn(ratio, 1, |x, _| image::Luma([(x % 256) as u8]))
+        .save(dir.path("strip.png"))
+        .unwrap();
+    let d = image_folder::load(&dir.0, 1, ColorMode::Grey).unwrap();
+    assert_eq!(d.images.dim(), (1, 1, 1, 1));
+    assert_eq!(d.images[[0, 0, 0, 0]], (ratio / 2 % 256) as u8);
+    std::fs::remove_file(dir.path("strip.png")).unwrap();
+
+    // 100,000 × 100,000 declared in a file of a few hundred bytes: refused from the header.
+    let big = dir.write("big.png", &png_header_only(100_000, 100_000));
+    assert_format(
+        image_folder::load(&dir.0, 32, ColorMode::Rgb).unwrap_err(),
+        &big,
+        &["100000×100000", "at most"],
+    );
+}
+
 #[test]
 fn image_folder_undecodable_file_names_it() {
     let dir = TempDir::new("folder-bad");

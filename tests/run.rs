@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ncsn::data::{Dataset, Transform};
 use ncsn::io::Checkpoint;
 use ncsn::nn::ParamStore;
+use ncsn::run::config;
 use ncsn::run::{
     self, Args, DatasetKind, Occlusion, Preset, RunConfig, RunDir, ScoreNet, TrainOptions,
     nearest_neighbours, occlusion_mask,
@@ -642,6 +643,16 @@ fn settings_a_run_cannot_use_are_refused_naming_the_flag() {
     for bad in ["0", "-1", "x", ""] {
         assert!(run::at_least_one(bad).is_err(), "{bad:?}");
     }
+    // Their bounded counts: both ends included, one past either refused with the bound.
+    let count = run::count_in(0, 1_000);
+    assert_eq!((count("0"), count("1000")), (Ok(0), Ok(1_000)));
+    assert_eq!(count("1001"), Err("it must be at most 1000".to_string()));
+    assert_eq!(
+        run::count_in(1, 9)("0"),
+        Err("it must be at least 1".to_string())
+    );
+    assert!(count("4611686018427387904").is_err());
+    assert!(count("99999999999999999999999").is_err()); // beyond usize
     // The smallest values that work are accepted.
     let edge = [
         "--ngf",
@@ -659,6 +670,199 @@ fn settings_a_run_cannot_use_are_refused_naming_the_flag() {
     stored.ngf = 1;
     let err = RunConfig::from_json(&stored.to_json()).unwrap_err();
     assert!(err.to_string().contains("ngf"), "{err}");
+}
+
+/// Sizes far beyond any real run are refused by `RunConfig::validate`, naming the field and its
+/// flag, before anything is allocated for them: a count that large would otherwise abort the
+/// process on a failed allocation or panic on a shape whose size overflows.
+#[test]
+fn huge_sizes_are_refused_naming_the_flag() {
+    for (flag, value) in [
+        ("--ngf", "100000000000"),
+        ("--ngf", "4611686018427387904"),
+        ("--n-samples", "4611686018427387904"),
+        ("--n-samples", "1000000000000"),
+        ("--batch-size", "1000000000000"),
+        ("--n-steps-each", "4611686018427387904"),
+        ("--steps", "4611686018427387904"),
+        ("--checkpoint-every", "4611686018427387904"),
+    ] {
+        let err = cli(&[flag, value]).config(DatasetKind::Mnist).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(flag), "{flag} {value}: {msg}");
+        assert!(msg.contains("at most"), "{flag} {value}: {msg}");
+    }
+    // Each size at its largest is accepted on its own; one more is refused.
+    let small_net = ["--ngf", "2"];
+    for (flag, max) in [
+        ("--ngf", config::MAX_NGF),
+        ("--n-samples", config::MAX_N_SAMPLES),
+        ("--batch-size", config::MAX_BATCH_SIZE),
+        ("--n-steps-each", config::MAX_N_STEPS_EACH),
+        ("--steps", config::MAX_N_ITERS),
+        ("--checkpoint-every", config::MAX_N_ITERS),
+    ] {
+        let at = |v: usize| {
+            let v = v.to_string();
+            let list: Vec<&str> = if flag == "--ngf" {
+                vec![flag, &v]
+            } else {
+                [&small_net[..], &[flag, &v]].concat()
+            };
+            cli(&list).config(DatasetKind::Cifar10)
+        };
+        assert!(at(max).is_ok(), "{flag} {max}: {:?}", at(max));
+        let err = at(max + 1).unwrap_err().to_string();
+        assert!(err.contains(flag) && err.contains("at most"), "{err}");
+    }
+    // The paper's settings pass, and so does its network with four times its batch.
+    let paper = RunConfig::preset(DatasetKind::Cifar10, Preset::Paper);
+    paper.validate().unwrap();
+    RunConfig {
+        batch_size: 4 * paper.batch_size,
+        ..paper.clone()
+    }
+    .validate()
+    .unwrap();
+    // Sizes that are each allowed but whose product is not: one batch through the widest network.
+    let err = cli(&["--ngf", "512", "--batch-size", "4096"])
+        .config(DatasetKind::Cifar10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--batch-size") && err.contains("--ngf"),
+        "{err}"
+    );
+    let err = cli(&["--ngf", "512", "--n-samples", "10000"])
+        .config(DatasetKind::Cifar10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--n-samples") && err.contains("--ngf"),
+        "{err}"
+    );
+
+    // A stored configuration (a checkpoint's, config.json): every size-like field is bounded,
+    // those without a flag too.
+    let fields = [
+        "ngf",
+        "num_classes",
+        "batch_size",
+        "n_iters",
+        "checkpoint_every",
+        "test_every",
+        "holdout",
+        "n_steps_each",
+        "n_samples",
+        "strip_rows",
+        "inpaint_images",
+        "inpaint_completions",
+        "nearest_k",
+        "nearest_queries",
+    ];
+    for name in fields {
+        let mut stored =
+            serde_json::to_value(RunConfig::preset(DatasetKind::Mnist, Preset::Cpu)).unwrap();
+        stored[name] = serde_json::json!(100_000_000_000u64);
+        let err = RunConfig::from_json(&stored.to_string()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(name) && msg.contains("at most"),
+            "{name}: {msg}"
+        );
+    }
+    // Many noise levels recorded for many samples: the pictures kept are bounded too.
+    let stored = RunConfig {
+        num_classes: config::MAX_NUM_CLASSES,
+        n_samples: 1_000,
+        ..RunConfig::preset(DatasetKind::Cifar10, Preset::Cpu)
+    };
+    let err = stored.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("n_samples") && err.contains("num_classes"),
+        "{err}"
+    );
+}
+
+/// Sampling from a checkpoint builds the network its stored configuration describes: a stored
+/// width far too large is an error naming the checkpoint, not a network the size of the memory.
+#[test]
+fn a_checkpoint_with_a_huge_stored_width_is_refused() {
+    let tmp = TempDir::new("huge-ckpt");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_mnist(&data, 24);
+    let stored = RunConfig {
+        ngf: 100_000_000_000,
+        ..RunConfig::preset(DatasetKind::Mnist, Preset::Cpu)
+    };
+    let ckpt = tmp.path().join("huge.safetensors");
+    let m = TinyNet::new(1, 10, &mut ChaCha8Rng::seed_from_u64(1));
+    Checkpoint::new()
+        .with_tensor("a", m.a.to_array())
+        .with_tensor("b", m.b.to_array())
+        .with_metadata("config", stored.to_json())
+        .save(&ckpt)
+        .unwrap();
+    let out = tmp.path().join("out");
+    let args = cli(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--sample",
+        "--n-samples",
+        "2",
+        "--n-steps-each",
+        "1",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+    ]);
+    let built = Cell::new(false);
+    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        built.set(true);
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("huge.safetensors") && msg.contains("ngf"),
+        "{msg}"
+    );
+    assert!(!built.get(), "a network was built");
+    assert!(!out.exists());
+
+    // A width that is allowed, with more samples than fit one batch through a network that wide:
+    // each setting is fine alone (the command line's default width is 16), not together.
+    let stored = RunConfig {
+        ngf: config::MAX_NGF,
+        ..stored
+    };
+    Checkpoint::new()
+        .with_tensor("a", m.a.to_array())
+        .with_tensor("b", m.b.to_array())
+        .with_metadata("config", stored.to_json())
+        .save(&ckpt)
+        .unwrap();
+    let many = config::MAX_CHAINS_TIMES_NGF / config::MAX_NGF + 1;
+    let args = Args {
+        n_samples: Some(many),
+        ..args
+    };
+    args.config(DatasetKind::Mnist).unwrap();
+    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
+        built.set(true);
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("huge.safetensors") && msg.contains("--n-samples, --ngf"),
+        "{msg}"
+    );
+    assert!(!built.get(), "a network was built");
+    assert!(!out.exists());
 }
 
 #[test]

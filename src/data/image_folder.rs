@@ -9,17 +9,38 @@
 //! within rounding, not bit for bit.
 //!
 //! A file with a picture extension that does not decode is an error naming it: a dataset is never
-//! silently smaller than the directory.
+//! silently smaller than the directory. So is a picture more elongated than [`MAX_ASPECT_RATIO`]
+//! or with a side over [`MAX_SIDE`], refused from its header before anything is decoded, since
+//! the resize would make its longer side enormous; decoding itself runs under the `image` crate's
+//! limits (at most [`MAX_DECODED_BYTES`]).
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageReader, Limits};
 use ndarray::Array4;
 
 use super::Dataset;
 use crate::{Error, Result};
+
+// ANCHOR: picture_limits
+/// The longest a picture may be for its width, or wide for its height: 100 to 1.
+///
+/// The picture is scaled so that its shorter side is `size` *before* the centre crop, so its
+/// longer side becomes `size × long / short` pixels: a 1 × 60,000 strip at `size` 32 would be
+/// 1.9 million pixels long to keep 32 of them, and the resampler works in 16 bytes a pixel. Real
+/// photographs and panoramas stay far below 100:1, and a centre square cut from a picture that
+/// elongated would show a hundredth of it anyway.
+pub const MAX_ASPECT_RATIO: u32 = 100;
+
+/// The largest width or height decoded: 65,535, the largest a JPEG can declare.
+pub const MAX_SIDE: u32 = 65_535;
+
+/// The most bytes one picture may take once decoded: 512 MiB (the `image` crate's default), e.g.
+/// an RGB picture of 13,000 × 13,000.
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
+// ANCHOR_END: picture_limits
 
 /// The channels to load pictures with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,18 +123,62 @@ fn resize_and_crop(img: DynamicImage, size: u32) -> DynamicImage {
     )
 }
 
+// ANCHOR: check_dimensions
+/// Why a picture of `w × h` pixels cannot be brought to `size × size`, if it cannot: no pixels,
+/// a side over [`MAX_SIDE`], or more elongated than [`MAX_ASPECT_RATIO`].
+fn check_dimensions(w: u32, h: u32, size: u32) -> std::result::Result<(), String> {
+    if w == 0 || h == 0 {
+        return Err(format!("picture is {w}×{h}: it has no pixels"));
+    }
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(format!(
+            "picture is {w}×{h} pixels: the loader decodes at most {MAX_SIDE} on a side"
+        ));
+    }
+    let (long, short) = (u64::from(w.max(h)), u64::from(w.min(h)));
+    if long > u64::from(MAX_ASPECT_RATIO) * short {
+        return Err(format!(
+            "picture is {w}×{h} pixels, more elongated than {MAX_ASPECT_RATIO}:1: scaled to \
+             {size} on its shorter side it would be {} pixels long before the centre crop",
+            u64::from(size) * long / short
+        ));
+    }
+    Ok(())
+}
+
+/// The `image` crate's decoding limits: [`MAX_SIDE`] and [`MAX_DECODED_BYTES`].
+fn decode_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    limits
+}
+// ANCHOR_END: check_dimensions
+
 /// Decodes one picture file and brings it to `size × size` in `mode`, as `(C, H, W)` bytes
-/// appended to `out`.
+/// appended to `out`. The dimensions are read from the header and checked first, so that a
+/// picture that cannot be used costs no decoding.
 fn load_one(path: &Path, size: u32, mode: ColorMode, out: &mut Vec<u8>) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::format(path, format!("cannot decode picture: {e}")))?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(Error::format(path, "picture has no pixels"));
-    }
+    let reader = |limits: Limits| -> Result<_> {
+        let mut r = ImageReader::new(Cursor::new(&bytes[..]))
+            .with_guessed_format()
+            .map_err(|e| Error::io(path, e))?;
+        r.limits(limits);
+        Ok(r)
+    };
+    let cannot = |e: image::ImageError| Error::format(path, format!("cannot decode picture: {e}"));
+    // Reading the header allocates nothing for pixels, so it runs without the limit on the sides,
+    // which the decoder would report without the numbers; `check_dimensions` says them.
+    let (w, h) = reader(Limits::default())?
+        .into_dimensions()
+        .map_err(cannot)?;
+    check_dimensions(w, h, size).map_err(|m| Error::format(path, m))?;
+    let img = reader(decode_limits())?.decode().map_err(cannot)?;
+    // The header and the decoded picture agree; this guards the crop against a decoder that
+    // would not.
+    check_dimensions(img.width(), img.height(), size).map_err(|m| Error::format(path, m))?;
     let img = match mode {
         ColorMode::Rgb => DynamicImage::ImageRgb8(img.to_rgb8()),
         ColorMode::Grey => DynamicImage::ImageLuma8(img.to_luma8()),
@@ -137,7 +202,8 @@ fn load_one(path: &Path, size: u32, mode: ColorMode, out: &mut Vec<u8>) -> Resul
 /// without labels; see the [module docs](self) for the resize and crop.
 ///
 /// Fails if `size` is zero, if the directory cannot be read or holds no picture file, or, naming
-/// the file, if a picture cannot be read or decoded.
+/// the file, if a picture cannot be read or decoded or is too elongated or too large (see
+/// [`MAX_ASPECT_RATIO`], [`MAX_SIDE`], [`MAX_DECODED_BYTES`]).
 pub fn load(dir: impl AsRef<Path>, size: u32, mode: ColorMode) -> Result<Dataset> {
     let dir = dir.as_ref();
     if size == 0 {
@@ -193,6 +259,31 @@ mod tests {
         let wide = DynamicImage::ImageLuma8(image::GrayImage::new(7, 3));
         let out = resize_and_crop(wide, 3);
         assert_eq!((out.width(), out.height()), (3, 3));
+    }
+
+    #[test]
+    fn dimensions_are_checked_at_their_bounds() {
+        let r = MAX_ASPECT_RATIO;
+        for (w, h) in [(1, 1), (r, 1), (1, r), (2 * r, 2), (MAX_SIDE, MAX_SIDE)] {
+            assert_eq!(check_dimensions(w, h, 32), Ok(()), "{w}×{h}");
+        }
+        for (w, h, why) in [
+            (0, 5, "no pixels"),
+            (5, 0, "no pixels"),
+            (r + 1, 1, "elongated"),
+            (2, 2 * r + 1, "elongated"),
+            (MAX_SIDE + 1, MAX_SIDE, "at most"),
+            (MAX_SIDE, MAX_SIDE + 1, "at most"),
+        ] {
+            let err = check_dimensions(w, h, 32).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains(&format!("{w}×{h}")),
+                "{err}"
+            );
+        }
+        // The message says how long the strip would have been.
+        let err = check_dimensions(1, 60_000, 32).unwrap_err();
+        assert!(err.contains("1920000 pixels long"), "{err}");
     }
 
     /// Which pixels the crop keeps, on pictures whose shorter side is already `size` (so nothing

@@ -58,6 +58,53 @@ pub enum Occlusion {
     Bottom,
 }
 
+// ANCHOR: size_limits
+// The largest value of each size-like setting, checked by `RunConfig::validate` on the command
+// line's settings and on every stored configuration alike. A count is also an allocation: the
+// samples, the network's width, its batch, the recorded pictures are all sized from it, and a
+// count far beyond any real run would abort the process on a failed allocation (or panic on a
+// size that overflows) instead of stopping it with a message. Each bound is well above what the
+// paper uses (CIFAR-10: ngf 128, batch 128, 10 levels, T = 100, 200,000 steps), so that no real
+// run meets it, and low enough that what it allows still fits a large machine.
+
+/// `ngf`: 4× the paper's CIFAR-10 width. The parameters grow as ngf² (30 million at 128), so 512
+/// has about 480 million, 7.7 GB with their gradients and Adam's two moments.
+pub const MAX_NGF: usize = 512;
+/// `batch_size`: 32× the paper's 128 (see also [`MAX_CHAINS_TIMES_NGF`]).
+pub const MAX_BATCH_SIZE: usize = 4_096;
+/// `num_classes`, the number of noise levels L: 100× the paper's 10, above the few hundred later
+/// schedules use for pictures this small. Each level adds a row to every conditional
+/// normalisation's table and a recorded copy of the samples (see [`MAX_RECORDED_VALUES`]).
+pub const MAX_NUM_CLASSES: usize = 1_000;
+/// `n_iters`, and `checkpoint_every` and `test_every`, which count the same steps: 500× the
+/// paper's 200,000. The loss log keeps a row per step in memory.
+pub const MAX_N_ITERS: usize = 100_000_000;
+/// `n_steps_each`, Langevin's T: 1000× the paper's 100.
+pub const MAX_N_STEPS_EACH: usize = 100_000;
+/// `n_samples`: a grid of 100 × 100 pictures. All of them are one batch through the network, so
+/// [`MAX_CHAINS_TIMES_NGF`] bounds them further.
+pub const MAX_N_SAMPLES: usize = 10_000;
+/// `holdout`: more pictures than MNIST and CIFAR-10 hold together (at most a fifth of the data
+/// is held out in any case).
+pub const MAX_HOLDOUT: usize = 1_000_000;
+/// `strip_rows`, `inpaint_images`, `inpaint_completions`, `nearest_k`: rows and columns of a
+/// figure, 1000 being far more than a figure shows.
+pub const MAX_FIGURE_COUNT: usize = 1_000;
+/// `nearest_queries`: as many as there may be samples.
+pub const MAX_NEAREST_QUERIES: usize = MAX_N_SAMPLES;
+/// The pictures that go through the network in one batch, times `ngf`: every activation is
+/// `chains × ngf × H × W` (or twice that width), and sampling, inpainting and the neighbour search
+/// run all their chains as one batch. 4× the paper's CIFAR-10 training batch (128 × 128): 512
+/// samples from its network, or a batch of 128 through the widest one. A training step of the
+/// MNIST network at batch 128 (64 × 128 = 8,192) peaks at 4.1 GiB (see the RefineNet chapter of
+/// the book), so a training batch at this bound needs some 35–45 GiB.
+pub const MAX_CHAINS_TIMES_NGF: usize = 1 << 16;
+/// The values of the pictures a stage keeps at once: the samples with their state after every
+/// noise level (`n_samples × (L + 1) × C × H × W`), the inpainting figure and the neighbour
+/// figure. 2³⁰ `f32`s are 4 GiB; the paper's 64 samples of CIFAR-10 keep 2.2 million.
+pub const MAX_RECORDED_VALUES: usize = 1 << 30;
+// ANCHOR_END: size_limits
+
 // ANCHOR: run_config
 /// Everything a run needs to know: model size, noise schedule, optimisation, sampling.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,7 +223,10 @@ impl RunConfig {
     }
 
     /// Checks the settings a run cannot work with, and names the first one that is off together
-    /// with the command-line flag that sets it. Called on every configuration a run starts from:
+    /// with the command-line flag that sets it: counts of zero, sizes above the bounds of
+    /// [`MAX_NGF`] and the other `MAX_*` constants, and products of sizes that would need more
+    /// memory than [`MAX_CHAINS_TIMES_NGF`] and [`MAX_RECORDED_VALUES`] allow. Called on every
+    /// configuration a run starts from:
     /// the command line's ([`crate::run::Args::config`]) and a checkpoint's or `config.json`'s
     /// ([`RunConfig::from_json`]).
     pub fn validate(&self) -> crate::Result<()> {
@@ -211,6 +261,120 @@ impl RunConfig {
         for (field, flag, value) in at_least_one {
             if value == 0 {
                 return fail(field, flag, &value, "it must be at least 1");
+            }
+        }
+        // The bounds of the `MAX_*` table above, with the flag that sets each (none: only a
+        // stored configuration can).
+        let at_most = [
+            ("ngf", "--ngf", self.ngf, MAX_NGF),
+            (
+                "batch_size",
+                "--batch-size",
+                self.batch_size,
+                MAX_BATCH_SIZE,
+            ),
+            ("n_iters", "--steps", self.n_iters, MAX_N_ITERS),
+            (
+                "checkpoint_every",
+                "--checkpoint-every",
+                self.checkpoint_every,
+                MAX_N_ITERS,
+            ),
+            (
+                "n_steps_each",
+                "--n-steps-each",
+                self.n_steps_each,
+                MAX_N_STEPS_EACH,
+            ),
+            ("n_samples", "--n-samples", self.n_samples, MAX_N_SAMPLES),
+            ("num_classes", "", self.num_classes, MAX_NUM_CLASSES),
+            ("test_every", "", self.test_every, MAX_N_ITERS),
+            ("holdout", "", self.holdout, MAX_HOLDOUT),
+            ("strip_rows", "", self.strip_rows, MAX_FIGURE_COUNT),
+            ("inpaint_images", "", self.inpaint_images, MAX_FIGURE_COUNT),
+            (
+                "inpaint_completions",
+                "",
+                self.inpaint_completions,
+                MAX_FIGURE_COUNT,
+            ),
+            ("nearest_k", "", self.nearest_k, MAX_FIGURE_COUNT),
+            (
+                "nearest_queries",
+                "",
+                self.nearest_queries,
+                MAX_NEAREST_QUERIES,
+            ),
+        ];
+        for (field, flag, value, max) in at_most {
+            if value > max {
+                return fail(field, flag, &value, &format!("it must be at most {max}"));
+            }
+        }
+        // Products of sizes that are each within bounds. With the bounds above none of them
+        // overflows a 64-bit usize.
+        let ngf = self.ngf;
+        let chains = [
+            ("batch_size", "--batch-size", self.batch_size),
+            ("n_samples", "--n-samples", self.n_samples),
+            ("nearest_queries", "", self.nearest_queries),
+            (
+                "inpaint_images × inpaint_completions",
+                "",
+                self.inpaint_images * self.inpaint_completions,
+            ),
+        ];
+        for (field, flag, n) in chains {
+            if n * ngf > MAX_CHAINS_TIMES_NGF {
+                let flags = if flag.is_empty() {
+                    "--ngf".to_string()
+                } else {
+                    format!("{flag}, --ngf")
+                };
+                return fail(
+                    &format!("{field} × ngf"),
+                    &flags,
+                    &format_args!("{n} × {ngf}"),
+                    &format!(
+                        "one batch of that many pictures through a network that wide needs too \
+                         much memory; the product must be at most {MAX_CHAINS_TIMES_NGF}"
+                    ),
+                );
+            }
+        }
+        let (c, side) = self.dataset.image_shape();
+        let picture = c * side * side;
+        let kept = [
+            (
+                "n_samples × (num_classes + 1)",
+                "--n-samples",
+                self.n_samples,
+                self.num_classes + 1,
+            ),
+            (
+                "inpaint_images × (inpaint_completions + 2)",
+                "",
+                self.inpaint_images,
+                self.inpaint_completions + 2,
+            ),
+            (
+                "nearest_queries × (nearest_k + 1)",
+                "",
+                self.nearest_queries,
+                self.nearest_k + 1,
+            ),
+        ];
+        for (field, flag, a, b) in kept {
+            if a * b * picture > MAX_RECORDED_VALUES {
+                return fail(
+                    field,
+                    flag,
+                    &format_args!("{a} × {b}"),
+                    &format!(
+                        "that many pictures of {c}×{side}×{side} values kept at once exceed \
+                         {MAX_RECORDED_VALUES} values"
+                    ),
+                );
             }
         }
         if self.ngf < 2 {

@@ -23,7 +23,9 @@ pub use generate::{
     Generated, annealing_strip, generate, inpaint, inpainting_grid, occlusion_mask,
 };
 pub use nearest::{Neighbour, nearest_grid, nearest_neighbours};
-pub use pipeline::{Args, Paths, Results, Timings, at_least_one, load_data, refinenet, run};
+pub use pipeline::{
+    Args, Paths, Results, Timings, at_least_one, count_in, load_data, refinenet, run,
+};
 pub use train::{
     LossRow, Position, RunDir, ScoreNet, Stream, TrainOptions, TrainReport, evaluate_dsm,
     load_training_checkpoint, load_weights, save_training_checkpoint, split_holdout, stream_rng,

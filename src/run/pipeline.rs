@@ -173,8 +173,20 @@ impl Args {
 /// Parses a count that must be at least 1, for command lines (`value_parser = at_least_one`): a
 /// batch, a number of samples or steps.
 pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("it must be at least 1".into()),
+    count_in(1, usize::MAX)(s)
+}
+
+/// A parser of counts from `min` to `max` for command lines
+/// (`value_parser = count_in(1, 65_536)`). A count sizes an allocation (a batch, samples, a log of
+/// steps), so an upper bound turns a mistyped one into a message naming the flag, not a process
+/// aborted by a failed allocation.
+pub fn count_in(
+    min: usize,
+    max: usize,
+) -> impl Fn(&str) -> std::result::Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s| match s.parse::<usize>() {
+        Ok(n) if n < min => Err(format!("it must be at least {min}")),
+        Ok(n) if n > max => Err(format!("it must be at most {max}")),
         Ok(n) => Ok(n),
         Err(e) => Err(format!("not a count ({e})")),
     }
@@ -458,6 +470,16 @@ pub fn run<M: ScoreNet>(
             config.sigma_end = c.sigma_end;
             config.num_classes = c.num_classes;
             config.ema_mu = config.ema_mu.or(c.ema_mu);
+            // Each setting was checked on its own; together (the checkpoint's width, this
+            // command line's number of samples) they must fit as well.
+            config.validate().map_err(|e| match e {
+                Error::Invalid(m) => Error::Invalid(format!(
+                    "sampling from {} (trained with --ngf {}): {m}",
+                    sampling_from.display(),
+                    c.ngf
+                )),
+                e => e,
+            })?;
         }
     }
     let device = Device::parse(&args.device)?;
