@@ -345,6 +345,34 @@ fn corrupt_files_are_refused() {
     assert!(matches!(err, Error::Io { .. }), "{err:?}");
 }
 
+/// What the audit did to a run's checkpoint: 400 bytes of tensor data XOR-ed, the file otherwise
+/// intact. Both loaders refuse it, name the file and the checksum, and change nothing.
+#[test]
+fn damaged_tensor_data_is_refused() {
+    let (model, adam) = trained(11);
+    let file = TempFile::new("damaged");
+    save_training(&file.0, &model.store, &adam, 3).unwrap();
+    let mut bytes = std::fs::read(&file.0).unwrap();
+    let data = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mid = (data + bytes.len()) / 2;
+    for b in &mut bytes[mid..mid + 400] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file.0, &bytes).unwrap();
+    let name = file.0.display().to_string();
+    let expect = [name.as_str(), "does not match its checksum", "damaged"];
+    let err = refused_file(&file.0, &expect);
+    assert!(matches!(err, Error::Format { .. }), "{err:?}");
+    // The parameters-only loader reads through the same check.
+    let (victim, _) = trained(12);
+    let before = victim.store.state_dict();
+    let msg = victim.store.load(&file.0).unwrap_err().to_string();
+    for e in expect {
+        assert!(msg.contains(e), "error `{msg}` does not mention `{e}`");
+    }
+    assert_eq!(before, victim.store.state_dict());
+}
+
 #[test]
 fn parameter_only_load_validates_first() {
     let (model, _) = trained(9);

@@ -971,6 +971,142 @@ fn checkpoint_corrupt_bytes_are_reported() {
     );
 }
 
+/// Where the data section of a safetensors file starts: after the `u64` header length and the
+/// header it counts.
+fn data_start(bytes: &[u8]) -> usize {
+    8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+}
+
+/// The header of a safetensors file, as text.
+fn header(bytes: &[u8]) -> &str {
+    std::str::from_utf8(&bytes[8..data_start(bytes)]).unwrap()
+}
+
+#[test]
+fn checkpoint_stores_the_crc32_of_its_data_section() {
+    let dir = TempDir::new("ckpt-crc");
+    let path = dir.path("m.safetensors");
+    let c = sample_checkpoint();
+    c.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    // The header holds the CRC-32 of every byte after it, as 8 lowercase hex digits...
+    let crc = crc32fast::hash(&bytes[data_start(&bytes)..]);
+    let entry = format!("\"ncsn.data_crc32\":\"{crc:08x}\"");
+    assert!(header(&bytes).contains(&entry), "{}", header(&bytes));
+    // ...and the key is the loader's business: it never shows in the metadata handed back.
+    let back = Checkpoint::load(&path).unwrap();
+    assert_eq!(back.metadata, c.metadata);
+    assert_eq!(bits(&back), bits(&c));
+
+    // The key is reserved: a caller cannot write its own value under it.
+    let forged = sample_checkpoint().with_metadata("ncsn.data_crc32", "00000000");
+    let other = dir.path("forged.safetensors");
+    assert_invalid(
+        forged.save(&other).unwrap_err(),
+        &["`ncsn.data_crc32`", "reserved"],
+    );
+    assert!(!other.exists(), "nothing written on failure");
+}
+
+#[test]
+fn checkpoint_flipped_data_bytes_are_refused_by_the_checksum() {
+    let dir = TempDir::new("ckpt-flip-data");
+    let good = dir.path("good.safetensors");
+    sample_checkpoint().save(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let start = data_start(&bytes);
+    // The first, a middle and the last byte of the data, one bit and a whole byte: the file stays
+    // well formed (every range, dtype and shape intact), only the numbers change.
+    for (i, at) in [start, (start + bytes.len()) / 2, bytes.len() - 1]
+        .into_iter()
+        .enumerate()
+    {
+        for (j, mask) in [0x01u8, 0xff].into_iter().enumerate() {
+            let mut bad = bytes.clone();
+            bad[at] ^= mask;
+            let p = dir.write(&format!("bad-{i}-{j}.safetensors"), &bad);
+            assert_format(
+                Checkpoint::load(&p).unwrap_err(),
+                &p,
+                &[
+                    "data does not match its checksum",
+                    "ncsn.data_crc32",
+                    "damaged",
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn checkpoint_flipped_header_bytes_are_refused() {
+    let dir = TempDir::new("ckpt-flip-header");
+    let good = dir.path("good.safetensors");
+    sample_checkpoint().save(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let head = header(&bytes);
+    let value = head.find("\"ncsn.data_crc32\":\"").unwrap() + "\"ncsn.data_crc32\":\"".len();
+    // In the stored checksum: another hex digit no longer matches the data...
+    let mut bad = bytes.clone();
+    bad[8 + value] = if bad[8 + value] == b'0' { b'1' } else { b'0' };
+    let p = dir.write("digit.safetensors", &bad);
+    assert_format(
+        Checkpoint::load(&p).unwrap_err(),
+        &p,
+        &["data does not match its checksum"],
+    );
+    // ...and a character that is not a hex digit is named as such.
+    let mut bad = bytes.clone();
+    bad[8 + value] = b'g';
+    let p = dir.write("letter.safetensors", &bad);
+    assert_format(
+        Checkpoint::load(&p).unwrap_err(),
+        &p,
+        &["ncsn.data_crc32", "not a CRC-32"],
+    );
+    // In a tensor's byte range: the ranges no longer tile the data.
+    let range = head.find("\"data_offsets\":[").unwrap() + "\"data_offsets\":[".len();
+    let mut bad = bytes.clone();
+    bad[8 + range] ^= 0x01;
+    let p = dir.write("range.safetensors", &bad);
+    assert_format(
+        Checkpoint::load(&p).unwrap_err(),
+        &p,
+        &["not a valid safetensors"],
+    );
+}
+
+#[test]
+fn checkpoint_without_checksum_still_loads() {
+    // As a file converted from PyTorch with `safetensors.torch.save_file` looks: no checksum.
+    use safetensors::tensor::{Dtype, TensorView};
+    let dir = TempDir::new("ckpt-no-crc");
+    let values: Vec<u8> = [0.5f32, -2.0, 3.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let meta = [("source".to_string(), "PyTorch".to_string())].into();
+    let bytes = safetensors::serialize(
+        [("w", TensorView::new(Dtype::F32, vec![3], &values).unwrap())],
+        Some(meta),
+    )
+    .unwrap();
+    assert!(!header(&bytes).contains("crc32"));
+    let p = dir.write("converted.safetensors", &bytes);
+    let c = Checkpoint::load(&p).unwrap();
+    assert_eq!(c.tensors["w"].as_slice().unwrap(), &[0.5, -2.0, 3.0]);
+    assert_eq!(
+        c.metadata.get("source").map(String::as_str),
+        Some("PyTorch")
+    );
+    assert_eq!(c.metadata.len(), 1);
+    // Saved again, it gains a checksum.
+    let again = dir.path("again.safetensors");
+    c.save(&again).unwrap();
+    assert!(header(&std::fs::read(&again).unwrap()).contains("\"ncsn.data_crc32\":\""));
+    assert_eq!(Checkpoint::load(&again).unwrap(), c);
+}
+
 #[test]
 fn checkpoint_wrong_dtype_names_tensor_and_dtype() {
     use safetensors::tensor::{Dtype, TensorView};

@@ -252,9 +252,32 @@ fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
         )
     };
 
-    // Truncated: the first half of a real checkpoint.
     train(&net(3)).unwrap();
     let bytes = std::fs::read(dir.checkpoint()).unwrap();
+
+    // Tensor data XOR-ed, the file otherwise whole: the checksum in the header refuses it, so the
+    // run does not resume from damaged weights.
+    let mut flipped = bytes.clone();
+    let data = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let end = bytes.len().min(data + 400);
+    flipped[data..end].iter_mut().for_each(|b| *b ^= 0x5a);
+    std::fs::write(dir.checkpoint(), &flipped).unwrap();
+    let m = net(5);
+    let before = params_bits(&m.store);
+    let err = train(&m).unwrap_err();
+    assert!(matches!(err, Error::Format { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("checkpoint.safetensors") && msg.contains("does not match its checksum"),
+        "{msg}"
+    );
+    assert_eq!(
+        params_bits(&m.store),
+        before,
+        "a failed load changed the weights"
+    );
+
+    // Truncated: the first half of a real checkpoint.
     std::fs::write(dir.checkpoint(), &bytes[..bytes.len() / 2]).unwrap();
     let m = net(5);
     let before = params_bits(&m.store);

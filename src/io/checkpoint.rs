@@ -13,14 +13,18 @@
 //! [`save`] writes through [`write_atomic`]: the bytes go to a temporary file in the target's
 //! directory, are flushed to disk, and the temporary file is renamed over the target. A crash or
 //! a full disk at any moment leaves either the old checkpoint or the new one, never a torn file.
+//! The header's metadata carries, under [`CHECKSUM_KEY`], the CRC-32 of the data section (every
+//! byte after the header), so that bytes changed on disk or on the way are noticed on reading.
 //!
 //! # Reading
 //!
 //! [`load`] checks the whole file before returning anything: a truncated or corrupt file, or a
 //! tensor of another dtype than `F32` (named, with its dtype), is an [`Error::Format`] naming the
-//! file. [`check_shapes`] then compares the loaded set with what a model expects and reports every
-//! missing, extra and mis-shaped tensor at once; [`load_expecting`] does both. Loading never
-//! touches a model: the caller copies tensors in only after these checks pass.
+//! file, and so is a file whose data does not match the checksum in its header (one without the
+//! checksum, such as a file converted from PyTorch, is read as it is). [`check_shapes`] then
+//! compares the loaded set with what a model expects and reports every missing, extra and
+//! mis-shaped tensor at once; [`load_expecting`] does both. Loading never touches a model: the
+//! caller copies tensors in only after these checks pass.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -189,6 +193,69 @@ pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
     Ok(removed)
 }
 
+// ANCHOR: checksum
+/// The metadata key under which [`save`] stores the CRC-32 of the data section, every byte after
+/// the header, as 8 lowercase hex digits. [`load`] checks it when present and removes it from the
+/// metadata it hands back; [`save`] refuses it in the caller's metadata. It cannot be mistaken for
+/// the training state's keys (`step`, `config`, `optimizer.…`).
+pub const CHECKSUM_KEY: &str = "ncsn.data_crc32";
+
+/// What [`save`] writes under [`CHECKSUM_KEY`] before the data exists: as wide as any checksum, so
+/// that filling it in moves no byte of the file.
+const CHECKSUM_PLACEHOLDER: &str = "00000000";
+
+/// The length of the header that follows the `u64` length at the start of a safetensors file.
+fn header_len(bytes: &[u8]) -> usize {
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize
+}
+
+/// Fills in the checksum of a file that [`safetensors::serialize`] has just produced with
+/// [`CHECKSUM_PLACEHOLDER`] under [`CHECKSUM_KEY`]. The header comes before the data it describes,
+/// so the data's checksum cannot be known when the header is written; the placeholder keeps its
+/// place, and the checksum's eight digits then overwrite its eight zeros.
+fn seal(bytes: &mut [u8]) {
+    let start = 8 + header_len(bytes);
+    let crc = crc32fast::hash(&bytes[start..]);
+    // serde_json writes the entry without spaces. Nothing else matches: a tensor of that name is
+    // followed by `{`, and inside another metadata string the quotes would be escaped.
+    let entry = format!("\"{CHECKSUM_KEY}\":\"{CHECKSUM_PLACEHOLDER}\"");
+    let at = bytes[8..start]
+        .windows(entry.len())
+        .position(|w| w == entry.as_bytes())
+        .expect("the placeholder was serialised into the header");
+    let value = 8 + at + entry.len() - 1 - CHECKSUM_PLACEHOLDER.len();
+    bytes[value..value + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+}
+
+/// Checks the data section of `bytes`, whose header is `header_len` bytes long, against the value
+/// stored under [`CHECKSUM_KEY`]: an [`Error::Format`] naming `path` if it is not a checksum or
+/// does not match.
+fn verify(path: &Path, bytes: &[u8], header_len: usize, stored: &str) -> Result<()> {
+    // Exactly 8 hex digits (`from_str_radix` alone would also take "+1" or "a").
+    let hex = stored.len() == 8 && stored.bytes().all(|b| b.is_ascii_hexdigit());
+    let stored_crc = u32::from_str_radix(stored, 16)
+        .ok()
+        .filter(|_| hex)
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!("metadata `{CHECKSUM_KEY}` = {stored:?} is not a CRC-32 (8 hex digits)"),
+            )
+        })?;
+    let crc = crc32fast::hash(&bytes[8 + header_len..]);
+    if crc != stored_crc {
+        return Err(Error::format(
+            path,
+            format!(
+                "the data does not match its checksum (`{CHECKSUM_KEY}` is {stored_crc:08x}, the \
+                 data's CRC-32 is {crc:08x}): the file is damaged"
+            ),
+        ));
+    }
+    Ok(())
+}
+// ANCHOR_END: checksum
+
 /// An `f32` array seen as a safetensors tensor; its little-endian bytes are produced only when
 /// the serializer asks for them.
 struct F32View<'a>(ArrayViewD<'a, f32>);
@@ -213,8 +280,9 @@ impl View for F32View<'_> {
 /// ([`write_atomic`]).
 ///
 /// Takes views, so a model can save its parameters without copying them into a [`Tensors`] map
-/// first. Names must be unique and must not be `__metadata__` (an [`Error::Invalid`] otherwise).
-/// In the file, tensors are stored in name order.
+/// first. Names must be unique and must not be `__metadata__`, and the metadata must not use
+/// [`CHECKSUM_KEY`] (an [`Error::Invalid`] otherwise): the file's checksum goes there. In the
+/// file, tensors are stored in name order.
 pub fn save<'a, S: AsRef<str>>(
     path: impl AsRef<Path>,
     tensors: impl IntoIterator<Item = (S, ArrayViewD<'a, f32>)>,
@@ -239,34 +307,49 @@ pub fn save<'a, S: AsRef<str>>(
         }
         views.push((name, F32View(view)));
     }
-    let meta: Option<HashMap<String, String>> = if metadata.is_empty() {
-        None
-    } else {
-        Some(
-            metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
-    };
-    let bytes = safetensors::serialize(views, meta)
+    if metadata.contains_key(CHECKSUM_KEY) {
+        return Err(Error::Invalid(format!(
+            "{}: metadata key `{CHECKSUM_KEY}` is reserved for the file's checksum",
+            path.display()
+        )));
+    }
+    let mut meta: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    meta.insert(CHECKSUM_KEY.into(), CHECKSUM_PLACEHOLDER.into());
+    let mut bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::Invalid(format!("{}: cannot serialise: {e}", path.display())))?;
+    seal(&mut bytes);
     write_atomic(path, &bytes)
 }
 
 /// Reads a safetensors file of `f32` tensors.
 ///
 /// The whole file is validated first: a file that is truncated, has a corrupt header or byte
-/// ranges that do not tile the data, or holds tensors of any other dtype than `F32` (each named
-/// with its dtype) is an [`Error::Format`] naming the file. Nothing is returned unless every
-/// tensor was read.
+/// ranges that do not tile the data, has data that does not match the checksum stored under
+/// [`CHECKSUM_KEY`], or holds tensors of any other dtype than `F32` (each named with its dtype) is
+/// an [`Error::Format`] naming the file. A file without a checksum is read unchecked. Nothing is
+/// returned unless every tensor was read; the checksum is not among the metadata returned.
 pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     let corrupt = |e: safetensors::SafeTensorError| {
         Error::format(path, format!("not a valid safetensors file: {e}"))
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+    // ANCHOR: verify_on_load
+    // The header parses and its byte ranges tile the rest of the file; then the data itself is
+    // checked, before a single value is converted. The key goes no further than here.
+    let (header_len, header) = SafeTensors::read_metadata(&bytes).map_err(corrupt)?;
+    let mut metadata: Metadata = header
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    if let Some(stored) = metadata.remove(CHECKSUM_KEY) {
+        verify(path, &bytes, header_len, &stored)?;
+    }
+    // ANCHOR_END: verify_on_load
     let file = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
 
     let mut wrong: Vec<String> = file
@@ -297,11 +380,6 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
             .map_err(|e| Error::format(path, format!("tensor `{name}`: {e}")))?;
         tensors.insert(name.to_string(), array);
     }
-    let metadata = header
-        .metadata()
-        .as_ref()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
     Ok(Checkpoint { tensors, metadata })
 }
 
