@@ -360,7 +360,7 @@ fn damaged_tensor_data_is_refused() {
     }
     std::fs::write(&file.0, &bytes).unwrap();
     let name = file.0.display().to_string();
-    let expect = [name.as_str(), "does not match its checksum", "damaged"];
+    let expect = [name.as_str(), "do not match their checksum", "damaged"];
     let err = refused_file(&file.0, &expect);
     assert!(matches!(err, Error::Format { .. }), "{err:?}");
     // The parameters-only loader reads through the same check.

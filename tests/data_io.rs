@@ -989,9 +989,19 @@ fn checkpoint_stores_the_crc32_of_its_data_section() {
     let c = sample_checkpoint();
     c.save(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    // The header holds the CRC-32 of every byte after it, as 8 lowercase hex digits...
-    let crc = crc32fast::hash(&bytes[data_start(&bytes)..]);
-    let entry = format!("\"ncsn.data_crc32\":\"{crc:08x}\"");
+    // The header holds the CRC-32 of every byte after it and of the metadata entries (key, 0,
+    // value, 0 in key order), as 8 lowercase hex digits...
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&bytes[data_start(&bytes)..]);
+    assert!(!c.metadata.is_empty());
+    for (k, v) in &c.metadata {
+        for part in [k, v] {
+            hasher.update(part.as_bytes());
+            hasher.update(&[0]);
+        }
+    }
+    let crc = hasher.finalize();
+    let entry = format!("\"ncsn.crc32\":\"{crc:08x}\"");
     assert!(header(&bytes).contains(&entry), "{}", header(&bytes));
     // ...and the key is the loader's business: it never shows in the metadata handed back.
     let back = Checkpoint::load(&path).unwrap();
@@ -999,11 +1009,11 @@ fn checkpoint_stores_the_crc32_of_its_data_section() {
     assert_eq!(bits(&back), bits(&c));
 
     // The key is reserved: a caller cannot write its own value under it.
-    let forged = sample_checkpoint().with_metadata("ncsn.data_crc32", "00000000");
+    let forged = sample_checkpoint().with_metadata("ncsn.crc32", "00000000");
     let other = dir.path("forged.safetensors");
     assert_invalid(
         forged.save(&other).unwrap_err(),
-        &["`ncsn.data_crc32`", "reserved"],
+        &["`ncsn.crc32`", "reserved"],
     );
     assert!(!other.exists(), "nothing written on failure");
 }
@@ -1029,8 +1039,8 @@ fn checkpoint_flipped_data_bytes_are_refused_by_the_checksum() {
                 Checkpoint::load(&p).unwrap_err(),
                 &p,
                 &[
-                    "data does not match its checksum",
-                    "ncsn.data_crc32",
+                    "do not match their checksum",
+                    "ncsn.crc32",
                     "damaged",
                 ],
             );
@@ -1045,7 +1055,7 @@ fn checkpoint_flipped_header_bytes_are_refused() {
     sample_checkpoint().save(&good).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let head = header(&bytes);
-    let value = head.find("\"ncsn.data_crc32\":\"").unwrap() + "\"ncsn.data_crc32\":\"".len();
+    let value = head.find("\"ncsn.crc32\":\"").unwrap() + "\"ncsn.crc32\":\"".len();
     // In the stored checksum: another hex digit no longer matches the data...
     let mut bad = bytes.clone();
     bad[8 + value] = if bad[8 + value] == b'0' { b'1' } else { b'0' };
@@ -1053,7 +1063,7 @@ fn checkpoint_flipped_header_bytes_are_refused() {
     assert_format(
         Checkpoint::load(&p).unwrap_err(),
         &p,
-        &["data does not match its checksum"],
+        &["do not match their checksum"],
     );
     // ...and a character that is not a hex digit is named as such.
     let mut bad = bytes.clone();
@@ -1062,7 +1072,7 @@ fn checkpoint_flipped_header_bytes_are_refused() {
     assert_format(
         Checkpoint::load(&p).unwrap_err(),
         &p,
-        &["ncsn.data_crc32", "not a CRC-32"],
+        &["ncsn.crc32", "not a CRC-32"],
     );
     // In a tensor's byte range: the ranges no longer tile the data.
     let range = head.find("\"data_offsets\":[").unwrap() + "\"data_offsets\":[".len();
@@ -1073,6 +1083,28 @@ fn checkpoint_flipped_header_bytes_are_refused() {
         Checkpoint::load(&p).unwrap_err(),
         &p,
         &["not a valid safetensors"],
+    );
+}
+
+/// The checksum covers the metadata's values too: a digit changed inside `step` (the header's
+/// length and every byte range unchanged, so the file still parses) is refused.
+#[test]
+fn checkpoint_changed_metadata_is_refused_by_the_checksum() {
+    let dir = TempDir::new("ckpt-flip-meta");
+    let good = dir.path("good.safetensors");
+    sample_checkpoint()
+        .with_metadata("step", "1500")
+        .save(&good)
+        .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let at = 8 + header(&bytes).find("\"step\":\"1500\"").unwrap() + "\"step\":\"".len();
+    let mut bad = bytes.clone();
+    bad[at] = b'9'; // step 9500
+    let p = dir.write("step.safetensors", &bad);
+    assert_format(
+        Checkpoint::load(&p).unwrap_err(),
+        &p,
+        &["do not match their checksum", "damaged"],
     );
 }
 
@@ -1103,7 +1135,7 @@ fn checkpoint_without_checksum_still_loads() {
     // Saved again, it gains a checksum.
     let again = dir.path("again.safetensors");
     c.save(&again).unwrap();
-    assert!(header(&std::fs::read(&again).unwrap()).contains("\"ncsn.data_crc32\":\""));
+    assert!(header(&std::fs::read(&again).unwrap()).contains("\"ncsn.crc32\":\""));
     assert_eq!(Checkpoint::load(&again).unwrap(), c);
 }
 

@@ -268,7 +268,7 @@ fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
     assert!(matches!(err, Error::Format { .. }), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("checkpoint.safetensors") && msg.contains("does not match its checksum"),
+        msg.contains("checkpoint.safetensors") && msg.contains("do not match their checksum"),
         "{msg}"
     );
     assert_eq!(

@@ -13,14 +13,15 @@
 //! [`save`] writes through [`write_atomic`]: the bytes go to a temporary file in the target's
 //! directory, are flushed to disk, and the temporary file is renamed over the target. A crash or
 //! a full disk at any moment leaves either the old checkpoint or the new one, never a torn file.
-//! The header's metadata carries, under [`CHECKSUM_KEY`], the CRC-32 of the data section (every
-//! byte after the header), so that bytes changed on disk or on the way are noticed on reading.
+//! The header's metadata carries, under [`CHECKSUM_KEY`], a CRC-32 of the data section (every
+//! byte after the header) and of the other metadata entries, so that bytes changed on disk or on
+//! the way are noticed on reading.
 //!
 //! # Reading
 //!
 //! [`load`] checks the whole file before returning anything: a truncated or corrupt file, or a
 //! tensor of another dtype than `F32` (named, with its dtype), is an [`Error::Format`] naming the
-//! file, and so is a file whose data does not match the checksum in its header (one without the
+//! file, and so is a file whose data or metadata does not match the checksum in its header (one without the
 //! checksum, such as a file converted from PyTorch, is read as it is). [`check_shapes`] then
 //! compares the loaded set with what a model expects and reports every missing, extra and
 //! mis-shaped tensor at once; [`load_expecting`] does both. Loading never touches a model: the
@@ -194,11 +195,29 @@ pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
 }
 
 // ANCHOR: checksum
-/// The metadata key under which [`save`] stores the CRC-32 of the data section, every byte after
-/// the header, as 8 lowercase hex digits. [`load`] checks it when present and removes it from the
-/// metadata it hands back; [`save`] refuses it in the caller's metadata. It cannot be mistaken for
-/// the training state's keys (`step`, `config`, `optimizer.…`).
-pub const CHECKSUM_KEY: &str = "ncsn.data_crc32";
+/// The metadata key under which [`save`] stores the file's [`checksum`] as 8 lowercase hex
+/// digits. [`load`] checks it when present and removes it from the metadata it hands back;
+/// [`save`] refuses it in the caller's metadata. It cannot be mistaken for the training state's
+/// keys (`step`, `config`, `optimizer.…`).
+pub const CHECKSUM_KEY: &str = "ncsn.crc32";
+
+/// The CRC-32 stored under [`CHECKSUM_KEY`]: of the data section (every byte after the header),
+/// then of the other metadata entries in key order, each key and value followed by a zero byte.
+/// The tensors' names, shapes and byte ranges need no checksum of their own: the loader checks
+/// that the ranges tile the data and the caller that names and shapes are the model's. The
+/// metadata's values (a step, a random stream's position, the configuration) are checked by
+/// nothing else.
+fn checksum(data: &[u8], metadata: &Metadata) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    for (key, value) in metadata.iter().filter(|(k, _)| *k != CHECKSUM_KEY) {
+        for part in [key, value] {
+            crc.update(part.as_bytes());
+            crc.update(&[0]);
+        }
+    }
+    crc.finalize()
+}
 
 /// What [`save`] writes under [`CHECKSUM_KEY`] before the data exists: as wide as any checksum, so
 /// that filling it in moves no byte of the file.
@@ -209,13 +228,13 @@ fn header_len(bytes: &[u8]) -> usize {
     u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize
 }
 
-/// Fills in the checksum of a file that [`safetensors::serialize`] has just produced with
-/// [`CHECKSUM_PLACEHOLDER`] under [`CHECKSUM_KEY`]. The header comes before the data it describes,
-/// so the data's checksum cannot be known when the header is written; the placeholder keeps its
-/// place, and the checksum's eight digits then overwrite its eight zeros.
-fn seal(bytes: &mut [u8]) {
+/// Fills in the checksum of a file that [`safetensors::serialize`] has just produced from
+/// `metadata` with [`CHECKSUM_PLACEHOLDER`] added under [`CHECKSUM_KEY`]. The header comes before
+/// the data it describes, so the data's checksum cannot be known when the header is written; the
+/// placeholder keeps its place, and the checksum's eight digits then overwrite its eight zeros.
+fn seal(bytes: &mut [u8], metadata: &Metadata) {
     let start = 8 + header_len(bytes);
-    let crc = crc32fast::hash(&bytes[start..]);
+    let crc = checksum(&bytes[start..], metadata);
     // serde_json writes the entry without spaces. Nothing else matches: a tensor of that name is
     // followed by `{`, and inside another metadata string the quotes would be escaped.
     let entry = format!("\"{CHECKSUM_KEY}\":\"{CHECKSUM_PLACEHOLDER}\"");
@@ -227,10 +246,16 @@ fn seal(bytes: &mut [u8]) {
     bytes[value..value + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
 }
 
-/// Checks the data section of `bytes`, whose header is `header_len` bytes long, against the value
-/// stored under [`CHECKSUM_KEY`]: an [`Error::Format`] naming `path` if it is not a checksum or
-/// does not match.
-fn verify(path: &Path, bytes: &[u8], header_len: usize, stored: &str) -> Result<()> {
+/// Checks the data section of `bytes`, whose header is `header_len` bytes long, and `metadata`
+/// against the value stored under [`CHECKSUM_KEY`]: an [`Error::Format`] naming `path` if it is
+/// not a checksum or does not match.
+fn verify(
+    path: &Path,
+    bytes: &[u8],
+    header_len: usize,
+    metadata: &Metadata,
+    stored: &str,
+) -> Result<()> {
     // Exactly 8 hex digits (`from_str_radix` alone would also take "+1" or "a").
     let hex = stored.len() == 8 && stored.bytes().all(|b| b.is_ascii_hexdigit());
     let stored_crc = u32::from_str_radix(stored, 16)
@@ -242,13 +267,13 @@ fn verify(path: &Path, bytes: &[u8], header_len: usize, stored: &str) -> Result<
                 format!("metadata `{CHECKSUM_KEY}` = {stored:?} is not a CRC-32 (8 hex digits)"),
             )
         })?;
-    let crc = crc32fast::hash(&bytes[8 + header_len..]);
+    let crc = checksum(&bytes[8 + header_len..], metadata);
     if crc != stored_crc {
         return Err(Error::format(
             path,
             format!(
-                "the data does not match its checksum (`{CHECKSUM_KEY}` is {stored_crc:08x}, the \
-                 data's CRC-32 is {crc:08x}): the file is damaged"
+                "the data and metadata do not match their checksum (`{CHECKSUM_KEY}` is \
+                 {stored_crc:08x}, theirs is {crc:08x}): the file is damaged"
             ),
         ));
     }
@@ -320,16 +345,16 @@ pub fn save<'a, S: AsRef<str>>(
     meta.insert(CHECKSUM_KEY.into(), CHECKSUM_PLACEHOLDER.into());
     let mut bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::Invalid(format!("{}: cannot serialise: {e}", path.display())))?;
-    seal(&mut bytes);
+    seal(&mut bytes, metadata);
     write_atomic(path, &bytes)
 }
 
 /// Reads a safetensors file of `f32` tensors.
 ///
 /// The whole file is validated first: a file that is truncated, has a corrupt header or byte
-/// ranges that do not tile the data, has data that does not match the checksum stored under
-/// [`CHECKSUM_KEY`], or holds tensors of any other dtype than `F32` (each named with its dtype) is
-/// an [`Error::Format`] naming the file. A file without a checksum is read unchecked. Nothing is
+/// ranges that do not tile the data, has data or metadata that does not match the checksum
+/// stored under [`CHECKSUM_KEY`], or holds tensors of any other dtype than `F32` (each named with
+/// its dtype) is an [`Error::Format`] naming the file. A file without a checksum is read unchecked. Nothing is
 /// returned unless every tensor was read; the checksum is not among the metadata returned.
 pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
@@ -347,7 +372,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
     if let Some(stored) = metadata.remove(CHECKSUM_KEY) {
-        verify(path, &bytes, header_len, &stored)?;
+        verify(path, &bytes, header_len, &metadata, &stored)?;
     }
     // ANCHOR_END: verify_on_load
     let file = SafeTensors::deserialize(&bytes).map_err(corrupt)?;

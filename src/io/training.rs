@@ -10,7 +10,7 @@
 //! | tensor `optimizer.<param>.exp_avg`, `….exp_avg_sq` | Adam's first and second moments |
 //! | metadata `optimizer.<param>.step` | Adam's per-parameter step count |
 //! | metadata `step` | the training step |
-//! | metadata `ncsn.data_crc32` | the CRC-32 of all tensor data ([`checkpoint::CHECKSUM_KEY`]; [`crate::io::load`] checks it and leaves it out of the metadata) |
+//! | metadata `ncsn.crc32` | a CRC-32 of all tensor data and the other metadata ([`checkpoint::CHECKSUM_KEY`]; [`crate::io::load`] checks it and leaves it out of the metadata) |
 //!
 //! A parameters-only file (the first row alone) is what [`ParamStore::save`] writes and what a
 //! converted reference checkpoint looks like; [`ParamStore::load`] reads it.
