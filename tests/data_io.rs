@@ -1038,11 +1038,7 @@ fn checkpoint_flipped_data_bytes_are_refused_by_the_checksum() {
             assert_format(
                 Checkpoint::load(&p).unwrap_err(),
                 &p,
-                &[
-                    "do not match their checksum",
-                    "ncsn.crc32",
-                    "damaged",
-                ],
+                &["do not match their checksum", "ncsn.crc32", "damaged"],
             );
         }
     }

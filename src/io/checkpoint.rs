@@ -195,8 +195,9 @@ pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
 }
 
 // ANCHOR: checksum
-/// The metadata key under which [`save`] stores the file's [`checksum`] as 8 lowercase hex
-/// digits. [`load`] checks it when present and removes it from the metadata it hands back;
+/// The metadata key under which [`save`] stores the file's checksum as 8 lowercase hex digits: a
+/// CRC-32 of the data section (every byte after the header), then of the other metadata entries
+/// in key order. [`load`] checks it when present and removes it from the metadata it hands back;
 /// [`save`] refuses it in the caller's metadata. It cannot be mistaken for the training state's
 /// keys (`step`, `config`, `optimizer.…`).
 pub const CHECKSUM_KEY: &str = "ncsn.crc32";
