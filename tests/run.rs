@@ -1102,6 +1102,26 @@ fn a_resumed_run_keeps_its_course() {
         "--ema",
         "0.9",
     ];
+    // Other pictures of the same size and number (another --data) are not the run's either.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    write_idx(&other, "t10k", 24, 28);
+    let flags = [
+        &[
+            "--data",
+            other.to_str().unwrap(),
+            "--out",
+            o,
+            "--quiet",
+            "--train",
+        ],
+        &again[..],
+    ];
+    let err = run::run(DatasetKind::Mnist, &cli(&flags.concat()), |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("other training pictures"), "{err}");
     assert_eq!(go(&again).unwrap().resumed_from, Some(2));
 
     std::fs::write(out.join("results.json"), "{ not json").unwrap();

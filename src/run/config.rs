@@ -139,6 +139,10 @@ pub struct RunConfig {
     pub ema_mu: Option<f64>,
     /// Pictures held out of the training set for the test loss when the data has no test split.
     pub holdout: usize,
+    /// The CRC-32 of the training pictures, recorded when a run trains, so that resuming can tell
+    /// whether it is given the same pictures (absent in configurations from before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_data_crc32: Option<u32>,
     /// ε of annealed Langevin dynamics (Algorithm 1): the step at the smallest level.
     pub step_size: f32,
     /// T: Langevin steps at each noise level.
@@ -191,6 +195,7 @@ impl RunConfig {
             test_every: 100,
             ema_mu: None,
             holdout: 1_000,
+            train_data_crc32: None,
             step_size: 2e-5,
             n_steps_each: 100,
             n_samples: 64,
