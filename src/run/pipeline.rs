@@ -381,7 +381,7 @@ fn resume_mismatch(stored: &RunConfig, now: &RunConfig) -> Option<String> {
 }
 
 /// The CRC-32 of a data set's pictures: their shape, then their bytes in `(N, C, H, W)` order.
-/// A few milliseconds for the 50,000 CIFAR-10 training pictures.
+/// At the 8 GB/s `crc32fast` reaches here, about 20 ms for CIFAR-10's 150 MB of training pictures.
 fn pictures_crc32(data: &Dataset) -> u32 {
     let mut crc = crc32fast::Hasher::new();
     for d in data.images.shape() {
