@@ -815,19 +815,36 @@ fn a_checkpoint_with_a_huge_stored_width_is_refused() {
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     write_mnist(&data, 24);
+    let ckpt = tmp.path().join("huge.safetensors");
+    let out = tmp.path().join("out");
+    let m = TinyNet::new(1, 10, &mut ChaCha8Rng::seed_from_u64(1));
+    let built = Cell::new(false);
+    // Samples from a checkpoint whose stored configuration is `stored`, and checks that the run
+    // is refused naming the checkpoint and `named`, with no network built and nothing written.
+    let refused = |stored: &RunConfig, args: &Args, named: &str| {
+        Checkpoint::new()
+            .with_tensor("a", m.a.to_array())
+            .with_tensor("b", m.b.to_array())
+            .with_metadata("config", stored.to_json())
+            .save(&ckpt)
+            .unwrap();
+        let err = run::run(DatasetKind::Mnist, args, |c, rng| {
+            built.set(true);
+            TinyNet::new(1, c.num_classes, rng)
+        })
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("huge.safetensors") && msg.contains(named),
+            "{msg}"
+        );
+        assert!(!built.get(), "a network was built");
+        assert!(!out.exists());
+    };
     let stored = RunConfig {
         ngf: 100_000_000_000,
         ..RunConfig::preset(DatasetKind::Mnist, Preset::Cpu)
     };
-    let ckpt = tmp.path().join("huge.safetensors");
-    let m = TinyNet::new(1, 10, &mut ChaCha8Rng::seed_from_u64(1));
-    Checkpoint::new()
-        .with_tensor("a", m.a.to_array())
-        .with_tensor("b", m.b.to_array())
-        .with_metadata("config", stored.to_json())
-        .save(&ckpt)
-        .unwrap();
-    let out = tmp.path().join("out");
     let args = cli(&[
         "--data",
         data.to_str().unwrap(),
@@ -842,19 +859,7 @@ fn a_checkpoint_with_a_huge_stored_width_is_refused() {
         "--checkpoint",
         ckpt.to_str().unwrap(),
     ]);
-    let built = Cell::new(false);
-    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
-        built.set(true);
-        TinyNet::new(1, c.num_classes, rng)
-    })
-    .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("huge.safetensors") && msg.contains("ngf"),
-        "{msg}"
-    );
-    assert!(!built.get(), "a network was built");
-    assert!(!out.exists());
+    refused(&stored, &args, "ngf");
 
     // A width that is allowed, with more samples than fit one batch through a network that wide:
     // each setting is fine alone (the command line's default width is 16), not together.
@@ -862,30 +867,13 @@ fn a_checkpoint_with_a_huge_stored_width_is_refused() {
         ngf: config::MAX_NGF,
         ..stored
     };
-    Checkpoint::new()
-        .with_tensor("a", m.a.to_array())
-        .with_tensor("b", m.b.to_array())
-        .with_metadata("config", stored.to_json())
-        .save(&ckpt)
-        .unwrap();
     let many = config::MAX_CHAINS_TIMES_NGF / config::MAX_NGF + 1;
     let args = Args {
         n_samples: Some(many),
         ..args
     };
     args.config(DatasetKind::Mnist).unwrap();
-    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
-        built.set(true);
-        TinyNet::new(1, c.num_classes, rng)
-    })
-    .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("huge.safetensors") && msg.contains("--n-samples, --ngf"),
-        "{msg}"
-    );
-    assert!(!built.get(), "a network was built");
-    assert!(!out.exists());
+    refused(&stored, &args, "--n-samples, --ngf");
 }
 
 #[test]
