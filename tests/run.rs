@@ -94,6 +94,13 @@ impl ScoreNet for TinyNet {
     }
 }
 
+/// Runs the MNIST pipeline with `args` and the tiny network in place of the RefineNet.
+fn run_tiny(args: &Args) -> ncsn::Result<run::Results> {
+    run::run(DatasetKind::Mnist, args, |c, rng| {
+        TinyNet::new(1, c.num_classes, rng)
+    })
+}
+
 fn tiny_dataset(n: usize, c: usize, side: usize, seed: u64) -> Dataset {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let images = Array4::from_shape_fn((n, c, side, side), |_| rng.random::<u8>());
@@ -563,10 +570,7 @@ fn missing_data_and_missing_checkpoints_are_named() {
         "--quiet",
     ])
     .unwrap();
-    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
-        TinyNet::new(1, c.num_classes, rng)
-    })
-    .unwrap_err();
+    let err = run_tiny(&args).unwrap_err();
     assert!(err.to_string().contains("no-such-dir"), "{err}");
     assert!(err.to_string().contains("--data"), "{err}");
 
@@ -583,10 +587,7 @@ fn missing_data_and_missing_checkpoints_are_named() {
         "--quiet",
     ])
     .unwrap();
-    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
-        TinyNet::new(1, c.num_classes, rng)
-    })
-    .unwrap_err();
+    let err = run_tiny(&args).unwrap_err();
     assert!(err.to_string().contains("no checkpoint at"), "{err}");
 }
 
@@ -925,10 +926,7 @@ fn a_run_directory_fixes_the_network_and_bad_settings_write_nothing() {
         "--batch-size",
         "4",
     ]);
-    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
-        TinyNet::new(1, c.num_classes, rng)
-    })
-    .unwrap_err();
+    let err = run_tiny(&args).unwrap_err();
     assert!(
         err.to_string()
             .contains("a-file: exists and is not a directory"),
@@ -996,10 +994,7 @@ fn test_pictures_of_another_size_are_refused() {
         "--batch-size",
         "4",
     ]);
-    let err = run::run(DatasetKind::Mnist, &args, |c, rng| {
-        TinyNet::new(1, c.num_classes, rng)
-    })
-    .unwrap_err();
+    let err = run_tiny(&args).unwrap_err();
     assert!(
         err.to_string().contains("test pictures are (1, 1, 1)"),
         "{err}"
@@ -1020,9 +1015,7 @@ fn a_resumed_run_keeps_its_course() {
     let o = out.to_str().unwrap();
     let go = |list: &[&str]| {
         let args = cli(&[&["--data", d, "--out", o, "--quiet", "--train"], list].concat());
-        run::run(DatasetKind::Mnist, &args, |c, rng| {
-            TinyNet::new(1, c.num_classes, rng)
-        })
+        run_tiny(&args)
     };
 
     // Refused before the run directory is made.
@@ -1105,10 +1098,7 @@ fn a_resumed_run_keeps_its_course() {
         ],
         &again[..],
     ];
-    let err = run::run(DatasetKind::Mnist, &cli(&flags.concat()), |c, rng| {
-        TinyNet::new(1, c.num_classes, rng)
-    })
-    .unwrap_err();
+    let err = run_tiny(&cli(&flags.concat())).unwrap_err();
     assert!(err.to_string().contains("other training pictures"), "{err}");
     assert_eq!(go(&again).unwrap().resumed_from, Some(2));
 
