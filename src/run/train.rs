@@ -223,8 +223,8 @@ pub fn plot_losses(path: &Path, rows: &[LossRow]) -> Result<()> {
     )
 }
 
-/// The prefix of Adam's entries in a training checkpoint.
-pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+/// The prefix of Adam's entries in a training checkpoint (the same as `io::training`'s files).
+pub use crate::io::training::OPTIMIZER_PREFIX;
 /// The prefix of the EMA's entries in a training checkpoint.
 pub const EMA_PREFIX: &str = "ema.";
 
