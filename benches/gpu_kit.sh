@@ -41,6 +41,15 @@ die() {
 for f in models/__init__.py models/cond_refinenet_dilated.py; do
     [ -f "$NCSN/$f" ] || die "$NCSN/$f: missing (the argument is a checkout of ermongroup/ncsn)"
 done
+# An emptied or truncated copy would only fail on the GPU machine, as an ImportError in the
+# PyTorch part, after the lease's minutes are spent.
+model=$NCSN/models/cond_refinenet_dilated.py
+grep -q '^class CondRefineNetDilated(nn.Module):' "$model" ||
+    die "$model: defines no CondRefineNetDilated (empty, or not the reference file)"
+if command -v python3 >/dev/null; then
+    python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$model" ||
+        die "$model: not valid Python"
+fi
 compgen -G "$DATA/data_batch_*.bin" >/dev/null || die "$DATA: no data_batch_*.bin (set DATA)"
 command -v glslc >/dev/null || die "glslc not found: run .ci/vulkan-deps first"
 

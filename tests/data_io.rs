@@ -575,6 +575,31 @@ fn image_folder_refuses_strips_and_huge_pictures_naming_them() {
     );
 }
 
+/// An output size whose dataset cannot be held in memory is an error, not an aborted process:
+/// 3 × (2³² − 1)² bytes overflow a 64-bit size, and (2³² − 1)² bytes are more than any
+/// allocation may be (isize::MAX), so both fail on every machine before a picture is decoded.
+#[test]
+fn image_folder_refuses_a_size_that_cannot_fit_in_memory() {
+    let dir = TempDir::new("folder-size");
+    write_png_rgb(&dir.path("a.png"), 2, 2, |_, _| [1, 2, 3]);
+    for mode in [ColorMode::Rgb, ColorMode::Grey] {
+        let err = image_folder::load(&dir.0, u32::MAX, mode).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("do not fit in memory") && msg.contains(&format!("{}", u32::MAX)),
+            "{msg}"
+        );
+    }
+    // The same folder at a sensible size loads.
+    assert_eq!(
+        image_folder::load(&dir.0, 2, ColorMode::Rgb)
+            .unwrap()
+            .images
+            .dim(),
+        (1, 3, 2, 2)
+    );
+}
+
 #[test]
 fn image_folder_undecodable_file_names_it() {
     let dir = TempDir::new("folder-bad");

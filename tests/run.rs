@@ -646,6 +646,7 @@ fn settings_a_run_cannot_use_are_refused_naming_the_flag() {
     for (flag, value) in [
         ("--ngf", "0"),
         ("--ngf", "1"),
+        ("--steps", "0"),
         ("--n-steps-each", "0"),
         ("--n-samples", "0"),
         ("--batch-size", "0"),
@@ -679,6 +680,8 @@ fn settings_a_run_cannot_use_are_refused_naming_the_flag() {
     assert!(count("99999999999999999999999").is_err()); // beyond usize
     // The smallest values that work are accepted.
     let edge = [
+        "--steps",
+        "1",
         "--ngf",
         "2",
         "--ema",

@@ -201,9 +201,10 @@ fn load_one(path: &Path, size: u32, mode: ColorMode, out: &mut Vec<u8>) -> Resul
 /// Loads every PNG/JPEG directly in `dir` (sorted by name) as a `(N, C, size, size)` dataset
 /// without labels; see the [module docs](self) for the resize and crop.
 ///
-/// Fails if `size` is zero, if the directory cannot be read or holds no picture file, or, naming
-/// the file, if a picture cannot be read or decoded or is too elongated or too large (see
-/// [`MAX_ASPECT_RATIO`], [`MAX_SIDE`], [`MAX_DECODED_BYTES`]).
+/// Fails if `size` is zero or the dataset at that size would not fit in memory, if the directory
+/// cannot be read or holds no picture file, or, naming the file, if a picture cannot be read or
+/// decoded or is too elongated or too large (see [`MAX_ASPECT_RATIO`], [`MAX_SIDE`],
+/// [`MAX_DECODED_BYTES`]).
 pub fn load(dir: impl AsRef<Path>, size: u32, mode: ColorMode) -> Result<Dataset> {
     let dir = dir.as_ref();
     if size == 0 {
@@ -216,7 +217,22 @@ pub fn load(dir: impl AsRef<Path>, size: u32, mode: ColorMode) -> Result<Dataset
         return Err(Error::format(dir, "no PNG or JPEG files in this directory"));
     }
     let s = size as usize;
-    let mut pixels = Vec::with_capacity(files.len() * mode.channels() * s * s);
+    // The caller's size times the number of files may ask for more memory than there is: say so
+    // instead of aborting the process.
+    let bytes = files
+        .len()
+        .checked_mul(mode.channels() * s)
+        .and_then(|b| b.checked_mul(s));
+    let mut pixels = Vec::new();
+    bytes
+        .and_then(|b| pixels.try_reserve_exact(b).ok())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "image folder {}: {} pictures of {size}×{size} do not fit in memory",
+                dir.display(),
+                files.len()
+            ))
+        })?;
     for file in &files {
         load_one(file, size, mode, &mut pixels)?;
     }

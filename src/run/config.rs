@@ -246,6 +246,7 @@ impl RunConfig {
             )))
         };
         let at_least_one = [
+            ("n_iters", "--steps", self.n_iters),
             ("batch_size", "--batch-size", self.batch_size),
             ("n_steps_each", "--n-steps-each", self.n_steps_each),
             ("n_samples", "--n-samples", self.n_samples),
