@@ -41,7 +41,7 @@ die() {
 for f in models/__init__.py models/cond_refinenet_dilated.py; do
     [ -f "$NCSN/$f" ] || die "$NCSN/$f: missing (the argument is a checkout of ermongroup/ncsn)"
 done
-# An emptied or truncated copy would only fail on the GPU machine, as an ImportError in the
+# An emptied copy would only fail on the GPU machine, as an ImportError in the
 # PyTorch part, after the lease's minutes are spent.
 model=$NCSN/models/cond_refinenet_dilated.py
 grep -q '^class CondRefineNetDilated(nn.Module):' "$model" ||
