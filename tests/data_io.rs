@@ -1043,6 +1043,59 @@ fn checkpoint_stores_the_crc32_of_its_data_section() {
     assert!(!other.exists(), "nothing written on failure");
 }
 
+/// Same tensors and metadata, same bytes: the header's keys are written in sorted order, so two
+/// runs with the same seed write identical checkpoints (a hash of one names the other). Eight
+/// metadata keys, saved from eight separately built maps: a writer that followed a hash map's
+/// per-instance order would put them in one of 8! orders.
+#[test]
+fn checkpoint_bytes_are_a_function_of_its_contents() {
+    let dir = TempDir::new("ckpt-bytes");
+    let build = || {
+        (0..8).fold(sample_checkpoint(), |c, i| {
+            c.with_metadata(format!("key{}", (i * 5) % 8), i)
+        })
+    };
+    let first = dir.path("a.safetensors");
+    build().save(&first).unwrap();
+    let bytes = std::fs::read(&first).unwrap();
+    for i in 0..8 {
+        let again = dir.path(&format!("b{i}.safetensors"));
+        build().save(&again).unwrap();
+        assert!(std::fs::read(&again).unwrap() == bytes, "save {i} differs");
+    }
+    // The layout, exactly: every key of the header in sorted order, so `__metadata__` and then
+    // the tensors by name, their offsets without gaps,
+    // the header padded with spaces so that the data starts 8-byte aligned.
+    let head = header(&bytes);
+    let crc = &head[head.find("\"ncsn.crc32\":\"").unwrap() + 14..][..8];
+    let want = format!(
+        "{{\"__metadata__\":{{\"config\":\"{{\\\"lr\\\": 0.001}}\",\"key0\":\"0\",\"key1\":\"5\",\
+         \"key2\":\"2\",\"key3\":\"7\",\"key4\":\"4\",\"key5\":\"1\",\"key6\":\"6\",\"key7\":\"3\",\
+         \"ncsn.crc32\":\"{crc}\",\"step\":\"1234\"}},\
+         \"layer.bias\":{{\"data_offsets\":[0,12],\"dtype\":\"F32\",\"shape\":[3]}},\
+         \"layer.weight\":{{\"data_offsets\":[12,36],\"dtype\":\"F32\",\"shape\":[2,3]}},\
+         \"scale\":{{\"data_offsets\":[36,40],\"dtype\":\"F32\",\"shape\":[]}}}}"
+    );
+    assert_eq!(head.trim_end_matches(' '), want);
+    assert_eq!((8 + head.len()) % 8, 0);
+    assert!(head.len() - want.len() < 8, "no more padding than alignment needs");
+}
+
+/// A metadata key that contains the checksum's key, quotes and all, is just another key: the
+/// checksum is written where the header puts it, not found by searching the header's text.
+#[test]
+fn checkpoint_metadata_that_mentions_the_checksum_key_is_stored_as_it_is() {
+    let dir = TempDir::new("ckpt-quoted");
+    let path = dir.path("m.safetensors");
+    let c = sample_checkpoint()
+        .with_metadata("note\"ncsn.crc32", "00000000")
+        .with_metadata("x", "\"ncsn.crc32\":\"00000000\"");
+    c.save(&path).unwrap();
+    let back = Checkpoint::load(&path).unwrap();
+    assert_eq!(back.metadata, c.metadata);
+    assert_eq!(bits(&back), bits(&c));
+}
+
 #[test]
 fn checkpoint_flipped_data_bytes_are_refused_by_the_checksum() {
     let dir = TempDir::new("ckpt-flip-data");

@@ -242,6 +242,43 @@ fn sliced_trace_is_unbiased() {
     }
 }
 
+/// Directions for samples that are arrays (an image batch `(N, C, H, W)`) are drawn per sample,
+/// not per pixel: E[v vᵀ] = I over all D = C·H·W coordinates, and a sphere direction has length √D.
+///
+/// 4000 directions of shape (3, 4, 4): for every coordinate j, the mean of v_j² must be 1 and the
+/// mean of v_j v_{j+1} must be 0 within the Monte Carlo bound. Normalising each pixel's C-vector
+/// instead, as a per-axis-1 norm would, makes E[v_j²] = H·W = 16.
+#[test]
+fn projections_of_array_samples_are_isotropic_per_sample() {
+    let (n, shape) = (4000usize, [3usize, 4, 4]);
+    let d: usize = shape.iter().product();
+    for (k, proj) in [
+        Projection::Gaussian,
+        Projection::Rademacher,
+        Projection::Sphere,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let v = proj.sample(&[n, shape[0], shape[1], shape[2]], &mut rng(90 + k as u64));
+        assert_eq!(v.shape(), &[n, shape[0], shape[1], shape[2]]);
+        let flat = rows(&v.reshape(&[n, d]));
+        for j in 0..d {
+            let sq: Vec<f64> = flat.iter().map(|r| r[j] * r[j]).collect();
+            assert_mc(&format!("{proj:?}: E[v_{j}²] = 1"), &sq, 1.0);
+            let cross: Vec<f64> = flat.iter().map(|r| r[j] * r[(j + 1) % d]).collect();
+            assert_mc(&format!("{proj:?}: E[v_{j} v_next] = 0"), &cross, 0.0);
+        }
+        if proj == Projection::Sphere {
+            for (i, r) in flat.iter().enumerate() {
+                let len2: f64 = r.iter().map(|x| x * x).sum();
+                // f32 rounding of 48 squares and a square root: far below 1e-4 relative.
+                assert!((len2 - d as f64).abs() <= 1e-4 * d as f64, "row {i}: ‖v‖² = {len2}");
+            }
+        }
+    }
+}
+
 /// SSM and SSM-VR equal ESM in expectation over the directions, at a fixed batch.
 ///
 /// 300 independent evaluations of each sliced loss (each on the same 64-point batch with fresh

@@ -27,15 +27,14 @@
 //! mis-shaped tensor at once; [`load_expecting`] does both. Loading never touches a model: the
 //! caller copies tensors in only after these checks pass.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::{Error, Result};
 
@@ -220,31 +219,52 @@ fn checksum(data: &[u8], metadata: &Metadata) -> u32 {
     crc.finalize()
 }
 
-/// What [`save`] writes under [`CHECKSUM_KEY`] before the data exists: as wide as any checksum, so
-/// that filling it in moves no byte of the file.
-const CHECKSUM_PLACEHOLDER: &str = "00000000";
-
-/// The length of the header that follows the `u64` length at the start of a safetensors file.
-fn header_len(bytes: &[u8]) -> usize {
-    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize
-}
-
-/// Fills in the checksum of a file that [`safetensors::serialize`] has just produced from
-/// `metadata` with [`CHECKSUM_PLACEHOLDER`] added under [`CHECKSUM_KEY`]. The header comes before
-/// the data it describes, so the data's checksum cannot be known when the header is written; the
-/// placeholder keeps its place, and the checksum's eight digits then overwrite its eight zeros.
-fn seal(bytes: &mut [u8], metadata: &Metadata) {
-    let start = 8 + header_len(bytes);
-    let crc = checksum(&bytes[start..], metadata);
-    // serde_json writes the entry without spaces. Nothing else matches: a tensor of that name is
-    // followed by `{`, and inside another metadata string the quotes would be escaped.
-    let entry = format!("\"{CHECKSUM_KEY}\":\"{CHECKSUM_PLACEHOLDER}\"");
-    let at = bytes[8..start]
-        .windows(entry.len())
-        .position(|w| w == entry.as_bytes())
-        .expect("the placeholder was serialised into the header");
-    let value = 8 + at + entry.len() - 1 - CHECKSUM_PLACEHOLDER.len();
-    bytes[value..value + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+/// The bytes of a safetensors file holding `tensors` (in name order, no gaps) and `metadata` plus
+/// [`CHECKSUM_KEY`]. All of the header's keys are in sorted order (serde_json's map is ordered), so the
+/// same tensors and metadata always give the same bytes: two runs with the same seed write
+/// identical files.
+///
+/// The header comes before the data it describes, yet holds the data's checksum. Its length does
+/// not depend on the checksum's value (always 8 hex digits), so the header is laid out first with
+/// a zero checksum, the data is written after it, and the header is then written again, with the
+/// checksum of that data, over the same bytes.
+fn serialize(tensors: &[(String, ArrayViewD<'_, f32>)], metadata: &Metadata) -> Vec<u8> {
+    let header = |crc: u32| -> Vec<u8> {
+        let mut meta = serde_json::Map::new();
+        for (key, value) in metadata {
+            meta.insert(key.clone(), value.clone().into());
+        }
+        meta.insert(CHECKSUM_KEY.into(), format!("{crc:08x}").into());
+        let mut json = serde_json::Map::new();
+        json.insert("__metadata__".into(), meta.into());
+        let mut offset = 0;
+        for (name, view) in tensors {
+            let end = offset + 4 * view.len();
+            json.insert(
+                name.clone(),
+                serde_json::json!({"dtype": "F32", "shape": view.shape(), "data_offsets": [offset, end]}),
+            );
+            offset = end;
+        }
+        let mut bytes = serde_json::to_vec(&json).expect("strings and numbers always serialise");
+        // The data starts 8-byte aligned, as the safetensors writer pads it.
+        bytes.resize(bytes.len().next_multiple_of(8), b' ');
+        bytes
+    };
+    let head = header(0);
+    let data_len: usize = tensors.iter().map(|(_, v)| 4 * v.len()).sum();
+    let mut bytes = Vec::with_capacity(8 + head.len() + data_len);
+    bytes.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&head);
+    for (_, view) in tensors {
+        // Logical (row-major) order, whatever the view's strides: the file is C-ordered.
+        bytes.extend(view.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    let start = 8 + head.len();
+    let sealed = header(checksum(&bytes[start..], metadata));
+    assert_eq!(sealed.len(), head.len(), "the checksum has a fixed width");
+    bytes[8..start].copy_from_slice(&sealed);
+    bytes
 }
 
 /// Checks the data section of `bytes`, whose header is `header_len` bytes long, and `metadata`
@@ -282,26 +302,6 @@ fn verify(
 }
 // ANCHOR_END: checksum
 
-/// An `f32` array seen as a safetensors tensor; its little-endian bytes are produced only when
-/// the serializer asks for them.
-struct F32View<'a>(ArrayViewD<'a, f32>);
-
-impl View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        self.0.shape()
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        // Logical (row-major) order, whatever the view's strides: the file is C-ordered.
-        Cow::Owned(self.0.iter().flat_map(|v| v.to_le_bytes()).collect())
-    }
-    fn data_len(&self) -> usize {
-        self.0.len() * std::mem::size_of::<f32>()
-    }
-}
-
 /// Writes named `f32` tensors and string metadata to a safetensors file at `path`, atomically
 /// ([`write_atomic`]).
 ///
@@ -331,7 +331,7 @@ pub fn save<'a, S: AsRef<str>>(
                 path.display()
             )));
         }
-        views.push((name, F32View(view)));
+        views.push((name, view));
     }
     if metadata.contains_key(CHECKSUM_KEY) {
         return Err(Error::Invalid(format!(
@@ -339,15 +339,8 @@ pub fn save<'a, S: AsRef<str>>(
             path.display()
         )));
     }
-    let mut meta: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    meta.insert(CHECKSUM_KEY.into(), CHECKSUM_PLACEHOLDER.into());
-    let mut bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::Invalid(format!("{}: cannot serialise: {e}", path.display())))?;
-    seal(&mut bytes, metadata);
-    write_atomic(path, &bytes)
+    views.sort_by(|(a, _), (b, _)| a.cmp(b));
+    write_atomic(path, &serialize(&views, metadata))
 }
 
 /// Reads a safetensors file of `f32` tensors.

@@ -38,16 +38,20 @@ pub enum Projection {
 }
 
 impl Projection {
-    /// Draws a batch of directions of the given shape `(N, D)`.
+    /// Draws a batch of directions of the given shape: `(N, D)`, or `(N, …)` for samples that
+    /// are themselves arrays (an image batch `(N, C, H, W)` has D = C·H·W). Sample n's direction
+    /// is row n, whatever its shape; for [`Projection::Sphere`] its whole length is √D.
     pub fn sample(self, shape: &[usize], rng: &mut impl Rng) -> Tensor {
         let z = Tensor::randn(shape, rng);
         match self {
             Projection::Gaussian => z,
             Projection::Rademacher => z.sign(),
             Projection::Sphere => {
-                let d = shape[1..].iter().product::<usize>() as f32;
-                let norm = z.square().sum(&[1], true).sqrt();
-                z.div(&norm).mul_scalar(d.sqrt())
+                let n = shape.first().copied().unwrap_or(1);
+                let d = shape.iter().skip(1).product::<usize>();
+                let rows = z.reshape(&[n, d]);
+                let norm = rows.square().sum(&[1], true).sqrt();
+                rows.div(&norm).mul_scalar((d as f32).sqrt()).reshape(shape)
             }
         }
     }
