@@ -247,7 +247,8 @@ fn run(args: Args) -> ncsn::Result<()> {
     });
     let data = p.sample(10_000, &mut rng);
     let fisher_data = fisher(&net, &p, data.view());
-    // The reference's 101 × 101 evaluation grid on [−8, 8]² (np.linspace includes both ends).
+    // This example's own 101 × 101 evaluation grid on [−8, 8]², spacing 0.16, both ends included.
+    // The reference draws its densities on a 100 × 100 np.linspace grid, its arrows on 20 × 20.
     let lin: Vec<f32> = (0..101)
         .map(|i| LO + (HI - LO) * i as f32 / 100.0)
         .collect();

@@ -7,7 +7,11 @@
 //!
 //! # The map
 //!
-//! Dependencies point one way: each module uses only those above it.
+//! Each module uses only modules listed above it, and `error` (listed last) where it can fail, with
+//! two exceptions. `plot` writes its files through `io::write_atomic`. With the `vulkan` feature,
+//! `tensor` runs the ops of device tensors through `backend::vulkan`, and `optim` and
+//! `backend::vulkan` use each other: `optim` calls the device's Adam kernel, which takes its `f32`
+//! step numbers from `optim`, rounded as on the CPU.
 //!
 //! - [`tensor`] — [`Tensor`], an n-dimensional f32 array that records the op that made it. Op
 //!   families (unary, binary with broadcasting, reductions, movement, matmul, convolution,
