@@ -3,7 +3,9 @@
 # NVIDIA driver and PyTorch but no Rust toolchain, no Vulkan loader and no network:
 #
 #   KIT/bin/       refinenet_step and cifar10, built here with the `vulkan` feature and stripped
-#   KIT/gl/        the Vulkan loader (Debian's libvulkan1 .deb, amd64), unpacked there with dpkg -x
+#   KIT/gl/        the Vulkan loader and the GL vendor-neutral (libglvnd) libraries the NVIDIA
+#                  driver's Vulkan library may need (Debian .debs, amd64: the set the device
+#                  tool's README reports working there), unpacked there with dpkg -x
 #   KIT/data/      the CIFAR-10 binary batches
 #   KIT/ncsn/      the reference model's two files from a checkout of ermongroup/ncsn
 #                  (models/__init__.py, models/cond_refinenet_dilated.py), for pytorch_refinenet.py
@@ -65,13 +67,16 @@ cp "$NCSN/models/__init__.py" "$NCSN/models/cond_refinenet_dilated.py" "$KIT/ncs
 cp -r "$DATA" "$KIT/data/cifar10"
 chmod -R u+w "$KIT" # the data may come from a read-only folder
 
-echo "== downloading the Vulkan loader (libvulkan1, amd64)"
+echo "== downloading the Vulkan loader and the GL dispatch libraries (amd64)"
 lists=$(mktemp -d)
 apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists"
     -oAPT::Sandbox::User=root)
 mkdir -p "$lists/partial"
 apt-get "${apt_opts[@]}" update -qq
-(cd "$KIT/gl" && apt-get "${apt_opts[@]}" download libvulkan1)
+# libvulkan1 alone finds the driver's manifest, but the driver's library (libGLX_nvidia) may
+# need libglvnd's libraries, which a headless image may lack.
+(cd "$KIT/gl" && apt-get "${apt_opts[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 \
+    libgl1 libglx0 libgles2)
 rm -rf "$lists"
 
 # What runs on the GPU machine. Each part of gpu_measure.sh logs to its own file, so whatever
@@ -83,12 +88,31 @@ cat >"$KIT/run.sh" <<EOF
 #!/usr/bin/env bash
 # Written by benches/gpu_kit.sh: the GPU comparison from this kit. Run from the repository root.
 # BUDGET (default 540) bounds gpu_measure.sh, in seconds; its settings (E2E_STEPS, BATCH, ...)
-# pass through the environment. With \$OUT set, the results are bundled there.
+# pass through the environment. It first checks that the Vulkan device's name contains
+# EXPECT_DEVICE (default NVIDIA; llvmpipe to rehearse on lavapipe), and stops (exit 3) if not.
+# With \$OUT set, the results are bundled there.
 set -u
 KIT=$KIT
 for f in "\$KIT"/gl/*.deb; do dpkg -x "\$f" /; done
 ldconfig
 if [ -f "$VK_ICD" ]; then export VK_DRIVER_FILES="$VK_ICD"; fi
+chmod +x "\$KIT"/bin/*
+# Seconds, not minutes: does the Vulkan device open, and is it the GPU? A loader that finds no
+# driver, or finds only a CPU device, would otherwise show only after the PyTorch parts have spent
+# their minutes. On failure, say why and stop, while the machine is still warm for another try.
+probe=\$(timeout 120 "\$KIT/bin/refinenet_step" 1 1 --device vulkan 2>&1)
+if ! grep -q "on vulkan(.*\${EXPECT_DEVICE:-NVIDIA}" <<<"\$probe"; then
+    echo "run.sh: the Vulkan device is not the \${EXPECT_DEVICE:-NVIDIA} one; refinenet_step said:"
+    echo "\$probe" | tail -n 20
+    VK_LOADER_DEBUG=error,warn timeout 60 "\$KIT/bin/refinenet_step" 1 1 --device vulkan 2>&1 |
+        tail -n 30
+    ls -l /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1
+    if [ -n "\${OUT:-}" ]; then
+        { echo "\$probe"; ldconfig -p | grep -E 'vulkan|GLX|GLdispatch'; } >"\$OUT/summary.txt"
+    fi
+    exit 3
+fi
+echo "\$probe" | grep -m1 'on vulkan('
 LOG=\${OUT:+/tmp/}gpu_measure_out
 RUN=/tmp/ncsn-cifar10-run
 # A fresh run directory: an old one would make the end-to-end run resume from its checkpoint.

@@ -354,7 +354,7 @@ fn run(args: Args) -> ncsn::Result<()> {
 
     // ------------------------------------------------------------------ Fig. 1: manifold
     // The paper's mixture carried into a 2-D plane of ℝ⁴: no density in ℝ⁴.
-    let manifold = Embedded::new(p.clone(), 4, args.seed + 1);
+    let manifold = Embedded::new(p.clone(), 4, args.seed.wrapping_add(1));
     let manifold_run = |noise_std: f64, label: &str, rng: &mut ChaCha8Rng| {
         let store = ParamStore::new();
         let net = ScoreMlp::new(&store.root(), 4, 128, rng);
@@ -574,8 +574,12 @@ fn run(args: Args) -> ncsn::Result<()> {
         "total_seconds": total,
     });
     let path = out.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&results).expect("json"))
-        .map_err(|e| ncsn::Error::io(&path, e))?;
+    ncsn::io::write_atomic(
+        &path,
+        serde_json::to_string_pretty(&results)
+            .expect("json")
+            .as_bytes(),
+    )?;
     println!("wrote {} and figures to {}", path.display(), out.display());
     Ok(())
 }

@@ -805,8 +805,9 @@ mod tests {
     //   r(1−r)(1−2r)·Δ³ ≤ 0.1 Δ³ with Δ the difference of the component slopes, ≤ ~15 (plus the
     //   quadratic parts, whose third derivative is zero), so ≤ ~350: truncation ≤ 6e-9 at h = 1e-5.
     //   |log p| ≤ ~2000 at the far test points: rounding ≤ 4.4e-8.
-    // * Ring (r ≤ 4, s ≥ 0.5): the third derivative is (r/s²)³ (log I₀)''' ≤ 4096 · 0.2 ≈ 800:
-    //   truncation ≤ 1.4e-8.
+    // * Ring: the third derivative is (r/s²)³ (log I₀)''', and |(log I₀)'''| ≤ 0.2. For r ≤ 4,
+    //   s ≥ 0.5 that is ≤ 4096 · 0.2 ≈ 800, truncation ≤ 1.4e-8; for the thin ring (2, 0.3),
+    //   r/s² = 22.2 and it is ≤ 11,000 · 0.2 ≈ 2,200, truncation ≤ 3.7e-8.
     // So 1e-6 · (1 + |s|) leaves a margin of 20× or more while a wrong score (a missing factor, a sign,
     // a wrong responsibility) is off by O(1).
     const FD_H: f64 = 1e-5;

@@ -303,12 +303,16 @@ fn wrong_dtype_is_named() {
     let file = TempFile::new("dtype");
     save_training(&file.0, &model.store, &adam, 1).unwrap();
     let mut bytes = std::fs::read(&file.0).unwrap();
-    let needle = br#""begin_conv.bias":{"dtype":"F32""#;
-    let at = bytes
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .expect("tensor entry in the header");
-    let f = at + needle.len() - 4; // the `F32"` of this entry
+    let find = |needle: &[u8], from: usize| {
+        from + bytes[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("in the header")
+    };
+    let entry = find(br#""begin_conv.bias":{"#, 0);
+    let dtype = br#""dtype":"F32""#;
+    let f = find(dtype, entry) + dtype.len() - 4; // the `F32"` of this entry
+    assert!(f < find(b"}", entry), "within the entry");
     bytes[f..f + 3].copy_from_slice(b"I32");
     std::fs::write(&file.0, &bytes).unwrap();
     let err = refused_file(&file.0, &["begin_conv.bias", "I32"]);

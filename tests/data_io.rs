@@ -624,6 +624,42 @@ fn image_folder_undecodable_file_names_it() {
     );
 }
 
+/// A JPEG cut anywhere before its end-of-image marker is refused, though the decoder would fill
+/// the missing part in and say nothing (it does for a cut at 70 % or 99 % of this file); the
+/// whole file, and the whole file with bytes after its end, load.
+#[test]
+fn image_folder_refuses_a_jpeg_cut_short_wherever_it_is_cut() {
+    let dir = TempDir::new("folder-jpeg-cut");
+    // Texture, so that the entropy-coded data is most of the file.
+    let picture = image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (x ^ y) as u8 * 4])
+    });
+    picture.save(dir.path("whole.jpg")).unwrap();
+    let jpg = std::fs::read(dir.path("whole.jpg")).unwrap();
+    assert!(jpg.len() > 1000, "{} bytes", jpg.len());
+    let whole = image_folder::load(&dir.0, 64, ColorMode::Rgb).unwrap();
+    std::fs::remove_file(dir.path("whole.jpg")).unwrap();
+    for cut in [
+        jpg.len() / 2,
+        jpg.len() * 7 / 10,
+        jpg.len() * 99 / 100,
+        jpg.len() - 2,
+        jpg.len() - 1,
+    ] {
+        let path = dir.write("cut.jpg", &jpg[..cut]);
+        assert_format(
+            image_folder::load(&dir.0, 64, ColorMode::Rgb).unwrap_err(),
+            &path,
+            &["cut short", &format!("byte {cut}")],
+        );
+    }
+    let mut padded = jpg.clone();
+    padded.extend_from_slice(b"\0\0trailing bytes after the end-of-image marker");
+    dir.write("cut.jpg", &padded);
+    let loaded = image_folder::load(&dir.0, 64, ColorMode::Rgb).unwrap();
+    assert_eq!(loaded.images, whole.images);
+}
+
 #[test]
 fn image_folder_empty_directory_and_zero_size() {
     let dir = TempDir::new("folder-empty");
@@ -1078,7 +1114,10 @@ fn checkpoint_bytes_are_a_function_of_its_contents() {
     );
     assert_eq!(head.trim_end_matches(' '), want);
     assert_eq!((8 + head.len()) % 8, 0);
-    assert!(head.len() - want.len() < 8, "no more padding than alignment needs");
+    assert!(
+        head.len() - want.len() < 8,
+        "no more padding than alignment needs"
+    );
 }
 
 /// A metadata key that contains the checksum's key, quotes and all, is just another key: the
@@ -1367,6 +1406,25 @@ mod never_panic {
     use proptest::prelude::*;
 
     /// A valid file of each kind, then mangled: cut at `cut` and with `flips` bytes changed.
+    /// A textured 24 × 16 picture encoded as PNG and as JPEG, once.
+    fn encoded_pictures() -> &'static [(&'static str, Vec<u8>); 2] {
+        static PICTURES: std::sync::OnceLock<[(&str, Vec<u8>); 2]> = std::sync::OnceLock::new();
+        PICTURES.get_or_init(|| {
+            let picture = image::RgbImage::from_fn(24, 16, |x, y| {
+                image::Rgb([(x * 9) as u8, (y * 13) as u8, (x * y) as u8])
+            });
+            let encode = |format| {
+                let mut bytes = std::io::Cursor::new(Vec::new());
+                picture.write_to(&mut bytes, format).unwrap();
+                bytes.into_inner()
+            };
+            [
+                ("a.png", encode(image::ImageFormat::Png)),
+                ("b.jpg", encode(image::ImageFormat::Jpeg)),
+            ]
+        })
+    }
+
     fn mangle(mut bytes: Vec<u8>, cut: usize, flips: &[(usize, u8)]) -> Vec<u8> {
         bytes.truncate(cut % (bytes.len() + 1));
         if !bytes.is_empty() {
@@ -1415,6 +1473,19 @@ mod never_panic {
             let _ = image_folder::load(&dir.0, 4, ColorMode::Rgb); // noise-named files are skipped
             dir.write("x.png", &noise);
             prop_assert!(image_folder::load(&dir.0, 4, ColorMode::Rgb).is_err());
+            std::fs::remove_file(dir.path("x.png")).unwrap();
+
+            // Real pictures, cut and with bytes flipped: an error or a whole dataset.
+            let pictures = dir.path("pictures");
+            std::fs::create_dir_all(&pictures).unwrap();
+            for (name, bytes) in encoded_pictures() {
+                std::fs::write(pictures.join(name), mangle(bytes.clone(), cut, &flips)).unwrap();
+            }
+            for mode in [ColorMode::Rgb, ColorMode::Grey] {
+                if let Ok(d) = image_folder::load(&pictures, 8, mode) {
+                    prop_assert_eq!(d.images.shape(), &[2, mode.channels(), 8, 8]);
+                }
+            }
         }
     }
 }

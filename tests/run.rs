@@ -557,6 +557,163 @@ fn the_pipeline_runs_end_to_end_and_writes_its_results() {
     assert_eq!(r2.sampling_weights.as_deref(), Some("params"));
 }
 
+/// Sampling again from a run's checkpoint is sampling from that run: the samples are the ones
+/// the training invocation drew (same weights, same seed, though `--seed` is not repeated), and
+/// `results.json` keeps the training's record, with this invocation's sampling settings.
+#[test]
+fn sampling_again_reproduces_the_run_and_keeps_its_record() {
+    let tmp = TempDir::new("resample");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_mnist(&data, 24);
+    let out = tmp.path().join("out");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let sampling = ["--n-samples", "4", "--n-steps-each", "2"];
+    let mut train = vec!["--data", d, "--out", o, "--quiet", "--steps", "3"];
+    train.extend(["--batch-size", "4", "--seed", "9"]);
+    let trained = run_tiny(&cli(&[&train[..], &sampling[..]].concat())).unwrap();
+    let samples = std::fs::read(out.join("samples.png")).unwrap();
+    let read_config = || -> serde_json::Value {
+        let text = std::fs::read_to_string(out.join("results.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["config"].clone()
+    };
+    let before = read_config();
+    assert_eq!(before["seed"], 9);
+
+    let again = ["--sample", "--data", d, "--out", o, "--quiet"];
+    let r = run_tiny(&cli(&[&again[..], &sampling[..]].concat())).unwrap();
+    assert!(std::fs::read(out.join("samples.png")).unwrap() == samples);
+    assert_eq!(r.config, trained.config);
+    assert_eq!(read_config(), before);
+
+    // Other sampling settings are recorded as such; the training's fields stay.
+    let r = run_tiny(&cli(&[
+        &again[..],
+        &["--n-samples", "2", "--n-steps-each", "1"],
+    ]
+    .concat()))
+    .unwrap();
+    let c = r.config.unwrap();
+    assert_eq!((c.n_samples, c.n_steps_each), (2, 1));
+    let t = trained.config.unwrap();
+    assert_eq!((c.n_iters, c.batch_size, c.seed), (3, 4, 9));
+    assert_eq!(c.train_data_crc32, t.train_data_crc32);
+    assert!(t.train_data_crc32.is_some());
+    // A seed given explicitly is this invocation's.
+    let r = run_tiny(&cli(&[&again[..], &sampling[..], &["--seed", "3"]].concat())).unwrap();
+    assert_eq!(r.config.unwrap().seed, 3);
+    assert!(std::fs::read(out.join("samples.png")).unwrap() != samples);
+}
+
+/// `--checkpoint` names weights to sample from. Training with it, or sampling another run's
+/// weights into a directory that holds a run of its own, would record one run's results beside
+/// another's: both are refused before anything is written. Into a fresh directory, or naming the
+/// run's own checkpoint, it samples.
+#[test]
+fn another_runs_checkpoint_is_sampled_only_into_a_directory_of_its_own() {
+    let tmp = TempDir::new("foreign");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_mnist(&data, 24);
+    let d = data.to_str().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let train = |out: &Path, seed: &str| {
+        let o = out.to_str().unwrap();
+        let list = [
+            "--data", d, "--out", o, "--quiet", "--train", "--steps", "2",
+        ];
+        run_tiny(&cli(
+            &[&list[..], &["--batch-size", "4", "--seed", seed]].concat()
+        ))
+        .unwrap();
+    };
+    train(&a, "1");
+    train(&b, "2");
+    let a_ckpt = a.join("checkpoint.safetensors");
+    let listing = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let (b_files, b_results) = (listing(&b), std::fs::read(b.join("results.json")).unwrap());
+
+    // Training with another run's weights, whether `--train` or no stage is named.
+    for stage in [&["--train"][..], &[]] {
+        let fresh = tmp.path().join("fresh");
+        let list = ["--data", d, "--out", fresh.to_str().unwrap(), "--quiet"];
+        let ck = ["--checkpoint", a_ckpt.to_str().unwrap()];
+        let err = run_tiny(&cli(&[&list[..], stage, &ck[..]].concat())).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--checkpoint") && msg.contains("cannot be combined with training"),
+            "{msg}"
+        );
+        assert!(!fresh.exists(), "nothing written");
+    }
+
+    // Sampling a's weights into b, which holds a run of its own.
+    let sample = |out: &Path, ckpt: &Path| {
+        let list = [
+            "--sample",
+            "--data",
+            d,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ];
+        let rest = ["--n-samples", "2", "--n-steps-each", "1"];
+        let ck = ["--checkpoint", ckpt.to_str().unwrap()];
+        run_tiny(&cli(&[&list[..], &rest[..], &ck[..]].concat()))
+    };
+    let msg = sample(&b, &a_ckpt).unwrap_err().to_string();
+    assert!(
+        msg.contains("holds a run of its own") && msg.contains("another --out"),
+        "{msg}"
+    );
+    assert_eq!(listing(&b), b_files);
+    assert!(std::fs::read(b.join("results.json")).unwrap() == b_results);
+
+    // Into a directory of its own, or naming the run's own checkpoint, it samples.
+    let own = tmp.path().join("from-a");
+    let r = sample(&own, &a_ckpt).unwrap();
+    assert_eq!(r.paths.checkpoint.as_deref(), Some(a_ckpt.as_path()));
+    assert_eq!(r.config.unwrap().seed, 1);
+    assert!(own.join("samples.png").is_file());
+    sample(&a, &a_ckpt).unwrap();
+}
+
+/// A sampler that diverged gives NaN samples, hence NaN distances to the training pictures. JSON
+/// has no NaN: they are written as `null` and must read back, or the run directory could not be
+/// used again (its `results.json` is read before every stage).
+#[test]
+fn results_with_nan_distances_read_back() {
+    let tmp = TempDir::new("nan-results");
+    let path = tmp.path().join("results.json");
+    let results = run::Results {
+        nearest: Some(vec![vec![
+            run::Neighbour {
+                index: 3,
+                distance: f32::NAN,
+            },
+            run::Neighbour {
+                index: 1,
+                distance: 2.5,
+            },
+        ]]),
+        ..Default::default()
+    };
+    results.save(&path).unwrap();
+    assert!(std::fs::read_to_string(&path).unwrap().contains("null"));
+    let back = run::Results::load_or_new(&path).unwrap();
+    let list = &back.nearest.unwrap()[0];
+    assert_eq!(list[0].index, 3);
+    assert!(list[0].distance.is_nan());
+    assert_eq!(list[1].distance, 2.5);
+}
+
 #[test]
 fn missing_data_and_missing_checkpoints_are_named() {
     let tmp = TempDir::new("missing");

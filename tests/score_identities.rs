@@ -273,7 +273,10 @@ fn projections_of_array_samples_are_isotropic_per_sample() {
             for (i, r) in flat.iter().enumerate() {
                 let len2: f64 = r.iter().map(|x| x * x).sum();
                 // f32 rounding of 48 squares and a square root: far below 1e-4 relative.
-                assert!((len2 - d as f64).abs() <= 1e-4 * d as f64, "row {i}: ‖v‖² = {len2}");
+                assert!(
+                    (len2 - d as f64).abs() <= 1e-4 * d as f64,
+                    "row {i}: ‖v‖² = {len2}"
+                );
             }
         }
     }

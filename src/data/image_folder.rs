@@ -156,6 +156,74 @@ fn decode_limits() -> Limits {
 }
 // ANCHOR_END: check_dimensions
 
+// ANCHOR: jpeg_complete
+/// Checks that a JPEG file reaches its end-of-image marker (`FF D9`): `Err` with what is wrong
+/// otherwise. Files that are not JPEG (no `FF D8` start) pass.
+///
+/// The decoder does not need this: given a file cut short, it fills the missing part of the
+/// picture in and reports nothing, so a dataset would hold pictures partly made up. The walk
+/// follows the file's structure: each marker segment is skipped by its stated length; after a
+/// start-of-scan segment the entropy-coded data runs to the next marker, where a data byte `FF` is
+/// always followed by `00` (stuffing) and the restart markers `D0`–`D7` may appear. So the `FF D9`
+/// found is the file's own, not one inside a segment (an embedded thumbnail has its own).
+fn jpeg_is_complete(bytes: &[u8]) -> std::result::Result<(), String> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Ok(());
+    }
+    let cut = |at: usize| {
+        Err(format!(
+            "the JPEG data ends at byte {at} before its end-of-image marker (the file is cut \
+             short)"
+        ))
+    };
+    let mut i = 2;
+    loop {
+        // Stray bytes before a marker are skipped, as libjpeg does (with a warning), and so are
+        // the fill bytes FF that may precede one.
+        match bytes[i.min(bytes.len())..].iter().position(|&b| b == 0xFF) {
+            Some(k) => i += k,
+            None => return cut(bytes.len()),
+        }
+        while bytes.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&marker) = bytes.get(i) else {
+            return cut(i);
+        };
+        i += 1;
+        match marker {
+            0xD9 => return Ok(()),
+            0x01 | 0xD0..=0xD7 => continue, // markers without a segment
+            _ => {
+                let Some(len) = bytes.get(i..i + 2) else {
+                    return cut(bytes.len());
+                };
+                let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+                if len < 2 {
+                    return Err(format!("JPEG segment at byte {i} has length {len}"));
+                }
+                i += len;
+                if marker == 0xDA {
+                    // Entropy-coded data up to the next marker.
+                    loop {
+                        match bytes.get(i..i + 2) {
+                            None => return cut(bytes.len()),
+                            Some([0xFF, next])
+                                if *next != 0x00 && !(0xD0..=0xD7).contains(next) =>
+                            {
+                                break;
+                            }
+                            Some([0xFF, _]) => i += 2,
+                            Some(_) => i += 1,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+// ANCHOR_END: jpeg_complete
+
 /// Decodes one picture file and brings it to `size × size` in `mode`, as `(C, H, W)` bytes
 /// appended to `out`. The dimensions are read from the header and checked first, so that a
 /// picture that cannot be used costs no decoding.
@@ -169,6 +237,8 @@ fn load_one(path: &Path, size: u32, mode: ColorMode, out: &mut Vec<u8>) -> Resul
         Ok(r)
     };
     let cannot = |e: image::ImageError| Error::format(path, format!("cannot decode picture: {e}"));
+    jpeg_is_complete(&bytes)
+        .map_err(|m| Error::format(path, format!("cannot decode picture: {m}")))?;
     // Reading the header allocates nothing for pixels, so it runs without the limit on the sides,
     // which the decoder would report without the numbers; `check_dimensions` says them.
     let (w, h) = reader(Limits::default())?

@@ -18,8 +18,16 @@ use crate::data::Dataset;
 pub struct Neighbour {
     /// Index of the training picture.
     pub index: usize,
-    /// Euclidean distance in pixel space, intensities in `[0, 1]`.
+    /// Euclidean distance in pixel space, intensities in `[0, 1]`. NaN for a sample that is not
+    /// a number (a sampler that diverged); JSON has no NaN, so it is written as `null` and read
+    /// back as NaN.
+    #[serde(deserialize_with = "nan_from_null")]
     pub distance: f32,
+}
+
+/// An `f32` that serde_json wrote as `null` (which it does for NaN and the infinities) is NaN.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
 }
 
 /// Keeps the `k` best (smallest distance, then smallest index) of `list`, sorted.

@@ -54,7 +54,8 @@ pub struct Args {
     /// Find each sample's nearest training pictures (the paper's Fig. 9–10, pixel distance).
     #[arg(long)]
     pub nearest: bool,
-    /// Sample from this checkpoint instead of the run directory's.
+    /// Sample from this checkpoint instead of the run directory's (not with training, and only
+    /// into a run directory that holds no checkpoint of its own).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
     /// The data directory [default: `../shared/data/DATASET` beside the repository].
@@ -69,7 +70,8 @@ pub struct Args {
     /// Training steps (overrides the preset).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Seed of every random draw (overrides the preset's 0).
+    /// Seed of every random draw (overrides the preset's 0; when only sampling from a
+    /// checkpoint, the seed it was trained with).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Pictures per training batch (overrides the preset).
@@ -380,6 +382,38 @@ fn resume_mismatch(stored: &RunConfig, now: &RunConfig) -> Option<String> {
     }
 }
 
+/// The configuration of a run that only samples from a checkpoint trained with `trained`: how the
+/// network was trained (its shape, noise levels, seed, data) stays the checkpoint's, so that
+/// `results.json` keeps the record of the training; how to sample (the number of samples, T, ε,
+/// the inpainting and neighbour settings) is the command line's, `cli`. The seed of the sampling
+/// streams is the training's unless `--seed` is given, so that sampling again reproduces the
+/// samples of the run that trained; `--ema` chooses a moving average the checkpoint does not
+/// record.
+fn sampling_config(trained: &RunConfig, cli: &RunConfig, args: &Args) -> RunConfig {
+    RunConfig {
+        seed: args.seed.unwrap_or(trained.seed),
+        ema_mu: args.ema.or(trained.ema_mu),
+        step_size: cli.step_size,
+        n_steps_each: cli.n_steps_each,
+        n_samples: cli.n_samples,
+        strip_rows: cli.strip_rows,
+        inpaint_images: cli.inpaint_images,
+        inpaint_completions: cli.inpaint_completions,
+        occlusion: cli.occlusion,
+        nearest_k: cli.nearest_k,
+        nearest_queries: cli.nearest_queries,
+        ..trained.clone()
+    }
+}
+
+/// Whether two paths name the same file (both exist and resolve to one path).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// The CRC-32 of a data set's pictures: their shape, then their bytes in `(N, C, H, W)` order.
 /// At the 8 GB/s `crc32fast` reaches here, about 20 ms for CIFAR-10's 150 MB of training pictures.
 fn pictures_crc32(data: &Dataset) -> u32 {
@@ -437,6 +471,17 @@ pub fn run<M: ScoreNet>(
     // A long run allocates the same large activations every step: keep them in the process.
     crate::tensor::keep_freed_memory();
     let mut config = args.config(kind)?;
+    let all = args.all();
+    let trains = all || args.train;
+    if let (true, Some(other)) = (trains, &args.checkpoint) {
+        // Trained on, another run's weights would make a run that is neither.
+        return Err(Error::Invalid(format!(
+            "--checkpoint {} names weights to sample from; it cannot be combined with training \
+             (--train, or no stage named, which trains). Sample with --sample, --inpaint or \
+             --nearest",
+            other.display()
+        )));
+    }
     let data_dir = args.data_dir(kind);
     let (train_set, test_set) = load_data(kind, &data_dir, config.holdout)?;
     let (channels, side) = kind.image_shape();
@@ -451,8 +496,6 @@ pub fn run<M: ScoreNet>(
             )));
         }
     }
-    let all = args.all();
-    let trains = all || args.train;
     if trains {
         config.train_data_crc32 = Some(pictures_crc32(&train_set));
     }
@@ -470,6 +513,18 @@ pub fn run<M: ScoreNet>(
     let out_dir = args.out_dir(kind);
     let run_checkpoint = RunDir::checkpoint_in(&out_dir);
     let sampling_from = args.checkpoint.clone().unwrap_or(run_checkpoint.clone());
+    if let Some(other) = &args.checkpoint {
+        // Another run's weights, sampled into this run's directory, would be recorded beside
+        // this run's training.
+        if run_checkpoint.is_file() && !same_file(other, &run_checkpoint) {
+            return Err(Error::Invalid(format!(
+                "{} holds a run of its own ({}); sample from --checkpoint {} into another --out",
+                out_dir.display(),
+                run_checkpoint.display(),
+                other.display()
+            )));
+        }
+    }
     if trains {
         // Resuming: the command line must build the network the checkpoint holds.
         if run_checkpoint.is_file()
@@ -490,11 +545,15 @@ pub fn run<M: ScoreNet>(
             )));
         }
         if let Some(c) = checkpoint_config(&sampling_from)? {
-            config.ngf = c.ngf;
-            config.sigma_begin = c.sigma_begin;
-            config.sigma_end = c.sigma_end;
-            config.num_classes = c.num_classes;
-            config.ema_mu = config.ema_mu.or(c.ema_mu);
+            if c.dataset != kind {
+                return Err(Error::Invalid(format!(
+                    "{} was trained on {}; sample from it with the {} example",
+                    sampling_from.display(),
+                    c.dataset.name(),
+                    c.dataset.name()
+                )));
+            }
+            config = sampling_config(&c, &config, args);
             // Each setting was checked on its own; together (the checkpoint's width, this
             // command line's number of samples) they must fit as well.
             config.validate().map_err(|e| match e {

@@ -380,14 +380,14 @@ fn cin_plus_coefficients(stats: &[f32], e: &[f32], c: usize, eps: f32) -> Vec<[f
 
 // ANCHOR: cin_plus_backward
 /// The first-order VJP of [`Tensor::cond_instance_norm_plus`], per sample, from each plane's
-/// statistics and the sums S₁ = Σ ḡ, S₂ = Σ ḡ·x̂ over its L pixels (x̂ = (x − μ)·r, the plane
-/// normalised). With u_c = γ_c·α_c·S₁_c, the gradient reaching z:
+/// statistics and the sums S₁ = Σ ḡ, S₂ = Σ ḡ·x̂ over its n = H·W pixels (x̂ = (x − μ)·r, the
+/// plane normalised). With u_c = γ_c·α_c·S₁_c, the gradient reaching z:
 ///
 /// ```text
 /// ∂β = S₁    ∂γ = S₂ + α·z·S₁    ∂α = γ·z·S₁
 /// ∂μ_c = (u_c − mean(u) − z_c · Σ_k u_k z_k / (C − 1)) / s            (through z)
-/// ∂x = γ·r·(ḡ − S₁/L − x̂·S₂/L) + ∂μ_c/L                               (instance norm + z)
-///    = p·ḡ + q·(x − μ) + t,  p = γr,  q = −γr²·S₂/L,  t = −γr·S₁/L + ∂μ_c/L
+/// ∂x = γ·r·(ḡ − S₁/n − x̂·S₂/n) + ∂μ_c/n                               (instance norm + z)
+///    = p·ḡ + q·(x − μ) + t,  p = γr,  q = −γr²·S₂/n,  t = −γr·S₁/n + ∂μ_c/n
 /// ```
 ///
 /// Fills `de` (N, 3C) and returns `[μ, p, q, t]` per plane.
@@ -402,7 +402,7 @@ fn cin_plus_backward_coefficients(
 ) -> Vec<[f32; 4]> {
     let mut coef = vec![[0.0; 4]; stats.len() / 2];
     let (mut z, mut u) = (vec![0.0; c], vec![0.0f32; c]);
-    let l = hw as f32;
+    let n = hw as f32; // pixels per plane
     for (i, ((co, e), de)) in coef
         .chunks_mut(c)
         .zip(e.chunks(3 * c))
@@ -425,7 +425,7 @@ fn cin_plus_backward_coefficients(
             let dmu = ((u[k] as f64 - mean_u - z[k] as f64 * uz) / s as f64) as f32;
             let r = 1.0 / (st[2 * k + 1] + eps).sqrt();
             let p = gamma * r;
-            co[k] = [st[2 * k], p, -p * r * s2 / l, (dmu - p * s1) / l];
+            co[k] = [st[2 * k], p, -p * r * s2 / n, (dmu - p * s1) / n];
         }
     }
     coef
