@@ -470,12 +470,18 @@ fn write_mnist(dir: &Path, n: usize) {
     std::fs::write(dir.join("t10k-labels-idx1-ubyte"), labels).unwrap();
 }
 
-#[test]
-fn the_pipeline_runs_end_to_end_and_writes_its_results() {
-    let tmp = TempDir::new("pipeline");
+/// A fresh scratch directory with `n` tiny MNIST digits in its `data/` (see [`write_mnist`]).
+fn with_mnist(tag: &str, n: usize) -> (TempDir, PathBuf) {
+    let tmp = TempDir::new(tag);
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    write_mnist(&data, 24);
+    write_mnist(&data, n);
+    (tmp, data)
+}
+
+#[test]
+fn the_pipeline_runs_end_to_end_and_writes_its_results() {
+    let (tmp, data) = with_mnist("pipeline", 24);
     let out = tmp.path().join("out");
     let args = <Args as clap::Parser>::try_parse_from([
         "mnist",
@@ -562,10 +568,7 @@ fn the_pipeline_runs_end_to_end_and_writes_its_results() {
 /// `results.json` keeps the training's record, with this invocation's sampling settings.
 #[test]
 fn sampling_again_reproduces_the_run_and_keeps_its_record() {
-    let tmp = TempDir::new("resample");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_mnist(&data, 24);
+    let (tmp, data) = with_mnist("resample", 24);
     let out = tmp.path().join("out");
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
     let sampling = ["--n-samples", "4", "--n-steps-each", "2"];
@@ -611,10 +614,7 @@ fn sampling_again_reproduces_the_run_and_keeps_its_record() {
 /// run's own checkpoint, it samples.
 #[test]
 fn another_runs_checkpoint_is_sampled_only_into_a_directory_of_its_own() {
-    let tmp = TempDir::new("foreign");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_mnist(&data, 24);
+    let (tmp, data) = with_mnist("foreign", 24);
     let d = data.to_str().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let train = |out: &Path, seed: &str| {
@@ -972,10 +972,7 @@ fn huge_sizes_are_refused_naming_the_flag() {
 /// width far too large is an error naming the checkpoint, not a network the size of the memory.
 #[test]
 fn a_checkpoint_with_a_huge_stored_width_is_refused() {
-    let tmp = TempDir::new("huge-ckpt");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_mnist(&data, 24);
+    let (tmp, data) = with_mnist("huge-ckpt", 24);
     let ckpt = tmp.path().join("huge.safetensors");
     let out = tmp.path().join("out");
     let m = TinyNet::new(1, 10, &mut ChaCha8Rng::seed_from_u64(1));
@@ -1039,10 +1036,7 @@ fn a_checkpoint_with_a_huge_stored_width_is_refused() {
 
 #[test]
 fn a_run_directory_fixes_the_network_and_bad_settings_write_nothing() {
-    let tmp = TempDir::new("settings");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_mnist(&data, 24); // 20 training pictures, 4 held out
+    let (tmp, data) = with_mnist("settings", 24); // 20 training pictures, 4 held out
     let (d, out) = (data.to_str().unwrap(), tmp.path().join("out"));
     let o = out.to_str().unwrap();
     let built_with = Cell::new(0);
@@ -1167,10 +1161,7 @@ fn test_pictures_of_another_size_are_refused() {
 /// damaged `results.json`, stops the run with a clear error before anything is lost.
 #[test]
 fn a_resumed_run_keeps_its_course() {
-    let tmp = TempDir::new("course");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_mnist(&data, 24);
+    let (tmp, data) = with_mnist("course", 24);
     let (d, out) = (data.to_str().unwrap(), tmp.path().join("out"));
     let o = out.to_str().unwrap();
     let go = |list: &[&str]| {

@@ -27,6 +27,13 @@ use rand_chacha::ChaCha8Rng;
 /// Standard errors allowed by every Monte Carlo check (see the module docs).
 const K: f64 = 5.0;
 
+/// Every distribution of the sliced objectives' directions.
+const PROJECTIONS: [Projection; 3] = [
+    Projection::Gaussian,
+    Projection::Rademacher,
+    Projection::Sphere,
+];
+
 fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
@@ -214,14 +221,7 @@ fn sliced_trace_is_unbiased() {
         .flat_map(|i| std::iter::repeat_n(i, draws))
         .collect();
     let x = x0.index_select(0, &idx);
-    for (k, proj) in [
-        Projection::Gaussian,
-        Projection::Rademacher,
-        Projection::Sphere,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (k, proj) in PROJECTIONS.into_iter().enumerate() {
         let v = proj.sample(x.shape(), &mut rng(31 + k as u64));
         let xg = x.detach().requires_grad_();
         let jvp = &grad(&[&s(&xg).mul(&v).sum_all()], &[&xg], false)[0];
@@ -252,14 +252,7 @@ fn sliced_trace_is_unbiased() {
 fn projections_of_array_samples_are_isotropic_per_sample() {
     let (n, shape) = (4000usize, [3usize, 4, 4]);
     let d: usize = shape.iter().product();
-    for (k, proj) in [
-        Projection::Gaussian,
-        Projection::Rademacher,
-        Projection::Sphere,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (k, proj) in PROJECTIONS.into_iter().enumerate() {
         let v = proj.sample(&[n, shape[0], shape[1], shape[2]], &mut rng(90 + k as u64));
         assert_eq!(v.shape(), &[n, shape[0], shape[1], shape[2]]);
         let flat = rows(&v.reshape(&[n, d]));
@@ -297,11 +290,7 @@ fn sliced_losses_equal_esm_in_expectation() {
             .map(|_| ssm_vr_loss(s, &x, 1, &mut r).loss.item() as f64)
             .collect();
         assert_mc(&format!("network {i}: E[SSM-VR] = ESM"), &vr, esm);
-        for proj in [
-            Projection::Gaussian,
-            Projection::Rademacher,
-            Projection::Sphere,
-        ] {
+        for proj in PROJECTIONS {
             let ssm: Vec<f64> = (0..300)
                 .map(|_| {
                     let v = proj.sample(x.shape(), &mut r);
