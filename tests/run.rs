@@ -191,9 +191,38 @@ fn resumed_run_ends_with_the_same_bits_as_an_uninterrupted_one() {
     assert!(c1.tensors.keys().any(|k| k.starts_with("ema.")));
     assert_eq!(c1.tensors, c3.tensors);
     assert_eq!(c1.metadata, c3.metadata);
+    // ...and so are the files, byte for byte.
+    let bytes = |d: &RunDir| std::fs::read(d.checkpoint()).unwrap();
+    assert!(bytes(&dir) == bytes(&dir2), "the checkpoint files differ");
     // The CSV on disk holds each step once.
     let csv = std::fs::read_to_string(dir2.loss_csv()).unwrap();
     assert_eq!(csv.lines().count(), 1 + 9);
+
+    // Resumed with another seed, the run would be neither the old one nor a new one: the library
+    // refuses it as the command line does, before the network or the files change.
+    let m4 = net(99);
+    let before = params_bits(&m4.store);
+    let other_seed = RunConfig {
+        seed: 1,
+        ..tiny_config(12, 4)
+    };
+    let err = run::train(
+        &m4,
+        &train_set,
+        Some(&test_set),
+        t,
+        &other_seed,
+        &dir2,
+        TrainOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("--seed"),
+        "{err}"
+    );
+    assert_eq!(params_bits(&m4.store), before);
+    assert!(bytes(&dir2) == bytes(&dir));
 }
 
 #[test]
@@ -675,6 +704,19 @@ fn another_runs_checkpoint_is_sampled_only_into_a_directory_of_its_own() {
     );
     assert_eq!(listing(&b), b_files);
     assert!(std::fs::read(b.join("results.json")).unwrap() == b_results);
+
+    // Weights that do not fit the network are refused before the directory exists.
+    let misfit = tmp.path().join("misfit.safetensors");
+    let wrong = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[3, 1]));
+    Checkpoint::new()
+        .with_tensor("a", wrong.clone())
+        .with_tensor("b", wrong)
+        .save(&misfit)
+        .unwrap();
+    let never = tmp.path().join("never");
+    let msg = sample(&never, &misfit).unwrap_err().to_string();
+    assert!(msg.contains("misfit.safetensors"), "{msg}");
+    assert!(!never.exists(), "nothing written");
 
     // Into a directory of its own, or naming the run's own checkpoint, it samples.
     let own = tmp.path().join("from-a");

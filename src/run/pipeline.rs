@@ -19,7 +19,7 @@ use super::generate::{annealing_strip, generate, inpaint, inpainting_grid};
 use super::nearest::{Neighbour, nearest_grid, nearest_neighbours};
 use super::train::{
     RunDir, ScoreNet, Stream, TrainOptions, checkpoint_config, evaluate_dsm, load_weights,
-    split_holdout, stream_rng, train,
+    resume_mismatch, split_holdout, stream_rng, train,
 };
 use crate::data::{Dataset, Split, Transform, cifar10, mnist};
 use crate::io::{GridOptions, save_grid, save_grid_with};
@@ -336,52 +336,6 @@ impl Results {
     }
 }
 
-/// The first setting that a resumed run must share with its checkpoint and that differs, as the
-/// checkpoint's value in the words of its flag. These fix the network's shape and noise levels,
-/// or the course of training: the random streams (`--seed`), the batches (`--batch-size`, the
-/// held-out pictures), the loss (λ's power), Adam's learning rate and the moving average
-/// (`--ema`), and the training pictures themselves (their CRC-32). A run resumed with any of them
-/// changed would be neither the old run nor a new one.
-/// The number of steps, how often to checkpoint and everything about sampling may change.
-fn resume_mismatch(stored: &RunConfig, now: &RunConfig) -> Option<String> {
-    if stored.dataset != now.dataset {
-        Some(format!("the {} data set", stored.dataset.name()))
-    } else if stored.ngf != now.ngf {
-        Some(format!("--ngf {}", stored.ngf))
-    } else if stored.num_classes != now.num_classes {
-        Some(format!("{} noise levels", stored.num_classes))
-    } else if (stored.sigma_begin, stored.sigma_end) != (now.sigma_begin, now.sigma_end) {
-        Some(format!(
-            "noise levels from {} to {}",
-            stored.sigma_begin, stored.sigma_end
-        ))
-    } else if stored.seed != now.seed {
-        Some(format!("--seed {}", stored.seed))
-    } else if stored.batch_size != now.batch_size {
-        Some(format!("--batch-size {}", stored.batch_size))
-    } else if stored.ema_mu != now.ema_mu {
-        Some(match stored.ema_mu {
-            Some(mu) => format!("--ema {mu}"),
-            None => "no --ema (no moving average)".to_string(),
-        })
-    } else if stored.lr != now.lr {
-        Some(format!("learning rate {}", stored.lr))
-    } else if stored.anneal_power != now.anneal_power {
-        Some(format!("λ(σ) = σ^{}", stored.anneal_power))
-    } else if stored.holdout != now.holdout {
-        Some(format!("{} held-out pictures", stored.holdout))
-    } else if let (Some(was), Some(is)) = (stored.train_data_crc32, now.train_data_crc32)
-        && was != is
-    {
-        Some(format!(
-            "other training pictures (their CRC-32 was {was:08x}, these have {is:08x}: \
-             another --data?)"
-        ))
-    } else {
-        None
-    }
-}
-
 /// The configuration of a run that only samples from a checkpoint trained with `trained`: how the
 /// network was trained (its shape, noise levels, seed, data) stays the checkpoint's, so that
 /// `results.json` keeps the record of the training; how to sample (the number of samples, T, ε,
@@ -567,11 +521,19 @@ pub fn run<M: ScoreNet>(
         }
     }
     let device = Device::parse(&args.device)?;
-    // Created only now, so that a run stopped by bad arguments or data leaves nothing behind.
-    let run_dir = RunDir::create(&out_dir)?;
-    let mut results = Results::load_or_new(&run_dir.results())?;
     let model = build(&config, &mut stream_rng(config.seed, Stream::Init));
     model.params().to_device(&device);
+    // Sampling only: the weights go in before anything is written, so that a checkpoint that
+    // does not fit the network stops the run as bad arguments do.
+    let loaded_ema = if trains {
+        None
+    } else {
+        Some(load_weights(&sampling_from, model.params(), true)?)
+    };
+    // Created only now, so that a run stopped by bad arguments, data or weights leaves nothing
+    // behind.
+    let run_dir = RunDir::create(&out_dir)?;
+    let mut results = Results::load_or_new(&run_dir.results())?;
     say(
         args,
         format!(
@@ -619,18 +581,13 @@ pub fn run<M: ScoreNet>(
         results.paths.loss_csv = Some(run_dir.loss_csv());
         results.paths.loss_plot = Some(run_dir.loss_plot());
     }
-    if !trains || config.ema_mu.is_some() {
-        if !sampling_from.is_file() {
-            return Err(Error::Invalid(format!(
-                "no checkpoint at {}: train first (--train) or pass --checkpoint PATH",
-                sampling_from.display()
-            )));
-        }
-        let ema = load_weights(&sampling_from, model.params(), true)?;
-        results.sampling_weights = Some(if ema { "ema" } else { "params" }.into());
-    } else {
-        results.sampling_weights = Some("params".into());
-    }
+    // Trained with a moving average: sample with it, from the checkpoint just written.
+    let ema = match loaded_ema {
+        Some(ema) => ema,
+        None if config.ema_mu.is_some() => load_weights(&sampling_from, model.params(), true)?,
+        None => false,
+    };
+    results.sampling_weights = Some(if ema { "ema" } else { "params" }.into());
     results.paths.checkpoint = Some(sampling_from.clone());
 
     if trains {

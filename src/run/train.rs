@@ -299,12 +299,15 @@ fn at(path: &Path, e: Error) -> Error {
 
 /// Restores a training state written by [`save_training_checkpoint`] into the parameters, Adam and
 /// the EMA, and returns where the run stood. The file is read and checked whole (format, every
-/// name and shape) before anything changes; an error names the file and the fault.
+/// name and shape, and that the configuration it stores trained the run `run_config` describes:
+/// the same seed, batch, noise levels, … as [`crate::run::Args`] would be refused otherwise)
+/// before anything changes; an error names the file and the fault.
 pub fn load_training_checkpoint(
     path: &Path,
     params: &ParamStore,
     adam: &mut Adam,
     ema: Option<&mut Ema>,
+    run_config: &RunConfig,
 ) -> Result<Position> {
     let ckpt = Checkpoint::load(path)?;
     let meta = |key: &str| -> Result<String> {
@@ -331,6 +334,12 @@ pub fn load_training_checkpoint(
         .map_err(|e| at(path, e))?;
     if let Some(json) = ckpt.metadata.get("config") {
         let config = RunConfig::from_json(json).map_err(|e| at(path, e))?;
+        if let Some(field) = resume_mismatch(&config, run_config) {
+            return Err(Error::Invalid(format!(
+                "{}: this run was trained with {field}; resume it with the same settings",
+                path.display()
+            )));
+        }
         if step > config.n_iters {
             return Err(Error::format(
                 path,
@@ -380,6 +389,52 @@ pub fn load_training_checkpoint(
         step,
         loss_rng_word_pos: word_pos,
     })
+}
+
+/// The first setting that a resumed run must share with its checkpoint and that differs, as the
+/// checkpoint's value in the words of its flag. These fix the network's shape and noise levels,
+/// or the course of training: the random streams (`--seed`), the batches (`--batch-size`, the
+/// held-out pictures), the loss (λ's power), Adam's learning rate and the moving average
+/// (`--ema`), and the training pictures themselves (their CRC-32). A run resumed with any of them
+/// changed would be neither the old run nor a new one.
+/// The number of steps, how often to checkpoint and everything about sampling may change.
+pub(crate) fn resume_mismatch(stored: &RunConfig, now: &RunConfig) -> Option<String> {
+    if stored.dataset != now.dataset {
+        Some(format!("the {} data set", stored.dataset.name()))
+    } else if stored.ngf != now.ngf {
+        Some(format!("--ngf {}", stored.ngf))
+    } else if stored.num_classes != now.num_classes {
+        Some(format!("{} noise levels", stored.num_classes))
+    } else if (stored.sigma_begin, stored.sigma_end) != (now.sigma_begin, now.sigma_end) {
+        Some(format!(
+            "noise levels from {} to {}",
+            stored.sigma_begin, stored.sigma_end
+        ))
+    } else if stored.seed != now.seed {
+        Some(format!("--seed {}", stored.seed))
+    } else if stored.batch_size != now.batch_size {
+        Some(format!("--batch-size {}", stored.batch_size))
+    } else if stored.ema_mu != now.ema_mu {
+        Some(match stored.ema_mu {
+            Some(mu) => format!("--ema {mu}"),
+            None => "no --ema (no moving average)".to_string(),
+        })
+    } else if stored.lr != now.lr {
+        Some(format!("learning rate {}", stored.lr))
+    } else if stored.anneal_power != now.anneal_power {
+        Some(format!("λ(σ) = σ^{}", stored.anneal_power))
+    } else if stored.holdout != now.holdout {
+        Some(format!("{} held-out pictures", stored.holdout))
+    } else if let (Some(was), Some(is)) = (stored.train_data_crc32, now.train_data_crc32)
+        && was != is
+    {
+        Some(format!(
+            "other training pictures (their CRC-32 was {was:08x}, these have {is:08x}: \
+             another --data?)"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Loads the weights to sample with from a checkpoint: the EMA's when the checkpoint has them and
@@ -537,7 +592,7 @@ pub fn train(
     let mut log = Vec::new();
     let mut start = 0;
     if let Some(path) = run.latest_checkpoint() {
-        let pos = load_training_checkpoint(&path, store, &mut adam, ema.as_mut())?;
+        let pos = load_training_checkpoint(&path, store, &mut adam, ema.as_mut(), config)?;
         start = pos.step;
         loss_rng.set_word_pos(pos.loss_rng_word_pos);
         batches.skip_batches(start);
