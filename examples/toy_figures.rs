@@ -127,9 +127,11 @@ fn run(out: &std::path::Path) -> ncsn::Result<()> {
         true,
     )?;
     let worst = dsm_figure(out, &mut rng)?;
-    println!("DSM in one dimension: the learned score is within {worst:.3} of q_σ's on [−4, 4]");
-    println!("figures written to {}", out.display());
-    Ok(())
+    ncsn::io::print_stdout(&format!(
+        "DSM in one dimension: the learned score is within {worst:.3} of q_σ's on [−4, 4]\n\
+         figures written to {}\n",
+        out.display()
+    ))
 }
 
 /// Denoising score matching on data at ±M (equal weights) with noise σ. The regression target

@@ -214,3 +214,37 @@ proptest! {
         check("linear_no_bias", &f, &[x, w], seed).map_err(TestCaseError::fail)?;
     }
 }
+
+/// Where several elements share a maximum (or minimum), the gradient is split among them equally,
+/// as PyTorch's `amax` and `maximum` do: no element is picked arbitrarily, and the shares add up
+/// to the upstream gradient.
+#[test]
+fn ties_share_the_gradient_equally() {
+    let x =
+        Tensor::from_vec(vec![1.0, 3.0, 3.0, 2.0, 5.0, 5.0, 5.0, 0.0], &[2, 4]).requires_grad_();
+    let g = ncsn::grad(&[&x.max(&[1], false).sum_all()], &[&x], false).remove(0);
+    let third = 1.0 / 3.0;
+    assert_eq!(g.to_vec(), [0.0, 0.5, 0.5, 0.0, third, third, third, 0.0]);
+    for min in [false, true] {
+        let a = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).requires_grad_();
+        let b = Tensor::from_vec(vec![1.0, 0.0, 4.0], &[3]).requires_grad_();
+        let y = if min { a.minimum(&b) } else { a.maximum(&b) };
+        let gs = ncsn::grad(&[&y.sum_all()], &[&a, &b], false);
+        let (ga, gb) = (gs[0].to_vec(), gs[1].to_vec());
+        // Element 0 is a tie; elements 1 and 2 go to the larger (smaller) one.
+        let (wa, wb) = if min {
+            ([0.5, 0.0, 1.0], [0.5, 1.0, 0.0])
+        } else {
+            ([0.5, 1.0, 0.0], [0.5, 0.0, 1.0])
+        };
+        assert_eq!(
+            (ga.as_slice(), gb.as_slice()),
+            (&wa[..], &wb[..]),
+            "min: {min}"
+        );
+    }
+    // With itself: each side gets half, and x's gradient is the whole.
+    let a = Tensor::from_vec(vec![-1.0, 2.0], &[2]).requires_grad_();
+    let g = ncsn::grad(&[&a.maximum(&a).sum_all()], &[&a], false).remove(0);
+    assert_eq!(g.to_vec(), [1.0, 1.0]);
+}

@@ -515,6 +515,22 @@ fn image_folder_resizes_shorter_side() {
     assert!(d.images.slice(s![0, 2, .., ..]).iter().all(|&v| v == 70));
 }
 
+/// The resize keeps the aspect ratio and the crop keeps the centre. Three bands of 8 pixels, dark,
+/// white, dark, across a 24 × 4 picture, at size 2: shrunk to 12 × 2, the centre columns 5 and 6
+/// come from the white band's pixels 10 to 14 (the bilinear filter reaches 2 pixels around each),
+/// so they are white. Squashed to 2 × 2 instead, each column would mix in a dark band. Wide and
+/// tall (bands across its height) alike.
+#[test]
+fn image_folder_crop_keeps_the_centre_of_the_resized_picture() {
+    let dir = TempDir::new("folder-centre");
+    let band = |t: u32| if (8..16).contains(&t) { 255 } else { 0 };
+    write_png_rgb(&dir.path("a_wide.png"), 24, 4, |x, _| [band(x); 3]);
+    write_png_rgb(&dir.path("b_tall.png"), 4, 24, |_, y| [band(y); 3]);
+    let d = image_folder::load(&dir.0, 2, ColorMode::Grey).unwrap();
+    assert_eq!(d.images.dim(), (2, 1, 2, 2));
+    assert!(d.images.iter().all(|&v| v >= 250), "{:?}", d.images);
+}
+
 /// A PNG whose header declares `w × h` grey pixels but that holds only the first row's worth of
 /// compressed zeros: the signature, IHDR, one IDAT and IEND, with their CRCs.
 fn png_header_only(w: u32, h: u32) -> Vec<u8> {
@@ -945,11 +961,18 @@ fn checkpoint_round_trip_is_bit_exact_and_atomic() {
     assert_invalid(back.metadata_as::<u64>("config").unwrap_err(), &["config"]);
 
     // Overwrite with a different checkpoint: the new one is read, no temporary file is left.
+    // A reader that opened the old file before the write still reads the old file, whole: the
+    // new one was renamed over the name, not written into the old one's bytes.
+    let old_bytes = std::fs::read(&path).unwrap();
+    let mut reader = std::fs::File::open(&path).unwrap();
     let c2 = Checkpoint::new()
         .with_tensor("x", ArrayD::from_elem(IxDyn(&[1]), 9.0))
         .with_metadata("step", 2);
     c2.save(&path).unwrap();
     assert_eq!(bits(&Checkpoint::load(&path).unwrap()), bits(&c2));
+    let mut seen = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut seen).unwrap();
+    assert!(seen == old_bytes, "the old file was written in place");
     let names: Vec<_> = std::fs::read_dir(&dir.0)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

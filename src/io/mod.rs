@@ -18,3 +18,16 @@ pub use self::checkpoint::{
 };
 pub use self::image::{GridOptions, make_grid, save_grid, save_grid_with, save_png, save_strip};
 pub use self::training::{load_training, save_training};
+
+/// Writes `text` to standard output, for the examples' reports. A reader that has gone away
+/// (`| head`) is not an error, since what was asked for is already on disk; Rust's `println!`
+/// would panic there instead. Any other failure is an error naming standard output.
+pub fn print_stdout(text: &str) -> crate::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(crate::Error::io("standard output", e))
+        }
+        _ => Ok(()),
+    }
+}
