@@ -460,6 +460,21 @@ fn instance_norm_forward_and_gradients() {
     let var = y.var(&[2, 3], false, false).to_vec();
     assert!(mean.iter().all(|m| m.abs() < 1e-5), "{mean:?}");
     assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-3), "{var:?}");
+    // Element by element, (x − μ)/√(σ² + ε) in f64 with the biased σ² (a permutation or a sign
+    // flip within a plane keeps the two moments above): f32 statistics of 9 values and one
+    // rounding per step, far inside 1e-5.
+    let (xs, ys) = (x.to_vec(), y.to_vec());
+    for (plane, (xp, yp)) in xs.chunks(9).zip(ys.chunks(9)).enumerate() {
+        let mu = xp.iter().map(|&v| v as f64).sum::<f64>() / 9.0;
+        let var = xp.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / 9.0;
+        for (i, (&xv, &yv)) in xp.iter().zip(yp).enumerate() {
+            let want = (xv as f64 - mu) / (var + 1e-5).sqrt();
+            assert!(
+                (yv as f64 - want).abs() < 1e-5,
+                "plane {plane}, element {i}: {yv} vs {want}"
+            );
+        }
+    }
     // The first-order check runs the fused kernel (no graph recorded), the second-order check
     // the tensor-op formula (create_graph): both are compared with finite differences.
     let f = |t: &[Tensor]| t[0].instance_norm(1e-5);
