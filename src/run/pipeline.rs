@@ -6,10 +6,12 @@
 //! two examples cannot drift apart and the tests can run the whole pipeline on tiny data with a
 //! tiny network.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Axis;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -23,8 +25,8 @@ use super::train::{
 };
 use crate::data::{Dataset, Split, Transform, cifar10, mnist};
 use crate::io::{GridOptions, save_grid, save_grid_with};
-use crate::nn::{CondRefineNetDilated, RefineNetConfig};
-use crate::tensor::Device;
+use crate::nn::{CondRefineNetDilated, ParamStore, RefineNetConfig};
+use crate::tensor::{Device, Tensor};
 use crate::{Error, Result};
 
 /// The command line shared by `cargo run --release --example mnist` and `--example cifar10`.
@@ -407,6 +409,74 @@ fn pick(len: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
     rand::seq::index::sample(rng, len, n.min(len)).into_vec()
 }
 
+/// The network, counting its evaluations on a progress bar: the samplers evaluate it once per
+/// Langevin step, so the bar counts the steps of the L × T schedule (on a device, the steps
+/// recorded; the device runs them a command buffer behind). Without a terminal to draw on, a
+/// plain line every 100 steps.
+struct Counted<'a, M> {
+    model: &'a M,
+    bar: ProgressBar,
+    what: &'static str,
+    plain: bool,
+    start: Instant,
+}
+
+impl<'a, M: ScoreNet> Counted<'a, M> {
+    fn new(model: &'a M, args: &Args, what: &'static str, steps: usize) -> Self {
+        let bar = if args.quiet {
+            ProgressBar::hidden()
+        } else {
+            let bar = ProgressBar::new(steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {msg} step {pos}/{len} {per_sec} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(what);
+            bar
+        };
+        let plain = !args.quiet && !std::io::stderr().is_terminal();
+        Counted {
+            model,
+            bar,
+            what,
+            plain,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl<M: ScoreNet> ScoreNet for Counted<'_, M> {
+    fn params(&self) -> &ParamStore {
+        self.model.params()
+    }
+    fn score(&self, x: &Tensor, labels: &[usize]) -> Tensor {
+        let s = self.model.score(x, labels);
+        self.bar.inc(1);
+        let (done, total) = (self.bar.position(), self.bar.length().unwrap_or(0));
+        if self.plain && done % 100 == 0 {
+            let rate = done as f64 / self.start.elapsed().as_secs_f64();
+            eprintln!(
+                "{}: step {done}/{total} {rate:.2} steps/s ETA {:.0} s",
+                self.what,
+                total.saturating_sub(done) as f64 / rate
+            );
+        }
+        s
+    }
+    fn device(&self) -> Device {
+        self.model.device()
+    }
+}
+
+impl<M> Drop for Counted<'_, M> {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Prints a line unless quiet.
 fn say(args: &Args, msg: impl AsRef<str>) {
     if !args.quiet {
@@ -607,8 +677,9 @@ pub fn run<M: ScoreNet>(
         let t = Instant::now();
         say(args, format!("sampling {} pictures ...", config.n_samples));
         let mut rng = stream_rng(config.seed, Stream::Sample);
+        let steps = sigmas.len() * annealed.n_steps_each;
         let g = generate(
-            &model,
+            &Counted::new(&model, args, "sampling", steps),
             &sigmas,
             &annealed,
             config.n_samples,
@@ -633,8 +704,9 @@ pub fn run<M: ScoreNet>(
         let idx = pick(test_set.len(), config.inpaint_images, &mut rng);
         let originals = test_set.gather_f32(&idx);
         let k = config.inpaint_completions;
+        let steps = sigmas.len() * annealed.n_steps_each;
         let done = inpaint(
-            &model,
+            &Counted::new(&model, args, "inpainting", steps),
             &sigmas,
             &annealed,
             originals.view(),
@@ -656,7 +728,13 @@ pub fn run<M: ScoreNet>(
                 say(args, "sampling for the neighbour search ...");
                 let mut rng = stream_rng(config.seed, Stream::Sample);
                 let n = config.nearest_queries;
-                generate(&model, &sigmas, &annealed, n, (channels, side), &mut rng).samples
+                let counted = Counted::new(
+                    &model,
+                    args,
+                    "sampling",
+                    sigmas.len() * annealed.n_steps_each,
+                );
+                generate(&counted, &sigmas, &annealed, n, (channels, side), &mut rng).samples
             }
         };
         let q = queries.slice_axis(
