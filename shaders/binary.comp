@@ -37,8 +37,9 @@ void main() {
         case 1:  r = u - v; break;
         case 2:  r = u * v; break;
         case 3:  r = u / v; break;
-        case 4:  r = max(u, v); break;
-        case 5:  r = min(u, v); break;
+        // GLSL leaves max and min of a NaN undefined; these pass a NaN on, as torch.maximum does.
+        case 4:  r = (v > u || isnan(v)) ? v : u; break;
+        case 5:  r = (v < u || isnan(v)) ? v : u; break;
         case 6:  r = pow(u, v); break;
         // Comparisons give 1.0 where true, 0.0 elsewhere (masks for where_ and VJPs).
         case 7:  r = u > v ? 1.0 : 0.0; break;

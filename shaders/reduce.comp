@@ -18,7 +18,8 @@ layout(push_constant) uniform Params {
 
 shared float partial[256];
 
-float combine(float u, float v) { return pc.op == 2 ? max(u, v) : u + v; }
+// For max, a NaN wins (as torch.amax); GLSL's max(u, NaN) is undefined.
+float combine(float u, float v) { return pc.op == 2 ? ((v > u || isnan(v)) ? v : u) : u + v; }
 
 // ANCHOR: tree
 // Tree reduction of partial[0..256) into partial[0]: halve the active threads each round.

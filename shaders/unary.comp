@@ -31,10 +31,10 @@ float apply(float v) {
     case 2:  return log(v);
     case 3:  return sqrt(v);
     // GLSL's tanh may compute (e^2v - 1)/(e^2v + 1) and give inf/inf = NaN for large v; tanh(15)
-    // already rounds to 1 in f32.
-    case 4:  return tanh(clamp(v, -15.0, 15.0));
+    // already rounds to 1 in f32. clamp of a NaN is undefined in GLSL, so NaN is passed on first.
+    case 4:  return isnan(v) ? v : tanh(clamp(v, -15.0, 15.0));
     case 5:  return 1.0 / (1.0 + exp(-v));
-    case 6:  return max(v, 0.0);
+    case 6:  return v < 0.0 ? 0.0 : v;                              // relu; NaN passes, as in PyTorch
     case 7:  return v > 0.0 ? v : pc.p * (exp(v) - 1.0);            // elu
     // softplus, stable form of log(1 + e^v); PyTorch returns v itself above 20.
     case 8:  return v > 20.0 ? v : max(v, 0.0) + log(1.0 + exp(-abs(v)));

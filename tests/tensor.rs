@@ -376,3 +376,94 @@ fn div_scalar_divides() {
     let by_reciprocal = xs.iter().filter(|&&x| x * (1.0 / 3.0) != x / 3.0).count();
     assert_eq!(by_reciprocal, 322, "the inputs tell the two apart");
 }
+
+/// NaN and the infinities go through every elementwise op, `maximum`/`minimum`, `max` and
+/// `logsumexp` as they do in PyTorch. The expected rows were printed by torch 2.x (CPU, f32) for
+/// the input below. Finite results agree within 2 ulp (the accuracy of the `fastmath` kernels);
+/// the one exception allowed is a subnormal result, which `fastmath::exp` flushes to zero
+/// (documented there).
+#[test]
+fn nan_and_infinities_follow_pytorch() {
+    const N: f32 = f32::NAN;
+    const I: f32 = f32::INFINITY;
+    let x = Tensor::from_vec(vec![1.0, N, -2.0, I, -I, 0.0, 100.0, -100.0], &[8]);
+    let same = |what: &str, got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let ok = (g.is_nan() && w.is_nan())
+                || g == w
+                || (w.is_finite() && (g - w).abs() <= 2.0 * f32::EPSILON * w.abs())
+                || (w.abs() < f32::MIN_POSITIVE && g == 0.0);
+            assert!(ok, "{what}: element {i} is {g}, PyTorch gives {w}");
+        }
+    };
+    let e = |v: f64| v as f32;
+    type F = fn(&Tensor) -> Tensor;
+    #[rustfmt::skip]
+    let rows: [(&str, F, [f32; 8]); 15] = [
+        ("neg", |x| x.neg(), [-1.0, N, 2.0, -I, I, -0.0, -100.0, 100.0]),
+        ("exp", |x| x.exp(), [e(2.7182817459106445), N, e(0.1353352814912796), I, 0.0, 1.0, I, e(3.783505853677006e-44)]),
+        ("log", |x| x.log(), [0.0, N, N, I, N, -I, e(4.605170249938965), N]),
+        ("sqrt", |x| x.sqrt(), [1.0, N, N, I, N, 0.0, 10.0, N]),
+        ("square", |x| x.square(), [1.0, N, 4.0, I, I, 0.0, 10000.0, 10000.0]),
+        ("powf 1.5", |x| x.powf(1.5), [1.0, N, N, I, I, 0.0, 1000.0, N]),
+        ("abs", |x| x.abs(), [1.0, N, 2.0, I, I, 0.0, 100.0, 100.0]),
+        ("sigmoid", |x| x.sigmoid(), [e(0.7310585975646973), N, e(0.11920291930437088), 1.0, 0.0, 0.5, 1.0, 0.0]),
+        ("tanh", |x| x.tanh(), [e(0.7615941762924194), N, e(-0.9640275835990906), 1.0, -1.0, 0.0, 1.0, -1.0]),
+        ("relu", |x| x.relu(), [1.0, N, 0.0, I, 0.0, 0.0, 100.0, 0.0]),
+        ("softplus", |x| x.softplus(), [e(1.31326162815094), N, e(0.12692800164222717), I, 0.0, e(0.6931471824645996), 100.0, e(3.783505853677006e-44)]),
+        ("elu", |x| x.elu(1.0), [1.0, N, e(-0.8646647334098816), I, -1.0, 0.0, 100.0, -1.0]),
+        ("add_scalar", |x| x.add_scalar(1.0), [2.0, N, -1.0, I, -I, 1.0, 101.0, -99.0]),
+        ("mul_scalar", |x| x.mul_scalar(2.0), [2.0, N, -4.0, I, -I, 0.0, 200.0, -200.0]),
+        ("div_scalar", |x| x.div_scalar(2.0), [0.5, N, -1.0, I, -I, 0.0, 50.0, -50.0]),
+    ];
+    for (what, f, want) in rows {
+        same(what, &f(&x).to_vec(), &want);
+    }
+    let z = Tensor::zeros(&[8]);
+    same(
+        "maximum",
+        &x.maximum(&z).to_vec(),
+        &[1.0, N, 0.0, I, 0.0, 0.0, 100.0, 0.0],
+    );
+    same(
+        "maximum, NaN second",
+        &z.maximum(&x).to_vec(),
+        &[1.0, N, 0.0, I, 0.0, 0.0, 100.0, 0.0],
+    );
+    same(
+        "minimum",
+        &x.minimum(&z).to_vec(),
+        &[0.0, N, -2.0, 0.0, -I, 0.0, 0.0, -100.0],
+    );
+    same(
+        "minimum, NaN second",
+        &z.minimum(&x).to_vec(),
+        &[0.0, N, -2.0, 0.0, -I, 0.0, 0.0, -100.0],
+    );
+    same("max", &x.max(&[0], false).to_vec(), &[N]);
+    same(
+        "max after the NaN",
+        &x.narrow(0, 2, 6).max(&[0], false).to_vec(),
+        &[I],
+    );
+
+    // torch.logsumexp of [−∞, −∞], [∞, 1], [∞, −∞], [∞, ∞], [NaN, 1], [1, 2].
+    let rows = Tensor::from_vec(vec![-I, -I, I, 1.0, I, -I, I, I, N, 1.0, 1.0, 2.0], &[6, 2]);
+    let lse_12 = 2.0 + (-1f32).exp().ln_1p();
+    same(
+        "logsumexp",
+        &rows.logsumexp(&[1], false).to_vec(),
+        &[-I, I, I, I, N, lse_12],
+    );
+    // Its gradient, as torch's: [NaN, NaN] for all −∞ (0 · ∞) and [NaN, 0] for [∞, 1].
+    for (row, want) in [([-I, -I], [N, N]), ([I, 1.0], [N, 0.0])] {
+        let v = Tensor::from_vec(row.to_vec(), &[2]).requires_grad_();
+        let g = ncsn::grad(&[&v.logsumexp(&[0], false)], &[&v], false);
+        same(
+            &format!("logsumexp gradient at {row:?}"),
+            &g[0].to_vec(),
+            &want,
+        );
+    }
+}

@@ -229,6 +229,67 @@ fn reductions_match_cpu() {
     assert_close("var", &g, &w, |_, w| 1e-5 * (1.0 + w.abs()));
 }
 
+/// NaN and the infinities take the CPU's (and so PyTorch's) path on the device. GLSL leaves
+/// `max`, `min` and `clamp` of a NaN undefined, so relu, maximum, minimum, tanh and the max
+/// reduction test for NaN themselves; logsumexp must give −∞ for a row of −∞ and +∞ for a row
+/// holding +∞. (Without the float-controls execution modes the Vulkan spec lets a driver drop NaNs
+/// in plain arithmetic too; lavapipe keeps them, as IEEE does, and this checks the shaders' own
+/// handling there.) Transcendental ops are compared within `transcendental`, the rest exactly.
+#[test]
+fn nan_and_infinities_match_cpu() {
+    const N: f32 = f32::NAN;
+    const I: f32 = f32::INFINITY;
+    let x = Tensor::from_vec(vec![1.0, N, -2.0, I, -I, 0.0, 100.0, -100.0, -0.5], &[9]);
+    let xs = std::slice::from_ref(&x);
+    type F = fn(&Tensor) -> Tensor;
+    let exact_ops: [(&str, F); 5] = [
+        ("neg", |x| x.neg()),
+        ("abs", |x| x.abs()),
+        ("relu", |x| x.relu()),
+        ("add_scalar", |x| x.add_scalar(0.75)),
+        ("mul_scalar", |x| x.mul_scalar(-1.5)),
+    ];
+    for (name, f) in exact_ops {
+        let (g, w) = both(xs, &|v| f(&v[0]));
+        assert_close(name, &g, &w, exact);
+    }
+    // x against itself reversed: NaN meets a number from either side, and ∞ meets −∞.
+    let pair = [
+        x.clone(),
+        Tensor::from_vec(x.to_vec().into_iter().rev().collect(), &[9]),
+    ];
+    let (g, w) = both(&pair, &|v| v[0].maximum(&v[1]));
+    assert_close("maximum", &g, &w, exact);
+    let (g, w) = both(&pair, &|v| v[0].minimum(&v[1]));
+    assert_close("minimum", &g, &w, exact);
+    let approx_ops: [(&str, F); 5] = [
+        ("exp", |x| x.exp()),
+        ("tanh", |x| x.tanh()),
+        ("sigmoid", |x| x.sigmoid()),
+        ("softplus", |x| x.softplus()),
+        ("elu", |x| x.elu(1.0)),
+    ];
+    for (name, f) in approx_ops {
+        let (g, w) = both(xs, &|v| f(&v[0]));
+        assert_close(name, &g, &w, transcendental);
+    }
+    // A max over 1000 elements, so that the NaN (or the infinity) meets the shared-memory tree
+    // and not only one thread's running maximum.
+    let mut long = random(&[3, 1000], -2.0, 2.0, 35).to_vec();
+    long[700] = N;
+    long[1000 + 999] = I;
+    long[2000 + 3] = -I;
+    let long = Tensor::from_vec(long, &[3, 1000]);
+    let (g, w) = both(std::slice::from_ref(&long), &|v| v[0].max(&[1], false));
+    assert_close("max with NaN and ±∞", &g, &w, exact);
+    let rows = Tensor::from_vec(vec![-I, -I, I, 1.0, I, -I, N, 1.0, 1.0, 2.0], &[5, 2]);
+    let (g, w) = both(std::slice::from_ref(&rows), &|v| {
+        v[0].logsumexp(&[1], false)
+    });
+    assert_close("logsumexp with NaN and ±∞", &g, &w, transcendental);
+    assert_eq!(w.to_vec()[..2], [-I, I], "the CPU's rows themselves");
+}
+
 #[test]
 fn movement_ops_match_cpu() {
     let x = random(&[3, 5, 7, 2], -2.0, 2.0, 40);

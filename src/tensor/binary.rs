@@ -51,6 +51,19 @@ pub fn broadcast_shape(a: &[usize], b: &[usize], op: &str) -> Vec<usize> {
         .collect()
 }
 
+/// max(a, b) that propagates NaN, as `torch.maximum` and `torch.amax` do: b where b is greater or
+/// NaN, a otherwise (so a NaN a stays). `f32::max` returns the operand that is not NaN instead.
+#[inline]
+pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() { b } else { a }
+}
+
+/// min(a, b) that propagates NaN, as `torch.minimum` does.
+#[inline]
+pub(crate) fn nan_min(a: f32, b: f32) -> f32 {
+    if b < a || b.is_nan() { b } else { a }
+}
+
 /// Applies `f` elementwise over two broadcast arrays.
 // ANCHOR: zip_with
 pub(crate) fn zip_with(
@@ -177,14 +190,15 @@ impl Tensor {
         Tensor::from_op(out, Op::Div(self.clone(), other.clone()))
     }
 
-    /// Elementwise maximum. Where a = b the gradient is split equally, as PyTorch does.
+    /// Elementwise maximum. Where a = b the gradient is split equally, as PyTorch does; a NaN in
+    /// either operand gives NaN (`torch.maximum`; `f32::max` would return the other operand).
     pub fn maximum(&self, other: &Tensor) -> Tensor {
         #[cfg(feature = "vulkan")]
         if let Some(d) = super::vulkan::binary(BinaryOp::Max, self, other, "maximum") {
             let (a, b) = (self.clone(), other.clone());
             return Tensor::from_op(d, Op::Extremum { a, b, min: false });
         }
-        let out = zip_with(&self.storage(), &other.storage(), "maximum", f32::max);
+        let out = zip_with(&self.storage(), &other.storage(), "maximum", nan_max);
         Tensor::from_op(
             out,
             Op::Extremum {
@@ -195,14 +209,15 @@ impl Tensor {
         )
     }
 
-    /// Elementwise minimum. Where a = b the gradient is split equally, as PyTorch does.
+    /// Elementwise minimum. Where a = b the gradient is split equally, as PyTorch does; a NaN in
+    /// either operand gives NaN.
     pub fn minimum(&self, other: &Tensor) -> Tensor {
         #[cfg(feature = "vulkan")]
         if let Some(d) = super::vulkan::binary(BinaryOp::Min, self, other, "minimum") {
             let (a, b) = (self.clone(), other.clone());
             return Tensor::from_op(d, Op::Extremum { a, b, min: true });
         }
-        let out = zip_with(&self.storage(), &other.storage(), "minimum", f32::min);
+        let out = zip_with(&self.storage(), &other.storage(), "minimum", nan_min);
         Tensor::from_op(
             out,
             Op::Extremum {

@@ -173,7 +173,7 @@ impl Tensor {
     }
 
     /// Maximum over `axes`. Where several elements share the maximum the gradient is split among
-    /// them equally (`torch.amax`).
+    /// them equally, and a NaN among the elements gives NaN (both as `torch.amax`).
     pub fn max(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let axes = norm_axes(self, axes);
         #[cfg(feature = "vulkan")]
@@ -181,7 +181,7 @@ impl Tensor {
             let x = self.clone();
             return Tensor::from_op(d, Op::Max { x, axes, keepdim });
         }
-        let out = fold_axes(self, &axes, f32::NEG_INFINITY, f32::max);
+        let out = fold_axes(self, &axes, f32::NEG_INFINITY, super::binary::nan_max);
         let out = out
             .into_shape_with_order(IxDyn(&reduced_shape(self.shape(), &axes, keepdim)))
             .expect("shape");
@@ -196,9 +196,12 @@ impl Tensor {
     }
 
     /// log Σ exp(x) over `axes`, computed as m + log Σ exp(x − m) with m the (detached) maximum,
-    /// so that it neither overflows nor underflows.
+    /// so that it neither overflows nor underflows. Where the maximum is infinite, m = 0 instead,
+    /// as `torch.logsumexp` does: all −∞ gives −∞ and a +∞ gives +∞, where x − m would be NaN.
     pub fn logsumexp(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let m = self.max(axes, true).detach();
+        let finite = m.abs().lt_scalar(f32::INFINITY); // false for ±∞ and for NaN, which stays NaN
+        let m = Tensor::where_(&finite, &m, &m.zeros_like());
         let out = self.sub(&m).exp().sum(axes, true).log().add(&m);
         if keepdim {
             out

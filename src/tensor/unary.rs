@@ -85,7 +85,14 @@ impl UnaryOp {
             Abs => x.abs(),
             Sigmoid => fastmath::sigmoid(x),
             Tanh => x.tanh(),
-            Relu => x.max(0.0),
+            // Not x.max(0.0), which turns NaN into 0: PyTorch's relu passes NaN (and −0) through.
+            Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             // max(x, 0) + ln(1 + e^{-|x|}): no overflow for large x, no loss for very negative x.
             Softplus => fastmath::softplus(x),
             Elu(alpha) => {
@@ -118,7 +125,7 @@ fn apply_slice(kind: UnaryOp, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>])
         Abs => m(x, out, f32::abs),
         Sigmoid => m(x, out, fastmath::sigmoid),
         Tanh => m(x, out, f32::tanh),
-        Relu => m(x, out, |v| v.max(0.0)),
+        Relu => m(x, out, |v| if v < 0.0 { 0.0 } else { v }),
         Softplus => m(x, out, fastmath::softplus),
         Elu(a) => m(
             x,
