@@ -61,7 +61,10 @@ const MAX_BATCH: usize = MAX_CHAINS_TIMES_NGF / 128;
 const MAX_STEPS: usize = 1_000_000;
 
 #[derive(Parser)]
-#[command(about = "Times CondRefineNetDilated training steps and annealed Langevin sampling")]
+#[command(
+    about = "Times CondRefineNetDilated training steps and annealed Langevin sampling",
+    allow_negative_numbers = true
+)]
 struct Args {
     /// Batch size (training) and number of chains (sampling).
     #[arg(default_value_t = 128, value_parser = count_in(1, MAX_BATCH))]

@@ -1,10 +1,10 @@
 //! Draws the toy figures: the paper's mixture (density, true scores, i.i.d. samples, the perturbed
 //! density q_σ and its scores), the ring, and denoising score matching in one dimension (its
 //! regression targets, the score it should learn and the score a small network learns), as SVG
-//! files in `toy_out/` (or the directory given as the first argument).
+//! files in `toy_out/` (or the directory given with `--out`, as in the other examples).
 //!
 //! ```text
-//! cargo run --release --example toy_figures [out_dir]
+//! cargo run --release --example toy_figures [-- --out DIR]
 //! ```
 
 use clap::Parser;
@@ -21,12 +21,12 @@ use rand_chacha::ChaCha8Rng;
 #[command(about = "Draw the toy distributions' densities, scores and samples as SVG figures")]
 struct Args {
     /// Directory for the figures.
-    #[arg(default_value = "toy_out")]
-    out_dir: std::path::PathBuf,
+    #[arg(long, value_name = "DIR", default_value = "toy_out")]
+    out: std::path::PathBuf,
 }
 
 fn main() {
-    let out = Args::parse().out_dir;
+    let out = Args::parse().out;
     if let Err(e) = run(&out) {
         eprintln!("error: {e}");
         std::process::exit(1);

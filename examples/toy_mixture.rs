@@ -39,7 +39,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
-#[command(about = "Reproduce the toy experiments of Song & Ermon (2019)")]
+#[command(
+    about = "Reproduce the toy experiments of Song & Ermon (2019)",
+    allow_negative_numbers = true
+)]
 struct Args {
     /// Directory for results.json and the figures.
     #[arg(long, default_value = "toy_mixture_out")]

@@ -600,8 +600,72 @@ pub fn scatter(
     })
 }
 
+/// The pixels a line plot draws: each dot, and each curve traced along its segments at steps of at
+/// most one pixel (so that a long straight segment counts as much as the pixels it covers).
+fn trace_pixels(
+    series: &[Series],
+    kept: &[Vec<(f64, f64)>],
+    px: impl Fn((f64, f64)) -> (i32, i32),
+) -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    for (s, pts) in series.iter().zip(kept) {
+        let pixels: Vec<(i32, i32)> = pts.iter().map(|&p| px(p)).collect();
+        if s.style == Style::Dots {
+            out.extend(pixels);
+            continue;
+        }
+        out.extend(pixels.last());
+        for w in pixels.windows(2) {
+            let ((ax, ay), (bx, by)) = (w[0], w[1]);
+            let n = (bx - ax).abs().max((by - ay).abs()).max(1);
+            out.extend((0..n).map(|i| (ax + (bx - ax) * i / n, ay + (by - ay) * i / n)));
+        }
+    }
+    out
+}
+
+/// The legend's size in pixels as plotters draws it with 14-pixel labels: a 20-pixel row per
+/// series and a width of 47 pixels (marker and padding) plus about 8 per character of the
+/// longest label (measured on the figures this module writes).
+fn legend_size(series: &[Series]) -> (i32, i32) {
+    let chars = series.iter().map(|s| s.label.chars().count()).max();
+    (
+        47 + 8 * chars.unwrap_or(0) as i32,
+        4 + 20 * series.len() as i32,
+    )
+}
+
+/// The corner of the plotting area for the legend: the one whose box covers the fewest drawn
+/// pixels, preferring upper right, then upper left, lower right and lower left on a tie, so that
+/// the legend does not hide a curve where some corner is free.
+fn legend_corner(
+    (xs, ys): (std::ops::Range<i32>, std::ops::Range<i32>),
+    (w, h): (i32, i32),
+    drawn: &[(i32, i32)],
+) -> SeriesLabelPosition {
+    const GAP: i32 = 5; // plotters' gap between the legend and the edges of the plotting area
+    let (left, right) = (xs.start + GAP, xs.end - GAP - w);
+    let (top, bottom) = (ys.start + GAP, ys.end - GAP - h);
+    let corners = [(right, top), (left, top), (right, bottom), (left, bottom)];
+    let covered = |&(x, y): &(i32, i32)| {
+        drawn
+            .iter()
+            .filter(|&&(px, py)| (x..=x + w).contains(&px) && (y..=y + h).contains(&py))
+            .count()
+    };
+    let best = (0..4).min_by_key(|&i| covered(&corners[i])).unwrap_or(0);
+    [
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::LowerLeft,
+    ][best]
+        .clone()
+}
+
 /// Line plots of one or more series with a legend, optionally with a logarithmic y axis; a
-/// series with [`Style::Dots`] is drawn as unconnected dots.
+/// series with [`Style::Dots`] is drawn as unconnected dots. The legend goes in the corner where it
+/// hides the least of what is drawn.
 ///
 /// Non-finite points are dropped, and with `log_y` so are points with y ≤ 0. The axes span the
 /// remaining points. An empty plot (no drawable point) still writes a framed figure.
@@ -692,9 +756,15 @@ pub fn lines(path: impl AsRef<Path>, fig: &Figure, series: &[Series], log_y: boo
                     };
                 }
                 if !series.is_empty() {
+                    let traced = trace_pixels(series, &kept, |p| chart.backend_coord(&p));
+                    let corner = legend_corner(
+                        chart.plotting_area().get_pixel_range(),
+                        legend_size(series),
+                        &traced,
+                    );
                     chart
                         .configure_series_labels()
-                        .position(SeriesLabelPosition::UpperRight)
+                        .position(corner)
                         .label_font((FONT, 14))
                         .background_style(WHITE.mix(0.85))
                         .border_style(BLACK.mix(0.4))

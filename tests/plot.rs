@@ -249,6 +249,65 @@ fn lines_linear_and_log() {
     check_svg(&out("lines_flat.svg"));
 }
 
+/// The legend goes to the first free corner in the order upper right, upper left, lower right,
+/// lower left, so that it hides no curve where a corner is free. Where it went is read from the
+/// SVG: the legend's background is the one rectangle drawn at opacity 0.85.
+#[test]
+fn the_legend_takes_a_free_corner() {
+    let legend_at = |name: &str, series: &[Series]| {
+        let path = out(name);
+        plot::lines(&path, &Figure::new(name), series, false).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let rect = svg
+            .split("<rect ")
+            .find(|r| r.contains("opacity=\"0.85\""))
+            .map(|r| format!(" {r}")) // every attribute now follows a space
+            .expect("the legend's background");
+        let attr = |key: &str| -> f64 {
+            let v = rect.split(&format!(" {key}=\"")).nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse().unwrap()
+        };
+        // Which half of the 600 × 600 figure the legend's centre lies in.
+        let (x, y) = (
+            attr("x") + attr("width") / 2.0,
+            attr("y") + attr("height") / 2.0,
+        );
+        (
+            if x > 300.0 { "right" } else { "left" },
+            if y < 300.0 { "upper" } else { "lower" },
+        )
+    };
+    let line = |label: &str, pts: &[(f64, f64)]| Series::new(label, pts.to_vec());
+    // A decaying curve leaves the upper right free: the legend stays there.
+    let decay: Vec<(f64, f64)> = (0..=100)
+        .map(|i| (i as f64 / 10.0, 10.0 * (-(i as f64) / 10.0).exp()))
+        .collect();
+    assert_eq!(
+        legend_at("legend_decay.svg", &[line("decay", &decay)]),
+        ("right", "upper")
+    );
+    // A line along the top takes both upper corners (a dot at the bottom sets the range): the
+    // lower right; with a wall down the right edge too, the lower left.
+    let top = line("top", &[(0.0, 10.0), (10.0, 10.0)]);
+    let floor = Series::dots("floor", vec![(5.0, 0.0)]);
+    let wall = line("wall", &[(9.5, 0.0), (9.5, 10.0)]);
+    assert_eq!(
+        legend_at("legend_top.svg", &[top.clone(), floor.clone()]),
+        ("right", "lower")
+    );
+    assert_eq!(
+        legend_at("legend_top_wall.svg", &[top, floor, wall]),
+        ("left", "lower")
+    );
+    let diagonal = line("diagonal", &[(0.0, 0.0), (10.0, 10.0)]);
+    let low = line("low", &[(0.0, 0.0), (10.0, 1.0)]);
+    // The diagonal alone takes the upper right and the lower left: the upper left is free.
+    assert_eq!(
+        legend_at("legend_diag.svg", &[diagonal, low]),
+        ("left", "upper")
+    );
+}
+
 /// A dots series is a circle per drawable point, unconnected, plus one in its legend entry; a
 /// line series beside it is one polyline, plus one in its legend entry.
 #[test]

@@ -482,6 +482,16 @@ fn presets_and_configs() {
     let c = args.config(DatasetKind::Mnist).unwrap();
     assert_eq!((c.n_iters, c.seed, c.ngf, c.batch_size), (12, 4, 8, 128));
     assert!(<Args as clap::Parser>::try_parse_from(["mnist", "--preset", "gpu"]).is_err());
+    // A negative number is a bad value of its flag, not an argument of its own.
+    let err = <Args as clap::Parser>::try_parse_from(["mnist", "--seed", "-1"]).unwrap_err();
+    assert!(err.to_string().contains("'-1' for '--seed"), "{err}");
+    let args =
+        <Args as clap::Parser>::try_parse_from(["mnist", "--step-size", "-0.00002"]).unwrap();
+    let err = args.config(DatasetKind::Mnist).unwrap_err().to_string();
+    assert!(
+        err.contains("step size") || err.contains("step_size"),
+        "{err}"
+    );
 }
 
 /// Writes MNIST IDX files (`t10k-*` only, as in `shared/data`) of `n` random 28×28 digits.

@@ -36,6 +36,8 @@ use crate::{Error, Result};
 /// run directory's checkpoint, or `--checkpoint PATH`).
 #[derive(Clone, Debug, Default, Parser)]
 #[command(
+    // `--seed -1` is then a bad value for --seed, not an unexpected argument "-1".
+    allow_negative_numbers = true,
     about = "Train NCSN on images and sample from it (Song & Ermon, 2019)",
     long_about = "Train NCSN on images and sample from it (Song & Ermon, 2019).\n\n\
         With none of --train, --sample, --inpaint and --nearest, all four run, in that order, \
