@@ -1074,11 +1074,13 @@ fn checkpoint_stores_the_crc32_of_its_data_section() {
     c.save(&path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     // The header holds the CRC-32 of every byte after it and of the metadata entries (key, 0,
-    // value, 0 in key order), as 8 lowercase hex digits...
+    // value, 0 in key order), the format mark among them, as 8 lowercase hex digits...
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&bytes[data_start(&bytes)..]);
     assert!(!c.metadata.is_empty());
-    for (k, v) in &c.metadata {
+    let mut entries = c.metadata.clone();
+    entries.insert("ncsn.format".into(), "1".into());
+    for (k, v) in &entries {
         for part in [k, v] {
             hasher.update(part.as_bytes());
             hasher.update(&[0]);
@@ -1098,6 +1100,11 @@ fn checkpoint_stores_the_crc32_of_its_data_section() {
     assert_invalid(
         forged.save(&other).unwrap_err(),
         &["`ncsn.crc32`", "reserved"],
+    );
+    let forged = sample_checkpoint().with_metadata("ncsn.format", "1");
+    assert_invalid(
+        forged.save(&other).unwrap_err(),
+        &["`ncsn.format`", "reserved", "format mark"],
     );
     assert!(!other.exists(), "nothing written on failure");
 }
@@ -1130,7 +1137,7 @@ fn checkpoint_bytes_are_a_function_of_its_contents() {
     let want = format!(
         "{{\"__metadata__\":{{\"config\":\"{{\\\"lr\\\": 0.001}}\",\"key0\":\"0\",\"key1\":\"5\",\
          \"key2\":\"2\",\"key3\":\"7\",\"key4\":\"4\",\"key5\":\"1\",\"key6\":\"6\",\"key7\":\"3\",\
-         \"ncsn.crc32\":\"{crc}\",\"step\":\"1234\"}},\
+         \"ncsn.crc32\":\"{crc}\",\"ncsn.format\":\"1\",\"step\":\"1234\"}},\
          \"layer.bias\":{{\"data_offsets\":[0,12],\"dtype\":\"F32\",\"shape\":[3]}},\
          \"layer.weight\":{{\"data_offsets\":[12,36],\"dtype\":\"F32\",\"shape\":[2,3]}},\
          \"scale\":{{\"data_offsets\":[36,40],\"dtype\":\"F32\",\"shape\":[]}}}}"
@@ -1210,6 +1217,20 @@ fn checkpoint_flipped_header_bytes_are_refused() {
         &p,
         &["ncsn.crc32", "not a CRC-32"],
     );
+    // In the checksum's key: the file is marked as written here, so a missing checksum is damage.
+    let key = head.find("\"ncsn.crc32\"").unwrap() + 1;
+    let mut bad = bytes.clone();
+    bad[8 + key] = b'o';
+    let p = dir.write("key.safetensors", &bad);
+    assert_format(
+        Checkpoint::load(&p).unwrap_err(),
+        &p,
+        &[
+            "marked `ncsn.format`",
+            "no `ncsn.crc32` checksum",
+            "damaged",
+        ],
+    );
     // In a tensor's byte range: the ranges no longer tile the data.
     let range = head.find("\"data_offsets\":[").unwrap() + "\"data_offsets\":[".len();
     let mut bad = bytes.clone();
@@ -1220,6 +1241,64 @@ fn checkpoint_flipped_header_bytes_are_refused() {
         &p,
         &["not a valid safetensors"],
     );
+}
+
+/// Every change of one byte anywhere in the file, to each of its eight single-bit neighbours and to
+/// its complement, is refused, or loads the original numbers and metadata. What can load is a
+/// tensor renamed (names are the one part the checksum leaves out, see `checksum`, because the
+/// caller checks them against the model, and that check refuses each renamed file here) or a hex
+/// digit of the checksum changed to upper case (the same number). So no loaded file hands back a
+/// value that was not saved. Before the file carried `ncsn.format`, a changed letter in the key
+/// `ncsn.crc32` loaded too, unchecked, as a file without a checksum.
+#[test]
+fn checkpoint_single_byte_changes_never_load_other_values() {
+    let dir = TempDir::new("ckpt-every-byte");
+    let original = sample_checkpoint();
+    original.save(dir.path("good.safetensors")).unwrap();
+    let bytes = std::fs::read(dir.path("good.safetensors")).unwrap();
+    let model: Vec<(String, Vec<usize>)> = original
+        .tensors
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape().to_vec()))
+        .collect();
+    // The saved numbers, bit for bit, without their names.
+    let values = |c: &Checkpoint| {
+        let mut v: Vec<_> = bits(c).into_iter().map(|(_, s, b)| (s, b)).collect();
+        v.sort();
+        v
+    };
+    let path = dir.path("changed.safetensors");
+    let (mut tried, mut renamed) = (0, 0);
+    for at in 0..bytes.len() {
+        for mask in (0..8).map(|b| 1u8 << b).chain([0xff]) {
+            let mut changed = bytes.clone();
+            changed[at] ^= mask;
+            std::fs::write(&path, &changed).unwrap();
+            tried += 1;
+            let Ok(c) = Checkpoint::load(&path) else {
+                continue;
+            };
+            let what = format!("byte {at} ^ {mask:#04x} loaded");
+            assert_eq!(values(&c), values(&original), "{what}: other numbers");
+            assert_eq!(c.metadata, original.metadata, "{what}: other metadata");
+            if bits(&c) == bits(&original) {
+                let digit = changed[at];
+                assert!(
+                    digit.is_ascii_hexdigit() && digit.is_ascii_uppercase(),
+                    "{what}"
+                );
+            } else {
+                assert!(
+                    c.check(model.clone()).is_err(),
+                    "{what}: passes the model's check"
+                );
+                renamed += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 9 * bytes.len());
+    // The loop did meet loadable files (a letter of a name changed): the assertions ran.
+    assert!(renamed > 0, "no change loaded at all");
 }
 
 /// The checksum covers the metadata's values too: a digit changed inside `step` (the header's

@@ -15,14 +15,15 @@
 //! a full disk at any moment leaves either the old checkpoint or the new one, never a torn file.
 //! The header's metadata carries, under [`CHECKSUM_KEY`], a CRC-32 of the data section (every
 //! byte after the header) and of the other metadata entries, so that bytes changed on disk or on
-//! the way are noticed on reading.
+//! the way are noticed on reading, and under [`FORMAT_KEY`] a mark that the file has one.
 //!
 //! # Reading
 //!
 //! [`load`] checks the whole file before returning anything: a truncated or corrupt file, or a
 //! tensor of another dtype than `F32` (named, with its dtype), is an [`Error::Format`] naming the
-//! file, and so is a file whose data or metadata does not match the checksum in its header (one without the
-//! checksum, such as a file converted from PyTorch, is read as it is). [`check_shapes`] then
+//! file, and so is a file whose data or metadata does not match the checksum in its header, or
+//! that is marked as written here and has lost its checksum (one without either, such as a file
+//! converted from PyTorch, is read as it is). [`check_shapes`] then
 //! compares the loaded set with what a model expects and reports every missing, extra and
 //! mis-shaped tensor at once; [`load_expecting`] does both. Loading never touches a model: the
 //! caller copies tensors in only after these checks pass.
@@ -196,10 +197,21 @@ pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
 // ANCHOR: checksum
 /// The metadata key under which [`save`] stores the file's checksum as 8 lowercase hex digits: a
 /// CRC-32 of the data section (every byte after the header), then of the other metadata entries
-/// in key order. [`load`] checks it when present and removes it from the metadata it hands back;
-/// [`save`] refuses it in the caller's metadata. It cannot be mistaken for the training state's
-/// keys (`step`, `config`, `optimizer.…`).
+/// in key order. [`load`] checks it when present (and requires it when [`FORMAT_KEY`] is) and
+/// removes it from the metadata it hands back; [`save`] refuses it in the caller's metadata. It
+/// cannot be mistaken for the training state's keys (`step`, `config`, `optimizer.…`).
 pub const CHECKSUM_KEY: &str = "ncsn.crc32";
+
+/// The metadata key that marks a file written by [`save`], with the value [`FORMAT_VERSION`]. A
+/// marked file must hold [`CHECKSUM_KEY`]: without the mark, one changed byte in the checksum's own
+/// key would make a damaged file read as one that never had a checksum (a file converted from
+/// PyTorch, say) and skip the check. The mark is covered by the checksum like any other entry,
+/// so a change to it is caught too. [`load`] leaves it out of the metadata it hands back.
+pub const FORMAT_KEY: &str = "ncsn.format";
+
+/// The value stored under [`FORMAT_KEY`]: this layout, tensors in name order after a header whose
+/// keys are sorted, with the checksum of [`CHECKSUM_KEY`].
+pub const FORMAT_VERSION: &str = "1";
 
 /// The CRC-32 stored under [`CHECKSUM_KEY`]: of the data section (every byte after the header),
 /// then of the other metadata entries in key order, each key and value followed by a zero byte.
@@ -220,18 +232,20 @@ fn checksum(data: &[u8], metadata: &Metadata) -> u32 {
 }
 
 /// The bytes of a safetensors file holding `tensors` (in name order, no gaps) and `metadata` plus
-/// [`CHECKSUM_KEY`]. All of the header's keys are in sorted order (serde_json's map is ordered), so the
-/// same tensors and metadata always give the same bytes: two runs with the same seed write
-/// identical files.
+/// [`FORMAT_KEY`] and [`CHECKSUM_KEY`]. All of the header's keys are in sorted order (serde_json's
+/// map is ordered), so the same tensors and metadata always give the same bytes: two runs with the
+/// same seed write identical files.
 ///
 /// The header comes before the data it describes, yet holds the data's checksum. Its length does
 /// not depend on the checksum's value (always 8 hex digits), so the header is laid out first with
 /// a zero checksum, the data is written after it, and the header is then written again, with the
 /// checksum of that data, over the same bytes.
 fn serialize(tensors: &[(String, ArrayViewD<'_, f32>)], metadata: &Metadata) -> Vec<u8> {
+    let mut metadata = metadata.clone();
+    metadata.insert(FORMAT_KEY.into(), FORMAT_VERSION.into());
     let header = |crc: u32| -> Vec<u8> {
         let mut meta = serde_json::Map::new();
-        for (key, value) in metadata {
+        for (key, value) in &metadata {
             meta.insert(key.clone(), value.clone().into());
         }
         meta.insert(CHECKSUM_KEY.into(), format!("{crc:08x}").into());
@@ -261,7 +275,7 @@ fn serialize(tensors: &[(String, ArrayViewD<'_, f32>)], metadata: &Metadata) -> 
         bytes.extend(view.iter().flat_map(|v| v.to_le_bytes()));
     }
     let start = 8 + head.len();
-    let sealed = header(checksum(&bytes[start..], metadata));
+    let sealed = header(checksum(&bytes[start..], &metadata));
     assert_eq!(sealed.len(), head.len(), "the checksum has a fixed width");
     bytes[8..start].copy_from_slice(&sealed);
     bytes
@@ -307,7 +321,8 @@ fn verify(
 ///
 /// Takes views, so a model can save its parameters without copying them into a [`Tensors`] map
 /// first. Names must be unique and must not be `__metadata__`, and the metadata must not use
-/// [`CHECKSUM_KEY`] (an [`Error::Invalid`] otherwise): the file's checksum goes there. In the
+/// [`CHECKSUM_KEY`] or [`FORMAT_KEY`] (an [`Error::Invalid`] otherwise): the file's checksum and
+/// its mark go there. In the
 /// file, tensors are stored in name order.
 pub fn save<'a, S: AsRef<str>>(
     path: impl AsRef<Path>,
@@ -333,11 +348,13 @@ pub fn save<'a, S: AsRef<str>>(
         }
         views.push((name, view));
     }
-    if metadata.contains_key(CHECKSUM_KEY) {
-        return Err(Error::Invalid(format!(
-            "{}: metadata key `{CHECKSUM_KEY}` is reserved for the file's checksum",
-            path.display()
-        )));
+    for (key, what) in [(CHECKSUM_KEY, "checksum"), (FORMAT_KEY, "format mark")] {
+        if metadata.contains_key(key) {
+            return Err(Error::Invalid(format!(
+                "{}: metadata key `{key}` is reserved for the file's {what}",
+                path.display()
+            )));
+        }
     }
     views.sort_by(|(a, _), (b, _)| a.cmp(b));
     write_atomic(path, &serialize(&views, metadata))
@@ -348,8 +365,10 @@ pub fn save<'a, S: AsRef<str>>(
 /// The whole file is validated first: a file that is truncated, has a corrupt header or byte
 /// ranges that do not tile the data, has data or metadata that does not match the checksum
 /// stored under [`CHECKSUM_KEY`], or holds tensors of any other dtype than `F32` (each named with
-/// its dtype) is an [`Error::Format`] naming the file. A file without a checksum is read unchecked. Nothing is
-/// returned unless every tensor was read; the checksum is not among the metadata returned.
+/// its dtype) is an [`Error::Format`] naming the file, and so is a file marked under [`FORMAT_KEY`]
+/// that has no checksum. A file with neither (not written by [`save`]) is read unchecked. Nothing
+/// is returned unless every tensor was read; the checksum and the mark are not among the metadata
+/// returned.
 pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -365,9 +384,20 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         .as_ref()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    if let Some(stored) = metadata.remove(CHECKSUM_KEY) {
-        verify(path, &bytes, header_len, &metadata, &stored)?;
+    match metadata.remove(CHECKSUM_KEY) {
+        Some(stored) => verify(path, &bytes, header_len, &metadata, &stored)?,
+        None if metadata.contains_key(FORMAT_KEY) => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the header is marked `{FORMAT_KEY}` (written by ncsn) but has no \
+                     `{CHECKSUM_KEY}` checksum: the file is damaged"
+                ),
+            ));
+        }
+        None => {}
     }
+    metadata.remove(FORMAT_KEY);
     // ANCHOR_END: verify_on_load
     let file = SafeTensors::deserialize(&bytes).map_err(corrupt)?;
 

@@ -13,8 +13,8 @@ pub mod image;
 pub mod training;
 
 pub use self::checkpoint::{
-    CHECKSUM_KEY, Checkpoint, Metadata, Tensors, check_shapes, load, load_expecting, save,
-    write_atomic,
+    CHECKSUM_KEY, Checkpoint, FORMAT_KEY, FORMAT_VERSION, Metadata, Tensors, check_shapes, load,
+    load_expecting, save, write_atomic,
 };
 pub use self::image::{GridOptions, make_grid, save_grid, save_grid_with, save_png, save_strip};
 pub use self::training::{load_training, save_training};

@@ -11,6 +11,7 @@
 //! | metadata `optimizer.<param>.step` | Adam's per-parameter step count |
 //! | metadata `step` | the training step |
 //! | metadata `ncsn.crc32` | a CRC-32 of all tensor data and the other metadata ([`checkpoint::CHECKSUM_KEY`]; [`crate::io::load`] checks it and leaves it out of the metadata) |
+//! | metadata `ncsn.format` | `1`: the file was written here and must have its checksum ([`checkpoint::FORMAT_KEY`]; also left out) |
 //!
 //! A parameters-only file (the first row alone) is what [`ParamStore::save`] writes and what a
 //! converted reference checkpoint looks like; [`ParamStore::load`] reads it.
