@@ -23,9 +23,9 @@
 //! tensor of another dtype than `F32` (named, with its dtype), is an [`Error::Format`] naming the
 //! file, and so is a file whose data or metadata does not match the checksum in its header, or
 //! that is marked as written here and has lost its checksum (one without either, such as a file
-//! converted from PyTorch, is read as it is). [`check_shapes`] then
-//! compares the loaded set with what a model expects and reports every missing, extra and
-//! mis-shaped tensor at once; [`load_expecting`] does both. Loading never touches a model: the
+//! converted from PyTorch, is read as it is). [`check_shapes`] then compares the loaded set with
+//! what a model expects and reports every missing, extra and mis-shaped tensor at once;
+//! [`load_expecting`] does both. Loading never touches a model: the
 //! caller copies tensors in only after these checks pass.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -322,8 +322,7 @@ fn verify(
 /// Takes views, so a model can save its parameters without copying them into a [`Tensors`] map
 /// first. Names must be unique and must not be `__metadata__`, and the metadata must not use
 /// [`CHECKSUM_KEY`] or [`FORMAT_KEY`] (an [`Error::Invalid`] otherwise): the file's checksum and
-/// its mark go there. In the
-/// file, tensors are stored in name order.
+/// its mark go there. In the file, tensors are stored in name order.
 pub fn save<'a, S: AsRef<str>>(
     path: impl AsRef<Path>,
     tensors: impl IntoIterator<Item = (S, ArrayViewD<'a, f32>)>,
