@@ -598,3 +598,42 @@ fn elu_matches_expm1() {
         }
     }
 }
+
+/// Shapes with nothing to compute on are refused with a message naming the op and the shape,
+/// not an arithmetic or slicing panic from deep inside a kernel.
+#[test]
+fn empty_planes_and_kernels_are_named() {
+    let message = |f: &(dyn Fn() + std::panic::RefUnwindSafe)| {
+        let err = std::panic::catch_unwind(f).expect_err("should panic");
+        err.downcast_ref::<String>().cloned().unwrap_or_default()
+    };
+    let x = Tensor::zeros(&[1, 2, 5, 5]);
+    let cfg = Conv2dConfig::default();
+    let no_out = message(&|| {
+        x.conv2d(&Tensor::zeros(&[0, 2, 3, 3]), None, cfg);
+    });
+    assert!(
+        no_out.contains("conv2d: the weight [0, 2, 3, 3]"),
+        "{no_out}"
+    );
+    let no_kernel = message(&|| {
+        x.conv2d(&Tensor::zeros(&[4, 2, 0, 3]), None, cfg);
+    });
+    assert!(no_kernel.contains("kernel of at least 1×1"), "{no_kernel}");
+    let pool = Pool2dConfig::new(3, 1, 1);
+    let empty = Tensor::zeros(&[1, 2, 4, 0]);
+    let m = message(&|| {
+        empty.avg_pool2d(pool);
+    });
+    assert!(
+        m.contains("avg_pool2d: input planes of 4×0 are empty"),
+        "{m}"
+    );
+    let m = message(&|| {
+        empty.resize_bilinear((3, 3));
+    });
+    assert!(
+        m.contains("resize_bilinear: input planes of 4×0 are empty"),
+        "{m}"
+    );
+}

@@ -467,3 +467,81 @@ fn nan_and_infinities_follow_pytorch() {
         );
     }
 }
+
+/// `arange` and `linspace` give PyTorch's values bit for bit (printed by torch 2.x for the same
+/// `f32` arguments, e.g. `torch.arange(-1.3, 1.1, 0.3)` with each argument first rounded to f32): `arange` counts in `f64`, so ⌈0.3f32 / 0.1f32⌉ = 4 elements, not the 3 an
+/// `f32` quotient gives; `linspace` fills its second half down from `end`, so both ends are exact.
+#[test]
+fn arange_and_linspace_match_pytorch() {
+    let e = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    assert_eq!(Tensor::arange(0.0, 0.3, 0.1).shape(), &[4]);
+    assert_eq!(
+        Tensor::arange(0.1, 2.3, 0.7).to_vec(),
+        e(&[
+            0.10000000149011612,
+            0.800000011920929,
+            1.5,
+            2.200000047683716
+        ])
+    );
+    #[rustfmt::skip]
+    let want = e(&[-1.2999999523162842, -0.9999999403953552, -0.6999999284744263, -0.3999999165534973, -0.09999990463256836, 0.2000001072883606, 0.5000001192092896, 0.8000001311302185]);
+    assert_eq!(Tensor::arange(-1.3, 1.1, 0.3).to_vec(), want);
+    assert_eq!(Tensor::arange(5.0, 1.0, -1.5).to_vec(), [5.0, 3.5, 2.0]);
+    assert_eq!(Tensor::arange(2.0, 2.0, 1.0).shape(), &[0]);
+    #[rustfmt::skip]
+    let cases: [(f32, f32, usize, &[f64]); 4] = [
+        (0.1, 1.0, 7, &[0.10000000149011612, 0.25, 0.3999999761581421, 0.550000011920929, 0.7000000476837158, 0.8500000238418579, 1.0]),
+        (0.1, 0.3, 3, &[0.10000000149011612, 0.20000000298023224, 0.30000001192092896]),
+        (-1.0, 1.0, 6, &[-1.0, -0.6000000238418579, -0.19999998807907104, 0.19999998807907104, 0.6000000238418579, 1.0]),
+        (3.0, -2.0, 5, &[3.0, 1.75, 0.5, -0.75, -2.0]),
+    ];
+    for (start, end, n, want) in cases {
+        assert_eq!(
+            Tensor::linspace(start, end, n).to_vec(),
+            e(want),
+            "linspace({start}, {end}, {n})"
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "arange: step -1 points away from 1")]
+fn arange_names_a_step_of_the_wrong_sign() {
+    Tensor::arange(0.0, 1.0, -1.0);
+}
+
+#[test]
+#[should_panic(expected = "arange: need a finite start and end")]
+fn arange_refuses_an_infinite_end() {
+    Tensor::arange(0.0, f32::INFINITY, 1.0);
+}
+
+/// Edge cases where PyTorch has a convention: the gradient of x⁰ is 0 everywhere, also at 0
+/// (not 0 · 0⁻¹ = NaN); the unbiased variance of one element is NaN and so is that of none (not
+/// −0 from dividing by n − 1 = −1); softplus's gradient on an empty tensor is empty.
+#[test]
+fn edge_conventions_follow_pytorch() {
+    let x = Tensor::from_vec(vec![0.0, -2.0, 3.0], &[3]).requires_grad_();
+    let g = ncsn::grad(&[&x.powf(0.0).sum_all()], &[&x], false);
+    assert_eq!(g[0].to_vec(), [0.0, 0.0, 0.0]);
+    let one = Tensor::from_vec(vec![4.0], &[1]);
+    assert!(one.var(&[0], true, false).item().is_nan());
+    let none = Tensor::zeros(&[2, 0]);
+    assert!(
+        none.var(&[1], true, false)
+            .to_vec()
+            .iter()
+            .all(|v| v.is_nan())
+    );
+    assert_eq!(none.var(&[1], false, false).shape(), &[2]);
+    let e = Tensor::zeros(&[2, 0]).requires_grad_();
+    let g = ncsn::grad(&[&e.softplus().sum_all()], &[&e], false);
+    assert_eq!(g[0].shape(), &[2, 0]);
+}
+
+#[test]
+#[should_panic(expected = "instance_norm: planes of 0×3 have no pixels")]
+fn instance_norm_names_empty_planes() {
+    Tensor::zeros(&[1, 2, 0, 3]).instance_norm(1e-5);
+}

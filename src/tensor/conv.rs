@@ -117,6 +117,10 @@ impl Geom {
             c, c2,
             "conv2d: input has {c} channels but the weight expects {c2} (input {x:?}, weight {w:?})"
         );
+        assert!(
+            o >= 1 && kh >= 1 && kw >= 1,
+            "conv2d: the weight {w:?} needs at least one output channel and a kernel of at least 1×1"
+        );
         Geom {
             n,
             c,

@@ -408,21 +408,49 @@ impl Tensor {
         Tensor::sample(shape, Uniform::new(lo, hi).expect("lo < hi"), rng)
     }
 
-    /// `start, start + step, …` up to but excluding `end`, as a 1-D tensor.
+    /// `start, start + step, …` up to but excluding `end`, as a 1-D tensor. As `torch.arange`,
+    /// the length ⌈(end − start)/step⌉ and each value start + i·step are computed in `f64` and
+    /// the values then rounded to `f32`. Panics, naming the arguments, on a step of 0 or of the
+    /// wrong sign, on a bound or step that is not finite, and on a length that cannot be stored.
     pub fn arange(start: f32, end: f32, step: f32) -> Tensor {
-        assert!(step != 0.0, "arange: step must be non-zero");
-        let n = ((end - start) / step).ceil().max(0.0) as usize;
-        Tensor::from_vec((0..n).map(|i| start + i as f32 * step).collect(), &[n])
+        let (a, b, s) = (start as f64, end as f64, step as f64);
+        assert!(
+            a.is_finite() && b.is_finite() && s.is_finite() && s != 0.0,
+            "arange: need a finite start and end and a finite, non-zero step, got \
+             ({start}, {end}, {step})"
+        );
+        assert!(
+            (b - a) * s >= 0.0,
+            "arange: step {step} points away from {end} (start {start})"
+        );
+        let n = ((b - a) / s).ceil();
+        assert!(
+            n <= (isize::MAX as usize / 4) as f64,
+            "arange: ({start}, {end}, {step}) would have {n} elements"
+        );
+        let n = n as usize;
+        Tensor::from_vec((0..n).map(|i| (a + i as f64 * s) as f32).collect(), &[n])
     }
 
-    /// `n` evenly spaced points from `start` to `end` inclusive, as a 1-D tensor.
+    /// `n` evenly spaced points from `start` to `end` inclusive, as a 1-D tensor. As
+    /// `torch.linspace`, the first half counts up from `start` and the second half down from
+    /// `end` in steps of (end − start)/(n − 1), so both ends are exact.
     pub fn linspace(start: f32, end: f32, n: usize) -> Tensor {
         let values = match n {
             0 => vec![],
             1 => vec![start],
-            _ => (0..n)
-                .map(|i| start + (end - start) * i as f32 / (n - 1) as f32)
-                .collect(),
+            _ => {
+                let step = (end - start) / (n - 1) as f32;
+                (0..n)
+                    .map(|i| {
+                        if i < n / 2 {
+                            start + step * i as f32
+                        } else {
+                            end - step * (n - 1 - i) as f32
+                        }
+                    })
+                    .collect()
+            }
         };
         Tensor::from_vec(values, &[n])
     }

@@ -66,6 +66,11 @@ impl Tensor {
     /// (n, c) plane becomes (x − μ)/√(σ² + eps) with its own mean μ and *biased* variance σ².
     pub fn instance_norm(&self, eps: f32) -> Tensor {
         let [n, c, h, w] = dims4(self.shape(), "instance_norm");
+        assert!(
+            h >= 1 && w >= 1,
+            "instance_norm: planes of {h}×{w} have no pixels to normalise (shape {:?})",
+            self.shape()
+        );
         #[cfg(feature = "vulkan")]
         if let Some(d) = super::vulkan::instance_norm(self, eps) {
             // The device's VJP uses the tensor-op formula below, which needs no saved 1/σ.

@@ -226,6 +226,11 @@ impl Tensor {
     /// zeros (but not beyond the padding).
     pub fn avg_pool2d(&self, cfg: Pool2dConfig) -> Tensor {
         let [n, c, h, w] = dims4(self.shape(), "avg_pool2d");
+        assert!(
+            h >= 1 && w >= 1,
+            "avg_pool2d: input planes of {h}×{w} are empty (shape {:?})",
+            self.shape()
+        );
         #[cfg(feature = "vulkan")]
         if let Some(d) = super::vulkan::avg_pool2d(self, cfg) {
             return Tensor::from_op(
@@ -300,6 +305,11 @@ impl Tensor {
         assert!(
             size.0 >= 1 && size.1 >= 1,
             "resize_bilinear: empty output size {size:?}"
+        );
+        assert!(
+            h >= 1 && w >= 1,
+            "resize_bilinear: input planes of {h}×{w} are empty (shape {:?})",
+            self.shape()
         );
         if (h, w) == size {
             return self.clone();

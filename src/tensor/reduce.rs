@@ -118,7 +118,8 @@ fn fold_axes(
 
 impl Tensor {
     /// Sum over `axes` (negative values count from the end); with `keepdim` the reduced axes stay
-    /// as size 1.
+    /// as size 1. As in NumPy (`axis=()`), and so for every reduction here, an empty `axes`
+    /// reduces nothing and returns the values as they are; PyTorch's `dim=()` reduces every axis.
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let axes = norm_axes(self, axes);
         #[cfg(feature = "vulkan")]
@@ -168,12 +169,19 @@ impl Tensor {
             .map(|&a| self.shape()[a])
             .product();
         let centred = self.sub(&self.mean(axes, true));
-        let denom = if unbiased { n as f32 - 1.0 } else { n as f32 };
+        // n − 1 < 1 gives 0/0 = NaN for one element (and for none), as torch.var does.
+        let denom = if unbiased {
+            (n as f32 - 1.0).max(0.0)
+        } else {
+            n as f32
+        };
         centred.square().sum(axes, keepdim).mul_scalar(1.0 / denom)
     }
 
     /// Maximum over `axes`. Where several elements share the maximum the gradient is split among
-    /// them equally, and a NaN among the elements gives NaN (both as `torch.amax`).
+    /// them equally, and a NaN among the elements gives NaN (both as `torch.amax`). Over an empty
+    /// axis it gives −∞, the identity of max (`torch.amax` raises), which lets `logsumexp` of
+    /// nothing be −∞ as in PyTorch.
     pub fn max(&self, axes: &[isize], keepdim: bool) -> Tensor {
         let axes = norm_axes(self, axes);
         #[cfg(feature = "vulkan")]

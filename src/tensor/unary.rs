@@ -161,6 +161,7 @@ pub(crate) fn vjp(
         Log => g.div(x),                                        // d ln x = 1/x
         Sqrt => g.div(&out.mul_scalar(2.0)),                    // d √x = 1/(2√x)
         Square => g.mul(&x.mul_scalar(2.0)),                    // d x² = 2x
+        Powf(0.0) => x.zeros_like(),                            // x⁰ = 1, also at x = 0 (torch)
         Powf(p) => g.mul(&x.powf(p - 1.0).mul_scalar(p)),       // d xᵖ = p xᵖ⁻¹
         Abs => g.mul(&x.sign()),                                // d |x| = sign x (0 at 0)
         Sigmoid => g.mul(&out.mul(&out.neg().add_scalar(1.0))), // d σ = σ(1 − σ)
