@@ -13,15 +13,26 @@ layout(push_constant) uniform Params {
     float p;    // the scalar of the scalar ops, alpha of elu
 } pc;
 
-// x^p with C's `powf` rules for a negative base, which GLSL's pow leaves undefined: an integer
-// p gives ±|x|^p (odd p keeps the sign), any other p gives NaN. x^0 = 1.
+// x^p with C's `powf` rules where GLSL's pow leaves the result undefined (x < 0, x = 0 with
+// p <= 0, infinite or NaN x): x^0 = 1; NaN stays NaN; ±0 and ±inf by the sign and parity of p
+// (an odd integer p keeps the sign of x); a negative base with an integer p gives ±|x|^p and any
+// other p gives NaN.
 float powf(float v) {
     const float p = pc.p;
+    const float nan = uintBitsToFloat(0x7fc00000u), inf = uintBitsToFloat(0x7f800000u);
     if (p == 0.0) return 1.0;
-    if (v >= 0.0) return pow(v, p);
-    if (floor(p) != p) return uintBitsToFloat(0x7fc00000u);          // NaN
+    if (isnan(v)) return v;
+    const bool odd = floor(p) == p && mod(p, 2.0) == 1.0;
+    const bool negative = floatBitsToUint(v) >> 31 != 0u;          // also for -0
+    if (v == 0.0 || isinf(v)) {
+        // |x|^p is 0 or inf: inf for 0 with p < 0 and for inf with p > 0.
+        const float m = (v == 0.0) == (p < 0.0) ? inf : 0.0;
+        return odd && negative ? -m : m;
+    }
+    if (v > 0.0) return pow(v, p);
+    if (floor(p) != p) return nan;
     const float m = pow(-v, p);
-    return mod(p, 2.0) == 1.0 ? -m : m;
+    return odd ? -m : m;
 }
 
 float apply(float v) {
@@ -37,7 +48,13 @@ float apply(float v) {
     case 6:  return v < 0.0 ? 0.0 : v;                              // relu; NaN passes, as in PyTorch
     case 7:  return v > 0.0 ? v : pc.p * (exp(v) - 1.0);            // elu
     // softplus, stable form of log(1 + e^v); PyTorch returns v itself above 20.
-    case 8:  return v > 20.0 ? v : max(v, 0.0) + log(1.0 + exp(-abs(v)));
+    // Below e^-9 ≈ 1.2e-4, log(1 + y) = y − y²/2 to within y³/3, where the plain form rounds 1 + y
+    // and returns 0 for x below about -16.6 (torch gives e^x).
+    case 8: {
+        if (v > 20.0) return v;
+        const float y = exp(-abs(v));
+        return max(v, 0.0) + (y < 1.2e-4 ? y * (1.0 - 0.5 * y) : log(1.0 + y));
+    }
     case 9:  return abs(v);
     case 10: return v * v;
     case 11: return 1.0 / v;

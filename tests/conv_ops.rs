@@ -620,6 +620,10 @@ fn empty_planes_and_kernels_are_named() {
         x.conv2d(&Tensor::zeros(&[4, 2, 0, 3]), None, cfg);
     });
     assert!(no_kernel.contains("kernel of at least 1×1"), "{no_kernel}");
+    let no_in = message(&|| {
+        Tensor::zeros(&[1, 0, 5, 5]).conv2d(&Tensor::zeros(&[4, 0, 3, 3]), None, cfg);
+    });
+    assert!(no_in.contains("one input channel"), "{no_in}");
     let pool = Pool2dConfig::new(3, 1, 1);
     let empty = Tensor::zeros(&[1, 2, 4, 0]);
     let m = message(&|| {

@@ -115,6 +115,31 @@ fn cpu_scalars_join_device_ops_as_constants() {
     let x = random(&[9, 31], -3.0, 3.0, 2);
     let (g, w) = both(&[x], &|x| x[0].mul(&Tensor::scalar(2.5)).gt_scalar(1.0));
     assert_close("scalar constants", &g, &w, exact);
+    // Also into the ops that read whole buffers: a matmul factor, a 1×1 kernel, a bias.
+    let one = Tensor::from_vec(vec![-1.5], &[1, 1]);
+    let m = random(&[1, 3], -2.0, 2.0, 5);
+    let (g, w) = both(std::slice::from_ref(&m), &|v| one.matmul(&v[0]));
+    assert_close("one-element CPU factor in matmul", &g, &w, exact);
+    let pic = random(&[2, 1, 5, 5], -2.0, 2.0, 6);
+    let (kernel, bias) = (
+        one.reshape(&[1, 1, 1, 1]),
+        Tensor::from_vec(vec![0.25], &[1]),
+    );
+    let cfg = ncsn::tensor::Conv2dConfig::default();
+    let (g, w) = both(std::slice::from_ref(&pic), &|v| {
+        v[0].conv2d(&kernel, Some(&bias), cfg)
+    });
+    assert_close("one-element CPU kernel and bias in conv2d", &g, &w, exact);
+}
+
+/// A convolution with more output pixels than 65535 tiles of 128 cover is refused before the
+/// dispatch, naming the op and the remedy (the dispatch would fail validation).
+#[test]
+#[should_panic(expected = "conv2d: 8392609 output pixels (N·H·W) by 1 channels need [65568, 1]")]
+fn conv2d_past_the_dispatch_limit_is_named() {
+    let x = Tensor::zeros(&[1, 1, 2897, 2897]).to(&dev());
+    let w = Tensor::ones(&[1, 1, 1, 1]).to(&dev());
+    let _ = x.conv2d(&w, None, ncsn::tensor::Conv2dConfig::default());
 }
 
 #[test]
@@ -273,6 +298,18 @@ fn nan_and_infinities_match_cpu() {
         let (g, w) = both(xs, &|v| f(&v[0]));
         assert_close(name, &g, &w, transcendental);
     }
+    // powf, where GLSL's pow is undefined (negative, zero, infinite and NaN bases) and the shader
+    // follows C's powf as the CPU does: NaN stays NaN, 0^-1 = inf, (-inf)^3 = -inf, (-2)^0.5 = NaN.
+    let signed_zero = Tensor::from_vec(vec![-0.0, 0.0], &[2]);
+    let bases = Tensor::concat(&[x.clone(), signed_zero], 0);
+    for p in [2.0, 3.0, -1.0, -2.0, 0.5, -0.5, 1.5, 0.0] {
+        let (g, w) = both(std::slice::from_ref(&bases), &|v| v[0].powf(p));
+        assert_close(&format!("powf {p}"), &g, &w, transcendental);
+    }
+    // softplus far below 0 is e^x, not the 0 that log(1 + e^x) rounds to in f32.
+    let far = Tensor::from_vec(vec![-16.0, -17.0, -20.0, -30.0, -80.0], &[5]);
+    let (g, w) = both(std::slice::from_ref(&far), &|v| v[0].softplus());
+    assert_close("softplus far below 0", &g, &w, |_, w| 1e-4 * w.abs());
     // A max over 1000 elements, so that the NaN (or the infinity) meets the shared-memory tree
     // and not only one thread's running maximum.
     let mut long = random(&[3, 1000], -2.0, 2.0, 35).to_vec();

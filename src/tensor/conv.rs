@@ -118,8 +118,9 @@ impl Geom {
             "conv2d: input has {c} channels but the weight expects {c2} (input {x:?}, weight {w:?})"
         );
         assert!(
-            o >= 1 && kh >= 1 && kw >= 1,
-            "conv2d: the weight {w:?} needs at least one output channel and a kernel of at least 1×1"
+            o >= 1 && c >= 1 && kh >= 1 && kw >= 1,
+            "conv2d: the weight {w:?} needs at least one output and one input channel and a \
+             kernel of at least 1×1"
         );
         Geom {
             n,

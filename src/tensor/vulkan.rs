@@ -46,11 +46,16 @@ impl DeviceData {
 
 /// Wraps a fresh kernel output as tensor data.
 fn wrap(ctx: &Arc<VulkanContext>, buf: DeviceBuffer) -> Data {
-    Data::Vulkan(DeviceData {
+    Data::Vulkan(owned(ctx, buf))
+}
+
+/// A fresh kernel output as device data of its own shape.
+fn owned(ctx: &Arc<VulkanContext>, buf: DeviceBuffer) -> DeviceData {
+    DeviceData {
         ctx: ctx.clone(),
         shape: buf.shape().to_vec(),
         buf: Arc::new(buf),
-    })
+    }
 }
 
 /// Uploads an array to `ctx` (one counted host-to-device copy).
@@ -59,11 +64,7 @@ pub(crate) fn upload_data(ctx: &Arc<VulkanContext>, a: &ArrayD<f32>) -> DeviceDa
     let buf = ctx
         .upload(a.as_slice().expect("standard layout"), a.shape())
         .unwrap_or_else(|e| panic!("uploading a tensor of shape {:?}: {e}", a.shape()));
-    DeviceData {
-        ctx: ctx.clone(),
-        shape: buf.shape().to_vec(),
-        buf: Arc::new(buf),
-    }
+    owned(ctx, buf)
 }
 
 /// [`upload_data`] as tensor data.
@@ -124,12 +125,16 @@ fn operand(r: &mut Recorder<'_>, x: &Tensor) -> crate::Result<DeviceBuffer> {
     }
 }
 
-/// `x`'s device data. Panics if `x` is on the CPU.
-fn device_data(x: &Tensor, op: &str) -> DeviceData {
-    match &*x.read() {
-        Data::Vulkan(d) => d.clone(),
+/// `x`'s device data: its own, or for a one-element CPU tensor, which [`context`] lets join a
+/// device op as a constant, that constant filled on `ctx` (a fill command, no copy). Panics for a
+/// larger CPU tensor, which [`context`] has refused already.
+fn device_data(ctx: &Arc<VulkanContext>, x: &Tensor, op: &str) -> DeviceData {
+    let one = match &*x.read() {
+        Data::Vulkan(d) => return d.clone(),
+        Data::Cpu(a) if a.len() == 1 => a.iter().next().copied().unwrap_or_default(),
         Data::Cpu(_) => panic!("{op}: expected a tensor on the Vulkan device"),
-    }
+    };
+    owned(ctx, record(ctx, op, |r| r.fill(x.shape(), one)))
 }
 
 // ---------------------------------------------------------------- elementwise
@@ -159,7 +164,7 @@ fn unary_code(kind: UnaryOp) -> vk::UnaryOp {
 /// `kind(x)` elementwise.
 pub(crate) fn unary(kind: UnaryOp, x: &Tensor) -> Option<Data> {
     let ctx = context(kind.name(), &[x])?;
-    let xb = device_data(x, kind.name()).buffer();
+    let xb = device_data(&ctx, x, kind.name()).buffer();
     let out = record(&ctx, kind.name(), |r| r.unary(unary_code(kind), &xb));
     Some(wrap(&ctx, out))
 }
@@ -179,6 +184,9 @@ pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, name: &str) -> Option
 /// `mask ≠ 0 ? a : b` with broadcasting.
 pub(crate) fn select(mask: &Tensor, a: &Tensor, b: &Tensor) -> Option<Data> {
     let ctx = context("where", &[mask, a, b])?;
+    // The shapes are checked here, so that a mismatch reads as on the CPU ("where: shapes ...").
+    let ma = super::binary::broadcast_shape(mask.shape(), a.shape(), "where");
+    super::binary::broadcast_shape(&ma, b.shape(), "where");
     let out = record(&ctx, "where", |r| {
         let (m, x, y) = (operand(r, mask)?, operand(r, a)?, operand(r, b)?);
         r.select(&m, &x, &y)
@@ -189,7 +197,7 @@ pub(crate) fn select(mask: &Tensor, a: &Tensor, b: &Tensor) -> Option<Data> {
 /// The sign of each element, as `[x > 0] − [x < 0]`.
 pub(crate) fn sign(x: &Tensor) -> Option<Data> {
     let ctx = context("sign", &[x])?;
-    let xb = device_data(x, "sign").buffer();
+    let xb = device_data(&ctx, x, "sign").buffer();
     let out = record(&ctx, "sign", |r| {
         let zero = r.fill(&[], 0.0)?;
         let pos = r.binary(BinaryOp::Gt, &xb, &zero)?;
@@ -205,7 +213,7 @@ pub(crate) fn sign(x: &Tensor) -> Option<Data> {
 pub(crate) fn reduce(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: bool) -> Option<Data> {
     let name = if op == ReduceOp::Max { "max" } else { "sum" };
     let ctx = context(name, &[x])?;
-    let xb = device_data(x, name).buffer();
+    let xb = device_data(&ctx, x, name).buffer();
     let out = record(&ctx, name, |r| {
         if axes.is_empty() {
             r.copy(&xb)
@@ -220,8 +228,8 @@ pub(crate) fn reduce(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: bool) ->
 
 /// The same buffer seen with a new shape (no copy: device buffers are always contiguous).
 pub(crate) fn reshape(x: &Tensor, shape: &[usize]) -> Option<Data> {
-    context("reshape", &[x])?;
-    let mut d = device_data(x, "reshape");
+    let ctx = context("reshape", &[x])?;
+    let mut d = device_data(&ctx, x, "reshape");
     d.shape = shape.to_vec();
     Some(Data::Vulkan(d))
 }
@@ -229,7 +237,7 @@ pub(crate) fn reshape(x: &Tensor, shape: &[usize]) -> Option<Data> {
 /// Copies `x` through a strided read into a new contiguous buffer of `shape`.
 fn gather(x: &Tensor, name: &str, src: Strided, shape: &[usize]) -> Option<Data> {
     let ctx = context(name, &[x])?;
-    let xb = device_data(x, name).buffer();
+    let xb = device_data(&ctx, x, name).buffer();
     let out = record(&ctx, name, |r| {
         let out = r.output(shape)?;
         r.strided_copy(&xb, &src, &out, &Strided::contiguous(shape), shape)?;
@@ -280,7 +288,7 @@ pub(crate) fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Optio
 /// Zeros before and after along `axis`.
 pub(crate) fn pad(x: &Tensor, axis: usize, before: usize, after: usize) -> Option<Data> {
     let ctx = context("pad", &[x])?;
-    let xb = device_data(x, "pad").buffer();
+    let xb = device_data(&ctx, x, "pad").buffer();
     let mut shape = x.shape().to_vec();
     shape[axis] += before + after;
     let out = record(&ctx, "pad", |r| {
@@ -359,7 +367,7 @@ fn device_indices(ctx: &Arc<VulkanContext>, indices: &[usize]) -> Arc<DeviceIndi
 /// Entries `indices` of `axis` (indices already checked).
 pub(crate) fn index_select(x: &Tensor, axis: usize, indices: &Arc<Vec<usize>>) -> Option<Data> {
     let ctx = context("index_select", &[x])?;
-    let xb = device_data(x, "index_select").buffer();
+    let xb = device_data(&ctx, x, "index_select").buffer();
     let idx = device_indices(&ctx, indices);
     let out = record(&ctx, "index_select", |r| r.index_select(&xb, axis, &idx));
     Some(wrap(&ctx, out))
@@ -373,7 +381,7 @@ pub(crate) fn index_add(
     indices: &Arc<Vec<usize>>,
 ) -> Option<Data> {
     let ctx = context("index_add", &[src])?;
-    let sb = device_data(src, "index_add").buffer();
+    let sb = device_data(&ctx, src, "index_add").buffer();
     let idx = device_indices(&ctx, indices);
     let out = record(&ctx, "index_add", |r| r.index_add(&sb, axis, &idx, size));
     Some(wrap(&ctx, out))
@@ -401,8 +409,8 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Option<Data> {
     };
     let (a3, b3) = (as_operand(a, m, k), as_operand(b, k, n));
     let (ab, bb) = (
-        device_data(&a3, "matmul").buffer(),
-        device_data(&b3, "matmul").buffer(),
+        device_data(&ctx, &a3, "matmul").buffer(),
+        device_data(&ctx, &b3, "matmul").buffer(),
     );
     let out = record(&ctx, "matmul", |r| r.matmul(&ab, &bb, false, false));
     let shape: Vec<usize> = batch.iter().copied().chain([m, n]).collect();
@@ -434,8 +442,8 @@ pub(crate) fn langevin_step(
     step: u64,
 ) -> Option<Data> {
     let ctx = context("langevin_step", &[x, score])?;
-    let xb = device_data(x, "langevin_step").buffer();
-    let sb = device_data(score, "langevin_step").buffer();
+    let xb = device_data(&ctx, x, "langevin_step").buffer();
+    let sb = device_data(&ctx, score, "langevin_step").buffer();
     let out = record(&ctx, "langevin_step", |r| {
         let out = r.copy(&xb)?;
         r.langevin_step(&out, &sb, alpha, seed, step)?;
@@ -478,7 +486,7 @@ impl Tensor {
         let (ctx, pb) = unshared_buffer(self, "adam");
         let (_, mb) = unshared_buffer(m, "adam");
         let (_, vb) = unshared_buffer(v, "adam");
-        let gb = device_data(g, "adam").buffer();
+        let gb = device_data(&ctx, g, "adam").buffer();
         match vmax {
             None => record(&ctx, "adam", |r| r.adam_step(&pb, &gb, &mb, &vb, cfg, step)),
             Some(vmax) => {
@@ -515,10 +523,10 @@ pub(crate) fn conv2d(
     inputs.extend(b);
     let ctx = context("conv2d", &inputs)?;
     let (xb, wb) = (
-        device_data(x, "conv2d").buffer(),
-        device_data(w, "conv2d").buffer(),
+        device_data(&ctx, x, "conv2d").buffer(),
+        device_data(&ctx, w, "conv2d").buffer(),
     );
-    let bb = b.map(|b| device_data(b, "conv2d").buffer());
+    let bb = b.map(|b| device_data(&ctx, b, "conv2d").buffer());
     let out = record(&ctx, "conv2d", |r| {
         r.conv2d(&xb, &wb, bb.as_ref(), conv_params(cfg))
     });
@@ -533,8 +541,8 @@ pub(crate) fn conv2d_input_grad(
     cfg: super::Conv2dConfig,
 ) -> Option<Data> {
     let ctx = context("conv2d_input_grad", &[gy, w])?;
-    let gb = device_data(gy, "conv2d_input_grad").buffer();
-    let wb = device_data(w, "conv2d_input_grad").buffer();
+    let gb = device_data(&ctx, gy, "conv2d_input_grad").buffer();
+    let wb = device_data(&ctx, w, "conv2d_input_grad").buffer();
     let out = record(&ctx, "conv2d_input_grad", |r| {
         r.conv2d_input_grad(&gb, &wb, input_hw, conv_params(cfg))
     });
@@ -549,8 +557,8 @@ pub(crate) fn conv2d_weight_grad(
     cfg: super::Conv2dConfig,
 ) -> Option<Data> {
     let ctx = context("conv2d_weight_grad", &[x, gy])?;
-    let xb = device_data(x, "conv2d_weight_grad").buffer();
-    let gb = device_data(gy, "conv2d_weight_grad").buffer();
+    let xb = device_data(&ctx, x, "conv2d_weight_grad").buffer();
+    let gb = device_data(&ctx, gy, "conv2d_weight_grad").buffer();
     let out = record(&ctx, "conv2d_weight_grad", |r| {
         r.conv2d_weight_grad(&xb, &gb, kernel_hw, conv_params(cfg))
     });
@@ -560,7 +568,7 @@ pub(crate) fn conv2d_weight_grad(
 /// Average pooling (`shaders/avg_pool2d.comp`).
 pub(crate) fn avg_pool2d(x: &Tensor, cfg: super::Pool2dConfig) -> Option<Data> {
     let ctx = context("avg_pool2d", &[x])?;
-    let xb = device_data(x, "avg_pool2d").buffer();
+    let xb = device_data(&ctx, x, "avg_pool2d").buffer();
     let (k, s, p) = (cfg.kernel, cfg.stride, cfg.padding);
     let out = record(&ctx, "avg_pool2d", |r| {
         r.avg_pool2d(&xb, (k, k), (s, s), (p, p))
@@ -575,7 +583,7 @@ pub(crate) fn avg_pool2d_adjoint(
     input_hw: (usize, usize),
 ) -> Option<Data> {
     let ctx = context("avg_pool2d_adjoint", &[g])?;
-    let gb = device_data(g, "avg_pool2d_adjoint").buffer();
+    let gb = device_data(&ctx, g, "avg_pool2d_adjoint").buffer();
     let (k, s, p) = (cfg.kernel, cfg.stride, cfg.padding);
     let out = record(&ctx, "avg_pool2d_adjoint", |r| {
         r.avg_pool2d_adjoint(&gb, input_hw, (k, k), (s, s), (p, p))
@@ -586,7 +594,7 @@ pub(crate) fn avg_pool2d_adjoint(
 /// Bilinear resizing with aligned corners (`shaders/resize_bilinear.comp`).
 pub(crate) fn resize_bilinear(x: &Tensor, size: (usize, usize)) -> Option<Data> {
     let ctx = context("resize_bilinear", &[x])?;
-    let xb = device_data(x, "resize_bilinear").buffer();
+    let xb = device_data(&ctx, x, "resize_bilinear").buffer();
     let out = record(&ctx, "resize_bilinear", |r| r.resize_bilinear(&xb, size));
     Some(wrap(&ctx, out))
 }
@@ -594,7 +602,7 @@ pub(crate) fn resize_bilinear(x: &Tensor, size: (usize, usize)) -> Option<Data> 
 /// The adjoint of bilinear resizing (`shaders/resize_bilinear_adjoint.comp`).
 pub(crate) fn resize_bilinear_adjoint(g: &Tensor, input_hw: (usize, usize)) -> Option<Data> {
     let ctx = context("resize_bilinear_adjoint", &[g])?;
-    let gb = device_data(g, "resize_bilinear_adjoint").buffer();
+    let gb = device_data(&ctx, g, "resize_bilinear_adjoint").buffer();
     let out = record(&ctx, "resize_bilinear_adjoint", |r| {
         r.resize_bilinear_adjoint(&gb, input_hw)
     });
@@ -607,7 +615,7 @@ pub(crate) fn resize_bilinear_adjoint(g: &Tensor, input_hw: (usize, usize)) -> O
 /// biased variance, as `InstanceNorm2d` (`shaders/instance_norm.comp`).
 pub(crate) fn instance_norm(x: &Tensor, eps: f32) -> Option<Data> {
     let ctx = context("instance_norm", &[x])?;
-    let xb = device_data(x, "instance_norm").buffer();
+    let xb = device_data(&ctx, x, "instance_norm").buffer();
     let out = record(&ctx, "instance_norm", |r| r.instance_norm(&xb, eps));
     Some(wrap(&ctx, out))
 }
@@ -621,7 +629,7 @@ pub(crate) fn instance_norm_backward(
     eps: f32,
 ) -> Option<Data> {
     let ctx = context("instance_norm backward", &[x, out, g])?;
-    let [xb, yb] = [x, out].map(|t| device_data(t, "instance_norm backward").buffer());
+    let [xb, yb] = [x, out].map(|t| device_data(&ctx, t, "instance_norm backward").buffer());
     let dx = record(&ctx, "instance_norm backward", |r| {
         let gb = operand(r, g)?;
         r.instance_norm_backward(&xb, &yb, &gb, eps)

@@ -62,6 +62,20 @@ fn u32_of(v: usize, what: &str) -> u32 {
         .unwrap_or_else(|_| panic!("{what} = {v} does not fit the kernels' u32 indices"))
 }
 
+/// The workgroups of an implicit-GEMM convolution: one per 128 × 128 tile of its output, `cols`
+/// pixels (N·H·W) by `rows` channels. A dispatch holds at most 65535 workgroups along each axis
+/// (the least `maxComputeWorkGroupCount` Vulkan guarantees), so more than 65535 · 128 = 8,388,480
+/// pixels in one call panic here, naming the op and what to do, rather than fail validation.
+fn conv_groups(op: &str, cols: usize, rows: usize) -> [u32; 3] {
+    let groups = [cols.div_ceil(GEMM_TILE), rows.div_ceil(GEMM_TILE)];
+    assert!(
+        groups[0] <= 65535 && groups[1] <= 65535,
+        "{op}: {cols} output pixels (N·H·W) by {rows} channels need {groups:?} tiles of 128, \
+         more than a dispatch's 65535 along one axis; split the batch"
+    );
+    [groups[0] as u32, groups[1] as u32, 1]
+}
+
 /// The bytes of `buffers` together: what a kernel moves that reads each of its inputs once and
 /// writes each of its outputs once (the profile's [`KernelTime::bytes`](super::KernelTime::bytes)).
 fn moved(buffers: &[&DeviceBuffer]) -> u64 {
@@ -870,11 +884,7 @@ impl Recorder<'_> {
         }
         let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), bias.is_some(), 0);
         let bias_buf = bias.unwrap_or(weight).bytes(); // bound but unread without a bias
-        let groups = [
-            u32_of((n * ho * wo).div_ceil(GEMM_TILE), "conv2d groups"),
-            u32_of(cout.div_ceil(GEMM_TILE), "conv2d groups"),
-            1,
-        ];
+        let groups = conv_groups("conv2d", n * ho * wo, cout);
         self.dispatch(
             Kernel::Conv2d,
             &[x.bytes(), weight.bytes(), bias_buf, out.bytes()],
@@ -925,11 +935,7 @@ impl Recorder<'_> {
             return Ok(out);
         }
         let push = p.push([n, cin, h, w], cout, (ho, wo), (kh, kw), false, 0);
-        let groups = [
-            u32_of((n * h * w).div_ceil(GEMM_TILE), "conv2d groups"),
-            u32_of(cin.div_ceil(GEMM_TILE), "conv2d groups"),
-            1,
-        ];
+        let groups = conv_groups("conv2d_input_grad", n * h * w, cin);
         self.dispatch(
             Kernel::Conv2dInputGrad,
             &[dy.bytes(), weight.bytes(), out.bytes()],
