@@ -104,6 +104,14 @@ fn device_round_trip_and_parse() {
 }
 
 #[test]
+#[should_panic(expected = "where: shapes [3] and [4] do not broadcast")]
+fn where_names_its_shapes_as_on_the_cpu() {
+    let d = dev();
+    let (mask, a) = (Tensor::ones(&[3]).to(&d), Tensor::ones(&[4]).to(&d));
+    let _ = Tensor::where_(&mask, &a, &a);
+}
+
+#[test]
 #[should_panic(expected = "add: inputs on different devices")]
 fn mixing_devices_panics_with_the_op() {
     let a = Tensor::ones(&[4]).to(&dev());
