@@ -1199,46 +1199,43 @@ fn checkpoint_flipped_header_bytes_are_refused() {
     let bytes = std::fs::read(&good).unwrap();
     let head = header(&bytes);
     let value = head.find("\"ncsn.crc32\":\"").unwrap() + "\"ncsn.crc32\":\"".len();
+    // Header byte `at` set to `byte`: refused, with a message holding each of `wanted`.
+    let refused = |name: &str, at: usize, byte: u8, wanted: &[&str]| {
+        let mut bad = bytes.clone();
+        bad[8 + at] = byte;
+        let p = dir.write(name, &bad);
+        assert_format(Checkpoint::load(&p).unwrap_err(), &p, wanted);
+    };
     // In the stored checksum: another hex digit no longer matches the data...
-    let mut bad = bytes.clone();
-    bad[8 + value] = if bad[8 + value] == b'0' { b'1' } else { b'0' };
-    let p = dir.write("digit.safetensors", &bad);
-    assert_format(
-        Checkpoint::load(&p).unwrap_err(),
-        &p,
+    let digit = if bytes[8 + value] == b'0' { b'1' } else { b'0' };
+    refused(
+        "digit.safetensors",
+        value,
+        digit,
         &["do not match their checksum"],
     );
     // ...and a character that is not a hex digit is named as such.
-    let mut bad = bytes.clone();
-    bad[8 + value] = b'g';
-    let p = dir.write("letter.safetensors", &bad);
-    assert_format(
-        Checkpoint::load(&p).unwrap_err(),
-        &p,
+    refused(
+        "letter.safetensors",
+        value,
+        b'g',
         &["ncsn.crc32", "not a CRC-32"],
     );
     // In the checksum's key: the file is marked as written here, so a missing checksum is damage.
     let key = head.find("\"ncsn.crc32\"").unwrap() + 1;
-    let mut bad = bytes.clone();
-    bad[8 + key] = b'o';
-    let p = dir.write("key.safetensors", &bad);
-    assert_format(
-        Checkpoint::load(&p).unwrap_err(),
-        &p,
-        &[
-            "marked `ncsn.format`",
-            "no `ncsn.crc32` checksum",
-            "damaged",
-        ],
-    );
+    let damaged = [
+        "marked `ncsn.format`",
+        "no `ncsn.crc32` checksum",
+        "damaged",
+    ];
+    refused("key.safetensors", key, b'o', &damaged);
     // In a tensor's byte range: the ranges no longer tile the data.
     let range = head.find("\"data_offsets\":[").unwrap() + "\"data_offsets\":[".len();
-    let mut bad = bytes.clone();
-    bad[8 + range] ^= 0x01;
-    let p = dir.write("range.safetensors", &bad);
-    assert_format(
-        Checkpoint::load(&p).unwrap_err(),
-        &p,
+    let flipped = bytes[8 + range] ^ 0x01;
+    refused(
+        "range.safetensors",
+        range,
+        flipped,
         &["not a valid safetensors"],
     );
 }

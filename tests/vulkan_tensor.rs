@@ -77,6 +77,17 @@ fn both(xs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Tensor) -> (Tensor, Tensor) {
     (f(&on_dev), f(xs))
 }
 
+/// A one-input op, named.
+type UnaryCase = (&'static str, fn(&Tensor) -> Tensor);
+
+/// Each op of `ops` on `x`, on the device against the CPU, within `tol`.
+fn unary_ops_agree(x: &Tensor, ops: &[UnaryCase], tol: fn(usize, f32) -> f32) {
+    for (name, f) in ops {
+        let (g, w) = both(std::slice::from_ref(x), &|v| f(&v[0]));
+        assert_close(name, &g, &w, tol);
+    }
+}
+
 #[test]
 fn device_round_trip_and_parse() {
     let d = dev();
@@ -154,8 +165,7 @@ fn conv2d_past_the_dispatch_limit_is_named() {
 fn unary_ops_match_cpu() {
     let x = random(&[7, 37], -4.0, 4.0, 3); // 259 elements: not a multiple of 256
     let pos = random(&[7, 37], 0.05, 4.0, 4);
-    type F = fn(&Tensor) -> Tensor;
-    let exact_ops: [(&str, F); 7] = [
+    let exact_ops: [UnaryCase; 7] = [
         ("neg", |x| x.neg()),
         ("abs", |x| x.abs()),
         ("relu", |x| x.relu()),
@@ -164,11 +174,8 @@ fn unary_ops_match_cpu() {
         ("mul_scalar", |x| x.mul_scalar(-1.5)),
         ("sign", |x| x.sign()),
     ];
-    for (name, f) in exact_ops {
-        let (g, w) = both(std::slice::from_ref(&x), &|v| f(&v[0]));
-        assert_close(name, &g, &w, exact);
-    }
-    let approx_ops: [(&str, F); 7] = [
+    unary_ops_agree(&x, &exact_ops, exact);
+    let approx_ops: [UnaryCase; 7] = [
         ("exp", |x| x.exp()),
         ("tanh", |x| x.tanh()),
         ("sigmoid", |x| x.sigmoid()),
@@ -177,19 +184,13 @@ fn unary_ops_match_cpu() {
         ("powf 3 (negative bases)", |x| x.powf(3.0)),
         ("powf 2 (negative bases)", |x| x.powf(2.0)),
     ];
-    for (name, f) in approx_ops {
-        let (g, w) = both(std::slice::from_ref(&x), &|v| f(&v[0]));
-        assert_close(name, &g, &w, transcendental);
-    }
-    let positive_ops: [(&str, F); 3] = [
+    unary_ops_agree(&x, &approx_ops, transcendental);
+    let positive_ops: [UnaryCase; 3] = [
         ("log", |x| x.log()),
         ("sqrt", |x| x.sqrt()),
         ("powf 0.5", |x| x.powf(0.5)),
     ];
-    for (name, f) in positive_ops {
-        let (g, w) = both(std::slice::from_ref(&pos), &|v| f(&v[0]));
-        assert_close(name, &g, &w, transcendental);
-    }
+    unary_ops_agree(&pos, &positive_ops, transcendental);
     // Division: 2.5 ulp in the Vulkan spec against the CPU's correctly rounded quotient.
     let (g, w) = both(std::slice::from_ref(&x), &|v| v[0].div_scalar(3.0));
     assert_close("div_scalar", &g, &w, |_, w| 3.0 * f32::EPSILON * w.abs());
@@ -273,19 +274,14 @@ fn nan_and_infinities_match_cpu() {
     const N: f32 = f32::NAN;
     const I: f32 = f32::INFINITY;
     let x = Tensor::from_vec(vec![1.0, N, -2.0, I, -I, 0.0, 100.0, -100.0, -0.5], &[9]);
-    let xs = std::slice::from_ref(&x);
-    type F = fn(&Tensor) -> Tensor;
-    let exact_ops: [(&str, F); 5] = [
+    let exact_ops: [UnaryCase; 5] = [
         ("neg", |x| x.neg()),
         ("abs", |x| x.abs()),
         ("relu", |x| x.relu()),
         ("add_scalar", |x| x.add_scalar(0.75)),
         ("mul_scalar", |x| x.mul_scalar(-1.5)),
     ];
-    for (name, f) in exact_ops {
-        let (g, w) = both(xs, &|v| f(&v[0]));
-        assert_close(name, &g, &w, exact);
-    }
+    unary_ops_agree(&x, &exact_ops, exact);
     // x against itself reversed: NaN meets a number from either side, and ∞ meets −∞.
     let pair = [
         x.clone(),
@@ -295,17 +291,14 @@ fn nan_and_infinities_match_cpu() {
     assert_close("maximum", &g, &w, exact);
     let (g, w) = both(&pair, &|v| v[0].minimum(&v[1]));
     assert_close("minimum", &g, &w, exact);
-    let approx_ops: [(&str, F); 5] = [
+    let approx_ops: [UnaryCase; 5] = [
         ("exp", |x| x.exp()),
         ("tanh", |x| x.tanh()),
         ("sigmoid", |x| x.sigmoid()),
         ("softplus", |x| x.softplus()),
         ("elu", |x| x.elu(1.0)),
     ];
-    for (name, f) in approx_ops {
-        let (g, w) = both(xs, &|v| f(&v[0]));
-        assert_close(name, &g, &w, transcendental);
-    }
+    unary_ops_agree(&x, &approx_ops, transcendental);
     // powf, where GLSL's pow is undefined (negative, zero, infinite and NaN bases) and the shader
     // follows C's powf as the CPU does: NaN stays NaN, 0^-1 = inf, (-inf)^3 = -inf, (-2)^0.5 = NaN.
     let signed_zero = Tensor::from_vec(vec![-0.0, 0.0], &[2]);
@@ -338,9 +331,7 @@ fn nan_and_infinities_match_cpu() {
 #[test]
 fn movement_ops_match_cpu() {
     let x = random(&[3, 5, 7, 2], -2.0, 2.0, 40);
-    let xs = std::slice::from_ref(&x);
-    type F = fn(&Tensor) -> Tensor;
-    let ops: [(&str, F); 12] = [
+    let ops: [UnaryCase; 12] = [
         ("reshape", |x| x.reshape(&[15, 14])),
         ("permute", |x| x.permute(&[2, 0, 3, 1])),
         ("t", |x| x.t()),
@@ -362,10 +353,7 @@ fn movement_ops_match_cpu() {
             x.index_add_into(4, 2, Arc::new(vec![3, 0, 3, 1, 1, 1, 2]))
         }),
     ];
-    for (name, f) in ops {
-        let (g, w) = both(xs, &|v| f(&v[0]));
-        assert_close(name, &g, &w, exact);
-    }
+    unary_ops_agree(&x, &ops, exact);
 }
 
 #[test]
