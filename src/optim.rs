@@ -250,8 +250,9 @@ impl Adam {
             }
             let w = AdamWeights::new(&c, s.step);
             let g = g.storage();
-            // A weight's gradient often arrives transposed (Linear multiplies by a permuted view
-            // of its weight); one row-major copy makes the update below a loop over slices.
+            // The update below is a loop over row-major slices. Gradients arrive in their
+            // weight's own layout, so this borrows; only a gradient with other strides (a
+            // permuted view) is copied.
             let g = contiguous(&g);
             let g = ArrayViewD::from_shape(p.shape(), &g).expect("gradient shape");
             let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
