@@ -1,7 +1,10 @@
 //! Build script: with the `vulkan` feature, compile every `shaders/*.comp` to SPIR-V with `glslc`.
 //!
 //! Without the feature this does nothing, so the default build needs no system package.
-//! The SPIR-V lands in `$OUT_DIR/<name>.spv` and is embedded by `src/backend/vulkan/shaders.rs`.
+//! Each shader is compiled twice: as written into `$OUT_DIR/<name>.spv`, and with
+//! `NCSN_PRESERVE_NAN` defined into `$OUT_DIR/<name>.nan.spv`, the variant that declares the
+//! SignedZeroInfNanPreserve execution mode (see `shaders/float_controls.glsl`). Both are embedded
+//! by `src/backend/vulkan/shaders.rs`; the context loads the second where the device supports it.
 //! We call the `glslc` binary rather than linking shaderc from Rust: Debian's libshaderc does not
 //! load with `vulkano-shaders` (undefined symbol `spvBinaryDestroy`).
 
@@ -28,23 +31,30 @@ fn main() {
 
     for src in &shaders {
         println!("cargo:rerun-if-changed={}", src.display());
-        compile(&glslc, src, &out_dir);
+        let stem = src.file_stem().unwrap().to_string_lossy();
+        compile(&glslc, src, &out_dir.join(format!("{stem}.spv")), None);
+        compile(
+            &glslc,
+            src,
+            &out_dir.join(format!("{stem}.nan.spv")),
+            Some("NCSN_PRESERVE_NAN"),
+        );
     }
 }
 
-/// Runs `glslc` on one compute shader; panics with a message that names the fix.
-fn compile(glslc: &str, src: &Path, out_dir: &Path) {
-    let stem = src.file_stem().unwrap().to_string_lossy();
-    let dst = out_dir.join(format!("{stem}.spv"));
-    let result = Command::new(glslc)
+/// Runs `glslc` on one compute shader, with the macro `define` defined if given, writing `dst`;
+/// panics with a message that names the fix.
+fn compile(glslc: &str, src: &Path, dst: &Path, define: Option<&str>) {
+    let mut command = Command::new(glslc);
+    command
         .arg("--target-env=vulkan1.1")
         .arg("-O")
         .arg("-fshader-stage=compute")
-        .arg("-Ishaders")
-        .arg(src)
-        .arg("-o")
-        .arg(&dst)
-        .output();
+        .arg("-Ishaders");
+    if let Some(name) = define {
+        command.arg(format!("-D{name}"));
+    }
+    let result = command.arg(src).arg("-o").arg(dst).output();
     match result {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "the `vulkan` feature compiles shaders/*.comp with `{glslc}`, which was not found on \
@@ -53,8 +63,9 @@ fn compile(glslc: &str, src: &Path, out_dir: &Path) {
         ),
         Err(e) => panic!("could not run `{glslc}`: {e}"),
         Ok(out) if !out.status.success() => panic!(
-            "glslc failed on {}:\n{}{}",
+            "glslc failed on {}{}:\n{}{}",
             src.display(),
+            define.map(|d| format!(" (with -D{d})")).unwrap_or_default(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),

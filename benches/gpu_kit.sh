@@ -3,6 +3,8 @@
 # NVIDIA driver and PyTorch but no Rust toolchain, no Vulkan loader and no network:
 #
 #   KIT/bin/       refinenet_step and cifar10, built here with the `vulkan` feature and stripped
+#   KIT/tests/     the device test suites (tests/vulkan.rs, tests/vulkan_tensor.rs), stripped and
+#                  gzipped, which run.sh runs on the GPU after the measurements
 #   KIT/gl/        the Vulkan loader and the GL vendor-neutral (libglvnd) libraries the NVIDIA
 #                  driver's Vulkan library may need (Debian .debs, amd64: the set the device
 #                  tool's README reports working there), unpacked there with dpkg -x
@@ -21,7 +23,7 @@
 #   VK_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json   the NVIDIA driver's Vulkan
 #       manifest on the GPU machine, used by run.sh if the loader finds no driver by itself
 #
-# The kit is about 40 MB. Rebuild it after every change to the code: the binaries are the code.
+# The kit is about 48 MB. Rebuild it after every change to the code: the binaries are the code.
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
@@ -57,12 +59,26 @@ command -v glslc >/dev/null || die "glslc not found: run .ci/vulkan-deps first"
 
 echo "== building the vulkan examples"
 cargo build --release --features vulkan --example refinenet_step --example cifar10
+# The device test suites too: on the GPU they check every kernel against the CPU there, which
+# lavapipe in CI cannot speak for (another compiler, another rounding of exp and division, and
+# a driver that may assume no NaNs). Cargo names their executables in its JSON messages.
+echo "== building the device test suites"
+suites=$(cargo test --release --features vulkan --no-run --test vulkan --test vulkan_tensor \
+    --message-format=json |
+    sed -n 's/.*"name":"\([a-z_]*\)".*"executable":"\([^"]*\)".*/\1=\2/p')
+[ "$(wc -l <<<"$suites")" = 2 ] || die "expected the executables of two test suites, got: $suites"
 
 rm -rf "$KIT"
 mkdir -p "$KIT/bin" "$KIT/gl" "$KIT/data" "$KIT/ncsn/models"
 for b in refinenet_step cifar10; do
     strip -o "$KIT/bin/$b" "target/release/examples/$b"
 done
+# Compressed (14 MB of test code becomes 5), since the tree and the kit travel within 64 MiB.
+mkdir -p "$KIT/tests"
+while IFS='=' read -r name exe; do
+    strip -o "$KIT/tests/$name" "$exe"
+    gzip -9 "$KIT/tests/$name"
+done <<<"$suites"
 cp "$NCSN/models/__init__.py" "$NCSN/models/cond_refinenet_dilated.py" "$KIT/ncsn/models/"
 cp -r "$DATA" "$KIT/data/cifar10"
 chmod -R u+w "$KIT" # the data may come from a read-only folder
@@ -90,7 +106,10 @@ cat >"$KIT/run.sh" <<EOF
 # BUDGET (default 540) bounds gpu_measure.sh, in seconds; its settings (E2E_STEPS, BATCH, ...)
 # pass through the environment. It first checks that the Vulkan device's name contains
 # EXPECT_DEVICE (default NVIDIA; llvmpipe to rehearse on lavapipe), and stops (exit 3) if not.
-# With \$OUT set, the results are bundled there.
+# After the measurements it runs the device test suites there, within TESTS_BUDGET seconds
+# (default 120) for both. With \$OUT set, the results are bundled there. The exit status is the
+# number of parts of gpu_measure.sh that failed (124 if BUDGET stopped it) plus the number of
+# test suites that failed or ran out of time.
 set -u
 KIT=$KIT
 for f in "\$KIT"/gl/*.deb; do dpkg -x "\$f" /; done
@@ -123,6 +142,28 @@ status=\$?
 [ "\$status" = 124 ] && echo "gpu_measure.sh stopped after BUDGET=\${BUDGET:-540} s"
 mkdir -p "\$LOG/cifar10-run"
 cp "\$RUN"/*.png "\$RUN"/*.json "\$RUN"/*.svg "\$LOG/cifar10-run/" 2>/dev/null
+# The device test suites: every kernel against the CPU, on this GPU. After the measurements, so
+# that a test that upsets the driver cannot cost them; each suite's log is one more part.
+tests_end=\$((SECONDS + \${TESTS_BUDGET:-120}))
+for gz in "\$KIT"/tests/*.gz; do
+    suite=\${gz##*/}
+    suite=\${suite%.gz}
+    left=\$((tests_end - SECONDS))
+    if [ "\$left" -le 0 ]; then
+        echo "== tests_\$suite: not run, TESTS_BUDGET spent" | tee "\$LOG/tests_\$suite.txt"
+        status=\$((status + 1))
+        continue
+    fi
+    gunzip -c "\$gz" >"/tmp/ncsn-\$suite" && chmod +x "/tmp/ncsn-\$suite"
+    echo "== tests_\$suite: /tmp/ncsn-\$suite (at most \$left s)"
+    start=\$SECONDS
+    (cd /tmp && timeout --kill-after=10 "\$left" "/tmp/ncsn-\$suite") 2>&1 |
+        tee "\$LOG/tests_\$suite.txt"
+    suite_status=\${PIPESTATUS[0]}
+    echo "== tests_\$suite: exit \$suite_status after \$((SECONDS - start)) s" |
+        tee -a "\$LOG/tests_\$suite.txt"
+    [ "\$suite_status" = 0 ] || status=\$((status + 1))
+done
 if [ -n "\${OUT:-}" ]; then
     # The parts' logs in the order they ran (each was last written when its part ended).
     for f in \$(ls -rt "\$LOG"/*.txt); do printf '\n===== %s\n' "\${f##*/}"; cat "\$f"; done \\

@@ -125,6 +125,19 @@ mod device_report {
         }
     }
 
+    /// Which variant of the kernels the device runs (see `VulkanContext::preserves_nan`).
+    pub fn kernels(device: &Device) -> String {
+        match device {
+            Device::Vulkan(ctx) if ctx.preserves_nan() => {
+                "kernels: NaN-preserving (SignedZeroInfNanPreserve declared)".into()
+            }
+            Device::Vulkan(_) => "kernels: plain (the device lacks \
+                                  shaderSignedZeroInfNanPreserveFloat32)"
+                .into(),
+            Device::Cpu => String::new(),
+        }
+    }
+
     /// Turns the device's per-kernel timing on or off.
     pub fn set_profiling(device: &Device, on: bool) -> ncsn::Result<()> {
         match device {
@@ -191,6 +204,10 @@ mod device_report {
         }
     }
 
+    pub fn kernels(_: &Device) -> String {
+        String::new()
+    }
+
     pub fn set_profiling(_: &Device, _: bool) -> ncsn::Result<()> {
         Err(ncsn::Error::Invalid(
             "--profile times kernels on a Vulkan device: build with --features vulkan and add \
@@ -204,7 +221,7 @@ mod device_report {
     }
 }
 
-use device_report::{DeviceUse, print_profile, set_profiling};
+use device_report::{DeviceUse, kernels, print_profile, set_profiling};
 
 fn main() {
     if let Err(e) = run(Args::parse()) {
@@ -234,6 +251,7 @@ fn run(args: Args) -> ncsn::Result<()> {
     };
     println!("{:?} model on {device}, batch {batch}", args.config);
     if !device.is_cpu() {
+        println!("{}", kernels(&device));
         println!(
             "(on a device, forward and backward are the time to record the kernels; the device \
              finishes them during 'adam + wait', and total is the whole step)"

@@ -2,6 +2,8 @@
 // 2-d average pooling, NCHW, zero padding counted in the divisor (PyTorch's AvgPool2d defaults:
 // count_include_pad = true, ceil_mode = false, so every window lies inside the padded input and
 // the divisor is always KH * KW). One thread per output element.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

@@ -4,6 +4,8 @@
 // element: input pixel ih is in the window of output row oh when
 // oh·SH − PH ≤ ih ≤ oh·SH − PH + KH − 1, a contiguous range of oh; likewise for columns. Every
 // window has the divisor KH·KW (count_include_pad, no ceil_mode), as in the forward kernel.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufG { float g[]; };

@@ -2,6 +2,8 @@
 // Elementwise z = a (op) b with NumPy broadcasting. The host pads both shapes to rank 6 and
 // passes, per axis, the output extent and each operand's stride, with stride 0 on a broadcast axis
 // (extent 1 against a larger extent). Output is contiguous.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufA { float a[]; };

@@ -14,6 +14,8 @@
 //   mode 4, per pixel:   o = p g + q (x - mu) + t                                 (dx)
 //
 // Bindings a mode does not use are bound to some other buffer of the call by the host.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

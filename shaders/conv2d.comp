@@ -5,6 +5,7 @@
 // Dispatch: (ceil(N*HO*WO/128), ceil(COUT/128), 1).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
+#include "float_controls.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufW { float wt[]; };

@@ -8,6 +8,7 @@
 // Dispatch: (ceil(N*H*W/128), ceil(CIN/128), 1).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
+#include "float_controls.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer BufDy { float dy[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufW { float wt[]; };

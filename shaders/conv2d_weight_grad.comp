@@ -11,6 +11,7 @@
 // of dY over (n, h, w) and is not computed here.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
+#include "float_controls.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufDy { float dy[]; };

@@ -1,6 +1,8 @@
 #version 450
 // Embedding gather: y[i, :] = table[idx[i], :], table is ROWS x DIM. An index past the table
 // reads zeros (the host refuses such indices, so this is only a guard).
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufT { float table[]; };

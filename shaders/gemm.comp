@@ -4,6 +4,7 @@
 // batch entry (a broadcast weight). Dispatch: (ceil(N/128), ceil(M/128), batch).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
+#include "float_controls.glsl"
 
 layout(std430, set = 0, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufB { float b[]; };

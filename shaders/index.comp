@@ -5,6 +5,8 @@
 // The add form loops over all indices for each output element: no float atomics, a fixed
 // summation order (so results are reproducible), and cheap for the short index lists of
 // embeddings (one label per image).
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

@@ -12,6 +12,8 @@
 // dispatch replaces the 17 elementwise and reduction kernels of the same formula in tensor ops
 // (and mode 1 the six of the forward).
 // In modes 0 and 1 the y and g bindings are unused (the host binds x there).
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

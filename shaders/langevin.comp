@@ -4,6 +4,7 @@
 // therefore exactly `randn(seed, t)`: a loop of T steps needs no host round trip and is
 // reproducible from (seed, t) alone.
 #extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) buffer BufX { float x[]; };

@@ -2,6 +2,7 @@
 // Counter-based random numbers. Block j (four outputs) uses counter (c0 + j, c1, c2, c3) and
 // key (k0, k1). Mode 0 writes the raw Philox words, mode 1 standard normals (as f32 bits).
 #extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) writeonly buffer BufOut { uint out_words[]; };

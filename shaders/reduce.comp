@@ -3,6 +3,8 @@
 // reduced ones, merges neighbours of the same kind, and pads each list to rank 6 with extent 1.
 // One workgroup per output element (grid-stride over outputs): its 256 threads stride over the
 // reduced elements, then combine their partial results in shared memory.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

@@ -2,6 +2,8 @@
 // Bilinear resize with align_corners = true, as F.interpolate(mode='bilinear',
 // align_corners=True): output pixel o maps to source coordinate o * (in - 1) / (out - 1), with the
 // scale computed in f32 on the host as PyTorch does (0 when out == 1).
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

@@ -3,6 +3,8 @@
 // input [planes, H, W]. Gather form, one thread per input element: it sums g over the output
 // pixels whose bilinear stencil touches it, with the stencil's weight, computed by the very
 // formula of the forward kernel, so this kernel is that kernel's exact transpose.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufG { float g[]; };

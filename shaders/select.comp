@@ -2,6 +2,8 @@
 // z = m != 0 ? a : b elementwise, all three broadcast NumPy-style to the output shape (the
 // host passes per-axis strides with 0 on broadcast axes, as in binary.comp). Only the chosen
 // operand is read, so an inf or NaN in the other branch does not leak into the result.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufM { float m[]; };

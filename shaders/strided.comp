@@ -3,6 +3,8 @@
 // coordinate c of `shape`. One kernel serves every movement op of the Tensor API: broadcast_to
 // (source stride 0 on broadcast axes), permute (permuted source strides), narrow (a source offset),
 // and pad and concat (a destination offset and the destination's strides). Grid-stride loop.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

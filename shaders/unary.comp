@@ -2,6 +2,8 @@
 // Elementwise y = f(x; p) for a family of unary and tensor-scalar ops, picked by pc.op.
 // The op codes match `UnaryOp::code` in src/backend/vulkan/ops.rs. Grid-stride loop: any length
 // works with at most 65535 workgroups.
+#extension GL_GOOGLE_include_directive : require
+#include "float_controls.glsl"
 
 layout(local_size_x = 256) in;
 layout(std430, set = 0, binding = 0) readonly buffer BufX { float x[]; };

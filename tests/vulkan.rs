@@ -34,9 +34,10 @@ fn ctx() -> &'static VulkanContext {
     CTX.get_or_init(|| {
         let ctx = VulkanContext::new().expect("a Vulkan device (lavapipe will do)");
         eprintln!(
-            "vulkan device: {} ({:?})",
+            "vulkan device: {} ({:?}), NaN-preserving kernels: {}",
             ctx.device_name(),
-            ctx.device_type()
+            ctx.device_type(),
+            ctx.preserves_nan()
         );
         ctx
     })

@@ -14,7 +14,9 @@ use vulkano::command_buffer::{
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
 use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
-use vulkano::device::{Device, DeviceCreateInfo, Queue, QueueCreateInfo, QueueFlags};
+use vulkano::device::{
+    Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags,
+};
 use vulkano::instance::{Instance, InstanceCreateInfo};
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
 use vulkano::pipeline::compute::ComputePipelineCreateInfo;
@@ -28,7 +30,7 @@ use vulkano::query::{QueryPool, QueryPoolCreateInfo, QueryResultFlags, QueryType
 use vulkano::shader::{ShaderModule, ShaderModuleCreateInfo};
 use vulkano::sync::future::{FenceSignalFuture, NowFuture};
 use vulkano::sync::{self, GpuFuture, HostAccessError, PipelineStage};
-use vulkano::{Validated, ValidationError, VulkanError, VulkanLibrary};
+use vulkano::{Validated, ValidationError, Version, VulkanError, VulkanLibrary};
 
 use super::shaders::Kernel;
 use crate::{Error, Result};
@@ -83,6 +85,9 @@ pub struct VulkanContext {
     command_buffers: Arc<StandardCommandBufferAllocator>,
     descriptor_sets: Arc<StandardDescriptorSetAllocator>,
     pipelines: Mutex<HashMap<Kernel, Arc<ComputePipeline>>>,
+    /// Whether the kernels are the variants that declare SignedZeroInfNanPreserve (see
+    /// [`VulkanContext::preserves_nan`]).
+    preserve_nan: bool,
     /// A process-unique id, the key of this context's recordings in [`PENDING`].
     id: u64,
     transfers: [AtomicU64; 4],
@@ -287,6 +292,19 @@ pub struct Recorder<'a> {
     stamps: Option<Stamps>,
 }
 
+/// Whether kernels on `device` may declare the SignedZeroInfNanPreserve execution mode for f32,
+/// and whether that needs the device extension `VK_KHR_shader_float_controls` enabled (it is
+/// core from Vulkan 1.2): the device must report `shaderSignedZeroInfNanPreserveFloat32`.
+fn float_controls(device: &PhysicalDevice) -> (bool, bool) {
+    let core = device.api_version() >= Version::V1_2;
+    let extension = !core && device.supported_extensions().khr_shader_float_controls;
+    let supported = device
+        .properties()
+        .shader_signed_zero_inf_nan_preserve_float32
+        == Some(true);
+    (supported && (core || extension), supported && extension)
+}
+
 /// Ranks device types: discrete GPUs first, CPU implementations (lavapipe) last.
 fn device_rank(kind: PhysicalDeviceType) -> u32 {
     match kind {
@@ -340,6 +358,7 @@ impl VulkanContext {
                     .into(),
             )
         })?;
+        let (preserve_nan, float_controls_extension) = float_controls(&physical);
         let (device, mut queues) = vk!(
             Device::new(
                 physical,
@@ -348,6 +367,10 @@ impl VulkanContext {
                         queue_family_index: family,
                         ..Default::default()
                     }],
+                    enabled_extensions: DeviceExtensions {
+                        khr_shader_float_controls: float_controls_extension,
+                        ..DeviceExtensions::empty()
+                    },
                     ..Default::default()
                 },
             ),
@@ -367,6 +390,7 @@ impl VulkanContext {
             device,
             queue,
             pipelines: Mutex::new(HashMap::new()),
+            preserve_nan,
             id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
             transfers: Default::default(),
             activity: Default::default(),
@@ -589,6 +613,15 @@ impl VulkanContext {
         self.device.physical_device().properties().device_type
     }
 
+    /// Whether the kernels keep NaN, ±∞ and −0 by the Vulkan specification's guarantee: they are
+    /// the variants that declare the SignedZeroInfNanPreserve execution mode for f32, which this
+    /// context loads where the device reports `shaderSignedZeroInfNanPreserveFloat32` (lavapipe
+    /// does). Where it does not, the plain variants run, and a driver may compile them as if no
+    /// value were NaN or infinite, so a NaN reaching a kernel need not reach the loss.
+    pub fn preserves_nan(&self) -> bool {
+        self.preserve_nan
+    }
+
     /// The compute pipeline for `kernel`, built on first use.
     pub(crate) fn pipeline(&self, kernel: Kernel) -> Result<Arc<ComputePipeline>> {
         let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
@@ -596,7 +629,7 @@ impl VulkanContext {
             return Ok(p.clone());
         }
         let what = format!("building the `{}` pipeline", kernel.name());
-        let words = kernel.words();
+        let words = kernel.words(self.preserve_nan);
         // SAFETY: the words are SPIR-V produced by glslc from our own shaders at build time.
         let module = vk!(
             unsafe { ShaderModule::new(self.device.clone(), ShaderModuleCreateInfo::new(&words)) },

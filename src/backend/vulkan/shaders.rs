@@ -1,8 +1,10 @@
 //! The compiled compute shaders, embedded as SPIR-V.
 //!
-//! `build.rs` runs `glslc` on every `shaders/*.comp` and writes `$OUT_DIR/<name>.spv`; each
-//! [`Kernel`] names one of them. Loading goes through `ShaderModule::new` with the raw words
-//! (vulkano-shaders is not used: it links libshaderc, which does not load on Debian).
+//! `build.rs` runs `glslc` on every `shaders/*.comp` and writes `$OUT_DIR/<name>.spv`, and the
+//! variant that keeps NaN, ±∞ and −0 (the SignedZeroInfNanPreserve execution mode, declared by
+//! `shaders/float_controls.glsl`) as `$OUT_DIR/<name>.nan.spv`; each [`Kernel`] names one pair.
+//! Loading goes through `ShaderModule::new` with the raw words (vulkano-shaders is not used: it
+//! links libshaderc, which does not load on Debian).
 
 /// One compute shader (one pipeline).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,9 +33,13 @@ pub(crate) enum Kernel {
     SplitKSum,
 }
 
+/// The two variants of one shader: as written, and keeping NaN, ±∞ and −0.
 macro_rules! spirv {
     ($name:literal) => {
-        include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".spv"))
+        (
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".spv")).as_slice(),
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".nan.spv")).as_slice(),
+        )
     };
 }
 
@@ -66,8 +72,8 @@ impl Kernel {
         }
     }
 
-    fn bytes(self) -> &'static [u8] {
-        match self {
+    fn bytes(self, preserve_nan: bool) -> &'static [u8] {
+        let (plain, nan) = match self {
             Kernel::Gemm => spirv!("gemm"),
             Kernel::Conv2d => spirv!("conv2d"),
             Kernel::Conv2dInputGrad => spirv!("conv2d_input_grad"),
@@ -90,12 +96,14 @@ impl Kernel {
             Kernel::AvgPool2dAdjoint => spirv!("avg_pool2d_adjoint"),
             Kernel::ResizeBilinearAdjoint => spirv!("resize_bilinear_adjoint"),
             Kernel::SplitKSum => spirv!("split_k_sum"),
-        }
+        };
+        if preserve_nan { nan } else { plain }
     }
 
-    /// The SPIR-V as 32-bit words (`include_bytes!` gives no alignment guarantee, so copy).
-    pub(crate) fn words(self) -> Vec<u32> {
-        let bytes = self.bytes();
+    /// The SPIR-V as 32-bit words (`include_bytes!` gives no alignment guarantee, so copy): the
+    /// variant that declares SignedZeroInfNanPreserve if `preserve_nan`, the plain one if not.
+    pub(crate) fn words(self, preserve_nan: bool) -> Vec<u32> {
+        let bytes = self.bytes(preserve_nan);
         assert_eq!(
             bytes.len() % 4,
             0,
@@ -106,5 +114,94 @@ impl Kernel {
             .chunks_exact(4)
             .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// SPIR-V's numbers for what the NaN-preserving variant declares.
+    const OP_CAPABILITY: u32 = 17;
+    const OP_EXECUTION_MODE: u32 = 16;
+    const CAPABILITY_SIGNED_ZERO_INF_NAN_PRESERVE: u32 = 4466;
+    const MODE_SIGNED_ZERO_INF_NAN_PRESERVE: u32 = 4461;
+
+    /// The instructions of a SPIR-V module (after the five-word header), each as its words.
+    fn instructions(words: &[u32]) -> Vec<&[u32]> {
+        assert_eq!(words[0], 0x0723_0203, "SPIR-V magic number");
+        let (mut at, mut out) = (5, Vec::new());
+        while at < words.len() {
+            let count = (words[at] >> 16) as usize;
+            assert!(
+                count > 0 && at + count <= words.len(),
+                "malformed SPIR-V at word {at}"
+            );
+            out.push(&words[at..at + count]);
+            at += count;
+        }
+        out
+    }
+
+    /// (declares the capability, declares the mode for 32-bit floats on its entry point)
+    fn nan_preserve(words: &[u32]) -> (bool, bool) {
+        let ins = instructions(words);
+        let capability = ins.iter().any(|i| {
+            i[0] & 0xffff == OP_CAPABILITY && i[1] == CAPABILITY_SIGNED_ZERO_INF_NAN_PRESERVE
+        });
+        let mode = ins.iter().any(|i| {
+            i[0] & 0xffff == OP_EXECUTION_MODE
+                && i.len() == 4
+                && i[2] == MODE_SIGNED_ZERO_INF_NAN_PRESERVE
+                && i[3] == 32
+        });
+        (capability, mode)
+    }
+
+    /// Every shader the build compiled (read from `OUT_DIR`, so a kernel that forgets to include
+    /// float_controls.glsl is caught even before it has a [`super::Kernel`]): the `.nan.spv`
+    /// variant declares the capability and the mode for f32, the plain one neither.
+    #[test]
+    fn every_nan_variant_declares_signed_zero_inf_nan_preserve_and_only_it() {
+        let words = |path: &std::path::Path| -> Vec<u32> {
+            let bytes = std::fs::read(path).unwrap();
+            bytes
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect()
+        };
+        let mut checked = 0;
+        for entry in std::fs::read_dir(env!("OUT_DIR")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".nan.spv") else {
+                continue;
+            };
+            let plain = path.with_file_name(format!("{stem}.spv"));
+            assert_eq!(nan_preserve(&words(&path)), (true, true), "{name}");
+            assert_eq!(nan_preserve(&words(&plain)), (false, false), "{stem}.spv");
+            checked += 1;
+        }
+        let sources = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "comp")
+            })
+            .count();
+        assert_eq!(checked, sources, "one pair of variants per shaders/*.comp");
+        // And what the kernels embed are those files.
+        for (kernel, name) in [
+            (super::Kernel::Unary, "unary"),
+            (super::Kernel::Gemm, "gemm"),
+        ] {
+            let dir = std::path::Path::new(env!("OUT_DIR"));
+            assert_eq!(
+                kernel.words(true),
+                words(&dir.join(format!("{name}.nan.spv")))
+            );
+            assert_eq!(kernel.words(false), words(&dir.join(format!("{name}.spv"))));
+        }
     }
 }
