@@ -160,14 +160,17 @@ fn adam_amsgrad_uses_running_max() {
     }
 }
 
+/// PyTorch's SGD: d = g + λx; buf = d on the first step, then buf = μ·buf + (1 − dampening)·d;
+/// the step is buf (or d + μ·buf with Nesterov). Dampening 0.5 halves every new term after the
+/// first, which moves x by about 0.05 by the third step, far beyond f32 rounding.
 #[test]
 fn sgd_momentum_nesterov_by_hand() {
-    for nesterov in [false, true] {
+    for (nesterov, dampening) in [(false, 0.0), (true, 0.0), (false, 0.5)] {
         let (store, p) = setup(&[1.0]);
         let cfg = SgdConfig {
             lr: 0.1,
             momentum: 0.9,
-            dampening: 0.0,
+            dampening,
             weight_decay: 0.1,
             nesterov,
         };
@@ -178,7 +181,7 @@ fn sgd_momentum_nesterov_by_hand() {
             let d = g + 0.1 * x;
             let b = match buf {
                 None => d,
-                Some(b) => 0.9 * b + d,
+                Some(b) => 0.9 * b + (1.0 - dampening) * d,
             };
             buf = Some(b);
             let d = if nesterov { d + 0.9 * b } else { b };

@@ -16,7 +16,7 @@ use ncsn::sample::{
 };
 use ncsn::score::{
     GeometricSigmas, Projection, ScoreMlp, closed_form_score, dsm_loss_with, esm_loss,
-    sliced_score_matching, ssm_vr_loss, tensor_from_array2, tensor_to_array2,
+    sliced_score_matching, ssm_loss, ssm_vr_loss, tensor_from_array2, tensor_to_array2,
 };
 use ncsn::toy::{ClosedFormScore, GaussianMixture, ToyDistribution};
 use ncsn::{Tensor, grad, no_grad};
@@ -279,6 +279,108 @@ fn projections_of_array_samples_are_isotropic_per_sample() {
 ///
 /// 300 independent evaluations of each sliced loss (each on the same 64-point batch with fresh
 /// directions) give a mean and SE; ESM on that batch is the exact target.
+/// For given directions the sliced losses are formulas, with no expectation left: for a linear
+/// score s(x) = xA + b, whose Jacobian is Aᵀ in every row, the sliced trace of row n is vₙᵀAvₙ,
+/// SSM's first term ½(vₙᵀsₙ)² and SSM-VR's ½‖sₙ‖². Computed here in f64 from the same numbers;
+/// the tolerance is f32 rounding of sums of a few terms of size ≤ 10 (10⁻⁵ relative). The two
+/// first terms differ by far more than that on these numbers, so SSM and SSM-VR cannot be
+/// confused (both are unbiased for the same objective, which the expectation tests cannot tell
+/// apart).
+#[test]
+fn sliced_losses_for_given_directions_are_the_formulas() {
+    let (n, d) = (4, 3);
+    let a = [[0.5, -1.0, 0.25], [2.0, 0.75, -0.5], [-1.5, 0.2, 1.25]];
+    let b = [0.1, -0.3, 0.7];
+    let x: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
+        .collect();
+    let v: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 5 % 13) as f32 - 6.0) / 3.0)
+        .collect();
+    let a_t = Tensor::from_vec(a.iter().flatten().map(|&e| e as f32).collect(), &[d, d]);
+    let b_t = Tensor::from_vec(b.iter().map(|&e| e as f32).collect(), &[1, d]);
+    let score = |x: &Tensor| x.matmul(&a_t).add(&b_t);
+    let (x_t, v_t) = (
+        Tensor::from_vec(x.clone(), &[n, d]),
+        Tensor::from_vec(v.clone(), &[n, d]),
+    );
+
+    let (mut trace, mut proj, mut norm) = (0.0, 0.0, 0.0);
+    for r in 0..n {
+        let xr: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect();
+        let vr: Vec<f64> = v[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect();
+        let s: Vec<f64> = (0..d)
+            .map(|j| (0..d).map(|i| xr[i] * a[i][j]).sum::<f64>() + b[j])
+            .collect();
+        trace += (0..d)
+            .map(|i| (0..d).map(|j| vr[i] * a[i][j] * vr[j]).sum::<f64>())
+            .sum::<f64>();
+        proj += 0.5 * dot(&vr, &s).powi(2);
+        norm += 0.5 * dot(&s, &s);
+    }
+    let (trace, proj, norm) = (trace / n as f64, proj / n as f64, norm / n as f64);
+    assert!(
+        (proj - norm).abs() > 1.0,
+        "the example must tell the two forms apart"
+    );
+
+    let close = |what: &str, got: &Tensor, want: f64| {
+        let g = got.item() as f64;
+        assert!(
+            (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+            "{what}: {g} vs {want}"
+        );
+    };
+    for (vr, first) in [(false, proj), (true, norm)] {
+        let l = sliced_score_matching(score, &x_t, &v_t, vr);
+        close("loss2 (the sliced trace)", &l.loss2, trace);
+        close("loss1", &l.loss1, first);
+        close("loss", &l.loss, trace + first);
+    }
+}
+
+/// `ssm_loss` and `ssm_vr_loss` with n particles are `sliced_score_matching` on the batch repeated
+/// n times (rows 0..N, then 0..N again), with directions drawn from the projection asked for
+/// (SSM-VR: Gaussian): the same seed gives the same directions, so the losses agree to the bit.
+/// And each projection draws what its name says: Rademacher entries are ±1 (both occur), and a
+/// sphere direction's squared length is D (to f32 rounding, 10⁻⁵·D).
+#[test]
+fn ssm_losses_repeat_the_batch_and_draw_from_their_projection() {
+    let (n, d, particles) = (5, 4, 3);
+    let x = Tensor::randn(&[n, d], &mut rng(70));
+    let w = Tensor::randn(&[d, d], &mut rng(71));
+    let score = |x: &Tensor| x.matmul(&w).tanh();
+    let repeated = Tensor::concat(&vec![x.clone(); particles], 0);
+    for (k, projection) in PROJECTIONS.into_iter().enumerate() {
+        let got = ssm_loss(score, &x, projection, particles, &mut rng(80 + k as u64));
+        let v = projection.sample(&[n * particles, d], &mut rng(80 + k as u64));
+        let want = sliced_score_matching(score, &repeated, &v, false);
+        assert_eq!(got.loss.item(), want.loss.item(), "{projection:?}: loss");
+        assert_eq!(got.loss1.item(), want.loss1.item(), "{projection:?}: loss1");
+    }
+    let got = ssm_vr_loss(score, &x, particles, &mut rng(90));
+    let v = Tensor::randn(&[n * particles, d], &mut rng(90));
+    let want = sliced_score_matching(score, &repeated, &v, true);
+    assert_eq!(got.loss.item(), want.loss.item(), "SSM-VR: loss");
+
+    let signs = Projection::Rademacher
+        .sample(&[50, 7], &mut rng(91))
+        .to_vec();
+    assert!(
+        signs.iter().all(|&e| e == 1.0 || e == -1.0),
+        "Rademacher entries are ±1"
+    );
+    assert!(signs.contains(&1.0) && signs.contains(&-1.0));
+    let sphere = rows(&Projection::Sphere.sample(&[50, 7], &mut rng(92)));
+    for r in &sphere {
+        let len2 = dot(r, r);
+        assert!(
+            (len2 - 7.0).abs() <= 1e-5 * 7.0,
+            "sphere row length² {len2} vs D = 7"
+        );
+    }
+}
+
 #[test]
 fn sliced_losses_equal_esm_in_expectation() {
     let p = GaussianMixture::paper();
@@ -616,6 +718,86 @@ fn noise_levels_are_the_references_bits() {
 /// The conditional of q_{σ_L} differs from that of p by O(σ_L²) ≈ 1e-4 and the step bias is
 /// α_L/(4v) ≈ 1.4e-4 relative. 3000 chains. Mean: 5 SE; variance: 5 SE of a sample variance
 /// (v√(2/N)) plus 0.1% for those biases.
+/// The reference image sampler's update, x + α′s + √(2α′)z with α′ = step_lr·σᵢ²/σ_L², is
+/// Algorithm 1's with ε = 2·step_lr: [`AnnealedConfig::from_reference_step_lr`] and
+/// [`langevin_step`] reproduce it with the same z, at every level. The tolerance is f32 rounding
+/// (10⁻⁵ relative); taking ε = step_lr instead would change the drift by half and the noise by
+/// 1/√2, off by about 0.3 here.
+#[test]
+fn the_reference_step_lr_is_half_of_epsilon() {
+    let sigmas = GeometricSigmas::new(1.0, 0.01, 10);
+    let step_lr = 2e-5f32;
+    let cfg = AnnealedConfig::from_reference_step_lr(step_lr, 100);
+    assert_eq!(cfg.n_steps_each, 100);
+    let x = Tensor::randn(&[64, 3], &mut rng(100));
+    let s = Tensor::randn(&[64, 3], &mut rng(101)).mul_scalar(50.0);
+    for i in [0, 4, 9] {
+        let ours = langevin_step(&x, &s, cfg.step_at(&sigmas, i), &mut rng(102 + i as u64));
+        let z = rows(&Tensor::randn(&[64, 3], &mut rng(102 + i as u64)));
+        let r = sigmas.get(i) as f64 / sigmas.last() as f64;
+        let a = step_lr as f64 * r * r;
+        let (x, s, ours) = (rows(&x), rows(&s), rows(&ours));
+        for k in 0..64 {
+            for j in 0..3 {
+                let want = x[k][j] + a * s[k][j] + (2.0 * a).sqrt() * z[k][j];
+                let got = ours[k][j];
+                assert!(
+                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "level {i}, [{k}][{j}]: {got} vs the reference's {want}"
+                );
+            }
+        }
+    }
+}
+
+/// Algorithm 2's handling of the known entries, seen from the score network: at level i every
+/// evaluation sees them at ỹᵢ = y + σᵢz, with one z per level and chain (re-noised when the level
+/// starts, reset after every step). With a score of zero the free entries do not matter, so the
+/// recording checks only the known one: (x₁ − y₁)/σᵢ has E[z²] = 1 at each level (Monte Carlo,
+/// 2,000 chains), and stays the same number within a level. Seeing last level's ỹ, or x₀'s
+/// entry, or a step's noise, would put E[z²] at (σᵢ₋₁/σᵢ)² = 16, at y₁²/σ₀² = 2.25, or let z move
+/// between evaluations.
+#[test]
+fn inpainting_shows_the_network_the_known_entries_at_each_level() {
+    let sigmas = GeometricSigmas::new(1.0, 1.0 / 16.0, 3);
+    let (n, y1) = (2000, 1.5f32);
+    let known = Tensor::from_vec(vec![y1, 0.0], &[1, 2]);
+    let mask = Tensor::from_vec(vec![1.0, 0.0], &[1, 2]);
+    let cfg = AnnealedConfig {
+        step_size: 1e-2,
+        n_steps_each: 3,
+        record_every: 0,
+    };
+    let mut seen: Vec<Vec<Vec<f64>>> = vec![Vec::new(); sigmas.len()];
+    annealed_langevin_inpaint(
+        |x, i| {
+            let z = rows(x)
+                .iter()
+                .map(|r| (r[0] - y1 as f64) / sigmas.get(i) as f64)
+                .collect();
+            seen[i].push(z);
+            x.zeros_like()
+        },
+        &Tensor::zeros(&[n, 2]),
+        &known,
+        &mask,
+        &sigmas,
+        &cfg,
+        &mut rng(110),
+    );
+    for (i, calls) in seen.iter().enumerate() {
+        assert_eq!(calls.len(), cfg.n_steps_each, "level {i}: evaluations");
+        let z2: Vec<f64> = calls[0].iter().map(|v| v * v).collect();
+        assert_mc(&format!("level {i}: ((x₁ − y₁)/σᵢ)²"), &z2, 1.0);
+        for later in &calls[1..] {
+            assert_eq!(
+                later, &calls[0],
+                "level {i}: the known entry moved within the level"
+            );
+        }
+    }
+}
+
 #[test]
 fn inpainting_samples_the_conditional() {
     let mu = [0.5f64, -1.0];
@@ -665,6 +847,14 @@ fn inpainting_samples_the_conditional() {
     // with probability 1 − 6e-6), and not constant.
     assert!(x.iter().all(|r| (r[0] - y1 as f64).abs() < 6.0 * 0.01));
     assert!(x.iter().any(|r| (r[0] - x[0][0]).abs() > 1e-4));
+    // And that noise is σ_L z, not some other multiple: z = (x₁ − y₁)/σ_L has mean 0 and E[z²] = 1
+    // (f32 rounding of y₁ + σ_L z moves z by about 10⁻⁵). Noise of σ_L² instead would make
+    // E[z²] = 10⁻⁴, thousands of standard errors away.
+    let sigma_l = sigmas.last() as f64;
+    let z: Vec<f64> = x.iter().map(|r| (r[0] - y1 as f64) / sigma_l).collect();
+    assert_mc("known entry: (x₁ − y₁)/σ_L", &z, 0.0);
+    let z2: Vec<f64> = z.iter().map(|v| v * v).collect();
+    assert_mc("known entry: ((x₁ − y₁)/σ_L)²", &z2, 1.0);
     let resid: Vec<f64> = x
         .iter()
         .map(|r| r[1] - mu[1] - cov[1][0] / cov[0][0] * (r[0] - mu[0]))
