@@ -132,6 +132,67 @@ fn params_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
         .collect()
 }
 
+/// The run's moving average (`--ema μ`) is updated after every step, as the reference's EMAHelper:
+/// after two steps θ₀ → θ₁ → θ₂ the checkpoint's `ema.` tensors hold
+/// μ(μθ₀ + (1 − μ)θ₁) + (1 − μ)θ₂, which needs θ₁ from a one-step run of the same seed (the
+/// same bits: see the resume test above). Tolerance: a few f32 roundings of values of size ≤ 1,
+/// 10⁻⁶·(1 + |v|). An average never updated stays θ₀, and one updated once stays
+/// μθ₀ + (1 − μ)θ₁; both are off by 1e-3 or more here (a step of Adam with lr 10⁻² moves a
+/// weight by about 10⁻²).
+#[test]
+fn the_runs_moving_average_follows_every_step() {
+    let train_set = tiny_dataset(10, 1, 6, 1);
+    let values = |store: &ParamStore| -> Vec<(String, Vec<f32>)> {
+        store
+            .named_params()
+            .into_iter()
+            .map(|(n, t)| (n, t.to_vec()))
+            .collect()
+    };
+    let train = |steps: usize| -> (Vec<(String, Vec<f32>)>, Checkpoint) {
+        let tmp = TempDir::new("ema");
+        let dir = RunDir::create(tmp.path()).unwrap();
+        let m = net(3);
+        let config = RunConfig {
+            test_every: 0,
+            ..tiny_config(steps, steps)
+        };
+        run::train(
+            &m,
+            &train_set,
+            None,
+            Transform::mnist(),
+            &config,
+            &dir,
+            TrainOptions::default(),
+        )
+        .unwrap();
+        (
+            values(&m.store),
+            Checkpoint::load(dir.checkpoint()).unwrap(),
+        )
+    };
+    let theta0 = values(&net(3).store);
+    let (theta1, _) = train(1);
+    let (theta2, ckpt) = train(2);
+    let mu = 0.9f64;
+    let mut moved = 0.0f64;
+    for (((name, t0), (_, t1)), (_, t2)) in theta0.iter().zip(&theta1).zip(&theta2) {
+        let ema = &ckpt.tensors[&format!("ema.{name}")];
+        for (k, &got) in ema.iter().enumerate() {
+            let (a, b, c) = (t0[k] as f64, t1[k] as f64, t2[k] as f64);
+            let want = mu * (mu * a + (1.0 - mu) * b) + (1.0 - mu) * c;
+            let got = got as f64;
+            assert!(
+                (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{name}[{k}]: {got} vs {want}"
+            );
+            moved = moved.max((want - a).abs());
+        }
+    }
+    assert!(moved > 1e-4, "training moved the average by only {moved}");
+}
+
 #[test]
 fn resumed_run_ends_with_the_same_bits_as_an_uninterrupted_one() {
     let train_set = tiny_dataset(10, 1, 6, 1); // 10 pictures, batch 4: epochs cross the stop
