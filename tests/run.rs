@@ -13,8 +13,8 @@ use ncsn::io::Checkpoint;
 use ncsn::nn::ParamStore;
 use ncsn::run::config;
 use ncsn::run::{
-    self, Args, DatasetKind, Occlusion, Preset, RunConfig, RunDir, ScoreNet, TrainOptions,
-    nearest_neighbours, occlusion_mask,
+    self, Args, DatasetKind, Occlusion, Preset, RunConfig, RunDir, ScoreNet, Stream, TrainOptions,
+    nearest_neighbours, occlusion_mask, stream_rng,
 };
 use ncsn::{Error, Tensor};
 use ndarray::{Array4, Axis};
@@ -130,6 +130,34 @@ fn params_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
         .into_iter()
         .map(|(n, t)| (n, t.to_vec().iter().map(|v| v.to_bits()).collect()))
         .collect()
+}
+
+/// A run's random streams are distinct: the first 256 bits of every pair of streams differ, for
+/// two seeds, and a stream is a function of the seed (the same seed, the same bits). Streams that
+/// coincided would, say, draw the initial weights from the mini-batches' numbers; two streams of
+/// ChaCha8 agreeing on 256 bits by chance has probability 2⁻²⁵⁶.
+#[test]
+fn a_runs_random_streams_are_distinct() {
+    let streams = [
+        Stream::Batches,
+        Stream::Loss,
+        Stream::Test,
+        Stream::Init,
+        Stream::Sample,
+        Stream::Inpaint,
+    ];
+    for seed in [0, 7] {
+        let words = |s: Stream| -> [u64; 4] {
+            let mut rng = stream_rng(seed, s);
+            std::array::from_fn(|_| rng.random::<u64>())
+        };
+        for (i, &a) in streams.iter().enumerate() {
+            assert_eq!(words(a), words(a), "{a:?}: the same seed, the same bits");
+            for &b in &streams[i + 1..] {
+                assert_ne!(words(a), words(b), "seed {seed}: {a:?} and {b:?} coincide");
+            }
+        }
+    }
 }
 
 /// The run's moving average (`--ema μ`) is updated after every step, as the reference's EMAHelper:
