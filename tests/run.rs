@@ -132,6 +132,29 @@ fn params_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
         .collect()
 }
 
+/// `evaluate_dsm`, the test loss `results.json` reports, is the annealed DSM loss averaged over
+/// pictures. With a score of zero and λ(σ) = σ² each picture's loss is ½‖z‖² whatever its σ,
+/// whose mean is D/2 = 18 for 1 × 6 × 6 pictures and whose variance is D/2: over 502 pictures
+/// (125 batches of 4 and a ragged one of 2) the average is within 5 standard errors,
+/// 5·√(18/502) ≈ 0.95, of 18. Summing the batch means without weighting them by the batch size
+/// would report about a quarter of it.
+#[test]
+fn evaluate_dsm_averages_over_pictures() {
+    let zero = TinyNet::new(1, 10, &mut ChaCha8Rng::seed_from_u64(5));
+    zero.a.set_data(Tensor::zeros(zero.a.shape()).storage());
+    zero.b.set_data(Tensor::zeros(zero.b.shape()).storage());
+    let n = 502;
+    let config = tiny_config(1, 1);
+    assert_eq!((config.batch_size, config.anneal_power), (4, 2.0));
+    let loss = run::evaluate_dsm(&zero, &tiny_dataset(n, 1, 6, 3), &config, n) as f64;
+    let (mean, se) = (18.0, (18.0 / n as f64).sqrt());
+    assert!(
+        (loss - mean).abs() <= 5.0 * se,
+        "test loss {loss} vs D/2 = {mean} (5 SE = {})",
+        5.0 * se
+    );
+}
+
 /// A run's random streams are distinct: the first 256 bits of every pair of streams differ, for
 /// two seeds, and a stream is a function of the seed (the same seed, the same bits). Streams that
 /// coincided would, say, draw the initial weights from the mini-batches' numbers; two streams of

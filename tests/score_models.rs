@@ -128,6 +128,31 @@ fn noise_conditional_mlp_levels() {
     );
 }
 
+/// The model is s(x, σᵢ) = f_θ(x, i)/σᵢ (the division by σᵢ is the paper's hint that
+/// ‖s(·, σ)‖ ∝ 1/σ, built in). At initialisation every gain is 1, so f_θ does not depend on i and
+/// σᵢ·s(x, σᵢ) is the same at every level, to f32 rounding of one multiply and one divide (10⁻⁵
+/// relative). Without the division it would grow with σᵢ, by a factor of 20 from σ_L to σ₁ here.
+#[test]
+fn noise_conditional_mlp_divides_by_sigma() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let store = ParamStore::new();
+    let sigmas = GeometricSigmas::new(20.0, 1.0, 5);
+    let net = NoiseConditionalMlp::new(&store.root(), 2, 16, sigmas.clone(), &mut rng);
+    let x = Tensor::randn(&[10, 2], &mut rng);
+    let f0 = net.forward_level(&x, 0).mul_scalar(sigmas.get(0)).to_vec();
+    assert!(f0.iter().any(|v| v.abs() > 1e-3), "a non-trivial output");
+    for level in 1..sigmas.len() {
+        let f = net
+            .forward_level(&x, level)
+            .mul_scalar(sigmas.get(level))
+            .to_vec();
+        assert!(
+            f0.iter().zip(&f).all(|(p, q)| close(*q, *p)),
+            "level {level}: σᵢ·s(x, σᵢ) differs from level 0's"
+        );
+    }
+}
+
 /// `sharded_backward` returns the whole batch's SSM-VR loss and parameter gradients: shards of
 /// 128 rows into 1, 2, 3 and 5 ranges (unequal ones included) agree with one backward pass over
 /// the batch up to f32 summation order (relative 1e-5 of each gradient's largest entry), and one
