@@ -110,11 +110,16 @@ impl Kernel {
             "{}.spv is not whole SPIR-V words",
             self.name()
         );
-        bytes
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect()
+        spirv_words(bytes)
     }
+}
+
+/// Little-endian bytes as 32-bit words (a trailing partial word is dropped; callers check).
+fn spirv_words(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -161,13 +166,7 @@ mod tests {
     /// variant declares the capability and the mode for f32, the plain one neither.
     #[test]
     fn every_nan_variant_declares_signed_zero_inf_nan_preserve_and_only_it() {
-        let words = |path: &std::path::Path| -> Vec<u32> {
-            let bytes = std::fs::read(path).unwrap();
-            bytes
-                .chunks_exact(4)
-                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-                .collect()
-        };
+        let words = |path: &std::path::Path| super::spirv_words(&std::fs::read(path).unwrap());
         let mut checked = 0;
         for entry in std::fs::read_dir(env!("OUT_DIR")).unwrap() {
             let path = entry.unwrap().path();
