@@ -7,7 +7,10 @@
 #   2. the same with the reference model in PyTorch, strict fp32 and with TF32
 #      (benches/pytorch_refinenet.py, which needs a checkout of ermongroup/ncsn);
 #   3. `--example cifar10` end to end on the Vulkan device: a short training run at the paper's
-#      settings, then sampling, inpainting and the nearest-neighbour search.
+#      settings, then sampling, inpainting and the nearest-neighbour search;
+#   4. with PLAIN=1 (the default), part 1 again, unprofiled, on the kernels that do not declare
+#      SignedZeroInfNanPreserve (NCSN_VULKAN_KERNELS=plain): what keeping NaN costs the driver's
+#      compiler. Last, as the least needed: a time limit stops it first.
 #
 # Usage, from the repository root:
 #
@@ -20,6 +23,7 @@
 #   LOG_DIR (2nd argument)=gpu_measure_out, RUN_DIR=$LOG_DIR/cifar10-run
 #   CONFIG=cifar10 BATCH=128 STEPS=5 LANGEVIN=10 TORCH_DEVICE=cuda   (CONFIG=mnist: the MNIST model)
 #   E2E_PRESET=paper E2E_STEPS=100 E2E_ARGS="--n-steps-each 20"   (flags for the end-to-end run)
+#   PLAIN=1   (0 leaves out part 4)
 #
 # The end-to-end run's defaults are sized to finish inside a lease. In FLOP (19.79 GFLOP a
 # CIFAR-10 forward pass per picture, a training step three passes of 128): the paper's settings
@@ -49,6 +53,7 @@ TORCH_DEVICE=${TORCH_DEVICE:-cuda}
 E2E_PRESET=${E2E_PRESET:-paper}
 E2E_STEPS=${E2E_STEPS:-100}
 E2E_ARGS=${E2E_ARGS---n-steps-each 20}
+PLAIN=${PLAIN:-1}
 mkdir -p "$LOG_DIR"
 failed=()
 
@@ -114,6 +119,10 @@ done
 # shellcheck disable=SC2086 # E2E_ARGS is a list of flags
 part cifar10 "$BIN/cifar10" --device vulkan --preset "$E2E_PRESET" --steps "$E2E_STEPS" \
     --data "$DATA" --out "$RUN_DIR" $E2E_ARGS
+if [ "$PLAIN" = 1 ]; then
+    part ours_plain env NCSN_VULKAN_KERNELS=plain "$BIN/refinenet_step" "$BATCH" "$STEPS" \
+        --config "$CONFIG" --device vulkan --langevin "$LANGEVIN"
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'failed: %s\n' "${failed[@]}"

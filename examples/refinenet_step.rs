@@ -131,8 +131,8 @@ mod device_report {
             Device::Vulkan(ctx) if ctx.preserves_nan() => {
                 "kernels: NaN-preserving (SignedZeroInfNanPreserve declared)".into()
             }
-            Device::Vulkan(_) => "kernels: plain (the device lacks \
-                                  shaderSignedZeroInfNanPreserveFloat32)"
+            Device::Vulkan(_) => "kernels: plain (NCSN_VULKAN_KERNELS=plain, or the device \
+                                  lacks shaderSignedZeroInfNanPreserveFloat32)"
                 .into(),
             Device::Cpu => String::new(),
         }

@@ -19,8 +19,8 @@ use std::f32::consts::PI;
 use std::sync::OnceLock;
 
 use ncsn::backend::vulkan::{
-    AdamConfig, BinaryOp, Conv2dParams, DeviceBuffer, Recorder, ReduceOp, UnaryOp, VulkanContext,
-    broadcast_shape,
+    AdamConfig, BinaryOp, Conv2dParams, DeviceBuffer, KernelVariant, Recorder, ReduceOp, UnaryOp,
+    VulkanContext, broadcast_shape,
 };
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -898,6 +898,32 @@ fn embedding_gathers_rows() {
             &table[row * dim..(row + 1) * dim],
             "row {i} (index {row})"
         );
+    }
+}
+
+/// A context opens with the kernel variant it is asked for: the plain kernels anywhere (and they
+/// run), the NaN-preserving ones exactly where `auto` would choose them, and otherwise an error
+/// that names the missing device property. (CI runs this file and tests/vulkan_tensor.rs once
+/// with `NCSN_VULKAN_KERNELS` unset, which on lavapipe loads the NaN-preserving variants, and once
+/// with it set to `plain`.)
+#[test]
+fn contexts_load_the_kernel_variant_asked_for() {
+    let plain = VulkanContext::with_kernels(KernelVariant::Plain).unwrap();
+    assert!(!plain.preserves_nan());
+    let a = plain.upload(&[1.0, -2.0, 3.0, -4.0], &[2, 2]).unwrap();
+    let y = plain.run(|r| r.unary(UnaryOp::Relu, &a)).unwrap();
+    assert_eq!(plain.download(&y).unwrap(), [1.0, 0.0, 3.0, 0.0]);
+    let auto = VulkanContext::with_kernels(KernelVariant::Auto).unwrap();
+    match VulkanContext::with_kernels(KernelVariant::NanPreserving) {
+        Ok(c) => assert!(c.preserves_nan() && auto.preserves_nan()),
+        Err(e) => {
+            assert!(!auto.preserves_nan());
+            let msg = e.to_string();
+            assert!(
+                msg.contains("shaderSignedZeroInfNanPreserveFloat32"),
+                "{msg}"
+            );
+        }
     }
 }
 

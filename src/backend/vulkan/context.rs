@@ -305,6 +305,63 @@ fn float_controls(device: &PhysicalDevice) -> (bool, bool) {
     (supported && (core || extension), supported && extension)
 }
 
+/// Which compiled variant of the kernels a [`VulkanContext`] loads. `build.rs` compiles every
+/// shader twice: as written, and with the SignedZeroInfNanPreserve execution mode declared for
+/// f32, which obliges the driver to keep NaN, ±∞ and −0 through the arithmetic (see
+/// [`VulkanContext::preserves_nan`]).
+///
+/// [`VulkanContext::new`] takes the choice from the environment variable `NCSN_VULKAN_KERNELS`
+/// (`auto`, `plain` or `nan-preserving`; unset means `auto`), so that a test suite, an example or
+/// a benchmark can be run on either variant without a change to its code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelVariant {
+    /// The NaN-preserving variants where the device reports
+    /// `shaderSignedZeroInfNanPreserveFloat32`, the plain ones elsewhere.
+    #[default]
+    Auto,
+    /// The plain variants, on any device: what a device without the property runs, and the
+    /// variant to compare against when asking what the declaration costs.
+    Plain,
+    /// The NaN-preserving variants; opening a device without the property fails.
+    NanPreserving,
+}
+
+impl KernelVariant {
+    /// The environment variable [`KernelVariant::from_env`] reads.
+    pub const ENV: &'static str = "NCSN_VULKAN_KERNELS";
+
+    /// The variant `NCSN_VULKAN_KERNELS` names: [`Auto`](Self::Auto) when it is unset or empty;
+    /// any value other than `auto`, `plain` or `nan-preserving` is an [`Error::Invalid`] naming
+    /// the variable and the value.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(Self::ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(Self::Auto),
+            Err(std::env::VarError::NotUnicode(v)) => Err(Error::Invalid(format!(
+                "{}={v:?} is not valid UTF-8; expected auto, plain or nan-preserving",
+                Self::ENV
+            ))),
+            Ok(v) if v.is_empty() => Ok(Self::Auto),
+            Ok(v) => v.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for KernelVariant {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "plain" => Ok(Self::Plain),
+            "nan-preserving" => Ok(Self::NanPreserving),
+            _ => Err(Error::Invalid(format!(
+                "{}={s:?}: expected auto, plain or nan-preserving",
+                Self::ENV
+            ))),
+        }
+    }
+}
+
 /// Ranks device types: discrete GPUs first, CPU implementations (lavapipe) last.
 fn device_rank(kind: PhysicalDeviceType) -> u32 {
     match kind {
@@ -330,7 +387,17 @@ impl VulkanContext {
     ///
     /// Fails with a message naming what is missing: no Vulkan loader (`libvulkan1`), no driver
     /// (`mesa-vulkan-drivers` provides lavapipe, a CPU implementation), or no compute queue.
+    ///
+    /// The kernels are the variant that `NCSN_VULKAN_KERNELS` names, [`KernelVariant::Auto`]
+    /// when it is unset (see [`KernelVariant::from_env`]); a value it does not know is an error.
     pub fn new() -> Result<Self> {
+        Self::with_kernels(KernelVariant::from_env()?)
+    }
+
+    /// Opens the best Vulkan device, as [`new`](Self::new) does, with the kernels of `variant`
+    /// whatever the environment says. [`KernelVariant::NanPreserving`] fails on a device that
+    /// does not report `shaderSignedZeroInfNanPreserveFloat32`.
+    pub fn with_kernels(variant: KernelVariant) -> Result<Self> {
         let library = VulkanLibrary::new().map_err(|e| {
             Error::Device(format!(
                 "vulkan: cannot load the Vulkan loader ({e}); install it (Debian/Ubuntu: \
@@ -358,7 +425,22 @@ impl VulkanContext {
                     .into(),
             )
         })?;
-        let (preserve_nan, float_controls_extension) = float_controls(&physical);
+        let (supported, extension) = float_controls(&physical);
+        let preserve_nan = match variant {
+            KernelVariant::Auto => supported,
+            KernelVariant::Plain => false,
+            KernelVariant::NanPreserving if supported => true,
+            KernelVariant::NanPreserving => {
+                return Err(Error::Device(format!(
+                    "vulkan: {} does not report shaderSignedZeroInfNanPreserveFloat32, so the \
+                     NaN-preserving kernels cannot run on it; use the plain ones ({}=plain or \
+                     auto)",
+                    physical.properties().device_name,
+                    KernelVariant::ENV
+                )));
+            }
+        };
+        let float_controls_extension = preserve_nan && extension;
         let (device, mut queues) = vk!(
             Device::new(
                 physical,
@@ -616,8 +698,9 @@ impl VulkanContext {
     /// Whether the kernels keep NaN, ±∞ and −0 by the Vulkan specification's guarantee: they are
     /// the variants that declare the SignedZeroInfNanPreserve execution mode for f32, which this
     /// context loads where the device reports `shaderSignedZeroInfNanPreserveFloat32` (lavapipe
-    /// does). Where it does not, the plain variants run, and a driver may compile them as if no
-    /// value were NaN or infinite, so a NaN reaching a kernel need not reach the loss.
+    /// does) unless it was opened with [`KernelVariant::Plain`]. Where the plain variants run, a
+    /// driver may compile them as if no value were NaN or infinite, so a NaN reaching a kernel
+    /// need not reach the loss.
     pub fn preserves_nan(&self) -> bool {
         self.preserve_nan
     }
@@ -1130,3 +1213,27 @@ fn submit(
     }
 }
 // ANCHOR_END: submit
+
+#[cfg(test)]
+mod tests {
+    use super::KernelVariant;
+
+    #[test]
+    fn kernel_variants_parse_by_name_and_unknown_names_are_errors() {
+        let parse = |s: &str| s.parse::<KernelVariant>();
+        assert_eq!(parse("auto").unwrap(), KernelVariant::Auto);
+        assert_eq!(parse("plain").unwrap(), KernelVariant::Plain);
+        assert_eq!(
+            parse("nan-preserving").unwrap(),
+            KernelVariant::NanPreserving
+        );
+        assert_eq!(KernelVariant::default(), KernelVariant::Auto);
+        for bad in ["Plain", "nan", " plain", "fast"] {
+            let msg = parse(bad).unwrap_err().to_string();
+            assert!(
+                msg.contains("NCSN_VULKAN_KERNELS") && msg.contains(&format!("{bad:?}")),
+                "{bad}: {msg}"
+            );
+        }
+    }
+}

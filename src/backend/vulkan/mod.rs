@@ -42,7 +42,8 @@ mod ops;
 mod shaders;
 
 pub use context::{
-    Activity, DeviceBuffer, DeviceIndices, KernelTime, Recorder, Transfers, VulkanContext,
+    Activity, DeviceBuffer, DeviceIndices, KernelTime, KernelVariant, Recorder, Transfers,
+    VulkanContext,
 };
 pub use ops::{
     AdamConfig, BinaryOp, Conv2dParams, ReduceOp, Strided, UnaryOp, broadcast_shape,
