@@ -275,10 +275,35 @@ fn projections_of_array_samples_are_isotropic_per_sample() {
     }
 }
 
-/// SSM and SSM-VR equal ESM in expectation over the directions, at a fixed batch.
-///
-/// 300 independent evaluations of each sliced loss (each on the same 64-point batch with fresh
-/// directions) give a mean and SE; ESM on that batch is the exact target.
+/// A linear score s(x) = xA + b with fixed rows x and directions v (N = 4, D = 3), on which the
+/// sliced and exact losses and their θ-gradients have closed forms.
+struct LinearExample {
+    n: usize,
+    d: usize,
+    a: [[f64; 3]; 3],
+    b: [f64; 3],
+    x: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl LinearExample {
+    fn new() -> Self {
+        let (n, d) = (4, 3);
+        LinearExample {
+            n,
+            d,
+            a: [[0.5, -1.0, 0.25], [2.0, 0.75, -0.5], [-1.5, 0.2, 1.25]],
+            b: [0.1, -0.3, 0.7],
+            x: (0..n * d)
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
+                .collect(),
+            v: (0..n * d)
+                .map(|i| ((i * 5 % 13) as f32 - 6.0) / 3.0)
+                .collect(),
+        }
+    }
+}
+
 /// For given directions the sliced losses are formulas, with no expectation left: for a linear
 /// score s(x) = xA + b, whose Jacobian is Aᵀ in every row, the sliced trace of row n is vₙᵀAvₙ,
 /// SSM's first term ½(vₙᵀsₙ)² and SSM-VR's ½‖sₙ‖². Computed here in f64 from the same numbers;
@@ -288,15 +313,7 @@ fn projections_of_array_samples_are_isotropic_per_sample() {
 /// apart).
 #[test]
 fn sliced_losses_for_given_directions_are_the_formulas() {
-    let (n, d) = (4, 3);
-    let a = [[0.5, -1.0, 0.25], [2.0, 0.75, -0.5], [-1.5, 0.2, 1.25]];
-    let b = [0.1, -0.3, 0.7];
-    let x: Vec<f32> = (0..n * d)
-        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
-        .collect();
-    let v: Vec<f32> = (0..n * d)
-        .map(|i| ((i * 5 % 13) as f32 - 6.0) / 3.0)
-        .collect();
+    let LinearExample { n, d, a, b, x, v } = LinearExample::new();
     let a_t = Tensor::from_vec(a.iter().flatten().map(|&e| e as f32).collect(), &[d, d]);
     let b_t = Tensor::from_vec(b.iter().map(|&e| e as f32).collect(), &[1, d]);
     let score = |x: &Tensor| x.matmul(&a_t).add(&b_t);
@@ -336,6 +353,73 @@ fn sliced_losses_for_given_directions_are_the_formulas() {
         close("loss2 (the sliced trace)", &l.loss2, trace);
         close("loss1", &l.loss1, first);
         close("loss", &l.loss, trace + first);
+    }
+}
+
+/// The losses are trained through their θ-gradients, and the trace terms reach θ only through
+/// the graph of the inner ∇ₓ (`create_graph`). For a linear score s(x) = xA + b those gradients
+/// have closed forms (rows xₙ, vₙ; sₙ = xₙA + b; N rows):
+/// - ESM, tr(A) + ½‖s‖²: ∂/∂A = I + (1/N)·Σ xₙᵀsₙ, ∂/∂b = (1/N)·Σ sₙ;
+/// - SSM, vAvᵀ + ½(v·s)²: ∂/∂A = (1/N)·Σ (vₙᵀvₙ + (vₙ·sₙ)·xₙᵀvₙ), ∂/∂b = (1/N)·Σ (vₙ·sₙ)·vₙ;
+/// - SSM-VR, vAvᵀ + ½‖s‖²: ∂/∂A = (1/N)·Σ (vₙᵀvₙ + xₙᵀsₙ), ∂/∂b as ESM's.
+///
+/// Autograd must give them in f32 to 1e-5·(1 + |want|) (a few dozen rounded terms of size ≲ 10).
+/// An inner gradient taken without its graph drops the I (ESM) or the Σ vₙᵀvₙ (SSM) term, entries
+/// of size ~1 — a loss that still falls during training, but towards the wrong score.
+#[test]
+fn theta_gradients_of_the_losses_include_the_trace_terms() {
+    let LinearExample { n, d, a, b, x, v } = LinearExample::new();
+    let a_t =
+        Tensor::from_vec(a.iter().flatten().map(|&e| e as f32).collect(), &[d, d]).requires_grad_();
+    let b_t = Tensor::from_vec(b.iter().map(|&e| e as f32).collect(), &[1, d]).requires_grad_();
+    let score = |x: &Tensor| x.matmul(&a_t).add(&b_t);
+    let (x_t, v_t) = (
+        Tensor::from_vec(x.clone(), &[n, d]),
+        Tensor::from_vec(v.clone(), &[n, d]),
+    );
+
+    // The closed forms in f64: (∂/∂A, ∂/∂b) for ESM, SSM and SSM-VR.
+    let mut want = [([[0.0f64; 3]; 3], [0.0f64; 3]); 3];
+    for r in 0..n {
+        let xr: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect();
+        let vr: Vec<f64> = v[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect();
+        let s: Vec<f64> = (0..d)
+            .map(|j| (0..d).map(|i| xr[i] * a[i][j]).sum::<f64>() + b[j])
+            .collect();
+        let vs = dot(&vr, &s);
+        for i in 0..d {
+            for j in 0..d {
+                let eye = if i == j { 1.0 } else { 0.0 };
+                want[0].0[i][j] += (eye + xr[i] * s[j]) / n as f64;
+                want[1].0[i][j] += (vr[i] * vr[j] + vs * xr[i] * vr[j]) / n as f64;
+                want[2].0[i][j] += (vr[i] * vr[j] + xr[i] * s[j]) / n as f64;
+            }
+        }
+        for j in 0..d {
+            want[0].1[j] += s[j] / n as f64;
+            want[1].1[j] += vs * vr[j] / n as f64;
+            want[2].1[j] += s[j] / n as f64;
+        }
+    }
+
+    let losses = [
+        ("ESM", esm_loss(score, &x_t)),
+        ("SSM", sliced_score_matching(score, &x_t, &v_t, false).loss),
+        (
+            "SSM-VR",
+            sliced_score_matching(score, &x_t, &v_t, true).loss,
+        ),
+    ];
+    for ((what, loss), (da, db)) in losses.iter().zip(&want) {
+        let g = grad(&[loss], &[&a_t, &b_t], false);
+        let wanted = da.iter().flatten().chain(db);
+        let got = g[0].to_vec().into_iter().chain(g[1].to_vec());
+        for (k, (g, w)) in got.zip(wanted).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what}: entry {k} of (∂/∂A, ∂/∂b): {g} vs {w}"
+            );
+        }
     }
 }
 
@@ -381,6 +465,10 @@ fn ssm_losses_repeat_the_batch_and_draw_from_their_projection() {
     }
 }
 
+/// SSM and SSM-VR equal ESM in expectation over the directions, at a fixed batch.
+///
+/// 300 independent evaluations of each sliced loss (each on the same 64-point batch with fresh
+/// directions) give a mean and SE; ESM on that batch is the exact target.
 #[test]
 fn sliced_losses_equal_esm_in_expectation() {
     let p = GaussianMixture::paper();
@@ -706,18 +794,6 @@ fn noise_levels_are_the_references_bits() {
     );
 }
 
-/// Inpainting a correlated Gaussian: with x₁ known, the sampled x₂ follows the conditional law
-/// given x₁: the residual r = x₂ − μ₂ − (Σ₂₁/Σ₁₁)(x₁ − μ₁) has mean 0 and variance
-/// Σ₂₂ − Σ₂₁²/Σ₁₁ = 0.36; and the known entry ends at y₁ + σ_L z (its own noise in every chain).
-///
-/// Scores are those of q_σ = N(μ, Σ + σ²I); only x₂ moves, as a 1-D chain whose conditional
-/// variance v is 0.36 at small σ and ≈ σ² at large σ. With ε = 2e-4 and σ from 1 to 0.01, the step
-/// relative to v, αᵢ/(2v), is at most 0.6 (stable) and at the level σ ≈ 0.07 still 0.014, so 400
-/// steps per level contract a transient in the mean by (1 − 0.014)⁴⁰⁰ ≈ e^{-5.6} and in the variance
-/// by e^{-11}; the later levels move the target by O(σ²) only.
-/// The conditional of q_{σ_L} differs from that of p by O(σ_L²) ≈ 1e-4 and the step bias is
-/// α_L/(4v) ≈ 1.4e-4 relative. 3000 chains. Mean: 5 SE; variance: 5 SE of a sample variance
-/// (v√(2/N)) plus 0.1% for those biases.
 /// The reference image sampler's update, x + α′s + √(2α′)z with α′ = step_lr·σᵢ²/σ_L², is
 /// Algorithm 1's with ε = 2·step_lr: [`AnnealedConfig::from_reference_step_lr`] and
 /// [`langevin_step`] reproduce it with the same z, at every level. The tolerance is f32 rounding
@@ -798,6 +874,18 @@ fn inpainting_shows_the_network_the_known_entries_at_each_level() {
     }
 }
 
+/// Inpainting a correlated Gaussian: with x₁ known, the sampled x₂ follows the conditional law
+/// given x₁: the residual r = x₂ − μ₂ − (Σ₂₁/Σ₁₁)(x₁ − μ₁) has mean 0 and variance
+/// Σ₂₂ − Σ₂₁²/Σ₁₁ = 0.36; and the known entry ends at y₁ + σ_L z (its own noise in every chain).
+///
+/// Scores are those of q_σ = N(μ, Σ + σ²I); only x₂ moves, as a 1-D chain whose conditional
+/// variance v is 0.36 at small σ and ≈ σ² at large σ. With ε = 2e-4 and σ from 1 to 0.01, the step
+/// relative to v, αᵢ/(2v), is at most 0.6 (stable) and at the level σ ≈ 0.07 still 0.014, so 400
+/// steps per level contract a transient in the mean by (1 − 0.014)⁴⁰⁰ ≈ e^{-5.6} and in the variance
+/// by e^{-11}; the later levels move the target by O(σ²) only.
+/// The conditional of q_{σ_L} differs from that of p by O(σ_L²) ≈ 1e-4 and the step bias is
+/// α_L/(4v) ≈ 1.4e-4 relative. 3000 chains. Mean: 5 SE; variance: 5 SE of a sample variance
+/// (v√(2/N)) plus 0.1% for those biases.
 #[test]
 fn inpainting_samples_the_conditional() {
     let mu = [0.5f64, -1.0];
