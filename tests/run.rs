@@ -13,8 +13,8 @@ use ncsn::io::Checkpoint;
 use ncsn::nn::ParamStore;
 use ncsn::run::config;
 use ncsn::run::{
-    self, Args, DatasetKind, Occlusion, Preset, RunConfig, RunDir, ScoreNet, Stream, TrainOptions,
-    nearest_neighbours, occlusion_mask, stream_rng,
+    self, Args, DatasetKind, LossRow, Occlusion, Preset, RunConfig, RunDir, ScoreNet, Stream,
+    TrainOptions, nearest_neighbours, occlusion_mask, stream_rng,
 };
 use ncsn::{Error, Tensor};
 use ndarray::{Array4, Axis};
@@ -181,6 +181,74 @@ fn a_runs_random_streams_are_distinct() {
             }
         }
     }
+}
+
+/// The test loss is taken on a stream of its own, positioned by the step: each evaluation draws
+/// its own test batch and noise, and how often it is taken changes nothing else.
+///
+/// With a learning rate of 10⁻³⁰ Adam's steps (about lr each) round away on any weight larger
+/// than 10⁻²² in size (half an ulp of it exceeds them), so the weights keep their bits (asserted)
+/// and the test losses
+/// logged at steps 2, 4, 6 and 8 are one model's. They must still all differ: each is a batch of
+/// 4 of 20 test pictures with fresh noise. An evaluation that restarted its stream would log one
+/// number four times. Then, with lr 10⁻², runs that take the test loss every 2 and every 3 steps
+/// must end with the same weights to the bit and log the same test loss at step 6.
+#[test]
+fn each_test_loss_is_a_fresh_draw_and_its_frequency_changes_nothing_else() {
+    let (train_set, test_set) = (tiny_dataset(10, 1, 6, 1), tiny_dataset(20, 1, 6, 2));
+    let train = |lr: f64, test_every: usize| -> (Vec<(String, Vec<u32>)>, Vec<LossRow>) {
+        let tmp = TempDir::new("test-loss");
+        let dir = RunDir::create(tmp.path()).unwrap();
+        let m = net(4);
+        let config = RunConfig {
+            lr,
+            test_every,
+            ..tiny_config(8, 8)
+        };
+        let report = run::train(
+            &m,
+            &train_set,
+            Some(&test_set),
+            Transform::mnist(),
+            &config,
+            &dir,
+            TrainOptions::default(),
+        )
+        .unwrap();
+        (params_bits(&m.store), report.log)
+    };
+    let tested = |log: &[LossRow]| -> Vec<(usize, f32)> {
+        log.iter()
+            .filter_map(|r| r.test_loss.map(|t| (r.step, t)))
+            .collect()
+    };
+
+    let (still, log) = train(1e-30, 2);
+    assert_eq!(still, params_bits(&net(4).store), "lr 1e-30 moved a weight");
+    let losses = tested(&log);
+    assert_eq!(
+        losses.iter().map(|&(s, _)| s).collect::<Vec<_>>(),
+        [2, 4, 6, 8]
+    );
+    for (i, a) in losses.iter().enumerate() {
+        for b in &losses[i + 1..] {
+            assert_ne!(
+                a.1, b.1,
+                "test losses at steps {} and {} coincide",
+                a.0, b.0
+            );
+        }
+    }
+
+    let (every2, log2) = train(1e-2, 2);
+    let (every3, log3) = train(1e-2, 3);
+    assert_eq!(every2, every3, "the test frequency changed the training");
+    let at6 = |log: &[LossRow]| tested(log).into_iter().find(|&(s, _)| s == 6).unwrap().1;
+    assert_eq!(
+        at6(&log2).to_bits(),
+        at6(&log3).to_bits(),
+        "test loss at step 6"
+    );
 }
 
 /// The run's moving average (`--ema μ`) is updated after every step, as the reference's EMAHelper:
