@@ -302,6 +302,41 @@ impl LinearExample {
                 .collect(),
         }
     }
+
+    /// A and b as f32 tensors (leaves with gradients if `requires_grad`), then x and v.
+    fn tensors(&self, requires_grad: bool) -> [Tensor; 4] {
+        let (n, d) = (self.n, self.d);
+        let a = Tensor::from_vec(
+            self.a.iter().flatten().map(|&e| e as f32).collect(),
+            &[d, d],
+        );
+        let b = Tensor::from_vec(self.b.iter().map(|&e| e as f32).collect(), &[1, d]);
+        let (a, b) = if requires_grad {
+            (a.requires_grad_(), b.requires_grad_())
+        } else {
+            (a, b)
+        };
+        let x = Tensor::from_vec(self.x.clone(), &[n, d]);
+        let v = Tensor::from_vec(self.v.clone(), &[n, d]);
+        [a, b, x, v]
+    }
+
+    /// Row by row, in f64: (xₙ, vₙ, sₙ = xₙA + b).
+    fn rows(&self) -> Vec<[Vec<f64>; 3]> {
+        let d = self.d;
+        (0..self.n)
+            .map(|r| {
+                let row = |t: &[f32]| -> Vec<f64> {
+                    t[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect()
+                };
+                let (xr, vr) = (row(&self.x), row(&self.v));
+                let s = (0..d)
+                    .map(|j| (0..d).map(|i| xr[i] * self.a[i][j]).sum::<f64>() + self.b[j])
+                    .collect();
+                [xr, vr, s]
+            })
+            .collect()
+    }
 }
 
 /// For given directions the sliced losses are formulas, with no expectation left: for a linear
@@ -313,22 +348,13 @@ impl LinearExample {
 /// apart).
 #[test]
 fn sliced_losses_for_given_directions_are_the_formulas() {
-    let LinearExample { n, d, a, b, x, v } = LinearExample::new();
-    let a_t = Tensor::from_vec(a.iter().flatten().map(|&e| e as f32).collect(), &[d, d]);
-    let b_t = Tensor::from_vec(b.iter().map(|&e| e as f32).collect(), &[1, d]);
+    let example = LinearExample::new();
+    let (n, d, a) = (example.n, example.d, example.a);
+    let [a_t, b_t, x_t, v_t] = example.tensors(false);
     let score = |x: &Tensor| x.matmul(&a_t).add(&b_t);
-    let (x_t, v_t) = (
-        Tensor::from_vec(x.clone(), &[n, d]),
-        Tensor::from_vec(v.clone(), &[n, d]),
-    );
 
     let (mut trace, mut proj, mut norm) = (0.0, 0.0, 0.0);
-    for r in 0..n {
-        let xr: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect();
-        let vr: Vec<f64> = v[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect();
-        let s: Vec<f64> = (0..d)
-            .map(|j| (0..d).map(|i| xr[i] * a[i][j]).sum::<f64>() + b[j])
-            .collect();
+    for [_, vr, s] in example.rows() {
         trace += (0..d)
             .map(|i| (0..d).map(|j| vr[i] * a[i][j] * vr[j]).sum::<f64>())
             .sum::<f64>();
@@ -368,24 +394,14 @@ fn sliced_losses_for_given_directions_are_the_formulas() {
 /// of size ~1 — a loss that still falls during training, but towards the wrong score.
 #[test]
 fn theta_gradients_of_the_losses_include_the_trace_terms() {
-    let LinearExample { n, d, a, b, x, v } = LinearExample::new();
-    let a_t =
-        Tensor::from_vec(a.iter().flatten().map(|&e| e as f32).collect(), &[d, d]).requires_grad_();
-    let b_t = Tensor::from_vec(b.iter().map(|&e| e as f32).collect(), &[1, d]).requires_grad_();
+    let example = LinearExample::new();
+    let (n, d) = (example.n, example.d);
+    let [a_t, b_t, x_t, v_t] = example.tensors(true);
     let score = |x: &Tensor| x.matmul(&a_t).add(&b_t);
-    let (x_t, v_t) = (
-        Tensor::from_vec(x.clone(), &[n, d]),
-        Tensor::from_vec(v.clone(), &[n, d]),
-    );
 
     // The closed forms in f64: (∂/∂A, ∂/∂b) for ESM, SSM and SSM-VR.
     let mut want = [([[0.0f64; 3]; 3], [0.0f64; 3]); 3];
-    for r in 0..n {
-        let xr: Vec<f64> = x[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect();
-        let vr: Vec<f64> = v[r * d..(r + 1) * d].iter().map(|&e| e as f64).collect();
-        let s: Vec<f64> = (0..d)
-            .map(|j| (0..d).map(|i| xr[i] * a[i][j]).sum::<f64>() + b[j])
-            .collect();
+    for [xr, vr, s] in example.rows() {
         let vs = dot(&vr, &s);
         for i in 0..d {
             for j in 0..d {
