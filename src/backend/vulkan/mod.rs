@@ -6,6 +6,8 @@
 //!
 //! - [`VulkanContext`]: instance, device (discrete GPUs first), one compute queue, the memory,
 //!   command-buffer and descriptor-set allocators, and one cached compute pipeline per shader.
+//!   [`KernelVariant`] says which of each shader's two compiled variants it loads (the one that
+//!   keeps NaN and ±∞ by the specification's guarantee, or the plain one).
 //! - [`DeviceBuffer`]: `f32` data resident in device memory, with a row-major shape.
 //!   [`VulkanContext::upload`] and [`VulkanContext::download`] move data across.
 //! - [`Recorder`]: records kernels into one command buffer. Nothing runs until the recorder is
