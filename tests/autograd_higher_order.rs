@@ -236,3 +236,69 @@ fn linear_gives_the_bits_of_matmul_plus_bias_to_second_order() {
 fn linear_names_the_shapes_that_do_not_fit() {
     Tensor::zeros(&[4, 3]).linear(&Tensor::zeros(&[5, 2]), None);
 }
+
+/// ELU for α ≠ 1 (the network uses α = 1, and so does every check above, but `elu(α)` takes any
+/// α): for x ≤ 0, f = α(eˣ − 1) and f′ = f″ = αeˣ = f + α; for x > 0, f′ = 1 and f″ = 0. First
+/// derivatives with and without a graph, and second derivatives through ⟨g ⊙ f′(x), u⟩ (with g
+/// wanting a gradient and without), against the f64 formulas for α = 0.5 and 2.5, on both signs
+/// of x (|x| in [0.05, 4]).
+///
+/// Tolerance: f′ is formed in f32 as y + α with y = α(eˣ − 1) (a few ulps of α ≤ 2.5 from expm1
+/// and the addition, ≲ 1e-6) and multiplied by g, u in [0.1, 1]: 2e-6·(1 + |exact|) per element.
+/// An α dropped from f′ or f″ errs by |α − 1|·eˣ·g·u ≥ 0.5·e⁻⁴·0.01 ≈ 9e-5 at the least, 45 times
+/// the tolerance.
+#[test]
+fn elu_derivatives_scale_with_alpha() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let input = common::tensor(&mut rng, &[40, 50], 0.05, 4.0, true);
+    let g = common::tensor(&mut rng, &[40, 50], 0.1, 1.0, false);
+    let u = common::tensor(&mut rng, &[40, 50], 0.1, 1.0, false);
+    let (xs, gs, us) = (input.to_vec(), g.to_vec(), u.to_vec());
+    let check = |what: &str, got: Vec<f32>, exact: &dyn Fn(usize) -> f64| {
+        for (i, &a) in got.iter().enumerate() {
+            let e = exact(i);
+            assert!(
+                (a as f64 - e).abs() <= 2e-6 * (1.0 + e.abs()),
+                "{what}: element {i} (x = {}): {a} vs exact {e}",
+                xs[i]
+            );
+        }
+    };
+    for alpha in [0.5f32, 2.5] {
+        let a = alpha as f64;
+        // (f′, f″) at element i.
+        let d = |i: usize| {
+            let x = xs[i] as f64;
+            if x > 0.0 {
+                (1.0, 0.0)
+            } else {
+                (a * x.exp(), a * x.exp())
+            }
+        };
+        for create in [false, true] {
+            let x = input.detach().requires_grad_();
+            let gx = grad(&[&x.elu(alpha).mul(&g).sum_all()], &[&x], create).remove(0);
+            let what = format!("elu({alpha}) f′ (create_graph {create})");
+            check(&what, gx.to_vec(), &|i| gs[i] as f64 * d(i).0);
+        }
+        for g_wants in [true, false] {
+            let x = input.detach().requires_grad_();
+            let gv = if g_wants {
+                g.detach().requires_grad_()
+            } else {
+                g.detach()
+            };
+            let gx = grad(&[&x.elu(alpha).mul(&gv).sum_all()], &[&x], true).remove(0);
+            let inner = gx.mul(&u).sum_all();
+            let what = format!("elu({alpha}) f″ (g wants a gradient: {g_wants})");
+            let second = |i: usize| us[i] as f64 * gs[i] as f64 * d(i).1;
+            if g_wants {
+                let both = grad(&[&inner], &[&x, &gv], false);
+                check(&what, both[0].to_vec(), &second);
+                check(&what, both[1].to_vec(), &|i| us[i] as f64 * d(i).0);
+            } else {
+                check(&what, grad(&[&inner], &[&x], false)[0].to_vec(), &second);
+            }
+        }
+    }
+}
