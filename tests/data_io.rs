@@ -813,6 +813,45 @@ fn batches_cover_each_epoch_and_reshuffle() {
     assert_eq!(idx, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![0, 1, 2, 3]]);
 }
 
+/// With `drop_last`, an epoch is the ⌊n/b⌋ full batches of a permutation of the dataset: when b
+/// divides n the last of them ends exactly at n and is full, so it is kept and every picture is
+/// seen once; otherwise the n mod b pictures left over are dropped. Checked for n = 12 with
+/// b = 3, 4, 6, 12 (divisors) and b = 5, 7 (not), shuffled, over three epochs: the size and
+/// epoch of every batch, the count that `batches_per_epoch` announces, and the pictures of each
+/// epoch (distinct; all twelve when b divides 12).
+#[test]
+fn drop_last_keeps_a_full_last_batch() {
+    let d = toy_dataset(12);
+    for b in [3, 4, 6, 12, 5, 7] {
+        let opts = BatchOptions {
+            batch_size: b,
+            shuffle: true,
+            drop_last: true,
+            transform: Transform::NONE,
+        };
+        let mut it = Batches::new(&d, opts, 3).unwrap();
+        let per = 12 / b;
+        assert_eq!(it.batches_per_epoch(), per, "b = {b}");
+        let batches: Vec<_> = it.by_ref().take(3 * per).collect();
+        let epochs: Vec<usize> = batches.iter().map(|x| x.epoch).collect();
+        let want: Vec<usize> = (0..3).flat_map(|e| vec![e; per]).collect();
+        assert_eq!(epochs, want, "b = {b}: the epoch of each batch");
+        for (e, epoch) in batches.chunks(per).enumerate() {
+            for x in epoch {
+                assert_eq!(x.indices.len(), b, "b = {b}, epoch {e}: a short batch");
+            }
+            let mut seen: Vec<usize> = epoch.iter().flat_map(|x| x.indices.clone()).collect();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), per * b, "b = {b}, epoch {e}: repeated pictures");
+            if 12 % b == 0 {
+                assert_eq!(seen, (0..12).collect::<Vec<_>>(), "b = {b}, epoch {e}");
+            }
+        }
+        assert_eq!(it.epoch(), 3, "b = {b}: three epochs done");
+    }
+}
+
 #[test]
 fn batches_reject_bad_options() {
     let d = toy_dataset(3);
