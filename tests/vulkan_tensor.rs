@@ -175,12 +175,13 @@ fn unary_ops_match_cpu() {
         ("sign", |x| x.sign()),
     ];
     unary_ops_agree(&x, &exact_ops, exact);
-    let approx_ops: [UnaryCase; 7] = [
+    let approx_ops: [UnaryCase; 8] = [
         ("exp", |x| x.exp()),
         ("tanh", |x| x.tanh()),
         ("sigmoid", |x| x.sigmoid()),
         ("softplus", |x| x.softplus()),
         ("elu", |x| x.elu(1.0)),
+        ("elu 2.5", |x| x.elu(2.5)), // α travels as a push constant
         ("powf 3 (negative bases)", |x| x.powf(3.0)),
         ("powf 2 (negative bases)", |x| x.powf(2.0)),
     ];
@@ -429,6 +430,7 @@ fn grad_cases() -> Vec<GradCase> {
                     .sub(&v[0].sqrt())
                     .add(&v[0].sigmoid().mul(&v[0].exp()))
                     .add(&v[0].powf(3.0).elu(1.0))
+                    .add(&v[0].neg().elu(2.5)) // elu′ = f + α for x ≤ 0, with α ≠ 1
             },
         ),
         (
