@@ -103,11 +103,13 @@ rm -rf "$lists"
 cat >"$KIT/run.sh" <<EOF
 #!/usr/bin/env bash
 # Written by benches/gpu_kit.sh: the GPU comparison from this kit. Run from the repository root.
-# BUDGET (default 540) bounds gpu_measure.sh, in seconds; its settings (E2E_STEPS, BATCH, ...)
+# BUDGET (default 400) bounds gpu_measure.sh, in seconds; its settings (E2E_STEPS, BATCH, ...)
 # pass through the environment. It first checks that the Vulkan device's name contains
 # EXPECT_DEVICE (default NVIDIA; llvmpipe to rehearse on lavapipe), and stops (exit 3) if not.
 # After the measurements it runs the device test suites there, within TESTS_BUDGET seconds
-# (default 120) for both. With \$OUT set, the results are bundled there. The exit status is the
+# (default 120) for both: with the device check, about 540 s, inside a 600-second limit. With
+# \$OUT set, the results are bundled there, and summary.txt is refreshed every 15 s while the
+# parts run, so that a run cut off from outside still brings back what it had. The exit status is the
 # number of parts of gpu_measure.sh that failed (124 if BUDGET stopped it) plus the number of
 # test suites that failed or ran out of time.
 set -u
@@ -136,10 +138,23 @@ LOG=\${OUT:+/tmp/}gpu_measure_out
 RUN=/tmp/ncsn-cifar10-run
 # A fresh run directory: an old one would make the end-to-end run resume from its checkpoint.
 rm -rf "\$LOG" "\$RUN"
+mkdir -p "\$LOG"
+# Every part's log so far, in the order the parts ran (each is written as its part goes), as
+# \$OUT/summary.txt; copied whole, so that a reader never sees half of one.
+summarise() {
+    [ -n "\${OUT:-}" ] || return 0
+    for f in \$(ls -rt "\$LOG"/*.txt 2>/dev/null); do
+        printf '\n===== %s\n' "\${f##*/}"
+        cat "\$f"
+    done >/tmp/ncsn-summary.txt
+    cp /tmp/ncsn-summary.txt "\$OUT/summary.txt.new" && mv "\$OUT/summary.txt.new" "\$OUT/summary.txt"
+}
+(while sleep 15; do summarise; done) &
+refresher=\$!
 BIN="\$KIT/bin" DATA="\$KIT/data/cifar10" RUN_DIR="\$RUN" \\
-    timeout --kill-after=10 "\${BUDGET:-540}" bash benches/gpu_measure.sh "\$KIT/ncsn" "\$LOG"
+    timeout --kill-after=10 "\${BUDGET:-400}" bash benches/gpu_measure.sh "\$KIT/ncsn" "\$LOG"
 status=\$?
-[ "\$status" = 124 ] && echo "gpu_measure.sh stopped after BUDGET=\${BUDGET:-540} s"
+[ "\$status" = 124 ] && echo "gpu_measure.sh stopped after BUDGET=\${BUDGET:-400} s"
 mkdir -p "\$LOG/cifar10-run"
 cp "\$RUN"/*.png "\$RUN"/*.json "\$RUN"/*.svg "\$LOG/cifar10-run/" 2>/dev/null
 # The device test suites: every kernel against the CPU, on this GPU. After the measurements, so
@@ -164,10 +179,10 @@ for gz in "\$KIT"/tests/*.gz; do
         tee -a "\$LOG/tests_\$suite.txt"
     [ "\$suite_status" = 0 ] || status=\$((status + 1))
 done
+kill "\$refresher" 2>/dev/null
+wait "\$refresher" 2>/dev/null
 if [ -n "\${OUT:-}" ]; then
-    # The parts' logs in the order they ran (each was last written when its part ended).
-    for f in \$(ls -rt "\$LOG"/*.txt); do printf '\n===== %s\n' "\${f##*/}"; cat "\$f"; done \\
-        >"\$OUT/summary.txt"
+    summarise
     tar czf "\$OUT/gpu_measure.tar.gz" -C "\${LOG%/*}" "\${LOG##*/}"
     echo "results: \$OUT/summary.txt and \$OUT/gpu_measure.tar.gz"
 fi

@@ -83,7 +83,8 @@ fn topological_order(outputs: &[&Tensor]) -> Vec<Tensor> {
 
 // ANCHOR: backward_walk
 /// The walk shared by [`grad`] and [`backward`]: propagates `seeds` (gradients of the outputs)
-/// back through the graph and returns the gradients of the nodes `keep` selects.
+/// back through the graph and returns the gradients of the nodes in `targets` (of every leaf
+/// the graph reaches when `None`).
 fn propagate(
     seeds: Vec<(Tensor, Tensor)>,
     targets: Option<&IdSet>,

@@ -30,6 +30,7 @@ pub enum Error {
     /// The compute device is missing or refused or failed a request: a build without the
     /// `vulkan` feature, no Vulkan loader or driver, a buffer larger than the device can address,
     /// an error from the driver. The message starts with `vulkan:` and says what was being done.
+    /// (Tensor ops on a device return no `Result`: a fault in the middle of one panics.)
     Device(String),
 }
 

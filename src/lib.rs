@@ -49,8 +49,11 @@
 //!
 //! Shape mismatches are programmer errors: ops panic with their name and the shapes involved, as
 //! `ndarray` does. Code that reads bytes (datasets, checkpoints) returns [`Result`] naming the file
-//! and the fault, and never panics on bad input. What a Vulkan device lacks, refuses or fails is an
-//! [`Error::Device`] saying what was being done.
+//! and the fault, and never panics on bad input. Opening a Vulkan device ([`Device::vulkan`],
+//! [`Device::parse`]) and the calls of `backend::vulkan` return an [`Error::Device`] saying what
+//! was being done and what is missing. Tensor ops return no `Result`: a device fault in the middle
+//! of one (out of memory, a lost device) panics with the Vulkan error, as an allocation failure
+//! on the host aborts.
 //!
 //! # Randomness
 //!

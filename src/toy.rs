@@ -21,6 +21,7 @@
 //! panics with both shapes.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray_rand::RandomExt;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
@@ -605,7 +606,7 @@ impl ToyDistribution for UniformSquare {
 // Data on a linear manifold
 // ---------------------------------------------------------------------------------------------------
 
-/// A toy distribution in ℝᵈ carried into a d-dimensional linear subspace of ℝᴰ (D > d) by a fixed
+/// A toy distribution in ℝᵈ carried into a d-dimensional linear subspace of ℝᴰ (D ≥ d) by a fixed
 /// orthonormal map: x = B z with z drawn from the latent toy and B a D × d matrix with orthonormal
 /// columns (stored as its d × D transpose, `basis`, so a batch maps as x = z · basis).
 ///
@@ -632,8 +633,7 @@ impl<P: ToyDistribution> Embedded<P> {
             "Embedded: ambient dimension {ambient_dim} < latent dimension {d}"
         );
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut basis =
-            Array2::<f64>::from_shape_simple_fn((d, ambient_dim), || rng.sample(StandardNormal));
+        let mut basis = Array2::<f64>::random_using((d, ambient_dim), StandardNormal, &mut rng);
         for i in 0..d {
             for j in 0..i {
                 let (done, mut rest) = basis.view_mut().split_at(Axis(0), i);

@@ -169,8 +169,8 @@ fn keep_freed_memory_is_accepted_by_glibc() {
     assert_eq!(big.mul_scalar(2.0).to_vec()[(8 << 20) - 1], 3.0);
 }
 
-/// Sums are pairwise: 8 million copies of 1.5 add up exactly (a running f32 total stalls at 2²⁴
-/// and would return 13,981,012), and long random rows agree with an f64 reference within the
+/// Sums are pairwise: 2²³ copies of 1.5 add up exactly (a running f32 total, adding 2 for each
+/// 1.5 once past 2²³, would return 13,981,012), and long random rows agree with an f64 reference within the
 /// bound of a summation tree, d·u·Σ|x| (Higham, *Accuracy and Stability of Numerical Algorithms*,
 /// §4.2), with u = 2⁻²⁴ and d the longest chain of additions a term goes through. In
 /// `tree_fold` that is 32 in one of the 16 lanes of a 512-element block, 4 combining the lanes, 1

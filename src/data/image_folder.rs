@@ -237,6 +237,7 @@ fn load_one(path: &Path, size: u32, mode: ColorMode, out: &mut Vec<u8>) -> Resul
         Ok(r)
     };
     let cannot = |e: image::ImageError| Error::format(path, format!("cannot decode picture: {e}"));
+    // ANCHOR: load_one_checks
     jpeg_is_complete(&bytes)
         .map_err(|m| Error::format(path, format!("cannot decode picture: {m}")))?;
     // Reading the header allocates nothing for pixels, so it runs without the limit on the sides,
@@ -249,6 +250,7 @@ fn load_one(path: &Path, size: u32, mode: ColorMode, out: &mut Vec<u8>) -> Resul
     // The header and the decoded picture agree; this guards the crop against a decoder that
     // would not.
     check_dimensions(img.width(), img.height(), size).map_err(|m| Error::format(path, m))?;
+    // ANCHOR_END: load_one_checks
     let img = match mode {
         ColorMode::Rgb => DynamicImage::ImageRgb8(img.to_rgb8()),
         ColorMode::Grey => DynamicImage::ImageLuma8(img.to_luma8()),

@@ -1,4 +1,5 @@
-//! MNIST in its IDX file format (also used by Fashion-MNIST and EMNIST).
+//! MNIST in its IDX file format (Fashion-MNIST uses the same files and ten classes too; EMNIST's
+//! IDX files have more classes, and the loader refuses a label above 9).
 //!
 //! An IDX file is a 4-byte magic number, one big-endian `u32` per dimension, then the data,
 //! row-major. The magic number is two zero bytes, a type code (`0x08` for unsigned bytes, the only

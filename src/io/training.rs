@@ -8,6 +8,7 @@
 //! |---|---|
 //! | tensor `<param>` | each parameter under its `state_dict()` name, e.g. `res2.0.conv2.conv.weight` |
 //! | tensor `optimizer.<param>.exp_avg`, `….exp_avg_sq` | Adam's first and second moments |
+//! | tensor `optimizer.<param>.max_exp_avg_sq` | with AMSGrad only: the running maximum of the second moment |
 //! | metadata `optimizer.<param>.step` | Adam's per-parameter step count |
 //! | metadata `step` | the training step |
 //! | metadata `ncsn.crc32` | a CRC-32 of all tensor data and the other metadata ([`checkpoint::CHECKSUM_KEY`]; [`crate::io::load`] checks it and leaves it out of the metadata) |

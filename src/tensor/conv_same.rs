@@ -275,6 +275,7 @@ pub(super) unsafe fn conv_image(
 }
 // ANCHOR_END: conv_image
 
+// ANCHOR: sum_lanes_16
 /// The 16 horizontal sums of 16 vectors, in one vector: lane i of the result is the sum of the
 /// lanes of `a[i]`. Four rounds of pairwise shuffles and adds (30 shuffles, 15 adds) instead of
 /// 16 separate reductions.
@@ -306,11 +307,12 @@ fn sum_lanes_16(a: &[__m512; 16]) -> __m512 {
     let d1 = quarters(c[2], c[3]);
     quarters(d0, d1)
 }
+// ANCHOR_END: sum_lanes_16
 
 // ANCHOR: weight_grad_image
-/// Output channels per tile of [`weight_grad_image`].
+/// Output channels per tile of [`weight_grad_images`].
 const WG_ROWS: usize = 3;
-/// Taps of the kernels [`weight_grad_image`] handles (3 × 3).
+/// Taps of the kernels [`weight_grad_images`] handles (3 × 3).
 pub(super) const WG_TAPS: usize = 9;
 
 /// Pixels a tile of [`weight_grad_images`] should sum over before its accumulators are reduced:

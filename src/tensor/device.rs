@@ -66,19 +66,16 @@ impl Device {
     /// caller's tensors can meet in one op.
     ///
     /// Errors name what is missing: a build without the `vulkan` feature, no Vulkan loader
-    /// (`libvulkan1`), or no device with a compute queue (no driver).
+    /// (`libvulkan1`), or no device with a compute queue (no driver), as an [`Error::Device`]; a
+    /// value of `NCSN_VULKAN_KERNELS` that names no kernel variant is an [`Error::Invalid`]
+    /// naming the variable.
     pub fn vulkan() -> Result<Device> {
         #[cfg(feature = "vulkan")]
         {
-            static SHARED: OnceLock<std::result::Result<Arc<VulkanContext>, String>> =
-                OnceLock::new();
-            match SHARED.get_or_init(|| {
-                VulkanContext::new()
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            }) {
+            static SHARED: OnceLock<Result<Arc<VulkanContext>>> = OnceLock::new();
+            match SHARED.get_or_init(|| VulkanContext::new().map(Arc::new)) {
                 Ok(ctx) => Ok(Device::Vulkan(ctx.clone())),
-                Err(e) => Err(Error::Device(e.clone())),
+                Err(e) => Err(reissue(e)),
             }
         }
         #[cfg(not(feature = "vulkan"))]
@@ -128,6 +125,35 @@ impl Device {
             Device::Cpu => Ok(()),
             #[cfg(feature = "vulkan")]
             Device::Vulkan(ctx) => ctx.flush(),
+        }
+    }
+}
+
+/// The error of the shared device's failed opening, for each caller that asks (`Error` is not
+/// `Clone`): a bad `NCSN_VULKAN_KERNELS` stays a bad argument, anything else is the device's.
+#[cfg(feature = "vulkan")]
+fn reissue(e: &Error) -> Error {
+    match e {
+        Error::Invalid(msg) => Error::Invalid(msg.clone()),
+        e => Error::Device(e.to_string()),
+    }
+}
+
+#[cfg(all(test, feature = "vulkan"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_opening_keeps_its_kind_and_message_for_every_caller() {
+        let bad = "NCSN_VULKAN_KERNELS=\"bogus\": expected auto, plain or nan-preserving";
+        match reissue(&Error::Invalid(bad.into())) {
+            Error::Invalid(m) => assert_eq!(m, bad),
+            e => panic!("a bad variable became {e:?}"),
+        }
+        let missing = "vulkan: no Vulkan device with a compute queue was found";
+        match reissue(&Error::Device(missing.into())) {
+            Error::Device(m) => assert_eq!(m, missing),
+            e => panic!("a missing device became {e:?}"),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Branch-free f32 exponentials and logarithms that the compiler can vectorise, and a runtime
-//! switch to AVX2 + FMA code for elementwise loops.
+//! switch to AVX-512 or AVX2 + FMA code for elementwise loops.
 //!
 //! The C library's `expf`/`log1pf` are accurate but are called one element at a time; the
 //! elementwise kernels of a network (softplus, sigmoid, ELU) spend most of their time in them.

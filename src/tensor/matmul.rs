@@ -247,6 +247,7 @@ fn thin_product(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
 }
 // ANCHOR_END: thin_product
 
+// ANCHOR: row_dots
 /// C = A·B for a row-major A (`rows`, m × k) and the N columns of B, into the row-major m × N
 /// `c`: the dot products of [`fastmath::dots`], four rows at a time.
 #[inline(always)]
@@ -266,6 +267,7 @@ fn row_dots<const N: usize>(rows: &[f32], b: [&Vec<f32>; N], c: &mut [f32]) {
         ci.copy_from_slice(&d);
     }
 }
+// ANCHOR_END: row_dots
 
 impl Tensor {
     /// The matrix product of the last two axes, `(…, m, k) · (…, k, n) → (…, m, n)`, with the

@@ -10,7 +10,7 @@
 //! | `unary.rs` | neg, exp, log, sqrt, square, powf, abs, sigmoid, tanh, relu, softplus, elu, scalar add/mul |
 //! | `binary.rs` | add, sub, mul, div, maximum, minimum with NumPy broadcasting; comparisons; `where_` |
 //! | `reduce.rs` | sum, mean, var, max, logsumexp |
-//! | `shape.rs` | reshape, permute, broadcast_to, narrow, pad, concat, stack, index_select, index_add |
+//! | `shape.rs` | reshape, permute, broadcast_to, narrow, pad_axis, concat, stack, index_select, index_add_into |
 //! | `matmul.rs` | 2-D and batched matrix products through `matrixmultiply`; thin products as dot products; small ones, with AVX-512, through `small_gemm.rs`; `linear` (x·wᵀ + b) as one op |
 //! | `conv.rs` | conv2d, its input gradient (the transposed convolution) and its weight gradient |
 //! | `pool.rs` | avg_pool2d (`count_include_pad`), bilinear resizing (`align_corners`), their adjoints |
@@ -56,6 +56,7 @@ pub use pool::Pool2dConfig;
 pub use unary::UnaryOp;
 
 use ndarray::{ArcArray, ArrayD, IxDyn};
+use ndarray_rand::RandomExt;
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 use std::cell::Cell;
@@ -382,11 +383,11 @@ impl Tensor {
         self.full_like(1.0)
     }
 
-    /// Draws from any distribution over f32 with an explicit, seeded RNG (row-major order).
+    /// Draws from any distribution over f32 with an explicit, seeded RNG, one element after
+    /// another in row-major order (`ndarray-rand`'s `random_using`), so the same seed gives the
+    /// same bits.
     pub fn sample<D: Distribution<f32>>(shape: &[usize], dist: D, rng: &mut impl Rng) -> Tensor {
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| dist.sample(rng)).collect();
-        Tensor::from_vec(values, shape)
+        Tensor::from_array(ArrayD::random_using(IxDyn(shape), dist, rng))
     }
 
     /// Standard normal draws, N(0, 1).
@@ -559,9 +560,9 @@ impl Tensor {
         }
     }
 
-    /// A leaf with this tensor's data on `device` (the tensor itself if it is there already).
-    /// Moving between devices is one copy; the result requires a gradient if `self` does, as a
-    /// leaf of its own (no gradient flows back through the move).
+    /// This tensor's data on `device`: a new leaf when the data moves — one copy, requiring a
+    /// gradient if `self` does, with no gradient flowing back through the move — and a clone of
+    /// `self` itself, graph and all, when it is on `device` already.
     // ANCHOR: to_device
     pub fn to(&self, device: &Device) -> Tensor {
         if self.device() == *device {
@@ -610,8 +611,10 @@ impl Tensor {
     }
 
     /// Replaces the data in place, keeping the tensor's identity (how optimizers update
-    /// parameters). Panics if the shape changes. Graphs that already used the old data keep it
-    /// (the storage is copy-on-write).
+    /// parameters). Panics if the shape changes. Tensors computed from the old data, views
+    /// included, keep it (the storage is copy-on-write), but a recorded graph holds this tensor
+    /// by its handle: a backward pass run afterwards reads the new data (there is no version
+    /// check, as PyTorch has), so take gradients before updating.
     pub fn set_data(&self, data: impl Into<Storage>) {
         let data = data.into();
         assert_eq!(

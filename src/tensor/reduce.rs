@@ -35,9 +35,10 @@ fn reduced_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
 /// lanes within blocks of at most 512 numbers, the lanes combined pairwise, and the blocks
 /// combined pairwise by recursive halving. For a sum this is pairwise summation (NumPy's
 /// `np.sum` does the same): the rounding error grows like log n rather than like n, so summing
-/// 8 million copies of 1.5 gives 12,582,912 exactly, where a running f32 total stalls once it
-/// reaches 2²⁴ and returns 13,981,012. The lanes also let the loop vectorise. For a maximum any
-/// order gives the same result.
+/// 2²³ (8,388,608) copies of 1.5 gives 12,582,912 exactly. A running f32 total drifts instead:
+/// past 2²³ the spacing of f32 is 1, each + 1.5 is a tie that rounds to even and adds 2, and it
+/// returns 13,981,012 (past 2²⁵ it would stop growing altogether). The lanes also let the loop
+/// vectorise. For a maximum any order gives the same result.
 fn tree_fold(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
     const LANES: usize = 16;
     const BLOCK: usize = 512;

@@ -13,8 +13,8 @@
 //!   kernel broadcasts single elements, which costs the same for any stride.
 //!
 //!   Why pack B at all: read in place, row k of a 128-column B is 512 bytes from row k + 1, and
-//!   a 64-column panel of it then falls into a quarter of L1's sets — more lines than those sets
-//!   hold — so the panel is re-read from L2 for every tile. Packed, it is 32 KiB in a row and
+//!   a 64-column panel of it then falls into half of L1's 64 sets (each row's 4 lines start 8
+//!   lines after the last row's) — 16 lines a set, more than those sets hold — so the panel is re-read from L2 for every tile. Packed, it is 32 KiB in a row and
 //!   stays in L1 while all of A passes over it.
 //! - **The micro-kernel** keeps a tile of [`MR`] = 4 rows × 64 columns of C in 16 of AVX-512's
 //!   32 vector registers. Step k loads the panel's row k (four vectors) and broadcasts A[i, k]

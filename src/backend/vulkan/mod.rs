@@ -1,8 +1,9 @@
 //! A Vulkan compute layer: device buffers of `f32` and the kernels the model needs, behind the
 //! `vulkan` cargo feature.
 //!
-//! This module is a self-contained device layer; it knows nothing of the crate's `Tensor` and
-//! autograd, which will sit on top of it. The pieces:
+//! This module is the device layer: it does not use the crate's `Tensor` or autograd, which sit
+//! on top of it (`tensor::vulkan` records these kernels for the tensor ops; the device's Adam
+//! kernel borrows `optim::AdamWeights`). The pieces:
 //!
 //! - [`VulkanContext`]: instance, device (discrete GPUs first), one compute queue, the memory,
 //!   command-buffer and descriptor-set allocators, and one cached compute pipeline per shader.
@@ -36,7 +37,8 @@
 //! Shaders are GLSL in `shaders/`, compiled to SPIR-V by `build.rs` with `glslc` and embedded in
 //! the binary. Errors: a missing Vulkan loader or device, a buffer larger than the device can
 //! address, or a failed Vulkan call, is an [`Error::Device`](crate::Error::Device) whose message
-//! starts with `vulkan:` and says what was being done; shape mismatches
+//! starts with `vulkan:` and says what was being done (a value of `NCSN_VULKAN_KERNELS` that names
+//! no [`KernelVariant`] is an [`Error::Invalid`](crate::Error::Invalid)); shape mismatches
 //! are programmer errors and panic, naming the op and the shapes (the crate's policy).
 
 mod context;

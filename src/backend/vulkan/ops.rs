@@ -167,9 +167,11 @@ pub enum BinaryOp {
     Mul,
     /// `a / b`
     Div,
-    /// `max(a, b)` (NaN handling is the driver's: GLSL leaves it undefined).
+    /// `max(a, b)`; a NaN operand gives NaN, as `torch.maximum`, where the kernels keep NaN
+    /// ([`VulkanContext::preserves_nan`](super::VulkanContext::preserves_nan)); the plain variant
+    /// may lose it.
     Max,
-    /// `min(a, b)` (NaN handling as for `Max`).
+    /// `min(a, b)` (NaN as for `Max`).
     Min,
     /// `a^b` for `a ≥ 0`.
     Pow,
@@ -1185,8 +1187,8 @@ impl Recorder<'_> {
     }
 
     /// Embedding gather: row `idx[i]` of `table` `[rows, dim]` for each index; returns
-    /// `[idx.len(), dim]` (`shaders/embedding.comp`). An index `≥ rows` gives a row of zeros
-    /// (indices live on the device, so they are not checked on the host).
+    /// `[idx.len(), dim]` (`shaders/embedding.comp`). The indices are checked on the host against
+    /// the largest one seen at their upload ([`DeviceIndices`]), so no kernel reads past the table.
     ///
     /// # Panics
     /// If `table` is not rank 2, or an index is not below its number of rows.
