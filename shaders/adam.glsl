@@ -37,7 +37,8 @@ void main() {
         m[i] = mi;
         v[i] = vi;
 #ifdef AMSGRAD
-        const float vd = max(vmax[i], vi);
+        // torch.maximum passes a NaN on; GLSL's max leaves it unspecified (NVIDIA drops it).
+        const float vd = (vi > vmax[i] || isnan(vi)) ? vi : vmax[i];
         vmax[i] = vd;
 #else
         const float vd = vi;

@@ -16,14 +16,17 @@ layout(push_constant) uniform Params {
 } pc;
 
 // x^p with C's `powf` rules where GLSL's pow leaves the result undefined (x < 0, x = 0 with
-// p <= 0, infinite or NaN x): x^0 = 1; NaN stays NaN; ±0 and ±inf by the sign and parity of p
+// p <= 0, infinite or NaN x or p): x^0 = 1 and 1^p = 1 for any p, NaN otherwise stays NaN,
+// (-1)^±inf = 1; ±0 and ±inf by the sign and parity of p
 // (an odd integer p keeps the sign of x); a negative base with an integer p gives ±|x|^p and any
 // other p gives NaN.
 float powf(float v) {
     const float p = pc.p;
     const float nan = uintBitsToFloat(0x7fc00000u), inf = uintBitsToFloat(0x7f800000u);
-    if (p == 0.0) return 1.0;
+    if (p == 0.0 || v == 1.0) return 1.0;                       // also for a NaN p
+    if (isnan(p)) return p;
     if (isnan(v)) return v;
+    if (isinf(p) && abs(v) == 1.0) return 1.0;                  // (-1)^±inf = 1
     const bool odd = floor(p) == p && mod(p, 2.0) == 1.0;
     const bool negative = floatBitsToUint(v) >> 31 != 0u;          // also for -0
     if (v == 0.0 || isinf(v)) {
@@ -37,6 +40,25 @@ float powf(float v) {
     return odd ? -m : m;
 }
 
+// e^v − 1 without the cancellation of exp(v) − 1 just below 0 (there, 1.4e-3 relative at
+// v = −1e-5 even with a correctly rounded exp): the Taylor series to v⁷ for |v| < 0.35, as
+// `fastmath::expm1` on the CPU, and exp(v) − 1 beyond.
+float expm1_(float v) {
+    if (abs(v) < 0.35)
+        return v * (1.0 + v * (0.5 + v * (1.0 / 6.0 + v * (1.0 / 24.0
+             + v * (1.0 / 120.0 + v * (1.0 / 720.0 + v * (1.0 / 5040.0)))))));
+    return exp(v) - 1.0;
+}
+
+// ln(1 + y) for y in [0, 1] to a few ulps relative, as `fastmath::log1p_unit` on the CPU:
+// 2 atanh(s) with s = y/(2 + y) ≤ 1/3, summed to s¹³. It needs no log, whose error Vulkan bounds
+// only absolutely (2⁻²¹ near 1: up to 4e-3 relative where ln(1 + y) is small).
+float log1p_unit(float y) {
+    const float s = y / (2.0 + y), s2 = s * s;
+    return 2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0
+         + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0)))))));
+}
+
 float apply(float v) {
     switch (pc.op) {
     case 0:  return -v;
@@ -48,15 +70,11 @@ float apply(float v) {
     case 4:  return isnan(v) ? v : tanh(clamp(v, -15.0, 15.0));
     case 5:  return 1.0 / (1.0 + exp(-v));
     case 6:  return v < 0.0 ? 0.0 : v;                              // relu; NaN passes, as in PyTorch
-    case 7:  return v > 0.0 ? v : pc.p * (exp(v) - 1.0);            // elu
-    // softplus, stable form of log(1 + e^v); PyTorch returns v itself above 20.
-    // Below e^-9 ≈ 1.2e-4, log(1 + y) = y − y²/2 to within y³/3, where the plain form rounds 1 + y
-    // and returns 0 for x below about -16.6 (torch gives e^x).
-    case 8: {
-        if (v > 20.0) return v;
-        const float y = exp(-abs(v));
-        return max(v, 0.0) + (y < 1.2e-4 ? y * (1.0 - 0.5 * y) : log(1.0 + y));
-    }
+    case 7:  return v > 0.0 ? v : pc.p * expm1_(v);                  // elu
+    // softplus, stable form of log(1 + e^v) = max(v, 0) + log(1 + e^-|v|); PyTorch returns v
+    // itself above 20. log(1.0 + y) would round 1 + y first, and give 0 below v ≈ -16.6 where
+    // torch gives e^v.
+    case 8:  return v > 20.0 ? v : max(v, 0.0) + log1p_unit(exp(-abs(v)));
     case 9:  return abs(v);
     case 10: return v * v;
     case 11: return 1.0 / v;

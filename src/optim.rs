@@ -364,6 +364,16 @@ impl Adam {
                 "optimizer state: tensor `{key}` belongs to no parameter with a step count"
             )));
         }
+        // AMSGrad's running maxima, loaded into plain Adam, would be dropped without a word: the
+        // run would go on as another algorithm. (The other way round, `fetch` finds them missing.)
+        if !self.config.amsgrad
+            && let Some(key) = tensors.keys().find(|k| k.ends_with(".max_exp_avg_sq"))
+        {
+            return Err(crate::Error::Invalid(format!(
+                "optimizer state: `{key}` is AMSGrad's, and this optimizer is plain Adam \
+                 (resume with amsgrad on)"
+            )));
+        }
         let mut new_state = Vec::with_capacity(self.params.len());
         for (name, p) in &self.params {
             let Some(step) = meta.get(&format!("{name}.step")) else {

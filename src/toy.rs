@@ -700,7 +700,8 @@ pub fn perturb(x: ArrayView2<f32>, sigma: f64, rng: &mut impl Rng) -> Array2<f32
 
 /// For each mode (a row of `modes`, shape `(K, D)`), the fraction of `samples` (shape `(N, D)`) whose
 /// nearest mode in Euclidean distance it is; ties go to the lower index. The fractions sum to one
-/// (for N > 0; all zero for N = 0).
+/// (for N > 0; all zero for N = 0), less the share of samples with a coordinate that is not
+/// finite (a diverged chain), which are nearest to no mode and counted in none.
 ///
 /// With the paper's mixture and `modes = mix.means()` this reports the mode weights a sampler
 /// recovers: ≈ (0.2, 0.8) for annealed Langevin dynamics, far off for plain Langevin dynamics.
@@ -708,6 +709,9 @@ pub fn mode_fractions(samples: ArrayView2<f32>, modes: ArrayView2<f64>) -> Vec<f
     check_cols("mode_fractions", &samples, modes.ncols());
     let mut counts = vec![0usize; modes.nrows()];
     for x in samples.outer_iter() {
+        if !x.iter().all(|v| v.is_finite()) {
+            continue;
+        }
         let mut best = (0, f64::INFINITY);
         for (k, m) in modes.outer_iter().enumerate() {
             let d2: f64 = x
@@ -1178,6 +1182,17 @@ mod tests {
         assert_eq!(mode_fraction(x.view(), paper.means(), 1), f[1]);
         let pts = array![[0.0f32, 0.0], [1.0, 1.0], [-4.0, -6.0], [9.0, 9.0]];
         assert_eq!(mode_fractions(pts.view(), paper.means()), vec![0.5, 0.5]); // (0,0) ties → mode 0
+        // A diverged chain is nearest to no mode (NaN compares false, and would fall to mode 0).
+        let diverged = array![
+            [f32::NAN, 5.0],
+            [5.0, 5.0],
+            [f32::INFINITY, 0.0],
+            [-5.0, -5.0]
+        ];
+        assert_eq!(
+            mode_fractions(diverged.view(), paper.means()),
+            vec![0.25, 0.25]
+        );
         assert_eq!(
             mode_fractions(Array2::<f32>::zeros((0, 2)).view(), paper.means()),
             vec![0.0, 0.0]

@@ -218,6 +218,59 @@ fn adam_state_round_trips() {
     );
 }
 
+/// AMSGrad's state round-trips too, running maxima included (with β₂ = 0.9 and a gradient that
+/// shrinks, the maximum is an earlier step's v, so dropping it would change the next step); and
+/// it cannot be loaded into plain Adam, which would drop the maxima, nor plain Adam's into
+/// AMSGrad, which would have none.
+#[test]
+fn amsgrad_state_round_trips_and_is_not_mistaken_for_adams() {
+    let ams = AdamConfig {
+        amsgrad: true,
+        beta2: 0.9,
+        ..AdamConfig::default()
+    };
+    let (store, p) = setup(&[1.0, 2.0]);
+    let mut a = Adam::new(store.named_params(), ams);
+    a.step(&grads(&p, &[0.9, -0.7]));
+    a.step(&grads(&p, &[0.1, -0.1]));
+    let (tensors, meta) = a.state_dict();
+    let tensors: std::collections::BTreeMap<_, _> = tensors.into_iter().collect();
+    assert!(tensors.keys().any(|k| k.ends_with(".max_exp_avg_sq")));
+    let (store2, p2) = setup(&p.to_vec());
+    let mut b = Adam::new(store2.named_params(), ams);
+    b.load_state_dict(&tensors, &meta).unwrap();
+    a.step(&grads(&p, &[0.05, 0.2]));
+    b.step(&grads(&p2, &[0.05, 0.2]));
+    assert_eq!(
+        p.to_vec(),
+        p2.to_vec(),
+        "restored AMSGrad continues bit-identically"
+    );
+
+    let (store3, _) = setup(&[1.0, 2.0]);
+    let mut plain = Adam::new(store3.named_params(), AdamConfig::default());
+    let err = plain
+        .load_state_dict(&tensors, &meta)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_exp_avg_sq") && err.contains("AMSGrad"),
+        "{err}"
+    );
+
+    let (store4, p4) = setup(&[1.0, 2.0]);
+    let mut adam = Adam::new(store4.named_params(), AdamConfig::default());
+    adam.step(&grads(&p4, &[0.3, -0.7]));
+    let (t, m) = adam.state_dict();
+    let (store5, _) = setup(&[1.0, 2.0]);
+    let mut ams2 = Adam::new(store5.named_params(), ams);
+    let err = ams2
+        .load_state_dict(&t.into_iter().collect(), &m)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_exp_avg_sq"), "{err}");
+}
+
 /// Two updates with the reference's μ = 0.999 against the bits PyTorch gives for the reference's
 /// `(1. - mu) * param + mu * shadow` on `f32` tensors (1 − μ is a Python float, rounded to 0.001
 /// in `f32`; from an `f32` μ it would be 0.00099998713, and no bit below would match).

@@ -8,8 +8,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
 
+/// A path for a figure, in a folder of this process's own (two runs of the suite at once must not
+/// read each other's half-written files).
 fn out(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plot_tests");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("plot_tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
@@ -155,6 +158,7 @@ fn heatmap_quiver_scatter_write_valid_svg_with_text() {
         None,
     )
     .unwrap();
+    check_svg(&out("quiver_zero.svg"));
     s[[0, 0]] = f32::NAN;
     s[[1, 1]] = 1.0;
     plot::quiver(
@@ -244,6 +248,7 @@ fn lines_linear_and_log() {
     }
     // Degenerate inputs still give a figure.
     plot::lines(out("lines_empty.svg"), &Figure::new("empty"), &[], true).unwrap();
+    assert!(has_text(&check_svg(&out("lines_empty.svg")), "empty"));
     let flat = [Series::new("flat", vec![(1.0, 2.0), (f64::NAN, 3.0)])];
     plot::lines(out("lines_flat.svg"), &Figure::new("flat"), &flat, false).unwrap();
     check_svg(&out("lines_flat.svg"));

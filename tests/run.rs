@@ -57,6 +57,7 @@ struct TinyNet {
     channels: usize,
     calls: Cell<usize>,
     nan_after: Option<usize>,
+    bad_gradient_after: Option<usize>,
 }
 
 impl TinyNet {
@@ -72,6 +73,7 @@ impl TinyNet {
             channels,
             calls: Cell::new(0),
             nan_after: None,
+            bad_gradient_after: None,
         }
     }
 }
@@ -87,6 +89,14 @@ impl ScoreNet for TinyNet {
         let b = self.b.index_select(0, labels).reshape(&[n, c, 1, 1]);
         let out = x.mul(&a).add(&b);
         self.calls.set(self.calls.get() + 1);
+        let out = match self.bad_gradient_after {
+            // Adds 0·√(a − a) = 0: the loss stays finite, but the gradient of √ at 0 is
+            // infinite, and 0·∞ gives `a` a NaN gradient.
+            Some(k) if self.calls.get() > k => {
+                out.add(&self.a.sub(&self.a).sqrt().sum_all().mul_scalar(0.0))
+            }
+            _ => out,
+        };
         match self.nan_after {
             Some(k) if self.calls.get() > k => out.mul_scalar(f32::NAN),
             _ => out,
@@ -257,7 +267,8 @@ fn each_test_loss_is_a_fresh_draw_and_its_frequency_changes_nothing_else() {
 /// same bits: see the resume test above). Tolerance: a few f32 roundings of values of size ≤ 1,
 /// 10⁻⁶·(1 + |v|). An average never updated stays θ₀, and one updated once stays
 /// μθ₀ + (1 − μ)θ₁; both are off by 1e-3 or more here (a step of Adam with lr 10⁻² moves a
-/// weight by about 10⁻²).
+/// weight by about 10⁻²). Sampling from that checkpoint (`load_weights`) then takes the average
+/// when asked, and the trained weights otherwise.
 #[test]
 fn the_runs_moving_average_follows_every_step() {
     let train_set = tiny_dataset(10, 1, 6, 1);
@@ -310,6 +321,30 @@ fn the_runs_moving_average_follows_every_step() {
         }
     }
     assert!(moved > 1e-4, "training moved the average by only {moved}");
+
+    // Sampling takes the average when asked and the checkpoint has one, bit for bit, and the
+    // trained weights otherwise; the two differ, so loading the wrong one cannot pass.
+    let tmp = TempDir::new("ema-load");
+    let path = tmp.path().join("ckpt.safetensors");
+    ckpt.save(&path).unwrap();
+    let mut differ = false;
+    for (prefer_ema, prefix) in [(true, "ema."), (false, "")] {
+        let m = net(99);
+        assert_eq!(
+            run::load_weights(&path, &m.store, prefer_ema).unwrap(),
+            prefer_ema
+        );
+        for (name, t) in m.store.named_params() {
+            let want = &ckpt.tensors[&format!("{prefix}{name}")];
+            assert_eq!(
+                t.to_vec(),
+                want.iter().copied().collect::<Vec<_>>(),
+                "{prefix}{name}"
+            );
+            differ |= *want != ckpt.tensors[&format!("ema.{name}")];
+        }
+    }
+    assert!(differ, "the average and the weights coincide");
 }
 
 #[test]
@@ -405,26 +440,57 @@ fn resumed_run_ends_with_the_same_bits_as_an_uninterrupted_one() {
     assert!(bytes(&dir2) == bytes(&dir));
 }
 
-#[test]
-fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
-    let data = tiny_dataset(8, 1, 6, 1);
-    let tmp = TempDir::new("nan");
+/// Trains `m` on `data` for 10 steps, with checkpoints every 2, until it stops with an error:
+/// the error's message, and the run directory with the folder that holds it.
+fn train_until_stopped(
+    m: &TinyNet,
+    data: &Dataset,
+    test_set: Option<&Dataset>,
+    name: &str,
+) -> (String, RunDir, TempDir) {
+    let tmp = TempDir::new(name);
     let dir = RunDir::create(tmp.path()).unwrap();
-    let mut m = net(3);
-    // Each training step calls the network once, each test evaluation (every 2 steps) once more:
-    // steps 1..=4 make 6 calls, so the 7th call, in step 5, is the first NaN.
-    m.nan_after = Some(6);
     let err = run::train(
-        &m,
-        &data,
-        Some(&data),
+        m,
+        data,
+        test_set,
         Transform::mnist(),
         &tiny_config(10, 2),
         &dir,
         TrainOptions::default(),
     )
     .unwrap_err();
-    let msg = err.to_string();
+    (err.to_string(), dir, tmp)
+}
+
+/// A finite loss whose gradient is not finite turns the weights to NaN through Adam; the next
+/// checkpoint must not replace the last good one with them. Checkpoints every 2 steps, no test
+/// set (one network call per step), and a NaN gradient from step 4 on, a checkpoint step whose
+/// loss is still finite: the checkpoint of step 2 stays, and the error names the parameter and
+/// the step. (Without the check, step 4's checkpoint held NaN weights.)
+#[test]
+fn a_non_finite_gradient_never_reaches_a_checkpoint() {
+    let data = tiny_dataset(8, 1, 6, 1);
+    let mut m = net(3);
+    m.bad_gradient_after = Some(3);
+    let (msg, dir, _tmp) = train_until_stopped(&m, &data, None, "bad-gradient");
+    assert!(msg.contains("step 4") && msg.contains("`a`"), "{msg}");
+    assert!(msg.contains("checkpoint.safetensors"), "{msg}");
+    let ckpt = Checkpoint::load(dir.checkpoint()).unwrap();
+    assert_eq!(ckpt.metadata_as::<usize>("step").unwrap(), Some(2));
+    for (name, t) in &ckpt.tensors {
+        assert!(t.iter().all(|v| v.is_finite()), "{name} in the checkpoint");
+    }
+}
+
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let data = tiny_dataset(8, 1, 6, 1);
+    let mut m = net(3);
+    // Each training step calls the network once, each test evaluation (every 2 steps) once more:
+    // steps 1..=4 make 6 calls, so the 7th call, in step 5, is the first NaN.
+    m.nan_after = Some(6);
+    let (msg, dir, _tmp) = train_until_stopped(&m, &data, Some(&data), "nan");
     assert!(msg.contains("step 5"), "{msg}");
     assert!(msg.contains("not finite"), "{msg}");
     assert!(msg.contains("checkpoint.safetensors"), "{msg}");
@@ -601,7 +667,7 @@ fn inpainting_keeps_the_known_half_and_samples_the_rest() {
         &mut rng,
     );
     assert_eq!(out.dim(), (6, 1, 6, 6));
-    let mask = occlusion_mask(6, Occlusion::Right);
+    let mask = occlusion_mask((6, 6), Occlusion::Right);
     assert_eq!(mask.sum(), 18.0);
     let sigma_last = config.sigmas().get(config.num_classes - 1);
     for (i, c) in out.outer_iter().enumerate() {
@@ -757,7 +823,11 @@ fn the_pipeline_runs_end_to_end_and_writes_its_results() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["config"]["n_iters"], 3);
-    assert!(json["timings"]["train_s"].as_f64().unwrap() >= 0.0);
+    assert!(
+        json["timings"]["train_s"]
+            .as_f64()
+            .is_some_and(f64::is_finite)
+    );
 
     // Sampling alone from the checkpoint keeps the training results and updates the samples.
     let args2 = <Args as clap::Parser>::try_parse_from([
@@ -992,13 +1062,37 @@ fn holdout_split_when_the_data_has_no_test_set() {
     assert_eq!((train.len(), test.len()), (24, 6));
 }
 
+/// `generate` records the chains before the first level and after each of the L = 10 levels,
+/// L + 1 stages with the samples last; with T = 0 the chains never move, and the one stage is
+/// the starting noise, which the annealing strip still lays out.
+#[test]
+fn generate_records_a_stage_per_level_and_the_noise_alone_without_steps() {
+    let m = net(3);
+    let sigmas = tiny_config(1, 1).sigmas();
+    for (t, stages) in [(2, 11), (0, 1)] {
+        let config = ncsn::sample::AnnealedConfig {
+            step_size: 1e-5,
+            n_steps_each: t,
+            record_every: 0,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let g = run::generate(&m, &sigmas, &config, 3, (1, 4), &mut rng);
+        assert_eq!(g.stages.len(), stages, "T = {t}");
+        assert_eq!(g.stages.last(), Some(&g.samples), "T = {t}");
+        let strip = run::annealing_strip(&g.stages, 2);
+        assert_eq!(strip.dim(), (2 * stages, 1, 4, 4), "T = {t}");
+    }
+}
+
 #[test]
 fn occlusion_masks_and_the_loss_log_format() {
-    let right = occlusion_mask(4, Occlusion::Right);
-    let bottom = occlusion_mask(4, Occlusion::Bottom);
+    // Pictures 4 high and 6 wide: each mask keeps its own half of its own axis.
+    let right = occlusion_mask((4, 6), Occlusion::Right);
+    let bottom = occlusion_mask((4, 6), Occlusion::Bottom);
+    assert_eq!((right.dim(), bottom.dim()), ((1, 1, 4, 6), (1, 1, 4, 6)));
     for y in 0..4 {
-        for x in 0..4 {
-            assert_eq!(right[[0, 0, y, x]], f32::from(u8::from(x < 2)));
+        for x in 0..6 {
+            assert_eq!(right[[0, 0, y, x]], f32::from(u8::from(x < 3)));
             assert_eq!(bottom[[0, 0, y, x]], f32::from(u8::from(y < 2)));
         }
     }
@@ -1186,6 +1280,64 @@ fn huge_sizes_are_refused_naming_the_flag() {
             msg.contains(name) && msg.contains("at most"),
             "{name}: {msg}"
         );
+    }
+    // The fields that are not sizes, each with a value that would train or sample nonsense: the
+    // error names the field.
+    let base = RunConfig::preset(DatasetKind::Mnist, Preset::Cpu);
+    let bad: [(&str, RunConfig); 7] = [
+        (
+            "lr",
+            RunConfig {
+                lr: 0.0,
+                ..base.clone()
+            },
+        ),
+        (
+            "lr",
+            RunConfig {
+                lr: f64::NAN,
+                ..base.clone()
+            },
+        ),
+        (
+            "sigma_end",
+            RunConfig {
+                sigma_end: base.sigma_begin,
+                ..base.clone()
+            },
+        ),
+        (
+            "sigma_end",
+            RunConfig {
+                sigma_end: 0.0,
+                ..base.clone()
+            },
+        ),
+        (
+            "anneal_power",
+            RunConfig {
+                anneal_power: f32::INFINITY,
+                ..base.clone()
+            },
+        ),
+        (
+            "step_size",
+            RunConfig {
+                step_size: -1e-5,
+                ..base.clone()
+            },
+        ),
+        (
+            "ema_mu",
+            RunConfig {
+                ema_mu: Some(1.0),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (field, config) in bad {
+        let msg = config.validate().unwrap_err().to_string();
+        assert!(msg.contains(field), "{field}: {msg}");
     }
     // Many noise levels recorded for many samples: the pictures kept are bounded too.
     let stored = RunConfig {
@@ -1496,7 +1648,7 @@ fn a_resumed_run_keeps_its_course() {
 }
 
 /// A checkpoint whose training state does not add up is refused, naming the file: a step beyond
-/// the run's length (an edited or damaged count, which resuming would otherwise spend that many
+/// the run's length, or without a stored configuration beyond any run's (an edited or damaged count, which resuming would otherwise spend that many
 /// batches skipping to), a moving average the run would drop, and a step count with no
 /// optimizer state behind it.
 #[test]
@@ -1533,6 +1685,16 @@ fn a_checkpoint_whose_state_does_not_add_up_is_refused() {
         },
         &tiny_config(4, 2),
         "beyond the 2 steps",
+    );
+    // The same count in a checkpoint that stores no configuration (written elsewhere, or by hand):
+    // still bounded, by the most steps any run may have.
+    refused(
+        &|c| {
+            c.metadata.insert("step".into(), "1000000000000".into());
+            c.metadata.remove("config");
+        },
+        &tiny_config(4, 2),
+        "beyond the most steps a run may have",
     );
     refused(
         &|_| {},
@@ -1576,9 +1738,12 @@ fn the_loss_log_is_written_before_the_checkpoint() {
 }
 
 /// A run directory is swept of the temporary files of writes that were interrupted (their
-/// process is gone), and of nothing else.
+/// process is gone and they have not been written for [`STALE_AFTER`]), and of nothing else: not
+/// of a file written a moment ago by a process this one cannot see (another container's, say),
+/// whose id looks just as gone.
 #[test]
 fn stale_temporary_files_are_removed_and_nothing_else() {
+    use ncsn::io::checkpoint::STALE_AFTER;
     let tmp = TempDir::new("sweep");
     let own = format!(".loss.csv.{}-7.tmp", std::process::id());
     // Linux process ids stay below 2²² (pid_max), so process 999999999 cannot be running.
@@ -1587,11 +1752,19 @@ fn stale_temporary_files_are_removed_and_nothing_else() {
         own.as_str(),
         ".notes.tmp",
         "checkpoint.safetensors.999999999-3.tmp",
+        ".loss.csv.999999999-4.tmp", // written just now
     ];
-    for n in names {
+    let long_ago = std::time::SystemTime::now() - 2 * STALE_AFTER;
+    for (i, n) in names.iter().enumerate() {
         std::fs::write(tmp.path().join(n), b"x").unwrap();
+        if i < 4 {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(tmp.path().join(n));
+            f.unwrap().set_modified(long_ago).unwrap();
+        }
     }
     RunDir::create(tmp.path()).unwrap();
     let left: Vec<bool> = names.iter().map(|n| tmp.path().join(n).exists()).collect();
-    assert_eq!(left, [false, true, true, true]);
+    assert_eq!(left, [false, true, true, true, true]);
 }

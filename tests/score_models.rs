@@ -1,5 +1,9 @@
 //! Deterministic checks of the noise-conditional objective and model: exact identities up to f32
-//! round-off (relative 1e-5: a few hundred operations, each within 6e-8).
+//! round-off, within 1e-5·(1 + |value|). The two sides of each identity compute one quantity by
+//! two orders of a few hundred f32 operations, each rounding by at most 6e-8 relative; the
+//! worst case adds those up (a few 1e-5), but they fall on either side at random and cancel, so
+//! the tolerance is the typical error's scale, not that worst case. A broken identity (a wrong
+//! weight, a level mixed up, a σ not divided by) is off by order one.
 
 use ncsn::Tensor;
 use ncsn::nn::{Module, ParamStore};

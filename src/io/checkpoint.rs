@@ -158,11 +158,17 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
 }
 // ANCHOR_END: atomic_write
 
+/// How long a temporary file must have gone unwritten before [`remove_stale_temporaries`] may
+/// take it for an interrupted write's: a live write touches its file every few seconds at most.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Removes from `dir` the temporary files [`write_atomic`] leaves when its process is killed
 /// between creating one and renaming it, and returns how many it removed. A file is stale when the
-/// process that made it (its name carries the process id) is no longer running, so the
-/// temporaries of a live writer — a training run whose directory another process samples from —
-/// are left alone. Where running processes cannot be listed (no `/proc`), nothing is removed.
+/// process that made it (its name carries the process id) is no longer running *and* it was last
+/// written more than [`STALE_AFTER`] ago, so the temporaries of a live writer — a training run
+/// whose directory another process samples from — are left alone, even when that writer's
+/// process id means nothing here (another container's process namespace, another host over
+/// NFS). Where running processes cannot be listed (no `/proc`), nothing is removed.
 pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
     let dir = dir.as_ref();
     if !Path::new("/proc/self").exists() {
@@ -182,10 +188,18 @@ pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
             .and_then(|(_, tag)| tag.split_once('-'))
             .filter(|(_, counter)| counter.parse::<u64>().is_ok())
             .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        let idle = || {
+            fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_AFTER)
+        };
         if let Some(pid) = pid
             && pid != std::process::id()
             && !Path::new(&format!("/proc/{pid}")).exists()
             && path.is_file()
+            && idle()
         {
             fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             removed += 1;

@@ -19,7 +19,8 @@ use crate::score::GeometricSigmas;
 pub struct Generated {
     /// The final samples, `(N, C, H, W)`.
     pub samples: Array4<f32>,
-    /// The batch before the first level and after each level: `L + 1` arrays `(N, C, H, W)`.
+    /// The batch before the first level and after each level: `L + 1` arrays `(N, C, H, W)` (one,
+    /// the starting noise, when T = 0 and the chains never move).
     pub stages: Vec<Array4<f32>>,
 }
 
@@ -36,7 +37,7 @@ pub fn generate(
 ) -> Generated {
     let x0 = Tensor::rand(&[n, c, side, side], rng).to(&model.device()); // uniform noise on [0, 1)
     let config = AnnealedConfig {
-        record_every: config.n_steps_each, //               once per noise level
+        record_every: config.n_steps_each.max(1), //        once per noise level
         ..*config
     };
     let out = annealed_langevin(
@@ -56,8 +57,11 @@ pub fn generate(
 /// The annealing strip: for each of the first `rows` chains, its state before the first level and
 /// after each level, left to right, as one batch `(rows · (L + 1), C, H, W)` to be laid out `L + 1`
 /// to a row.
+///
+/// # Panics
+/// If `stages` is empty.
 pub fn annealing_strip(stages: &[Array4<f32>], rows: usize) -> Array4<f32> {
-    let (n, c, h, w) = stages[0].dim();
+    let (n, c, h, w) = stages.first().expect("annealing_strip: no stages").dim();
     let rows = rows.min(n);
     let cols = stages.len();
     let mut out = Array4::zeros((rows * cols, c, h, w));
@@ -70,14 +74,13 @@ pub fn annealing_strip(stages: &[Array4<f32>], rows: usize) -> Array4<f32> {
     out
 }
 
-/// The mask of the known pixels for an occlusion: 1 on the kept half, 0 on the hidden one,
-/// shape `(1, 1, side, side)`.
-pub fn occlusion_mask(side: usize, occlusion: Occlusion) -> Array4<f32> {
-    let mut m = Array4::zeros((1, 1, side, side));
-    let half = side / 2;
+/// The mask of the known pixels for an occlusion of pictures `h` high and `w` wide: 1 on the kept
+/// half, 0 on the hidden one, shape `(1, 1, h, w)`.
+pub fn occlusion_mask((h, w): (usize, usize), occlusion: Occlusion) -> Array4<f32> {
+    let mut m = Array4::zeros((1, 1, h, w));
     match occlusion {
-        Occlusion::Right => m.slice_mut(s![.., .., .., ..half]).fill(1.0),
-        Occlusion::Bottom => m.slice_mut(s![.., .., ..half, ..]).fill(1.0),
+        Occlusion::Right => m.slice_mut(s![.., .., .., ..w / 2]).fill(1.0),
+        Occlusion::Bottom => m.slice_mut(s![.., .., ..h / 2, ..]).fill(1.0),
     }
     m
 }
@@ -101,7 +104,7 @@ pub fn inpaint(
     for (i, mut row) in known.outer_iter_mut().enumerate() {
         row.assign(&originals.index_axis(Axis(0), i / k));
     }
-    let mask = occlusion_mask(h, occlusion);
+    let mask = occlusion_mask((h, w), occlusion);
     let device = model.device();
     let x0 = Tensor::rand(&[m * k, c, h, w], rng).to(&device);
     let out = annealed_langevin_inpaint(
@@ -129,7 +132,7 @@ pub fn inpainting_grid(
 ) -> Array4<f32> {
     let (m, c, h, w) = originals.dim();
     let k = completions.dim().0 / m.max(1);
-    let mask = occlusion_mask(h, occlusion);
+    let mask = occlusion_mask((h, w), occlusion);
     let cols = k + 2;
     let mut out = Array4::zeros((m * cols, c, h, w));
     for i in 0..m {

@@ -297,6 +297,15 @@ fn at(path: &Path, e: Error) -> Error {
     }
 }
 
+/// The name of the first parameter holding a value that is not finite, if any.
+fn first_non_finite(store: &ParamStore) -> Option<String> {
+    store
+        .named_params()
+        .into_iter()
+        .find(|(_, t)| !t.storage().iter().all(|v| v.is_finite()))
+        .map(|(name, _)| name)
+}
+
 /// Restores a training state written by [`save_training_checkpoint`] into the parameters, Adam and
 /// the EMA, and returns where the run stood. The file is read and checked whole (format, every
 /// name and shape, and that the configuration it stores trained the run `run_config` describes:
@@ -349,6 +358,16 @@ pub fn load_training_checkpoint(
                 ),
             ));
         }
+    }
+    // Bounded also without a stored configuration: resuming replays `step` batches.
+    if step > super::config::MAX_N_ITERS {
+        return Err(Error::format(
+            path,
+            format!(
+                "metadata `step` is {step}, beyond the most steps a run may have ({})",
+                super::config::MAX_N_ITERS
+            ),
+        ));
     }
     let ema_tensors = strip_prefix(&ckpt.tensors, EMA_PREFIX);
     match ema {
@@ -527,6 +546,7 @@ pub fn evaluate_dsm(
     config: &RunConfig,
     max_images: usize,
 ) -> f32 {
+    assert!(config.batch_size > 0, "evaluate_dsm: a batch size of 0");
     let sigmas = config.sigmas();
     let n = data.len().min(max_images);
     let mut rng = stream_rng(config.seed, Stream::Test);
@@ -637,11 +657,29 @@ pub fn train(
                 step,
                 loss_rng_word_pos: pos,
             };
+            // A finite loss can still bring a non-finite gradient (an overflow in the backward
+            // pass), and Adam would have turned the weights to NaN: the checkpoint on disk is
+            // then the last good one, and must stay so.
+            if let Some(name) = first_non_finite(store) {
+                let kept = match run.latest_checkpoint() {
+                    Some(p) => format!("the last good checkpoint is kept at {}", p.display()),
+                    None => "no checkpoint had been written yet".to_string(),
+                };
+                return Err(Error::Invalid(format!(
+                    "training stopped at step {step}: parameter `{name}` is not finite after the \
+                     update (a gradient overflowed); {kept}. Try a smaller learning rate, or \
+                     resume from the checkpoint"
+                )));
+            }
             // The log first: if the run is stopped between the two writes, the log runs ahead of
             // the checkpoint (resuming drops the extra rows) rather than behind it (rows lost).
             write_loss_csv(&run.loss_csv(), log)?;
-            plot_losses(&run.loss_plot(), log)?;
-            save_training_checkpoint(&run.checkpoint(), store, adam, ema, position, config)
+            save_training_checkpoint(&run.checkpoint(), store, adam, ema, position, config)?;
+            // The picture last, and only a warning: no figure is worth stopping training for.
+            if let Err(e) = plot_losses(&run.loss_plot(), log) {
+                eprintln!("warning: the loss plot was not drawn: {e}");
+            }
+            Ok(())
         };
 
     let device = model.device();

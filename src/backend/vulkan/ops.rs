@@ -76,6 +76,16 @@ fn conv_groups(op: &str, cols: usize, rows: usize) -> [u32; 3] {
     [groups[0] as u32, groups[1] as u32, 1]
 }
 
+/// Panics, as the tensor ops do, when there are planes (`planes` > 0) but they have no pixels: a
+/// plane's mean would be a mean of nothing, and the kernels would leave the outputs that do not
+/// share the input's shape (the moments, ∂e) unwritten.
+fn assert_pixels(planes: usize, h: usize, w: usize, op: &str) {
+    assert!(
+        planes == 0 || h * w > 0,
+        "{op}: planes of {h}×{w} have no pixels to normalise"
+    );
+}
+
 /// The bytes of `buffers` together: what a kernel moves that reads each of its inputs once and
 /// writes each of its outputs once (the profile's [`KernelTime::bytes`](super::KernelTime::bytes)).
 fn moved(buffers: &[&DeviceBuffer]) -> u64 {
@@ -671,7 +681,7 @@ impl Recorder<'_> {
     /// variance, of each plane.
     ///
     /// # Panics
-    /// If `x` is not rank 4.
+    /// If `x` is not rank 4, or has planes without pixels.
     pub fn instance_norm_moments(&mut self, x: &DeviceBuffer) -> Result<DeviceBuffer> {
         let [n, c, _, _] = nchw(x, "instance_norm_moments");
         let out = self.output(&[n, c, 2])?;
@@ -684,7 +694,7 @@ impl Recorder<'_> {
     /// variance (`shaders/instance_norm.comp`, mode 1: one dispatch).
     ///
     /// # Panics
-    /// If `x` is not rank 4.
+    /// If `x` is not rank 4, or has planes without pixels.
     pub fn instance_norm(&mut self, x: &DeviceBuffer, eps: f32) -> Result<DeviceBuffer> {
         nchw(x, "instance_norm");
         let out = self.output(x.shape())?;
@@ -698,7 +708,7 @@ impl Recorder<'_> {
     /// dispatch).
     ///
     /// # Panics
-    /// If `x` is not rank 4 or the three shapes differ.
+    /// If `x` is not rank 4, has planes without pixels, or the three shapes differ.
     pub fn instance_norm_backward(
         &mut self,
         x: &DeviceBuffer,
@@ -725,7 +735,7 @@ impl Recorder<'_> {
     /// and the statistics `[n, c, 2]` (mean, biased variance), which the backward takes.
     ///
     /// # Panics
-    /// If `x` is not rank 4, `e` is not (N, 3C), or C < 2.
+    /// If `x` is not rank 4, `e` is not (N, 3C), C < 2, or the planes have no pixels.
     pub fn cond_instance_norm_plus(
         &mut self,
         x: &DeviceBuffer,
@@ -747,7 +757,7 @@ impl Recorder<'_> {
     /// (∂x, ∂e).
     ///
     /// # Panics
-    /// On shapes that do not match as in the forward.
+    /// On shapes that do not match as in the forward, or planes without pixels.
     pub fn cond_instance_norm_plus_backward(
         &mut self,
         x: &DeviceBuffer,
@@ -778,6 +788,7 @@ impl Recorder<'_> {
     /// per sample (0, 3), per plane (2), or per 256 pixels (1, 4).
     fn cin_plus_kernel(&mut self, mode: u32, b: [&DeviceBuffer; 7], eps: f32) -> Result<()> {
         let [n, c, h, w] = nchw(b[0], "cond_instance_norm_plus");
+        assert_pixels(n * c, h, w, "cond_instance_norm_plus");
         if u32_of(n * c * h * w, "element count") == 0 {
             return Ok(());
         }
@@ -822,7 +833,8 @@ impl Recorder<'_> {
     ) -> Result<()> {
         let [n, c, h, w] = nchw(x, "instance_norm");
         let rows = n * c;
-        if rows == 0 || h * w == 0 {
+        assert_pixels(rows, h, w, "instance_norm");
+        if rows == 0 {
             return Ok(());
         }
         let push = [
@@ -988,6 +1000,12 @@ impl Recorder<'_> {
             (cin * kh * kw).div_ceil(GEMM_TILE),
             cout.div_ceil(GEMM_TILE),
         ];
+        assert!(
+            tiles[0] <= 65535 && tiles[1] <= 65535,
+            "conv2d_weight_grad: a weight of {cout} × {} needs {tiles:?} tiles of 128, more than \
+             a dispatch's 65535 along one axis",
+            cin * kh * kw
+        );
         let (splits, k_chunk) = split_k(tiles[0] * tiles[1], n * ho * wo);
         // One split writes dW directly; more write partial slices that a second kernel adds.
         let partial = if splits == 1 {
