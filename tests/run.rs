@@ -143,25 +143,53 @@ fn params_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
 }
 
 /// `evaluate_dsm`, the test loss `results.json` reports, is the annealed DSM loss averaged over
-/// pictures. With a score of zero and λ(σ) = σ² each picture's loss is ½‖z‖² whatever its σ,
-/// whose mean is D/2 = 18 for 1 × 6 × 6 pictures and whose variance is D/2: over 502 pictures
-/// (125 batches of 4 and a ragged one of 2) the average is within 5 standard errors,
-/// 5·√(18/502) ≈ 0.95, of 18. Summing the batch means without weighting them by the batch size
-/// would report about a quarter of it.
+/// pictures, the first `max_images` of them, the last batch ragged.
+///
+/// The score s(x̃, i) = −x̃/σᵢ² (TinyNet's gain a[i] = −1/σᵢ², no offset) with λ(σ) = σ⁴ makes each
+/// picture's loss a function of the picture alone: ½σ⁴‖s(x̃) + z/σ‖² = ½σ⁴‖−x/σ²‖² = ½‖x‖²,
+/// whatever its level and noise. (λ = σ⁴, not the default σ², so that an evaluation that ignored
+/// `anneal_power` would be wrong too.) A pixel of value v dequantises to x = (v + U)/256 with U
+/// uniform on [0, 1), so E[x²] = ((v + ½)² + 1/12)/256², and a 1 × 6 × 6 picture has expected
+/// loss 18·E[x²]: A = 18·(1/3)/65536 = 9.16·10⁻⁵ for black (v = 0), B = 18·65280.33/65536 =
+/// 17.9298 for white (v = 255).
+///
+/// Twelve pictures, eight black then four white, of which the first 10 are evaluated in batches of
+/// 4: black, black, and a ragged batch of two white. The average over pictures is
+/// (8A + 2B)/10 = 3.5860. Wrong answers are far from it: the unweighted mean of the three batch
+/// means, (2A + B)/3 = 5.977; dropping the ragged batch, A ≈ 0; all 12 pictures, (8A + 4B)/12 =
+/// 5.977.
+///
+/// Tolerance: only the dequantisation is random. A white pixel's ½x² has standard deviation about
+/// ½·(2·255.5/256²)·√(1/12) = 1.13·10⁻³ (x² is nearly linear in U), a white picture's loss
+/// √36·1.13·10⁻³ = 6.8·10⁻³, the average of two of them over 10 pictures √2·6.8·10⁻³/10 =
+/// 9.6·10⁻⁴ (the black pictures add 10⁻⁵ at most); five standard errors are 4.8·10⁻³. The f32
+/// arithmetic adds relative errors of about 10⁻⁶ (s = −x/σ² − z/σ, whose second part the target's
+/// z/σ cancels: terms of about 10⁴ and 10² at σ = 0.01), 4·10⁻⁶ here. We allow 5·10⁻³, 480 times
+/// below the nearest wrong answer's distance of 2.39. Measured: 3.58579, 2.4·10⁻⁴ (a quarter of
+/// a standard error) from the average.
 #[test]
 fn evaluate_dsm_averages_over_pictures() {
-    let zero = TinyNet::new(1, 10, &mut ChaCha8Rng::seed_from_u64(5));
-    zero.a.set_data(Tensor::zeros(zero.a.shape()).storage());
-    zero.b.set_data(Tensor::zeros(zero.b.shape()).storage());
-    let n = 502;
-    let config = tiny_config(1, 1);
-    assert_eq!((config.batch_size, config.anneal_power), (4, 2.0));
-    let loss = run::evaluate_dsm(&zero, &tiny_dataset(n, 1, 6, 3), &config, n) as f64;
-    let (mean, se) = (18.0, (18.0 / n as f64).sqrt());
+    let config = RunConfig {
+        anneal_power: 4.0,
+        ..tiny_config(1, 1)
+    };
+    assert_eq!(config.batch_size, 4);
+    let sigmas = config.sigmas();
+    let m = TinyNet::new(1, sigmas.len(), &mut ChaCha8Rng::seed_from_u64(5));
+    let gains: Vec<f32> = sigmas.sigmas().iter().map(|&s| -1.0 / (s * s)).collect();
+    m.a.set_data(Tensor::from_vec(gains, m.a.shape()).storage());
+    m.b.set_data(Tensor::zeros(m.b.shape()).storage());
+    let images = Array4::from_shape_fn((12, 1, 6, 6), |(i, ..)| if i < 8 { 0u8 } else { 255 });
+    let data = Dataset::new(images, None).unwrap();
+    let loss = run::evaluate_dsm(&m, &data, &config, 10) as f64;
+    let expected_loss = |v: f64| 18.0 * ((v + 0.5).powi(2) + 1.0 / 12.0) / 65536.0;
+    let (black, white) = (expected_loss(0.0), expected_loss(255.0));
+    let want = (8.0 * black + 2.0 * white) / 10.0;
     assert!(
-        (loss - mean).abs() <= 5.0 * se,
-        "test loss {loss} vs D/2 = {mean} (5 SE = {})",
-        5.0 * se
+        (loss - want).abs() <= 5e-3,
+        "test loss {loss} vs {want}, the average over the 10 pictures (the mean of the batch \
+         means would be {}; without the ragged batch, {black})",
+        (2.0 * black + white) / 3.0
     );
 }
 

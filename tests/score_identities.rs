@@ -511,8 +511,17 @@ fn sliced_losses_equal_esm_in_expectation() {
 /// Vincent (2011): DSM(θ) = ESM on q_σ(θ) + D/(2σ²), a θ-independent constant.
 ///
 /// With x ~ p, z ~ N(0, I), x̃ = x + σz, per sample the difference is
-/// ½‖s(x̃) + z/σ‖² − tr ∇s(x̃) − ½‖s(x̃)‖², whose mean must be D/(2σ²) for each network;
-/// `dsm_loss_with` must equal the mean of its per-sample term (f32 round-off only).
+/// ½‖s(x̃) + z/σ‖² − tr ∇s(x̃) − ½‖s(x̃)‖² = s(x̃)ᵀz/σ + ½‖z‖²/σ² − tr ∇s(x̃), whose mean must be
+/// D/(2σ²) = 6 for each model (by Stein's lemma E[s(x̃)ᵀz/σ] = E[tr ∇s(x̃)]); `dsm_loss_with` must
+/// equal the mean of its per-sample term (f32 round-off only).
+///
+/// The models are the Hyvärinen test's: the three networks pulled toward the origin,
+/// s(x) = net(x) − a ⊙ x with a = (0.3, 0.6, 0.9). For the networks alone E[tr ∇s] is within 0.06
+/// of 0, and with a trace of the wrong sign, or none, the mean stayed within 1.7 standard errors
+/// of 6 (about 0.09, most of it ½‖z‖²/σ²'s): the check could not see them. The pull makes
+/// E[tr ∇s] ≈ −1.8, so those variants move the mean by 2·E[tr ∇s] ≈ −3.6 and E[tr ∇s] ≈ −1.8
+/// (measured: 41 to 44 and 20 to 22 standard errors). The test asserts that both fail the check
+/// with room to spare, by more than 2K standard errors, so it keeps its teeth whatever the seeds.
 #[test]
 fn dsm_equals_esm_on_perturbed_data_up_to_a_constant() {
     let p = mixture3();
@@ -523,7 +532,10 @@ fn dsm_equals_esm_on_perturbed_data_up_to_a_constant() {
     let z = Tensor::randn(x.shape(), &mut r);
     let x_tilde = x.add(&z.mul_scalar(sigma));
     let zr = rows(&z);
-    for (i, s) in networks(d).iter().enumerate() {
+    let rates = Tensor::from_vec(vec![0.3, 0.6, 0.9], &[1, 3]);
+    let constant = d as f64 / (2.0 * (sigma as f64).powi(2));
+    for (i, net) in networks(d).iter().enumerate() {
+        let s = &|x: &Tensor| net(x).sub(&x.mul(&rates));
         let tr = per_sample_trace(s, &x_tilde);
         let sx = rows(&no_grad(|| s(&x_tilde)));
         let per_dsm: Vec<f64> = (0..tr.len())
@@ -536,11 +548,23 @@ fn dsm_equals_esm_on_perturbed_data_up_to_a_constant() {
                 0.5 * dot(&e, &e)
             })
             .collect();
-        let diff: Vec<f64> = (0..tr.len())
-            .map(|n| per_dsm[n] - tr[n] - 0.5 * dot(&sx[n], &sx[n]))
-            .collect();
-        let constant = d as f64 / (2.0 * (sigma as f64).powi(2));
-        assert_mc(&format!("network {i}: DSM − ESM(q_σ)"), &diff, constant);
+        // DSM − ESM(q_σ) per sample with the trace counted c times: c = 1 is the identity,
+        // −1 a flipped sign and 0 a missing trace.
+        let diff = |c: f64| -> Vec<f64> {
+            (0..tr.len())
+                .map(|n| per_dsm[n] - c * tr[n] - 0.5 * dot(&sx[n], &sx[n]))
+                .collect()
+        };
+        assert_mc(&format!("model {i}: DSM − ESM(q_σ)"), &diff(1.0), constant);
+        for (what, c) in [("a flipped trace", -1.0), ("no trace", 0.0)] {
+            let (m, se) = mean_se(&diff(c));
+            assert!(
+                (m - constant).abs() > 2.0 * K * se,
+                "model {i}: with {what} the mean {m} is within {} SE of {constant}: the check \
+                 has no teeth",
+                (m - constant).abs() / se
+            );
+        }
 
         let dsm = dsm_loss_with(s, &x, &z, sigma).item() as f64;
         let direct = per_dsm.iter().sum::<f64>() / per_dsm.len() as f64;
