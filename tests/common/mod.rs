@@ -4,15 +4,19 @@
 //! fixed random w. The quadratic term gives linear ops (reshape, narrow, matmul, …) a non-zero
 //! second derivative, so that the second-order check really differentiates their VJPs.
 //!
-//! Tolerances. Everything is f32. A central difference with step h has truncation error
-//! h²/6·|L'''| and rounding error about ε·|L|/h with ε ≈ 6e-8 (f32 round-off, a few ulps after
-//! summation). The inputs are O(1) and the tensors have at most 27 elements, so for most ops
-//! |L| ≲ 50 and |L'''| ≲ 50 on the domains used; with h = 1e-2 that is ≲ 1e-3 + 3e-4. The checks
-//! allow |autograd − fd| ≤ 4e-3 + 2e-2·|fd|, a few times that bound; a wrong derivative (a missing
-//! factor, a sign, a transposed index) is off by O(1). The fastest-growing ops (exp, cubes and
-//! squares of inputs up to 2) reach |L| ≈ 900 and |L'''| ≈ 220, where the bound grows to about
-//! 5e-3 + 4e-3; there the derivative itself is large (e.g. e⁴ ≈ 55 from ½e^{2x} at x = 2), and
-//! the relative term, 2e-2·|fd| ≈ 1, covers it.
+//! Tolerances. The ops compute in f32; the harness adds up L (and, for the second order,
+//! ⟨∇L, u⟩) in f64 from their f32 results, so the sum itself adds no rounding, and the outputs a
+//! perturbation leaves alone cancel exactly between the two sides of the difference. A central
+//! difference with step h then has truncation error h²/6·|L'''| and rounding error at most
+//! m·u·|y|·(|w| + |y|)/h from the m outputs y that the perturbed input moves (u = 2⁻²⁴ ≈ 6e-8;
+//! |w| ≤ 1). With h = 1e-2, inputs of order one and tensors of a few dozen elements: an
+//! elementwise op moves one output, ≤ 8 in size (a cube of 2), so ≲ 4e-4; ops that mix elements
+//! move up to a few dozen of size ≲ 3, ≲ 3e-3 at worst (the signs are random). Truncation is
+//! ≲ 1e-3 for |L'''| ≲ 50, as on most domains used. The checks allow |autograd − fd| ≤
+//! 4e-3 + 2e-2·|fd|; a wrong derivative (a missing factor, a sign, a transposed index) is off by
+//! O(1). The fastest-growing ops (exp, cubes and squares of inputs up to 2) reach |L'''| ≈ 220,
+//! a truncation of about 4e-3; there the derivative itself is large (e.g. e⁴ ≈ 55 from ½e^{2x} at
+//! x = 2), and the relative term, 2e-2·|fd| ≈ 1, covers it.
 #![allow(dead_code)]
 
 use ncsn::{Tensor, grad};
@@ -55,6 +59,18 @@ pub type Op<'a> = &'a dyn Fn(&[Tensor]) -> Tensor;
 pub fn loss(f: Op, xs: &[Tensor], w: &Tensor) -> Tensor {
     let y = f(xs);
     y.mul(w).add(&y.square().mul_scalar(0.5)).sum_all()
+}
+
+/// L(x) added up in f64 from f(x)'s f32 values, for the finite differences (see the module docs).
+fn loss_f64(f: Op, xs: &[Tensor], w: &Tensor) -> f64 {
+    let (y, w) = (f(xs).to_vec(), w.to_vec());
+    y.iter()
+        .zip(&w)
+        .map(|(&y, &w)| {
+            let (y, w) = (f64::from(y), f64::from(w));
+            w * y + 0.5 * y * y
+        })
+        .sum()
 }
 
 /// Values from `rng`, uniform on ±[lo, hi] (so at least `lo` away from 0) or on [lo, hi].
@@ -109,9 +125,9 @@ pub fn check_first(name: &str, f: Op, xs: &[Tensor], seed: u64) -> Result<(), St
         let a = auto[i].to_vec();
         assert_eq!(auto[i].shape(), x.shape(), "{name}: gradient shape");
         for (e, &ae) in a.iter().enumerate() {
-            let lp = loss(f, &perturbed(&xs, i, e, H), &w).item();
-            let lm = loss(f, &perturbed(&xs, i, e, -H), &w).item();
-            let fd = (lp - lm) / (2.0 * H);
+            let lp = loss_f64(f, &perturbed(&xs, i, e, H), &w);
+            let lm = loss_f64(f, &perturbed(&xs, i, e, -H), &w);
+            let fd = ((lp - lm) / (2.0 * f64::from(H))) as f32;
             if !close(ae, fd) {
                 return Err(format!(
                     "{name}: ∂L/∂x{i}[{e}] autograd {ae} vs finite difference {fd}"
@@ -120,6 +136,17 @@ pub fn check_first(name: &str, f: Op, xs: &[Tensor], seed: u64) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// ⟨∇L, u⟩ added up in f64 from the f32 gradient, for the finite differences.
+fn directional_f64(f: Op, xs: &[Tensor], w: &Tensor, us: &[Tensor]) -> f64 {
+    let refs: Vec<&Tensor> = xs.iter().collect();
+    let gs = grad(&[&loss(f, xs, w)], &refs, false);
+    gs.iter()
+        .zip(us)
+        .flat_map(|(g, u)| g.to_vec().into_iter().zip(u.to_vec()))
+        .map(|(g, u)| f64::from(g) * f64::from(u))
+        .sum()
 }
 
 /// ⟨∇L, u⟩ for fixed directions u, as a function of the inputs; with `create_graph` its graph is
@@ -151,9 +178,9 @@ pub fn check_second(name: &str, f: Op, xs: &[Tensor], seed: u64) -> Result<(), S
     let hv = grad(&[&directional(f, &xs, &w, &us, true)], &refs, false);
     for (i, x) in xs.iter().enumerate() {
         for (e, &ae) in hv[i].to_vec().iter().enumerate().take(x.numel()) {
-            let dp = directional(f, &perturbed(&xs, i, e, H), &w, &us, false).item();
-            let dm = directional(f, &perturbed(&xs, i, e, -H), &w, &us, false).item();
-            let fd = (dp - dm) / (2.0 * H);
+            let dp = directional_f64(f, &perturbed(&xs, i, e, H), &w, &us);
+            let dm = directional_f64(f, &perturbed(&xs, i, e, -H), &w, &us);
+            let fd = ((dp - dm) / (2.0 * f64::from(H))) as f32;
             if !close(ae, fd) {
                 return Err(format!(
                     "{name}: (H·u)[x{i}][{e}] double backward {ae} vs finite difference {fd}"
