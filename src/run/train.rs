@@ -297,6 +297,19 @@ fn at(path: &Path, e: Error) -> Error {
     }
 }
 
+/// The error that stops training at `step` for `why`, saying which checkpoint is left to resume
+/// from.
+fn stopped(run: &RunDir, step: usize, why: &str) -> Error {
+    let kept = match run.latest_checkpoint() {
+        Some(p) => format!("the last good checkpoint is kept at {}", p.display()),
+        None => "no checkpoint had been written yet".to_string(),
+    };
+    Error::Invalid(format!(
+        "training stopped at step {step}: {why}; {kept}. Try a smaller learning rate, or resume \
+         from the checkpoint"
+    ))
+}
+
 /// The name of the first parameter holding a value that is not finite, if any.
 fn first_non_finite(store: &ParamStore) -> Option<String> {
     store
@@ -661,15 +674,13 @@ pub fn train(
             // pass), and Adam would have turned the weights to NaN: the checkpoint on disk is
             // then the last good one, and must stay so.
             if let Some(name) = first_non_finite(store) {
-                let kept = match run.latest_checkpoint() {
-                    Some(p) => format!("the last good checkpoint is kept at {}", p.display()),
-                    None => "no checkpoint had been written yet".to_string(),
-                };
-                return Err(Error::Invalid(format!(
-                    "training stopped at step {step}: parameter `{name}` is not finite after the \
-                     update (a gradient overflowed); {kept}. Try a smaller learning rate, or \
-                     resume from the checkpoint"
-                )));
+                return Err(stopped(
+                    run,
+                    step,
+                    &format!(
+                        "parameter `{name}` is not finite after the update (a gradient overflowed)"
+                    ),
+                ));
             }
             // The log first: if the run is stopped between the two writes, the log runs ahead of
             // the checkpoint (resuming drops the extra rows) rather than behind it (rows lost).
@@ -704,14 +715,11 @@ pub fn train(
                 test_loss: None,
             });
             write_loss_csv(&run.loss_csv(), &log)?;
-            let kept = match run.latest_checkpoint() {
-                Some(p) => format!("the last good checkpoint is kept at {}", p.display()),
-                None => "no checkpoint had been written yet".to_string(),
-            };
-            return Err(Error::Invalid(format!(
-                "training stopped at step {step}: the loss is {value} (not finite); {kept}. \
-                 Try a smaller learning rate, or resume from the checkpoint"
-            )));
+            return Err(stopped(
+                run,
+                step,
+                &format!("the loss is {value} (not finite)"),
+            ));
         }
         let grads = loss.backward();
         drop(loss);
