@@ -294,7 +294,11 @@ impl Adam {
                         let g = g + w.weight_decay * *p;
                         *m += w.one_minus_beta1 * (g - *m);
                         *v = w.beta2 * *v + w.one_minus_beta2 * g * g;
-                        *vmax = vmax.max(*v); //                    AMSGrad: the running maximum of v
+                        // AMSGrad: the running maximum of v, passing a NaN on as torch.maximum
+                        // does (f32::max would keep the other operand).
+                        if *v > *vmax || v.is_nan() {
+                            *vmax = *v;
+                        }
                         let denom = vmax.sqrt() / w.bias2_sqrt + w.eps;
                         *p -= w.step_size * *m / denom;
                     }),

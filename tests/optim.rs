@@ -271,6 +271,30 @@ fn amsgrad_state_round_trips_and_is_not_mistaken_for_adams() {
     assert!(err.contains("max_exp_avg_sq"), "{err}");
 }
 
+/// A NaN gradient reaches AMSGrad's running maximum, as `torch.maximum` passes it on (f32::max
+/// would keep the old maximum and hide it in the optimizer's state); the other elements' maxima
+/// stay finite. The device kernel is held to the same in tests/vulkan.rs.
+#[test]
+fn amsgrad_keeps_a_nan_in_its_running_maximum() {
+    let (store, p) = setup(&[0.5, -0.5, 1.0]);
+    let config = AdamConfig {
+        amsgrad: true,
+        ..AdamConfig::default()
+    };
+    let mut a = Adam::new(store.named_params(), config);
+    a.step(&grads(&p, &[0.1, f32::NAN, 0.2]));
+    let (tensors, _) = a.state_dict();
+    let (_, vmax) = tensors
+        .iter()
+        .find(|(k, _)| k.ends_with(".max_exp_avg_sq"))
+        .expect("AMSGrad's maxima");
+    let vmax: Vec<f32> = vmax.iter().copied().collect();
+    assert!(
+        vmax[1].is_nan() && vmax[0] > 0.0 && vmax[2] > 0.0,
+        "{vmax:?}"
+    );
+}
+
 /// Two updates with the reference's μ = 0.999 against the bits PyTorch gives for the reference's
 /// `(1. - mu) * param + mu * shadow` on `f32` tensors (1 − μ is a Python float, rounded to 0.001
 /// in `f32`; from an `f32` μ it would be 0.00099998713, and no bit below would match).

@@ -425,6 +425,17 @@ impl VulkanContext {
                     .into(),
             )
         })?;
+        let storage = physical
+            .properties()
+            .max_per_stage_descriptor_storage_buffers;
+        if storage < super::shaders::STORAGE_BUFFERS_NEEDED {
+            return Err(Error::Device(format!(
+                "vulkan: {} allows {storage} storage buffers per shader stage, and the kernels \
+                 bind up to {}",
+                physical.properties().device_name,
+                super::shaders::STORAGE_BUFFERS_NEEDED
+            )));
+        }
         let (supported, extension) = float_controls(&physical);
         let preserve_nan = match variant {
             KernelVariant::Auto => supported,

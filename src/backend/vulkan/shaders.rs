@@ -114,6 +114,11 @@ impl Kernel {
     }
 }
 
+/// The most storage buffers one kernel binds (`cin_plus.comp`'s seven). Vulkan promises only 4
+/// per shader stage (`maxPerStageDescriptorStorageBuffers`), so the context checks the device
+/// offers this many; a unit test reads it off the compiled shaders.
+pub(crate) const STORAGE_BUFFERS_NEEDED: u32 = 7;
+
 /// Little-endian bytes as 32-bit words (a trailing partial word is dropped; callers check).
 fn spirv_words(bytes: &[u8]) -> Vec<u32> {
     bytes
@@ -144,6 +149,33 @@ mod tests {
             at += count;
         }
         out
+    }
+
+    /// The number of resources a module binds (OpDecorate … Binding).
+    fn bindings(words: &[u32]) -> u32 {
+        const OP_DECORATE: u32 = 71;
+        const DECORATION_BINDING: u32 = 33;
+        let ins = instructions(words);
+        let n = ins
+            .iter()
+            .filter(|i| i[0] & 0xffff == OP_DECORATE && i.len() >= 3 && i[2] == DECORATION_BINDING)
+            .count();
+        n as u32
+    }
+
+    /// The device check asks for as many storage buffers per stage as the widest kernel binds:
+    /// not fewer (a device that could not run it would pass), not more (one that could would be
+    /// refused). Every binding is a storage buffer (the shaders declare no other kind).
+    #[test]
+    fn the_storage_buffers_asked_of_a_device_are_the_widest_kernels() {
+        let widest = std::fs::read_dir(env!("OUT_DIR"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "spv"))
+            .map(|p| bindings(&super::spirv_words(&std::fs::read(&p).unwrap())))
+            .max()
+            .unwrap();
+        assert_eq!(widest, super::STORAGE_BUFFERS_NEEDED);
     }
 
     /// (declares the capability, declares the mode for 32-bit floats on its entry point)
