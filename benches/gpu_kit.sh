@@ -12,6 +12,7 @@
 #   KIT/ncsn/      the reference model's two files from a checkout of ermongroup/ncsn
 #                  (models/__init__.py, models/cond_refinenet_dilated.py), for pytorch_refinenet.py
 #   KIT/run.sh     what to run there, from the repository root of a copy of this tree
+#                  (benches/gpu_run.sh; with the device tool, carry [".gpu"]: git ignores it)
 #
 # Usage, from the repository root, as root (apt-get downloads the loader):
 #
@@ -20,8 +21,6 @@
 # Settings (environment variables, with their defaults):
 #   KIT (2nd argument)=.gpu   the folder to fill (git ignores .gpu/)
 #   DATA=../shared/data/cifar10   the CIFAR-10 binary batches to pack
-#   VK_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json   the NVIDIA driver's Vulkan
-#       manifest on the GPU machine, used by run.sh if the loader finds no driver by itself
 #
 # The kit is about 48 MB. Rebuild it after every change to the code: the binaries are the code.
 set -euo pipefail
@@ -33,7 +32,6 @@ fi
 NCSN=$1
 KIT=${2:-.gpu}
 DATA=${DATA:-../shared/data/cifar10}
-VK_ICD=${VK_ICD:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
 
 die() {
     echo "gpu_kit: $*" >&2
@@ -95,101 +93,20 @@ apt-get "${apt_opts[@]}" update -qq
     libgl1 libglx0 libgles2)
 rm -rf "$lists"
 
-# What runs on the GPU machine. Each part of gpu_measure.sh logs to its own file, so whatever
-# finished before a time limit is kept, and gpu_measure.sh runs under BUDGET seconds, so that the
-# bundling after it still happens inside the caller's own limit. The device tool returns at most
-# 8 files from $OUT, so the logs, the memory peaks and the run's pictures come back as two: every
-# part's log in summary.txt, and all of it in gpu_measure.tar.gz.
-cat >"$KIT/run.sh" <<EOF
-#!/usr/bin/env bash
-# Written by benches/gpu_kit.sh: the GPU comparison from this kit. Run from the repository root.
-# BUDGET (default 400) bounds gpu_measure.sh, in seconds; its settings (E2E_STEPS, BATCH, ...)
-# pass through the environment. It first checks that the Vulkan device's name contains
-# EXPECT_DEVICE (default NVIDIA; llvmpipe to rehearse on lavapipe), and stops (exit 3) if not.
-# After the measurements it runs the device test suites there, within TESTS_BUDGET seconds
-# (default 120) for both: with the device check, about 540 s, inside a 600-second limit. With
-# \$OUT set, the results are bundled there, and summary.txt is refreshed every 15 s while the
-# parts run, so that a run cut off from outside still brings back what it had. The exit status is the
-# number of parts of gpu_measure.sh that failed (124 if BUDGET stopped it) plus the number of
-# test suites that failed or ran out of time.
-set -u
-KIT=$KIT
-for f in "\$KIT"/gl/*.deb; do dpkg -x "\$f" /; done
-ldconfig
-if [ -f "$VK_ICD" ]; then export VK_DRIVER_FILES="$VK_ICD"; fi
-chmod +x "\$KIT"/bin/*
-# Seconds, not minutes: does the Vulkan device open, and is it the GPU? A loader that finds no
-# driver, or finds only a CPU device, would otherwise show only after the PyTorch parts have spent
-# their minutes. On failure, say why and stop, while the machine is still warm for another try.
-probe=\$(timeout 120 "\$KIT/bin/refinenet_step" 1 1 --device vulkan 2>&1)
-if ! grep -q "on vulkan(.*\${EXPECT_DEVICE:-NVIDIA}" <<<"\$probe"; then
-    echo "run.sh: the Vulkan device is not the \${EXPECT_DEVICE:-NVIDIA} one; refinenet_step said:"
-    echo "\$probe" | tail -n 20
-    VK_LOADER_DEBUG=error,warn timeout 60 "\$KIT/bin/refinenet_step" 1 1 --device vulkan 2>&1 |
-        tail -n 30
-    ls -l /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1
-    if [ -n "\${OUT:-}" ]; then
-        { echo "\$probe"; ldconfig -p | grep -E 'vulkan|GLX|GLdispatch'; } >"\$OUT/summary.txt"
-    fi
-    exit 3
-fi
-echo "\$probe" | grep -m1 'on vulkan('
-LOG=\${OUT:+/tmp/}gpu_measure_out
-RUN=/tmp/ncsn-cifar10-run
-# A fresh run directory: an old one would make the end-to-end run resume from its checkpoint.
-rm -rf "\$LOG" "\$RUN"
-mkdir -p "\$LOG"
-# Every part's log so far, in the order the parts ran (each is written as its part goes), as
-# \$OUT/summary.txt; copied whole, so that a reader never sees half of one.
-summarise() {
-    [ -n "\${OUT:-}" ] || return 0
-    for f in \$(ls -rt "\$LOG"/*.txt 2>/dev/null); do
-        printf '\n===== %s\n' "\${f##*/}"
-        cat "\$f"
-    done >/tmp/ncsn-summary.txt
-    cp /tmp/ncsn-summary.txt "\$OUT/summary.txt.new" && mv "\$OUT/summary.txt.new" "\$OUT/summary.txt"
-}
-(while sleep 15; do summarise; done) &
-refresher=\$!
-BIN="\$KIT/bin" DATA="\$KIT/data/cifar10" RUN_DIR="\$RUN" \\
-    timeout --kill-after=10 "\${BUDGET:-400}" bash benches/gpu_measure.sh "\$KIT/ncsn" "\$LOG"
-status=\$?
-[ "\$status" = 124 ] && echo "gpu_measure.sh stopped after BUDGET=\${BUDGET:-400} s"
-mkdir -p "\$LOG/cifar10-run"
-cp "\$RUN"/*.png "\$RUN"/*.json "\$RUN"/*.svg "\$LOG/cifar10-run/" 2>/dev/null
-# The device test suites: every kernel against the CPU, on this GPU. After the measurements, so
-# that a test that upsets the driver cannot cost them; each suite's log is one more part.
-tests_end=\$((SECONDS + \${TESTS_BUDGET:-120}))
-for gz in "\$KIT"/tests/*.gz; do
-    suite=\${gz##*/}
-    suite=\${suite%.gz}
-    left=\$((tests_end - SECONDS))
-    if [ "\$left" -le 0 ]; then
-        echo "== tests_\$suite: not run, TESTS_BUDGET spent" | tee "\$LOG/tests_\$suite.txt"
-        status=\$((status + 1))
-        continue
-    fi
-    gunzip -c "\$gz" >"/tmp/ncsn-\$suite" && chmod +x "/tmp/ncsn-\$suite"
-    echo "== tests_\$suite: /tmp/ncsn-\$suite (at most \$left s)"
-    start=\$SECONDS
-    (cd /tmp && timeout --kill-after=10 "\$left" "/tmp/ncsn-\$suite") 2>&1 |
-        tee "\$LOG/tests_\$suite.txt"
-    suite_status=\${PIPESTATUS[0]}
-    echo "== tests_\$suite: exit \$suite_status after \$((SECONDS - start)) s" |
-        tee -a "\$LOG/tests_\$suite.txt"
-    [ "\$suite_status" = 0 ] || status=\$((status + 1))
-done
-kill "\$refresher" 2>/dev/null
-wait "\$refresher" 2>/dev/null
-if [ -n "\${OUT:-}" ]; then
-    summarise
-    tar czf "\$OUT/gpu_measure.tar.gz" -C "\${LOG%/*}" "\${LOG##*/}"
-    echo "results: \$OUT/summary.txt and \$OUT/gpu_measure.tar.gz"
-fi
-exit \$status
-EOF
+# What runs on the GPU machine: benches/gpu_run.sh (the device check, gpu_measure.sh within a
+# budget, the test suites, and the results bundled into $OUT as summary.txt, refreshed as the
+# parts go, and gpu_measure.tar.gz: the device tool returns at most 8 files).
+cp benches/gpu_run.sh "$KIT/run.sh"
 chmod +x "$KIT/run.sh"
+
+# The device tool carries the tree and the kit within 64 MiB: refuse a kit that would not fit
+# (a data folder holding all of CIFAR-10, say) here, not there.
+tree_kib=$(git ls-files -z | xargs -0 du -ck 2>/dev/null | tail -n 1 | cut -f1)
+kit_kib=$(du -sk "$KIT" | cut -f1)
+[ $((tree_kib + kit_kib)) -le $((60 * 1024)) ] ||
+    die "the tree (${tree_kib} KiB) and the kit (${kit_kib} KiB) exceed 60 MiB; pack less data (DATA)"
 
 echo "== kit ready: $(du -sh "$KIT" | cut -f1) in $KIT"
 echo "On the GPU machine, from the root of a copy of this tree: bash $KIT/run.sh"
+echo "(with the device tool: run(command=\"bash $KIT/run.sh\", carry=[\"$KIT\"], timeout_s=600))"
 echo "(gpu_measure.sh's settings, e.g. E2E_STEPS=200, pass through the environment)"

@@ -24,6 +24,8 @@
 #   CONFIG=cifar10 BATCH=128 STEPS=5 LANGEVIN=10 TORCH_DEVICE=cuda   (CONFIG=mnist: the MNIST model)
 #   E2E_PRESET=paper E2E_STEPS=100 E2E_ARGS="--n-steps-each 20"   (flags for the end-to-end run)
 #   PLAIN=1   (0 leaves out part 4)
+#   PART_TIMEOUT=240   seconds any one part may run: a part that hangs (our backend has yet to
+#       meet a GPU) is stopped, and the parts after it, PyTorch's baseline among them, still run
 #
 # The end-to-end run's defaults are sized to finish inside a lease. In FLOP (19.79 GFLOP a
 # CIFAR-10 forward pass per picture, a training step three passes of 128): the paper's settings
@@ -54,6 +56,10 @@ E2E_PRESET=${E2E_PRESET:-paper}
 E2E_STEPS=${E2E_STEPS:-100}
 E2E_ARGS=${E2E_ARGS---n-steps-each 20}
 PLAIN=${PLAIN:-1}
+PART_TIMEOUT=${PART_TIMEOUT:-240}
+# Python's output goes through a pipe (tee): unbuffered, so a part stopped by a time limit still
+# leaves what it printed.
+export PYTHONUNBUFFERED=1
 mkdir -p "$LOG_DIR"
 failed=()
 
@@ -84,8 +90,18 @@ part() {
         sample_gpu_memory "$mem" &
         sampler=$!
     fi
-    "$@" 2>&1 | tee "$LOG_DIR/$name.txt"
+    # --foreground keeps the part in this script's process group, so that a caller's timeout
+    # (run.sh's BUDGET) that stops this script stops the part too.
+    if [ "$(type -t "$1")" = function ]; then
+        "$@"
+    else
+        timeout --foreground --kill-after=5 "$PART_TIMEOUT" "$@"
+    fi 2>&1 | tee "$LOG_DIR/$name.txt"
     local status=${PIPESTATUS[0]}
+    case $status in
+        124 | 137) echo "== $name: stopped after PART_TIMEOUT=$PART_TIMEOUT s" |
+            tee -a "$LOG_DIR/$name.txt" ;;
+    esac
     if [ -n "$sampler" ]; then
         kill "$sampler" 2>/dev/null
         wait "$sampler" 2>/dev/null
@@ -101,6 +117,7 @@ machine() {
     grep -m1 'model name' /proc/cpuinfo
     if command -v nvidia-smi >/dev/null; then
         nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+        nvidia-smi -q -d CLOCK,PERFORMANCE 2>/dev/null | head -n 40
     fi
     if command -v vulkaninfo >/dev/null; then
         vulkaninfo --summary 2>/dev/null | grep -E 'deviceName|driverName|apiVersion' || true

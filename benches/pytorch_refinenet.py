@@ -50,6 +50,9 @@ if args.threads:
     torch.set_num_threads(args.threads)
 torch.backends.cuda.matmul.allow_tf32 = args.tf32
 torch.backends.cudnn.allow_tf32 = args.tf32
+# As the reference's main.py runs it: cuDNN times its algorithms on the first call of each shape
+# (the warm-up calls below) and keeps the fastest.
+torch.backends.cudnn.benchmark = True
 torch.manual_seed(0)
 dev = torch.device(args.device)
 channels, size, ngf = (1, 28, 64) if args.config == 'mnist' else (3, 32, 128)
@@ -136,11 +139,18 @@ def timeit(f, n):
 gflop = count_forward_gflop()
 print(f'torch {torch.__version__}, {args.config}, device {dev}, tf32 {args.tf32}, '
       f'{torch.get_num_threads()} threads, batch {args.batch}, {gflop:.4f} GFLOP per image forward')
+if dev.type == 'cuda':
+    # What torch actually applied, not only what was asked.
+    print(f'{torch.cuda.get_device_name(dev)}, cuDNN {torch.backends.cudnn.version()}, '
+          f'matmul.allow_tf32 {torch.backends.cuda.matmul.allow_tf32}, '
+          f'cudnn.allow_tf32 {torch.backends.cudnn.allow_tf32}, '
+          f'cudnn.benchmark {torch.backends.cudnn.benchmark}')
 for name, f, g in [('train step', step, 3 * gflop), ('forward', forward, gflop)]:
     mean, best = timeit(f, args.steps)
     print(f'{name:10s}: mean {mean:.4f} s, best {best:.4f} s, '
           f'{g * args.batch / mean:.0f} GFLOP/s (mean)')
 if args.langevin:
+    langevin(1)  # warm-up: the noise and update kernels, as the training step's warm-up
     sync()
     t = time.perf_counter()
     out = langevin(args.langevin)
