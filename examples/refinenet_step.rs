@@ -305,9 +305,7 @@ fn run(args: Args) -> ncsn::Result<()> {
     } else {
         &totals[..]
     };
-    if !timed.is_empty() {
-        let mean = timed.iter().sum::<f64>() / timed.len() as f64;
-        let best = timed.iter().copied().fold(f64::INFINITY, f64::min);
+    if let Some((mean, best)) = mean_and_best(timed) {
         println!(
             "training step over {} step(s){}: mean {mean:.4} s, best {best:.4} s {}",
             timed.len(),
@@ -333,9 +331,7 @@ fn run(args: Args) -> ncsn::Result<()> {
     let passes = (0..args.steps)
         .map(|_| forward())
         .collect::<ncsn::Result<Vec<f64>>>()?;
-    if !passes.is_empty() {
-        let mean = passes.iter().sum::<f64>() / passes.len() as f64;
-        let best = passes.iter().copied().fold(f64::INFINITY, f64::min);
+    if let Some((mean, best)) = mean_and_best(&passes) {
         println!(
             "forward over {} pass(es) after a warm-up: mean {mean:.4} s, best {best:.4} s {}",
             passes.len(),
@@ -392,4 +388,10 @@ fn run(args: Args) -> ncsn::Result<()> {
         println!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
     }
     Ok(())
+}
+
+/// The mean and the least of some timings, if there are any.
+fn mean_and_best(seconds: &[f64]) -> Option<(f64, f64)> {
+    let best = seconds.iter().copied().reduce(f64::min)?;
+    Some((seconds.iter().sum::<f64>() / seconds.len() as f64, best))
 }
