@@ -61,8 +61,9 @@ struct Args {
     /// Number of samples drawn with the learned NCSN scores.
     #[arg(long, default_value_t = 2_500, value_parser = count_in(1, MAX_SAMPLES))]
     ncsn_samples: usize,
-    /// SSM training steps for each of the two manifold runs (Fig. 1).
-    #[arg(long, default_value_t = 5_000, value_parser = count_in(1, MAX_STEPS))]
+    /// SSM training steps for each of the two manifold runs (Fig. 1; at least 3, to fit a line
+    /// to the tail of the loss).
+    #[arg(long, default_value_t = 5_000, value_parser = count_in(3, MAX_STEPS))]
     manifold_steps: usize,
     /// Annealed DSM training steps for the noise-conditional MLP.
     #[arg(long, default_value_t = 5_000, value_parser = count_in(1, MAX_STEPS))]
@@ -200,12 +201,19 @@ fn fraction_55(samples: &Tensor, p: &GaussianMixture) -> (f64, f64) {
 
 /// Over the last `k` losses: the mean, the slope of a least-squares line (change per 1000 steps),
 /// and the standard deviation of the residuals around that line (the fluctuation statistic: it
-/// measures the noise of the curve, not its drift).
+/// measures the noise of the curve, not its drift). A run stopped by a loss that is not finite
+/// ends with that loss: the statistics are of the finite losses before it (NaN with fewer than
+/// 3, too few for a line and its residuals).
 fn tail_stats(losses: &[f32], k: usize) -> (f64, f64, f64) {
-    let tail: Vec<f64> = losses[losses.len().saturating_sub(k)..]
+    let finite: Vec<f64> = losses
         .iter()
+        .filter(|v| v.is_finite())
         .map(|&v| v as f64)
         .collect();
+    let tail = &finite[finite.len().saturating_sub(k)..];
+    if tail.len() < 3 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
     let n = tail.len() as f64;
     let mean = tail.iter().sum::<f64>() / n;
     let tbar = (n - 1.0) / 2.0;
@@ -399,7 +407,7 @@ fn run(args: Args) -> ncsn::Result<()> {
     };
     let loss_plain = manifold_run(0.0, "Fig. 1: SSM on the manifold", &mut rng);
     let loss_noisy = manifold_run(MANIFOLD_NOISE, "Fig. 1: SSM, N(0, 1e-4) noise", &mut rng);
-    let tail = (args.manifold_steps / 5).max(2);
+    let tail = (args.manifold_steps / 5).max(3);
     let (m_plain, slope_plain, sd_plain) = tail_stats(&loss_plain, tail);
     let (m_noisy, slope_noisy, sd_noisy) = tail_stats(&loss_noisy, tail);
     // With N(0, σ²I) noise the objective is smallest at the true score, where it is
