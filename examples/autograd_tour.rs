@@ -8,18 +8,8 @@ use ncsn::nn::{Activation, Mlp, Module, ParamStore};
 use ncsn::{Tensor, grad};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-/// `println!` through [`ncsn::io::print_stdout`]: a reader that closes standard output early
-/// (`| head`) ends the output instead of panicking, and any other write error stops the program
-/// with a message.
-macro_rules! println {
-    ($($t:tt)*) => {{
-        if let Err(e) = ncsn::io::print_stdout(&format!("{}\n", format_args!($($t)*))) {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    }};
-}
+// Printing through `ncsn::io::print_stdout`: `| head` ends the output instead of a panic.
+use ncsn::outln as println;
 
 /// No options: the tour prints its derivatives and exits (`--help` says so).
 #[derive(Parser)]

@@ -24,18 +24,8 @@ use ncsn::score::{GeometricSigmas, anneal_dsm_loss_with};
 use ncsn::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// `println!` through [`ncsn::io::print_stdout`]: a reader that closes standard output early
-/// (`| head`) ends the output instead of panicking, and any other write error stops the program
-/// with a message.
-macro_rules! println {
-    ($($t:tt)*) => {{
-        if let Err(e) = ncsn::io::print_stdout(&format!("{}\n", format_args!($($t)*))) {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    }};
-}
+// Printing through `ncsn::io::print_stdout`: `| head` ends the output instead of a panic.
+use ncsn::outln as println;
 use std::time::Instant;
 
 /// The two models of the paper.

@@ -31,3 +31,16 @@ pub fn print_stdout(text: &str) -> crate::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// `println!` through [`print_stdout`], for examples that print as they go: a reader that has gone
+/// away (`| head`) ends the output quietly instead of a panic, and any other write error stops
+/// the program with a message. An example takes it with `use ncsn::outln as println;`.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        if let Err(e) = $crate::io::print_stdout(&format!("{}\n", format_args!($($t)*))) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
