@@ -8,7 +8,8 @@ Usage:
 Builds the reference CondRefineNetDilated from a checkout of ermongroup/ncsn — the MNIST config
 (1×28×28, ngf 64) or the CIFAR-10 one (3×32×32, ngf 128), 10 noise levels — and times what
 refinenet_step times:
-  * one annealed-DSM training step (forward, backward, Adam with lr 1e-3) at the given batch;
+  * one annealed-DSM training step (forward, backward, Adam with lr 1e-3) at the given batch,
+    its labels and noise drawn before the clock starts (as refinenet_step draws them);
   * one forward pass under torch.no_grad() (what annealed Langevin sampling runs);
   * with --langevin T, annealed Langevin dynamics (the reference's anneal_Langevin_dynamics,
     without its copy of every step's images to the host) with T steps at each of the 10 levels
@@ -82,27 +83,36 @@ def count_forward_gflop():
     return 2 * sum(macs) / 1e9
 
 
-def anneal_dsm(x, labels):
-    # losses/dsm.py anneal_dsm_score_estimation, anneal_power = 2
+def anneal_dsm(x, labels, z):
+    # losses/dsm.py anneal_dsm_score_estimation, anneal_power = 2, with its torch.randn_like(x)
+    # drawn beforehand as z
     used = sigmas[labels].view(x.shape[0], 1, 1, 1)
-    perturbed = x + torch.randn_like(x) * used
+    perturbed = x + z * used
     target = -1 / used ** 2 * (perturbed - x)
     scores = model(perturbed, labels).view(x.shape[0], -1)
     loss = 0.5 * ((scores - target.view(x.shape[0], -1)) ** 2).sum(-1) * used.squeeze() ** 2
     return loss.mean()
 
 
-def step():
-    labels = torch.randint(0, 10, (args.batch,), device=dev)
-    loss = anneal_dsm(x, labels)
+# The labels and noise of a training step are drawn before its clock starts, as refinenet_step
+# draws them; the forward pass's labels are refinenet_step's too, i mod 10.
+def draw():
+    return torch.randint(0, 10, (args.batch,), device=dev), torch.randn_like(x)
+
+
+def step(labels, z):
+    loss = anneal_dsm(x, labels, z)
     opt.zero_grad()
     loss.backward()
     opt.step()
 
 
+forward_labels = torch.arange(args.batch, device=dev) % 10
+
+
 def forward():
     with torch.no_grad():
-        model(x, torch.randint(0, 10, (args.batch,), device=dev))
+        model(x, forward_labels)
 
 
 def langevin(n_steps_each, step_lr=2e-5):
@@ -124,13 +134,16 @@ def sync():
         torch.cuda.synchronize()
 
 
-def timeit(f, n):
-    f()  # warm-up
+def timeit(f, n, prepare=tuple):
+    """Mean and best of n timed calls f(*prepare()) after a warm-up; prepare is not timed."""
+    f(*prepare())  # warm-up
     sync()
     ts = []
     for _ in range(n):
+        a = prepare()
+        sync()
         t = time.perf_counter()
-        f()
+        f(*a)
         sync()
         ts.append(time.perf_counter() - t)
     return sum(ts) / len(ts), min(ts)
@@ -145,8 +158,9 @@ if dev.type == 'cuda':
           f'matmul.allow_tf32 {torch.backends.cuda.matmul.allow_tf32}, '
           f'cudnn.allow_tf32 {torch.backends.cudnn.allow_tf32}, '
           f'cudnn.benchmark {torch.backends.cudnn.benchmark}')
-for name, f, g in [('train step', step, 3 * gflop), ('forward', forward, gflop)]:
-    mean, best = timeit(f, args.steps)
+for name, f, prepare, g in [('train step', step, draw, 3 * gflop),
+                            ('forward', forward, tuple, gflop)]:
+    mean, best = timeit(f, args.steps, prepare)
     print(f'{name:10s}: mean {mean:.4f} s, best {best:.4f} s, '
           f'{g * args.batch / mean:.0f} GFLOP/s (mean)')
 if args.langevin:

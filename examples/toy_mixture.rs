@@ -14,7 +14,8 @@
 //! cargo run --release --example toy_mixture [-- --out DIR --seed N]
 //! ```
 //!
-//! Writes `results.json` and SVG figures into `--out` (default `toy_mixture_out/`).
+//! Writes `results.json` and SVG figures into `--out` (default `toy_mixture_out/`); a run that
+//! stops early leaves no `results.json` there, not even an earlier run's.
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -253,6 +254,15 @@ fn run(args: Args) -> ncsn::Result<()> {
     let t_start = Instant::now();
     std::fs::create_dir_all(&args.out).map_err(|e| ncsn::Error::io(&args.out, e))?;
     let out = args.out.as_path();
+    // A previous run's results must not pass for this run's if this one stops early: they go
+    // now, and this run's are written at the end, all at once.
+    let results_path = out.join("results.json");
+    match std::fs::remove_file(&results_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(ncsn::Error::io(&results_path, e));
+        }
+        _ => {}
+    }
     let p = GaussianMixture::paper();
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
 
@@ -622,7 +632,7 @@ fn run(args: Args) -> ncsn::Result<()> {
         },
         "total_seconds": total,
     });
-    let path = out.join("results.json");
+    let path = results_path;
     ncsn::io::write_atomic(
         &path,
         serde_json::to_string_pretty(&results)

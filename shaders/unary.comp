@@ -20,9 +20,12 @@ layout(push_constant) uniform Params {
 // (-1)^±inf = 1; ±0 and ±inf by the sign and parity of p
 // (an odd integer p keeps the sign of x); a negative base with an integer p gives ±|x|^p and any
 // other p gives NaN.
+#define NAN uintBitsToFloat(0x7fc00000u)
+#define INF uintBitsToFloat(0x7f800000u)
+
 float powf(float v) {
     const float p = pc.p;
-    const float nan = uintBitsToFloat(0x7fc00000u), inf = uintBitsToFloat(0x7f800000u);
+    const float nan = NAN, inf = INF;
     if (p == 0.0 || v == 1.0) return 1.0;                       // also for a NaN p
     if (isnan(p)) return p;
     if (isnan(v)) return v;
@@ -63,8 +66,10 @@ float apply(float v) {
     switch (pc.op) {
     case 0:  return -v;
     case 1:  return exp(v);
-    case 2:  return log(v);
-    case 3:  return sqrt(v);
+    // GLSL leaves log undefined at x <= 0 and sqrt at x < 0; these give the CPU's (IEEE's)
+    // answers there: ln 0 = -inf, and NaN for a negative x (sqrt(-0) = -0 is defined).
+    case 2:  return v < 0.0 ? NAN : v == 0.0 ? -INF : log(v);
+    case 3:  return v < 0.0 ? NAN : sqrt(v);
     // GLSL's tanh may compute (e^2v - 1)/(e^2v + 1) and give inf/inf = NaN for large v; tanh(15)
     // already rounds to 1 in f32. clamp of a NaN is undefined in GLSL, so NaN is passed on first.
     case 4:  return isnan(v) ? v : tanh(clamp(v, -15.0, 15.0));

@@ -92,8 +92,10 @@ pub fn tensor(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32, signed: b
     Tensor::from_vec(values(rng, n, lo, hi, signed), shape)
 }
 
+/// Within the finite-difference tolerance; an infinite `fd` only by equality (a tolerance
+/// relative to ∞ would pass any number).
 pub fn close(auto: f32, fd: f32) -> bool {
-    (auto - fd).abs() <= ATOL + RTOL * fd.abs()
+    auto == fd || (fd.is_finite() && (auto - fd).abs() <= ATOL + RTOL * fd.abs())
 }
 
 fn perturbed(xs: &[Tensor], i: usize, e: usize, delta: f32) -> Vec<Tensor> {
@@ -263,12 +265,12 @@ pub fn cin_plus_derivatives(
 }
 
 /// Asserts equal shapes and |got − want| ≤ tol·(1 + |want|) elementwise, naming the first
-/// element that is not.
+/// element that is not; an infinite `want` is met only by the same infinity.
 pub fn assert_within(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     assert_eq!(got.shape(), want.shape(), "{what}: shapes");
     for (i, (a, b)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
         assert!(
-            (a - b).abs() <= tol * (1.0 + b.abs()),
+            *a == b || (b.is_finite() && (a - b).abs() <= tol * (1.0 + b.abs())),
             "{what}: element {i}: {a} vs {b} (tolerance {tol}·(1 + |want|))"
         );
     }

@@ -99,9 +99,9 @@ pub enum UnaryOp {
     Neg,
     /// `e^x`
     Exp,
-    /// Natural logarithm.
+    /// Natural logarithm; `-inf` at 0 and NaN below, as on the CPU (GLSL leaves both undefined).
     Log,
-    /// Square root.
+    /// Square root; NaN below 0, as on the CPU (GLSL leaves it undefined).
     Sqrt,
     /// Hyperbolic tangent.
     Tanh,
