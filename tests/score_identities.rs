@@ -9,6 +9,8 @@
 //! numbers: the tests are deterministic, and the bound is what makes them meaningful, not a value
 //! tuned to pass.
 
+mod common;
+
 use ncsn::nn::{Module, ParamStore};
 use ncsn::sample::{
     AnnealedConfig, LangevinConfig, annealed_langevin, annealed_langevin_inpaint,
@@ -18,9 +20,11 @@ use ncsn::score::{
     GeometricSigmas, Projection, ScoreMlp, closed_form_score, dsm_loss_with, esm_loss,
     sliced_score_matching, ssm_loss, ssm_vr_loss, tensor_from_array2, tensor_to_array2,
 };
-use ncsn::toy::{ClosedFormScore, GaussianMixture, ToyDistribution};
+use ncsn::toy::{ClosedFormScore, GaussianMixture, Ring, ToyDistribution};
 use ncsn::{Tensor, grad, no_grad};
-use ndarray::Array2;
+use ndarray::{Array1, Array2};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -996,4 +1000,216 @@ fn inpainting_samples_the_conditional() {
         (v - cond_var).abs() <= tol,
         "conditional variance {v} vs {cond_var} (tol {tol})"
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Property tests: identities that hold exactly, up to rounding, for every distribution, network
+// and point. proptest draws the cases from the fixed seed of `common::proptest_config`, so every
+// run checks the same ones, and a counterexample would be shrunk to a small one.
+//
+// Rounding. The toys compute their scores and log-densities in f64 and round each output once to
+// f32 (relative error at most u = 2⁻²⁴). Two such outputs that must agree therefore differ by at
+// most u·(|a| + |b|) plus the f64 error of the computations that led to them: sums of a few dozen
+// terms of size ≤ 10³ (the largest exponent ‖x − μ‖²/2σ² these cases reach), so ≲ 10⁻¹⁰ absolute.
+// The checks allow 2u·(|a| + |b|) + 10⁻⁹ (see [`agree`]). A wrong formula (a σ where σ² belongs, a dropped
+// responsibility, variances not added) is off by a fraction of the values themselves.
+
+/// u = 2⁻²⁴, the relative error of rounding to f32.
+const U: f64 = f32::EPSILON as f64 / 2.0;
+
+/// Whether two f32 outputs of f64 computations agree within 2u·(|a| + |b| + extra) + 10⁻⁹, where
+/// `extra` is the size of any other f32 value rounded on the way (0 for none).
+fn agree(a: f64, b: f64, extra: f64) -> bool {
+    (a - b).abs() <= 2.0 * U * (a.abs() + b.abs() + extra) + 1e-9
+}
+
+/// Points on the grid of multiples of 2⁻⁸ in [−5, 5]: scaled by a power of two and shifted by a
+/// multiple of 1/8 they stay exact in f32 (below 2⁵, multiples of 2⁻¹⁰ need 15 significant bits).
+fn grid_points(n: usize, d: usize) -> impl Strategy<Value = Array2<f32>> {
+    prop::collection::vec((-1280i32..=1280).prop_map(|i| i as f32 / 256.0), n * d)
+        .prop_map(move |v| Array2::from_shape_vec((n, d), v).expect("n × d values"))
+}
+
+/// A mixture of 1 to 4 isotropic components in ℝ¹ to ℝ³ (weights in [0.05, 1], normalised; means
+/// in [−3, 3]; standard deviations in [0.3, 2]), 1 to 6 points in [−5, 5]ᴰ, and a shift c in
+/// [−3, 3]ᴰ (multiples of 1/8).
+fn mixture_case() -> impl Strategy<Value = (GaussianMixture, Array2<f32>, Vec<f64>)> {
+    (1usize..=3, 1usize..=4, 1usize..=6).prop_flat_map(|(d, k, n)| {
+        (
+            prop::collection::vec(0.05f64..1.0, k),
+            prop::collection::vec(-3.0f64..3.0, k * d),
+            prop::collection::vec(0.3f64..2.0, k),
+            grid_points(n, d),
+            prop::collection::vec((-24i32..=24).prop_map(|i| i as f64 / 8.0), d),
+        )
+            .prop_map(move |(w, m, s, x, c)| {
+                let means = Array2::from_shape_vec((k, d), m).expect("k × d means");
+                (GaussianMixture::new(&w, means, &s), x, c)
+            })
+    })
+}
+
+/// A ring of radius in [0.5, 4] and noise in [0.2, 1.5], and 1 to 6 points in [−5, 5]².
+fn ring_case() -> impl Strategy<Value = (Ring, Array2<f32>)> {
+    (0.5f64..4.0, 0.2f64..1.5, 1usize..=6)
+        .prop_flat_map(|(r, s, n)| grid_points(n, 2).prop_map(move |x| (Ring::new(r, s), x)))
+}
+
+/// Asserts that two arrays of f32 outputs agree elementwise (see [`agree`]).
+fn assert_agree(what: &str, got: &[f32], want: &[f64], extra: f64) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        prop_assert!(
+            agree(g as f64, w, extra),
+            "{}: element {}: {} vs {}",
+            what,
+            i,
+            g,
+            w
+        );
+    }
+    Ok(())
+}
+
+/// x with each row repeated D times, and the directions √D·e₁ … √D·e_D, one for each copy.
+fn scaled_axes(x: &Tensor) -> (Tensor, Tensor) {
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    let xs = x.to_vec();
+    let mut rep = Vec::with_capacity(n * d * d);
+    let mut v = vec![0.0f32; n * d * d];
+    for r in 0..n {
+        for i in 0..d {
+            rep.extend_from_slice(&xs[r * d..(r + 1) * d]);
+            v[(r * d + i) * d + i] = (d as f32).sqrt();
+        }
+    }
+    (
+        Tensor::from_vec(rep, &[n * d, d]),
+        Tensor::from_vec(v, &[n * d, d]),
+    )
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config(48))]
+
+    /// Change of variables: if y = a·x + c then p_Y(y) = p_X(x)/aᴰ, so
+    /// log p_Y(y) = log p_X(x) − D ln a and s_Y(y) = s_X(x)/a. For a mixture, p_Y is the mixture
+    /// with means a·μₖ + c and standard deviations a·σₖ. The score's 1/a pins the power of σ in
+    /// its formula: with (μ − x)/σ in place of (μ − x)/σ² the two sides would be equal, not a
+    /// factor a apart. With a a power of two (¼ to 4) and the grid points, y is exact in f32.
+    #[test]
+    fn affine_maps_carry_the_mixture_score((p, x, c) in mixture_case(), log2_a in -2i32..=2) {
+        let a = 2f64.powi(log2_a);
+        let d = p.dim();
+        let mut means = p.means().to_owned() * a;
+        for mut row in means.outer_iter_mut() {
+            row.iter_mut().zip(&c).for_each(|(m, c)| *m += c);
+        }
+        let stds: Vec<f64> = p.stds().iter().map(|s| a * s).collect();
+        let q = GaussianMixture::new(p.weights(), means, &stds);
+        let y = x.mapv(|v| v * a as f32) + &Array1::from_iter(c.iter().map(|&c| c as f32));
+        let want: Vec<f64> = p.score(x.view()).iter().map(|&s| s as f64 / a).collect();
+        assert_agree("score", q.score(y.view()).as_slice().unwrap(), &want, 0.0)?;
+        // log p_X(x) is rounded to f32 before D ln a is taken off: its size joins the allowance.
+        let shift = d as f64 * a.ln();
+        let want: Vec<f64> = p.log_prob(x.view()).iter().map(|&l| l as f64 - shift).collect();
+        assert_agree("log-density", q.log_prob(y.view()).as_slice().unwrap(), &want, shift.abs())?;
+    }
+
+    /// The same for the ring, scaled about its centre: the ring of radius a·r and noise a·s has
+    /// score s(x)/a at a·x, and log-density log p(x) − 2 ln a.
+    #[test]
+    fn scaling_carries_the_ring_score((p, x) in ring_case(), log2_a in -2i32..=2) {
+        let a = 2f64.powi(log2_a);
+        let q = Ring::new(a * p.radius(), a * p.std());
+        let y = x.mapv(|v| v * a as f32);
+        let want: Vec<f64> = p.score(x.view()).iter().map(|&s| s as f64 / a).collect();
+        assert_agree("score", q.score(y.view()).as_slice().unwrap(), &want, 0.0)?;
+        let shift = 2.0 * a.ln();
+        let want: Vec<f64> = p.log_prob(x.view()).iter().map(|&l| l as f64 - shift).collect();
+        assert_agree("log-density", q.log_prob(y.view()).as_slice().unwrap(), &want, shift.abs())?;
+    }
+
+    /// Gaussian noise adds variances: perturbing by σ₁ and then by σ₂ is perturbing by
+    /// √(σ₁² + σ₂²), which is what lets NCSN describe each noise level by one σ. Checked through
+    /// the scores of both toys; adding standard deviations instead fails at once.
+    #[test]
+    fn perturbations_add_variances(
+        (p, x, _) in mixture_case(),
+        (ring, xr) in ring_case(),
+        s1 in 0.01f64..3.0,
+        s2 in 0.01f64..3.0,
+    ) {
+        let s12 = s1.hypot(s2);
+        let want: Vec<f64> = p.perturbed(s12).score(x.view()).iter().map(|&s| s as f64).collect();
+        let got = p.perturbed(s1).perturbed(s2).score(x.view());
+        assert_agree("mixture score", got.as_slice().unwrap(), &want, 0.0)?;
+        let want: Vec<f64> =
+            ring.perturbed(s12).score(xr.view()).iter().map(|&s| s as f64).collect();
+        let got = ring.perturbed(s1).perturbed(s2).score(xr.view());
+        assert_agree("ring score", got.as_slice().unwrap(), &want, 0.0)?;
+    }
+
+    /// Tweedie's formula for every mixture, noise level and point: the posterior mean E[x | x̃],
+    /// computed from the components' Gaussian posteriors, is x̃ + σ²∇log q_σ(x̃), computed from
+    /// the perturbed mixture's score. (`tweedie_formula_gives_the_posterior_mean` checks the same
+    /// against Monte Carlo on one mixture.)
+    #[test]
+    fn tweedie_holds_for_every_mixture((p, x, _) in mixture_case(), sigma in 0.01f64..3.0) {
+        let s = p.perturbed(sigma).score(x.view());
+        let want: Vec<f64> = x
+            .iter()
+            .zip(s.iter())
+            .map(|(&xt, &s)| xt as f64 + sigma * sigma * s as f64)
+            .collect();
+        // One side is x̃ + σ²s with s rounded to f32 on the way: its error u·σ²|s| is not
+        // always covered by |x̃ + σ²s| (x̃ and σ²s may cancel), so σ²|s| joins the allowance.
+        let got = p.posterior_mean(x.view(), sigma);
+        for (i, ((&g, &w), &s)) in got.iter().zip(&want).zip(s.iter()).enumerate() {
+            prop_assert!(
+                agree(g as f64, w, sigma * sigma * (s as f64).abs()),
+                "posterior mean: element {}: {} vs {}", i, g, w
+            );
+        }
+    }
+
+    /// Slicing along the scaled coordinate axes is exact score matching. With each row of x
+    /// repeated D times against the directions √D·e₁ … √D·e_D (a set with E[vvᵀ] = I, and points
+    /// of the sphere projection), the sliced trace vᵀ∇s v = D·∂ᵢsᵢ averages to tr ∇s over the
+    /// copies, SSM's ½(vᵀs)² = ½D·sᵢ² to ½‖s‖², and SSM-VR's ½‖s‖² is already that: both sliced
+    /// losses equal ESM with no expectation left. Checked on random networks
+    /// s(x) = k·net(x) − a ⊙ x (the pull a, unequal across axes, gives the trace a size of its
+    /// own). The two sides add the same terms in different orders through different graphs: f32
+    /// rounding of sums of ≤ 24 products per layer over three layers, ≲ 10⁻⁵ of the terms' size
+    /// m = mean(|tr ∇s| + ½‖s‖²). The check allows 10⁻⁴·(1 + m); a missing ½, a trace scaled by
+    /// √D instead of D, or a trace dropped is off by a fraction of m itself.
+    #[test]
+    fn sliced_matching_along_the_scaled_axes_is_exact_score_matching(
+        d in 1usize..=4,
+        n in 1usize..=5,
+        hidden in 4usize..=24,
+        seed in any::<u64>(),
+        k in -2.0f32..2.0,
+        pull in 0.0f32..1.0,
+    ) {
+        let store = ParamStore::new();
+        let net = ScoreMlp::new(&store.root(), d, hidden, &mut rng(seed));
+        let a = Tensor::from_vec((1..=d).map(|i| pull * i as f32 / d as f32).collect(), &[1, d]);
+        let score = |x: &Tensor| net.forward(x).mul_scalar(k).sub(&x.mul(&a));
+        let x = Tensor::uniform(&[n, d], -2.0, 2.0, &mut rng(seed ^ 1));
+        let esm = esm_loss(score, &x).item() as f64;
+        let trace = per_sample_trace(&score, &x);
+        let s = rows(&no_grad(|| score(&x)));
+        let m = trace.iter().zip(&s).map(|(t, s)| t.abs() + 0.5 * dot(s, s)).sum::<f64>()
+            / n as f64;
+        let (xr, v) = scaled_axes(&x);
+        for vr in [false, true] {
+            let sliced = sliced_score_matching(score, &xr, &v, vr).loss.item() as f64;
+            prop_assert!(
+                (sliced - esm).abs() <= 1e-4 * (1.0 + m),
+                "{}: {} vs ESM {} (terms of size {})",
+                if vr { "SSM-VR" } else { "SSM" }, sliced, esm, m
+            );
+        }
+    }
 }
