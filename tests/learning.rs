@@ -2,6 +2,8 @@
 //! they learn. Each run is seeded, so it gives the same bits every time; the tolerances are margins
 //! over the measured error, and well under the error of a network that learned something else.
 
+mod common;
+
 use ncsn::nn::{Module, ParamStore};
 use ncsn::optim::{Adam, AdamConfig};
 use ncsn::score::{
@@ -33,11 +35,7 @@ fn worst_gap(net: &ScoreMlp, want: &GaussianMixture, t: &[f32]) -> f32 {
     let learned = no_grad(|| net.forward(&Tensor::from_vec(t.to_vec(), &[t.len(), 1]))).to_vec();
     let points = Array2::from_shape_vec((t.len(), 1), t.to_vec()).unwrap();
     let exact = want.score(points.view());
-    learned
-        .iter()
-        .zip(exact.iter())
-        .map(|(l, e)| (l - e).abs())
-        .fold(0.0, f32::max)
+    common::worst(learned.iter().zip(exact.iter()).map(|(l, e)| (l - e).abs()))
 }
 
 /// Denoising score matching on data at ±2 (equal weights) with σ = 1 learns the score of the
@@ -167,12 +165,12 @@ fn annealed_dsm_learns_every_level() {
             no_grad(|| net.forward_level(&Tensor::from_vec(t.clone(), &[t.len(), 1]), i)).to_vec();
         let exact = two_points_perturbed(sigma as f64).score(points.view());
         let near_data = |t: f32| (t - 2.0).abs().min((t + 2.0).abs()) <= 2.0 * sigma;
-        let gap = t
-            .iter()
-            .zip(learned.iter().zip(exact.iter()))
-            .filter(|(t, _)| near_data(**t))
-            .map(|(_, (l, e))| (l - e).abs() * sigma)
-            .fold(0.0, f32::max);
+        let gap = common::worst(
+            t.iter()
+                .zip(learned.iter().zip(exact.iter()))
+                .filter(|(t, _)| near_data(**t))
+                .map(|(_, (l, e))| (l - e).abs() * sigma),
+        );
         assert!(
             gap < 0.25,
             "level {i} (σ = {sigma}): gap {gap} in units of 1/σ"

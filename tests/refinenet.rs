@@ -189,11 +189,7 @@ fn compare_with_pytorch(config: RefineNetConfig, file: &str) {
         assert_eq!(got.shape(), want.shape(), "{name}: shape");
         let (g, w) = (got.to_vec(), want.to_vec());
         let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let worst = g
-            .iter()
-            .zip(&w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = common::worst(g.iter().zip(&w).map(|(a, b)| (a - b).abs()));
         assert!(
             worst <= 5e-4 * scale,
             "{name}: max |Δ| {worst} vs scale {scale}"

@@ -620,7 +620,7 @@ fn mlp_training_steps_match_cpu() {
     let (ct, cm) = cadam.state_dict();
     assert_eq!(dm, cm);
     for ((n, a), (_, b)) in dt.iter().zip(&ct) {
-        let diff = (a - b).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
+        let diff = common::worst((a - b).iter().map(|v| v.abs()));
         assert!(diff <= 1e-5, "{n}: moments differ by {diff}");
     }
 }
@@ -702,7 +702,7 @@ fn amsgrad_on_the_device_matches_cpu_and_copies_only_the_batch() {
     assert_eq!(names(&dt), names(&ct));
     assert!(names(&dt).iter().any(|n| n.ends_with(".max_exp_avg_sq")));
     for ((n, a), (_, b)) in dt.iter().zip(&ct) {
-        let diff = (a - b).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
+        let diff = common::worst((a - b).iter().map(|v| v.abs()));
         assert!(diff <= 1e-5, "{n}: optimizer state differs by {diff}");
     }
 }
@@ -751,7 +751,7 @@ fn ema_on_the_device_matches_cpu_and_copies_nothing() {
         cema.update();
     }
     for ((name, a), (_, b)) in dema.shadow().iter().zip(cema.shadow()) {
-        let diff = (a - &b).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
+        let diff = common::worst((a - &b).iter().map(|v| v.abs()));
         assert!(diff <= 1e-5, "{name}: averages differ by {diff}");
     }
     let before = ctx.transfers();

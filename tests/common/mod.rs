@@ -264,6 +264,15 @@ pub fn cin_plus_derivatives(
     [y.detach(), dx, de, hx, he]
 }
 
+/// The largest of some errors |a − b| (0 for none), and NaN if any is NaN. `f32::max`, and so a
+/// `fold` with it, drops a NaN: a run whose outputs had all gone NaN would report a largest error
+/// of 0 and pass.
+pub fn worst(errors: impl IntoIterator<Item = f32>) -> f32 {
+    errors
+        .into_iter()
+        .fold(0.0, |m, e| if e > m || e.is_nan() { e } else { m })
+}
+
 /// Asserts equal shapes and |got − want| ≤ tol·(1 + |want|) elementwise, naming the first
 /// element that is not; an infinite `want` is met only by the same infinity.
 pub fn assert_within(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
