@@ -279,6 +279,7 @@ fn same_convolutions_at_tile_edges() {
             ("input grad", g.conv2d_input_grad(&wt, cfg, (h, w)), dx),
             ("weight grad", x.conv2d_weight_grad(&g, cfg, (k, k)), dw),
         ] {
+            assert_eq!(got.numel(), want.len(), "{name}: element count");
             for (i, (a, (v, s))) in got.to_vec().into_iter().zip(want).enumerate() {
                 assert!(
                     (a as f64 - v).abs() <= 2e-5 * s + 1e-6,

@@ -268,6 +268,11 @@ fn each_test_loss_is_a_fresh_draw_and_its_frequency_changes_nothing_else() {
         losses.iter().map(|&(s, _)| s).collect::<Vec<_>>(),
         [2, 4, 6, 8]
     );
+    // Finite first: NaN ≠ NaN, so losses that had all gone NaN would pass the test below.
+    assert!(
+        losses.iter().all(|l| l.1.is_finite()),
+        "test losses: {losses:?}"
+    );
     for (i, a) in losses.iter().enumerate() {
         for b in &losses[i + 1..] {
             assert_ne!(
