@@ -630,6 +630,9 @@ fn image_folder_refuses_strips_and_huge_pictures_naming_them() {
 /// An output size whose dataset cannot be held in memory is an error, not an aborted process:
 /// 3 × (2³² − 1)² bytes overflow a 64-bit size, and (2³² − 1)² bytes are more than any
 /// allocation may be (isize::MAX), so both fail on every machine before a picture is decoded.
+/// Those two would fail even if the product wrapped around, since what it wraps to is still too
+/// much; four grey pictures of 2³¹ × 2³¹ are 2⁶⁴ bytes, which wraps to 0, a size any allocator
+/// grants, so only a checked product refuses them.
 #[test]
 fn image_folder_refuses_a_size_that_cannot_fit_in_memory() {
     let dir = TempDir::new("folder-size");
@@ -642,6 +645,18 @@ fn image_folder_refuses_a_size_that_cannot_fit_in_memory() {
             "{msg}"
         );
     }
+    let four = TempDir::new("folder-size-four");
+    for name in ["a.png", "b.png", "c.png", "d.png"] {
+        write_png_rgb(&four.path(name), 2, 2, |_, _| [1, 2, 3]);
+    }
+    let size = 1u32 << 31;
+    let msg = image_folder::load(&four.0, size, ColorMode::Grey)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("4 pictures") && msg.contains("do not fit in memory"),
+        "{msg}"
+    );
     // The same folder at a sensible size loads.
     assert_eq!(
         image_folder::load(&dir.0, 2, ColorMode::Rgb)
@@ -1296,6 +1311,13 @@ fn checkpoint_flipped_header_bytes_are_refused() {
         b'g',
         &["ncsn.crc32", "not a CRC-32"],
     );
+    // A leading '+', which `u32::from_str_radix` would read as a sign: still not 8 hex digits.
+    refused(
+        "plus.safetensors",
+        value,
+        b'+',
+        &["ncsn.crc32", "not a CRC-32"],
+    );
     // In the checksum's key: the file is marked as written here, so a missing checksum is damage.
     let key = head.find("\"ncsn.crc32\"").unwrap() + 1;
     let damaged = [
@@ -1558,7 +1580,7 @@ fn png_grids_are_written_and_clamped() {
     let two = Array4::<f32>::zeros((2, 2, 2, 2));
     assert_invalid(
         io::save_grid(&path, two.view(), 2).unwrap_err(),
-        &["grid.png", "2"],
+        &["grid.png", "the picture has 2"],
     );
     let none = Array4::<f32>::zeros((0, 3, 2, 2));
     assert_invalid(

@@ -17,6 +17,21 @@ fn cpu_is_the_default_and_vulkan_names_the_missing_feature() {
         Err(Error::Device(msg)) => assert!(msg.contains("--features vulkan"), "{msg}"),
         other => panic!("expected a device error, got {other:?}"),
     }
+    // From the command line, in both spellings: the value is read, not replaced by the default
+    // (which is what `--device cpu` alone could not tell apart).
+    for args in [
+        vec!["prog", "--device", "vulkan"],
+        vec!["prog", "--device=vulkan"],
+    ] {
+        match Device::from_args(args.iter().map(|a| a.to_string())) {
+            Err(Error::Device(msg)) => assert!(msg.contains("--features vulkan"), "{msg}"),
+            other => panic!("{args:?}: expected a device error, got {other:?}"),
+        }
+    }
+    match Device::from_args(["prog", "--device=gpu"].map(String::from)) {
+        Err(Error::Invalid(msg)) => assert!(msg.contains("gpu"), "{msg}"),
+        other => panic!("--device=gpu: expected an invalid-argument error, got {other:?}"),
+    }
     // A malformed command line is the caller's fault, not the device's.
     match Device::from_args(["--device".to_string()]) {
         Err(Error::Invalid(msg)) => assert!(msg.contains("needs a value"), "{msg}"),

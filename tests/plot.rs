@@ -171,6 +171,18 @@ fn heatmap_quiver_scatter_write_valid_svg_with_text() {
     )
     .unwrap();
     check_svg(&out("quiver_nan.svg"));
+    // The one finite non-zero vector is drawn (a shaft and a head, two polylines more than the
+    // all-zero field), and the NaN one is not: an arrow from NaN would be a stray polyline.
+    let polylines = |name: &str| {
+        std::fs::read_to_string(out(name))
+            .unwrap()
+            .matches("<polyline")
+            .count()
+    };
+    assert_eq!(
+        polylines("quiver_nan.svg"),
+        polylines("quiver_zero.svg") + 2
+    );
 
     let x = p.sample(300, &mut ChaCha8Rng::seed_from_u64(0));
     let path = out("scatter.svg");

@@ -179,6 +179,23 @@ struct ConvCase {
     p: Conv2dParams,
 }
 
+/// The output size, by PyTorch's formula ⌊(h + 2p − d(k − 1) − 1)/s⌋ + 1 per axis, written out
+/// here rather than taken from `Conv2dParams::out_hw`, so that a fault there (an axis swapped, the
+/// dilation left out) cannot pass into the expected shapes; the library's own answer is held to
+/// it.
+fn out_hw(c: &ConvCase) -> (usize, usize) {
+    let axis = |size: usize, k: usize, s: usize, p: usize, d: usize| {
+        (size + 2 * p - d * (k - 1) - 1) / s + 1
+    };
+    let (p, k) = (&c.p, c.k);
+    let want = (
+        axis(c.h, k.0, p.stride.0, p.padding.0, p.dilation.0),
+        axis(c.w, k.1, p.stride.1, p.padding.1, p.dilation.1),
+    );
+    assert_eq!(p.out_hw((c.h, c.w), k), want, "Conv2dParams::out_hw");
+    want
+}
+
 /// The input pixel tap (ki, kj) of output (oh, ow) reads, if inside the image.
 fn tap(c: &ConvCase, oh: usize, ow: usize, ki: usize, kj: usize) -> Option<(usize, usize)> {
     let ih = (oh * c.p.stride.0 + ki * c.p.dilation.0) as isize - c.p.padding.0 as isize;
@@ -190,7 +207,7 @@ fn tap(c: &ConvCase, oh: usize, ow: usize, ki: usize, kj: usize) -> Option<(usiz
 /// Direct 7-loop convolution in f64; calls `f(n, co, oh, ow, ci, ki, kj, ih, iw)` for each
 /// in-bounds tap. The three references below are this loop with different accumulators.
 fn for_each_tap(c: &ConvCase, mut f: impl FnMut([usize; 9])) {
-    let (ho, wo) = c.p.out_hw((c.h, c.w), c.k);
+    let (ho, wo) = out_hw(c);
     for n in 0..c.n {
         for co in 0..c.cout {
             for oh in 0..ho {
@@ -245,7 +262,7 @@ fn conv_cases() -> Vec<ConvCase> {
 #[test]
 fn conv2d_forward_matches_direct_loop() {
     for (ci, c) in conv_cases().iter().enumerate() {
-        let (ho, wo) = c.p.out_hw((c.h, c.w), c.k);
+        let (ho, wo) = out_hw(c);
         let x = random(c.n * c.cin * c.h * c.w, -1.0, 1.0, 10 + ci as u64);
         let wt = random(c.cout * c.cin * c.k.0 * c.k.1, -1.0, 1.0, 20 + ci as u64);
         let bias = random(c.cout, -1.0, 1.0, 30 + ci as u64);
@@ -288,7 +305,7 @@ fn conv2d_forward_matches_direct_loop() {
 #[test]
 fn conv2d_input_grad_matches_direct_loop() {
     for (ci, c) in conv_cases().iter().enumerate() {
-        let (ho, wo) = c.p.out_hw((c.h, c.w), c.k);
+        let (ho, wo) = out_hw(c);
         let dy = random(c.n * c.cout * ho * wo, -1.0, 1.0, 40 + ci as u64);
         let wt = random(c.cout * c.cin * c.k.0 * c.k.1, -1.0, 1.0, 50 + ci as u64);
         let ddy = up(&dy, &[c.n, c.cout, ho, wo]);
@@ -318,7 +335,7 @@ fn conv2d_input_grad_matches_direct_loop() {
 #[test]
 fn conv2d_weight_and_bias_grad_match_direct_loop() {
     for (ci, c) in conv_cases().iter().enumerate() {
-        let (ho, wo) = c.p.out_hw((c.h, c.w), c.k);
+        let (ho, wo) = out_hw(c);
         let x = random(c.n * c.cin * c.h * c.w, -1.0, 1.0, 60 + ci as u64);
         let dy = random(c.n * c.cout * ho * wo, -1.0, 1.0, 70 + ci as u64);
         let dx = up(&x, &[c.n, c.cin, c.h, c.w]);
