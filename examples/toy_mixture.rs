@@ -632,16 +632,15 @@ fn run(args: Args) -> ncsn::Result<()> {
         },
         "total_seconds": total,
     });
-    let path = results_path;
     ncsn::io::write_atomic(
-        &path,
+        &results_path,
         serde_json::to_string_pretty(&results)
             .expect("json")
             .as_bytes(),
     )?;
     table.push_str(&format!(
         "\nwrote {} and figures to {}\n",
-        path.display(),
+        results_path.display(),
         out.display()
     ));
     ncsn::io::print_stdout(&table)

@@ -15,17 +15,16 @@ layout(push_constant) uniform Params {
     float p;    // the scalar of the scalar ops, alpha of elu
 } pc;
 
+#define NAN uintBitsToFloat(0x7fc00000u)
+#define INF uintBitsToFloat(0x7f800000u)
+
 // x^p with C's `powf` rules where GLSL's pow leaves the result undefined (x < 0, x = 0 with
 // p <= 0, infinite or NaN x or p): x^0 = 1 and 1^p = 1 for any p, NaN otherwise stays NaN,
 // (-1)^±inf = 1; ±0 and ±inf by the sign and parity of p
 // (an odd integer p keeps the sign of x); a negative base with an integer p gives ±|x|^p and any
 // other p gives NaN.
-#define NAN uintBitsToFloat(0x7fc00000u)
-#define INF uintBitsToFloat(0x7f800000u)
-
 float powf(float v) {
     const float p = pc.p;
-    const float nan = NAN, inf = INF;
     if (p == 0.0 || v == 1.0) return 1.0;                       // also for a NaN p
     if (isnan(p)) return p;
     if (isnan(v)) return v;
@@ -34,11 +33,11 @@ float powf(float v) {
     const bool negative = floatBitsToUint(v) >> 31 != 0u;          // also for -0
     if (v == 0.0 || isinf(v)) {
         // |x|^p is 0 or inf: inf for 0 with p < 0 and for inf with p > 0.
-        const float m = (v == 0.0) == (p < 0.0) ? inf : 0.0;
+        const float m = (v == 0.0) == (p < 0.0) ? INF : 0.0;
         return odd && negative ? -m : m;
     }
     if (v > 0.0) return pow(v, p);
-    if (floor(p) != p) return nan;
+    if (floor(p) != p) return NAN;
     const float m = pow(-v, p);
     return odd ? -m : m;
 }
