@@ -181,7 +181,7 @@ fn evaluate_dsm_averages_over_pictures() {
     m.b.set_data(Tensor::zeros(m.b.shape()).storage());
     let images = Array4::from_shape_fn((12, 1, 6, 6), |(i, ..)| if i < 8 { 0u8 } else { 255 });
     let data = Dataset::new(images, None).unwrap();
-    let loss = run::evaluate_dsm(&m, &data, &config, 10) as f64;
+    let loss = run::evaluate_dsm(&m, &data, &config, 10).unwrap() as f64;
     let expected_loss = |v: f64| 18.0 * ((v + 0.5).powi(2) + 1.0 / 12.0) / 65536.0;
     let (black, white) = (expected_loss(0.0), expected_loss(255.0));
     let want = (8.0 * black + 2.0 * white) / 10.0;
@@ -191,6 +191,62 @@ fn evaluate_dsm_averages_over_pictures() {
          means would be {}; without the ragged batch, {black})",
         (2.0 * black + white) / 3.0
     );
+}
+
+/// An empty test set is refused, not averaged into NaN (train's log) or 0 (`evaluate_dsm`'s mean
+/// over nothing, which would read as a perfect model). `train` refuses before it touches the
+/// network or the run directory; with `test_every` 0 the test set is never read, and an empty one
+/// trains as no test set does.
+#[test]
+fn an_empty_test_set_is_refused_not_averaged() {
+    let config = tiny_config(2, 2);
+    let m = net(3);
+    let train_set = tiny_dataset(8, 1, 6, 1);
+    let empty = Dataset::new(Array4::zeros((0, 1, 6, 6)), None).unwrap();
+
+    let err = run::evaluate_dsm(&m, &empty, &config, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no picture to evaluate"), "{err}");
+    let err = run::evaluate_dsm(&m, &train_set, &config, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no picture to evaluate"), "{err}");
+
+    let tmp = TempDir::new("empty-test-set");
+    let dir = RunDir::create(tmp.path()).unwrap();
+    let before = params_bits(&m.store);
+    let err = run::train(
+        &m,
+        &train_set,
+        Some(&empty),
+        Transform::mnist(),
+        &config,
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("the test set is empty"), "{err}");
+    assert_eq!(params_bits(&m.store), before);
+    assert!(!dir.checkpoint().exists() && !dir.loss_csv().exists());
+
+    let never_tested = RunConfig {
+        test_every: 0,
+        ..config
+    };
+    let report = run::train(
+        &m,
+        &train_set,
+        Some(&empty),
+        Transform::mnist(),
+        &never_tested,
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.log.len(), 2);
+    assert!(report.log.iter().all(|r| r.test_loss.is_none()));
 }
 
 /// A run's random streams are distinct: the first 256 bits of every pair of streams differ, for

@@ -665,7 +665,7 @@ pub fn run<M: ScoreNet>(
     if trains {
         let t = Instant::now();
         let n = test_set.len().min(500);
-        let loss = evaluate_dsm(&model, &test_set, &config, n);
+        let loss = evaluate_dsm(&model, &test_set, &config, n)?;
         results.test_dsm_loss = Some(loss);
         results.test_images = Some(n);
         results.timings.test_loss_s = Some(t.elapsed().as_secs_f64());

@@ -552,16 +552,25 @@ fn test_loss(
 
 /// The annealed DSM loss averaged over (up to) `max_images` pictures of `data` in order, in batches
 /// of the training size, dequantised, without gradients, with a fixed seed: the number `results.json`
-/// reports as the test loss.
+/// reports as the test loss. Fails when that leaves no picture (an average over nothing is no loss)
+/// or the batch size is 0.
 pub fn evaluate_dsm(
     model: &impl ScoreNet,
     data: &Dataset,
     config: &RunConfig,
     max_images: usize,
-) -> f32 {
-    assert!(config.batch_size > 0, "evaluate_dsm: a batch size of 0");
-    let sigmas = config.sigmas();
+) -> Result<f32> {
+    if config.batch_size == 0 {
+        return Err(Error::Invalid("evaluate_dsm: the batch size is 0".into()));
+    }
     let n = data.len().min(max_images);
+    if n == 0 {
+        return Err(Error::Invalid(format!(
+            "evaluate_dsm: no picture to evaluate ({} in the set, at most {max_images} asked for)",
+            data.len()
+        )));
+    }
+    let sigmas = config.sigmas();
     let mut rng = stream_rng(config.seed, Stream::Test);
     let mut total = 0.0f64;
     let mut start = 0;
@@ -584,7 +593,7 @@ pub fn evaluate_dsm(
         total += loss as f64 * (end - start) as f64;
         start = end;
     }
-    (total / n.max(1) as f64) as f32
+    Ok((total / n as f64) as f32)
 }
 
 // ANCHOR: train
@@ -593,8 +602,9 @@ pub fn evaluate_dsm(
 ///
 /// `transform` is what each batch goes through (the reference: dequantisation, plus flips for
 /// CIFAR-10). `test_set`, if given, is where the test loss is taken every `config.test_every`
-/// steps. Fails on an unreadable or mismatched checkpoint, a failed write, or a loss that is not
-/// finite (the last good checkpoint is kept).
+/// steps. Fails on an empty training set, an empty test set that is to be evaluated, an unreadable
+/// or mismatched checkpoint, a failed write, or a loss that is not finite (the last good checkpoint
+/// is kept).
 pub fn train(
     model: &impl ScoreNet,
     train_set: &Dataset,
@@ -604,6 +614,16 @@ pub fn train(
     run: &RunDir,
     options: TrainOptions,
 ) -> Result<TrainReport> {
+    if let Some(t) = test_set
+        && t.is_empty()
+        && config.test_every > 0
+    {
+        // Its loss would be a mean over nothing: NaN in the log, every `test_every` steps.
+        return Err(Error::Invalid(format!(
+            "the test set is empty, and test_every is {}: pass a test set with pictures, or none",
+            config.test_every
+        )));
+    }
     let sigmas = config.sigmas();
     let store = model.params();
     let mut adam = Adam::new(
