@@ -10,6 +10,8 @@ layout(std430, set = 0, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, set = 0, binding = 1) readonly buffer BufB { float b[]; };
 layout(std430, set = 0, binding = 2) writeonly buffer BufZ { float z[]; };
 
+#include "powf.glsl"
+
 // ANCHOR: broadcast
 #define RANK 6
 layout(push_constant) uniform Params {
@@ -42,7 +44,7 @@ void main() {
         // GLSL leaves max and min of a NaN undefined; these pass a NaN on, as torch.maximum does.
         case 4:  r = (v > u || isnan(v)) ? v : u; break;
         case 5:  r = (v < u || isnan(v)) ? v : u; break;
-        case 6:  r = pow(u, v); break;
+        case 6:  r = powf(u, v); break;    // C's rules for any sign of u
         // Comparisons give 1.0 where true, 0.0 elsewhere (masks for where_ and VJPs).
         case 7:  r = u > v ? 1.0 : 0.0; break;
         case 8:  r = u >= v ? 1.0 : 0.0; break;

@@ -15,32 +15,7 @@ layout(push_constant) uniform Params {
     float p;    // the scalar of the scalar ops, alpha of elu
 } pc;
 
-#define NAN uintBitsToFloat(0x7fc00000u)
-#define INF uintBitsToFloat(0x7f800000u)
-
-// x^p with C's `powf` rules where GLSL's pow leaves the result undefined (x < 0, x = 0 with
-// p <= 0, infinite or NaN x or p): x^0 = 1 and 1^p = 1 for any p, NaN otherwise stays NaN,
-// (-1)^±inf = 1; ±0 and ±inf by the sign and parity of p
-// (an odd integer p keeps the sign of x); a negative base with an integer p gives ±|x|^p and any
-// other p gives NaN.
-float powf(float v) {
-    const float p = pc.p;
-    if (p == 0.0 || v == 1.0) return 1.0;                       // also for a NaN p
-    if (isnan(p)) return p;
-    if (isnan(v)) return v;
-    if (isinf(p) && abs(v) == 1.0) return 1.0;                  // (-1)^±inf = 1
-    const bool odd = floor(p) == p && mod(p, 2.0) == 1.0;
-    const bool negative = floatBitsToUint(v) >> 31 != 0u;          // also for -0
-    if (v == 0.0 || isinf(v)) {
-        // |x|^p is 0 or inf: inf for 0 with p < 0 and for inf with p > 0.
-        const float m = (v == 0.0) == (p < 0.0) ? INF : 0.0;
-        return odd && negative ? -m : m;
-    }
-    if (v > 0.0) return pow(v, p);
-    if (floor(p) != p) return NAN;
-    const float m = pow(-v, p);
-    return odd ? -m : m;
-}
+#include "powf.glsl"
 
 // e^v − 1 without the cancellation of exp(v) − 1 just below 0 (there, 1.4e-3 relative at
 // v = −1e-5 even with a correctly rounded exp): the Taylor series to v⁷ for |v| < 0.35, as
@@ -86,9 +61,8 @@ float apply(float v) {
     case 13: return cos(v);
     case 14: return v + pc.p;
     case 15: return v * pc.p;
-    case 16: return pow(v, pc.p);                                    // v >= 0 only (GLSL pow)
     case 17: return v > 0.0 ? v : pc.p * v;                          // leaky relu
-    case 18: return powf(v);                                         // x^p for any sign of x
+    case 18: return powf(v, pc.p);                                   // x^p for any sign of x
     case 19: return v / pc.p;
     default: return v;
     }

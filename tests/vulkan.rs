@@ -56,13 +56,20 @@ fn down(b: &DeviceBuffer) -> Vec<f32> {
     ctx().download(b).unwrap()
 }
 
-/// Asserts `|got − want| ≤ tol` elementwise, naming the first failure.
+/// Asserts `|got − want| ≤ tol` elementwise, naming the first failure. NaN is met only by NaN and
+/// an infinity only by the same infinity (a tolerance relative to an infinite `want` would be
+/// infinite, and pass any number).
 fn assert_close(what: &str, got: &[f32], want: &[f64], tol: impl Fn(usize) -> f64) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let t = tol(i);
+        let ok = if w.is_nan() || w.is_infinite() {
+            g as f64 == w || (g.is_nan() && w.is_nan())
+        } else {
+            (g as f64 - w).abs() <= t
+        };
         assert!(
-            (g as f64 - w).abs() <= t || (g.is_nan() && w.is_nan()),
+            ok,
             "{what}: element {i}: got {g}, want {w}, |diff| {} > tol {t}",
             (g as f64 - w).abs()
         );
@@ -478,7 +485,7 @@ fn unary_ops_match_cpu() {
             derived,
         ),
         (
-            UnaryOp::PowScalar(1.7),
+            UnaryOp::Powf(1.7),
             0.0,
             4.0,
             |x| x.powf(1.7f32 as f64),
@@ -585,6 +592,56 @@ fn binary_ops_broadcast_like_numpy() {
             }
         }
     }
+}
+
+/// `BinaryOp::Pow` follows C's `powf` (Rust's `f32::powf`) for every pair of operands, as the
+/// scalar power does (both call `shaders/powf.glsl`): a negative base keeps its sign under an odd
+/// integer power and gives NaN under a non-integer one, and zeros, infinities and NaN go by C's
+/// table (0⁻¹ = ∞, (−∞)³ = −∞, 1^NaN = 1, (−1)^±∞ = 1). GLSL's own `pow` is undefined for all of
+/// these. Every base against every power, as a 16 × 12 outer product through broadcasting.
+/// Tolerance: finite results as the unary test's derived bound (pow is exp2(y·log2 x) in Vulkan);
+/// NaN, ±∞ and the sign of a zero exactly. The plain kernels promise nothing of NaN, ±∞ and −0,
+/// so there only the pairs with finite operands and a finite result are held to it, and a zero
+/// by its value.
+#[test]
+fn binary_pow_follows_c_for_every_sign() {
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    let bases = [
+        -100.0, -3.5, -2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 100.0, nan, inf, -inf, 3.0, -7.25,
+    ];
+    let powers = [
+        2.0, 3.0, -1.0, -2.0, 0.5, -0.5, 1.5, 0.0, 7.0, nan, inf, -inf,
+    ];
+    let z = ctx()
+        .run(|r| r.binary(BinaryOp::Pow, &up(&bases, &[16, 1]), &up(&powers, &[1, 12])))
+        .unwrap();
+    assert_eq!(z.shape(), [16, 12]);
+    let got = down(&z);
+    let (mut held, mut got_kept, mut want) = (0, Vec::new(), Vec::new());
+    for (i, &g) in got.iter().enumerate() {
+        let (x, p) = (bases[i / 12], powers[i % 12]);
+        let w = x.powf(p);
+        if !ctx().preserves_nan() && !(x.is_finite() && p.is_finite() && w.is_finite()) {
+            continue;
+        }
+        held += 1;
+        got_kept.push(g);
+        // f64 for the finite value; the f32 result itself for NaN, ±∞ and the sign of ±0.
+        want.push(if w.is_finite() {
+            (x as f64).powf(p as f64)
+        } else {
+            w as f64
+        });
+        if w == 0.0 && ctx().preserves_nan() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{x}^{p}: got {g}, want {w} (the sign of 0)"
+            );
+        }
+    }
+    assert!(held >= 90, "only {held} pairs held to the CPU");
+    assert_close("pow", &got_kept, &want, |i| 1e-5 * want[i].abs() + 2e-6);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -129,8 +129,6 @@ pub enum UnaryOp {
     MulScalar(f32),
     /// `x / c` (GLSL's division: within 2.5 ulp by the Vulkan spec, not correctly rounded)
     DivScalar(f32),
-    /// `x^c` for `x ≥ 0` (GLSL's `pow` is undefined for negative bases).
-    PowScalar(f32),
     /// `x` for `x > 0`, else `slope · x`.
     LeakyRelu(f32),
     /// `x^c` with C's `powf` rules for a negative base: `±|x|^c` for an integer `c` (negative
@@ -158,7 +156,6 @@ impl UnaryOp {
             UnaryOp::Cos => (13, 0.0),
             UnaryOp::AddScalar(c) => (14, c),
             UnaryOp::MulScalar(c) => (15, c),
-            UnaryOp::PowScalar(c) => (16, c),
             UnaryOp::LeakyRelu(slope) => (17, slope),
             UnaryOp::Powf(c) => (18, c),
             UnaryOp::DivScalar(c) => (19, c),
@@ -183,7 +180,7 @@ pub enum BinaryOp {
     Max,
     /// `min(a, b)` (NaN as for `Max`).
     Min,
-    /// `a^b` for `a ≥ 0`.
+    /// `a^b` with C's `powf` rules for every `a` and `b`, as [`UnaryOp::Powf`] for each pair.
     Pow,
     /// `1.0` where `a > b`, else `0.0`.
     Gt,
