@@ -203,6 +203,7 @@ fn compare_with_pytorch(config: RefineNetConfig, file: &str) {
     inputs.extend(named.iter().map(|(_, t)| t.clone()));
     let refs: Vec<&Tensor> = inputs.iter().collect();
     let grads = ncsn::grad(&[&loss], &refs, false);
+    assert_eq!(grads.len(), refs.len(), "one gradient per input");
     close("∂/∂x", &grads[0], &get("grad.x"));
     for ((name, _), g) in named.iter().zip(&grads[1..]) {
         close(&format!("∂/∂{name}"), g, &get(&format!("grad.{name}")));
@@ -259,6 +260,7 @@ fn cond_instance_norm_plus_hand_computed() {
     for v in [0.0, 0.0, 2.0, 2.0] {
         want.push(3.0 * ((v - 1.0) / (1.0 + eps).sqrt() + m) - 0.2);
     }
+    assert_eq!(out.len(), want.len(), "{out:?} vs {want:?}");
     for (a, b) in out.iter().zip(&want) {
         // f32 evaluation of O(1) quantities: a few ulps, 1e-5 absolute.
         assert!((*a as f64 - b).abs() < 1e-5, "{out:?} vs {want:?}");

@@ -432,9 +432,10 @@ fn theta_gradients_of_the_losses_include_the_trace_terms() {
     ];
     for ((what, loss), (da, db)) in losses.iter().zip(&want) {
         let g = grad(&[loss], &[&a_t, &b_t], false);
-        let wanted = da.iter().flatten().chain(db);
-        let got = g[0].to_vec().into_iter().chain(g[1].to_vec());
-        for (k, (g, w)) in got.zip(wanted).enumerate() {
+        let wanted: Vec<f64> = da.iter().flatten().chain(db).copied().collect();
+        let got: Vec<f32> = g[0].to_vec().into_iter().chain(g[1].to_vec()).collect();
+        assert_eq!(got.len(), wanted.len(), "{what}: entries of (∂/∂A, ∂/∂b)");
+        for (k, (&g, &w)) in got.iter().zip(&wanted).enumerate() {
             assert!(
                 (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
                 "{what}: entry {k} of (∂/∂A, ∂/∂b): {g} vs {w}"
@@ -597,6 +598,11 @@ fn tweedie_formula_gives_the_posterior_mean() {
         let q = p.perturbed(sigma);
         let t = &x_tilde + &(q.score(x_tilde.view()) * (sigma * sigma) as f32);
         let post = p.posterior_mean(x_tilde.view(), sigma);
+        assert_eq!(
+            t.shape(),
+            post.shape(),
+            "Tweedie's shape vs the posterior mean's"
+        );
         for (a, b) in t.iter().zip(post.iter()) {
             assert!((a - b).abs() <= 1e-3, "Tweedie {a} vs posterior mean {b}");
         }
@@ -1165,6 +1171,7 @@ proptest! {
         // One side is x̃ + σ²s with s rounded to f32 on the way: its error u·σ²|s| is not
         // always covered by |x̃ + σ²s| (x̃ and σ²s may cancel), so σ²|s| joins the allowance.
         let got = p.posterior_mean(x.view(), sigma);
+        prop_assert_eq!(got.len(), want.len());
         for (i, ((&g, &w), &s)) in got.iter().zip(&want).zip(s.iter()).enumerate() {
             prop_assert!(
                 agree(g as f64, w, sigma * sigma * (s as f64).abs()),
