@@ -106,9 +106,11 @@ fn sliced_and_exact_score_matching_learn_the_data_score() {
     // The named wrong answer, the score of the data with extra noise 0.35, is far off on the grid.
     let blurred = GaussianMixture::new(&[0.2, 0.8], means, &[(0.25f64 + 0.35 * 0.35).sqrt(); 2]);
     let points = Array2::from_shape_vec((t.len(), 1), t.clone()).unwrap();
-    let wrong = (p.score(points.view()) - blurred.score(points.view()))
-        .iter()
-        .fold(0.0f32, |m, g| m.max(g.abs()));
+    let wrong = common::worst(
+        (p.score(points.view()) - blurred.score(points.view()))
+            .iter()
+            .map(|g| g.abs()),
+    );
     assert!(
         (wrong - 1.315).abs() < 0.01 && wrong > tolerance,
         "the blurred score is {wrong} from the data's"
