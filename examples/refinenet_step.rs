@@ -101,28 +101,37 @@ mod device_report {
     /// On a Vulkan device, what a piece of work asked of it: start before, report after, with
     /// the dispatches and submissions in between and how the wall time divides between the host
     /// (recording, allocating, autograd) and waiting for the device.
-    pub struct DeviceUse(Option<(Arc<VulkanContext>, Activity)>);
+    /// And the device memory: the bytes that buffers held at the peak of the work, and before it
+    /// (the weights, Adam's moments, the batch).
+    pub struct DeviceUse(Option<(Arc<VulkanContext>, Activity, u64)>);
 
     impl DeviceUse {
         pub fn start(device: &Device) -> Self {
             match device {
-                Device::Vulkan(ctx) => DeviceUse(Some((ctx.clone(), ctx.activity()))),
+                Device::Vulkan(ctx) => {
+                    ctx.reset_peak_memory();
+                    let held = ctx.memory_use().live;
+                    DeviceUse(Some((ctx.clone(), ctx.activity(), held)))
+                }
                 Device::Cpu => DeviceUse(None),
             }
         }
 
         pub fn report(&self, wall: f64) -> String {
-            let Some((ctx, before)) = &self.0 else {
+            let Some((ctx, before, held)) = &self.0 else {
                 return String::new();
             };
             let a = ctx.activity() - *before;
             let wait = a.waiting.as_secs_f64();
+            let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
             format!(
                 "\n    {} dispatches in {} submissions; host {:.3} s, waiting for the device \
-                 {wait:.3} s",
+                 {wait:.3} s; device memory: peak {:.1} MiB, {:.1} MiB held before",
                 a.dispatches,
                 a.submissions,
-                wall - wait
+                wall - wait,
+                mib(ctx.memory_use().peak),
+                mib(*held)
             )
         }
     }

@@ -18,7 +18,7 @@ use vulkano::device::{
     Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags,
 };
 use vulkano::instance::{Instance, InstanceCreateInfo};
-use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
+use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter};
 use vulkano::pipeline::compute::ComputePipelineCreateInfo;
 use vulkano::pipeline::layout::{
     IntoPipelineLayoutCreateInfoError, PipelineDescriptorSetLayoutCreateInfo,
@@ -32,6 +32,7 @@ use vulkano::sync::future::{FenceSignalFuture, NowFuture};
 use vulkano::sync::{self, GpuFuture, HostAccessError, PipelineStage};
 use vulkano::{Validated, ValidationError, Version, VulkanError, VulkanLibrary};
 
+use super::memory::{CountingAllocator, MemoryUse};
 use super::shaders::Kernel;
 use crate::{Error, Result};
 
@@ -81,7 +82,7 @@ describe_by_display!(
 pub struct VulkanContext {
     device: Arc<Device>,
     queue: Arc<Queue>,
-    memory: Arc<StandardMemoryAllocator>,
+    memory: Arc<CountingAllocator>,
     command_buffers: Arc<StandardCommandBufferAllocator>,
     descriptor_sets: Arc<StandardDescriptorSetAllocator>,
     pipelines: Mutex<HashMap<Kernel, Arc<ComputePipeline>>>,
@@ -115,6 +116,8 @@ struct Pending {
     builder: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
     stamps: Option<Stamps>,
     calls: usize,
+    /// The allocator's running total of bytes when the recording began.
+    start_bytes: u64,
 }
 
 /// Puts a recording back as this thread's pending one for its context when dropped: after a
@@ -124,6 +127,7 @@ struct Pending {
 struct Requeue<'a> {
     recording: Option<Recorder<'a>>,
     calls: usize,
+    start_bytes: u64,
 }
 
 impl Drop for Requeue<'_> {
@@ -134,6 +138,7 @@ impl Drop for Requeue<'_> {
                 builder: r.builder,
                 stamps: r.stamps,
                 calls: self.calls,
+                start_bytes: self.start_bytes,
             };
             // During the thread's own teardown the list is gone, and so is every handle that
             // could read those buffers.
@@ -256,6 +261,14 @@ impl std::ops::Sub for Activity {
 /// the intermediates it keeps alive stay bounded — at most two recordings' worth, the one in
 /// flight and the one being recorded (see the memory note on [`Recorder`]).
 const RECORD_FLUSH_EVERY: usize = 256;
+
+/// Bytes of buffers a recording of [`VulkanContext::record`] may allocate before it is
+/// submitted, whatever its number of calls: the bound on what a recording keeps alive when the
+/// tensors are large. The CIFAR-10 network at batch 128 makes a 64 MiB tensor per convolution,
+/// and 256 calls' worth of them, twice, would hold tens of GiB that nothing uses any more; with
+/// this bound the recordings hold at most twice this much (plus one call's), and a submission
+/// still carries several milliseconds of work.
+pub const RECORD_FLUSH_BYTES: u64 = 256 << 20;
 
 /// `f32` data in device memory with a row-major (C-order) shape.
 ///
@@ -471,7 +484,7 @@ impl VulkanContext {
         )?;
         let queue = queues.next().expect("one queue was requested");
         Ok(VulkanContext {
-            memory: Arc::new(StandardMemoryAllocator::new_default(device.clone())),
+            memory: Arc::new(CountingAllocator::new(device.clone())),
             command_buffers: Arc::new(StandardCommandBufferAllocator::new(
                 device.clone(),
                 Default::default(),
@@ -591,6 +604,19 @@ impl VulkanContext {
         }
     }
 
+    /// The device memory this context's buffers hold now, and the most they held at once since
+    /// the context was made or [`reset_peak_memory`](Self::reset_peak_memory). A buffer counts
+    /// until it is dropped and no submitted work uses it any more.
+    pub fn memory_use(&self) -> MemoryUse {
+        self.memory.usage()
+    }
+
+    /// Starts a new peak for [`memory_use`](Self::memory_use) from what is alive now, to measure
+    /// the peak of one piece of work.
+    pub fn reset_peak_memory(&self) {
+        self.memory.reset_peak();
+    }
+
     /// The host↔device copies this context has made so far. Subtract two readings to count the
     /// copies of a piece of work.
     pub fn transfers(&self) -> Transfers {
@@ -616,7 +642,10 @@ impl VulkanContext {
     /// hundred calls; the device runs it in recording order. Output buffers can be used by later
     /// calls at once; their contents are defined once the recording has been submitted.
     ///
-    /// The submission every few hundred calls does not wait: the device runs that command buffer
+    /// It is also submitted once its calls have allocated [`RECORD_FLUSH_BYTES`], so that large
+    /// tensors do not pile up in it.
+    ///
+    /// A submission made this way does not wait: the device runs that command buffer
     /// while the host records the next, and the next submission first waits for it. So at most
     /// one command buffer is in flight, the host's recording overlaps the device's work, and
     /// every submission starts after the previous one has finished (a fence wait). The next one
@@ -633,23 +662,25 @@ impl VulkanContext {
             let i = p.iter().position(|q| q.ctx == self.id)?;
             Some(p.swap_remove(i))
         });
-        let (r, calls) = match taken {
+        let (r, calls, start_bytes) = match taken {
             Some(q) => {
                 let r = Recorder {
                     ctx: self,
                     builder: q.builder,
                     stamps: q.stamps,
                 };
-                (r, q.calls)
+                (r, q.calls, q.start_bytes)
             }
-            None => (self.recorder()?, 0),
+            None => (self.recorder()?, 0, self.memory.total()),
         };
         let mut guard = Requeue {
             recording: Some(r),
             calls: calls + 1,
+            start_bytes,
         };
         let out = f(guard.recording.as_mut().expect("just set"));
-        if calls + 1 >= RECORD_FLUSH_EVERY {
+        let allocated = self.memory.total() - start_bytes;
+        if calls + 1 >= RECORD_FLUSH_EVERY || allocated >= RECORD_FLUSH_BYTES {
             let r = guard.recording.take().expect("still held");
             submit(self, r.builder, r.stamps, false)?;
         }

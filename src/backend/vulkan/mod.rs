@@ -16,7 +16,8 @@
 //!   so a whole Langevin loop or training step can be one submission with no host round trip.
 //!   [`VulkanContext::run`] records with a closure, submits, and waits.
 //! - Counters, for measuring: [`VulkanContext::transfers`] (host↔device copies),
-//!   [`VulkanContext::activity`] (dispatches, submissions, time waiting for the device) and, with
+//!   [`VulkanContext::activity`] (dispatches, submissions, time waiting for the device),
+//!   [`VulkanContext::memory_use`] (the bytes buffers hold, now and at the peak) and, with
 //!   [`VulkanContext::set_profiling`], the device time of each kernel from timestamp queries
 //!   ([`VulkanContext::take_profile`]).
 //!
@@ -42,13 +43,15 @@
 //! are programmer errors and panic, naming the op and the shapes (the crate's policy).
 
 mod context;
+mod memory;
 mod ops;
 mod shaders;
 
 pub use context::{
-    Activity, DeviceBuffer, DeviceIndices, KernelTime, KernelVariant, Recorder, Transfers,
-    VulkanContext,
+    Activity, DeviceBuffer, DeviceIndices, KernelTime, KernelVariant, RECORD_FLUSH_BYTES, Recorder,
+    Transfers, VulkanContext,
 };
+pub use memory::MemoryUse;
 pub use ops::{
     AdamConfig, BinaryOp, Conv2dParams, ReduceOp, Strided, UnaryOp, broadcast_shape,
     contiguous_strides,
