@@ -129,6 +129,27 @@ fn mnist_raw_and_gzip_load_the_same() {
     assert_eq!(no_labels.images, a.images);
 }
 
+/// Every pixel of every picture at its row-major place, and every label 0 to 9 loads. Ten 2 × 3
+/// pictures with distinct bytes, compared whole and exactly (the loader copies bytes): a loader
+/// that read each picture column-major would still put the first and last pixel right, which is
+/// all a spot check of corners sees. Labels 9, 8, …, 0, so that the largest valid label is among
+/// them (a range check off by one would refuse it).
+#[test]
+fn mnist_pictures_are_row_major_and_every_label_loads() {
+    let dir = TempDir::new("mnist-layout");
+    let (n, rows, cols) = (10usize, 2usize, 3usize);
+    let pixels: Vec<u8> = (0..n * rows * cols).map(|i| (i * 7 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..n as u8).rev().collect();
+    let images = dir.write("i", &idx(&[n as u32, rows as u32, cols as u32], &pixels));
+    let label_file = dir.write("l", &idx(&[n as u32], &labels));
+    let d = mnist::load(&images, Some(&label_file)).unwrap();
+    let want = Array4::from_shape_fn((n, 1, rows, cols), |(k, _, r, c)| {
+        pixels[(k * rows + r) * cols + c]
+    });
+    assert_eq!(d.images, want);
+    assert_eq!(d.labels.as_deref(), Some(&labels[..]));
+}
+
 #[test]
 fn mnist_load_dir_finds_official_names() {
     let dir = TempDir::new("mnist-dir");
@@ -362,6 +383,30 @@ fn cifar10_directory_train_and_test() {
     assert_eq!(test.images[[0, 0, 0, 0]], 44);
 }
 
+/// Every byte of a record lands at its (channel, row, column), the channels red, green, blue in
+/// the file's order. Each plane gets its own values, `(5r + 85c + 3y + x) mod 256`, and the whole
+/// array is compared exactly: with the same bytes in every plane (as `cifar_bytes` writes them,
+/// 1024 being a multiple of 256) channels read in the wrong order would go unseen.
+#[test]
+fn cifar10_every_byte_lands_in_its_channel_row_and_column() {
+    let dir = TempDir::new("cifar-layout");
+    let value = |r: usize, c: usize, y: usize, x: usize| ((5 * r + 85 * c + 3 * y + x) % 256) as u8;
+    let mut bytes = Vec::new();
+    for r in 0..3 {
+        bytes.push(r as u8 + 7);
+        for c in 0..3 {
+            for y in 0..32 {
+                bytes.extend((0..32).map(|x| value(r, c, y, x)));
+            }
+        }
+    }
+    dir.write("data_batch_1.bin", &bytes);
+    let d = cifar10::load(&dir.0, Split::Train).unwrap();
+    let want = Array4::from_shape_fn((3, 3, 32, 32), |(r, c, y, x)| value(r, c, y, x));
+    assert_eq!(d.images, want);
+    assert_eq!(d.labels.as_deref(), Some(&[7u8, 8, 9][..]));
+}
+
 /// The training batches are read in the order of their names, whatever order the directory lists
 /// them in (a directory's listing order is the file system's: hash order on ext4, and not the
 /// same on another machine), so that a seeded run draws the same pictures everywhere. Nine
@@ -565,6 +610,136 @@ fn image_folder_crop_keeps_the_centre_of_the_resized_picture() {
     let d = image_folder::load(&dir.0, 2, ColorMode::Grey).unwrap();
     assert_eq!(d.images.dim(), (2, 1, 2, 2));
     assert!(d.images.iter().all(|&v| v >= 250), "{:?}", d.images);
+}
+
+/// Pictures load in name order whatever order the directory lists them in (hash order on ext4):
+/// nine one-pixel pictures written in a scrambled order must come back as 10, 20, …, 90. A
+/// listing sorted by chance would pass without sorting with probability 1/9! ≈ 3·10⁻⁶; the three
+/// files of `image_folder_loads_crops_and_skips_other_files` leave that at 1/6.
+#[test]
+fn image_folder_loads_in_name_order_from_any_listing() {
+    let dir = TempDir::new("folder-order");
+    for i in [7u8, 2, 9, 4, 1, 8, 5, 3, 6] {
+        image::GrayImage::from_pixel(1, 1, image::Luma([10 * i]))
+            .save(dir.path(&format!("p{i}.png")))
+            .unwrap();
+    }
+    let d = image_folder::load(&dir.0, 1, ColorMode::Grey).unwrap();
+    assert_eq!(
+        d.images.iter().copied().collect::<Vec<_>>(),
+        [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    );
+}
+
+/// `.jpeg` is a picture extension as much as `.jpg`, in either case. Flat grey pictures, so JPEG's
+/// loss stays within the ±3 of the other JPEG checks.
+#[test]
+fn image_folder_loads_jpeg_in_any_case() {
+    let dir = TempDir::new("folder-jpeg");
+    let flat = |v: u8| image::RgbImage::from_pixel(8, 8, image::Rgb([v; 3]));
+    flat(10).save(dir.path("a.png")).unwrap();
+    flat(200)
+        .save_with_format(dir.path("b.jpeg"), image::ImageFormat::Jpeg)
+        .unwrap();
+    flat(100)
+        .save_with_format(dir.path("c.JPEG"), image::ImageFormat::Jpeg)
+        .unwrap();
+    let d = image_folder::load(&dir.0, 4, ColorMode::Grey).unwrap();
+    assert_eq!(d.len(), 3);
+    for (k, want) in [10i32, 200, 100].into_iter().enumerate() {
+        for &v in d.images.slice(s![k, .., .., ..]).iter() {
+            assert!(
+                (i32::from(v) - want).abs() <= 3,
+                "picture {k}: {v} vs {want}"
+            );
+        }
+    }
+}
+
+/// Colour conversions, as `ColorMode` documents them: in RGB, a grey picture repeated in all
+/// three channels and alpha dropped (whatever its value: not multiplied in); in grey, the `image`
+/// crate's luminance, the Rec. 709 weights 0.2126, 0.7152, 0.0722. Flat 2 × 2 pictures, so no
+/// resize or crop mixes pixels: RGB values are copied exactly, and the luminance is within 1 of
+/// the weighted sum (54.2, 182.4, 18.4 for pure red, green and blue; integer arithmetic rounds).
+#[test]
+fn image_folder_colour_conversions() {
+    let dir = TempDir::new("folder-colours");
+    let rgb = |name: &str, c: [u8; 3]| write_png_rgb(&dir.path(name), 2, 2, |_, _| c);
+    rgb("a_red.png", [255, 0, 0]);
+    rgb("b_green.png", [0, 255, 0]);
+    rgb("c_blue.png", [0, 0, 255]);
+    image::GrayImage::from_pixel(2, 2, image::Luma([77]))
+        .save(dir.path("d_grey.png"))
+        .unwrap();
+    for (name, alpha) in [("e_transparent.png", 0), ("f_half.png", 128)] {
+        image::RgbaImage::from_pixel(2, 2, image::Rgba([40, 80, 120, alpha]))
+            .save(dir.path(name))
+            .unwrap();
+    }
+    let want_rgb = [
+        [255u8, 0, 0],
+        [0, 255, 0],
+        [0, 0, 255],
+        [77, 77, 77],
+        [40, 80, 120],
+        [40, 80, 120],
+    ];
+    let d = image_folder::load(&dir.0, 2, ColorMode::Rgb).unwrap();
+    assert_eq!(d.images.dim(), (6, 3, 2, 2));
+    for (k, want) in want_rgb.iter().enumerate() {
+        for (c, &w) in want.iter().enumerate() {
+            let plane = d.images.slice(s![k, c, .., ..]);
+            assert!(
+                plane.iter().all(|&v| v == w),
+                "picture {k}, channel {c}: {plane:?} vs {w}"
+            );
+        }
+    }
+    let d = image_folder::load(&dir.0, 2, ColorMode::Grey).unwrap();
+    assert_eq!(d.images.dim(), (6, 1, 2, 2));
+    for (k, [r, g, b]) in want_rgb.iter().enumerate() {
+        let want = 0.2126 * f64::from(*r) + 0.7152 * f64::from(*g) + 0.0722 * f64::from(*b);
+        for &v in d.images.slice(s![k, 0, .., ..]).iter() {
+            assert!(
+                (f64::from(v) - want).abs() <= 1.0,
+                "picture {k}: {v} vs {want:.1}"
+            );
+        }
+    }
+}
+
+/// Shrinking averages neighbouring pixels (the bilinear filter with its antialiasing support), it
+/// does not pick single ones. One-pixel stripes of 0 and 255 across an 8 × 8 picture, shrunk to
+/// 2 × 2: each output mixes four or more columns of each kind and lands near 127 (measured: 118
+/// and 137); picking pixels would give 0 or 255. The band 96..=160 leaves room for the filter's
+/// edge handling while staying far from both.
+#[test]
+fn image_folder_shrinking_averages_neighbours() {
+    let dir = TempDir::new("folder-stripes");
+    image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x % 2 == 0 { 0 } else { 255 }]))
+        .save(dir.path("s.png"))
+        .unwrap();
+    let d = image_folder::load(&dir.0, 2, ColorMode::Grey).unwrap();
+    assert!(
+        d.images.iter().all(|v| (96..=160).contains(v)),
+        "{:?}",
+        d.images
+    );
+}
+
+/// The centre crop's offset rounds a half to even, as torchvision's `CenterCrop` does with
+/// Python's `round`: an 8 × 3 picture at size 3 has 5 columns to spare and starts at column
+/// round(2.5) = 2, not 3. Columns hold 10x, so every row must read 20, 30, 40.
+#[test]
+fn image_folder_crop_offset_rounds_half_to_even() {
+    let dir = TempDir::new("folder-offset");
+    image::GrayImage::from_fn(8, 3, |x, _| image::Luma([10 * x as u8]))
+        .save(dir.path("p.png"))
+        .unwrap();
+    let d = image_folder::load(&dir.0, 3, ColorMode::Grey).unwrap();
+    for row in d.images.slice(s![0, 0, .., ..]).rows() {
+        assert_eq!(row.to_vec(), [20, 30, 40]);
+    }
 }
 
 /// A PNG whose header declares `w × h` grey pixels but that holds only the first row's worth of
@@ -1083,6 +1258,94 @@ fn checkpoint_round_trip_is_bit_exact_and_atomic() {
         Error::Io { path, .. } => assert_eq!(path, nowhere),
         e => panic!("{e:?}"),
     }
+}
+
+/// Replacing a checkpoint never shows a reader a missing or half-written file: one thread saves 40
+/// checkpoints of 4 MiB over the same path while this one loads it in a loop, and every load must
+/// succeed and hold one checkpoint's values throughout (each file's tensor is filled with the
+/// number in its metadata). With the rename this cannot fail. Planted, a save that removed the old
+/// file before writing the new one failed at the 3rd read in one run and the 13th in another, and
+/// one that wrote into the old file at the 6th.
+#[test]
+fn checkpoint_readers_never_see_a_missing_or_torn_file() {
+    let dir = TempDir::new("ckpt-readers");
+    let path = dir.path("m.safetensors");
+    let filled = |v: f32| {
+        Checkpoint::new()
+            .with_tensor("w", ArrayD::from_elem(IxDyn(&[1 << 20]), v))
+            .with_metadata("v", v)
+    };
+    filled(0.0).save(&path).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for k in 1..=40 {
+                filled(k as f32).save(&path).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        let mut reads = 0;
+        while !done.load(Ordering::SeqCst) {
+            let c = Checkpoint::load(&path).unwrap_or_else(|e| panic!("read {reads}: {e}"));
+            let v: f32 = c.metadata_as("v").unwrap().unwrap();
+            assert!(
+                c.tensors["w"].iter().all(|&x| x == v),
+                "read {reads}: a mixed file"
+            );
+            reads += 1;
+        }
+    });
+}
+
+/// A tensor with no elements keeps its shape through a round trip, beside one that has some.
+#[test]
+fn checkpoint_keeps_a_tensor_with_no_elements() {
+    let dir = TempDir::new("ckpt-empty");
+    let path = dir.path("m.safetensors");
+    let c = Checkpoint::new()
+        .with_tensor("empty", ArrayD::zeros(IxDyn(&[0, 3])))
+        .with_tensor("x", ArrayD::from_elem(IxDyn(&[2]), 1.5));
+    c.save(&path).unwrap();
+    let back = Checkpoint::load(&path).unwrap();
+    assert_eq!(bits(&back), bits(&c));
+    assert_eq!(back.tensors["empty"].shape(), [0, 3]);
+}
+
+/// The data section is in name order whatever order the caller passes the tensors in (as
+/// `ParamStore::save` does: registration order), so that the same tensors make the same bytes.
+/// `b` (2 floats) given before `a` (1 float): `a` must still take bytes 0..4 and `b` 4..12.
+#[test]
+fn checkpoint_data_is_in_name_order_whatever_the_callers_order() {
+    let dir = TempDir::new("ckpt-order");
+    let path = dir.path("m.safetensors");
+    let a = ArrayD::from_elem(IxDyn(&[1]), 1.0f32);
+    let b = ArrayD::from_elem(IxDyn(&[2]), 2.0f32);
+    io::save(
+        &path,
+        [("b", b.view()), ("a", a.view())],
+        &Default::default(),
+    )
+    .unwrap();
+    let unsorted = std::fs::read(&path).unwrap();
+    let head = header(&unsorted);
+    assert!(
+        head.contains(r#""a":{"data_offsets":[0,4],"dtype":"F32","shape":[1]}"#),
+        "{head}"
+    );
+    assert!(
+        head.contains(r#""b":{"data_offsets":[4,12],"dtype":"F32","shape":[2]}"#),
+        "{head}"
+    );
+    io::save(
+        &path,
+        [("a", a.view()), ("b", b.view())],
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(
+        std::fs::read(&path).unwrap() == unsorted,
+        "the same tensors, other bytes"
+    );
 }
 
 #[test]
