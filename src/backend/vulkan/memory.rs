@@ -36,7 +36,7 @@ pub struct MemoryUse {
 /// A [`MemoryAllocator`] that forwards to vulkano's standard one and counts what is out.
 #[derive(Debug)]
 pub(crate) struct CountingAllocator {
-    inner: Arc<StandardMemoryAllocator>,
+    inner: StandardMemoryAllocator,
     live: AtomicU64,
     peak: AtomicU64,
     /// Every byte ever allocated (what a recording has allocated is the difference of two
@@ -48,7 +48,7 @@ pub(crate) struct CountingAllocator {
 impl CountingAllocator {
     pub(crate) fn new(device: Arc<Device>) -> CountingAllocator {
         CountingAllocator {
-            inner: Arc::new(StandardMemoryAllocator::new_default(device)),
+            inner: StandardMemoryAllocator::new_default(device),
             live: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             total: AtomicU64::new(0),
