@@ -594,6 +594,68 @@ fn binary_ops_broadcast_like_numpy() {
     }
 }
 
+/// Comparisons where the operands tie. `binary_ops_broadcast_like_numpy` draws its operands
+/// from continuous ranges, so no pair is ever equal there: `Ge` and `Gt` (and `Le` and `Lt`)
+/// give the same answers, and `Eq` is 0 everywhere. Here both operands take values among
+/// −1, −½, 0, −0, ½ and 1 (−0 equals +0), so that about one pair in five ties, through the same
+/// broadcasts; with the NaN-preserving kernels NaN joins them, and every comparison with it is
+/// false, as on the CPU (so `u <= v` is not `!(u > v)`). The plain kernels promise nothing of
+/// NaN, so there the values hold none. A comparison is 0 or 1: exact.
+#[test]
+fn comparisons_of_equal_operands() {
+    let mut grid = vec![-1.0f32, -0.5, 0.0, -0.0, 0.5, 1.0];
+    if ctx().preserves_nan() {
+        grid.push(f32::NAN);
+    }
+    let on_grid = |n: usize, seed: u64| -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| grid[rng.random_range(0..grid.len())])
+            .collect()
+    };
+    let shapes: [(&[usize], &[usize]); 2] = [(&[3, 1, 5], &[4, 1]), (&[2, 3, 4], &[2, 3, 4])];
+    for (s, (sa, sb)) in shapes.iter().enumerate() {
+        let out_shape = broadcast_shape(sa, sb).unwrap();
+        let a = on_grid(sa.iter().product(), 230 + s as u64);
+        let b = on_grid(sb.iter().product(), 240 + s as u64);
+        let (da, db) = (up(&a, sa), up(&b, sb));
+        let index = |shape: &[usize], coord: &[usize]| {
+            let off = coord.len() - shape.len();
+            shape.iter().enumerate().fold(0, |acc, (d, &e)| {
+                acc * e + if e == 1 { 0 } else { coord[off + d] }
+            })
+        };
+        type Compare = fn(f32, f32) -> bool;
+        let ops: [(BinaryOp, Compare); 5] = [
+            (BinaryOp::Gt, |u, v| u > v),
+            (BinaryOp::Ge, |u, v| u >= v),
+            (BinaryOp::Lt, |u, v| u < v),
+            (BinaryOp::Le, |u, v| u <= v),
+            (BinaryOp::Eq, |u, v| u == v),
+        ];
+        let mut ties = 0;
+        for (op, f) in ops {
+            let got = down(&ctx().run(|r| r.binary(op, &da, &db)).unwrap());
+            for (i, &g) in got.iter().enumerate() {
+                let mut coord = vec![0; out_shape.len()];
+                let mut rest = i;
+                for d in (0..out_shape.len()).rev() {
+                    coord[d] = rest % out_shape[d];
+                    rest /= out_shape[d];
+                }
+                let (u, v) = (a[index(sa, &coord)], b[index(sb, &coord)]);
+                ties += usize::from(op == BinaryOp::Eq && u == v);
+                let want = f32::from(u8::from(f(u, v)));
+                assert_eq!(g, want, "{op:?} {sa:?} with {sb:?}: {u} vs {v}");
+            }
+        }
+        assert!(
+            ties >= out_shape.iter().product::<usize>() / 10,
+            "{ties} ties"
+        );
+    }
+}
+
 /// `BinaryOp::Pow` follows C's `powf` (Rust's `f32::powf`) for every pair of operands, as the
 /// scalar power does (both call `shaders/powf.glsl`): a negative base keeps its sign under an odd
 /// integer power and gives NaN under a non-integer one, and zeros, infinities and NaN go by C's
@@ -738,6 +800,21 @@ fn sum_last_axis_long_rows() {
     assert_close("sum_last_axis", &down(&y), &want, |i| {
         2.0 * len as f64 * U * abs[i]
     });
+}
+
+/// More outputs than a dispatch has workgroups: the reduction runs one workgroup per output, at
+/// most 65,535 of them, and each workgroup goes on to the outputs 65,535 further along. Sums of
+/// pairs over the last axis of `[65_600, 2]`: the 65 outputs past the first 65,535 are only
+/// reached by that stride, and every other test has a few thousand outputs at most. Each output
+/// adds two f32 values, one rounding: exact against the host's f32 sum.
+#[test]
+fn reductions_with_more_outputs_than_workgroups() {
+    let rows = 65_600;
+    let x = random(rows * 2, -1.0, 1.0, 403);
+    let y = ctx().run(|r| r.sum_last_axis(&up(&x, &[rows, 2]))).unwrap();
+    assert_eq!(y.shape(), [rows]);
+    let want: Vec<f64> = x.chunks(2).map(|p| (p[0] + p[1]) as f64).collect();
+    assert_close("sum of pairs", &down(&y), &want, |_| 0.0);
 }
 
 /// Instance-norm moments on data with a large mean (3) relative to its spread, where a one-pass
@@ -925,35 +1002,83 @@ fn resize_bilinear_align_corners() {
             .run(|r| r.resize_bilinear(&up(&x, &[n, c, h, w]), (ho, wo)))
             .unwrap();
         assert_eq!(y.shape(), [n, c, ho, wo]);
-        let scale = |i: usize, o: usize| {
-            if o > 1 {
-                (i - 1) as f32 / (o - 1) as f32
-            } else {
-                0.0
-            }
-        };
-        let (sh, sw) = (scale(h, ho) as f64, scale(w, wo) as f64);
-        let mut want = vec![];
-        for plane in 0..n * c {
-            let at = |i: usize, j: usize| x[(plane * h + i) * w + j] as f64;
-            for oh in 0..ho {
-                for ow in 0..wo {
-                    let (fy, fx) = (sh * oh as f64, sw * ow as f64);
-                    let (y0, x0) = ((fy as usize).min(h - 1), (fx as usize).min(w - 1));
-                    let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
-                    let (ly, lx) = (fy - y0 as f64, fx - x0 as f64);
-                    let top = (1.0 - lx) * at(y0, x0) + lx * at(y0, x1);
-                    let bot = (1.0 - lx) * at(y1, x0) + lx * at(y1, x1);
-                    want.push((1.0 - ly) * top + ly * bot);
-                }
-            }
-        }
+        let want = resize_reference(&x, n * c, (h, w), (ho, wo));
         assert_close(
             &format!("resize {h}x{w} -> {ho}x{wo}"),
             &down(&y),
             &want,
             |_| 1.5e-6,
         );
+    }
+}
+
+/// PyTorch's bilinear resize with align_corners = true, evaluated in f64 from the kernel's f32
+/// scale, for `planes` planes of `h × w`.
+fn resize_reference(
+    x: &[f32],
+    planes: usize,
+    (h, w): (usize, usize),
+    (ho, wo): (usize, usize),
+) -> Vec<f64> {
+    let scale = |i: usize, o: usize| {
+        if o > 1 {
+            (i - 1) as f32 / (o - 1) as f32
+        } else {
+            0.0
+        }
+    };
+    let (sh, sw) = (scale(h, ho) as f64, scale(w, wo) as f64);
+    let mut want = vec![];
+    for plane in 0..planes {
+        let at = |i: usize, j: usize| x[(plane * h + i) * w + j] as f64;
+        for oh in 0..ho {
+            for ow in 0..wo {
+                let (fy, fx) = (sh * oh as f64, sw * ow as f64);
+                let (y0, x0) = ((fy as usize).min(h - 1), (fx as usize).min(w - 1));
+                let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
+                let (ly, lx) = (fy - y0 as f64, fx - x0 as f64);
+                let top = (1.0 - lx) * at(y0, x0) + lx * at(y0, x1);
+                let bot = (1.0 - lx) * at(y1, x0) + lx * at(y1, x1);
+                want.push((1.0 - ly) * top + ly * bot);
+            }
+        }
+    }
+    want
+}
+
+/// Each plane of a bilinear resize reads only itself. At the bottom row and the right column the
+/// stencil's second tap is clamped onto the first (weight 0 there, or a rounding's worth when the
+/// f32 source coordinate lands just past the edge), so a kernel that left the clamp out would
+/// read the next row or the next plane with a weight of 0 and, on finite inputs, give the same
+/// numbers (the other resize tests could not tell). An infinity in the next plane tells: 0·∞ is
+/// NaN. Planes 1 and 3 of four hold ±∞ and NaN in their first row; planes 0 and 2 must come out
+/// finite and equal to the formula of `resize_bilinear_align_corners`, within its 1.5e−6. (With
+/// the plain kernels a driver may fold 0·∞ to 0, so only the NaN-preserving ones are sure to
+/// show such a leak; the property itself holds for both.)
+#[test]
+fn resize_bilinear_planes_do_not_read_their_neighbours() {
+    let (planes, h, w) = (4, 5, 7);
+    let mut x = random(planes * h * w, -1.0, 1.0, 620);
+    for p in [1, 3] {
+        x[p * h * w] = f32::INFINITY;
+        x[p * h * w + 1] = f32::NEG_INFINITY;
+        x[p * h * w + 2] = f32::NAN;
+    }
+    for (ho, wo) in [(9, 11), (3, 4)] {
+        let y = ctx()
+            .run(|r| r.resize_bilinear(&up(&x, &[2, 2, h, w]), (ho, wo)))
+            .unwrap();
+        let y = down(&y);
+        let want = resize_reference(&x, planes, (h, w), (ho, wo));
+        for p in [0, 2] {
+            let plane = p * ho * wo..(p + 1) * ho * wo;
+            assert_close(
+                &format!("plane {p} of {h}x{w} -> {ho}x{wo}"),
+                &y[plane.clone()],
+                &want[plane],
+                |_| 1.5e-6,
+            );
+        }
     }
 }
 
@@ -975,6 +1100,37 @@ fn embedding_gathers_rows() {
             &got[i * dim..(i + 1) * dim],
             &table[row * dim..(row + 1) * dim],
             "row {i} (index {row})"
+        );
+    }
+}
+
+/// `select` takes `a` wherever the mask is non-zero, as `Tensor::where_` does on the CPU
+/// (`m != 0`): negative and small masks too, while −0 equals 0 and takes `b`; with the
+/// NaN-preserving kernels a NaN mask is non-zero as well. The masks the library makes itself
+/// (comparisons) hold only 0 and 1, so no other test passes another value. The three operands
+/// broadcast along different axes (mask `[2, 1, 5]`, `a` `[3, 1]`, `b` `[5]`, out `[2, 3, 5]`).
+/// Exact: the kernel copies bits.
+#[test]
+fn select_takes_a_wherever_the_mask_is_nonzero() {
+    let mut mask = vec![-2.0f32, -1e-3, -0.0, 0.0, 0.5, 3.0, -1.0, 0.0, 1.0, -0.0];
+    if ctx().preserves_nan() {
+        mask[7] = f32::NAN;
+    }
+    let a = random(3, 1.0, 2.0, 710);
+    let b = random(5, -2.0, -1.0, 711);
+    let z = ctx()
+        .run(|r| r.select(&up(&mask, &[2, 1, 5]), &up(&a, &[3, 1]), &up(&b, &[5])))
+        .unwrap();
+    assert_eq!(z.shape(), [2, 3, 5]);
+    let got = down(&z);
+    for (i, &g) in got.iter().enumerate() {
+        let (n, row, col) = (i / 15, (i / 5) % 3, i % 5);
+        let m = mask[n * 5 + col];
+        let want = if m != 0.0 { a[row] } else { b[col] };
+        assert_eq!(
+            g.to_bits(),
+            want.to_bits(),
+            "mask {m} at {i}: got {g}, want {want}"
         );
     }
 }
@@ -1633,6 +1789,29 @@ fn randn_is_reproducible_box_muller() {
     });
 }
 
+/// The largest normal Box–Muller draws: a Philox word whose top 24 bits are all 0, the uniform
+/// u₁ = 2⁻²⁴ (the words map to (0, 1], never 0), and the radius √(48 ln 2) ≈ 5.77. Such a word
+/// comes once in 2²⁴ draws, so no other test meets one; a kernel that mapped the words to
+/// [0, 1) would take the log of 0 there and return ±∞ or NaN. Seed 2026 at counter 798,362 has
+/// one in block 0 (found by a search on the host, checked here with `philox_cpu`). Bound of
+/// `randn_is_reproducible_box_muller`.
+#[test]
+fn randn_at_the_smallest_uniform_is_finite() {
+    let (seed, counter) = (2026u64, 798_362u64);
+    let words = philox_cpu([0, 0, counter as u32, 0], [seed as u32, 0]);
+    assert_eq!(words[0] >> 8, 0, "the first word's top 24 bits");
+    let z = ctx().run(|r| r.randn(&[4], seed, counter)).unwrap();
+    let z = down(&z);
+    let want = normals_cpu(4, seed, counter);
+    assert!(
+        ((want[0] * want[0] + want[1] * want[1]).sqrt() - (48.0 * 2f64.ln()).sqrt()).abs() < 1e-9,
+        "the host's radius"
+    );
+    assert_close("randn at u1 = 2^-24", &z, &want, |_| {
+        6.0 * 2f64.powi(-11) + 1e-5
+    });
+}
+
 /// Moments of 2¹⁸ normals. With n samples the estimators' standard deviations are 1/√n (mean),
 /// √(2/n) (variance), √(15/n) (third moment), √(96/n) (fourth moment, Var z⁴ = 105 − 9); we allow
 /// 5 of them, a false-failure rate below 1e−6 per check for a correct generator (the seed is
@@ -1716,6 +1895,41 @@ fn langevin_loop_on_device() {
         }
     }
     assert_close("langevin", &got, &want, |_| 1e-5);
+}
+
+/// The seed and the step are 64-bit and both halves of each reach the noise: a Langevin step at
+/// a step count past 2³² (and a seed past 2³²) against the host update with the noise of
+/// `randn(seed, step)` (bound of `langevin_loop_on_device`, one step: 1e−5), and those normals
+/// against Box–Muller on the host from the full 128-bit counter and 64-bit key (bound of
+/// `randn_is_reproducible_box_muller`). The library's samplers only use step 0, so
+/// nothing else sees the counter's high word: a kernel that dropped it (or the seed's) would draw
+/// the noise of step `t mod 2³²`, the same numbers as another step, and be off by O(√α) here.
+#[test]
+fn langevin_noise_uses_every_bit_of_seed_and_step() {
+    let shape = [3, 37]; // 111 elements: not a multiple of 4
+    let n = 111;
+    let (alpha, seed, step) = (0.25f32, (5u64 << 32) | 77, (3u64 << 32) | 2);
+    let x0 = random(n, -1.0, 1.0, 920);
+    let s = random(n, -1.0, 1.0, 921);
+    let x = up(&x0, &shape);
+    let ds = up(&s, &shape);
+    ctx()
+        .run(|r| r.langevin_step(&x, &ds, alpha, seed, step))
+        .unwrap();
+    let z = ctx().run(|r| r.randn(&shape, seed, step)).unwrap();
+    let z = down(&z);
+    assert_close(
+        "randn past 2^32 vs host Box-Muller",
+        &z,
+        &normals_cpu(n, seed, step),
+        |_| 6.0 * 2f64.powi(-11) + 1e-5,
+    );
+    let want: Vec<f64> = (0..n)
+        .map(|i| {
+            x0[i] as f64 + 0.5 * alpha as f64 * s[i] as f64 + (alpha as f64).sqrt() * z[i] as f64
+        })
+        .collect();
+    assert_close("langevin step past 2^32", &down(&x), &want, |_| 1e-5);
 }
 
 /// Copy, zeros, and reshape bookkeeping.
