@@ -1,7 +1,8 @@
 //! Parameter names, PyTorch's initialisation bounds, and determinism.
 
 use ncsn::Tensor;
-use ncsn::nn::{Activation, Linear, Mlp, Module, ParamStore};
+use ncsn::nn::{Activation, Conv2d, Linear, Mlp, Module, ParamStore};
+use ncsn::tensor::Conv2dConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -52,6 +53,85 @@ fn linear_init_within_pytorch_bounds_and_spread() {
     let b = l.bias.as_ref().unwrap().to_vec();
     assert!(b.iter().all(|v| v.abs() <= bound));
     assert!(b.iter().any(|v| v.abs() > 0.9 * bound), "{b:?}");
+}
+
+/// `nn.Conv2d`'s default initialisation, with fan_in = in·k·k on a layer whose in and out widths
+/// differ (so that fan_in and fan_out tell apart: 16·9 = 144 against 64·9 = 576): weights and
+/// bias within 1/√144 = 1/12; the 9,216 weights' variance within 5 % of b²/3 (its relative
+/// standard error is √(0.8/n) ≈ 0.9 %, so 5 % is 5 standard errors; fan_out would give a quarter
+/// of it); and the bias drawn from the same bound, not left at zero: 64 draws of U(−b, b) all
+/// within 0.75·b has probability 0.75⁶⁴ ≈ 10⁻⁸ (and the seed is fixed).
+#[test]
+fn conv2d_init_within_pytorch_bounds_and_spread() {
+    let store = ParamStore::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let conv = Conv2d::new(
+        &store.root(),
+        16,
+        64,
+        3,
+        Conv2dConfig::new(1, 1, 1),
+        true,
+        &mut rng,
+    );
+    let bound = 1.0 / 12.0;
+    let w = conv.weight.to_vec();
+    assert_eq!(w.len(), 64 * 16 * 9);
+    assert!(w.iter().all(|v| v.abs() <= bound));
+    let var = w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+    assert!(
+        (var / (bound * bound / 3.0) - 1.0).abs() < 0.05,
+        "variance {var}"
+    );
+    let b = conv.bias.as_ref().expect("a bias").to_vec();
+    assert_eq!(b.len(), 64);
+    assert!(b.iter().all(|v| v.abs() <= bound), "{b:?}");
+    assert!(b.iter().any(|v| v.abs() > 0.75 * bound), "{b:?}");
+}
+
+/// Each activation against its closed form, between the layers and not after the last: an MLP
+/// 1 → 1 → 1 with weights set by hand computes 3·act(2x − 1) + 0.5, here on inputs that put
+/// 2x − 1 on both sides of 0 (−5 … 5). ELU has α = 1 (`nn.ELU()`'s default): α(eᶻ − 1) below 0.
+/// The expected values are worked out in f64; the network's f32 arithmetic errs by a few ulps of
+/// values below 16 in size, so 1e-5·(1 + |want|) suffices, while another α, an activation after
+/// the last layer too (act(3·act(2x − 1) + 0.5)) or a missing one moves some output by 0.3 or more.
+#[test]
+fn mlp_activations_match_their_closed_forms_between_layers_only() {
+    type ClosedForm = fn(f64) -> f64;
+    let forms: [(Activation, ClosedForm); 5] = [
+        (Activation::Softplus, |z| z.exp().ln_1p()),
+        (Activation::Elu, |z| if z > 0.0 { z } else { z.exp_m1() }),
+        (Activation::Relu, |z| z.max(0.0)),
+        (Activation::Tanh, f64::tanh),
+        (Activation::Sigmoid, |z| 1.0 / (1.0 + (-z).exp())),
+    ];
+    let xs = [-2.0f32, -0.5, 0.25, 0.7, 3.0];
+    for (activation, form) in forms {
+        let store = ParamStore::new();
+        let net = Mlp::new(
+            &store.root(),
+            &[1, 1, 1],
+            activation,
+            &mut ChaCha8Rng::seed_from_u64(5),
+        );
+        for (layer, (w, b)) in net.layers.iter().zip([(2.0f32, -1.0f32), (3.0, 0.5)]) {
+            layer
+                .weight
+                .set_data(Tensor::from_vec(vec![w], &[1, 1]).storage());
+            let bias = layer.bias.as_ref().expect("a bias");
+            bias.set_data(Tensor::from_vec(vec![b], &[1]).storage());
+        }
+        let out = net
+            .forward(&Tensor::from_vec(xs.to_vec(), &[5, 1]))
+            .to_vec();
+        for (&x, &got) in xs.iter().zip(&out) {
+            let want = 3.0 * form(2.0 * x as f64 - 1.0) + 0.5;
+            assert!(
+                (got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{activation:?} at x = {x}: {got} vs {want}"
+            );
+        }
+    }
 }
 
 #[test]

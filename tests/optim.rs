@@ -160,6 +160,41 @@ fn adam_amsgrad_uses_running_max() {
     }
 }
 
+/// AMSGrad with weight decay, three steps by hand: PyTorch's `_single_tensor_adam` adds λ·p to
+/// the gradient before either branch, so AMSGrad's update sees the decayed gradient in both
+/// moments, and its denominator uses the running maximum of v. The gradients shrink after the
+/// first step (with β₂ = 0.9, v falls from step 2 on) so that the maximum is step 1's v: the plain
+/// v would end 0.009 away. Weight decay 0.5 on parameters of size 1–2 adds 0.5–1 to gradients of
+/// 0.4–0.9: leaving it out ends 0.15 away, both far beyond the 1e-6 of f32 rounding (see
+/// `assert_close`).
+#[test]
+fn amsgrad_with_weight_decay_by_hand() {
+    let (store, p) = setup(&[1.0, -2.0]);
+    let cfg = AdamConfig {
+        lr: 0.1,
+        beta2: 0.9,
+        weight_decay: 0.5,
+        amsgrad: true,
+        ..AdamConfig::default()
+    };
+    let mut opt = Adam::new(store.named_params(), cfg);
+    let (b1, b2, eps, lr, wd) = (0.9f64, 0.9f64, 1e-8f64, 0.1f64, 0.5f64);
+    let (mut x, mut m, mut v, mut vmax) = ([1.0f64, -2.0], [0.0f64; 2], [0.0f64; 2], [0.0f64; 2]);
+    for (t, g) in [(1, [0.5f64, -0.4]), (2, [-0.4, 0.9]), (3, [-0.4, 0.9])] {
+        opt.step(&grads(&p, &[g[0] as f32, g[1] as f32]));
+        for i in 0..2 {
+            let gi = g[i] + wd * x[i];
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            vmax[i] = vmax[i].max(v[i]);
+            let mhat = m[i] / (1.0 - b1.powi(t));
+            let denom = (vmax[i] / (1.0 - b2.powi(t))).sqrt() + eps;
+            x[i] -= lr * mhat / denom;
+        }
+        assert_close(&p.to_vec(), &x);
+    }
+}
+
 /// PyTorch's SGD: d = g + λx; buf = d on the first step, then buf = μ·buf + (1 − dampening)·d;
 /// the step is buf (or d + μ·buf with Nesterov). Dampening 0.5 halves every new term after the
 /// first, which moves x by about 0.05 by the third step, far beyond f32 rounding.

@@ -267,6 +267,64 @@ fn cond_instance_norm_plus_hand_computed() {
     }
 }
 
+/// Where ε sits in CondInstanceNorm++, and its size: the reference's `nn.InstanceNorm2d` adds
+/// ε = 1e-5 to each plane's biased variance, `(x − μ)/√(σ² + ε)`, and adds the same ε to the
+/// unbiased variance v of the channel means, `(μ_c − m)/√(v + ε)`. With O(1) statistics, as in
+/// the hand-computed case above, ε moves outputs by about 1e-6; here both variances are below ε,
+/// so ε decides the result.
+///
+/// One sample, two channels of four pixels, a = f32(1e-3), d = f32(2e-3):
+///   channel 0: a, −a, a, −a        → μ₀ = 0, σ₀² = a²  (1e-6)
+///   channel 1: d + a, d − a, …     → μ₁ = d, σ₁² = a²
+/// m = d/2, v = 2·(d/2)² = d²/2 (2e-6), with γ = (1.5, 2), α = (0.5, −1), β = (0.1, 0.2):
+///   out_c = γ_c·((x − μ_c)/√(σ_c² + ε) + α_c·(μ_c − m)/√(v + ε)) + β_c.
+/// The expected values are worked out in f64 from the f32 inputs. The largest change to them
+/// from ε = 1e-6 is 1.39; from ε added to the standard deviations instead, (x − μ)/(σ + ε) or
+/// (μ_c − m)/(√v + ε), 1.38 and 0.83. The f32 evaluation errs by a few ulps of the O(1) results,
+/// and the statistics by about 1e-7 of themselves (the inputs are near 1e-3): 1e-4 leaves more
+/// than two orders of magnitude to either side.
+#[test]
+fn cond_instance_norm_plus_eps_is_added_to_the_variances() {
+    let store = ParamStore::new();
+    let norm = CondInstanceNorm2dPlus::new(&store.root(), 2, 1, &mut ChaCha8Rng::seed_from_u64(0));
+    let (gamma, alpha, beta) = ([1.5f64, 2.0], [0.5f64, -1.0], [0.1f64, 0.2]);
+    let e: Vec<f32> = [gamma, alpha, beta]
+        .concat()
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    norm.embed.set_data(Tensor::from_vec(e, &[1, 6]).storage());
+    let (a, d) = (1e-3f32, 2e-3f32);
+    let x = vec![a, -a, a, -a, d + a, d - a, d + a, d - a];
+    let out = norm
+        .forward(&Tensor::from_vec(x.clone(), &[1, 2, 2, 2]), &[0])
+        .to_vec();
+
+    let eps = 1e-5f64;
+    let xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let mut want = Vec::new();
+    let stats: Vec<(f64, f64)> = xs
+        .chunks(4)
+        .map(|p| {
+            let mu = p.iter().sum::<f64>() / 4.0;
+            (mu, p.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / 4.0)
+        })
+        .collect();
+    let m = (stats[0].0 + stats[1].0) / 2.0;
+    let v = (stats[0].0 - m).powi(2) + (stats[1].0 - m).powi(2); // unbiased: divided by C − 1 = 1
+    for (c, p) in xs.chunks(4).enumerate() {
+        let (mu, var) = stats[c];
+        for &xv in p {
+            let h = (xv - mu) / (var + eps).sqrt() + alpha[c] * (mu - m) / (v + eps).sqrt();
+            want.push(gamma[c] * h + beta[c]);
+        }
+    }
+    assert_eq!(out.len(), want.len());
+    for (g, w) in out.iter().zip(&want) {
+        assert!((*g as f64 - w).abs() < 1e-4, "{out:?} vs {want:?}");
+    }
+}
+
 /// The fused op that `CondInstanceNorm2dPlus::forward` runs against the layer's definition in
 /// tensor ops (`forward_unfused`): output, first-order gradients (the fused backward) and
 /// second-order gradients (the tensor-op VJP under create_graph) with respect to x and the

@@ -736,6 +736,45 @@ fn nearest_neighbours_agree_with_brute_force() {
     }
 }
 
+/// Ties go to the smaller index, and queries are clamped to [0, 1] before they are compared, as
+/// the module promises (so that the answer does not depend on the threads, and a sample is
+/// compared as it is shown). Training pictures 40, 90 and 250 of 300 are the same all-white
+/// picture; a query of 1.7 everywhere is that picture once clamped: its three nearest are
+/// 40, 90, 250 in that order, at distance 0 exactly (every clamped pixel is 1.0 = 255/255), and
+/// the fourth is the next closest by brute force over the clamped query. Unclamped, the distance
+/// would be 0.7·5 = 3.5.
+#[test]
+fn nearest_neighbour_ties_go_to_the_smaller_index_and_queries_are_clamped() {
+    let mut data = tiny_dataset(300, 1, 5, 13);
+    for i in [250, 40, 90] {
+        data.images.index_axis_mut(Axis(0), i).fill(255);
+    }
+    let queries = Array4::from_elem((1, 1, 5, 5), 1.7f32);
+    let found = nearest_neighbours(queries.view(), &data, 4);
+    let got: Vec<usize> = found[0].iter().map(|n| n.index).collect();
+    assert_eq!(&got[..3], &[40, 90, 250]);
+    assert!(
+        found[0][..3].iter().all(|n| n.distance == 0.0),
+        "{:?}",
+        found[0]
+    );
+    // The fourth: the nearest of the others to the all-ones picture.
+    let all = data.to_f32();
+    let fourth = (0..300)
+        .filter(|i| ![40, 90, 250].contains(i))
+        .min_by(|&a, &b| {
+            let d = |i: usize| {
+                all.index_axis(Axis(0), i)
+                    .iter()
+                    .map(|v| (1.0 - v) * (1.0 - v))
+                    .sum::<f32>()
+            };
+            d(a).total_cmp(&d(b)).then(a.cmp(&b))
+        })
+        .unwrap();
+    assert_eq!(got[3], fourth);
+}
+
 #[test]
 fn inpainting_keeps_the_known_half_and_samples_the_rest() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -829,6 +868,66 @@ fn presets_and_configs() {
     );
 }
 
+/// The `paper` preset is the reference's `anneal.yml` and `AnnealRunner` for both data sets, every
+/// field a run trains or samples with: 10 noise levels from σ₁ = 1 to σ_L = 0.01, λ(σ) = σ²,
+/// Adam at 1e-3, batch 128, 200,000 steps, a checkpoint every 5,000 (`snapshot_freq`), a test
+/// batch every 100 steps, no moving average, T = 100 and ε = 2e-5, ngf 64 and 128. The `cpu`
+/// preset shrinks the run but keeps the objective, the noise levels and the sampler, as its
+/// documentation says. Exact comparisons: these are constants.
+#[test]
+fn the_paper_preset_is_the_references_and_cpu_keeps_its_levels_and_sampler() {
+    for (kind, ngf) in [(DatasetKind::Mnist, 64), (DatasetKind::Cifar10, 128)] {
+        let p = RunConfig::preset(kind, Preset::Paper);
+        assert_eq!((p.dataset, p.preset, p.ngf), (kind, Preset::Paper, ngf));
+        assert_eq!(
+            (p.sigma_begin, p.sigma_end, p.num_classes, p.anneal_power),
+            (1.0, 0.01, 10, 2.0),
+            "{kind:?}"
+        );
+        assert_eq!(
+            (
+                p.lr,
+                p.batch_size,
+                p.n_iters,
+                p.checkpoint_every,
+                p.test_every
+            ),
+            (1e-3, 128, 200_000, 5_000, 100),
+            "{kind:?}"
+        );
+        assert_eq!(p.ema_mu, None, "{kind:?}: NCSN v1 keeps no moving average");
+        assert_eq!((p.n_steps_each, p.step_size), (100, 2e-5), "{kind:?}");
+        // The schedule itself: L levels, σ₁ first, σ_L last (to f32 rounding of the endpoints).
+        let s = p.sigmas();
+        assert_eq!(s.len(), 10, "{kind:?}");
+        assert_eq!((s.get(0), s.get(9)), (1.0, 0.01), "{kind:?}");
+
+        let c = RunConfig::preset(kind, Preset::Cpu);
+        assert_eq!(
+            (
+                c.sigma_begin,
+                c.sigma_end,
+                c.num_classes,
+                c.anneal_power,
+                c.lr
+            ),
+            (
+                p.sigma_begin,
+                p.sigma_end,
+                p.num_classes,
+                p.anneal_power,
+                p.lr
+            ),
+            "{kind:?}: the cpu preset keeps the noise levels and the objective"
+        );
+        assert_eq!(
+            (c.n_steps_each, c.step_size, c.ema_mu),
+            (p.n_steps_each, p.step_size, p.ema_mu),
+            "{kind:?}: the cpu preset keeps the sampler"
+        );
+    }
+}
+
 /// Writes MNIST IDX files (`t10k-*` only, as in `shared/data`) of `n` random 28×28 digits.
 fn write_mnist(dir: &Path, n: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -902,6 +1001,25 @@ fn the_pipeline_runs_end_to_end_and_writes_its_results() {
     let strip = image::open(p.annealing.as_ref().unwrap()).unwrap();
     // L + 1 = 11 columns of 28 pixels with 2-pixel padding.
     assert_eq!(strip.width(), 11 * 30 + 2);
+    // The other figures' layouts, from their sizes in pixels (28-pixel pictures with 2-pixel
+    // padding: n pictures across are 30·n + 2 wide). The 6 samples are laid out ⌈√6⌉ = 3 to a
+    // row, in 2 rows; the inpainting figure has a row for each of the cpu preset's 4 originals:
+    // the original, its occluded copy and its 4 completions; the neighbour figure a row for each
+    // of its 5 queries: the query and its 5 neighbours.
+    for (file, across, down) in [
+        (&p.samples, 3, 2),
+        (&p.inpainting, 4 + 2, 4),
+        (&p.nearest, 5 + 1, 5),
+    ] {
+        let f = file.as_ref().unwrap();
+        let picture = image::open(f).unwrap();
+        assert_eq!(
+            (picture.width(), picture.height()),
+            (30 * across + 2, 30 * down + 2),
+            "{}",
+            f.display()
+        );
+    }
     let nearest = results.nearest.as_ref().unwrap();
     assert_eq!(nearest.len(), 5);
     assert!(
@@ -1170,6 +1288,132 @@ fn generate_records_a_stage_per_level_and_the_noise_alone_without_steps() {
         assert_eq!(g.stages.last(), Some(&g.samples), "T = {t}");
         let strip = run::annealing_strip(&g.stages, 2);
         assert_eq!(strip.dim(), (2 * stages, 1, 4, 4), "T = {t}");
+    }
+}
+
+/// Samples start from uniform noise on [0, 1), as the paper's §5 ("initial samples are uniform
+/// noise"): with T = 0 the chains never move and the samples are that noise. 3 × 16 draws: a
+/// Gaussian start would put one outside [0, 1) with probability 1 − 0.34⁴⁸ (certainly), and the
+/// spread check (some draw below 0.25, some above 0.75) fails for U[0, 1) with probability
+/// 2·0.75⁴⁸ ≈ 2·10⁻⁶ — and the seed is fixed, so the outcome is too.
+#[test]
+fn samples_start_from_uniform_noise() {
+    let m = net(3);
+    let sigmas = tiny_config(1, 1).sigmas();
+    let config = ncsn::sample::AnnealedConfig {
+        step_size: 1e-5,
+        n_steps_each: 0,
+        record_every: 0,
+    };
+    let g = run::generate(
+        &m,
+        &sigmas,
+        &config,
+        3,
+        (1, 4),
+        &mut ChaCha8Rng::seed_from_u64(5),
+    );
+    let v: Vec<f32> = g.samples.iter().copied().collect();
+    assert_eq!(v.len(), 48);
+    assert!(v.iter().all(|x| (0.0..1.0).contains(x)), "{v:?}");
+    assert!(
+        v.iter().any(|&x| x < 0.25) && v.iter().any(|&x| x > 0.75),
+        "{v:?}"
+    );
+}
+
+/// The figures' layouts, checked picture by picture with pictures whose every pixel names where
+/// it came from (exact: values are copied, never computed).
+///
+/// * the annealing strip: row r is chain r, left to right its state before the first level and
+///   after each level (a transposed strip would put chain 1's start in row 0);
+/// * the inpainting grid: row i is original i, its occluded copy, then its k completions
+///   `i·k .. (i+1)·k`;
+/// * the neighbour grid: row i is query i, then its neighbours nearest first.
+#[test]
+fn the_figures_are_laid_out_row_by_row() {
+    // Stages: 3 of them, 2 chains of 1 × 2 × 2 pictures; chain r at stage k holds 10·r + k.
+    let stages: Vec<Array4<f32>> = (0..3)
+        .map(|k| Array4::from_shape_fn((2, 1, 2, 2), |(r, _, _, _)| (10 * r + k) as f32))
+        .collect();
+    let strip = run::annealing_strip(&stages, 2);
+    assert_eq!(strip.dim(), (6, 1, 2, 2));
+    for r in 0..2 {
+        for k in 0..3 {
+            let want = (10 * r + k) as f32;
+            assert!(
+                strip
+                    .index_axis(Axis(0), 3 * r + k)
+                    .iter()
+                    .all(|&v| v == want),
+                "strip picture {} should be chain {r} at stage {k}",
+                3 * r + k
+            );
+        }
+    }
+
+    // Inpainting: m = 2 originals (values 0.1, 0.2), k = 3 completions each (value 1 + index).
+    let originals = Array4::from_shape_fn((2, 1, 2, 2), |(i, _, _, _)| 0.1 * (i + 1) as f32);
+    let completions = Array4::from_shape_fn((6, 1, 2, 2), |(j, _, _, _)| 1.0 + j as f32);
+    let grid = run::inpainting_grid(originals.view(), completions.view(), Occlusion::Right);
+    assert_eq!(grid.dim(), (10, 1, 2, 2));
+    for i in 0..2 {
+        assert_eq!(
+            grid.index_axis(Axis(0), 5 * i),
+            originals.index_axis(Axis(0), i)
+        );
+        for j in 0..3 {
+            assert_eq!(
+                grid.index_axis(Axis(0), 5 * i + 2 + j),
+                completions.index_axis(Axis(0), 3 * i + j),
+                "row {i}, completion {j}"
+            );
+        }
+    }
+
+    // Neighbours: 2 queries, 2 neighbours each, training pictures of one value each.
+    let train = Dataset::new(
+        Array4::from_shape_fn((4, 1, 2, 2), |(n, _, _, _)| 50 * n as u8),
+        None,
+    )
+    .unwrap();
+    let queries = Array4::from_shape_fn((2, 1, 2, 2), |(q, _, _, _)| 0.9 - 0.1 * q as f32);
+    let found = vec![
+        vec![
+            run::Neighbour {
+                index: 3,
+                distance: 0.0,
+            },
+            run::Neighbour {
+                index: 1,
+                distance: 0.0,
+            },
+        ],
+        vec![
+            run::Neighbour {
+                index: 0,
+                distance: 0.0,
+            },
+            run::Neighbour {
+                index: 2,
+                distance: 0.0,
+            },
+        ],
+    ];
+    let grid = run::nearest_grid(queries.view(), &train, &found);
+    assert_eq!(grid.dim(), (6, 1, 2, 2));
+    for (i, list) in found.iter().enumerate() {
+        assert_eq!(
+            grid.index_axis(Axis(0), 3 * i),
+            queries.index_axis(Axis(0), i)
+        );
+        for (j, nb) in list.iter().enumerate() {
+            assert_eq!(
+                grid.index_axis(Axis(0), 3 * i + 1 + j),
+                train.gather_f32(&[nb.index]).index_axis(Axis(0), 0),
+                "query {i}, neighbour {j}"
+            );
+        }
     }
 }
 
@@ -1736,6 +1980,79 @@ fn a_resumed_run_keeps_its_course() {
     );
 }
 
+/// Resuming refuses every setting that fixes the course of training, also those without a flag
+/// (a run directory's `config.json` can be edited, and a library caller passes a `RunConfig`):
+/// the learning rate, λ's power, the held-out pictures and the noise levels, each named with the
+/// checkpoint's value. A run resumed with any of them changed would be neither the old run nor a
+/// new one. The unchanged settings then resume.
+#[test]
+fn resuming_with_another_objective_optimizer_or_schedule_is_refused() {
+    let data = tiny_dataset(8, 1, 6, 1);
+    let tmp = TempDir::new("mismatch");
+    let dir = RunDir::create(tmp.path()).unwrap();
+    let train = |config: &RunConfig| {
+        run::train(
+            &net(3),
+            &data,
+            None,
+            Transform::mnist(),
+            config,
+            &dir,
+            TrainOptions::default(),
+        )
+    };
+    train(&tiny_config(2, 2)).unwrap();
+    let base = tiny_config(4, 2);
+    for (config, named) in [
+        (
+            RunConfig {
+                lr: 2e-2,
+                ..base.clone()
+            },
+            "learning rate 0.01",
+        ),
+        (
+            RunConfig {
+                anneal_power: 1.0,
+                ..base.clone()
+            },
+            "λ(σ) = σ^2",
+        ),
+        (
+            RunConfig {
+                holdout: 10,
+                ..base.clone()
+            },
+            "1000 held-out pictures",
+        ),
+        (
+            RunConfig {
+                sigma_end: 0.02,
+                ..base.clone()
+            },
+            "noise levels from 1 to 0.01",
+        ),
+        (
+            RunConfig {
+                sigma_begin: 2.0,
+                ..base.clone()
+            },
+            "noise levels from 1 to 0.01",
+        ),
+        (
+            RunConfig {
+                num_classes: 12,
+                ..base.clone()
+            },
+            "10 noise levels",
+        ),
+    ] {
+        let err = train(&config).unwrap_err().to_string();
+        assert!(err.contains(named), "{named}: {err}");
+    }
+    assert_eq!(train(&base).unwrap().resumed_from, 2);
+}
+
 /// A checkpoint whose training state does not add up is refused, naming the file: a step beyond
 /// the run's length, or without a stored configuration beyond any run's (an edited or damaged count, which resuming would otherwise spend that many
 /// batches skipping to), a moving average the run would drop, and a step count with no
@@ -1824,6 +2141,46 @@ fn the_loss_log_is_written_before_the_checkpoint() {
     .unwrap_err();
     let rows = run::train::read_loss_csv(&dir.loss_csv()).unwrap();
     assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), [1, 2]);
+}
+
+/// `final_loss`, which `results.json` reports as `final_train_loss`, is the mean training loss of
+/// the last 100 steps: after 130 steps, the mean of the log's rows 31..=130, worked out here in
+/// f64 from the log. The losses differ from step to step (each step draws a new batch, new noise
+/// levels and new noise, and the network learns), so the mean of all 130 rows, or of the last 10,
+/// is more than 1e-3 of it away (checked below): 100× the relative 1e-5 allowed here for the f32
+/// summation of 100 positive terms (about 100·6e-8 in the worst case).
+#[test]
+fn the_final_loss_is_the_mean_of_the_last_100_steps() {
+    let data = tiny_dataset(8, 1, 6, 1);
+    let tmp = TempDir::new("final-loss");
+    let dir = RunDir::create(tmp.path()).unwrap();
+    let config = RunConfig {
+        test_every: 1_000,
+        ..tiny_config(130, 1_000)
+    };
+    let report = run::train(
+        &net(3),
+        &data,
+        None,
+        Transform::mnist(),
+        &config,
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(report.log.len(), 130);
+    let mean =
+        |rows: &[LossRow]| rows.iter().map(|r| r.loss as f64).sum::<f64>() / rows.len() as f64;
+    let want = mean(&report.log[30..]);
+    let got = report.final_loss.unwrap() as f64;
+    assert!((got - want).abs() <= 1e-5 * want.abs(), "{got} vs {want}");
+    // The alternatives are far off (so that the check above can tell them apart).
+    for other in [mean(&report.log), mean(&report.log[120..])] {
+        assert!(
+            (other - want).abs() > 1e-3 * want.abs(),
+            "{other} vs {want}"
+        );
+    }
 }
 
 /// A run directory is swept of the temporary files of writes that were interrupted (their
