@@ -255,12 +255,20 @@ impl Adam {
             // permuted view) is copied.
             let g = contiguous(&g);
             let g = ArrayViewD::from_shape(p.shape(), &g).expect("gradient shape");
-            let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
-                let g = g + w.weight_decay * *p; //               g ← g + λ·p
+            // The moments, then the step along m scaled by the v it is given (v itself, or
+            // AMSGrad's running maximum of it): both variants share these two.
+            let moments = |p: f32, g: f32, m: &mut f32, v: &mut f32| {
+                let g = g + w.weight_decay * p; //                g ← g + λ·p
                 *m += w.one_minus_beta1 * (g - *m); //            m ← m + (1 − β₁)(g − m)
                 *v = w.beta2 * *v + w.one_minus_beta2 * g * g; // v ← β₂v + (1 − β₂)g²
+            };
+            let descend = |p: &mut f32, m: f32, v: f32| {
                 let denom = v.sqrt() / w.bias2_sqrt + w.eps; //   √(v/(1 − β₂ᵗ)) + ε
-                *p -= w.step_size * *m / denom; //                p ← p − lr/(1 − β₁ᵗ)·m/denom
+                *p -= w.step_size * m / denom; //                 p ← p − lr/(1 − β₁ᵗ)·m/denom
+            };
+            let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
+                moments(*p, g, m, v);
+                descend(p, *m, *v);
             };
             p.update_data(|p| match s.max_exp_avg_sq.as_mut() {
                 // Row-major data everywhere (the usual case): a plain loop over slices, which
@@ -291,16 +299,13 @@ impl Adam {
                     .and(&mut s.exp_avg_sq)
                     .and(vmax)
                     .for_each(|p, &g, m, v, vmax| {
-                        let g = g + w.weight_decay * *p;
-                        *m += w.one_minus_beta1 * (g - *m);
-                        *v = w.beta2 * *v + w.one_minus_beta2 * g * g;
+                        moments(*p, g, m, v);
                         // AMSGrad: the running maximum of v, passing a NaN on as torch.maximum
                         // does (f32::max would keep the other operand).
                         if *v > *vmax || v.is_nan() {
                             *vmax = *v;
                         }
-                        let denom = vmax.sqrt() / w.bias2_sqrt + w.eps;
-                        *p -= w.step_size * *m / denom;
+                        descend(p, *m, *vmax);
                     }),
             });
         }

@@ -251,13 +251,20 @@ fn binary_ops_broadcast_like_cpu() {
         (&[67], &[2, 3, 67]),
         (&[1], &[4, 65]),
     ];
+    let (mut ties, mut pairs) = (0, 0);
     for (i, (sa, sb)) in cases.iter().enumerate() {
+        // Ties, so that comparisons and max/min meet equal values (where `ge` and `gt`, `le`
+        // and `lt`, differ): about a third of `a` is ±0 (|a| < 1 times 0 keeps its sign, and −0
+        // equals 0) and half of `b` is +0, so about one pair in six ties.
         let a = random(sa, -3.0, 3.0, 10 + i as u64);
-        // Some ties, so that comparisons and max/min meet equal values.
+        let a = Tensor::where_(&a.abs().lt_scalar(1.0), &a.mul_scalar(0.0), &a);
         let b = random(sb, -3.0, 3.0, 20 + i as u64)
             .mul_scalar(4.0)
             .relu()
             .mul_scalar(0.25);
+        let tied = a.eq(&b).to_vec();
+        ties += tied.iter().filter(|&&t| t == 1.0).count();
+        pairs += tied.len();
         let xs = [a, b];
         type F = fn(&Tensor, &Tensor) -> Tensor;
         let ops: [(&str, F); 11] = [
@@ -282,6 +289,7 @@ fn binary_ops_broadcast_like_cpu() {
             3.0 * f32::EPSILON * w.abs()
         });
     }
+    assert!(ties * 12 >= pairs, "{ties} ties in {pairs} pairs");
 }
 
 #[test]
