@@ -1,7 +1,7 @@
 //! Pictures from a trained score network: samples, the annealing strip, and inpainting.
 //!
 //! All three run annealed Langevin dynamics ([`crate::sample`]) with the network as the score
-//! function, from uniform noise on `[0, 1]` as the paper (§5: "initial samples are uniform
+//! function, from uniform noise on `[0, 1)` as the paper (§5: "initial samples are uniform
 //! noise"). Pictures are shown as the sampler leaves them, clamped to `[0, 1]` when written,
 //! without a final denoising step (NCSN v1 has none).
 
