@@ -545,26 +545,14 @@ fn binary_ops_broadcast_like_numpy() {
         let a = random(sa.iter().product(), 0.1, 2.0, 200 + s as u64);
         let b = random(sb.iter().product(), -2.0, 2.0, 300 + s as u64);
         let (da, db) = (up(&a, sa), up(&b, sb));
-        // Index of an output coordinate in an operand, by the broadcast rule.
-        let index = |shape: &[usize], coord: &[usize]| {
-            let off = coord.len() - shape.len();
-            shape.iter().enumerate().fold(0, |acc, (d, &e)| {
-                acc * e + if e == 1 { 0 } else { coord[off + d] }
-            })
-        };
         for op in ops {
             let z = ctx().run(|r| r.binary(op, &da, &db)).unwrap();
             assert_eq!(z.shape(), out_shape.as_slice());
             let got = down(&z);
             assert_eq!(got.len(), out_shape.iter().product::<usize>());
             for (i, &g) in got.iter().enumerate() {
-                let mut coord = vec![0; out_shape.len()];
-                let mut rest = i;
-                for d in (0..out_shape.len()).rev() {
-                    coord[d] = rest % out_shape[d];
-                    rest /= out_shape[d];
-                }
-                let (u, v) = (a[index(sa, &coord)], b[index(sb, &coord)]);
+                let (ia, ib) = broadcast_sources(i, &out_shape, sa, sb);
+                let (u, v) = (a[ia], b[ib]);
                 let (want, tol) = match op {
                     BinaryOp::Add => ((u + v) as f64, 0.0),
                     BinaryOp::Sub => ((u - v) as f64, 0.0),
@@ -587,11 +575,29 @@ fn binary_ops_broadcast_like_numpy() {
                 };
                 assert!(
                     (g as f64 - want).abs() <= tol,
-                    "{op:?} {sa:?} with {sb:?} at {coord:?}: got {g}, want {want}"
+                    "{op:?} {sa:?} with {sb:?} at element {i}: got {g}, want {want}"
                 );
             }
         }
     }
+}
+
+/// The elements of `a` (shape `sa`) and `b` (shape `sb`) that element `i` of their broadcast
+/// result (shape `out`, row-major) combines, by NumPy's rule: a size-1 axis repeats its element.
+fn broadcast_sources(i: usize, out: &[usize], sa: &[usize], sb: &[usize]) -> (usize, usize) {
+    let mut coord = vec![0; out.len()];
+    let mut rest = i;
+    for d in (0..out.len()).rev() {
+        coord[d] = rest % out[d];
+        rest /= out[d];
+    }
+    let index = |shape: &[usize]| {
+        let off = out.len() - shape.len();
+        shape.iter().enumerate().fold(0, |acc, (d, &e)| {
+            acc * e + if e == 1 { 0 } else { coord[off + d] }
+        })
+    };
+    (index(sa), index(sb))
 }
 
 /// Comparisons where the operands tie. `binary_ops_broadcast_like_numpy` draws its operands
@@ -619,12 +625,6 @@ fn comparisons_of_equal_operands() {
         let a = on_grid(sa.iter().product(), 230 + s as u64);
         let b = on_grid(sb.iter().product(), 240 + s as u64);
         let (da, db) = (up(&a, sa), up(&b, sb));
-        let index = |shape: &[usize], coord: &[usize]| {
-            let off = coord.len() - shape.len();
-            shape.iter().enumerate().fold(0, |acc, (d, &e)| {
-                acc * e + if e == 1 { 0 } else { coord[off + d] }
-            })
-        };
         type Compare = fn(f32, f32) -> bool;
         let ops: [(BinaryOp, Compare); 5] = [
             (BinaryOp::Gt, |u, v| u > v),
@@ -636,14 +636,10 @@ fn comparisons_of_equal_operands() {
         let mut ties = 0;
         for (op, f) in ops {
             let got = down(&ctx().run(|r| r.binary(op, &da, &db)).unwrap());
+            assert_eq!(got.len(), out_shape.iter().product::<usize>());
             for (i, &g) in got.iter().enumerate() {
-                let mut coord = vec![0; out_shape.len()];
-                let mut rest = i;
-                for d in (0..out_shape.len()).rev() {
-                    coord[d] = rest % out_shape[d];
-                    rest /= out_shape[d];
-                }
-                let (u, v) = (a[index(sa, &coord)], b[index(sb, &coord)]);
+                let (ia, ib) = broadcast_sources(i, &out_shape, sa, sb);
+                let (u, v) = (a[ia], b[ib]);
                 ties += usize::from(op == BinaryOp::Eq && u == v);
                 let want = f32::from(u8::from(f(u, v)));
                 assert_eq!(g, want, "{op:?} {sa:?} with {sb:?}: {u} vs {v}");
