@@ -134,6 +134,25 @@ fn net(seed: u64) -> TinyNet {
     TinyNet::new(1, 10, &mut ChaCha8Rng::seed_from_u64(seed))
 }
 
+/// Trains `model` on `data` into `dir` as the MNIST pipeline does (its transform, no test set,
+/// default options): the call most tests here make.
+fn train_mnist(
+    model: &TinyNet,
+    data: &Dataset,
+    config: &RunConfig,
+    dir: &RunDir,
+) -> ncsn::Result<run::TrainReport> {
+    run::train(
+        model,
+        data,
+        None,
+        Transform::mnist(),
+        config,
+        dir,
+        TrainOptions::default(),
+    )
+}
+
 fn params_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
     store
         .named_params()
@@ -376,16 +395,7 @@ fn the_runs_moving_average_follows_every_step() {
             test_every: 0,
             ..tiny_config(steps, steps)
         };
-        run::train(
-            &m,
-            &train_set,
-            None,
-            Transform::mnist(),
-            &config,
-            &dir,
-            TrainOptions::default(),
-        )
-        .unwrap();
+        train_mnist(&m, &train_set, &config, &dir).unwrap();
         (
             values(&m.store),
             Checkpoint::load(dir.checkpoint()).unwrap(),
@@ -611,17 +621,7 @@ fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
     let data = tiny_dataset(8, 1, 6, 1);
     let tmp = TempDir::new("corrupt");
     let dir = RunDir::create(tmp.path()).unwrap();
-    let train = |m: &TinyNet| {
-        run::train(
-            m,
-            &data,
-            None,
-            Transform::mnist(),
-            &tiny_config(4, 2),
-            &dir,
-            TrainOptions::default(),
-        )
-    };
+    let train = |m: &TinyNet| train_mnist(m, &data, &tiny_config(4, 2), &dir);
 
     train(&net(3)).unwrap();
     let bytes = std::fs::read(dir.checkpoint()).unwrap();
@@ -670,16 +670,7 @@ fn a_corrupt_or_foreign_checkpoint_in_the_run_directory_is_a_clear_error() {
     std::fs::remove_file(dir.checkpoint()).unwrap();
     let data3 = tiny_dataset(8, 3, 6, 1);
     let other = TinyNet::new(3, 10, &mut ChaCha8Rng::seed_from_u64(1));
-    run::train(
-        &other,
-        &data3,
-        None,
-        Transform::mnist(),
-        &tiny_config(2, 2),
-        &dir,
-        TrainOptions::default(),
-    )
-    .unwrap();
+    train_mnist(&other, &data3, &tiny_config(2, 2), &dir).unwrap();
     let err = train(&net(3)).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -1990,17 +1981,7 @@ fn resuming_with_another_objective_optimizer_or_schedule_is_refused() {
     let data = tiny_dataset(8, 1, 6, 1);
     let tmp = TempDir::new("mismatch");
     let dir = RunDir::create(tmp.path()).unwrap();
-    let train = |config: &RunConfig| {
-        run::train(
-            &net(3),
-            &data,
-            None,
-            Transform::mnist(),
-            config,
-            &dir,
-            TrainOptions::default(),
-        )
-    };
+    let train = |config: &RunConfig| train_mnist(&net(3), &data, config, &dir);
     train(&tiny_config(2, 2)).unwrap();
     let base = tiny_config(4, 2);
     for (config, named) in [
@@ -2062,17 +2043,7 @@ fn a_checkpoint_whose_state_does_not_add_up_is_refused() {
     let data = tiny_dataset(8, 1, 6, 1);
     let tmp = TempDir::new("state");
     let dir = RunDir::create(tmp.path()).unwrap();
-    let train = |config: &RunConfig| {
-        run::train(
-            &net(3),
-            &data,
-            None,
-            Transform::mnist(),
-            config,
-            &dir,
-            TrainOptions::default(),
-        )
-    };
+    let train = |config: &RunConfig| train_mnist(&net(3), &data, config, &dir);
     train(&tiny_config(2, 2)).unwrap();
     let good = Checkpoint::load(dir.checkpoint()).unwrap();
     let refused = |edit: &dyn Fn(&mut Checkpoint), config: &RunConfig, expect: &str| {
@@ -2129,16 +2100,7 @@ fn the_loss_log_is_written_before_the_checkpoint() {
     let tmp = TempDir::new("log-first");
     let dir = RunDir::create(tmp.path()).unwrap();
     std::fs::create_dir(dir.checkpoint()).unwrap();
-    run::train(
-        &net(3),
-        &data,
-        None,
-        Transform::mnist(),
-        &tiny_config(4, 2),
-        &dir,
-        TrainOptions::default(),
-    )
-    .unwrap_err();
+    train_mnist(&net(3), &data, &tiny_config(4, 2), &dir).unwrap_err();
     let rows = run::train::read_loss_csv(&dir.loss_csv()).unwrap();
     assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), [1, 2]);
 }
@@ -2158,16 +2120,7 @@ fn the_final_loss_is_the_mean_of_the_last_100_steps() {
         test_every: 1_000,
         ..tiny_config(130, 1_000)
     };
-    let report = run::train(
-        &net(3),
-        &data,
-        None,
-        Transform::mnist(),
-        &config,
-        &dir,
-        TrainOptions::default(),
-    )
-    .unwrap();
+    let report = train_mnist(&net(3), &data, &config, &dir).unwrap();
     assert_eq!(report.log.len(), 130);
     let mean =
         |rows: &[LossRow]| rows.iter().map(|r| r.loss as f64).sum::<f64>() / rows.len() as f64;
