@@ -1,5 +1,5 @@
 //! Third derivatives of composite functions, and the properties of the graph itself: gradients of
-//! unused inputs, no_grad, deep graphs.
+//! unused inputs, no_grad, cotangents, which leaves get gradients, deep graphs.
 
 mod common;
 
@@ -77,6 +77,47 @@ fn no_grad_records_nothing_and_create_graph_false_returns_leaves() {
     assert!(g.is_leaf() && !g.requires_grad());
     let g = grad(&[&x.exp().sum_all()], &[&x], true).remove(0);
     assert!(!g.is_leaf() && g.requires_grad());
+}
+
+/// `grad_with` weights each output by its own cotangent: for y₁ = x², y₂ = 3x (elementwise) and
+/// cotangents v₁, v₂ it returns ∂/∂x (⟨v₁, y₁⟩ + ⟨v₂, y₂⟩) = 2x ⊙ v₁ + 3v₂ — not the gradient of
+/// Σ y₁ + Σ y₂, which `grad` returns — and with `create_graph` that gradient differentiates
+/// again, to 2v₁. The inputs are small dyadic rationals, so every product and sum here is exact
+/// in f32 and the comparisons are exact.
+#[test]
+fn grad_with_weights_each_output_by_its_cotangent() {
+    let x = Tensor::from_vec(vec![0.5, -1.5, 2.0], &[3]).requires_grad_();
+    let (y1, y2) = (x.square(), x.mul_scalar(3.0));
+    let v1 = Tensor::from_vec(vec![1.0, -2.0, 0.25], &[3]);
+    let v2 = Tensor::from_vec(vec![-1.0, 0.5, 4.0], &[3]);
+    let want: Vec<f32> = [(0.5, 1.0, -1.0), (-1.5, -2.0, 0.5), (2.0, 0.25, 4.0)]
+        .iter()
+        .map(|&(x, v1, v2): &(f32, f32, f32)| 2.0 * x * v1 + 3.0 * v2)
+        .collect();
+    let cotangents = [v1.clone(), v2.clone()];
+    for create_graph in [false, true] {
+        let g = ncsn::grad_with(&[&y1, &y2], &cotangents, &[&x], create_graph).remove(0);
+        assert_eq!(g.to_vec(), want, "create_graph = {create_graph}");
+        if create_graph {
+            let h = grad(&[&g.sum_all()], &[&x], false).remove(0);
+            assert_eq!(h.to_vec(), v1.mul_scalar(2.0).to_vec(), "second order");
+        }
+    }
+}
+
+/// `backward` returns gradients for exactly the leaves that require one, as PyTorch fills
+/// `.grad` only for those: the data a loss reads (and a constant computed from it) gets no
+/// entry, and the walk spends no vector-Jacobian product on it.
+#[test]
+fn backward_gives_gradients_only_to_leaves_that_require_them() {
+    let w = Tensor::from_vec(vec![1.0, 2.0], &[2]).requires_grad_();
+    let data = Tensor::from_vec(vec![3.0, -1.0], &[2]);
+    let squares = data.square(); // a constant: records nothing
+    let loss = w.mul(&data).add(&squares).sum_all();
+    let grads = loss.backward();
+    assert!(grads.get(&data).is_none() && grads.get(&squares).is_none());
+    assert_eq!(grads.len(), 1, "only w requires a gradient");
+    assert_eq!(grads.get(&w).expect("w's gradient").to_vec(), [3.0, -1.0]);
 }
 
 #[test]
