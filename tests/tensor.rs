@@ -552,17 +552,18 @@ fn arange_refuses_an_infinite_end() {
 
 /// Edge cases where PyTorch has a convention: the gradient of x⁰ is 0 everywhere, also at 0
 /// (not 0 · 0⁻¹ = NaN); the sign of ±0 is 0, and so is the gradient of |x| there (not 1, the
-/// derivative from the right); the unbiased variance of one element is NaN and so is that of
+/// derivative from the right); the sign of NaN is 0 too, and so is that gradient (PyTorch 2.15:
+/// `torch.sign(torch.tensor(float('nan')))` is 0, where NumPy gives NaN); the unbiased variance of one element is NaN and so is that of
 /// none (not −0 from dividing by n − 1 = −1); softplus's gradient on an empty tensor is empty.
 #[test]
 fn edge_conventions_follow_pytorch() {
     let x = Tensor::from_vec(vec![0.0, -2.0, 3.0], &[3]).requires_grad_();
     let g = ncsn::grad(&[&x.powf(0.0).sum_all()], &[&x], false);
     assert_eq!(g[0].to_vec(), [0.0, 0.0, 0.0]);
-    let x = Tensor::from_vec(vec![-2.0, -0.0, 0.0, 3.0], &[4]).requires_grad_();
-    assert_eq!(x.sign().to_vec(), [-1.0, 0.0, 0.0, 1.0]);
+    let x = Tensor::from_vec(vec![-2.0, -0.0, 0.0, 3.0, f32::NAN], &[5]).requires_grad_();
+    assert_eq!(x.sign().to_vec(), [-1.0, 0.0, 0.0, 1.0, 0.0]);
     let g = ncsn::grad(&[&x.abs().sum_all()], &[&x], false);
-    assert_eq!(g[0].to_vec(), [-1.0, 0.0, 0.0, 1.0]);
+    assert_eq!(g[0].to_vec(), [-1.0, 0.0, 0.0, 1.0, 0.0]);
     let one = Tensor::from_vec(vec![4.0], &[1]);
     assert!(one.var(&[0], true, false).item().is_nan());
     let none = Tensor::zeros(&[2, 0]);
