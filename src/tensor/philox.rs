@@ -222,4 +222,50 @@ mod tests {
         // Another step number draws other noise.
         assert_ne!(got, x.langevin_step(&s, alpha, seed, step + 1).to_vec());
     }
+
+    /// Box–Muller written out in f64 from the block's words (whose Philox is checked against
+    /// Random123 above): lanes 2k and 2k + 1 are r·cos θ and r·sin θ of one pair, with
+    /// r = √(−2 ln u), u = ((w₂ₖ >> 8) + 1)/2²⁴ and θ = 2π·(w₂ₖ₊₁ >> 8)/2²⁴ − π. The f32 path
+    /// rounds θ by about 4e-7 (2π·θ and the − π), and ln, cos, sin by an ulp or two, so with
+    /// r ≤ 5.8 it is within 3e-6 of the f64 value; 2e-5 is allowed. Lanes in another order or a
+    /// pair whose second normal is not r·sin θ is off by O(1), and yet keeps the marginal law the
+    /// moment test below checks.
+    #[test]
+    fn lanes_are_box_muller_pairs_of_the_block_words() {
+        let (seed, counter) = (0x0bad_cafe_dead_beef_u64, 0x1234_5678_u64);
+        let blocks = 64;
+        let z = Tensor::randn_philox(&[4 * blocks], seed, counter, &Device::Cpu).to_vec();
+        let key = [seed as u32, (seed >> 32) as u32];
+        let two24 = 16_777_216.0f64;
+        for j in 0..blocks {
+            let ctr = [j as u32, 0, counter as u32, (counter >> 32) as u32];
+            let w = philox4x32_10(ctr, key);
+            for k in 0..2 {
+                let u = ((w[2 * k] >> 8) as f64 + 1.0) / two24;
+                let theta = std::f64::consts::TAU * (w[2 * k + 1] >> 8) as f64 / two24
+                    - std::f64::consts::PI;
+                let r = (-2.0 * u.ln()).sqrt();
+                for (lane, want) in [(2 * k, r * theta.cos()), (2 * k + 1, r * theta.sin())] {
+                    let got = z[4 * j + lane] as f64;
+                    assert!(
+                        (got - want).abs() <= 2e-5,
+                        "block {j}, lane {lane}: {got} vs Box–Muller's {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every draw is finite: the uniform in the logarithm is (m + 1)/2²⁴ for the word's top 24
+    /// bits m, never 0, so the largest radius is √(−2 ln 2⁻²⁴) = √(48 ln 2) ≈ 5.768, reached by
+    /// the all-zero word (where θ = −π, so z₀ = −r). The all-ones word gives u = 1 and r = 0.
+    #[test]
+    fn the_extreme_words_give_finite_normals() {
+        let r_max = (48.0 * std::f64::consts::LN_2).sqrt();
+        let z = normals_from_bits([0; 4]);
+        assert!(z.iter().all(|v| v.is_finite()), "{z:?}");
+        // f32 rounding of ln and of r: a few ulp of 5.77.
+        assert!((z[0] as f64 + r_max).abs() <= 1e-5, "{z:?} vs −{r_max}");
+        assert_eq!(normals_from_bits([u32::MAX; 4])[0], 0.0);
+    }
 }
