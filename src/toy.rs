@@ -1212,4 +1212,18 @@ mod tests {
     fn wrong_dimension_panics_with_shapes() {
         GaussianMixture::paper().score(Array2::<f32>::zeros((4, 3)).view());
     }
+
+    /// At an infinite coordinate the density is 0: log p = −∞ and not NaN. Every component's
+    /// log-joint is then −∞, and log-sum-exp must return its maximum −∞ as it is (subtracting
+    /// that maximum would make each term −∞ − (−∞) = NaN). A chain that diverged reads as
+    /// impossible, not as undefined.
+    #[test]
+    fn log_density_at_infinity_is_minus_infinity() {
+        let x = array![[f32::INFINITY, 0.0], [1.0, f32::NEG_INFINITY]];
+        let lp = GaussianMixture::paper().log_prob(x.view());
+        assert_eq!(lp.to_vec(), vec![f32::NEG_INFINITY; 2]);
+        let x = array![[0.0f32, f32::INFINITY, 2.0]];
+        let lp = three_component_3d().log_prob(x.view());
+        assert_eq!(lp.to_vec(), vec![f32::NEG_INFINITY]);
+    }
 }
