@@ -129,6 +129,49 @@ fn annealed_dsm_with_mixed_labels_weights_each_sample_by_its_level() {
     }
 }
 
+/// For samples that are arrays (an image batch (N, C, H, W)) each sample's σ scales that sample's
+/// every entry, and the loss sums over the C·H·W entries before it averages over the batch (the
+/// reference's `.sum(dim=-1)` on the flattened batch, then `.mean(dim=0)`): checked against the
+/// formula in f64, (1/N) Σₙ σₙᵖ · ½ Σⱼ (s(xₙⱼ + σₙ zₙⱼ) + zₙⱼ/σₙ)², for an elementwise score. The
+/// batch has H = N, so that a σ laid along H instead of N would broadcast without a word. The
+/// loss is a sum of 96 positive terms, each from a few f32 roundings of 6e-8 relative, so the
+/// f32 loss is within about 1e-6 relative of the f64 one, inside the module's 1e-5; a σ on the
+/// wrong axis (measured: twice the formula's value at power 1), a mean over the entries or a
+/// weight from another sample's σ moves it by far more.
+#[test]
+fn annealed_dsm_on_image_batches_weights_each_image_by_its_level() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let sigmas = GeometricSigmas::new(5.0, 0.5, 4);
+    let shape = [4, 2, 4, 3];
+    let x = Tensor::randn(&shape, &mut rng);
+    let z = Tensor::randn(&shape, &mut rng);
+    let labels = [2, 0, 3, 1];
+    let score = |x: &Tensor, _: &[usize]| x.mul_scalar(-0.7).tanh();
+    let (xs, zs) = (x.to_vec(), z.to_vec());
+    let per_image = xs.len() / shape[0];
+    for power in [1.0f32, 2.0] {
+        let got = anneal_dsm_loss_with(score, &x, &labels, &z, &sigmas, power).item();
+        let want = (0..shape[0])
+            .map(|n| {
+                let s = sigmas.get(labels[n]) as f64;
+                let sq: f64 = (n * per_image..(n + 1) * per_image)
+                    .map(|j| {
+                        let (xj, zj) = (xs[j] as f64, zs[j] as f64);
+                        let r = (-0.7 * (xj + s * zj)).tanh() + zj / s;
+                        r * r
+                    })
+                    .sum();
+                s.powf(power as f64) * 0.5 * sq
+            })
+            .sum::<f64>()
+            / shape[0] as f64;
+        assert!(
+            close(got, want as f32),
+            "power {power}: {got} vs the formula's {want}"
+        );
+    }
+}
+
 /// `forward_level` (the level's gains broadcast) and `forward` with equal labels (gathered row by
 /// row) compute the same function; gradients reach only the gain rows of the levels used.
 #[test]
