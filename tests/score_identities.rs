@@ -754,6 +754,24 @@ fn annealed_langevin_with_one_level_is_langevin() {
     assert_eq!((sigmas.first(), sigmas.last()), (20.0, 1.0));
 }
 
+/// The samplers' presets are the paper's settings, number for number: Langevin dynamics on the
+/// toy mixture with ε = 0.1 and T = 1000 (§3.2, Fig. 3; the reference toy runner's
+/// `langevin_dynamics(..., lr=0.1, step=1000)`), annealed Langevin dynamics on it with ε = 0.1 and
+/// T = 100 (Fig. 3), and on images with ε = 2·10⁻⁵ and T = 100 (§5). None records a trajectory.
+/// The samplers' tests take ε and T as arguments, so only this sees a preset drift.
+#[test]
+fn the_sampler_presets_are_the_papers() {
+    let l = LangevinConfig::paper_toy();
+    assert_eq!((l.step_size, l.n_steps, l.record_every), (0.1, 1000, 0));
+    let a = AnnealedConfig::paper_toy();
+    assert_eq!((a.step_size, a.n_steps_each, a.record_every), (0.1, 100, 0));
+    let a = AnnealedConfig::paper_images();
+    assert_eq!(
+        (a.step_size, a.n_steps_each, a.record_every),
+        (2e-5, 100, 0)
+    );
+}
+
 /// With several levels, `annealed_langevin` is Algorithm 1 step for step: level i asks for the
 /// score at σᵢ and steps αᵢ = ε·(σᵢ/σ_L)², starting where level i − 1 stopped, and the trajectory
 /// holds the batch every `record_every` steps counted across levels. A loop written from the
