@@ -41,3 +41,14 @@ fn cpu_is_the_default_and_vulkan_names_the_missing_feature() {
     assert_eq!(x.device(), Device::Cpu);
     assert_eq!(x.to(&Device::Cpu).to_vec(), vec![1.0; 3]);
 }
+
+/// `to` the device a tensor is on already is the tensor itself, graph and all (its docs): a
+/// gradient flows back through the move, d/dw Σw² = 2w (exact in f32).
+#[test]
+fn to_the_same_device_keeps_the_graph() {
+    let w = Tensor::from_vec(vec![0.5, -1.5, 2.0], &[3]).requires_grad_();
+    let y = w.square().to(&Device::Cpu);
+    assert!(y.requires_grad(), "the move dropped the graph");
+    let g = ncsn::grad(&[&y.sum_all()], &[&w], false);
+    assert_eq!(g[0].to_vec(), vec![1.0, -3.0, 4.0]);
+}
