@@ -122,6 +122,40 @@ fn device_round_trip_and_parse() {
     assert!(format!("{y:?}").contains("device=vulkan"));
 }
 
+/// What `to` promises (see its docs), on the device: a leaf that requires a gradient moves as a
+/// new leaf that requires one too, so a tensor moved by hand can still be differentiated in; a
+/// move to the device a tensor is on already is the tensor itself, graph and all, so a gradient
+/// flows back through it (d/dw Σw² = 2w, exact in f32); a CPU view whose memory is not
+/// row-major (a transpose) arrives in its logical order; and a second context is another
+/// device, which a tensor moved there lives on.
+#[test]
+fn to_keeps_requires_grad_the_graph_the_order_and_the_device() {
+    let d = dev();
+    let w = random(&[2, 3], -2.0, 2.0, 40).requires_grad_();
+    let wd = w.to(&d);
+    assert!(wd.requires_grad(), "the moved leaf lost requires_grad");
+    let y = wd.square().to(&d);
+    let g = grad(&[&y.sum_all()], &[&wd], false);
+    assert_close(
+        "d/dw Σw² through a same-device move",
+        &g[0],
+        &wd.mul_scalar(2.0),
+        exact,
+    );
+
+    let t = random(&[3, 4], -2.0, 2.0, 41).permute(&[1, 0]);
+    assert_eq!(t.to(&d).to_vec(), t.to_vec(), "a transposed view, uploaded");
+
+    let other = Device::Vulkan(Arc::new(VulkanContext::new().expect("a second context")));
+    assert_ne!(other, d, "two contexts are two devices");
+    let moved = wd.to(&other);
+    match (moved.device(), &other) {
+        (Device::Vulkan(a), Device::Vulkan(b)) => assert!(Arc::ptr_eq(&a, b), "moved elsewhere"),
+        (on, _) => panic!("moved to {on:?}"),
+    }
+    assert_eq!(moved.to_vec(), w.to_vec());
+}
+
 #[test]
 #[should_panic(expected = "where: shapes [3] and [4] do not broadcast")]
 fn where_names_its_shapes_as_on_the_cpu() {
@@ -157,6 +191,13 @@ fn cpu_scalars_join_device_ops_as_constants() {
         v[0].conv2d(&kernel, Some(&bias), cfg)
     });
     assert_close("one-element CPU kernel and bias in conv2d", &g, &w, exact);
+    // A one-element constant keeps its own shape in the broadcast, as on the CPU: [1, 1, 1]
+    // against [9, 31] gives [1, 9, 31].
+    let c = Tensor::from_vec(vec![0.5], &[1, 1, 1]);
+    let x = random(&[9, 31], -3.0, 3.0, 3);
+    let (g, w) = both(&[x], &|x| x[0].add(&c));
+    assert_eq!(w.shape(), &[1, 9, 31]);
+    assert_close("a [1, 1, 1] constant", &g, &w, exact);
 }
 
 /// A convolution with more output pixels than 65535 tiles of 128 cover is refused before the
@@ -872,6 +913,27 @@ fn philox_normals_agree_across_devices() {
     let d = Tensor::randn_philox(&[3, 343], 42, 7, &dev());
     let c = Tensor::randn_philox(&[3, 343], 42, 7, &Device::Cpu);
     assert_close("randn_philox", &d, &c, |_, _| 6.0 * 2f32.powi(-11) + 1e-5);
+}
+
+/// `randn_on` a device draws there (its docs): Philox keyed by one word taken from the
+/// generator, so nothing is uploaded, and that word gives the numbers `randn_philox(seed, 0)`
+/// gives on the CPU, within the bound of `philox_normals_agree_across_devices`. Drawn on the
+/// host and uploaded, the noise of every `dsm_loss` and inpainting level would cost a copy.
+#[test]
+fn randn_on_the_device_draws_there() {
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let seed: u64 = rng.clone().random();
+    let before = ctx.transfers();
+    let z = Tensor::randn_on(&[3, 343], &d, &mut rng);
+    assert_eq!(
+        ctx.transfers() - before,
+        Default::default(),
+        "the noise was uploaded"
+    );
+    let want = Tensor::randn_philox(&[3, 343], seed, 0, &Device::Cpu);
+    assert_close("randn_on", &z, &want, |_, _| 6.0 * 2f32.powi(-11) + 1e-5);
 }
 
 #[test]
