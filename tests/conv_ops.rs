@@ -408,6 +408,54 @@ fn avg_pool2d_forward_and_gradients() {
     }
 }
 
+/// ⟨op(x), g⟩ = ⟨x, adjointᵀ(g)⟩ for average pooling and bilinear resizing over many planes.
+/// Their adjoints work plane by plane, each worker reusing one scratch buffer across the planes
+/// it takes; the finite-difference checks above use four planes, which the thread pool may hand
+/// out one per worker, so a buffer not cleared between planes could pass them (a planted fault
+/// did, caught only by the RefineNet comparisons). 192 planes cannot all go one per worker on a
+/// machine of a few cores. Every value is positive, so both sides are sums of positive terms:
+/// each output is a sum of at most 25 products in f32, within 25·2⁻²⁴ ≈ 1.5e-6 relative of its
+/// exact value, and the dot products add up in f64, so the two sides agree within about 3e-6
+/// relative; 1e-5 is allowed. A plane that starts from the last plane's leftovers adds a
+/// positive amount of the order of the plane itself.
+#[test]
+fn pool_and_resize_adjoints_hold_over_many_planes() {
+    let dot = |a: &Tensor, b: &Tensor| -> f64 {
+        a.to_vec()
+            .iter()
+            .zip(b.to_vec())
+            .map(|(&u, v)| u as f64 * v as f64)
+            .sum()
+    };
+    let agree = |name: &str, lhs: f64, rhs: f64| {
+        assert!(
+            (lhs - rhs).abs() <= 1e-5 * lhs.abs(),
+            "{name}: ⟨op(x), g⟩ = {lhs} vs ⟨x, adjoint(g)⟩ = {rhs}"
+        );
+    };
+    for (seed, &(k, s, p, side)) in POOLS.iter().enumerate() {
+        let mut r = rng(700 + seed as u64);
+        let cfg = Pool2dConfig::new(k, s, p);
+        let x = tensor(&mut r, &[4, 48, side, side - 1], 0.1, 1.0, false);
+        let y = x.avg_pool2d(cfg);
+        let g = tensor(&mut r, y.shape(), 0.1, 1.0, false);
+        let back = g.avg_pool2d_adjoint(cfg, (side, side - 1));
+        agree(&format!("avg_pool2d {cfg:?}"), dot(&y, &g), dot(&x, &back));
+    }
+    for (seed, &(inp, out)) in [((3, 4), (5, 7)), ((6, 5), (3, 2))].iter().enumerate() {
+        let mut r = rng(710 + seed as u64);
+        let x = tensor(&mut r, &[4, 48, inp.0, inp.1], 0.1, 1.0, false);
+        let y = x.resize_bilinear(out);
+        let g = tensor(&mut r, y.shape(), 0.1, 1.0, false);
+        let back = g.resize_bilinear_adjoint(inp);
+        agree(
+            &format!("resize_bilinear {inp:?} -> {out:?}"),
+            dot(&y, &g),
+            dot(&x, &back),
+        );
+    }
+}
+
 #[test]
 fn mean_pool_is_the_reference_four_slice_mean() {
     // ConvMeanPool: (o[::2, ::2] + o[1::2, ::2] + o[::2, 1::2] + o[1::2, 1::2]) / 4
