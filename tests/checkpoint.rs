@@ -102,6 +102,10 @@ fn training_checkpoint_round_trip_is_bit_exact() {
         snapshot(&model.store, &adam),
         snapshot(&other.store, &other_adam)
     );
+    // Every step count a u64 holds comes back, the largest too (not cut to 32 bits or fewer).
+    save_training(&file.0, &model.store, &adam, u64::MAX).unwrap();
+    let step = load_training(&file.0, &other.store, &mut other_adam).unwrap();
+    assert_eq!(step, u64::MAX);
 }
 
 #[test]

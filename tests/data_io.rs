@@ -264,6 +264,15 @@ fn mnist_wrong_magic_and_dims() {
         &wrong,
         &["[2, 3, 3]", "truncated"],
     );
+
+    // Dimensions whose product overflows: 2³¹ · 2³¹ · 4 = 2⁶⁴, which wraps to 0 in 64 bits and
+    // would match the empty data that follows.
+    let huge = dir.write("huge", &idx(&[1 << 31, 1 << 31, 4], &[]));
+    assert_format(
+        mnist::load(&huge, None).unwrap_err(),
+        &huge,
+        &["IDX dimensions [2147483648, 2147483648, 4] overflow"],
+    );
 }
 
 #[test]
@@ -277,6 +286,14 @@ fn mnist_label_count_mismatch() {
         mnist::load(&i, Some(&l)).unwrap_err(),
         &l,
         &["3 labels", "4 images", "images"],
+    );
+    // More labels than images is as wrong as fewer.
+    let (_, lab5) = mnist_bytes(5);
+    let l5 = dir.write("labels5", &lab5);
+    assert_format(
+        mnist::load(&i, Some(&l5)).unwrap_err(),
+        &l5,
+        &["5 labels", "4 images"],
     );
 }
 
@@ -292,6 +309,17 @@ fn mnist_label_out_of_range_names_file_and_position() {
         mnist::load(&i, Some(&l)).unwrap_err(),
         &l,
         &["label 2", "77", "0..=9"],
+    );
+    // At the boundary: 9 is the last class, 10 is one too many.
+    lab[header + 2] = 9;
+    dir.write("labels", &lab);
+    assert_eq!(mnist::load(&i, Some(&l)).unwrap().label(2), Some(9));
+    lab[header + 1] = 10;
+    dir.write("labels", &lab);
+    assert_format(
+        mnist::load(&i, Some(&l)).unwrap_err(),
+        &l,
+        &["label 1", "is 10", "0..=9"],
     );
 }
 
@@ -866,20 +894,25 @@ fn image_folder_undecodable_file_names_it() {
     );
 }
 
+/// Writes a textured 64 × 64 JPEG (so that the entropy-coded data is most of the file) as the only
+/// picture in `dir`, under `name`; returns its bytes and the folder loaded at size 64 in RGB.
+fn textured_jpeg(dir: &TempDir, name: &str) -> (Vec<u8>, Dataset) {
+    let picture = image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (x ^ y) as u8 * 4])
+    });
+    picture.save(dir.path(name)).unwrap();
+    let jpg = std::fs::read(dir.path(name)).unwrap();
+    (jpg, image_folder::load(&dir.0, 64, ColorMode::Rgb).unwrap())
+}
+
 /// A JPEG cut anywhere before its end-of-image marker is refused, though the decoder would fill
 /// the missing part in and say nothing (it does for a cut at 70 % or 99 % of this file); the
 /// whole file, and the whole file with bytes after its end, load.
 #[test]
 fn image_folder_refuses_a_jpeg_cut_short_wherever_it_is_cut() {
     let dir = TempDir::new("folder-jpeg-cut");
-    // Texture, so that the entropy-coded data is most of the file.
-    let picture = image::RgbImage::from_fn(64, 64, |x, y| {
-        image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (x ^ y) as u8 * 4])
-    });
-    picture.save(dir.path("whole.jpg")).unwrap();
-    let jpg = std::fs::read(dir.path("whole.jpg")).unwrap();
+    let (jpg, whole) = textured_jpeg(&dir, "whole.jpg");
     assert!(jpg.len() > 1000, "{} bytes", jpg.len());
-    let whole = image_folder::load(&dir.0, 64, ColorMode::Rgb).unwrap();
     std::fs::remove_file(dir.path("whole.jpg")).unwrap();
     for cut in [
         jpg.len() / 2,
@@ -900,6 +933,39 @@ fn image_folder_refuses_a_jpeg_cut_short_wherever_it_is_cut() {
     dir.write("cut.jpg", &padded);
     let loaded = image_folder::load(&dir.0, 64, ColorMode::Rgb).unwrap();
     assert_eq!(loaded.images, whole.images);
+}
+
+/// A JPEG with an embedded thumbnail (a whole JPEG, with an end-of-image marker of its own, in a
+/// segment after the start marker, as EXIF puts one) is walked segment by segment, not searched
+/// for `FF D9`: whole, it loads as the same picture without the thumbnail; cut in its own
+/// entropy-coded data, it is refused, though the thumbnail's marker ends the segment before.
+#[test]
+fn image_folder_refuses_a_cut_jpeg_whose_thumbnail_is_whole() {
+    let dir = TempDir::new("folder-jpeg-thumb");
+    let (main, without) = textured_jpeg(&dir, "main.jpg");
+    let mut thumb = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(8, 8, image::Rgb([9, 99, 199]))
+        .write_to(&mut thumb, image::ImageFormat::Jpeg)
+        .unwrap();
+    let thumb = thumb.into_inner();
+    assert!(thumb.ends_with(&[0xFF, 0xD9]));
+    // SOI, then a comment segment (FF FE, its length counting its own two bytes) holding the
+    // thumbnail, then the rest of the file.
+    let mut with = main[..2].to_vec();
+    with.extend_from_slice(&[0xFF, 0xFE]);
+    with.extend_from_slice(&u16::try_from(thumb.len() + 2).unwrap().to_be_bytes());
+    with.extend_from_slice(&thumb);
+    with.extend_from_slice(&main[2..]);
+    dir.write("main.jpg", &with);
+    let loaded = image_folder::load(&dir.0, 64, ColorMode::Rgb).unwrap();
+    assert_eq!(loaded.images, without.images);
+    let cut = with.len() * 7 / 10;
+    let path = dir.write("main.jpg", &with[..cut]);
+    assert_format(
+        image_folder::load(&dir.0, 64, ColorMode::Rgb).unwrap_err(),
+        &path,
+        &["cut short", &format!("byte {cut}")],
+    );
 }
 
 #[test]
@@ -960,6 +1026,12 @@ fn batches_are_deterministic_per_seed() {
     assert_eq!(a, b, "same seed, same bits");
     let c = collect_bits(&mut Batches::new(&d, opts, 43).unwrap(), 9);
     assert_ne!(a, c, "another seed, other batches");
+    // Every bit of the seed counts, the high ones too (a seed cut to a byte or a word would
+    // make these the same stream as seed 42).
+    for bit in [8, 16, 32, 63] {
+        let other = collect_bits(&mut Batches::new(&d, opts, 42 ^ (1 << bit)).unwrap(), 9);
+        assert_ne!(a, other, "seeds 42 and 42 ^ 2^{bit} give the same batches");
+    }
     // An explicitly seeded generator is the same as the u64 seed.
     let e = collect_bits(
         &mut Batches::with_rng(&d, opts, ChaCha8Rng::seed_from_u64(42)).unwrap(),
@@ -1199,6 +1271,13 @@ fn sample_checkpoint() -> Checkpoint {
         .with_metadata("config", "{\"lr\": 0.001}")
 }
 
+/// The bytes of [`sample_checkpoint`] as saved, under `good.safetensors` in `dir`.
+fn sample_checkpoint_bytes(dir: &TempDir) -> Vec<u8> {
+    let good = dir.path("good.safetensors");
+    sample_checkpoint().save(&good).unwrap();
+    std::fs::read(&good).unwrap()
+}
+
 fn bits(c: &Checkpoint) -> Vec<(String, Vec<usize>, Vec<u32>)> {
     c.tensors
         .iter()
@@ -1228,21 +1307,12 @@ fn checkpoint_round_trip_is_bit_exact_and_atomic() {
     // Overwrite with a different checkpoint: the new one is read, no temporary file is left.
     // A reader that opened the old file before the write still reads the old file, whole: the
     // new one was renamed over the name, not written into the old one's bytes.
-    let old_bytes = std::fs::read(&path).unwrap();
-    let mut reader = std::fs::File::open(&path).unwrap();
     let c2 = Checkpoint::new()
         .with_tensor("x", ArrayD::from_elem(IxDyn(&[1]), 9.0))
         .with_metadata("step", 2);
-    c2.save(&path).unwrap();
+    assert_replaced_whole(&path, || c2.save(&path).unwrap());
     assert_eq!(bits(&Checkpoint::load(&path).unwrap()), bits(&c2));
-    let mut seen = Vec::new();
-    std::io::Read::read_to_end(&mut reader, &mut seen).unwrap();
-    assert!(seen == old_bytes, "the old file was written in place");
-    let names: Vec<_> = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, ["model.safetensors"]);
+    assert_eq!(file_names(&dir.0), ["model.safetensors"]);
 
     // Non-contiguous views are saved in logical order.
     let t = ndarray::Array2::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f32);
@@ -1258,6 +1328,46 @@ fn checkpoint_round_trip_is_bit_exact_and_atomic() {
         Error::Io { path, .. } => assert_eq!(path, nowhere),
         e => panic!("{e:?}"),
     }
+}
+
+/// The names in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs `write`, which replaces the file at `path`, and asserts that it replaced it whole: a
+/// reader that opened the old file before still reads all of the old bytes (the new file was
+/// renamed over the name, not written into the old one's bytes), and no temporary file is left
+/// beside it.
+fn assert_replaced_whole(path: &Path, write: impl FnOnce()) {
+    let old_bytes = std::fs::read(path).unwrap();
+    let mut reader = std::fs::File::open(path).unwrap();
+    write();
+    let mut seen = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut seen).unwrap();
+    assert!(seen == old_bytes, "{} was written in place", path.display());
+    let names = file_names(path.parent().unwrap());
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+}
+
+/// A write that fails leaves no temporary file behind: `write_atomic` onto a name held by a
+/// directory fails at the rename, with an Io error naming the target, and the directory around
+/// it holds what it held before.
+#[test]
+fn a_failed_atomic_write_leaves_no_temporary_file() {
+    let dir = TempDir::new("atomic-fail");
+    let target = dir.path("taken");
+    std::fs::create_dir(&target).unwrap();
+    match io::write_atomic(&target, b"new bytes").unwrap_err() {
+        Error::Io { path, .. } => assert_eq!(path, target),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(file_names(&dir.0), ["taken"]);
 }
 
 /// Replacing a checkpoint never shows a reader a missing or half-written file: one thread saves 40
@@ -1368,9 +1478,7 @@ fn checkpoint_save_rejects_bad_names() {
 #[test]
 fn checkpoint_corrupt_bytes_are_reported() {
     let dir = TempDir::new("ckpt-corrupt");
-    let good = dir.path("good.safetensors");
-    sample_checkpoint().save(&good).unwrap();
-    let bytes = std::fs::read(&good).unwrap();
+    let bytes = sample_checkpoint_bytes(&dir);
 
     let cut = dir.write("cut.safetensors", &bytes[..bytes.len() - 3]);
     assert_format(
@@ -1521,9 +1629,7 @@ fn checkpoint_metadata_that_mentions_the_checksum_key_is_stored_as_it_is() {
 #[test]
 fn checkpoint_flipped_data_bytes_are_refused_by_the_checksum() {
     let dir = TempDir::new("ckpt-flip-data");
-    let good = dir.path("good.safetensors");
-    sample_checkpoint().save(&good).unwrap();
-    let bytes = std::fs::read(&good).unwrap();
+    let bytes = sample_checkpoint_bytes(&dir);
     let start = data_start(&bytes);
     // The first, a middle and the last byte of the data, one bit and a whole byte: the file stays
     // well formed (every range, dtype and shape intact), only the numbers change.
@@ -1547,9 +1653,7 @@ fn checkpoint_flipped_data_bytes_are_refused_by_the_checksum() {
 #[test]
 fn checkpoint_flipped_header_bytes_are_refused() {
     let dir = TempDir::new("ckpt-flip-header");
-    let good = dir.path("good.safetensors");
-    sample_checkpoint().save(&good).unwrap();
-    let bytes = std::fs::read(&good).unwrap();
+    let bytes = sample_checkpoint_bytes(&dir);
     let head = header(&bytes);
     let value = head.find("\"ncsn.crc32\":\"").unwrap() + "\"ncsn.crc32\":\"".len();
     // Header byte `at` set to `byte`: refused, with a message holding each of `wanted`.
@@ -1597,6 +1701,30 @@ fn checkpoint_flipped_header_bytes_are_refused() {
         range,
         flipped,
         &["not a valid safetensors"],
+    );
+}
+
+/// The stored checksum is exactly 8 hex digits: the same number written with a ninth, leading
+/// zero (the header rewritten around it, its length updated) is refused by name, though it
+/// would parse to the right CRC-32 and match the data.
+#[test]
+fn checkpoint_checksum_of_another_width_is_refused() {
+    let dir = TempDir::new("ckpt-crc-width");
+    let bytes = sample_checkpoint_bytes(&dir);
+    let key = "\"ncsn.crc32\":\"";
+    let mut json = header(&bytes)
+        .trim_end()
+        .replace(key, &format!("{key}0"))
+        .into_bytes();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut widened = (json.len() as u64).to_le_bytes().to_vec();
+    widened.extend_from_slice(&json);
+    widened.extend_from_slice(&bytes[data_start(&bytes)..]);
+    let p = dir.write("nine-digits.safetensors", &widened);
+    assert_format(
+        Checkpoint::load(&p).unwrap_err(),
+        &p,
+        &["ncsn.crc32", "not a CRC-32 (8 hex digits)"],
     );
 }
 
@@ -1805,6 +1933,11 @@ fn make_grid_matches_torchvision_layout() {
     let imgs = Array4::<f32>::zeros((10, 3, 4, 5));
     let g = io::make_grid(imgs.view(), &GridOptions::default()).unwrap();
     assert_eq!(g.dim(), (3, 2 * 6 + 2, 8 * 7 + 2));
+    // Fewer pictures than nrow: as many columns as pictures, not nrow (torchvision's
+    // `xmaps = min(nrow, n)`); three 4 × 5 pictures make one row of three.
+    let three = Array4::<f32>::zeros((3, 3, 4, 5));
+    let g = io::make_grid(three.view(), &GridOptions::default()).unwrap();
+    assert_eq!(g.dim(), (3, 6 + 2, 3 * 7 + 2));
     // One picture: itself.
     let one = Array4::<f32>::ones((1, 3, 4, 5));
     assert_eq!(
@@ -1854,6 +1987,43 @@ fn png_grids_are_written_and_clamped() {
     match io::save_grid(&nowhere, imgs.view(), 2).unwrap_err() {
         Error::Io { path, .. } => assert_eq!(path, nowhere),
         e => panic!("{e:?}"),
+    }
+}
+
+/// A PNG is replaced whole, as a checkpoint is: a viewer that opened the old picture before a
+/// new one was saved under its name still reads the old one, and no temporary file is left.
+#[test]
+fn png_grids_are_replaced_not_written_in_place() {
+    let dir = TempDir::new("png-replace");
+    let path = dir.path("grid.png");
+    io::save_grid(&path, Array4::<f32>::zeros((2, 1, 3, 3)).view(), 2).unwrap();
+    let white = Array4::<f32>::ones((2, 1, 3, 3));
+    assert_replaced_whole(&path, || io::save_grid(&path, white.view(), 2).unwrap());
+    let png = image::open(&path).unwrap().to_luma8();
+    assert_eq!(png.get_pixel(2, 2).0, [255]);
+}
+
+/// Every pixel of a PNG lands where it was: a 5 × 2 RGB picture whose 30 values are all different
+/// (k / 255 for k = 0..30, so each byte is k exactly) reads back with value (c, y, x) at column x,
+/// row y, channel c. A square picture, or one checked along its diagonal, would not notice rows
+/// and columns swapped.
+#[test]
+fn png_pixels_are_written_row_by_row() {
+    let dir = TempDir::new("png-order");
+    let path = dir.path("wide.png");
+    let byte = |c: usize, y: usize, x: usize| (c * 10 + y * 5 + x) as u8;
+    let picture =
+        ndarray::Array3::from_shape_fn((3, 2, 5), |(c, y, x)| f32::from(byte(c, y, x)) / 255.0);
+    io::save_png(&path, picture.view()).unwrap();
+    let png = image::open(&path).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (5, 2));
+    for (x, y, p) in png.enumerate_pixels() {
+        let (x, y) = (x as usize, y as usize);
+        assert_eq!(
+            p.0,
+            [byte(0, y, x), byte(1, y, x), byte(2, y, x)],
+            "({x}, {y})"
+        );
     }
 }
 

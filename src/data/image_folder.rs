@@ -389,4 +389,48 @@ mod tests {
             }
         }
     }
+
+    /// The walk steps over what a JPEG's entropy-coded data may hold: stuffed `FF 00` bytes and
+    /// the restart markers `FF D0`–`FF D7` that a restart interval (the `FF DD` segment, common in
+    /// camera files) puts between blocks. A restart marker does not end the scan: taken for its
+    /// end, the walk would read the stuffed `FF 00` after it as a marker and the next two data
+    /// bytes (`7F 7F`) as a segment length, and jump past the file's end.
+    #[test]
+    fn jpeg_walk_steps_over_restart_markers_in_the_scan() {
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xDD, 0x00, 0x04, 0x00, 0x01];
+        // Start of scan: length 8, one component, spectral selection 0..63.
+        jpeg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00]);
+        let scan = [
+            0x12, 0xFF, 0x00, 0x7F, 0x7F, 0xFF, 0xD0, 0x34, 0xFF, 0x00, 0x7F, 0x7F, 0xFF, 0xD7,
+            0x56,
+        ];
+        jpeg.extend_from_slice(&scan);
+        let cut = jpeg.len();
+        jpeg.extend_from_slice(&[0xFF, 0xD9]);
+        assert_eq!(jpeg_is_complete(&jpeg), Ok(()));
+        let err = jpeg_is_complete(&jpeg[..cut]).unwrap_err();
+        assert!(err.contains(&format!("ends at byte {cut}")), "{err}");
+    }
+
+    /// The longer side is scaled and truncated, as torchvision's `int(size * long / short)`: a
+    /// 10 × 3 picture at size 2 becomes 6 × 2 (6.67 truncated), not 7 × 2 (rounded up), before
+    /// its centre is cut out at round(4 / 2) = 2; likewise a 3 × 10 one. A gradient along the
+    /// long side makes the two resizes give other pixels (checked, so the test can tell).
+    #[test]
+    fn the_longer_side_is_truncated_as_torchvision() {
+        let ramp = |t: u32| image::Luma([t as u8 * 25]);
+        let wide = image::GrayImage::from_fn(10, 3, |x, _| ramp(x));
+        let tall = image::GrayImage::from_fn(3, 10, |_, y| ramp(y));
+        for (img, (w, h), (x, y)) in [(wide, (6, 2), (2, 0)), (tall, (2, 6), (0, 2))] {
+            let img = DynamicImage::ImageLuma8(img);
+            let resized = |w, h| {
+                img.resize_exact(w, h, FilterType::Triangle)
+                    .crop_imm(x, y, 2, 2)
+            };
+            let want = resized(w, h);
+            assert_eq!(resize_and_crop(img.clone(), 2).as_bytes(), want.as_bytes());
+            let rounded_up = resized(w + (w > h) as u32, h + (h > w) as u32);
+            assert_ne!(rounded_up.as_bytes(), want.as_bytes());
+        }
+    }
 }
