@@ -361,3 +361,41 @@ fn ema_follows_the_reference_formula() {
     ema.copy_to_params();
     assert!((p.to_vec()[0] - 0.29).abs() < 1e-7);
 }
+
+/// A parameter whose data lies in memory column-major (made from a transposed array) takes the
+/// same Adam steps, to the bit, as the same values laid out row-major: the update pairs each
+/// weight with its own gradient and moments by index, whatever the layout. Each element goes
+/// through the same f32 operations either way, so the two must agree exactly; a loop over memory
+/// order that met a row-major gradient would pair a weight with another weight's gradient.
+#[test]
+fn adam_steps_a_column_major_parameter_like_a_row_major_one() {
+    let values: Vec<f32> = (0..6).map(|i| 0.5 * i as f32 - 1.25).collect();
+    let row_major = Tensor::from_vec(values.clone(), &[2, 3]);
+    // The same logical (2, 3) values, stored as the transpose of a row-major (3, 2) array.
+    let transposed: Vec<f32> = (0..6).map(|k| values[(k % 2) * 3 + k / 2]).collect();
+    let column_major = Tensor::from_array(
+        ndarray::Array2::from_shape_vec((3, 2), transposed)
+            .unwrap()
+            .reversed_axes()
+            .into_dyn(),
+    );
+    assert_eq!(column_major.to_vec(), values, "the same logical values");
+    let store = ParamStore::new();
+    let a = store.root().param("a", row_major);
+    let b = store.root().param("b", column_major);
+    let cfg = AdamConfig {
+        lr: 0.1,
+        weight_decay: 0.1,
+        ..AdamConfig::default()
+    };
+    let mut opt = Adam::new(store.named_params(), cfg);
+    for step in 0..3 {
+        let g: Vec<f32> = (0..6).map(|i| ((i * 5 + step) % 7) as f32 - 3.0).collect();
+        let mut gs = Gradients::default();
+        gs.insert(&a, Tensor::from_vec(g.clone(), &[2, 3]));
+        gs.insert(&b, Tensor::from_vec(g, &[2, 3]));
+        opt.step(&gs);
+        assert_eq!(b.to_vec(), a.to_vec(), "step {step}");
+        assert_ne!(a.to_vec(), values, "the step moved the weights");
+    }
+}
