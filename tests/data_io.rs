@@ -685,10 +685,12 @@ fn image_folder_loads_jpeg_in_any_case() {
 }
 
 /// Colour conversions, as `ColorMode` documents them: in RGB, a grey picture repeated in all
-/// three channels and alpha dropped (whatever its value: not multiplied in); in grey, the `image`
-/// crate's luminance, the Rec. 709 weights 0.2126, 0.7152, 0.0722. Flat 2 × 2 pictures, so no
-/// resize or crop mixes pixels: RGB values are copied exactly, and the luminance is within 1 of
-/// the weighted sum (54.2, 182.4, 18.4 for pure red, green and blue; integer arithmetic rounds).
+/// three channels and alpha dropped (whatever its value: not multiplied in); in grey, Pillow's
+/// `convert('L')` to the level. Flat 2 × 2 pictures, so no resize or crop mixes pixels and every
+/// value is exact. The grey levels were read from Pillow 13.0.0 (`Image.new('RGB', …)`, `putdata`,
+/// `convert('L')`). The last two colours are where rounding the floating-point weighted sum
+/// (104.4999… and 156.5, which Python's `round` takes to even) would miss Pillow's fixed point by
+/// one; the `image` crate's Rec. 709 luminance would give 54, 182 and 18 for the first three.
 #[test]
 fn image_folder_colour_conversions() {
     let dir = TempDir::new("folder-colours");
@@ -704,6 +706,8 @@ fn image_folder_colour_conversions() {
             .save(dir.path(name))
             .unwrap();
     }
+    rgb("g_rounding.png", [86, 108, 135]);
+    rgb("h_half.png", [101, 167, 248]);
     let want_rgb = [
         [255u8, 0, 0],
         [0, 255, 0],
@@ -711,9 +715,12 @@ fn image_folder_colour_conversions() {
         [77, 77, 77],
         [40, 80, 120],
         [40, 80, 120],
+        [86, 108, 135],
+        [101, 167, 248],
     ];
+    let pillow_grey = [76u8, 150, 29, 77, 73, 73, 105, 157];
     let d = image_folder::load(&dir.0, 2, ColorMode::Rgb).unwrap();
-    assert_eq!(d.images.dim(), (6, 3, 2, 2));
+    assert_eq!(d.images.dim(), (8, 3, 2, 2));
     for (k, want) in want_rgb.iter().enumerate() {
         for (c, &w) in want.iter().enumerate() {
             let plane = d.images.slice(s![k, c, .., ..]);
@@ -724,15 +731,13 @@ fn image_folder_colour_conversions() {
         }
     }
     let d = image_folder::load(&dir.0, 2, ColorMode::Grey).unwrap();
-    assert_eq!(d.images.dim(), (6, 1, 2, 2));
-    for (k, [r, g, b]) in want_rgb.iter().enumerate() {
-        let want = 0.2126 * f64::from(*r) + 0.7152 * f64::from(*g) + 0.0722 * f64::from(*b);
-        for &v in d.images.slice(s![k, 0, .., ..]).iter() {
-            assert!(
-                (f64::from(v) - want).abs() <= 1.0,
-                "picture {k}: {v} vs {want:.1}"
-            );
-        }
+    assert_eq!(d.images.dim(), (8, 1, 2, 2));
+    for (k, &want) in pillow_grey.iter().enumerate() {
+        let plane = d.images.slice(s![k, 0, .., ..]);
+        assert!(
+            plane.iter().all(|&v| v == want),
+            "picture {k}: {plane:?} vs Pillow's {want}"
+        );
     }
 }
 

@@ -47,7 +47,9 @@ pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 pub enum ColorMode {
     /// Three channels, red, green, blue. Grey pictures are repeated in all three; alpha is dropped.
     Rgb,
-    /// One channel of luminance (the `image` crate's conversion from RGB).
+    /// One channel of luminance, as Pillow's `convert('L')` (and so torchvision's `Grayscale`)
+    /// computes it (ITU-R 601-2 weights in fixed point). Alpha is dropped; grey pictures keep
+    /// their values.
     Grey,
 }
 
@@ -60,6 +62,27 @@ impl ColorMode {
         }
     }
 }
+
+// ANCHOR: luma
+/// The luminance of a picture, the way Pillow's `convert('L')` computes it from 8-bit RGB: the
+/// ITU-R 601-2 weights 0.299, 0.587 and 0.114 held as 16-bit fixed-point integers (19595, 38470,
+/// 7471, which sum to 2¹⁶, so a grey pixel keeps its value), rounded half up. Computed in floating
+/// point and rounded, a weighted sum such as 104.4999… for (86, 108, 135) would give 104 where
+/// Pillow gives 105. The `image` crate's own `to_luma8` uses the Rec. 709 weights instead
+/// (0.2126, 0.7152, 0.0722) and would give 54 for pure red, where Pillow gives 76.
+fn luma(img: &DynamicImage) -> image::GrayImage {
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let grey = rgb
+        .pixels()
+        .map(|p| {
+            let [r, g, b] = p.0.map(u32::from);
+            ((19595 * r + 38470 * g + 7471 * b + (1 << 15)) >> 16) as u8
+        })
+        .collect();
+    image::GrayImage::from_raw(w, h, grey).expect("one byte per pixel")
+}
+// ANCHOR_END: luma
 
 /// Whether `path` has a picture extension this module loads.
 fn is_picture(path: &Path) -> bool {
@@ -253,7 +276,7 @@ fn load_one(path: &Path, size: u32, mode: ColorMode, out: &mut Vec<u8>) -> Resul
     // ANCHOR_END: load_one_checks
     let img = match mode {
         ColorMode::Rgb => DynamicImage::ImageRgb8(img.to_rgb8()),
-        ColorMode::Grey => DynamicImage::ImageLuma8(img.to_luma8()),
+        ColorMode::Grey => DynamicImage::ImageLuma8(luma(&img)),
     };
     let img = resize_and_crop(img, size);
     // The image crate interleaves channels, (H, W, C); the dataset wants planes, (C, H, W).
