@@ -300,7 +300,8 @@ pub struct Results {
     pub iterations: Option<usize>,
     /// The step this invocation resumed training from.
     pub resumed_from: Option<usize>,
-    /// Mean training loss over the last 100 steps.
+    /// Mean training loss over the last 100 rows of the loss log: fewer in a run of fewer steps,
+    /// or in a resumed run whose log had lost rows (the resume warns of that).
     pub final_train_loss: Option<f32>,
     /// The annealed DSM loss over the test pictures (fixed seed, no gradients).
     pub test_dsm_loss: Option<f32>,

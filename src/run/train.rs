@@ -502,7 +502,7 @@ pub struct TrainReport {
     pub resumed_from: usize,
     /// The step reached.
     pub steps: usize,
-    /// The mean training loss of the last (up to) 100 steps.
+    /// The mean training loss of the last 100 rows of `log` (all of them when it has fewer).
     pub final_loss: Option<f32>,
     /// The last test-batch loss taken.
     pub last_test_loss: Option<f32>,
