@@ -1387,6 +1387,30 @@ fn a_panic_while_recording_keeps_the_kernels_recorded_before_it() {
     assert_eq!(c.download(&shifted).unwrap(), scaled(3.0, 1.0));
 }
 
+/// A thread that panics while a command buffer it submitted through `record` is still in flight,
+/// and drops its own context as the panic unwinds, leaves the process intact: the context waits
+/// for the device before the memory that work uses is freed. (vulkano's fence future skips that
+/// wait while the thread panics; without the context's own wait, lavapipe wrote into freed memory
+/// here and the test binary aborted with "corrupted double-linked list".) 70 calls of `exp` on a
+/// 4 MiB tensor: the 64th reaches the recording budget and is submitted, left in flight.
+#[test]
+fn a_context_dropped_by_a_panic_waits_for_its_work_in_flight() {
+    let panicked = std::thread::spawn(|| {
+        let c = VulkanContext::new().unwrap();
+        let x = c.upload(&vec![0.5f32; 1 << 20], &[1 << 20]).unwrap();
+        for _ in 0..70 {
+            drop(c.record(|r| r.unary(UnaryOp::Exp, &x)).unwrap());
+        }
+        assert!(
+            c.activity().submissions >= 2,
+            "the upload and one recording"
+        );
+        panic!("a shape error, say, with work in flight");
+    })
+    .join();
+    assert!(panicked.is_err());
+}
+
 /// With profiling on, every command of a recording is timed by timestamps and counted under its
 /// kernel, with the bytes it moves: the times are positive, sorted most expensive first, and add
 /// up to no more than the wall time of the work. Recordings kept open across `record` calls are profiled too; with

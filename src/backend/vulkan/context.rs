@@ -103,6 +103,20 @@ pub struct VulkanContext {
     in_flight: Mutex<Option<InFlight>>,
 }
 
+impl Drop for VulkanContext {
+    /// Waits for the command buffer still in flight, if any, before the buffers it uses and the
+    /// device go. vulkano's fence future waits when it is dropped, but not while the thread is
+    /// panicking, and a context dropped as a panic unwinds would then free memory the device is
+    /// still reading and writing (on lavapipe: "corrupted double-linked list", and an abort).
+    fn drop(&mut self) {
+        let slot = self.in_flight.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = slot.take() {
+            // An error here (a lost device) leaves nothing to wait for.
+            let _ = f.done.wait(None);
+        }
+    }
+}
+
 /// A submitted command buffer not yet waited for, with the timestamps it writes if profiled.
 struct InFlight {
     done: FenceSignalFuture<CommandBufferExecFuture<NowFuture>>,
