@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use ncsn::backend::vulkan::{
     AdamConfig, BinaryOp, Conv2dParams, DeviceBuffer, KernelVariant, RECORD_FLUSH_BYTES, Recorder,
-    ReduceOp, UnaryOp, VulkanContext, broadcast_shape,
+    ReduceOp, Strided, Transfers, UnaryOp, VulkanContext, broadcast_shape,
 };
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -261,6 +261,12 @@ fn conv_cases() -> Vec<ConvCase> {
         // The weight gradient's K = n·ho·wo = 1156 is split four ways (chunks of 296, the last
         // of 268, which is not a whole number of 8-deep k-tiles) and the partial sums added.
         case((4, 2, (17, 17), 3, (3, 3)), (1, 1), (1, 1), (1, 1)),
+        // More input channels than one 128-row tile of the input gradient holds, with few output
+        // channels: its second row of workgroups exists only if counted from cin, not cout.
+        case((1, 131, (5, 4), 2, (1, 1)), (1, 1), (0, 0), (1, 1)),
+        // Stride 2: the input gradient's 512 pixels take four tiles of 128, the 128 output
+        // pixels one; its workgroups are counted from the input.
+        case((2, 3, (16, 16), 4, (3, 3)), (2, 2), (1, 1), (1, 1)),
     ]
 }
 
@@ -1166,8 +1172,8 @@ fn contexts_load_the_kernel_variant_asked_for() {
 /// Intermediates of a recording whose handles were dropped are still counted until the work has
 /// run (the command buffer holds them), and then given back: the peak of `exp(exp(x))` copied is
 /// at least its three results, and afterwards only the one returned is left. A counter that
-/// missed the frees, counted allocator blocks instead of buffers, or forgot the in-flight
-/// intermediates fails one of these.
+/// missed the frees, counted allocator blocks instead of buffers, forgot the in-flight
+/// intermediates, or restarted the peak from zero instead of from what is alive fails one of these.
 #[test]
 fn memory_use_counts_live_buffers_and_their_peak() {
     const MIB: u64 = 1 << 20;
@@ -1203,6 +1209,12 @@ fn memory_use_counts_live_buffers_and_their_peak() {
     let with_x = c.memory_use();
     within(added(empty.live, with_x.live), 4 * MIB, 1);
     c.reset_peak_memory();
+    // The new peak starts from what is alive, x, not from nothing (above, nothing was alive).
+    assert_eq!(
+        c.memory_use().peak,
+        with_x.live,
+        "the peak after a reset with x alive"
+    );
     let y = c
         .run(|r| {
             let a = r.unary(UnaryOp::Exp, &x)?;
@@ -1258,6 +1270,81 @@ fn a_recording_is_submitted_once_it_has_allocated_its_budget() {
     assert_eq!(c.memory_use().live, base, "the intermediates are freed");
 }
 
+/// The call-count bound of `record` is exact: the 256th call submits the recording (without
+/// waiting, so it is left in flight), the 255th does not. `flush` with nothing left to submit still
+/// waits for the one in flight, so its timestamps are in the profile afterwards and its
+/// intermediates are freed; and a recording that crosses the bound keeps every command's
+/// timestamps, those of the part submitted at the bound (finished by the next submission) and
+/// those of the rest. A recording left open by `record` before profiling is switched on is
+/// submitted first, unprofiled, so that everything recorded afterwards is timed. The kernels are
+/// small: what is checked is bookkeeping, counted exactly.
+#[test]
+fn a_recording_is_submitted_at_its_256th_call_and_flush_waits_for_it() {
+    let c = VulkanContext::new().unwrap();
+    let x = c.upload(&random(64, -1.0, 1.0, 707), &[64]).unwrap();
+    let live = c.memory_use().live;
+    c.record(|r| r.unary(UnaryOp::Exp, &x)).unwrap(); // open, unprofiled
+    c.set_profiling(true).unwrap();
+    let count = |p: &[ncsn::backend::vulkan::KernelTime]| {
+        p.iter()
+            .find(|e| e.kernel == "unary")
+            .map_or(0, |e| e.count)
+    };
+    let before = c.activity();
+    for _ in 0..255 {
+        c.record(|r| r.unary(UnaryOp::Exp, &x)).unwrap();
+    }
+    assert_eq!((c.activity() - before).submissions, 0, "255 calls");
+    c.record(|r| r.unary(UnaryOp::Exp, &x)).unwrap();
+    assert_eq!((c.activity() - before).submissions, 1, "the 256th call");
+    c.flush().unwrap(); // nothing to submit: waits for the one in flight
+    assert_eq!(
+        (c.activity() - before).submissions,
+        1,
+        "flush had nothing to submit"
+    );
+    assert_eq!(
+        count(&c.take_profile()),
+        256,
+        "the recording in flight, finished by flush"
+    );
+    assert_eq!(c.memory_use().live, live, "its intermediates are freed");
+
+    for _ in 0..300 {
+        c.record(|r| r.unary(UnaryOp::Exp, &x)).unwrap();
+    }
+    c.flush().unwrap();
+    assert_eq!((c.activity() - before).submissions, 3);
+    assert_eq!(
+        count(&c.take_profile()),
+        300,
+        "both parts of a recording cut at the bound"
+    );
+    c.set_profiling(false).unwrap();
+}
+
+/// The byte budget of `record` is reached, not exceeded, when a recording's allocations add up to
+/// `RECORD_FLUSH_BYTES` exactly: sixteen zero-filled buffers of 16 MiB (whole multiples of any
+/// alignment, so each is counted at its size) submit it at the 16th call, not the 17th.
+#[test]
+fn a_recording_is_submitted_when_its_allocations_reach_the_budget_exactly() {
+    const MIB: u64 = 1 << 20;
+    assert_eq!(RECORD_FLUSH_BYTES, 256 * MIB, "the numbers below assume it");
+    let c = VulkanContext::new().unwrap();
+    let before = c.activity();
+    for i in 1..=16 {
+        let z = c.record(|r| r.zeros(&[4 << 20])).unwrap();
+        drop(z);
+        let a = c.activity() - before;
+        assert_eq!(
+            a.submissions,
+            u64::from(i == 16),
+            "after {i} buffers of 16 MiB"
+        );
+    }
+    c.flush().unwrap();
+}
+
 #[test]
 fn activity_counts_dispatches_submissions_and_waiting() {
     let c = VulkanContext::new().unwrap();
@@ -1281,6 +1368,64 @@ fn activity_counts_dispatches_submissions_and_waiting() {
     c.upload(&[1.0], &[1]).unwrap();
     let a = c.activity() - up_again;
     assert_eq!((a.dispatches, a.submissions), (0, 1));
+}
+
+/// `transfers` counts each host↔device copy and its bytes: an upload of floats and one of
+/// indices (4 bytes each), a download of floats and one of raw words. The difference of two
+/// readings is taken field by field: the context made one upload and no download before the
+/// first reading, so a difference that mixed up the fields would show.
+#[test]
+fn transfers_count_each_copy_and_its_bytes() {
+    let c = VulkanContext::new().unwrap();
+    c.upload(&[1.0; 3], &[3]).unwrap();
+    let before = c.transfers();
+    let one_upload = Transfers {
+        uploads: 1,
+        upload_bytes: 12,
+        downloads: 0,
+        download_bytes: 0,
+    };
+    assert_eq!(before, one_upload);
+    let x = c.upload(&random(10, -1.0, 1.0, 708), &[2, 5]).unwrap();
+    let idx = c.upload_indices(&[4, 0, 2, 7, 1]).unwrap();
+    let bits = c.run(|r| r.philox_bits(6, [1, 2, 3, 4], [5, 6])).unwrap();
+    c.download(&x).unwrap();
+    c.download_bits(&bits).unwrap();
+    let want = Transfers {
+        uploads: 2,
+        upload_bytes: 4 * 10 + 4 * 5,
+        downloads: 2,
+        download_bytes: 4 * 10 + 4 * 6,
+    };
+    assert_eq!(c.transfers() - before, want);
+    assert_eq!(idx.len(), 5);
+}
+
+/// What `activity` counts as waiting includes the wait for the device, not only the call that
+/// submits: the host is blocked from the submission until the fence signals, and the kernels ran
+/// in between, so the waiting is at least the device time that profiling measures for them
+/// (with 10 % to spare for the two clocks). Two products of 256 × 256 matrices take lavapipe
+/// milliseconds; submitting takes microseconds.
+#[test]
+fn waiting_covers_the_device_time_of_the_work() {
+    let c = VulkanContext::new().unwrap();
+    let a = c
+        .upload(&random(256 * 256, -1.0, 1.0, 709), &[256, 256])
+        .unwrap();
+    c.set_profiling(true).unwrap();
+    let before = c.activity();
+    c.run(|r| {
+        let y = r.matmul(&a, &a, false, false)?;
+        r.matmul(&y, &a, false, true)
+    })
+    .unwrap();
+    let waiting = (c.activity() - before).waiting;
+    let device: std::time::Duration = c.take_profile().iter().map(|e| e.time).sum();
+    c.set_profiling(false).unwrap();
+    assert!(
+        waiting.as_secs_f64() >= 0.9 * device.as_secs_f64() && device > std::time::Duration::ZERO,
+        "waited {waiting:?} for {device:?} of device time"
+    );
 }
 
 /// `record` submits its recording every 256 calls without waiting, so the device runs it while
@@ -1387,6 +1532,22 @@ fn a_panic_while_recording_keeps_the_kernels_recorded_before_it() {
     assert_eq!(c.download(&shifted).unwrap(), scaled(3.0, 1.0));
 }
 
+/// `run` submits this thread's open recording before its own work, so a kernel of `run` can read
+/// a buffer that `record` returned and has not yet been submitted. (Were the open recording
+/// submitted after `run`'s, by the download, the buffer would be written only after it was read.)
+#[test]
+fn run_reads_what_an_open_recording_wrote() {
+    let c = VulkanContext::new().unwrap();
+    let start = random(300, -1.0, 1.0, 711);
+    let x = c.upload(&start, &[300]).unwrap();
+    let doubled = c.record(|r| r.unary(UnaryOp::MulScalar(2.0), &x)).unwrap();
+    let plus_one = c
+        .run(|r| r.unary(UnaryOp::AddScalar(1.0), &doubled))
+        .unwrap();
+    let want: Vec<f32> = start.iter().map(|&v| v * 2.0 + 1.0).collect();
+    assert_eq!(c.download(&plus_one).unwrap(), want);
+}
+
 /// A thread that panics while a command buffer it submitted through `record` is still in flight,
 /// and drops its own context as the panic unwinds, leaves the process intact: the context waits
 /// for the device before the memory that work uses is freed. (vulkano's fence future skips that
@@ -1464,6 +1625,34 @@ fn profiling_times_each_kernel() {
     c.set_profiling(false).unwrap();
     c.run(|r| r.unary(UnaryOp::Exp, &x)).unwrap();
     assert!(c.take_profile().is_empty());
+}
+
+/// The kernels that take indices count in the profile the 4 bytes of each index besides the
+/// floats they move: a lookup of 4 rows of 5 from a table of 7 reads 4 indices and 4 rows and
+/// writes 4 rows (16 + 80 + 80 bytes); selecting the same rows moves as much; adding 4 rows into 7
+/// reads the indices and all of the source and writes the output (16 + 80 + 140).
+#[test]
+fn profiles_count_the_bytes_of_indices() {
+    let c = VulkanContext::new().unwrap();
+    let table = c.upload(&random(7 * 5, -1.0, 1.0, 712), &[7, 5]).unwrap();
+    let src = c.upload(&random(4 * 5, -1.0, 1.0, 713), &[4, 5]).unwrap();
+    let idx = c.upload_indices(&[6, 0, 3, 3]).unwrap();
+    c.set_profiling(true).unwrap();
+    c.run(|r| {
+        r.embedding(&table, &idx)?;
+        r.index_select(&table, 0, &idx)?;
+        r.index_add(&src, 0, &idx, 7)
+    })
+    .unwrap();
+    let p = c.take_profile();
+    c.set_profiling(false).unwrap();
+    let bytes = |k: &str| p.iter().find(|e| e.kernel == k).map(|e| (e.count, e.bytes));
+    assert_eq!(bytes("embedding"), Some((1, 16 + 2 * 80)), "{p:?}");
+    assert_eq!(
+        bytes("index"),
+        Some((2, (16 + 2 * 80) + (16 + 80 + 140))),
+        "{p:?}"
+    );
 }
 
 /// A profiled command buffer takes its timestamps from pools of 1,024 queries, so a recording of
@@ -1563,6 +1752,35 @@ fn out_of_range_indices_are_refused_on_the_host() {
         );
         assert_eq!(refused(&|r| r.index_add(&src, 0, idx, 7)), want, "add {i}");
     }
+}
+
+/// `strided_copy` refuses a layout that reaches past its buffer, by as little as one element, on
+/// either side (on a GPU the kernel would read or write whatever lies there; lavapipe returns
+/// zeros and drops the writes), and copies one that ends on the last element.
+#[test]
+fn strided_copies_past_the_buffer_are_refused() {
+    let src = up(&random(6, -1.0, 1.0, 714), &[6]);
+    let dst = up(&[0.0; 6], &[6]);
+    let shape = [5];
+    let at = |offset: usize| Strided {
+        offset,
+        strides: vec![1],
+    };
+    let copy = |s: &Strided, d: &Strided| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ctx().run(|r| r.strided_copy(&src, s, &dst, d, &shape))
+        }))
+        .is_ok()
+    };
+    assert!(copy(&at(1), &at(1)), "elements 1 to 5 of 6");
+    assert!(!copy(&at(2), &at(0)), "the source's elements 2 to 6 of 6");
+    assert!(
+        !copy(&at(0), &at(2)),
+        "the destination's elements 2 to 6 of 6"
+    );
+    let got = down(&dst);
+    assert_eq!(got[0], 0.0);
+    assert_eq!(got[1..], down(&src)[1..]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1952,7 +2170,7 @@ fn langevin_noise_uses_every_bit_of_seed_and_step() {
     assert_close("langevin step past 2^32", &down(&x), &want, |_| 1e-5);
 }
 
-/// Copy, zeros, and reshape bookkeeping.
+/// Copy, zeros, and reshape bookkeeping (a reshape to another size panics).
 #[test]
 fn copy_zeros_reshape() {
     let x = random(10, -1.0, 1.0, 1000);
@@ -1965,9 +2183,53 @@ fn copy_zeros_reshape() {
     let c = c.reshape(&[5, 2]);
     assert_eq!(c.shape(), [5, 2]);
     assert_eq!(down(&c), x);
+    // A shape of another size is refused, smaller or larger: the buffer does not change size.
+    for shape in [&[3, 3][..], &[11]] {
+        let reshaped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            up(&x, &[2, 5]).reshape(shape)
+        }));
+        assert!(reshaped.is_err(), "reshape of 10 elements to {shape:?}");
+    }
     let e = up(&[], &[0, 3]);
     assert!(e.is_empty());
     assert_eq!(down(&e), Vec::<f32>::new());
+}
+
+/// Products and weight gradients over an empty sum (an inner extent of 0, a batch of 0) are
+/// zeros, written, not whatever the output's memory held. A fresh context's memory may well be
+/// zeros already, so the memory is first filled with NaN by buffers of the outputs' sizes that
+/// are then dropped: the allocator hands the same memory out again, as the control checks.
+#[test]
+fn empty_sums_are_written_zeros_over_reused_memory() {
+    let c = VulkanContext::new().unwrap();
+    let a = c.upload(&[], &[3, 0]).unwrap();
+    let b = c.upload(&[], &[0, 2]).unwrap();
+    let x = c.upload(&[], &[0, 2, 5, 5]).unwrap();
+    let dy = c.upload(&[], &[0, 3, 3, 3]).unwrap();
+    let poison = |shape: &[usize]| {
+        let filled: Vec<DeviceBuffer> = (0..8)
+            .map(|_| c.run(|r| r.fill(shape, f32::NAN)).unwrap())
+            .collect();
+        drop(filled);
+        let probe = c.alloc(shape).unwrap();
+        let held = c.download(&probe).unwrap();
+        assert!(
+            held.iter().all(|v| v.is_nan()),
+            "control: reused memory {held:?}"
+        );
+    };
+    poison(&[3, 2]);
+    let ab = c.run(|r| r.matmul(&a, &b, false, false)).unwrap();
+    assert_eq!(c.download(&ab).unwrap(), vec![0.0; 6], "[3, 0] · [0, 2]");
+    poison(&[3, 2, 3, 3]);
+    let dw = c
+        .run(|r| r.conv2d_weight_grad(&x, &dy, (3, 3), Conv2dParams::default()))
+        .unwrap();
+    assert_eq!(
+        c.download(&dw).unwrap(),
+        vec![0.0; 54],
+        "an empty batch's dW"
+    );
 }
 
 /// Empty inputs give empty (or, for sums over nothing, zero) outputs without dispatching.

@@ -361,7 +361,12 @@ impl KernelVariant {
     /// any value other than `auto`, `plain` or `nan-preserving` is an [`Error::Invalid`] naming
     /// the variable and the value.
     pub fn from_env() -> Result<Self> {
-        match std::env::var(Self::ENV) {
+        Self::from_var(std::env::var(Self::ENV))
+    }
+
+    /// [`from_env`](Self::from_env) for the value `std::env::var` read.
+    fn from_var(value: std::result::Result<String, std::env::VarError>) -> Result<Self> {
+        match value {
             Err(std::env::VarError::NotPresent) => Ok(Self::Auto),
             Err(std::env::VarError::NotUnicode(v)) => Err(Error::Invalid(format!(
                 "{}={v:?} is not valid UTF-8; expected auto, plain or nan-preserving",
@@ -1273,6 +1278,27 @@ fn submit(
 #[cfg(test)]
 mod tests {
     use super::KernelVariant;
+
+    /// `NCSN_VULKAN_KERNELS` unset or set but empty (`NCSN_VULKAN_KERNELS= cargo test`) means
+    /// `auto`; a name is parsed; anything else, including a value that is not UTF-8, is an error
+    /// that names the variable.
+    #[test]
+    fn kernel_variant_from_the_environment_variable() {
+        use std::env::VarError;
+        let from = |v: Result<String, VarError>| KernelVariant::from_var(v);
+        assert_eq!(
+            from(Err(VarError::NotPresent)).unwrap(),
+            KernelVariant::Auto
+        );
+        assert_eq!(from(Ok(String::new())).unwrap(), KernelVariant::Auto);
+        assert_eq!(from(Ok("plain".into())).unwrap(), KernelVariant::Plain);
+        // What `std::env::var` returns for a value that is not UTF-8 (the bytes do not matter).
+        let not_utf8 = std::ffi::OsString::from("plain");
+        for bad in [Ok(" ".to_string()), Err(VarError::NotUnicode(not_utf8))] {
+            let msg = from(bad).unwrap_err().to_string();
+            assert!(msg.contains(KernelVariant::ENV), "{msg}");
+        }
+    }
 
     #[test]
     fn kernel_variants_parse_by_name_and_unknown_names_are_errors() {

@@ -1742,12 +1742,29 @@ mod tests {
         }
     }
 
+    /// A convolution's grid holds up to 65,535 tiles of 128 along each axis, the most workgroups
+    /// Vulkan guarantees a dispatch: exactly that many pass, one pixel or channel more is refused
+    /// (tests/vulkan_tensor.rs checks the message). A device test at the limit would run 65,535
+    /// workgroups of a 128 × 128 tile each: 18 s on lavapipe.
+    #[test]
+    fn conv_grids_reach_the_dispatch_limit_exactly() {
+        let limit = 65535 * 128;
+        assert_eq!(super::conv_groups("conv2d", limit, 128), [65535, 1, 1]);
+        assert_eq!(super::conv_groups("conv2d", 1, limit), [1, 65535, 1]);
+        for (cols, rows) in [(limit + 1, 1), (1, limit + 1)] {
+            let refused = std::panic::catch_unwind(|| super::conv_groups("conv2d", cols, rows));
+            assert!(refused.is_err(), "{cols} × {rows}");
+        }
+    }
+
     /// The splits cover K exactly once, in chunks of whole k-tiles (all but the last, which holds
     /// the rest), no shorter than the minimum.
     #[test]
     fn split_k_covers_k_in_tile_multiples() {
         for tiles in [1, 2, 36, 144, 511, 512, 4096] {
-            for k in [1, 15, 16, 255, 256, 511, 512, 1156, 1157, 32768, 131_072] {
+            for k in [
+                1, 15, 16, 255, 256, 511, 512, 1156, 1157, 10_250, 32768, 131_072,
+            ] {
                 let (splits, chunk) = split_k(tiles, k);
                 assert!(splits >= 1 && (splits - 1) * chunk < k && splits * chunk >= k);
                 if splits > 1 {
@@ -1764,6 +1781,9 @@ mod tests {
         // of dW, K = 128·32·32; and the test case in tests/vulkan.rs with K = 4·17·17.
         assert_eq!(split_k(9, 131_072), (57, 2304));
         assert_eq!(split_k(1, 1156), (4, 296));
+        // 40 splits of K = 10,250 would be 257 deep, rounded up to 264: 39 of those cover K, and
+        // a 40th would sum nothing.
+        assert_eq!(split_k(1, 10_250), (39, 264));
         // Enough tiles already: no split.
         assert_eq!(split_k(512, 131_072), (1, 131_072));
     }

@@ -178,6 +178,66 @@ mod tests {
         assert_eq!(widest, super::STORAGE_BUFFERS_NEEDED);
     }
 
+    /// Every kernel embeds the two files its name names (the profile counts commands by that name,
+    /// and errors name the shader by it), the names are distinct, and every shader has a kernel.
+    #[test]
+    fn every_kernel_embeds_the_shader_it_is_named_after() {
+        use super::Kernel::*;
+        let all = [
+            Gemm,
+            Conv2d,
+            Conv2dInputGrad,
+            Conv2dWeightGrad,
+            Unary,
+            Binary,
+            Reduce,
+            InstanceNorm,
+            CinPlus,
+            AvgPool2d,
+            ResizeBilinear,
+            Embedding,
+            Adam,
+            AdamAmsgrad,
+            Philox,
+            Langevin,
+            Strided,
+            Select,
+            Index,
+            AvgPool2dAdjoint,
+            ResizeBilinearAdjoint,
+            SplitKSum,
+        ];
+        let dir = std::path::Path::new(env!("OUT_DIR"));
+        let file = |name: String| super::spirv_words(&std::fs::read(dir.join(name)).unwrap());
+        for kernel in all {
+            let name = kernel.name();
+            assert_eq!(
+                kernel.words(false),
+                file(format!("{name}.spv")),
+                "{kernel:?}"
+            );
+            assert_eq!(
+                kernel.words(true),
+                file(format!("{name}.nan.spv")),
+                "{kernel:?}"
+            );
+        }
+        let mut names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let sources = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "comp")
+            })
+            .count();
+        assert_eq!((names.len(), all.len()), (sources, sources));
+    }
+
     /// (declares the capability, declares the mode for 32-bit floats on its entry point)
     fn nan_preserve(words: &[u32]) -> (bool, bool) {
         let ins = instructions(words);
