@@ -406,3 +406,32 @@ fn mean_and_best(seconds: &[f64]) -> Option<(f64, f64)> {
     let best = seconds.iter().copied().reduce(f64::min)?;
     Some((seconds.iter().sum::<f64>() / seconds.len() as f64, best))
 }
+
+// `cargo test` runs these (`test = true` for this example in Cargo.toml).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summary's mean and best of some step times (exact: small dyadic fractions).
+    #[test]
+    fn mean_and_best_of_timings() {
+        assert_eq!(mean_and_best(&[0.5, 0.25, 1.5, 0.75]), Some((0.75, 0.25)));
+        assert_eq!(mean_and_best(&[2.0]), Some((2.0, 2.0)));
+        assert_eq!(mean_and_best(&[]), None);
+    }
+
+    /// The batch is at least 1 and at most 4× the paper's 128; 0 training steps are allowed (the
+    /// forward passes alone).
+    #[test]
+    fn batch_and_steps_bounds() {
+        assert_eq!(MAX_BATCH, 512);
+        let parse = |a: &[&str]| {
+            Args::try_parse_from(std::iter::once("refinenet_step").chain(a.iter().copied()))
+        };
+        let args = parse(&["512", "0"]).unwrap();
+        assert_eq!((args.batch, args.steps), (512, 0));
+        for bad in [["0", "3"], ["513", "3"]] {
+            assert!(parse(&bad).is_err(), "batch and steps {bad:?} accepted");
+        }
+    }
+}

@@ -645,3 +645,79 @@ fn run(args: Args) -> ncsn::Result<()> {
     ));
     ncsn::io::print_stdout(&table)
 }
+
+// `cargo test` runs these (`test = true` for this example in Cargo.toml); the rest of the example
+// is its training runs, checked by running it (see the book's chapter on the toy experiments).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tail statistics of Fig. 1 on losses whose answer is known exactly. The last four finite
+    /// losses are 3 + 0.25·i plus residuals (+1, −1, −1, +1), which sum to zero and are orthogonal
+    /// to i − 1.5, so the least-squares line is 3 + 0.25·i itself: mean 3.375, slope 250 per 1000
+    /// steps, and residual standard deviation √(4/(4 − 2)) = √2. Every value is a small dyadic
+    /// fraction, exact in f32 and f64, so only the square root rounds: 1e-12 is ample. Earlier
+    /// losses lie outside the tail, and a final non-finite loss (a run it stopped) is left out.
+    #[test]
+    fn tail_stats_fit_a_line_to_the_last_finite_losses() {
+        let tail = [4.0f32, 2.25, 2.5, 4.75];
+        let want = (3.375, 250.0, 2f64.sqrt());
+        let close = |got: (f64, f64, f64)| {
+            (got.0 - want.0).abs() < 1e-12
+                && (got.1 - want.1).abs() < 1e-12
+                && (got.2 - want.2).abs() < 1e-12
+        };
+        let losses = [100.0f32, -50.0, 4.0, 2.25, 2.5, 4.75, f32::NAN];
+        assert!(
+            close(tail_stats(&losses, 4)),
+            "{:?}, want {want:?}",
+            tail_stats(&losses, 4)
+        );
+        // A tail longer than the run takes the whole run.
+        assert!(
+            close(tail_stats(&tail, 100)),
+            "{:?}, want {want:?}",
+            tail_stats(&tail, 100)
+        );
+        // Fewer than three finite losses: no line, no residuals.
+        let (m, s, sd) = tail_stats(&[1.0, f32::INFINITY, 2.0, f32::NAN], 10);
+        assert!(m.is_nan() && s.is_nan() && sd.is_nan(), "{:?}", (m, s, sd));
+    }
+
+    /// `--ncsn-ema` is a decay in [0, 1): 1 would freeze the average at the initial weights.
+    #[test]
+    fn ema_decay_is_in_zero_to_one() {
+        assert_eq!(decay("0"), Ok(0.0));
+        assert_eq!(decay("0.999"), Ok(0.999));
+        for bad in ["1", "1.5", "-0.1", "NaN", "x"] {
+            assert!(decay(bad).is_err(), "a decay of {bad} accepted");
+        }
+    }
+
+    /// The fraction in the (5, 5) mode is taken among the finite samples, and the non-finite
+    /// fraction counts every row with a non-finite coordinate: of five rows, three near (5, 5),
+    /// one near (−5, −5) and one with a NaN coordinate, 3/4 and 1/5.
+    #[test]
+    fn fraction_55_counts_the_upper_mode_among_finite_rows() {
+        let x = Tensor::from_vec(
+            vec![4.0, 6.0, 5.5, 5.0, 0.5, 0.2, -5.0, -4.0, f32::NAN, 5.0],
+            &[5, 2],
+        );
+        let (frac, nonfinite) = fraction_55(&x, &GaussianMixture::paper());
+        // 1 − 4/5 rounds in f64: 1e-12 of room.
+        assert!(
+            frac == 0.75 && (nonfinite - 0.2).abs() < 1e-12,
+            "fraction {frac} in (5, 5), {nonfinite} non-finite; want 0.75 and 0.2"
+        );
+    }
+
+    /// The manifold runs fit a line to the tail of their losses: fewer than 3 steps are refused
+    /// at the command line, naming the flag.
+    #[test]
+    fn manifold_steps_below_three_are_refused() {
+        let parse = |v: &str| Args::try_parse_from(["toy_mixture", "--manifold-steps", v]);
+        assert_eq!(parse("3").unwrap().manifold_steps, 3);
+        let err = parse("2").expect_err("2 steps accepted").to_string();
+        assert!(err.contains("--manifold-steps"), "{err}");
+    }
+}

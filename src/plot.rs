@@ -782,3 +782,33 @@ pub fn lines(path: impl AsRef<Path>, fig: &Figure, series: &[Series], log_y: boo
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tick_label;
+
+    /// Three significant digits, trailing zeros and a bare point trimmed, plain from 1e-3 up to
+    /// (not including) 1e5 and scientific outside: the examples of its documentation and the
+    /// edges of both rules.
+    #[test]
+    fn tick_labels_are_short() {
+        for (v, want) in [
+            (0.0, "0"),
+            (0.25, "0.25"),
+            (-8.0, "-8"),
+            (1.234, "1.23"),
+            (123.4, "123"),
+            (12345.0, "12345"),
+            (0.001234, "0.00123"),
+            (0.002, "0.002"),
+            (0.0009, "9e-4"),
+            (1e-5, "1e-5"),
+            (-1.5e-4, "-1.5e-4"),
+            (1e5, "1e5"),
+            (2.5e6, "2.5e6"),
+            (1.25e7, "1.25e7"),
+        ] {
+            assert_eq!(tick_label(&v), want, "{v}");
+        }
+    }
+}

@@ -369,3 +369,581 @@ fn errors_name_the_path() {
     let e = plot::lines(&path, &Figure::new("x"), &[], false).unwrap_err();
     assert!(e.to_string().contains("fig.svg"), "{e}");
 }
+
+// ------------------------------------------------------------------------------------------------
+// Where things land in the SVG. plotters writes integer pixel coordinates; the helpers below read
+// the elements back, and map data coordinates to pixels with the axes' own tick labels (a tick's
+// label sits at the tick: x for the x axis, y for the y axis).
+
+/// An element's attributes by name.
+type Attrs = std::collections::HashMap<String, String>;
+
+/// The attributes of every `<tag …>` element, in document order.
+fn elements(svg: &str, tag: &str) -> Vec<Attrs> {
+    svg.split(&format!("<{tag} "))
+        .skip(1)
+        .map(|rest| {
+            let end = rest.find('>').unwrap();
+            let mut attrs = Attrs::new();
+            let mut s = &rest[..end];
+            while let Some(eq) = s.find("=\"") {
+                let key = s[..eq].trim().to_string();
+                let v = &s[eq + 2..];
+                let close = v.find('"').unwrap();
+                attrs.insert(key, v[..close].to_string());
+                s = &v[close + 1..];
+            }
+            attrs
+        })
+        .collect()
+}
+
+fn num(e: &Attrs, key: &str) -> f64 {
+    e[key]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} = {:?}", e[key]))
+}
+
+/// The `<text>` elements: (attributes, trimmed content).
+fn texts_at(svg: &str) -> Vec<(Attrs, String)> {
+    let attrs = elements(svg, "text");
+    let contents = svg.split("<text ").skip(1).map(|r| {
+        r[r.find('>').unwrap() + 1..r.find("</text>").unwrap()]
+            .trim()
+            .to_string()
+    });
+    attrs.into_iter().zip(contents).collect()
+}
+
+/// The polylines' points, in document order, with their stroke colour.
+fn polylines(svg: &str) -> Vec<(String, Vec<(f64, f64)>)> {
+    elements(svg, "polyline")
+        .into_iter()
+        .map(|e| {
+            let pts = e["points"]
+                .split_whitespace()
+                .map(|p| {
+                    let (x, y) = p.split_once(',').unwrap();
+                    (x.parse().unwrap(), y.parse().unwrap())
+                })
+                .collect();
+            (e["stroke"].clone(), pts)
+        })
+        .collect()
+}
+
+/// Tick labels as (value, pixel position along the axis).
+type Ticks = Vec<(f64, f64)>;
+
+/// The numeric tick labels of the x axis (centred, unrotated) and of the y axis (right-aligned),
+/// left of `x_max` pixels (the colour bar's labels lie right of it).
+fn ticks(svg: &str, x_max: f64) -> (Ticks, Ticks) {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for (a, text) in texts_at(svg) {
+        let Ok(v) = text.parse::<f64>() else { continue };
+        if a.contains_key("transform") || num(&a, "x") > x_max {
+            continue;
+        }
+        match a["text-anchor"].as_str() {
+            "middle" => xs.push((v, num(&a, "x"))),
+            "end" => ys.push((v, num(&a, "y"))),
+            _ => {}
+        }
+    }
+    (xs, ys)
+}
+
+/// The linear map from data to pixels through the first and last tick.
+fn fit(ticks: &[(f64, f64)]) -> impl Fn(f64) -> f64 {
+    assert!(ticks.len() >= 2, "ticks {ticks:?}");
+    let (a, b) = (ticks[0], ticks[ticks.len() - 1]);
+    move |v| a.1 + (v - a.0) * (b.1 - a.1) / (b.0 - a.0)
+}
+
+/// Each arrow where the documentation puts it: centred on its cell, along its vector (y up), as
+/// long as its scale says (Linear: 0.9 of a cell for the longest, ‖v‖/max of that for the others;
+/// Sqrt: √(‖v‖/max) of it; Unit: 0.8 of a cell), with a cell the smaller side (1 here: the cells
+/// are 2 × 1), and a head of two strokes 25° either side of the shaft, 0.35 of its length but at
+/// most 0.3 of a cell. A zero and an infinite vector draw nothing, and leave the others' scale
+/// alone. The data-to-pixel map comes from the tick labels; plotters rounds every coordinate to
+/// a whole pixel, and so were the ticks the map is fitted to, so each point is allowed 2 pixels
+/// (a cell is about 170 × 250 pixels, the shortest shaft about 15).
+#[test]
+fn quiver_arrows_are_centred_scaled_and_pointed_as_documented() {
+    let grid = Grid::new((0.0, 6.0), (0.0, 2.0), 3, 2);
+    let vs = [
+        (1.0f32, 0.0f32),
+        (0.0, 2.0),
+        (-3.0, 4.0), // the longest: ‖v‖ = 5
+        (0.0, -0.5),
+        (0.0, 0.0),
+        (f32::INFINITY, 1.0),
+    ];
+    let field = Array2::from_shape_fn((6, 2), |(k, c)| if c == 0 { vs[k].0 } else { vs[k].1 });
+    let fig = Figure::new("arrows");
+    let zero = out("quiver_geometry_zero.svg");
+    plot::quiver(
+        &zero,
+        &fig,
+        &grid,
+        Array2::zeros((6, 2)).view(),
+        ArrowScale::Unit,
+        None,
+    )
+    .unwrap();
+    let frame = polylines(&std::fs::read_to_string(&zero).unwrap()).len();
+    for scale in [ArrowScale::Linear, ArrowScale::Sqrt, ArrowScale::Unit] {
+        let path = out(&format!("quiver_geometry_{scale:?}.svg"));
+        plot::quiver(&path, &fig, &grid, field.view(), scale, None).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let (xt, yt) = ticks(&svg, f64::INFINITY);
+        let (px, py) = (fit(&xt), fit(&yt));
+        let lines = polylines(&svg);
+        // The frame, then a shaft and a head per drawn arrow: four of them.
+        assert_eq!(lines.len(), frame + 8, "{scale:?}");
+        for (k, &(vx, vy)) in vs[..4].iter().enumerate() {
+            let (vx, vy) = (vx as f64, vy as f64);
+            let n = vx.hypot(vy);
+            let len = match scale {
+                ArrowScale::Linear => 0.9 * n / 5.0,
+                ArrowScale::Sqrt => 0.9 * (n / 5.0).sqrt(),
+                ArrowScale::Unit => 0.8,
+            };
+            let (ux, uy) = (vx / n, vy / n);
+            let (cx, cy) = (grid.x_at(k % 3), grid.y_at(k / 3));
+            let tail = (cx - 0.5 * len * ux, cy - 0.5 * len * uy);
+            let tip = (cx + 0.5 * len * ux, cy + 0.5 * len * uy);
+            let head = (0.35 * len).min(0.3);
+            let wing = |a: f64| {
+                let (c, s) = (a.to_radians().cos(), a.to_radians().sin());
+                (
+                    tip.0 - head * (ux * c - uy * s),
+                    tip.1 - head * (ux * s + uy * c),
+                )
+            };
+            let want = [vec![tail, tip], vec![wing(25.0), tip, wing(-25.0)]];
+            for (part, want) in want.iter().enumerate() {
+                let (_, got) = &lines[frame + 2 * k + part];
+                assert_eq!(got.len(), want.len(), "{scale:?} arrow {k}");
+                for (g, w) in got.iter().zip(want) {
+                    let w = (px(w.0), py(w.1));
+                    assert!(
+                        (g.0 - w.0).abs() <= 2.0 && (g.1 - w.1).abs() <= 2.0,
+                        "{scale:?} arrow {k} ({}): pixel {g:?}, want {w:?}",
+                        ["shaft", "head"][part]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Scatter dots sit at their samples, on a frame whose x and y ranges differ: points outside
+/// either range are left out (the frame's edges included), and x is not taken for y.
+#[test]
+fn scatter_dots_sit_at_their_samples() {
+    let grid = Grid::new((-1.0, 3.0), (0.0, 10.0), 4, 4);
+    let samples = array![
+        [0.5f32, 1.0],
+        [2.0, 8.0],
+        [-1.0, 0.0], // a corner of the frame: inside
+        [3.5, 5.0],  // right of it
+        [1.0, 10.5], // above it
+    ];
+    let path = out("scatter_positions.svg");
+    plot::scatter(&path, &Figure::new("dots"), samples.view(), &grid, None).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let (xt, yt) = ticks(&svg, f64::INFINITY);
+    let (px, py) = (fit(&xt), fit(&yt));
+    let got: Vec<(f64, f64)> = elements(&svg, "circle")
+        .iter()
+        .map(|c| (num(c, "cx"), num(c, "cy")))
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (g, s) in got.iter().zip(samples.outer_iter()) {
+        let w = (px(s[0] as f64), py(s[1] as f64));
+        assert!(
+            (g.0 - w.0).abs() <= 2.0 && (g.1 - w.1).abs() <= 2.0,
+            "dot at {g:?}, sample {s} at {w:?}"
+        );
+    }
+}
+
+/// The heatmap's cells, read back from the SVG: the rectangles drawn after the white background
+/// and left of the colour bar, as (x, y, width, height, fill).
+fn cells(svg: &str) -> Vec<(f64, f64, f64, f64, String)> {
+    elements(svg, "rect")
+        .iter()
+        .skip(1)
+        .filter(|r| num(r, "x") < 500.0 && r["fill"] != "none")
+        .map(|r| {
+            (
+                num(r, "x"),
+                num(r, "y"),
+                num(r, "width"),
+                num(r, "height"),
+                r["fill"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The colour map as documented: log p is placed on a scale from its largest finite value (hi)
+/// down `log_range` nats (lo), quantised to 96 levels (rounded), and coloured by interpolating
+/// the stops near-white (255, 250, 243) at 0, (253, 208, 162) at 0.3, (253, 141, 60) at 0.6,
+/// (217, 72, 1) at 0.85 and dark brown (127, 39, 4) at 1, each channel rounded. Worked out by hand
+/// for hi = 0 and the default 20 nats:
+///   0   → level 96   → 1                          → #7F2704 (the darkest)
+///   −4  → 76.8 → 77  → 0.802: 0.81 of 0.6 → 0.85  → (223.9, 85.2, 12.3)   → #E0550C
+///   −9  → 52.8 → 53  → 0.552: 0.84 of 0.3 → 0.6   → (253, 151.7, 76.3)   → #FD984C
+///   −14 → 28.8 → 29  → 0.302: 0.007 of 0.3 → 0.6  → (253, 207.5, 161.3)  → #FDD0A1
+///   −30, −∞ (below lo) → level 0                  → #FFFAF3 (the lightest)
+/// Cells are drawn row by row from the bottom, neighbours of one colour along a row merged into
+/// one rectangle; the cells here are 1 × 2 (rows twice as tall as columns are wide), so a row's
+/// height, a merged run's width and which row is on top are all seen.
+#[test]
+fn heatmap_cells_take_the_documented_colours_in_place() {
+    let grid = Grid::new((0.0, 6.0), (0.0, 4.0), 6, 2);
+    let ninf = f32::NEG_INFINITY;
+    let lp = array![
+        0.0f32, -4.0, -9.0, -14.0, -30.0, ninf, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0
+    ];
+    let path = out("heatmap_colours.svg");
+    plot::heatmap(&path, &Figure::new("colours"), &grid, lp.view()).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let got = cells(&svg);
+    let fills: Vec<&str> = got.iter().map(|c| c.4.as_str()).collect();
+    assert_eq!(
+        fills,
+        [
+            "#7F2704", "#E0550C", "#FD984C", "#FDD0A1", "#FFFAF3", "#FD984C"
+        ],
+        "{got:?}"
+    );
+    // Bottom row: five rectangles side by side, the last two cells (−30 and −∞) merged.
+    let (xt, yt) = ticks(&svg, 500.0);
+    let (px, py) = (fit(&xt), fit(&yt));
+    let close = |a: f64, b: f64| (a - b).abs() <= 2.0;
+    let edges = [0.0, 1.0, 2.0, 3.0, 4.0, 6.0];
+    for (k, c) in got[..5].iter().enumerate() {
+        assert!(
+            close(c.0, px(edges[k])) && close(c.0 + c.2, px(edges[k + 1])),
+            "bottom row, rectangle {k}: {c:?}"
+        );
+        assert!(
+            close(c.1, py(2.0)) && close(c.1 + c.3, py(0.0)),
+            "bottom row: {c:?}"
+        );
+    }
+    // Top row: one rectangle across the grid, on top of the bottom row.
+    let top = &got[5];
+    assert!(
+        close(top.0, px(0.0)) && close(top.0 + top.2, px(6.0)),
+        "{top:?}"
+    );
+    assert!(
+        close(top.1, py(4.0)) && close(top.1 + top.3, py(2.0)),
+        "{top:?}"
+    );
+
+    // 5 nats instead: −4 is level 19.2 → 19 → 0.198 of the way to 0.3 → #FEDEBE, −9 below lo.
+    let path = out("heatmap_colours_5.svg");
+    plot::heatmap(
+        &path,
+        &Figure::new("colours").log_range(5.0),
+        &grid,
+        lp.view(),
+    )
+    .unwrap();
+    let got = cells(&std::fs::read_to_string(&path).unwrap());
+    let fills: Vec<&str> = got.iter().map(|c| c.4.as_str()).collect();
+    assert_eq!(
+        fills,
+        ["#7F2704", "#FEDEBE", "#FFFAF3", "#FFFAF3"],
+        "{got:?}"
+    );
+
+    // A flat density (a uniform square's) is at its maximum everywhere it is positive: the
+    // darkest colour there, the lightest outside the support.
+    let grid = Grid::new((0.0, 3.0), (0.0, 1.0), 3, 1);
+    let lp = array![ninf, -1.5, -1.5];
+    let path = out("heatmap_flat.svg");
+    plot::heatmap(&path, &Figure::new("flat"), &grid, lp.view()).unwrap();
+    let got = cells(&std::fs::read_to_string(&path).unwrap());
+    let fills: Vec<&str> = got.iter().map(|c| c.4.as_str()).collect();
+    assert_eq!(fills, ["#FFFAF3", "#7F2704"], "{got:?}");
+}
+
+/// The colour bar runs from the lightest colour at the bottom to the darkest at the top, beside
+/// the tick labels of the values those colours stand for: lo at the bottom, hi at the top.
+#[test]
+fn heatmap_colour_bar_is_darkest_by_the_largest_value() {
+    let grid = Grid::new((0.0, 2.0), (0.0, 1.0), 2, 1);
+    let path = out("heatmap_bar.svg");
+    plot::heatmap(
+        &path,
+        &Figure::new("bar"),
+        &grid,
+        array![0.0f32, -20.0].view(),
+    )
+    .unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let mut bar: Vec<(f64, String)> = elements(&svg, "rect")
+        .iter()
+        .filter(|r| num(r, "x") >= 510.0)
+        .map(|r| (num(r, "y"), r["fill"].clone()))
+        .collect();
+    assert_eq!(bar.len(), 64);
+    bar.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let brightness = |hex: &str| {
+        (0..3)
+            .map(|i| u32::from_str_radix(&hex[1 + 2 * i..3 + 2 * i], 16).unwrap())
+            .sum::<u32>()
+    };
+    assert!(
+        brightness(&bar[0].1) < brightness(&bar[63].1),
+        "top {:?}, bottom {:?}",
+        bar[0],
+        bar[63]
+    );
+    // The bar's labels: right of the main plot, right-aligned; "0" (hi) above "-20" (lo).
+    let label_y = |want: &str| {
+        texts_at(&svg)
+            .into_iter()
+            .find(|(a, t)| t == want && num(a, "x") > 510.0)
+            .map(|(a, _)| num(&a, "y"))
+            .unwrap_or_else(|| panic!("no colour-bar label {want}"))
+    };
+    let (hi, lo) = (label_y("0"), label_y("-20"));
+    assert!(hi < lo, "0 at y = {hi}, -20 at y = {lo}");
+    let darkest = bar.iter().min_by_key(|r| brightness(&r.1)).unwrap().0;
+    assert!(
+        (darkest - hi).abs() < (darkest - lo).abs(),
+        "the darkest colour at y = {darkest}, nearer -20 than 0"
+    );
+}
+
+/// The axis descriptions go on their axes: the x label under the plot, upright; the y label
+/// beside it, turned 270°; by default "x₁" and "x₂". In the framed figures and in line plots.
+#[test]
+fn axis_labels_go_on_their_axes() {
+    let is_y = |svg: &str, label: &str| -> bool {
+        let (a, _) = texts_at(svg)
+            .into_iter()
+            .find(|(_, t)| t == label)
+            .unwrap_or_else(|| panic!("no label {label}"));
+        a.get("transform")
+            .is_some_and(|t| t.starts_with("rotate(270"))
+    };
+    let g = Grid::square(0.0, 1.0, 2);
+    let lp = array![0.0f32, -1.0, -2.0, -3.0];
+    let read = |name: &str| std::fs::read_to_string(out(name)).unwrap();
+    plot::heatmap(out("labels_default.svg"), &Figure::new("t"), &g, lp.view()).unwrap();
+    let svg = read("labels_default.svg");
+    assert!(!is_y(&svg, "x₁") && is_y(&svg, "x₂"));
+    let fig = Figure::new("t").labels("across", "up");
+    plot::heatmap(out("labels_set.svg"), &fig, &g, lp.view()).unwrap();
+    let svg = read("labels_set.svg");
+    assert!(!is_y(&svg, "across") && is_y(&svg, "up"));
+    let line = [Series::new("s", vec![(0.0, 1.0), (1.0, 2.0)])];
+    plot::lines(out("labels_lines.svg"), &fig, &line, false).unwrap();
+    let svg = read("labels_lines.svg");
+    assert!(!is_y(&svg, "across") && is_y(&svg, "up"));
+}
+
+/// Tick labels are short and plain: the [−8, 8] frame's are −8, −6, …, 8 on both axes (no "8.",
+/// no "0e0").
+#[test]
+fn tick_labels_are_plain_numbers() {
+    let g = Grid::square(-8.0, 8.0, 4);
+    let path = out("ticks.svg");
+    plot::quiver(
+        &path,
+        &Figure::new("t"),
+        &g,
+        Array2::zeros((16, 2)).view(),
+        ArrowScale::Unit,
+        None,
+    )
+    .unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let want: Vec<String> = (-4..=4).map(|k| (2 * k).to_string()).collect();
+    for axis in ["middle", "end"] {
+        let got: Vec<String> = texts_at(&svg)
+            .into_iter()
+            .filter(|(a, _)| a["text-anchor"] == axis && !a.contains_key("transform"))
+            .map(|(_, t)| t)
+            .filter(|t| t.parse::<f64>().is_ok())
+            .collect();
+        assert_eq!(got, want, "{axis}-anchored labels");
+    }
+}
+
+/// Each series has its own colour, and its legend entry shows that colour.
+#[test]
+fn series_colours_are_distinct_and_match_the_legend() {
+    let series: Vec<Series> = (0..3)
+        .map(|k| {
+            Series::new(
+                format!("s{k}"),
+                vec![(0.0, k as f64), (1.0, k as f64 + 0.5)],
+            )
+        })
+        .collect();
+    let path = out("series_colours.svg");
+    plot::lines(&path, &Figure::new("colours"), &series, false).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    // The curves and then the legend's line glyphs: the polylines two pixels wide.
+    let wide: Vec<String> = elements(&svg, "polyline")
+        .into_iter()
+        .filter(|e| e["stroke-width"] == "2")
+        .map(|e| e["stroke"].clone())
+        .collect();
+    assert_eq!(wide.len(), 6, "{wide:?}");
+    assert_eq!(wide[..3], wide[3..], "curves and legend entries");
+    assert!(
+        wide[0] != wide[1] && wide[1] != wide[2] && wide[0] != wide[2],
+        "{wide:?}"
+    );
+}
+
+/// A logarithmic y axis starts at the decade below the smallest value, so that decade is
+/// labelled: values from 0.02 to 5 get the ticks 0.01, 0.1 and 1. Points with y ≤ 0 (and
+/// non-finite ones) are dropped as if they were not there: the same SVG, byte for byte.
+#[test]
+fn log_axis_labels_the_bottom_decade_and_drops_non_positive_points() {
+    let pts: Vec<(f64, f64)> = (0..=10)
+        .map(|i| (i as f64, 0.02 * 250f64.powf(i as f64 / 10.0)))
+        .collect();
+    let draw = |name: &str, pts: Vec<(f64, f64)>| {
+        let path = out(name);
+        plot::lines(&path, &Figure::new("log"), &[Series::new("s", pts)], true).unwrap();
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let svg = draw("log_axis.svg", pts.clone());
+    let (_, yt) = ticks(&svg, f64::INFINITY);
+    let labels: Vec<f64> = yt.iter().map(|t| t.0).collect();
+    assert_eq!(labels, [0.01, 0.1, 1.0], "{yt:?}");
+    let mut odd = pts.clone();
+    odd.insert(3, (3.5, 0.0));
+    odd.insert(6, (5.5, -1.0));
+    odd.push((4.0, f64::NAN));
+    assert!(
+        draw("log_axis_odd.svg", odd) == svg,
+        "dropped points changed the figure"
+    );
+}
+
+/// A linear y axis spans the values with 5 % of their range to spare at either end; the x axis
+/// spans them exactly. A single point gets a unit range around it both ways, so it sits in the
+/// middle of the plotting area. The area is read from the axis lines, as drawn by plotters: the
+/// y axis a vertical polyline at the left, the x axis a horizontal one at the bottom.
+#[test]
+fn linear_axes_span_the_points_with_a_margin() {
+    let area = |svg: &str| {
+        let lines = polylines(svg);
+        let y_axis = lines
+            .iter()
+            .find(|(_, p)| p.len() == 2 && p[0].0 == p[1].0 && (p[0].1 - p[1].1).abs() > 100.0)
+            .unwrap();
+        let x_axis = lines
+            .iter()
+            .find(|(_, p)| p.len() == 2 && p[0].1 == p[1].1 && (p[0].0 - p[1].0).abs() > 100.0)
+            .unwrap();
+        (
+            (
+                x_axis.1[0].0.min(x_axis.1[1].0),
+                x_axis.1[0].0.max(x_axis.1[1].0),
+            ),
+            (
+                y_axis.1[0].1.min(y_axis.1[1].1),
+                y_axis.1[0].1.max(y_axis.1[1].1),
+            ),
+        )
+    };
+    let path = out("linear_margin.svg");
+    let s = Series::new("rise", vec![(0.0, 0.0), (10.0, 10.0)]);
+    plot::lines(&path, &Figure::new("margin"), &[s], false).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let ((left, right), (top, bottom)) = area(&svg);
+    let curve = &polylines(&svg)
+        .into_iter()
+        .find(|(c, _)| c == "#1F77B4")
+        .unwrap()
+        .1;
+    let (first, last) = (curve[0], curve[curve.len() - 1]);
+    let h = bottom - top;
+    // y = 0 is 1/22 of the height above the bottom, y = 10 as far below the top (±2 pixels).
+    assert!(
+        (bottom - first.1 - h / 22.0).abs() <= 2.0,
+        "{first:?} in {top}..{bottom}"
+    );
+    assert!(
+        (last.1 - top - h / 22.0).abs() <= 2.0,
+        "{last:?} in {top}..{bottom}"
+    );
+    assert!(
+        (first.0 - left).abs() <= 2.0 && (last.0 - right).abs() <= 2.0,
+        "{curve:?}"
+    );
+
+    let path = out("single_point.svg");
+    plot::lines(
+        &path,
+        &Figure::new("one"),
+        &[Series::dots("p", vec![(1.0, 2.0)])],
+        false,
+    )
+    .unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let ((left, right), (top, bottom)) = area(&svg);
+    let dot = &elements(&svg, "circle")[0];
+    let (cx, cy) = (num(dot, "cx"), num(dot, "cy"));
+    assert!(
+        (cx - (left + right) / 2.0).abs() <= 2.0 && (cy - (top + bottom) / 2.0).abs() <= 2.0,
+        "dot at ({cx}, {cy}) in {left}..{right} × {top}..{bottom}"
+    );
+}
+
+#[test]
+fn grid_refuses_empty_ranges_and_zero_counts() {
+    for (x, y, nx, ny) in [
+        ((1.0, 1.0), (0.0, 1.0), 2, 2),
+        ((0.0, 1.0), (2.0, 1.0), 2, 2),
+        ((0.0, f64::INFINITY), (0.0, 1.0), 2, 2),
+        ((0.0, 1.0), (0.0, 1.0), 0, 2),
+        ((0.0, 1.0), (0.0, 1.0), 2, 0),
+    ] {
+        let made = std::panic::catch_unwind(|| Grid::new(x, y, nx, ny));
+        assert!(
+            made.is_err(),
+            "Grid::new({x:?}, {y:?}, {nx}, {ny}) accepted"
+        );
+    }
+}
+
+/// A legend of eight entries is eight rows tall (154 pixels as plotters draws it, 164 as
+/// `legend_size` reckons it): a curve that enters the upper-right corner only below its first
+/// rows still rules that corner out. Here a wall rises at x = 9.5 to y = 8, 115 pixels below the
+/// top of the plot: inside a box of eight rows, below a box of one row (24 pixels) or one as tall
+/// as the legend is wide (about 75). The upper left is free.
+#[test]
+fn the_legend_box_is_as_tall_as_its_rows() {
+    let mut series = vec![
+        Series::new("wall", vec![(9.5, 0.0), (9.5, 8.0)]),
+        Series::dots("top", vec![(5.0, 10.0)]),
+    ];
+    series.extend((0..6).map(|k| Series::dots(format!("d{k}"), vec![(0.0, 0.0), (10.0, 0.0)])));
+    let path = out("legend_tall.svg");
+    plot::lines(&path, &Figure::new("tall"), &series, false).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let legend = elements(&svg, "rect")
+        .into_iter()
+        .find(|r| r.get("opacity").is_some_and(|o| o == "0.85"))
+        .expect("the legend's background");
+    let (x, y) = (num(&legend, "x"), num(&legend, "y"));
+    assert!(
+        x < 300.0 && y < 300.0,
+        "legend at ({x}, {y}), not upper left"
+    );
+}

@@ -368,3 +368,138 @@ fn one_annealed_dsm_step_reduces_the_loss() {
         after.item()
     );
 }
+
+/// The two configurations are the paper's, as documented: MNIST 1 × 28 × 28 with ngf = 64,
+/// CIFAR-10 3 × 32 × 32 with ngf = 128, both with 10 noise levels and inputs in [0, 1] (no logit
+/// transform). The image side enters no parameter shape, so the state-dict comparisons above
+/// cannot see it.
+#[test]
+fn configurations_are_the_papers() {
+    let config = |channels, image_size, ngf| RefineNetConfig {
+        channels,
+        image_size,
+        ngf,
+        num_classes: 10,
+        logit_transform: false,
+    };
+    assert_eq!(RefineNetConfig::mnist(), config(1, 28, 64));
+    assert_eq!(RefineNetConfig::cifar10(), config(3, 32, 128));
+}
+
+/// With `logit_transform` the network takes its input as it is; without, it first maps x ∈ [0, 1]
+/// to 2x − 1. So a logit-transform model given 2x − 1 (computed with the same two tensor ops)
+/// runs the very same arithmetic as the plain model given x, on the same weights (the same
+/// seed): the outputs agree to the bit. The PyTorch fixtures only cover the plain model.
+#[test]
+fn logit_transformed_inputs_are_taken_as_they_are() {
+    let build = |logit_transform| {
+        let config = RefineNetConfig {
+            ngf: 4,
+            logit_transform,
+            ..RefineNetConfig::mnist()
+        };
+        CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(5))
+    };
+    let (plain, logit) = (build(false), build(true));
+    let x = Tensor::rand(&[2, 1, 28, 28], &mut ChaCha8Rng::seed_from_u64(6));
+    let want = ncsn::no_grad(|| plain.forward(&x, &[1, 8])).to_vec();
+    let scaled = x.mul_scalar(2.0).add_scalar(-1.0);
+    let got = ncsn::no_grad(|| logit.forward(&scaled, &[1, 8])).to_vec();
+    assert!(
+        got == want,
+        "outputs differ: {:?} vs {:?}",
+        &got[..4],
+        &want[..4]
+    );
+}
+
+/// A label is an index below `num_classes`: the first one past the end is refused by name.
+#[test]
+#[should_panic(expected = "label 10 out of range for 10 noise levels")]
+fn a_label_past_the_last_noise_level_is_refused() {
+    let config = RefineNetConfig {
+        ngf: 4,
+        ..RefineNetConfig::mnist()
+    };
+    let model = CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(7));
+    model.forward(&Tensor::zeros(&[2, 1, 28, 28]), &[3, 10]);
+}
+
+/// A dilated block that changes width does it in its second convolution, as the reference's
+/// `ConditionalResidualBlock(resample='down', dilation=d)`: conv1 keeps the input width (and
+/// normalize2 normalises it), conv2 and the shortcut widen it, all dilated 3 × 3, and the size is
+/// kept. The network itself only uses such blocks at equal widths, where conv1's width cannot
+/// tell. Without resampling or dilation the reference cannot change width at all (its shortcut
+/// would be an `nn.Conv2d` without a kernel size): refused.
+#[test]
+fn a_dilated_block_widens_in_its_second_convolution() {
+    use ncsn::nn::refinenet::{CondResBlock, Resample};
+    let store = ParamStore::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let block = CondResBlock::new(&store.root(), 4, 8, 3, Resample::Down, Some(2), &mut rng);
+    let shapes: Vec<(String, Vec<usize>)> = store
+        .named_params()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect();
+    let want: Vec<(String, Vec<usize>)> = [
+        ("conv1.weight", vec![4, 4, 3, 3]),
+        ("conv1.bias", vec![4]),
+        ("normalize2.embed.weight", vec![3, 12]),
+        ("conv2.weight", vec![8, 4, 3, 3]),
+        ("conv2.bias", vec![8]),
+        ("shortcut.weight", vec![8, 4, 3, 3]),
+        ("shortcut.bias", vec![8]),
+        ("normalize1.embed.weight", vec![3, 12]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect();
+    assert_eq!(shapes, want);
+    let x = Tensor::randn(&[2, 4, 6, 6], &mut rng);
+    assert_eq!(block.forward(&x, &[0, 2]).shape(), &[2, 8, 6, 6]);
+
+    let refused = std::panic::catch_unwind(|| {
+        let store = ParamStore::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        CondResBlock::new(&store.root(), 4, 8, 3, Resample::None, None, &mut rng);
+    });
+    assert!(refused.is_err(), "a plain block changed width");
+}
+
+/// A refine block fuses its inputs (`msf`) only when it has more than one, as the reference's
+/// `if self.n_blocks > 1`: a block built with a fusion stage but given one input computes what
+/// the same block without one computes (here with the other block's weights copied in), to the
+/// bit. In the network only `refine1` has one input, and it is built without the stage.
+#[test]
+fn a_refine_block_with_one_input_fuses_nothing() {
+    use ncsn::nn::refinenet::CondRefineBlock;
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let (with, without) = (ParamStore::new(), ParamStore::new());
+    let fusing = CondRefineBlock::new(&with.root(), &[4], 4, 3, false, false, &mut rng);
+    let plain = CondRefineBlock::new(&without.root(), &[4], 4, 3, true, false, &mut rng);
+    assert!(
+        with.named_params()
+            .iter()
+            .any(|(n, _)| n.starts_with("msf."))
+    );
+    for (name, t) in without.named_params() {
+        with.get(&name).unwrap().set_data(t.storage());
+    }
+    let x = Tensor::randn(&[2, 4, 5, 5], &mut rng);
+    let a = ncsn::no_grad(|| fusing.forward(std::slice::from_ref(&x), &[0, 2], (5, 5))).to_vec();
+    let b = ncsn::no_grad(|| plain.forward(&[x], &[0, 2], (5, 5))).to_vec();
+    assert!(a == b, "{:?} vs {:?}", &a[..4], &b[..4]);
+}
+
+/// One label per image: a batch of two with one label is refused, naming both counts.
+#[test]
+#[should_panic(expected = "1 labels for a batch of 2")]
+fn one_label_per_image() {
+    let config = RefineNetConfig {
+        ngf: 4,
+        ..RefineNetConfig::mnist()
+    };
+    let model = CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(11));
+    model.forward(&Tensor::zeros(&[2, 1, 28, 28]), &[3]);
+}
