@@ -250,8 +250,9 @@ fn draw_error(path: &Path) -> impl Fn(DrawingAreaErrorKind<std::io::Error>) -> E
 
 const FONT: &str = "sans-serif";
 
-/// Tick labels with at most three significant digits and no trailing zeros: "0.25", "-8", "1e-5",
-/// "2.5e6". Plain notation between 1e-3 and 1e5, scientific outside.
+/// Tick labels with three significant digits (every digit of the integer part from 1000 up: "12345")
+/// and no trailing zeros: "0.25", "-8", "1e-5", "2.5e6". Plain notation between 1e-3 and 1e5,
+/// scientific outside.
 fn tick_label(v: &f64) -> String {
     let v = *v;
     if v == 0.0 || !v.is_finite() {
