@@ -6,33 +6,6 @@
 //! Loading goes through `ShaderModule::new` with the raw words (vulkano-shaders is not used: it
 //! links libshaderc, which does not load on Debian).
 
-/// One compute shader (one pipeline).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Kernel {
-    Gemm,
-    Conv2d,
-    Conv2dInputGrad,
-    Conv2dWeightGrad,
-    Unary,
-    Binary,
-    Reduce,
-    InstanceNorm,
-    CinPlus,
-    AvgPool2d,
-    ResizeBilinear,
-    Embedding,
-    Adam,
-    AdamAmsgrad,
-    Philox,
-    Langevin,
-    Strided,
-    Select,
-    Index,
-    AvgPool2dAdjoint,
-    ResizeBilinearAdjoint,
-    SplitKSum,
-}
-
 /// The two variants of one shader: as written, and keeping NaN, ±∞ and −0.
 macro_rules! spirv {
     ($name:literal) => {
@@ -43,63 +16,64 @@ macro_rules! spirv {
     };
 }
 
-impl Kernel {
-    /// The shader's file name, for messages.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Kernel::Gemm => "gemm",
-            Kernel::Conv2d => "conv2d",
-            Kernel::Conv2dInputGrad => "conv2d_input_grad",
-            Kernel::Conv2dWeightGrad => "conv2d_weight_grad",
-            Kernel::Unary => "unary",
-            Kernel::Binary => "binary",
-            Kernel::Reduce => "reduce",
-            Kernel::InstanceNorm => "instance_norm",
-            Kernel::CinPlus => "cin_plus",
-            Kernel::AvgPool2d => "avg_pool2d",
-            Kernel::ResizeBilinear => "resize_bilinear",
-            Kernel::Embedding => "embedding",
-            Kernel::Adam => "adam",
-            Kernel::AdamAmsgrad => "adam_amsgrad",
-            Kernel::Philox => "philox",
-            Kernel::Langevin => "langevin",
-            Kernel::Strided => "strided",
-            Kernel::Select => "select",
-            Kernel::Index => "index",
-            Kernel::AvgPool2dAdjoint => "avg_pool2d_adjoint",
-            Kernel::ResizeBilinearAdjoint => "resize_bilinear_adjoint",
-            Kernel::SplitKSum => "split_k_sum",
+/// Declares [`Kernel`] from one table of variants and shader names, so that a kernel's name, the
+/// two SPIR-V files it embeds and the list of all kernels cannot disagree.
+macro_rules! kernels {
+    ($($variant:ident => $file:literal,)*) => {
+        /// One compute shader (one pipeline).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub(crate) enum Kernel {
+            $($variant,)*
         }
-    }
 
-    fn bytes(self, preserve_nan: bool) -> &'static [u8] {
-        let (plain, nan) = match self {
-            Kernel::Gemm => spirv!("gemm"),
-            Kernel::Conv2d => spirv!("conv2d"),
-            Kernel::Conv2dInputGrad => spirv!("conv2d_input_grad"),
-            Kernel::Conv2dWeightGrad => spirv!("conv2d_weight_grad"),
-            Kernel::Unary => spirv!("unary"),
-            Kernel::Binary => spirv!("binary"),
-            Kernel::Reduce => spirv!("reduce"),
-            Kernel::InstanceNorm => spirv!("instance_norm"),
-            Kernel::CinPlus => spirv!("cin_plus"),
-            Kernel::AvgPool2d => spirv!("avg_pool2d"),
-            Kernel::ResizeBilinear => spirv!("resize_bilinear"),
-            Kernel::Embedding => spirv!("embedding"),
-            Kernel::Adam => spirv!("adam"),
-            Kernel::AdamAmsgrad => spirv!("adam_amsgrad"),
-            Kernel::Philox => spirv!("philox"),
-            Kernel::Langevin => spirv!("langevin"),
-            Kernel::Strided => spirv!("strided"),
-            Kernel::Select => spirv!("select"),
-            Kernel::Index => spirv!("index"),
-            Kernel::AvgPool2dAdjoint => spirv!("avg_pool2d_adjoint"),
-            Kernel::ResizeBilinearAdjoint => spirv!("resize_bilinear_adjoint"),
-            Kernel::SplitKSum => spirv!("split_k_sum"),
-        };
-        if preserve_nan { nan } else { plain }
-    }
+        impl Kernel {
+            /// Every kernel, in the table's order.
+            #[cfg(test)]
+            pub(crate) const ALL: &[Kernel] = &[$(Kernel::$variant,)*];
 
+            /// The shader's file name (`shaders/<name>.comp`), for messages.
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $(Kernel::$variant => $file,)*
+                }
+            }
+
+            fn bytes(self, preserve_nan: bool) -> &'static [u8] {
+                let (plain, nan) = match self {
+                    $(Kernel::$variant => spirv!($file),)*
+                };
+                if preserve_nan { nan } else { plain }
+            }
+        }
+    };
+}
+
+kernels! {
+    Gemm => "gemm",
+    Conv2d => "conv2d",
+    Conv2dInputGrad => "conv2d_input_grad",
+    Conv2dWeightGrad => "conv2d_weight_grad",
+    Unary => "unary",
+    Binary => "binary",
+    Reduce => "reduce",
+    InstanceNorm => "instance_norm",
+    CinPlus => "cin_plus",
+    AvgPool2d => "avg_pool2d",
+    ResizeBilinear => "resize_bilinear",
+    Embedding => "embedding",
+    Adam => "adam",
+    AdamAmsgrad => "adam_amsgrad",
+    Philox => "philox",
+    Langevin => "langevin",
+    Strided => "strided",
+    Select => "select",
+    Index => "index",
+    AvgPool2dAdjoint => "avg_pool2d_adjoint",
+    ResizeBilinearAdjoint => "resize_bilinear_adjoint",
+    SplitKSum => "split_k_sum",
+}
+
+impl Kernel {
     /// The SPIR-V as 32-bit words (`include_bytes!` gives no alignment guarantee, so copy): the
     /// variant that declares SignedZeroInfNanPreserve if `preserve_nan`, the plain one if not.
     pub(crate) fn words(self, preserve_nan: bool) -> Vec<u32> {
@@ -178,38 +152,24 @@ mod tests {
         assert_eq!(widest, super::STORAGE_BUFFERS_NEEDED);
     }
 
+    /// The number of shaders in `shaders/`.
+    fn shader_sources() -> usize {
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"))
+            .unwrap()
+            .filter(|e| {
+                let path = e.as_ref().unwrap().path();
+                path.extension().is_some_and(|x| x == "comp")
+            })
+            .count()
+    }
+
     /// Every kernel embeds the two files its name names (the profile counts commands by that name,
     /// and errors name the shader by it), the names are distinct, and every shader has a kernel.
     #[test]
     fn every_kernel_embeds_the_shader_it_is_named_after() {
-        use super::Kernel::*;
-        let all = [
-            Gemm,
-            Conv2d,
-            Conv2dInputGrad,
-            Conv2dWeightGrad,
-            Unary,
-            Binary,
-            Reduce,
-            InstanceNorm,
-            CinPlus,
-            AvgPool2d,
-            ResizeBilinear,
-            Embedding,
-            Adam,
-            AdamAmsgrad,
-            Philox,
-            Langevin,
-            Strided,
-            Select,
-            Index,
-            AvgPool2dAdjoint,
-            ResizeBilinearAdjoint,
-            SplitKSum,
-        ];
         let dir = std::path::Path::new(env!("OUT_DIR"));
         let file = |name: String| super::spirv_words(&std::fs::read(dir.join(name)).unwrap());
-        for kernel in all {
+        for &kernel in super::Kernel::ALL {
             let name = kernel.name();
             assert_eq!(
                 kernel.words(false),
@@ -222,20 +182,11 @@ mod tests {
                 "{kernel:?}"
             );
         }
-        let mut names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+        let mut names: Vec<&str> = super::Kernel::ALL.iter().map(|k| k.name()).collect();
         names.sort_unstable();
         names.dedup();
-        let sources = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "comp")
-            })
-            .count();
-        assert_eq!((names.len(), all.len()), (sources, sources));
+        let sources = shader_sources();
+        assert_eq!((names.len(), super::Kernel::ALL.len()), (sources, sources));
     }
 
     /// (declares the capability, declares the mode for 32-bit floats on its entry point)
@@ -271,28 +222,7 @@ mod tests {
             assert_eq!(nan_preserve(&words(&plain)), (false, false), "{stem}.spv");
             checked += 1;
         }
-        let sources = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "comp")
-            })
-            .count();
+        let sources = shader_sources();
         assert_eq!(checked, sources, "one pair of variants per shaders/*.comp");
-        // And what the kernels embed are those files.
-        for (kernel, name) in [
-            (super::Kernel::Unary, "unary"),
-            (super::Kernel::Gemm, "gemm"),
-        ] {
-            let dir = std::path::Path::new(env!("OUT_DIR"));
-            assert_eq!(
-                kernel.words(true),
-                words(&dir.join(format!("{name}.nan.spv")))
-            );
-            assert_eq!(kernel.words(false), words(&dir.join(format!("{name}.spv"))));
-        }
     }
 }
