@@ -15,6 +15,7 @@
 //! the reference model in PyTorch.
 
 use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use ncsn::nn::{CondRefineNetDilated, RefineNetConfig};
 use ncsn::optim::{Adam, AdamConfig};
 use ncsn::run::config::{MAX_CHAINS_TIMES_NGF, MAX_N_STEPS_EACH};
@@ -360,10 +361,25 @@ fn run(args: Args) -> ncsn::Result<()> {
         // runs, are built here rather than inside the timed run.
         langevin_step(&x0, &x0, 1e-6, &mut rng).to_vec();
         device.synchronize()?;
+        let steps = sigmas.len() * args.langevin;
+        // A bar on the terminal (indicatif draws nothing when stderr is not one, as in the GPU
+        // kit's logs), moved once per score evaluation. On a device the host records ahead of
+        // the device by at most one command buffer, so the bar runs a little ahead of the work.
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "annealed Langevin [{bar:30}] step {pos}/{len} {elapsed_precise} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
         let usage = DeviceUse::start(&device);
         let t = Instant::now();
         let out = annealed_langevin(
-            |x, i| model.forward(x, &vec![i; batch]),
+            |x, i| {
+                bar.inc(1);
+                model.forward(x, &vec![i; batch])
+            },
             &x0,
             &sigmas,
             &cfg,
@@ -371,7 +387,7 @@ fn run(args: Args) -> ncsn::Result<()> {
         );
         let finite = out.x.to_vec().iter().all(|v| v.is_finite()); // waits for the device
         let s = t.elapsed().as_secs_f64();
-        let steps = sigmas.len() * args.langevin;
+        bar.finish_and_clear();
         // The paper's schedule is 10 levels × 100 steps: scale the measured rate to it.
         let full = s * 1000.0 / steps as f64;
         println!(
