@@ -323,13 +323,22 @@ pub struct Recorder<'a> {
 /// and whether that needs the device extension `VK_KHR_shader_float_controls` enabled (it is
 /// core from Vulkan 1.2): the device must report `shaderSignedZeroInfNanPreserveFloat32`.
 fn float_controls(device: &PhysicalDevice) -> (bool, bool) {
-    let core = device.api_version() >= Version::V1_2;
-    let extension = !core && device.supported_extensions().khr_shader_float_controls;
-    let supported = device
-        .properties()
-        .shader_signed_zero_inf_nan_preserve_float32
-        == Some(true);
-    (supported && (core || extension), supported && extension)
+    float_controls_of(
+        device.api_version(),
+        device.supported_extensions().khr_shader_float_controls,
+        device
+            .properties()
+            .shader_signed_zero_inf_nan_preserve_float32
+            == Some(true),
+    )
+}
+
+/// [`float_controls`] from what a device reports: its Vulkan version, whether it offers
+/// `VK_KHR_shader_float_controls`, and whether it reports `shaderSignedZeroInfNanPreserveFloat32`.
+fn float_controls_of(api: Version, offers_extension: bool, reports: bool) -> (bool, bool) {
+    let core = api >= Version::V1_2;
+    let extension = !core && offers_extension;
+    (reports && (core || extension), reports && extension)
 }
 
 /// Which compiled variant of the kernels a [`VulkanContext`] loads. `build.rs` compiles every
@@ -405,11 +414,46 @@ fn device_rank(kind: PhysicalDeviceType) -> u32 {
     }
 }
 
+/// The device to open among `devices`, each given with its type and the index of a queue family
+/// with compute, if it has one: the best-ranked type among those with a compute queue, and the
+/// first of equals (the loader's order).
+fn choose_device<D>(
+    devices: impl IntoIterator<Item = (D, PhysicalDeviceType, Option<u32>)>,
+) -> Option<(D, u32)> {
+    devices
+        .into_iter()
+        .filter_map(|(d, kind, family)| Some((d, kind, family?)))
+        .min_by_key(|(_, kind, _)| device_rank(*kind))
+        .map(|(d, _, family)| (d, family))
+}
+
+/// Refuses a device that binds fewer storage buffers per shader stage than the widest kernel
+/// (Vulkan promises 4; `cin_plus.comp` binds 7), naming the device.
+fn check_storage_buffers(device_name: &str, storage: u32) -> Result<()> {
+    if storage < super::shaders::STORAGE_BUFFERS_NEEDED {
+        return Err(Error::Device(format!(
+            "vulkan: {device_name} allows {storage} storage buffers per shader stage, and the \
+             kernels bind up to {}",
+            super::shaders::STORAGE_BUFFERS_NEEDED
+        )));
+    }
+    Ok(())
+}
+
 fn compute_family(device: &PhysicalDevice) -> Option<u32> {
-    device
-        .queue_family_properties()
-        .iter()
-        .position(|q| q.queue_flags.intersects(QueueFlags::COMPUTE))
+    first_compute_family(
+        device
+            .queue_family_properties()
+            .iter()
+            .map(|q| q.queue_flags),
+    )
+}
+
+/// The index of the first queue family, given by its flags, that can run compute work.
+fn first_compute_family(families: impl IntoIterator<Item = QueueFlags>) -> Option<u32> {
+    families
+        .into_iter()
+        .position(|flags| flags.intersects(QueueFlags::COMPUTE))
         .map(|i| i as u32)
 }
 
@@ -443,13 +487,16 @@ impl VulkanContext {
                 e.describe()
             ))
         })?;
-        let (physical, family) = vk!(
+        let devices = vk!(
             instance.enumerate_physical_devices(),
             "enumerating physical devices"
         )?
-        .filter_map(|d| compute_family(&d).map(|f| (d, f)))
-        .min_by_key(|(d, _)| device_rank(d.properties().device_type))
-        .ok_or_else(|| {
+        .map(|d| {
+            let kind = d.properties().device_type;
+            let family = compute_family(&d);
+            (d, kind, family)
+        });
+        let (physical, family) = choose_device(devices).ok_or_else(|| {
             Error::Device(
                 "vulkan: no Vulkan device with a compute queue was found; install a driver \
                  (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers` provides lavapipe, a CPU \
@@ -457,17 +504,12 @@ impl VulkanContext {
                     .into(),
             )
         })?;
-        let storage = physical
-            .properties()
-            .max_per_stage_descriptor_storage_buffers;
-        if storage < super::shaders::STORAGE_BUFFERS_NEEDED {
-            return Err(Error::Device(format!(
-                "vulkan: {} allows {storage} storage buffers per shader stage, and the kernels \
-                 bind up to {}",
-                physical.properties().device_name,
-                super::shaders::STORAGE_BUFFERS_NEEDED
-            )));
-        }
+        check_storage_buffers(
+            &physical.properties().device_name,
+            physical
+                .properties()
+                .max_per_stage_descriptor_storage_buffers,
+        )?;
         let (supported, extension) = float_controls(&physical);
         let preserve_nan = match variant {
             KernelVariant::Auto => supported,
@@ -1278,6 +1320,118 @@ fn submit(
 #[cfg(test)]
 mod tests {
     use super::KernelVariant;
+    use vulkano::Version;
+    use vulkano::device::physical::PhysicalDeviceType as Type;
+
+    // The choices below matter where lavapipe cannot show them: a machine with a GPU and
+    // lavapipe both installed (the GPU must win), a device whose first queue family lacks
+    // compute, a Vulkan 1.2 device, and one that binds too few storage buffers. So they are
+    // pure functions of what the devices report, tested here on made-up reports.
+
+    /// The device opened is the best-ranked type among those with a compute queue: a discrete
+    /// GPU over an integrated, virtual or CPU one in whatever order the loader lists them, never
+    /// one without compute, and of two alike the first listed.
+    #[test]
+    fn the_best_device_with_a_compute_queue_is_chosen() {
+        let choose = |devices: &[(&'static str, Type, Option<u32>)]| {
+            super::choose_device(devices.iter().copied())
+        };
+        let all = [
+            ("llvmpipe", Type::Cpu, Some(0)),
+            ("virtio", Type::VirtualGpu, Some(0)),
+            ("nvidia", Type::DiscreteGpu, Some(2)),
+            ("intel", Type::IntegratedGpu, Some(1)),
+        ];
+        assert_eq!(choose(&all), Some(("nvidia", 2)));
+        // Take the winner away, one after another: the ranking, whatever the listing order.
+        let mut rest = all.to_vec();
+        for (drop, want) in [
+            ("nvidia", "intel"),
+            ("intel", "virtio"),
+            ("virtio", "llvmpipe"),
+        ] {
+            rest.retain(|d| d.0 != drop);
+            let mut reversed = rest.clone();
+            reversed.reverse();
+            for list in [&rest, &reversed] {
+                let got = choose(list).map(|(name, _)| name);
+                assert_eq!(got, Some(want), "without {drop}: {list:?}");
+            }
+        }
+        assert_eq!(
+            choose(&[
+                ("gpu", Type::DiscreteGpu, None),
+                ("cpu", Type::Cpu, Some(3))
+            ]),
+            Some(("cpu", 3)),
+            "a device without a compute queue is passed over"
+        );
+        assert_eq!(
+            choose(&[
+                ("a", Type::DiscreteGpu, Some(0)),
+                ("b", Type::DiscreteGpu, Some(1))
+            ]),
+            Some(("a", 0))
+        );
+        assert_eq!(choose(&[("gpu", Type::DiscreteGpu, None)]), None);
+        assert_eq!(choose(&[]), None);
+    }
+
+    /// The queue family is the first that can run compute work, whatever else it can or cannot
+    /// do (a GPU's first family is often graphics and compute, and some list a graphics-only one
+    /// first).
+    #[test]
+    fn the_first_queue_family_with_compute_is_used() {
+        use vulkano::device::QueueFlags as F;
+        let first = |f: &[F]| super::first_compute_family(f.iter().copied());
+        assert_eq!(first(&[F::GRAPHICS, F::COMPUTE | F::TRANSFER]), Some(1));
+        assert_eq!(first(&[F::GRAPHICS | F::COMPUTE, F::COMPUTE]), Some(0));
+        assert_eq!(first(&[F::TRANSFER, F::GRAPHICS, F::COMPUTE]), Some(2));
+        assert_eq!(first(&[F::GRAPHICS, F::TRANSFER]), None);
+        assert_eq!(first(&[]), None);
+    }
+
+    /// SignedZeroInfNanPreserve is core from Vulkan 1.2 and an extension before: (usable, needs
+    /// the extension enabled) for each version, offer and report.
+    #[test]
+    fn float_controls_are_core_from_vulkan_1_2_and_an_extension_before() {
+        let cases = [
+            (Version::V1_3, false, true, (true, false)),
+            (Version::V1_2, false, true, (true, false)),
+            (Version::V1_2, true, true, (true, false)),
+            (Version::V1_1, true, true, (true, true)),
+            (Version::V1_1, false, true, (false, false)),
+            (Version::V1_3, true, false, (false, false)),
+            (Version::V1_1, true, false, (false, false)),
+        ];
+        for (api, offers, reports, want) in cases {
+            assert_eq!(
+                super::float_controls_of(api, offers, reports),
+                want,
+                "Vulkan {api}, extension offered {offers}, property reported {reports}"
+            );
+        }
+    }
+
+    /// A device must bind as many storage buffers per stage as the widest kernel; Vulkan's
+    /// guaranteed 4 is not enough, and the refusal names the device and both numbers.
+    #[test]
+    fn a_device_with_too_few_storage_buffers_is_refused_by_name() {
+        let needed = crate::backend::vulkan::shaders::STORAGE_BUFFERS_NEEDED;
+        assert!(super::check_storage_buffers("gpu", needed).is_ok());
+        assert!(super::check_storage_buffers("gpu", 1 << 20).is_ok());
+        for storage in [4, needed - 1] {
+            let msg = super::check_storage_buffers("Small GPU", storage)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains("Small GPU")
+                    && msg.contains(&format!("allows {storage} "))
+                    && msg.contains(&format!("up to {needed}")),
+                "{msg}"
+            );
+        }
+    }
 
     /// `NCSN_VULKAN_KERNELS` unset or set but empty (`NCSN_VULKAN_KERNELS= cargo test`) means
     /// `auto`; a name is parsed; anything else, including a value that is not UTF-8, is an error
