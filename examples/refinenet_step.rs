@@ -310,13 +310,7 @@ fn run(args: Args) -> ncsn::Result<()> {
         );
         totals.push(total);
     }
-    // The first step also builds the kernels' pipelines (on a device) and warms the allocator:
-    // the summary leaves it out when there are others.
-    let timed = if totals.len() > 1 {
-        &totals[1..]
-    } else {
-        &totals[..]
-    };
+    let timed = timed_steps(&totals);
     if let Some((mean, best)) = mean_and_best(timed) {
         println!(
             "training step over {} step(s){}: mean {mean:.4} s, best {best:.4} s {}",
@@ -388,13 +382,11 @@ fn run(args: Args) -> ncsn::Result<()> {
         let finite = out.x.to_vec().iter().all(|v| v.is_finite()); // waits for the device
         let s = t.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        // The paper's schedule is 10 levels × 100 steps: scale the measured rate to it.
-        let full = s * 1000.0 / steps as f64;
         println!(
             "annealed Langevin: {steps} steps of {batch} chains in {s:.3} s ({:.2} ms per step; \
              all finite: {finite}) → {:.2} images/s for the full 1000-step schedule{}",
             1e3 * s / steps as f64,
-            batch as f64 / full,
+            images_per_second_full_schedule(batch, s, steps),
             usage.report(s)
         );
     }
@@ -423,6 +415,23 @@ fn mean_and_best(seconds: &[f64]) -> Option<(f64, f64)> {
     Some((seconds.iter().sum::<f64>() / seconds.len() as f64, best))
 }
 
+/// The step times the summary averages: all but the first when there are others, since the first
+/// also builds the kernels' pipelines (on a device) and warms the allocator.
+fn timed_steps(totals: &[f64]) -> &[f64] {
+    if totals.len() > 1 {
+        &totals[1..]
+    } else {
+        totals
+    }
+}
+
+/// Images per second for the paper's full schedule, 10 levels × 100 steps, from a run of `steps`
+/// steps of `batch` chains that took `seconds`.
+fn images_per_second_full_schedule(batch: usize, seconds: f64, steps: usize) -> f64 {
+    let full = seconds * 1000.0 / steps as f64;
+    batch as f64 / full
+}
+
 // `cargo test` runs these (`test = true` for this example in Cargo.toml).
 #[cfg(test)]
 mod tests {
@@ -434,6 +443,18 @@ mod tests {
         assert_eq!(mean_and_best(&[0.5, 0.25, 1.5, 0.75]), Some((0.75, 0.25)));
         assert_eq!(mean_and_best(&[2.0]), Some((2.0, 2.0)));
         assert_eq!(mean_and_best(&[]), None);
+    }
+
+    /// The summary leaves out the first step when there are others, and the Langevin rate is
+    /// scaled to 1000 steps: 100 steps of 100 chains in 10 s make 100 s for the full schedule,
+    /// one image per second (exact in f64).
+    #[test]
+    fn the_summary_skips_the_warm_up_and_scales_to_the_full_schedule() {
+        assert_eq!(timed_steps(&[5.0, 1.0, 2.0]), [1.0, 2.0]);
+        assert_eq!(timed_steps(&[5.0]), [5.0]);
+        assert!(timed_steps(&[]).is_empty());
+        assert_eq!(images_per_second_full_schedule(100, 10.0, 100), 1.0);
+        assert_eq!(images_per_second_full_schedule(128, 2.0, 10), 0.64);
     }
 
     /// The batch is at least 1 and at most 4× the paper's 128; 0 training steps are allowed (the

@@ -235,6 +235,50 @@ fn tail_stats(losses: &[f32], k: usize) -> (f64, f64, f64) {
     (mean, 1000.0 * slope, (resid / (n - 2.0)).sqrt())
 }
 
+/// The checks of the results table, apart from the runs so that unit tests can hold them to their
+/// thresholds (the toy experiments chapter discusses them).
+mod expect {
+    use super::MANIFOLD_NOISE;
+
+    /// Fig. 2: the learned score is accurate where the data is.
+    pub fn accurate_on_data(fisher_data: f64) -> bool {
+        fisher_data <= 0.05
+    }
+
+    /// Fig. 2: and at least ten times less accurate where the density is low.
+    pub fn worse_off_data(fisher_low: f64, fisher_data: f64) -> bool {
+        fisher_low >= 10.0 * fisher_data
+    }
+
+    /// Fig. 3: Langevin dynamics without annealing leaves the modes about equally filled.
+    pub fn near_half(fraction: f64) -> bool {
+        (fraction - 0.5).abs() < 0.15
+    }
+
+    /// Fig. 3: annealed Langevin dynamics with the true scores finds the mixture's weight 0.8.
+    pub fn annealed_weight(fraction: f64) -> bool {
+        (fraction - 0.8).abs() <= 0.03
+    }
+
+    /// Fig. 3: levels down to σ = 0.1 with the step of σ = 10 make most chains diverge.
+    pub fn blows_up(non_finite: f64) -> bool {
+        non_finite > 0.5
+    }
+
+    /// NCSN: annealed Langevin dynamics with the learned scores finds the weight 0.8 too.
+    pub fn ncsn_weight(fraction: f64) -> bool {
+        (fraction - 0.8).abs() <= 0.05
+    }
+
+    /// Fig. 1: with N(0, σ²I) noise the objective is smallest at the true score, where it is
+    /// −½E‖∇log p_σ‖² ≈ −(D − d)/(2σ²): the 2 directions normal to the plane each contribute
+    /// 1/σ² to E‖∇log p_σ‖² (the plane's own directions, about 1 each, are left out). The loss on
+    /// the plane itself, unperturbed, goes below it.
+    pub fn perturbed_floor() -> f64 {
+        -(4.0 - 2.0) / (2.0 * MANIFOLD_NOISE * MANIFOLD_NOISE)
+    }
+}
+
 fn svg(out: &Path, name: &str) -> PathBuf {
     out.join(format!("{name}.svg"))
 }
@@ -420,10 +464,7 @@ fn run(args: Args) -> ncsn::Result<()> {
     let tail = (args.manifold_steps / 5).max(3);
     let (m_plain, slope_plain, sd_plain) = tail_stats(&loss_plain, tail);
     let (m_noisy, slope_noisy, sd_noisy) = tail_stats(&loss_noisy, tail);
-    // With N(0, σ²I) noise the objective is smallest at the true score, where it is
-    // −½E‖∇log p_σ‖² ≈ −(D − d)/(2σ²): the 2 directions normal to the plane each contribute 1/σ²
-    // to E‖∇log p_σ‖² (the plane's own directions, about 1 each, are left out).
-    let floor = -(4.0 - 2.0) / (2.0 * MANIFOLD_NOISE * MANIFOLD_NOISE);
+    let floor = expect::perturbed_floor();
     plot::lines(
         svg(out, "fig1_loss"),
         &Figure::new("Sliced score matching on a 2-D plane in ℝ⁴").labels("step", "loss"),
@@ -498,7 +539,7 @@ fn run(args: Args) -> ncsn::Result<()> {
         "Fig. 2  ½E‖s_θ − ∇log p‖² over samples of p",
         v(fisher_data),
         "≤ 0.05",
-        Some(fisher_data <= 0.05),
+        Some(expect::accurate_on_data(fisher_data)),
     );
     row(
         &format!(
@@ -507,31 +548,31 @@ fn run(args: Args) -> ncsn::Result<()> {
         ),
         v(fisher_low),
         "≥ 10 × data",
-        Some(fisher_low >= 10.0 * fisher_data),
+        Some(expect::worse_off_data(fisher_low, fisher_data)),
     );
     row(
         "Fig. 2  ratio low-density / data",
         v(fisher_low / fisher_data),
         "≥ 10",
-        Some(fisher_low >= 10.0 * fisher_data),
+        Some(expect::worse_off_data(fisher_low, fisher_data)),
     );
     row(
         "Fig. 3  Langevin (T = 1000, ε = 0.1): fraction in (5,5)",
         v(lang_frac),
         "near 0.5",
-        Some((lang_frac - 0.5).abs() < 0.15),
+        Some(expect::near_half(lang_frac)),
     );
     row(
         "Fig. 3  annealed, σ 20 → 1: fraction in (5,5)",
         v(ann_frac),
         "0.80 ± 0.03",
-        Some((ann_frac - 0.8).abs() <= 0.03),
+        Some(expect::annealed_weight(ann_frac)),
     );
     row(
         &format!("Fig. 3  annealed, σ 10 → 0.1 (α₁ = {bad_alpha1:.0}): non-finite"),
         format!("{:.1}%", 100.0 * bad_nonfinite),
         "blows up",
-        Some(bad_nonfinite > 0.5),
+        Some(expect::blows_up(bad_nonfinite)),
     );
     // The perturbed objective is bounded below by its value at the true score; the plane's is
     // not, and training follows it down past that bound.
@@ -569,13 +610,13 @@ fn run(args: Args) -> ncsn::Result<()> {
         "NCSN    annealed Langevin, learned scores: fraction in (5,5)",
         v(ncsn_frac),
         "0.80 ± 0.05",
-        Some((ncsn_frac - 0.8).abs() <= 0.05),
+        Some(expect::ncsn_weight(ncsn_frac)),
     );
     row(
         "NCSN    Langevin at σ_L only, learned scores",
         v(ncsn_lang_frac),
         "near 0.5",
-        Some((ncsn_lang_frac - 0.5).abs() < 0.15),
+        Some(expect::near_half(ncsn_lang_frac)),
     );
     // Timings depend on the machine and its load: reported, not checked.
     row(
@@ -709,6 +750,40 @@ mod tests {
             frac == 0.75 && (nonfinite - 0.2).abs() < 1e-12,
             "fraction {frac} in (5, 5), {nonfinite} non-finite; want 0.75 and 0.2"
         );
+    }
+
+    /// Each check of the table at both sides of its threshold, so that a threshold moved (0.5
+    /// for 0.05, say) or a bound computed without its ½ fails here and not only in a run.
+    #[test]
+    fn the_table_checks_hold_their_thresholds() {
+        use super::expect::*;
+        assert!(accurate_on_data(0.0088) && accurate_on_data(0.05) && !accurate_on_data(0.051));
+        assert!(worse_off_data(1.0, 0.1) && !worse_off_data(0.99, 0.1));
+        for (fraction, want) in [
+            (0.36, true),
+            (0.5, true),
+            (0.64, true),
+            (0.34, false),
+            (0.66, false),
+        ] {
+            assert_eq!(near_half(fraction), want, "near 0.5: {fraction}");
+        }
+        for (fraction, want) in [
+            (0.775, true),
+            (0.8, true),
+            (0.825, true),
+            (0.765, false),
+            (0.835, false),
+        ] {
+            assert_eq!(annealed_weight(fraction), want, "0.80 ± 0.03: {fraction}");
+        }
+        for (fraction, want) in [(0.755, true), (0.845, true), (0.745, false), (0.855, false)] {
+            assert_eq!(ncsn_weight(fraction), want, "0.80 ± 0.05: {fraction}");
+        }
+        assert!(blows_up(1.0) && blows_up(0.51) && !blows_up(0.5));
+        // −2/(2·10⁻⁴): −10,000, up to the rounding of 0.01² in f64.
+        let floor = perturbed_floor();
+        assert!((floor + 10_000.0).abs() < 1e-9, "{floor}");
     }
 
     /// The manifold runs fit a line to the tail of their losses: fewer than 3 steps are refused
