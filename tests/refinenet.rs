@@ -413,15 +413,20 @@ fn logit_transformed_inputs_are_taken_as_they_are() {
     );
 }
 
-/// A label is an index below `num_classes`: the first one past the end is refused by name.
-#[test]
-#[should_panic(expected = "label 10 out of range for 10 noise levels")]
-fn a_label_past_the_last_noise_level_is_refused() {
+/// The MNIST model at ngf 4, its weights drawn from `seed`: enough to see what `forward` refuses.
+fn narrow_mnist_model(seed: u64) -> CondRefineNetDilated {
     let config = RefineNetConfig {
         ngf: 4,
         ..RefineNetConfig::mnist()
     };
-    let model = CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(7));
+    CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+/// A label is an index below `num_classes`: the first one past the end is refused by name.
+#[test]
+#[should_panic(expected = "label 10 out of range for 10 noise levels")]
+fn a_label_past_the_last_noise_level_is_refused() {
+    let model = narrow_mnist_model(7);
     model.forward(&Tensor::zeros(&[2, 1, 28, 28]), &[3, 10]);
 }
 
@@ -496,10 +501,6 @@ fn a_refine_block_with_one_input_fuses_nothing() {
 #[test]
 #[should_panic(expected = "1 labels for a batch of 2")]
 fn one_label_per_image() {
-    let config = RefineNetConfig {
-        ngf: 4,
-        ..RefineNetConfig::mnist()
-    };
-    let model = CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(11));
+    let model = narrow_mnist_model(11);
     model.forward(&Tensor::zeros(&[2, 1, 28, 28]), &[3]);
 }
