@@ -161,6 +161,41 @@ fn params_bits(store: &ParamStore) -> Vec<(String, Vec<u32>)> {
         .collect()
 }
 
+/// TinyNet with the score s(x̃, i) = −x̃/σᵢ² (gain −1/σᵢ², no offset) for `config`'s noise levels.
+/// With λ(σ) = σ⁴ each picture's annealed DSM loss is then ½‖x‖² of the picture alone, whatever its
+/// level and noise (see `evaluate_dsm_averages_over_pictures`).
+fn picture_loss_net(config: &RunConfig) -> TinyNet {
+    let sigmas = config.sigmas();
+    let m = TinyNet::new(1, sigmas.len(), &mut ChaCha8Rng::seed_from_u64(5));
+    let gains: Vec<f32> = sigmas.sigmas().iter().map(|&s| -1.0 / (s * s)).collect();
+    m.a.set_data(Tensor::from_vec(gains, m.a.shape()).storage());
+    m.b.set_data(Tensor::zeros(m.b.shape()).storage());
+    m
+}
+
+/// Trains `m` on `train_set` with test losses taken on `test_set`, in a run directory of its own
+/// that is removed afterwards.
+fn train_tested(
+    m: &TinyNet,
+    train_set: &Dataset,
+    test_set: &Dataset,
+    config: &RunConfig,
+    tag: &str,
+) -> run::TrainReport {
+    let tmp = TempDir::new(tag);
+    let dir = RunDir::create(tmp.path()).unwrap();
+    run::train(
+        m,
+        train_set,
+        Some(test_set),
+        Transform::mnist(),
+        config,
+        &dir,
+        TrainOptions::default(),
+    )
+    .unwrap()
+}
+
 /// `evaluate_dsm`, the test loss `results.json` reports, is the annealed DSM loss averaged over
 /// pictures, the first `max_images` of them, the last batch ragged.
 ///
@@ -193,11 +228,7 @@ fn evaluate_dsm_averages_over_pictures() {
         ..tiny_config(1, 1)
     };
     assert_eq!(config.batch_size, 4);
-    let sigmas = config.sigmas();
-    let m = TinyNet::new(1, sigmas.len(), &mut ChaCha8Rng::seed_from_u64(5));
-    let gains: Vec<f32> = sigmas.sigmas().iter().map(|&s| -1.0 / (s * s)).collect();
-    m.a.set_data(Tensor::from_vec(gains, m.a.shape()).storage());
-    m.b.set_data(Tensor::zeros(m.b.shape()).storage());
+    let m = picture_loss_net(&config);
     let images = Array4::from_shape_fn((12, 1, 6, 6), |(i, ..)| if i < 8 { 0u8 } else { 255 });
     let data = Dataset::new(images, None).unwrap();
     let loss = run::evaluate_dsm(&m, &data, &config, 10).unwrap() as f64;
@@ -310,24 +341,13 @@ fn a_runs_random_streams_are_distinct() {
 fn each_test_loss_is_a_fresh_draw_and_its_frequency_changes_nothing_else() {
     let (train_set, test_set) = (tiny_dataset(10, 1, 6, 1), tiny_dataset(20, 1, 6, 2));
     let train = |lr: f64, test_every: usize| -> (Vec<(String, Vec<u32>)>, Vec<LossRow>) {
-        let tmp = TempDir::new("test-loss");
-        let dir = RunDir::create(tmp.path()).unwrap();
         let m = net(4);
         let config = RunConfig {
             lr,
             test_every,
             ..tiny_config(8, 8)
         };
-        let report = run::train(
-            &m,
-            &train_set,
-            Some(&test_set),
-            Transform::mnist(),
-            &config,
-            &dir,
-            TrainOptions::default(),
-        )
-        .unwrap();
+        let report = train_tested(&m, &train_set, &test_set, &config, "test-loss");
         (params_bits(&m.store), report.log)
     };
     let tested = |log: &[LossRow]| -> Vec<(usize, f32)> {
@@ -1258,6 +1278,19 @@ fn holdout_split_when_the_data_has_no_test_set() {
     // At most a fifth is held out.
     let (train, test) = run::load_data(DatasetKind::Mnist, tmp.path(), 1000).unwrap();
     assert_eq!((train.len(), test.len()), (24, 6));
+    // Fewer than five pictures: a fifth rounds down to none, and one is still held out, for a
+    // test set to take the test loss on.
+    let few = TempDir::new("holdout-few");
+    write_mnist(few.path(), 4);
+    let (train, test) = run::load_data(DatasetKind::Mnist, few.path(), 5).unwrap();
+    assert_eq!((train.len(), test.len()), (3, 1), "4 pictures");
+    // Holding out every picture leaves none to train on: refused; all but one is a split.
+    let err = run::split_holdout(&train, 3)
+        .map(|(rest, _)| rest.len())
+        .expect_err("every picture held out, pictures left to train on");
+    assert!(err.to_string().contains("cannot hold out 3 of 3"), "{err}");
+    let (rest, held) = run::split_holdout(&train, 2).unwrap();
+    assert_eq!((rest.len(), held.len()), (1, 2));
 }
 
 /// `generate` records the chains before the first level and after each of the L = 10 levels,
@@ -1306,10 +1339,16 @@ fn samples_start_from_uniform_noise() {
     );
     let v: Vec<f32> = g.samples.iter().copied().collect();
     assert_eq!(v.len(), 48);
-    assert!(v.iter().all(|x| (0.0..1.0).contains(x)), "{v:?}");
+    assert_spread_over_unit_interval(&v);
+}
+
+/// Asserts what the starting-noise tests ask of draws of U[0, 1): every value in [0, 1), some
+/// below 1/4 and some above 3/4.
+fn assert_spread_over_unit_interval(values: &[f32]) {
+    assert!(values.iter().all(|x| (0.0..1.0).contains(x)), "{values:?}");
     assert!(
-        v.iter().any(|&x| x < 0.25) && v.iter().any(|&x| x > 0.75),
-        "{v:?}"
+        values.iter().any(|&x| x < 0.25) && values.iter().any(|&x| x > 0.75),
+        "{values:?}"
     );
 }
 
@@ -1440,6 +1479,10 @@ fn occlusion_masks_and_the_loss_log_format() {
     std::fs::write(&path, "step,loss,test_loss\n1,2.5,\n2,oops,\n").unwrap();
     let err = run::train::read_loss_csv(&path).unwrap_err().to_string();
     assert!(err.contains("loss.csv") && err.contains("line 3"), "{err}");
+    // A row with a field too many is malformed too, not read as its first three.
+    std::fs::write(&path, "step,loss,test_loss\n1,2.5,,7\n").unwrap();
+    let err = run::train::read_loss_csv(&path).expect_err("a row of four fields was read");
+    assert!(err.to_string().contains("line 2"), "{err}");
 }
 
 /// An image example's command line.
@@ -1608,7 +1651,7 @@ fn huge_sizes_are_refused_naming_the_flag() {
     // The fields that are not sizes, each with a value that would train or sample nonsense: the
     // error names the field.
     let base = RunConfig::preset(DatasetKind::Mnist, Preset::Cpu);
-    let bad: [(&str, RunConfig); 7] = [
+    let bad: [(&str, RunConfig); 8] = [
         (
             "lr",
             RunConfig {
@@ -1634,6 +1677,13 @@ fn huge_sizes_are_refused_naming_the_flag() {
             "sigma_end",
             RunConfig {
                 sigma_end: 0.0,
+                ..base.clone()
+            },
+        ),
+        (
+            "sigma_begin",
+            RunConfig {
+                sigma_begin: f64::INFINITY,
                 ..base.clone()
             },
         ),
@@ -1774,7 +1824,13 @@ fn a_run_directory_fixes_the_network_and_bad_settings_write_nothing() {
     assert!(err.to_string().contains("--ngf 4"), "{err}");
     // With the same settings it resumes.
     let more = ["--train", "--steps", "3", "--batch-size", "4", "--ngf", "4"];
-    assert_eq!(go(&more).unwrap().resumed_from, Some(2));
+    let resumed = go(&more).unwrap();
+    // `iterations` is the step reached, not the steps this invocation ran.
+    assert_eq!(
+        (resumed.resumed_from, resumed.iterations),
+        (Some(2), Some(3)),
+        "resumed from, and steps done"
+    );
 
     // A file where the run directory should be.
     let file = tmp.path().join("a-file");
@@ -1975,7 +2031,8 @@ fn a_resumed_run_keeps_its_course() {
 /// (a run directory's `config.json` can be edited, and a library caller passes a `RunConfig`):
 /// the learning rate, λ's power, the held-out pictures and the noise levels, each named with the
 /// checkpoint's value. A run resumed with any of them changed would be neither the old run nor a
-/// new one. The unchanged settings then resume.
+/// new one. The unchanged settings then resume, and `--steps` may also shrink below the steps
+/// done.
 #[test]
 fn resuming_with_another_objective_optimizer_or_schedule_is_refused() {
     let data = tiny_dataset(8, 1, 6, 1);
@@ -2027,11 +2084,26 @@ fn resuming_with_another_objective_optimizer_or_schedule_is_refused() {
             },
             "10 noise levels",
         ),
+        (
+            RunConfig {
+                dataset: DatasetKind::Cifar10,
+                ..base.clone()
+            },
+            "the mnist data set",
+        ),
     ] {
         let err = train(&config).unwrap_err().to_string();
         assert!(err.contains(named), "{named}: {err}");
     }
     assert_eq!(train(&base).unwrap().resumed_from, 2);
+    // Resumed with fewer steps than it has done (4), the run trains no further, and reports the
+    // step it stands at, not the number asked for.
+    let past = train(&tiny_config(2, 2)).unwrap();
+    assert_eq!(
+        (past.resumed_from, past.steps, past.log.len()),
+        (4, 4, 4),
+        "resumed from, at, rows"
+    );
 }
 
 /// A checkpoint whose training state does not add up is refused, naming the file: a step beyond
@@ -2166,4 +2238,436 @@ fn stale_temporary_files_are_removed_and_nothing_else() {
     RunDir::create(tmp.path()).unwrap();
     let left: Vec<bool> = names.iter().map(|n| tmp.path().join(n).exists()).collect();
     assert_eq!(left, [false, true, true, true, true]);
+}
+
+/// The `cpu` preset, field by field, as `RunConfig::preset` and the book's chapter on images
+/// describe it: the `paper` preset with ngf 16, batches of 32, 4,500 steps for MNIST and 500 for
+/// CIFAR-10, a checkpoint every 250 steps and a test batch every 100, 25 samples, an annealing
+/// strip of 4 chains, 4 pictures completed 4 times each, and the 5 nearest neighbours of 5
+/// samples. Exact: these are constants.
+#[test]
+fn the_cpu_preset_is_the_paper_shrunk_as_documented() {
+    for (kind, steps) in [(DatasetKind::Mnist, 4_500), (DatasetKind::Cifar10, 500)] {
+        let mut want = RunConfig::preset(kind, Preset::Paper);
+        want.preset = Preset::Cpu;
+        (want.ngf, want.batch_size, want.n_iters) = (16, 32, steps);
+        (want.checkpoint_every, want.test_every) = (250, 100);
+        (want.n_samples, want.strip_rows) = (25, 4);
+        (want.inpaint_images, want.inpaint_completions) = (4, 4);
+        (want.nearest_k, want.nearest_queries) = (5, 5);
+        assert_eq!(RunConfig::preset(kind, Preset::Cpu), want, "{kind:?}");
+    }
+}
+
+/// Every count of a stored configuration (a checkpoint's, `config.json`) must be at least 1, those
+/// without a flag too: a count of 0 is refused naming its field. (`holdout` 0 would leave no test
+/// picture to take the test loss on; a strip of 0 rows, no figure.)
+#[test]
+fn no_count_of_a_stored_configuration_may_be_zero() {
+    let cpu = serde_json::to_value(RunConfig::preset(DatasetKind::Mnist, Preset::Cpu)).unwrap();
+    for name in [
+        "n_iters",
+        "batch_size",
+        "n_steps_each",
+        "n_samples",
+        "checkpoint_every",
+        "num_classes",
+        "test_every",
+        "holdout",
+        "strip_rows",
+        "inpaint_images",
+        "inpaint_completions",
+        "nearest_k",
+        "nearest_queries",
+    ] {
+        let mut zero = cpu.clone();
+        zero[name] = serde_json::json!(0);
+        match RunConfig::from_json(&zero.to_string()) {
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(name) && msg.contains("is 0: it must be at least 1"),
+                    "{name}: {msg}"
+                )
+            }
+            Ok(_) => panic!("{name} 0 was accepted"),
+        }
+    }
+}
+
+/// The products of sizes that `validate` bounds, each at its edge: accepted at the bound, refused
+/// one step past it, naming the product.
+///
+/// * The neighbour search's queries are one batch through the network: 128 × ngf 512 = 2¹⁶ is
+///   the most; 10,000 queries (allowed alone) are not.
+/// * Inpainting runs images × completions chains at once: 64 × 64 × ngf 16 = 2¹⁶; 64 × 65 is
+///   past it (and 100 × 100 far past it, though 100 + 100 chains would fit).
+/// * Sampling keeps the samples before the first level and after each of the L levels: with
+///   CIFAR-10's 3,072 values a picture, 1,000 samples × (348 + 1) = 1,072,128,000 values fit in
+///   2³⁰ = 1,073,741,824, and × (349 + 1) do not (× 349 alone would).
+#[test]
+fn products_of_sizes_are_bounded_at_their_edges() {
+    let mnist = RunConfig::preset(DatasetKind::Mnist, Preset::Cpu);
+    let cifar = RunConfig::preset(DatasetKind::Cifar10, Preset::Cpu);
+    let cases = [
+        (
+            RunConfig {
+                ngf: 512,
+                nearest_queries: 128,
+                ..mnist.clone()
+            },
+            RunConfig {
+                ngf: 512,
+                nearest_queries: config::MAX_NEAREST_QUERIES,
+                ..mnist.clone()
+            },
+            "nearest_queries × ngf",
+        ),
+        (
+            RunConfig {
+                inpaint_images: 64,
+                inpaint_completions: 64,
+                ..mnist.clone()
+            },
+            RunConfig {
+                inpaint_images: 64,
+                inpaint_completions: 65,
+                ..mnist.clone()
+            },
+            "inpaint_images × inpaint_completions × ngf",
+        ),
+        (
+            RunConfig {
+                inpaint_images: 64,
+                inpaint_completions: 64,
+                ..mnist.clone()
+            },
+            RunConfig {
+                inpaint_images: 100,
+                inpaint_completions: 100,
+                ..mnist.clone()
+            },
+            "inpaint_images × inpaint_completions × ngf",
+        ),
+        (
+            RunConfig {
+                n_samples: 1_000,
+                num_classes: 348,
+                ..cifar.clone()
+            },
+            RunConfig {
+                n_samples: 1_000,
+                num_classes: 349,
+                ..cifar.clone()
+            },
+            "n_samples × (num_classes + 1)",
+        ),
+    ];
+    for (fits, past, named) in cases {
+        fits.validate()
+            .unwrap_or_else(|e| panic!("{named} at its bound: {e}"));
+        match past.validate() {
+            Err(e) => assert!(e.to_string().contains(named), "{named}: {e}"),
+            Ok(()) => panic!("{named} past its bound was accepted"),
+        }
+    }
+}
+
+/// Without `--out`, a run goes to `runs/<data set>-<preset>`, as `--help` says.
+#[test]
+fn the_default_run_directory_is_named_after_the_data_set_and_the_preset() {
+    assert_eq!(
+        cli(&[]).out_dir(DatasetKind::Mnist),
+        Path::new("runs/mnist-cpu")
+    );
+    assert_eq!(
+        cli(&["--preset", "paper"]).out_dir(DatasetKind::Cifar10),
+        Path::new("runs/cifar10-paper")
+    );
+    assert_eq!(
+        cli(&["--out", "elsewhere"]).out_dir(DatasetKind::Mnist),
+        Path::new("elsewhere")
+    );
+}
+
+/// What the pipeline writes is what the library computes from the run's own streams and
+/// pictures: rebuilt here from the checkpoint (its moving average, which `--ema` samples with),
+/// the test loss is `evaluate_dsm` over the test pictures, all 60 of them (the first 500 at most);
+/// the samples and the annealing strip are `generate` on the sampling stream; the inpainting
+/// figure completes test pictures picked by the inpainting stream, which then drives the sampler;
+/// the neighbours are those of the first samples among the training pictures. Then `--nearest`
+/// alone neither trains nor samples the grid, and looks up the neighbours of `nearest_queries`
+/// fresh samples of the sampling stream. Everything is compared exactly (the same operations on
+/// the same numbers), the figures byte for byte.
+#[test]
+fn the_pipelines_figures_and_losses_come_from_the_runs_streams_and_pictures() {
+    let (tmp, data) = with_mnist("streams", 300); // 240 training pictures, 60 held out
+    let out = tmp.path().join("out");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let common = ["--data", d, "--out", o, "--quiet", "--n-steps-each", "1"];
+    let train = [
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--seed",
+        "5",
+        "--ema",
+        "0.9",
+    ];
+    let results = run_tiny(&cli(
+        &[&common[..], &train[..], &["--n-samples", "6"]].concat()
+    ))
+    .unwrap();
+    let config = results.config.clone().unwrap();
+    let (train_set, test_set) = run::load_data(DatasetKind::Mnist, &data, config.holdout).unwrap();
+    assert_eq!((train_set.len(), test_set.len()), (240, 60));
+    let m = TinyNet::new(1, 10, &mut stream_rng(5, Stream::Init));
+    assert!(run::load_weights(&out.join("checkpoint.safetensors"), &m.store, true).unwrap());
+    assert_eq!(results.sampling_weights.as_deref(), Some("ema"));
+
+    let loss = run::evaluate_dsm(&m, &test_set, &config, 500).unwrap();
+    assert_eq!(results.test_dsm_loss, Some(loss), "the test loss");
+    assert_eq!(results.test_images, Some(60));
+
+    let (sigmas, annealed) = (config.sigmas(), config.annealed());
+    let sample = |n: usize| {
+        let mut rng = stream_rng(5, Stream::Sample);
+        run::generate(&m, &sigmas, &annealed, n, (1, 28), &mut rng)
+    };
+    let mine = TempDir::new("streams-mine");
+    let same_png = |name: &str, pictures: &Array4<f32>, nrow: usize| {
+        let path = mine.path().join(name);
+        ncsn::io::save_grid(&path, pictures.view(), nrow).unwrap();
+        assert!(
+            std::fs::read(&path).unwrap() == std::fs::read(out.join(name)).unwrap(),
+            "{name} is not what the run's streams give"
+        );
+    };
+    let g = sample(6);
+    same_png("samples.png", &g.samples, 3);
+    same_png("annealing.png", &run::annealing_strip(&g.stages, 4), 11);
+
+    let mut rng = stream_rng(5, Stream::Inpaint);
+    let picked = rand::seq::index::sample(&mut rng, 60, 4).into_vec();
+    let originals = test_set.gather_f32(&picked);
+    let done = run::inpaint(
+        &m,
+        &sigmas,
+        &annealed,
+        originals.view(),
+        4,
+        Occlusion::Right,
+        &mut rng,
+    );
+    let grid = run::inpainting_grid(originals.view(), done.view(), Occlusion::Right);
+    same_png("inpainting.png", &grid, 6);
+
+    let queries = g.samples.slice_axis(Axis(0), (0..5).into());
+    let found = nearest_neighbours(queries, &train_set, 5);
+    assert_eq!(results.nearest.as_ref(), Some(&found), "the neighbours");
+    let t = &results.timings;
+    for (stage, s) in [
+        ("train", t.train_s),
+        ("test loss", t.test_loss_s),
+        ("sample", t.sample_s),
+        ("inpaint", t.inpaint_s),
+        ("nearest", t.nearest_s),
+        ("total", t.total_s),
+    ] {
+        assert!(s.is_some_and(f64::is_finite), "{stage}: {s:?}");
+    }
+
+    // The neighbour search alone: 5 queries (the cpu preset's), though the grid would have 25.
+    let checkpoint = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    let alone = run_tiny(&cli(&[&common[..], &["--nearest"]].concat())).unwrap();
+    let queries = sample(5).samples;
+    let found = nearest_neighbours(queries.view(), &train_set, 5);
+    assert_eq!(alone.nearest.as_ref(), Some(&found), "--nearest alone");
+    assert!(std::fs::read(out.join("checkpoint.safetensors")).unwrap() == checkpoint);
+    assert_eq!((alone.iterations, alone.resumed_from), (Some(2), Some(0)));
+}
+
+/// Sampling from a checkpoint takes how to sample from the command line and how the network was
+/// trained from the checkpoint: trained with the `paper` preset and sampled with the default
+/// `cpu` one, the run records the cpu preset's inpainting and neighbour settings (4 pictures 4
+/// times, 5 queries; paper: 8 × 6 and 8), this command line's `--ema`, and the paper run's
+/// training settings, and lays its figures out accordingly.
+#[test]
+fn sampling_settings_are_the_command_lines_and_training_settings_the_checkpoints() {
+    let (tmp, data) = with_mnist("sampling-settings", 24);
+    let out = tmp.path().join("out");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let common = ["--data", d, "--out", o, "--quiet"];
+    let paper = [
+        "--train",
+        "--preset",
+        "paper",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+    ];
+    let trained = run_tiny(&cli(&[&common[..], &paper[..], &["--ngf", "4"]].concat())).unwrap();
+    let sampling = ["--sample", "--inpaint", "--nearest", "--n-steps-each", "1"];
+    let more = ["--n-samples", "3", "--ema", "0.5"];
+    let args = cli(&[&common[..], &sampling[..], &more[..]].concat());
+    let sampled = run_tiny(&args).unwrap();
+    let cli_config = args.config(DatasetKind::Mnist).unwrap();
+    let want = RunConfig {
+        ema_mu: Some(0.5),
+        step_size: cli_config.step_size,
+        n_steps_each: 1,
+        n_samples: 3,
+        strip_rows: cli_config.strip_rows,
+        inpaint_images: 4,
+        inpaint_completions: 4,
+        occlusion: cli_config.occlusion,
+        nearest_k: cli_config.nearest_k,
+        nearest_queries: 5,
+        ..trained.config.unwrap()
+    };
+    assert_eq!(sampled.config, Some(want));
+    // 28-pixel pictures, 2 pixels of padding: the inpainting figure 4 rows of 1 + 1 + 4, the
+    // neighbour figure a row for each of the 3 samples (fewer than 5), each with 5 neighbours.
+    for (file, across, down) in [("inpainting.png", 6, 4), ("nearest.png", 6, 3)] {
+        let picture = image::open(out.join(file)).unwrap();
+        assert_eq!(
+            (picture.width(), picture.height()),
+            (30 * across + 2, 30 * down + 2),
+            "{file}"
+        );
+    }
+}
+
+/// A batch as large as the training set is a batch of every picture, and trains; only a larger
+/// one is refused.
+#[test]
+fn a_batch_of_every_training_picture_trains() {
+    let (tmp, data) = with_mnist("whole-batch", 24); // 20 training pictures, 4 held out
+    let out = tmp.path().join("out");
+    let list = ["--train", "--steps", "1", "--batch-size", "20", "--quiet"];
+    let args = cli(&[
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &list[..],
+    ]
+    .concat());
+    assert_eq!(run_tiny(&args).unwrap().iterations, Some(1));
+}
+
+/// Each test batch is drawn from the whole test set and dequantised as the training batches are,
+/// and `last_test_loss` is the last one taken.
+///
+/// The score s(x̃, i) = −x̃/σᵢ² with λ(σ) = σ⁴ makes a picture's loss ½‖x‖², whatever its noise
+/// (see `evaluate_dsm_averages_over_pictures`), and a learning rate of 10⁻³⁰ keeps the weights
+/// (see `each_test_loss_is_a_fresh_draw_and_its_frequency_changes_nothing_else`). A 1 × 6 × 6
+/// picture then has expected loss 18·((v + ½)² + 1/12)/256²: W = 17.93 for white (v = 255),
+/// K = 9.16·10⁻⁵ for black.
+///
+/// * Test set [white, black], batches of 2 drawn with replacement, 8 of them: each draws the last
+///   picture, the black one, with probability 3/4, so a loss below 10 (at most (W + K)/2 + 0.01)
+///   is all but certain, and with the seed fixed, certain. Batches that never drew the last
+///   picture would all be W.
+/// * Test set [black, black]: every loss is about K. A black picture's loss has standard
+///   deviation 1.4·10⁻⁵ (36 pixels of ½U²/256², U uniform), so K/4 is more than 4 standard
+///   deviations below any batch's. Undequantised, a black picture is 0 and so is its loss (to
+///   f32 rounding, below 10⁻¹⁰).
+#[test]
+fn each_test_batch_is_drawn_from_the_whole_test_set_and_dequantised() {
+    let train_set = tiny_dataset(8, 1, 6, 1);
+    let config = RunConfig {
+        anneal_power: 4.0,
+        lr: 1e-30,
+        test_every: 1,
+        ..tiny_config(8, 8)
+    };
+    let test_loss_log = |values: [u8; 2]| -> (Vec<f32>, Option<f32>) {
+        let m = picture_loss_net(&config);
+        let images = Array4::from_shape_fn((2, 1, 6, 6), |(i, ..)| values[i]);
+        let test_set = Dataset::new(images, None).unwrap();
+        let report = train_tested(&m, &train_set, &test_set, &config, "test-batches");
+        let losses: Vec<f32> = report.log.iter().filter_map(|r| r.test_loss).collect();
+        (losses, report.last_test_loss)
+    };
+    let (losses, last) = test_loss_log([255, 0]);
+    assert_eq!(losses.len(), 8);
+    assert!(
+        losses.iter().any(|&l| l < 10.0),
+        "the black picture, last, never drawn: {losses:?}"
+    );
+    assert_eq!(last, losses.last().copied(), "last_test_loss of {losses:?}");
+    let (losses, _) = test_loss_log([0, 0]);
+    let black = 18.0 / 3.0 / 65536.0;
+    assert!(
+        losses.iter().all(|&l| l > black / 4.0 && l < 4.0 * black),
+        "black pictures, expected {black} each: {losses:?}"
+    );
+}
+
+/// Inpainting starts the hidden half from uniform noise on [0, 1), as sampling starts: with T = 0
+/// the chains never move, and the right half of each completion is that noise (the left half is
+/// the original re-noised). 2 pictures × 3 completions × 18 hidden pixels: a Gaussian start
+/// would put one outside [0, 1) with probability 1 − 0.34¹⁰⁸, and the spread check fails for
+/// U[0, 1) with probability 2·0.75¹⁰⁸; the seed is fixed in any case.
+#[test]
+fn inpainting_starts_the_hidden_half_from_uniform_noise() {
+    let originals = tiny_dataset(2, 1, 6, 4).to_f32();
+    let config = tiny_config(1, 1);
+    let annealed = ncsn::sample::AnnealedConfig {
+        n_steps_each: 0,
+        ..config.annealed()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let out = run::inpaint(
+        &net(3),
+        &config.sigmas(),
+        &annealed,
+        originals.view(),
+        3,
+        Occlusion::Right,
+        &mut rng,
+    );
+    let hidden: Vec<f32> = out
+        .slice(ndarray::s![.., .., .., 3..])
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(hidden.len(), 108);
+    assert_spread_over_unit_interval(&hidden);
+}
+
+/// `results.json` is replaced whole, never written into: a reader that opened the old file
+/// before still reads the old results (a rename over the name, not a truncation), and no
+/// temporary file is left beside it.
+#[test]
+fn results_are_replaced_not_written_in_place() {
+    let tmp = TempDir::new("results-replaced");
+    let path = tmp.path().join("results.json");
+    let first = run::Results {
+        iterations: Some(1),
+        ..Default::default()
+    };
+    first.save(&path).unwrap();
+    let old = std::fs::read(&path).unwrap();
+    let mut reader = std::fs::File::open(&path).unwrap();
+    run::Results {
+        iterations: Some(2),
+        ..first
+    }
+    .save(&path)
+    .unwrap();
+    let mut seen = Vec::new();
+    std::io::Read::read_to_end(&mut reader, &mut seen).unwrap();
+    assert!(seen == old, "results.json was written in place");
+    assert_eq!(
+        run::Results::load_or_new(&path).unwrap().iterations,
+        Some(2)
+    );
+    let names = std::fs::read_dir(tmp.path()).unwrap().count();
+    assert_eq!(names, 1, "a temporary file was left");
 }
