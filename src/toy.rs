@@ -287,6 +287,23 @@ impl GaussianMixture {
     }
     // ANCHOR_END: perturbed
 
+    /// The law of a·x + σz with x ~ p and z ~ N(0, I): the components N(a μₖ, (a² σₖ² + σ²) I)
+    /// with the same weights. With a = 1 it is [`perturbed`](Self::perturbed); with a = √ᾱ_t and
+    /// σ = √(1 − ᾱ_t) it is the marginal x_t of a variance-preserving diffusion
+    /// ([`VpSchedule`](crate::sample::VpSchedule)). Panics unless a is finite and σ ≥ 0 is finite.
+    pub fn diffused(&self, scale: f64, sigma: f64) -> GaussianMixture {
+        assert!(
+            scale.is_finite() && sigma.is_finite() && sigma >= 0.0,
+            "diffused: need a finite scale and sigma ≥ 0, got ({scale}, {sigma})"
+        );
+        let stds: Vec<f64> = self
+            .stds
+            .iter()
+            .map(|s| (scale * scale * s * s + sigma * sigma).sqrt())
+            .collect();
+        GaussianMixture::new(&self.weights, self.means.mapv(|m| scale * m), &stds)
+    }
+
     // ANCHOR: posterior_mean
     /// The posterior mean E[x | x̃] for x̃ = x + σz, x ~ p, z ~ N(0, I), for each row of `x_tilde`.
     ///

@@ -1306,6 +1306,83 @@ fn the_library_sampler_runs_on_the_device_without_copies() {
 }
 // ANCHOR_END: library_sampler
 
+/// The samplers that reverse a diffusion (`ncsn::sample::sde`) run where their start lives: on
+/// the device they copy nothing, the probability-flow ODE (no noise) ends where the CPU's does up
+/// to rounding, and the two stochastic samplers end with the law that their linear recursion
+/// gives on Gaussian data N(2, 1) (as in `tests/sde.rs`: within 5 standard errors, 8256 draws).
+#[test]
+fn the_sde_samplers_run_on_the_device_without_copies() {
+    use ncsn::sample::{VpSchedule, ddpm_ancestral, probability_flow, reverse_diffusion};
+    use ncsn::score::GeometricSigmas;
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let levels = GeometricSigmas::new(10.0, 0.01, 300);
+    let ve = |x: &Tensor, i: usize| gaussian_score(x, 2.0, 1.0 + levels.get(i).powi(2));
+    let start = |device: &Device| {
+        Tensor::randn_philox(&[64, 129], 21, 0, device)
+            .mul_scalar(101f32.sqrt())
+            .add_scalar(2.0)
+    };
+    let schedule = VpSchedule::linear(1e-4, 0.02, 1000);
+    let vp = |x: &Tensor, t: usize| {
+        let ab = schedule.alpha_bar(t) as f32;
+        gaussian_score(x, 2.0 * ab.sqrt(), 1.0)
+    };
+    let (x0, z0) = (start(&d), Tensor::randn_philox(&[64, 129], 22, 0, &d));
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let before = ctx.transfers();
+    let flow = probability_flow(ve, &x0, &levels, 0).x;
+    let reverse = reverse_diffusion(ve, &x0, &levels, 0, &mut rng).x;
+    let ddpm = ddpm_ancestral(vp, &z0, &schedule, 0, &mut rng).x;
+    assert_eq!(
+        ctx.transfers() - before,
+        Default::default(),
+        "the samplers copied data"
+    );
+    assert!(
+        [&flow, &reverse, &ddpm]
+            .iter()
+            .all(|x| !x.device().is_cpu())
+    );
+    let cpu_flow = probability_flow(ve, &start(&Device::Cpu), &levels, 0).x;
+    assert_close("probability flow", &flow, &cpu_flow, |_, w| {
+        1e-4 * (1.0 + w.abs())
+    });
+    // Reverse diffusion: v ← v(1 − d/b)² + d per level (d = σᵢ² − σᵢ₊₁², b = 1 + σᵢ²), the last
+    // step without noise; the mean stays 2. DDPM: the score of x_t is −(x − 2√ᾱ)/1 (the data's
+    // variance 1 is preserved), so x ← (x(1 − β) + 2β√ᾱ)/√(1 − β) + √β z.
+    let mut v = 101.0f64;
+    for i in 0..levels.len() {
+        let next = levels.sigmas().get(i + 1).copied().unwrap_or(0.0);
+        let dv = f64::from(levels.get(i).powi(2) - next * next);
+        let b = 1.0 + f64::from(levels.get(i)).powi(2);
+        v = v * (1.0 - dv / b).powi(2) + if i + 1 < levels.len() { dv } else { 0.0 };
+    }
+    let (mut m, mut w) = (0.0f64, 1.0f64);
+    for t in (0..schedule.len()).rev() {
+        let (beta, ab) = (schedule.beta(t), schedule.alpha_bar(t));
+        m = (m * (1.0 - beta) + 2.0 * beta * ab.sqrt()) / (1.0 - beta).sqrt();
+        w = w * (1.0 - beta) + if t > 0 { beta } else { 0.0 };
+    }
+    for (what, x, mean, var) in [
+        ("reverse diffusion", &reverse, 2.0, v),
+        ("DDPM", &ddpm, m, w),
+    ] {
+        let xs: Vec<f64> = x.to_vec().iter().map(|&e| f64::from(e)).collect();
+        let n = xs.len() as f64;
+        let got = xs.iter().sum::<f64>() / n;
+        let got_var = xs.iter().map(|e| (e - got).powi(2)).sum::<f64>() / (n - 1.0);
+        assert!(
+            (got - mean).abs() < 5.0 * (var / n).sqrt(),
+            "{what}: mean {got}, want {mean}"
+        );
+        assert!(
+            (got_var - var).abs() < 5.0 * var * (2.0 / (n - 1.0)).sqrt(),
+            "{what}: variance {got_var}, want {var}"
+        );
+    }
+}
+
 /// Writes a CIFAR-10 `data_batch_1.bin` of `n` random pictures (label byte, then 3,072 pixels).
 fn write_cifar(dir: &std::path::Path, n: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(31);

@@ -1,15 +1,18 @@
-//! Langevin samplers, generic over the score function and the data's shape.
+//! Samplers driven by a score: Langevin dynamics and the reverse of a diffusion, generic over the
+//! score function and the data's shape.
 //!
 //! | file | sampler | paper |
 //! |---|---|---|
 //! | [`langevin`] | Langevin dynamics with a fixed step | Eq. 4 |
 //! | [`annealed`] | annealed Langevin dynamics over a noise schedule | Algorithm 1 |
 //! | [`inpaint`] | annealed Langevin dynamics that keeps known entries fixed | Algorithm 2 (appendix) |
+//! | [`sde`] | reverse diffusion, the probability-flow ODE, DDPM's ancestral sampler | Song et al. (2021), Ho et al. (2020) |
 //!
 //! A score function is a closure: `FnMut(&Tensor) -> Tensor` for plain Langevin dynamics and
-//! `FnMut(&Tensor, usize) -> Tensor` for the annealed samplers, whose second argument is the 0-based
-//! index i of the current noise level σᵢ (a noise-conditional network takes it as its label; a
-//! closed-form score looks σᵢ up in the schedule). Any batch shape works: `(N, 2)` toy points or
+//! `FnMut(&Tensor, usize) -> Tensor` for the annealed samplers and those of [`sde`], whose second
+//! argument is the 0-based index i of the current noise level σᵢ, or the step t of a
+//! [`VpSchedule`] (a noise-conditional network takes it as its label; a closed-form score looks
+//! σᵢ up in the schedule). Any batch shape works: `(N, 2)` toy points or
 //! `(N, C, H, W)` images.
 //!
 //! Every sampler runs under [`no_grad`](crate::no_grad): a thousand steps record no graph, and a
@@ -19,10 +22,12 @@
 pub mod annealed;
 pub mod inpaint;
 pub mod langevin;
+pub mod sde;
 
 pub use annealed::{AnnealedConfig, annealed_langevin};
 pub use inpaint::annealed_langevin_inpaint;
 pub use langevin::{LangevinConfig, langevin_dynamics, langevin_step};
+pub use sde::{VpSchedule, ddpm_ancestral, probability_flow, reverse_diffusion};
 
 use crate::Tensor;
 

@@ -1,0 +1,206 @@
+//! Sampling by reversing a diffusion: score SDEs (Song et al., ICLR 2021) and DDPM's ancestral
+//! sampler (Ho et al., NeurIPS 2020), written with the score.
+//!
+//! NCSN's noise levels σ₁ > … > σ_L are snapshots of one process: the data diffused by Brownian
+//! motion whose variance grows to σ². Taken continuously, that is the *variance-exploding* (VE)
+//! SDE dx = √(dσ²/dt) dw, whose marginal at time t is exactly the perturbed density q_{σ(t)}. A
+//! diffusion run backwards in time is again a diffusion (Anderson, 1982), and its drift needs only
+//! the score of the marginals:
+//!
+//! $$ dx = -\frac{d\sigma^2}{dt}\, \nabla_x \log q_{\sigma(t)}(x)\, dt + \sqrt{\frac{d\sigma^2}{dt}}\, d\bar w , $$
+//!
+//! run from t = 1 (σ large, q ≈ N(0, σ²I)) down to t = 0. So the score a noise-conditional
+//! network learns is enough to sample by simulating this SDE, without Langevin dynamics. Three
+//! samplers, each with the same score closure as the [annealed](super::annealed) ones:
+//!
+//! | function | what it simulates |
+//! |---|---|
+//! | [`reverse_diffusion`] | the reverse VE SDE, one Euler–Maruyama step per level |
+//! | [`probability_flow`] | the probability-flow ODE dx/dσ = −σ s(x, σ), deterministic (Heun) |
+//! | [`ddpm_ancestral`] | DDPM's sampler, the reverse of the variance-preserving (VP) SDE |
+//!
+//! With the exact score all three draw from the data distribution, up to their discretisation and
+//! the mismatch of the starting distribution: the tests check it on a Gaussian, where each chain
+//! is linear and its law known exactly, and on the toy mixture, whose mode weights plain Langevin
+//! dynamics gets wrong.
+
+use super::{Samples, record};
+use crate::score::GeometricSigmas;
+use crate::{Tensor, no_grad};
+use rand::Rng;
+
+// ANCHOR: reverse_diffusion
+/// The reverse-time VE SDE discretised on the levels σ₁ > … > σ_L, Euler–Maruyama from `x0`
+/// (which should be a draw from q_{σ₁}, or N(0, σ₁²I) when σ₁ dwarfs the data):
+///
+/// x ← x + (σᵢ² − σᵢ₊₁²) s(x, σᵢ) + √(σᵢ² − σᵢ₊₁²) z,   with σ_{L+1} = 0,
+///
+/// the last step taken without its noise, so that it returns x + σ_L² s(x, σ_L), the posterior
+/// mean of the data given x (Tweedie's formula). This is the "reverse diffusion predictor" of
+/// Song et al. (2021) for the VE SDE, with their final denoising step. `score(x, i)` must return
+/// s(x, σᵢ) for the 0-based level index i, as for [`annealed_langevin`](super::annealed_langevin).
+///
+/// Where annealed Langevin dynamics runs T steps *at* each level, this moves *between* levels:
+/// one step per level, so it needs many finely spaced levels (hundreds to thousands) rather than
+/// NCSN's ten.
+pub fn reverse_diffusion(
+    mut score: impl FnMut(&Tensor, usize) -> Tensor,
+    x0: &Tensor,
+    sigmas: &GeometricSigmas,
+    record_every: usize,
+    rng: &mut impl Rng,
+) -> Samples {
+    no_grad(|| {
+        let mut x = x0.detach();
+        let mut trajectory = Vec::new();
+        let l = sigmas.len();
+        for i in 0..l {
+            record(&mut trajectory, record_every, i, &x);
+            let next = if i + 1 < l { sigmas.get(i + 1) } else { 0.0 };
+            let d = sigmas.get(i).powi(2) - next * next; //    σᵢ² − σᵢ₊₁², the variance removed
+            x = x.add(&score(&x, i).mul_scalar(d));
+            if i + 1 < l {
+                let z = Tensor::randn_on(x.shape(), &x.device(), rng);
+                x = x.add(&z.mul_scalar(d.sqrt()));
+            }
+        }
+        record(&mut trajectory, record_every, l, &x);
+        Samples { x, trajectory }
+    })
+}
+// ANCHOR_END: reverse_diffusion
+
+// ANCHOR: probability_flow
+/// The probability-flow ODE of the VE SDE from `x0` at σ₁ down to σ_L, by Heun's method with one
+/// step between consecutive levels.
+///
+/// The ODE dx/dt = −½ (dσ²/dt) ∇ log q_{σ(t)}(x) moves every point deterministically, and its
+/// solutions have the same marginals q_{σ(t)} as the SDE's (Song et al., 2021, §4.3). With σ as
+/// the clock it reads dx/dσ = −σ s(x, σ). Each step from σᵢ to σᵢ₊₁ (h = σᵢ₊₁ − σᵢ < 0) takes
+/// an Euler step, evaluates the slope at its end, and moves with the mean of the two slopes:
+/// second order in h, two score evaluations per step. No noise is drawn: the same `x0` always
+/// gives the same samples, and the map from `x0` to the samples is invertible (run it the other
+/// way). Returns the points at σ_L, not denoised.
+pub fn probability_flow(
+    mut score: impl FnMut(&Tensor, usize) -> Tensor,
+    x0: &Tensor,
+    sigmas: &GeometricSigmas,
+    record_every: usize,
+) -> Samples {
+    no_grad(|| {
+        let mut x = x0.detach();
+        let mut trajectory = Vec::new();
+        let l = sigmas.len();
+        // The slope dx/dσ = −σ s(x, σ) at level i.
+        let mut slope = |x: &Tensor, i: usize| score(x, i).mul_scalar(-sigmas.get(i));
+        for i in 0..l - 1 {
+            record(&mut trajectory, record_every, i, &x);
+            let h = sigmas.get(i + 1) - sigmas.get(i);
+            let k1 = slope(&x, i);
+            let euler = x.add(&k1.mul_scalar(h)); //                      x + h·k₁
+            let k2 = slope(&euler, i + 1);
+            x = x.add(&k1.add(&k2).mul_scalar(h / 2.0)); //               x + h·(k₁ + k₂)/2
+        }
+        record(&mut trajectory, record_every, l - 1, &x);
+        Samples { x, trajectory }
+    })
+}
+// ANCHOR_END: probability_flow
+
+// ANCHOR: vp_schedule
+/// The noise schedule of a variance-preserving diffusion (DDPM): β₀, …, β_{T−1}, and the step
+/// x_t = √(1 − β_t) x_{t−1} + √β_t z that shrinks the data while it adds noise, so that
+/// x_t = √ᾱ_t x + √(1 − ᾱ_t) z with ᾱ_t = Π_{s ≤ t} (1 − β_s).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VpSchedule {
+    betas: Vec<f64>,
+    alpha_bars: Vec<f64>,
+}
+
+impl VpSchedule {
+    /// `n` values of β evenly spaced from `beta_first` to `beta_last` (both included). Panics
+    /// unless 0 < β < 1 at both ends and n ≥ 2.
+    pub fn linear(beta_first: f64, beta_last: f64, n: usize) -> Self {
+        let ok = |b: f64| b > 0.0 && b < 1.0;
+        assert!(
+            ok(beta_first) && ok(beta_last) && n >= 2,
+            "VpSchedule: need 0 < β < 1 and n ≥ 2, got ({beta_first}, {beta_last}, {n})"
+        );
+        let step = (beta_last - beta_first) / (n - 1) as f64;
+        let betas: Vec<f64> = (0..n).map(|i| beta_first + step * i as f64).collect();
+        let alpha_bars = betas
+            .iter()
+            .scan(1.0, |prod, b| {
+                *prod *= 1.0 - b;
+                Some(*prod)
+            })
+            .collect();
+        VpSchedule { betas, alpha_bars }
+    }
+
+    /// Ho et al.'s schedule: T = 1000 values of β from 10⁻⁴ to 0.02. ᾱ at the end is 4·10⁻⁵,
+    /// so x_T is N(0, I) to within a scale of 0.0064 on the data.
+    pub fn ddpm() -> Self {
+        Self::linear(1e-4, 0.02, 1000)
+    }
+
+    /// The number of steps T.
+    pub fn len(&self) -> usize {
+        self.betas.len()
+    }
+
+    /// Always false: a schedule has at least two steps.
+    pub fn is_empty(&self) -> bool {
+        self.betas.is_empty()
+    }
+
+    /// β_t for a 0-based step t.
+    pub fn beta(&self, t: usize) -> f64 {
+        self.betas[t]
+    }
+
+    /// ᾱ_t = Π_{s ≤ t} (1 − β_s): x_t = √ᾱ_t x + √(1 − ᾱ_t) z.
+    pub fn alpha_bar(&self, t: usize) -> f64 {
+        self.alpha_bars[t]
+    }
+}
+// ANCHOR_END: vp_schedule
+
+// ANCHOR: ddpm_ancestral
+/// DDPM's ancestral sampler (Ho et al., 2020, Algorithm 2) from `x0` ~ N(0, I), with the score in
+/// place of the noise predictor:
+///
+/// x ← (x + β_t s(x, t)) / √(1 − β_t) + √β_t z,   t = T − 1, …, 0, no noise at t = 0.
+///
+/// `score(x, t)` must return the score of the law of x_t = √ᾱ_t x + √(1 − ᾱ_t) z. A DDPM
+/// network ε_θ predicts the noise z instead; the two are one function, ε_θ(x, t) =
+/// −√(1 − ᾱ_t) s(x, t) (Tweedie's formula for the noise), and with it the update above is Ho et
+/// al.'s (x − β_t/√(1 − ᾱ_t) ε_θ)/√(1 − β_t) + σ_t z with their choice σ_t² = β_t.
+pub fn ddpm_ancestral(
+    mut score: impl FnMut(&Tensor, usize) -> Tensor,
+    x0: &Tensor,
+    schedule: &VpSchedule,
+    record_every: usize,
+    rng: &mut impl Rng,
+) -> Samples {
+    no_grad(|| {
+        let mut x = x0.detach();
+        let mut trajectory = Vec::new();
+        let n = schedule.len();
+        for (step, t) in (0..n).rev().enumerate() {
+            record(&mut trajectory, record_every, step, &x);
+            let beta = schedule.beta(t);
+            let s = score(&x, t);
+            x = x
+                .add(&s.mul_scalar(beta as f32))
+                .mul_scalar((1.0 / (1.0 - beta).sqrt()) as f32);
+            if t > 0 {
+                let z = Tensor::randn_on(x.shape(), &x.device(), rng);
+                x = x.add(&z.mul_scalar(beta.sqrt() as f32));
+            }
+        }
+        record(&mut trajectory, record_every, n, &x);
+        Samples { x, trajectory }
+    })
+}
+// ANCHOR_END: ddpm_ancestral
