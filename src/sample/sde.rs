@@ -50,22 +50,11 @@ pub fn reverse_diffusion(
     record_every: usize,
     rng: &mut impl Rng,
 ) -> Samples {
-    no_grad(|| {
-        let mut x = x0.detach();
-        let mut trajectory = Vec::new();
-        let l = sigmas.len();
-        for i in 0..l {
-            record(&mut trajectory, record_every, i, &x);
-            let next = if i + 1 < l { sigmas.get(i + 1) } else { 0.0 };
-            let d = sigmas.get(i).powi(2) - next * next; //    σᵢ² − σᵢ₊₁², the variance removed
-            x = x.add(&score(&x, i).mul_scalar(d));
-            if i + 1 < l {
-                let z = Tensor::randn_on(x.shape(), &x.device(), rng);
-                x = x.add(&z.mul_scalar(d.sqrt()));
-            }
-        }
-        record(&mut trajectory, record_every, l, &x);
-        Samples { x, trajectory }
+    let l = sigmas.len();
+    backwards(x0, l, record_every, rng, |x, i| {
+        let next = if i + 1 < l { sigmas.get(i + 1) } else { 0.0 };
+        let d = sigmas.get(i).powi(2) - next * next; //       σᵢ² − σᵢ₊₁², the variance removed
+        (x.add(&score(x, i).mul_scalar(d)), d.sqrt()) //      x + dᵢ·s(x, σᵢ), then √dᵢ·z
     })
 }
 // ANCHOR_END: reverse_diffusion
@@ -183,24 +172,46 @@ pub fn ddpm_ancestral(
     record_every: usize,
     rng: &mut impl Rng,
 ) -> Samples {
+    let n = schedule.len();
+    backwards(x0, n, record_every, rng, |x, step| {
+        let t = n - 1 - step; //                                 t = T − 1, …, 0
+        let beta = schedule.beta(t);
+        let mean = x
+            .add(&score(x, t).mul_scalar(beta as f32))
+            .mul_scalar((1.0 / (1.0 - beta).sqrt()) as f32); //  (x + βₜ·s(x, t))/√(1 − βₜ)
+        (mean, beta.sqrt() as f32) //                             then √βₜ·z
+    })
+}
+// ANCHOR_END: ddpm_ancestral
+
+// ANCHOR: backwards
+/// The loop the stochastic samplers share: `n` steps from `x0`, each `step(x, k)` returning the
+/// mean of the next point and the standard deviation of the noise added to it, except in the last
+/// step, which returns its mean: the chain ends on an estimate of the data, not on one more draw
+/// of noise. The noise is drawn where `x` lives (on a Vulkan device, there). Records the batch
+/// at step 0 and after every `record_every` steps, as the Langevin samplers do.
+fn backwards(
+    x0: &Tensor,
+    n: usize,
+    record_every: usize,
+    rng: &mut impl Rng,
+    mut step: impl FnMut(&Tensor, usize) -> (Tensor, f32),
+) -> Samples {
     no_grad(|| {
         let mut x = x0.detach();
         let mut trajectory = Vec::new();
-        let n = schedule.len();
-        for (step, t) in (0..n).rev().enumerate() {
-            record(&mut trajectory, record_every, step, &x);
-            let beta = schedule.beta(t);
-            let s = score(&x, t);
-            x = x
-                .add(&s.mul_scalar(beta as f32))
-                .mul_scalar((1.0 / (1.0 - beta).sqrt()) as f32);
-            if t > 0 {
-                let z = Tensor::randn_on(x.shape(), &x.device(), rng);
-                x = x.add(&z.mul_scalar(beta.sqrt() as f32));
-            }
+        for k in 0..n {
+            record(&mut trajectory, record_every, k, &x);
+            let (mean, std) = step(&x, k);
+            x = if k + 1 < n {
+                let z = Tensor::randn_on(mean.shape(), &mean.device(), rng);
+                mean.add(&z.mul_scalar(std))
+            } else {
+                mean
+            };
         }
         record(&mut trajectory, record_every, n, &x);
         Samples { x, trajectory }
     })
 }
-// ANCHOR_END: ddpm_ancestral
+// ANCHOR_END: backwards
