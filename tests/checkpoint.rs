@@ -232,6 +232,24 @@ fn extra_optimizer_state_is_named() {
     );
 }
 
+/// A step count under a name that matches no parameter (a renamed parameter, an edited file) is
+/// refused, naming it: dropped, it would leave that parameter's moments to restart without a word.
+#[test]
+fn a_step_count_of_no_parameter_is_named() {
+    refused(
+        "opt-extra-step",
+        |c| {
+            c.metadata
+                .insert("optimizer.nothing.step".into(), "2".into());
+        },
+        &[
+            "optimizer state",
+            "`nothing.step`",
+            "step count of no parameter",
+        ],
+    );
+}
+
 /// Adam's moments under a name whose step count is gone (a damaged or edited file) would restart
 /// that parameter's optimisation from zero if they were ignored: refused, naming them.
 #[test]

@@ -399,3 +399,128 @@ fn adam_steps_a_column_major_parameter_like_a_row_major_one() {
         assert_ne!(a.to_vec(), values, "the step moved the weights");
     }
 }
+
+/// Each parameter counts its own steps: `torch.optim.Adam` keeps `state[p]['step']` for each
+/// parameter and passes over one whose `.grad` is None, so a parameter left out of a step is not
+/// counted in it. Here `b` sits out the second of three steps: its count ends at 2, `a`'s at 3,
+/// and `b` ends where a fresh optimizer given only `b`'s two gradients puts it, to the bit (the
+/// same f32 operations in the same order). The gradients change between the steps, so the bias
+/// corrections matter: a count advanced for the step `b` sat out would correct its second update
+/// by 1 − β₁³ and 1 − β₂³ instead of 1 − β₁² and 1 − β₂², another number entirely.
+#[test]
+fn a_parameter_left_out_of_a_step_does_not_count_it() {
+    let store = ParamStore::new();
+    let a = store
+        .root()
+        .param("a", Tensor::from_vec(vec![1.0, -2.0], &[2]));
+    let b = store
+        .root()
+        .param("b", Tensor::from_vec(vec![0.5, 0.25], &[2]));
+    let cfg = AdamConfig {
+        lr: 0.1,
+        ..AdamConfig::default()
+    };
+    let mut opt = Adam::new(store.named_params(), cfg);
+    let b_grads = [[0.5f32, -1.0], [-2.0, 3.0]];
+    let both = |ga: &[f32], gb: &[f32]| {
+        let mut gs = grads(&a, ga);
+        gs.insert(&b, Tensor::from_vec(gb.to_vec(), &[2]));
+        gs
+    };
+    opt.step(&both(&[0.3, 0.1], &b_grads[0]));
+    opt.step(&grads(&a, &[-0.2, 0.4])); // b has no gradient in this step
+    opt.step(&both(&[0.7, -0.6], &b_grads[1]));
+    let (_, meta) = opt.state_dict();
+    assert_eq!(meta["a.step"], "3", "a took every step");
+    assert_eq!(meta["b.step"], "2", "b sat out one of the three steps");
+
+    let (lone_store, lone) = setup(&[0.5, 0.25]);
+    let mut lone_opt = Adam::new(lone_store.named_params(), cfg);
+    for g in &b_grads {
+        lone_opt.step(&grads(&lone, g));
+    }
+    assert_eq!(
+        b.to_vec(),
+        lone.to_vec(),
+        "b after two updates vs a lone Adam's two"
+    );
+}
+
+/// SGD keeps one momentum buffer for each parameter, as `torch.optim.SGD` keeps
+/// `state[p]['momentum_buffer']`: two parameters of the same shape stepped together each end
+/// where an optimizer over that parameter alone puts it, to the bit. A buffer shared between them
+/// would carry one parameter's gradients into the other's steps.
+#[test]
+fn sgd_keeps_a_momentum_buffer_for_each_parameter() {
+    let cfg = SgdConfig {
+        lr: 0.1,
+        momentum: 0.9,
+        dampening: 0.0,
+        weight_decay: 0.0,
+        nesterov: false,
+    };
+    let (init, g) = ([[1.0f32, -1.0], [0.5, 2.0]], [[0.5f32, 1.0], [-3.0, 2.0]]);
+    let store = ParamStore::new();
+    let ps: Vec<Tensor> = ["a", "b"]
+        .iter()
+        .zip(&init)
+        .map(|(n, v)| store.root().param(n, Tensor::from_vec(v.to_vec(), &[2])))
+        .collect();
+    let mut opt = Sgd::new(store.named_params(), cfg);
+    for step in 0..3 {
+        let mut gs = Gradients::default();
+        for (p, g) in ps.iter().zip(&g) {
+            let scaled: Vec<f32> = g.iter().map(|v| v * (step + 1) as f32).collect();
+            gs.insert(p, Tensor::from_vec(scaled, &[2]));
+        }
+        opt.step(&gs);
+    }
+    for ((p, init), g) in ps.iter().zip(&init).zip(&g) {
+        let (lone_store, lone) = setup(init);
+        let mut lone_opt = Sgd::new(lone_store.named_params(), cfg);
+        for step in 0..3 {
+            let scaled: Vec<f32> = g.iter().map(|v| v * (step + 1) as f32).collect();
+            lone_opt.step(&grads(&lone, &scaled));
+        }
+        assert_eq!(p.to_vec(), lone.to_vec(), "started at {init:?}");
+    }
+}
+
+/// `Ema::load_shadow` (a resumed run's average, from its checkpoint) checks every name and shape
+/// before it changes anything: a tensor missing, or one whose shape is not its parameter's, is
+/// refused with the tensor's name, and the average stays as it was. Filling a missing average
+/// from the current weights instead would restart that parameter's average without a word; a
+/// (1, 2) array taken for a (2) parameter would give the average a shape the weights do not have.
+#[test]
+fn ema_load_shadow_refuses_a_missing_or_misshaped_tensor() {
+    use ndarray::{ArrayD, IxDyn};
+    let store = ParamStore::new();
+    store
+        .root()
+        .param("a", Tensor::from_vec(vec![1.0, 2.0], &[2]));
+    store.root().param("b", Tensor::from_vec(vec![3.0], &[1]));
+    let mut ema = Ema::new(store.named_params(), 0.9);
+    let before = ema.shadow();
+    let array = |shape: &[usize], v: &[f32]| ArrayD::from_shape_vec(IxDyn(shape), v.to_vec());
+    let good: std::collections::BTreeMap<String, ArrayD<f32>> = [
+        ("a".to_string(), array(&[2], &[5.0, 6.0]).unwrap()),
+        ("b".to_string(), array(&[1], &[7.0]).unwrap()),
+    ]
+    .into();
+
+    let mut missing = good.clone();
+    missing.remove("b");
+    let err = ema.load_shadow(&missing).unwrap_err().to_string();
+    assert!(err.contains("missing tensor `b`"), "{err}");
+    assert_eq!(ema.shadow(), before, "a refused load changed the average");
+
+    let mut misshaped = good.clone();
+    misshaped.insert("a".to_string(), array(&[1, 2], &[5.0, 6.0]).unwrap());
+    let err = ema.load_shadow(&misshaped).unwrap_err().to_string();
+    assert!(err.contains("`a` has shape [1, 2]"), "{err}");
+    assert_eq!(ema.shadow(), before, "a refused load changed the average");
+
+    ema.load_shadow(&good).unwrap();
+    let loaded: Vec<(String, ArrayD<f32>)> = good.into_iter().collect();
+    assert_eq!(ema.shadow(), loaded);
+}

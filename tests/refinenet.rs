@@ -39,12 +39,7 @@ fn reference_state_dict(file: &str) -> Vec<(String, Vec<usize>)> {
 
 fn check_against_reference(config: RefineNetConfig, file: &str, count: usize) {
     let model = CondRefineNetDilated::new(config, &mut ChaCha8Rng::seed_from_u64(0));
-    let ours: Vec<(String, Vec<usize>)> = model
-        .store
-        .named_params()
-        .into_iter()
-        .map(|(n, t)| (n, t.shape().to_vec()))
-        .collect();
+    let ours = common::names_and_shapes(&model.store);
     let reference = reference_state_dict(file);
     assert_eq!(ours.len(), 173);
     assert_eq!(reference.len(), 173);
@@ -442,25 +437,17 @@ fn a_dilated_block_widens_in_its_second_convolution() {
     let store = ParamStore::new();
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let block = CondResBlock::new(&store.root(), 4, 8, 3, Resample::Down, Some(2), &mut rng);
-    let shapes: Vec<(String, Vec<usize>)> = store
-        .named_params()
-        .into_iter()
-        .map(|(n, t)| (n, t.shape().to_vec()))
-        .collect();
-    let want: Vec<(String, Vec<usize>)> = [
-        ("conv1.weight", vec![4, 4, 3, 3]),
-        ("conv1.bias", vec![4]),
-        ("normalize2.embed.weight", vec![3, 12]),
-        ("conv2.weight", vec![8, 4, 3, 3]),
-        ("conv2.bias", vec![8]),
-        ("shortcut.weight", vec![8, 4, 3, 3]),
-        ("shortcut.bias", vec![8]),
-        ("normalize1.embed.weight", vec![3, 12]),
-    ]
-    .into_iter()
-    .map(|(n, s)| (n.to_string(), s))
-    .collect();
-    assert_eq!(shapes, want);
+    let want = common::owned_shapes(&[
+        ("conv1.weight", &[4, 4, 3, 3]),
+        ("conv1.bias", &[4]),
+        ("normalize2.embed.weight", &[3, 12]),
+        ("conv2.weight", &[8, 4, 3, 3]),
+        ("conv2.bias", &[8]),
+        ("shortcut.weight", &[8, 4, 3, 3]),
+        ("shortcut.bias", &[8]),
+        ("normalize1.embed.weight", &[3, 12]),
+    ]);
+    assert_eq!(common::names_and_shapes(&store), want);
     let x = Tensor::randn(&[2, 4, 6, 6], &mut rng);
     assert_eq!(block.forward(&x, &[0, 2]).shape(), &[2, 8, 6, 6]);
 

@@ -5,6 +5,8 @@
 //! the tolerance is the typical error's scale, not that worst case. A broken identity (a wrong
 //! weight, a level mixed up, a σ not divided by) is off by order one.
 
+mod common;
+
 use ncsn::Tensor;
 use ncsn::nn::{Module, ParamStore};
 use ncsn::score::{
@@ -15,6 +17,22 @@ use rand_chacha::ChaCha8Rng;
 
 fn close(a: f32, b: f32) -> bool {
     (a - b).abs() <= 1e-5 * (1.0 + b.abs())
+}
+
+/// A noise-conditional MLP drawn from `rng` and its store, the gains then drawn from U(0.5, 1.5)
+/// so that they differ from 1 and between levels, and a wrong level's row would show.
+fn net_with_varied_gains(
+    dim: usize,
+    hidden: usize,
+    sigmas: &GeometricSigmas,
+    rng: &mut ChaCha8Rng,
+) -> (ParamStore, NoiseConditionalMlp) {
+    let store = ParamStore::new();
+    let net = NoiseConditionalMlp::new(&store.root(), dim, hidden, sigmas.clone(), rng);
+    for g in &net.gammas {
+        g.set_data(Tensor::uniform(g.shape(), 0.5, 1.5, rng).storage());
+    }
+    (store, net)
 }
 
 /// `anneal_dsm_loss` draws one level per sample, uniformly over the L levels (as the reference's
@@ -99,12 +117,8 @@ fn annealed_dsm_at_one_level_is_weighted_dsm() {
 #[test]
 fn annealed_dsm_with_mixed_labels_weights_each_sample_by_its_level() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let store = ParamStore::new();
     let sigmas = GeometricSigmas::new(5.0, 0.5, 4);
-    let net = NoiseConditionalMlp::new(&store.root(), 2, 16, sigmas.clone(), &mut rng);
-    for g in &net.gammas {
-        g.set_data(Tensor::uniform(g.shape(), 0.5, 1.5, &mut rng).storage());
-    }
+    let (_store, net) = net_with_varied_gains(2, 16, &sigmas, &mut rng);
     let n = 12;
     let x = Tensor::randn(&[n, 2], &mut rng);
     let z = Tensor::randn(&[n, 2], &mut rng);
@@ -177,13 +191,8 @@ fn annealed_dsm_on_image_batches_weights_each_image_by_its_level() {
 #[test]
 fn noise_conditional_mlp_levels() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let store = ParamStore::new();
     let sigmas = GeometricSigmas::new(20.0, 1.0, 10);
-    let net = NoiseConditionalMlp::new(&store.root(), 2, 32, sigmas.clone(), &mut rng);
-    // Make the gains differ between levels, so that a wrong row would show.
-    for g in &net.gammas {
-        g.set_data(Tensor::uniform(g.shape(), 0.5, 1.5, &mut rng).storage());
-    }
+    let (store, net) = net_with_varied_gains(2, 32, &sigmas, &mut rng);
     let x = Tensor::randn(&[40, 2], &mut rng);
     for level in [0, 4, 9] {
         let a = net.forward(&x, &vec![level; 40]).to_vec();
@@ -296,4 +305,135 @@ fn sharded_backward_equals_whole_batch_backward() {
 #[should_panic(expected = "0 shards for a batch of 4 rows")]
 fn sharded_backward_rejects_zero_shards() {
     ncsn::sharded_backward(4, 0, |_| Tensor::scalar(0.0));
+}
+
+/// `ScoreMlp::new(path, 2, 128, …)` is the reference toy runner's
+/// `nn.Sequential(Linear(2, 128), Softplus(), Linear(128, 128), Softplus(), Linear(128, 2))`: the
+/// same names in the same order, the same 17,154 scalars, and the same function as an [`Mlp`] of
+/// widths (2, 128, 128, 2) with softplus drawn from the same seed, to the bit (the same layers
+/// computed by the same ops). A hidden layer missing, or another activation, fails one of these.
+#[test]
+fn score_mlp_is_the_reference_toy_model() {
+    use ncsn::nn::{Activation, Mlp};
+    let store = ParamStore::new();
+    let net = ScoreMlp::new(&store.root(), 2, 128, &mut ChaCha8Rng::seed_from_u64(9));
+    let want = common::owned_shapes(&[
+        ("0.weight", &[128, 2]),
+        ("0.bias", &[128]),
+        ("2.weight", &[128, 128]),
+        ("2.bias", &[128]),
+        ("4.weight", &[2, 128]),
+        ("4.bias", &[2]),
+    ]);
+    assert_eq!(common::names_and_shapes(&store), want);
+    assert_eq!(store.num_scalars(), 17_154);
+
+    let mlp_store = ParamStore::new();
+    let mlp = Mlp::new(
+        &mlp_store.root(),
+        &[2, 128, 128, 2],
+        Activation::Softplus,
+        &mut ChaCha8Rng::seed_from_u64(9),
+    );
+    let x = Tensor::randn(&[16, 2], &mut ChaCha8Rng::seed_from_u64(10)).mul_scalar(2.0);
+    let bits = |t: Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(net.forward(&x)),
+        bits(mlp.forward(&x)),
+        "ScoreMlp against Mlp(2, 128, 128, 2) with softplus, as f32 bits"
+    );
+}
+
+/// The noise-conditional MLP's parameters are the three linear layers' `0.*`, `2.*`, `4.*` and
+/// the gain tables `gamma.0` and `gamma.1`, each (L, hidden) and all ones at initialisation, so
+/// that a new network is the same function at every level up to its division by σᵢ.
+#[test]
+fn noise_conditional_mlp_gains_are_named_and_start_at_one() {
+    let store = ParamStore::new();
+    let sigmas = GeometricSigmas::new(5.0, 0.5, 4);
+    NoiseConditionalMlp::new(
+        &store.root(),
+        2,
+        8,
+        sigmas,
+        &mut ChaCha8Rng::seed_from_u64(11),
+    );
+    let names: Vec<String> = store.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias", "gamma.0", "gamma.1"
+        ]
+    );
+    for name in ["gamma.0", "gamma.1"] {
+        let g = store.get(name).expect("a gain table");
+        assert_eq!(g.shape(), &[4, 8], "{name}");
+        assert!(
+            g.to_vec().iter().all(|&v| v == 1.0),
+            "{name} does not start at 1"
+        );
+    }
+}
+
+/// The noise-conditional MLP against its formula written out in f64 from its weights:
+/// s(x, i) = (W₃ h₂ + b₃)/σᵢ with h_ℓ = softplus(γ_ℓ[i] ⊙ (W_ℓ h_{ℓ−1} + b_ℓ)), the gain inside
+/// the softplus. The gains are drawn from U(0.5, 1.5) so that they differ from 1 and between
+/// levels, and the rows carry mixed labels. Values are of order one, and the f32 network errs by
+/// a few ulps of them: 1e-5·(1 + |value|) (see the module docs). A gain applied after the
+/// softplus, γ ⊙ softplus(W h + b), moves outputs by 0.01 or more here.
+#[test]
+fn noise_conditional_mlp_follows_its_formula() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let sigmas = GeometricSigmas::new(5.0, 0.5, 4);
+    let (dim, hidden) = (2, 5);
+    let (_store, net) = net_with_varied_gains(dim, hidden, &sigmas, &mut rng);
+    let n = 6;
+    let x = Tensor::randn(&[n, dim], &mut rng).mul_scalar(2.0);
+    let labels = [3, 0, 2, 1, 0, 3];
+    let got = net.forward(&x, &labels).to_vec();
+
+    let f64s = |t: &Tensor| t.to_vec().iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let affine = |layer: &ncsn::nn::Linear, h: &[f64]| -> Vec<f64> {
+        let (w, b) = (
+            f64s(&layer.weight),
+            f64s(layer.bias.as_ref().expect("a bias")),
+        );
+        let cols = h.len();
+        b.iter()
+            .enumerate()
+            .map(|(j, bj)| bj + (0..cols).map(|k| w[j * cols + k] * h[k]).sum::<f64>())
+            .collect()
+    };
+    let gains = net.gammas.clone().map(|g| f64s(&g));
+    let xs = f64s(&x);
+    for (row, &level) in labels.iter().enumerate() {
+        let mut h = xs[row * dim..(row + 1) * dim].to_vec();
+        for (layer, g) in net.layers[..2].iter().zip(&gains) {
+            h = affine(layer, &h)
+                .iter()
+                .enumerate()
+                .map(|(j, z)| (g[level * hidden + j] * z).exp().ln_1p())
+                .collect();
+        }
+        let sigma = sigmas.get(level) as f64;
+        for (j, out) in affine(&net.layers[2], &h).iter().enumerate() {
+            let (got, want) = (got[row * dim + j], (out / sigma) as f32);
+            assert!(
+                close(got, want),
+                "row {row} (level {level}), output {j}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+/// One label per row: a single label for a batch of four would broadcast its gains and σ over
+/// every row without a word, scoring the other three at the wrong level.
+#[test]
+#[should_panic(expected = "NoiseConditionalMlp: 1 labels for a batch of shape [4, 2]")]
+fn noise_conditional_mlp_wants_one_label_per_row() {
+    let store = ParamStore::new();
+    let sigmas = GeometricSigmas::new(5.0, 0.5, 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let net = NoiseConditionalMlp::new(&store.root(), 2, 8, sigmas, &mut rng);
+    net.forward(&Tensor::zeros(&[4, 2]), &[1]);
 }

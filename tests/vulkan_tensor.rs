@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use ncsn::backend::vulkan::VulkanContext;
 use ncsn::nn::{Activation, Mlp, Module, ParamStore};
-use ncsn::optim::{Adam, AdamConfig};
+use ncsn::optim::{Adam, AdamConfig, Ema};
 use ncsn::{Device, Tensor, grad, no_grad};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -625,6 +625,11 @@ fn second_order_gradients_match_cpu() {
 
 /// A small MLP, its optimizer, and a regression batch, on `device`.
 fn mlp_setup(device: &Device) -> (ParamStore, Mlp, Adam, Tensor, Tensor) {
+    mlp_setup_with(device, AdamConfig::default())
+}
+
+/// [`mlp_setup`] with an optimizer of other settings.
+fn mlp_setup_with(device: &Device, config: AdamConfig) -> (ParamStore, Mlp, Adam, Tensor, Tensor) {
     let store = ParamStore::new();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mlp = Mlp::new(
@@ -634,7 +639,7 @@ fn mlp_setup(device: &Device) -> (ParamStore, Mlp, Adam, Tensor, Tensor) {
         &mut rng,
     );
     store.to_device(device);
-    let adam = Adam::new(store.named_params(), AdamConfig::default());
+    let adam = Adam::new(store.named_params(), config);
     let x = random(&[33, 3], -2.0, 2.0, 300);
     let y = random(&[33, 2], -1.0, 1.0, 301);
     (store, mlp, adam, x, y)
@@ -723,17 +728,12 @@ fn adam_moments_come_home_with_the_parameters() {
 fn amsgrad_on_the_device_matches_cpu_and_copies_only_the_batch() {
     let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
     let d = Device::Vulkan(ctx.clone());
-    let amsgrad = |device: &Device| {
-        let (store, mlp, _, x, y) = mlp_setup(device);
-        let config = AdamConfig {
-            amsgrad: true,
-            ..AdamConfig::default()
-        };
-        let adam = Adam::new(store.named_params(), config);
-        (store, mlp, adam, x, y)
+    let config = AdamConfig {
+        amsgrad: true,
+        ..AdamConfig::default()
     };
-    let (dstore, dmlp, mut dadam, x, y) = amsgrad(&d);
-    let (cstore, cmlp, mut cadam, _, _) = amsgrad(&Device::Cpu);
+    let (dstore, dmlp, mut dadam, x, y) = mlp_setup_with(&d, config);
+    let (cstore, cmlp, mut cadam, _, _) = mlp_setup_with(&Device::Cpu, config);
     for step in 0..4 {
         let before = ctx.transfers();
         let ld = train_step(&dmlp, &mut dadam, &x, &y, &d);
@@ -784,34 +784,48 @@ fn a_training_step_copies_only_the_batch_and_the_loss() {
 }
 // ANCHOR_END: copy_count
 
-/// The weight average on the device: the same values as on the CPU (its update is a scaling, a
-/// scaling and a sum, each correctly rounded on both devices, so the averages differ only as
-/// much as the parameters Adam produced do), and neither the update nor `copy_to_params`
-/// copies anything between host and device.
-#[test]
-fn ema_on_the_device_matches_cpu_and_copies_nothing() {
-    use ncsn::optim::Ema;
-    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+/// Three training steps on the device and on the CPU, each followed by an update of a weight
+/// average of either's parameters, the device's average made while its parameters were still on
+/// the CPU when `made_on_cpu`; checks that the two averages agree to 1e-5 and that the device's
+/// updates copy nothing (after the first, when its average has yet to follow its parameters), and
+/// returns the device's parameters and average.
+fn device_and_cpu_averages(ctx: &Arc<VulkanContext>, made_on_cpu: bool) -> (ParamStore, Ema) {
     let d = Device::Vulkan(ctx.clone());
-    let (dstore, dmlp, mut dadam, x, y) = mlp_setup(&d);
+    let (dstore, dmlp, mut dadam, x, y) = mlp_setup(if made_on_cpu { &Device::Cpu } else { &d });
     let (cstore, cmlp, mut cadam, _, _) = mlp_setup(&Device::Cpu);
     let (mut dema, mut cema) = (
         Ema::new(dstore.named_params(), 0.9),
         Ema::new(cstore.named_params(), 0.9),
     );
-    for _ in 0..3 {
+    if made_on_cpu {
+        dstore.to_device(&d);
+    }
+    for step in 0..3 {
         train_step(&dmlp, &mut dadam, &x, &y, &d);
         train_step(&cmlp, &mut cadam, &x, &y, &Device::Cpu);
         let before = ctx.transfers();
         dema.update();
         let t = ctx.transfers() - before;
-        assert_eq!((t.uploads, t.downloads), (0, 0), "EMA update: {t:?}");
+        if step > 0 || !made_on_cpu {
+            assert_eq!((t.uploads, t.downloads), (0, 0), "EMA update {step}: {t:?}");
+        }
         cema.update();
     }
     for ((name, a), (_, b)) in dema.shadow().iter().zip(cema.shadow()) {
         let diff = common::worst((a - &b).iter().map(|v| v.abs()));
         assert!(diff <= 1e-5, "{name}: averages differ by {diff}");
     }
+    (dstore, dema)
+}
+
+/// The weight average on the device: the same values as on the CPU (its update is a scaling, a
+/// scaling and a sum, each correctly rounded on both devices, so the averages differ only as
+/// much as the parameters Adam produced do), and neither the update nor `copy_to_params`
+/// copies anything between host and device.
+#[test]
+fn ema_on_the_device_matches_cpu_and_copies_nothing() {
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let (dstore, dema) = device_and_cpu_averages(&ctx, false);
     let before = ctx.transfers();
     dema.copy_to_params();
     let t = ctx.transfers() - before;
@@ -819,6 +833,38 @@ fn ema_on_the_device_matches_cpu_and_copies_nothing() {
     for ((name, p), (_, s)) in dstore.named_params().iter().zip(dema.shadow()) {
         assert!(!p.device().is_cpu(), "{name} left the device");
         assert_eq!(p.to_array(), s, "{name}: the parameter is its average");
+    }
+}
+
+/// An average made while its parameters were on the CPU follows them to the device at its next
+/// update, once: from there on it is updated on the device, with the CPU's values (to the same
+/// 1e-5 as above), and copies nothing.
+#[test]
+fn an_average_follows_its_parameters_to_the_device() {
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    device_and_cpu_averages(&ctx, true);
+}
+
+/// Adam with weight decay on the device: the same steps as on the CPU, to the 1e-5 of the
+/// other device comparisons (see `mlp_training_steps_match_cpu`). The decay enters as λ·p added
+/// to each gradient; with λ = 0.5 and weights of order 0.3 it changes the gradients by about
+/// 0.15, and the direction of the weights whose own gradient is small, so an update on the device
+/// that dropped it would move them by up to lr = 1e-3 a step away from the CPU's.
+#[test]
+fn adam_with_weight_decay_on_the_device_matches_cpu() {
+    let d = dev();
+    let config = AdamConfig {
+        weight_decay: 0.5,
+        ..AdamConfig::default()
+    };
+    let (dstore, dmlp, mut dadam, x, y) = mlp_setup_with(&d, config);
+    let (cstore, cmlp, mut cadam, _, _) = mlp_setup_with(&Device::Cpu, config);
+    for _ in 0..3 {
+        train_step(&dmlp, &mut dadam, &x, &y, &d);
+        train_step(&cmlp, &mut cadam, &x, &y, &Device::Cpu);
+    }
+    for ((name, p), (_, q)) in dstore.named_params().iter().zip(cstore.named_params()) {
+        assert_close(name, p, &q, |_, w| 1e-5 * (1.0 + w.abs()));
     }
 }
 

@@ -310,3 +310,21 @@ pub fn assert_fused_cin_plus_matches_definition(device: &ncsn::Device) {
         }
     }
 }
+
+/// A store's parameters as (name, shape) pairs in registration order, the form in which a
+/// reference's `state_dict()` is compared.
+pub fn names_and_shapes(store: &ncsn::nn::ParamStore) -> Vec<(String, Vec<usize>)> {
+    store
+        .named_params()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec()))
+        .collect()
+}
+
+/// (name, shape) pairs written out by hand, in the form [`names_and_shapes`] returns.
+pub fn owned_shapes(pairs: &[(&str, &[usize])]) -> Vec<(String, Vec<usize>)> {
+    pairs
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_vec()))
+        .collect()
+}
