@@ -49,6 +49,7 @@ struct Row {
     name: &'static str,
     evaluations: usize,
     x: Tensor,
+    trajectory: Vec<Tensor>,
     secs: f64,
 }
 
@@ -59,11 +60,12 @@ fn run(args: &Args) -> ncsn::Result<()> {
     let p = GaussianMixture::paper();
     let timed = |name, evaluations, f: &mut dyn FnMut() -> Samples| {
         let t0 = Instant::now();
-        let x = f().x;
+        let Samples { x, trajectory } = f();
         Row {
             name,
             evaluations,
             x,
+            trajectory,
             secs: t0.elapsed().as_secs_f64(),
         }
     };
@@ -92,7 +94,8 @@ fn run(args: &Args) -> ncsn::Result<()> {
 
     // ANCHOR: ve_samplers
     // The VE SDE on 1000 levels from σ = 50 (about three times the distance between the modes)
-    // down to 0.01, started from its prior N(0, 50² I): no data is needed to start.
+    // down to 0.01, started from its prior N(0, 50² I): no data is needed to start. The batch is
+    // recorded every 10 levels, for the figure of the paths.
     let levels = GeometricSigmas::new(50.0, 0.01, 1000);
     let prior = Tensor::randn(&[n, 2], &mut rng).mul_scalar(levels.first());
     let reverse = timed("reverse diffusion (VE)", 1000, &mut || {
@@ -100,12 +103,12 @@ fn run(args: &Args) -> ncsn::Result<()> {
             |x, i| ve_score(&p, &levels, x, i),
             &prior,
             &levels,
-            0,
+            10,
             &mut rng,
         )
     });
     let flow = timed("probability flow (VE, Heun)", 2 * 999, &mut || {
-        probability_flow(|x, i| ve_score(&p, &levels, x, i), &prior, &levels, 0)
+        probability_flow(|x, i| ve_score(&p, &levels, x, i), &prior, &levels, 10)
     });
     // ANCHOR_END: ve_samplers
     // ANCHOR: ddpm_sampler
@@ -137,6 +140,20 @@ fn run(args: &Args) -> ncsn::Result<()> {
             args.out.join(file),
             &Figure::new(title),
             tensor_to_array2(&row.x).view(),
+            &grid,
+            Some(density.view()),
+        )?;
+    }
+    // The paths of the first 40 points, where they cross the frame: the flow's are smooth, the
+    // reverse SDE's jitter with the noise drawn at each level.
+    for (row, file) in [
+        (&reverse, "sde_paths_reverse_diffusion.svg"),
+        (&flow, "sde_paths_probability_flow.svg"),
+    ] {
+        plot::paths(
+            args.out.join(file),
+            &Figure::new(format!("{}: paths of 40 points", row.name)),
+            &paths_of(&row.trajectory, 40.min(n)),
             &grid,
             Some(density.view()),
         )?;
@@ -174,6 +191,19 @@ fn run(args: &Args) -> ncsn::Result<()> {
 fn ve_score(p: &GaussianMixture, sigmas: &GeometricSigmas, x: &Tensor, i: usize) -> Tensor {
     let q = p.perturbed(f64::from(sigmas.get(i)));
     tensor_from_array2(q.score(tensor_to_array2(x).view()))
+}
+
+/// The paths of the first `k` points through the recorded batches.
+fn paths_of(trajectory: &[Tensor], k: usize) -> Vec<Vec<(f64, f64)>> {
+    let snapshots: Vec<_> = trajectory.iter().map(tensor_to_array2).collect();
+    (0..k)
+        .map(|i| {
+            snapshots
+                .iter()
+                .map(|a| (f64::from(a[[i, 0]]), f64::from(a[[i, 1]])))
+                .collect()
+        })
+        .collect()
 }
 
 /// The fraction of the points nearest to the mode at (5, 5).

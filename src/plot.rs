@@ -3,8 +3,9 @@
 //!
 //! These draw the paper's Fig. 1 (loss curves, [`lines`]), Fig. 2 (data density, true and estimated
 //! scores: [`heatmap`], [`quiver`]) and Fig. 3 (i.i.d., Langevin and annealed Langevin samples:
-//! [`scatter`]). Everything is written with [plotters]' SVG backend, which needs no system fonts: text
-//! is emitted as SVG `<text>` elements and rendered by the viewer.
+//! [`scatter`]), and the samplers' paths of the score-SDE chapter ([`paths`]). Everything is
+//! written with [plotters]' SVG backend, which needs no system fonts: text is emitted as SVG
+//! `<text>` elements and rendered by the viewer.
 //!
 //! The 2-D plots are framed by a [`Grid`]: its ranges are the axes, and its cell centres are where
 //! densities and fields are evaluated. A typical figure:
@@ -596,6 +597,72 @@ pub fn scatter(
             .filter(|&(x, y)| inside(x, y))
             .map(|(x, y)| Circle::new((x, y), 2, colour));
         chart.draw_series(dots).map_err(&err)?;
+        root.present().map_err(&err)?;
+        Ok(())
+    })
+}
+
+/// The runs of consecutive points of `path` that are finite and inside the frame of `grid`
+/// (edges included), in order: where a path leaves the frame it is cut, and where it comes back
+/// a new run starts.
+fn runs_inside(path: &[(f64, f64)], grid: &Grid) -> Vec<Vec<(f64, f64)>> {
+    let inside = |&(x, y): &(f64, f64)| {
+        x.is_finite()
+            && y.is_finite()
+            && x >= grid.x.0
+            && x <= grid.x.1
+            && y >= grid.y.0
+            && y <= grid.y.1
+    };
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    for p in path {
+        if inside(p) {
+            run.push(*p);
+        } else if !run.is_empty() {
+            runs.push(std::mem::take(&mut run));
+        }
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
+/// Paths in the plane, each a sequence of points (a sampler's trajectory, say), drawn as thin
+/// lines framed by `grid`'s ranges, optionally over a log-density heatmap on that grid, with a
+/// dot where each path ends. The parts of a path outside the frame, and non-finite points, are
+/// left out: the line is cut there and starts again where the path comes back, and a path that
+/// ends outside has no dot.
+pub fn paths(
+    path: impl AsRef<Path>,
+    fig: &Figure,
+    paths: &[Vec<(f64, f64)>],
+    grid: &Grid,
+    log_density: Option<ArrayView1<f32>>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let err = draw_error(path);
+    svg_file(path, fig.size, |root| {
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = frame(&root, fig, grid).map_err(&err)?;
+        if let Some(lp) = log_density {
+            draw_density(&mut chart, grid, lp, fig.log_range).map_err(&err)?;
+        }
+        let colour = RGBColor(31, 80, 160);
+        for p in paths {
+            for run in runs_inside(p, grid).into_iter().filter(|r| r.len() > 1) {
+                chart
+                    .draw_series(LineSeries::new(run, colour.mix(0.5).stroke_width(1)))
+                    .map_err(&err)?;
+            }
+        }
+        let ends = paths
+            .iter()
+            .filter_map(|p| p.last().copied())
+            .filter(|e| runs_inside(std::slice::from_ref(e), grid).len() == 1)
+            .map(|e| Circle::new(e, 2, colour.filled()));
+        chart.draw_series(ends).map_err(&err)?;
         root.present().map_err(&err)?;
         Ok(())
     })

@@ -947,3 +947,57 @@ fn the_legend_box_is_as_tall_as_its_rows() {
         "legend at ({x}, {y}), not upper left"
     );
 }
+
+/// Each path where its points are, in the frame only: a path that leaves the frame is cut and
+/// starts again where it comes back, non-finite points cut it too, a path that ends outside has
+/// no dot, and one that ends inside has a dot at its last point (2 pixels, as for the scatter).
+#[test]
+fn paths_are_cut_at_the_frame_and_end_in_a_dot() {
+    let grid = Grid::new((-1.0, 3.0), (0.0, 10.0), 4, 4);
+    let paths = vec![
+        // In, out to the right, back in: two lines, and a dot at (2, 9).
+        vec![(0.0, 1.0), (1.0, 2.0), (4.0, 3.0), (2.0, 8.0), (2.0, 9.0)],
+        // Starts outside, a NaN in the middle, ends outside: one line of (0, 5) → (1, 6).
+        vec![
+            (-5.0, 5.0),
+            (0.0, 5.0),
+            (1.0, 6.0),
+            (f64::NAN, 6.0),
+            (2.5, 7.0),
+            (9.0, 9.0),
+        ],
+        // Only one point inside: no line, and no dot (it does not end there).
+        vec![(0.5, 0.5), (7.0, 7.0)],
+    ];
+    let path = out("paths_positions.svg");
+    plot::paths(&path, &Figure::new("paths"), &paths, &grid, None).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let (xt, yt) = ticks(&svg, f64::INFINITY);
+    let (px, py) = (fit(&xt), fit(&yt));
+    let near =
+        |g: (f64, f64), w: (f64, f64)| (g.0 - px(w.0)).abs() <= 2.0 && (g.1 - py(w.1)).abs() <= 2.0;
+    let want: [&[(f64, f64)]; 3] = [
+        &[(0.0, 1.0), (1.0, 2.0)],
+        &[(2.0, 8.0), (2.0, 9.0)],
+        &[(0.0, 5.0), (1.0, 6.0)],
+    ];
+    // The mesh's lines are polylines too, in black; the paths are blue.
+    let lines: Vec<Vec<(f64, f64)>> = polylines(&svg)
+        .into_iter()
+        .filter(|(stroke, _)| stroke == "#1F50A0")
+        .map(|(_, pts)| pts)
+        .collect();
+    assert_eq!(lines.len(), want.len(), "{lines:?}");
+    for (got, want) in lines.iter().zip(want) {
+        assert_eq!(got.len(), want.len(), "{got:?} for {want:?}");
+        for (&g, &w) in got.iter().zip(want) {
+            assert!(near(g, w), "point at {g:?}, want {w:?}");
+        }
+    }
+    let dots: Vec<(f64, f64)> = elements(&svg, "circle")
+        .iter()
+        .map(|c| (num(c, "cx"), num(c, "cy")))
+        .collect();
+    assert_eq!(dots.len(), 1, "{dots:?}");
+    assert!(near(dots[0], (2.0, 9.0)), "dot at {:?}", dots[0]);
+}
