@@ -428,6 +428,34 @@ fn svg_file(
     write_atomic(path, svg.as_bytes())
 }
 
+/// The 2-D chart a point figure is drawn in.
+type PlaneChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A figure in the plane framed by `grid`, over a log-density heatmap on that grid if one is
+/// given, with what `draw` adds on top: the frame that [`scatter`] and [`paths`] share.
+fn over_density(
+    path: &Path,
+    fig: &Figure,
+    grid: &Grid,
+    log_density: Option<ArrayView1<f32>>,
+    draw: impl FnOnce(
+        &mut PlaneChart<'_, '_>,
+    ) -> std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>,
+) -> Result<()> {
+    let err = draw_error(path);
+    svg_file(path, fig.size, |root| {
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = frame(&root, fig, grid).map_err(&err)?;
+        if let Some(lp) = log_density {
+            draw_density(&mut chart, grid, lp, fig.log_range).map_err(&err)?;
+        }
+        draw(&mut chart).map_err(&err)?;
+        root.present().map_err(&err)?;
+        Ok(())
+    })
+}
+
 /// A heatmap of a log-density on a grid, with a colour bar: darker is more probable.
 ///
 /// `log_density` holds log p at [`Grid::points`] (length nx·ny). The colour scale runs from the
@@ -580,14 +608,7 @@ pub fn scatter(
         "scatter: samples of shape {:?}, expected (N, 2)",
         samples.shape()
     );
-    let path = path.as_ref();
-    let err = draw_error(path);
-    svg_file(path, fig.size, |root| {
-        root.fill(&WHITE).map_err(&err)?;
-        let mut chart = frame(&root, fig, grid).map_err(&err)?;
-        if let Some(lp) = log_density {
-            draw_density(&mut chart, grid, lp, fig.log_range).map_err(&err)?;
-        }
+    over_density(path.as_ref(), fig, grid, log_density, |chart| {
         let inside =
             |x: f64, y: f64| x >= grid.x.0 && x <= grid.x.1 && y >= grid.y.0 && y <= grid.y.1;
         let colour = RGBColor(31, 80, 160).mix(0.6).filled();
@@ -596,8 +617,7 @@ pub fn scatter(
             .map(|p| (p[0] as f64, p[1] as f64))
             .filter(|&(x, y)| inside(x, y))
             .map(|(x, y)| Circle::new((x, y), 2, colour));
-        chart.draw_series(dots).map_err(&err)?;
-        root.present().map_err(&err)?;
+        chart.draw_series(dots)?;
         Ok(())
     })
 }
@@ -641,20 +661,11 @@ pub fn paths(
     grid: &Grid,
     log_density: Option<ArrayView1<f32>>,
 ) -> Result<()> {
-    let path = path.as_ref();
-    let err = draw_error(path);
-    svg_file(path, fig.size, |root| {
-        root.fill(&WHITE).map_err(&err)?;
-        let mut chart = frame(&root, fig, grid).map_err(&err)?;
-        if let Some(lp) = log_density {
-            draw_density(&mut chart, grid, lp, fig.log_range).map_err(&err)?;
-        }
+    over_density(path.as_ref(), fig, grid, log_density, |chart| {
         let colour = RGBColor(31, 80, 160);
         for p in paths {
             for run in runs_inside(p, grid).into_iter().filter(|r| r.len() > 1) {
-                chart
-                    .draw_series(LineSeries::new(run, colour.mix(0.5).stroke_width(1)))
-                    .map_err(&err)?;
+                chart.draw_series(LineSeries::new(run, colour.mix(0.5).stroke_width(1)))?;
             }
         }
         let ends = paths
@@ -662,8 +673,7 @@ pub fn paths(
             .filter_map(|p| p.last().copied())
             .filter(|e| runs_inside(std::slice::from_ref(e), grid).len() == 1)
             .map(|e| Circle::new(e, 2, colour.filled()));
-        chart.draw_series(ends).map_err(&err)?;
-        root.present().map_err(&err)?;
+        chart.draw_series(ends)?;
         Ok(())
     })
 }
