@@ -1,9 +1,10 @@
 //! Beyond annealed Langevin dynamics: the paper's toy mixture sampled by reversing a diffusion
-//! (Song et al., 2021: reverse diffusion and the probability-flow ODE; Ho et al., 2020: DDPM's
-//! ancestral sampler), each with the exact score of its noised marginals, beside Langevin and
-//! annealed Langevin dynamics with exact scores. Prints what fraction of each sampler's points
-//! lands in the heavy mode (the data's is 0.8) and writes one scatter plot per new sampler to
-//! `score_sde_out/` (or `--out DIR`).
+//! (Song et al., 2021: reverse diffusion, predictor–corrector sampling and the probability-flow
+//! ODE; Ho et al., 2020: DDPM's ancestral sampler), each with the exact score of its noised
+//! marginals, beside Langevin and annealed Langevin dynamics with exact scores. Prints what
+//! fraction of each sampler's points lands in the heavy mode (the data's is 0.8) and the mean
+//! log-density of its points, and writes a scatter plot for each of the three samplers on 1000
+//! levels and the paths of the two VE ones to `score_sde_out/` (or `--out DIR`).
 //!
 //! ```text
 //! cargo run --release --example score_sde [-- --out DIR --samples N --seed S]
@@ -14,7 +15,7 @@ use ncsn::Tensor;
 use ncsn::plot::{self, Figure, Grid};
 use ncsn::sample::{
     AnnealedConfig, LangevinConfig, Samples, VpSchedule, annealed_langevin, ddpm_ancestral,
-    langevin_dynamics, probability_flow, reverse_diffusion,
+    langevin_dynamics, predictor_corrector, probability_flow, reverse_diffusion,
 };
 use ncsn::score::{GeometricSigmas, closed_form_score, tensor_from_array2, tensor_to_array2};
 use ncsn::toy::{ClosedFormScore, GaussianMixture, mode_fraction};
@@ -159,6 +160,27 @@ fn run(args: &Args) -> ncsn::Result<()> {
         )?;
     }
     rows.extend([reverse, flow, ddpm]);
+
+    // ANCHOR: pc_sampler
+    // NCSN's own ten levels, σ 20 → 1, from N(0, 20² I): the predictor alone, and the predictor
+    // after the T = 100 Langevin steps (ε = 0.1) of annealed Langevin dynamics at each level.
+    let prior = Tensor::randn(&[n, 2], &mut rng).mul_scalar(fig3.first());
+    let coarse = timed("reverse diffusion, 10 levels", 10, &mut || {
+        reverse_diffusion(|x, i| ve_score(&p, &fig3, x, i), &prior, &fig3, 0, &mut rng)
+    });
+    let pc = timed("predictor–corrector, 10 levels", 1010, &mut || {
+        let corrector = AnnealedConfig::paper_toy();
+        predictor_corrector(
+            |x, i| ve_score(&p, &fig3, x, i),
+            &prior,
+            &fig3,
+            &corrector,
+            &mut rng,
+        )
+    });
+    // ANCHOR_END: pc_sampler
+    // Shown beside annealed Langevin dynamics, the corrector alone on the same levels.
+    rows.splice(2..2, [coarse, pc]);
 
     let entropy =
         -(0.8f64 * 0.8f64.ln() + 0.2 * 0.2f64.ln()) + (2.0 * std::f64::consts::PI).ln() + 1.0;

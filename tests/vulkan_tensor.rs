@@ -1353,12 +1353,15 @@ fn the_library_sampler_runs_on_the_device_without_copies() {
 // ANCHOR_END: library_sampler
 
 /// The samplers that reverse a diffusion (`ncsn::sample::sde`) run where their start lives: on
-/// the device they copy nothing, the probability-flow ODE (no noise) ends where the CPU's does up
+/// the device they copy nothing (predictor–corrector sampling, its Langevin steps included), the probability-flow ODE (no noise) ends where the CPU's does up
 /// to rounding, and the two stochastic samplers end with the law that their linear recursion
 /// gives on Gaussian data N(2, 1) (as in `tests/sde.rs`: within 5 standard errors, 8256 draws).
 #[test]
 fn the_sde_samplers_run_on_the_device_without_copies() {
-    use ncsn::sample::{VpSchedule, ddpm_ancestral, probability_flow, reverse_diffusion};
+    use ncsn::sample::{
+        AnnealedConfig, VpSchedule, ddpm_ancestral, predictor_corrector, probability_flow,
+        reverse_diffusion,
+    };
     use ncsn::score::GeometricSigmas;
     let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
     let d = Device::Vulkan(ctx.clone());
@@ -1380,13 +1383,21 @@ fn the_sde_samplers_run_on_the_device_without_copies() {
     let flow = probability_flow(ve, &x0, &levels, 0).x;
     let reverse = reverse_diffusion(ve, &x0, &levels, 0, &mut rng).x;
     let ddpm = ddpm_ancestral(vp, &z0, &schedule, 0, &mut rng).x;
+    let corrector = AnnealedConfig {
+        step_size: 1e-4,
+        n_steps_each: 2,
+        record_every: 0,
+    };
+    let coarse = GeometricSigmas::new(10.0, 0.01, 10);
+    let pc_score = |x: &Tensor, i: usize| gaussian_score(x, 2.0, 1.0 + coarse.get(i).powi(2));
+    let pc = predictor_corrector(pc_score, &x0, &coarse, &corrector, &mut rng).x;
     assert_eq!(
         ctx.transfers() - before,
         Default::default(),
         "the samplers copied data"
     );
     assert!(
-        [&flow, &reverse, &ddpm]
+        [&flow, &reverse, &ddpm, &pc]
             .iter()
             .all(|x| !x.device().is_cpu())
     );

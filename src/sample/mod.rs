@@ -6,7 +6,7 @@
 //! | [`langevin`] | Langevin dynamics with a fixed step | Eq. 4 |
 //! | [`annealed`] | annealed Langevin dynamics over a noise schedule | Algorithm 1 |
 //! | [`inpaint`] | annealed Langevin dynamics that keeps known entries fixed | Algorithm 2 (appendix) |
-//! | [`sde`] | reverse diffusion, the probability-flow ODE, DDPM's ancestral sampler | Song et al. (2021), Ho et al. (2020) |
+//! | [`sde`] | reverse diffusion, predictor–corrector sampling, the probability-flow ODE, DDPM's ancestral sampler | Song et al. (2021), Ho et al. (2020) |
 //!
 //! A score function is a closure: `FnMut(&Tensor) -> Tensor` for plain Langevin dynamics and
 //! `FnMut(&Tensor, usize) -> Tensor` for the annealed samplers and those of [`sde`], whose second
@@ -27,7 +27,9 @@ pub mod sde;
 pub use annealed::{AnnealedConfig, annealed_langevin};
 pub use inpaint::annealed_langevin_inpaint;
 pub use langevin::{LangevinConfig, langevin_dynamics, langevin_step};
-pub use sde::{VpSchedule, ddpm_ancestral, probability_flow, reverse_diffusion};
+pub use sde::{
+    VpSchedule, ddpm_ancestral, predictor_corrector, probability_flow, reverse_diffusion,
+};
 
 use crate::Tensor;
 

@@ -10,21 +10,22 @@
 //! $$ dx = -\frac{d\sigma^2}{dt}\, \nabla_x \log q_{\sigma(t)}(x)\, dt + \sqrt{\frac{d\sigma^2}{dt}}\, d\bar w , $$
 //!
 //! run from t = 1 (σ large, q ≈ N(0, σ²I)) down to t = 0. So the score a noise-conditional
-//! network learns is enough to sample by simulating this SDE, without Langevin dynamics. Three
+//! network learns is enough to sample by simulating this SDE, without Langevin dynamics. Four
 //! samplers, each with the same score closure as the [annealed](super::annealed) ones:
 //!
 //! | function | what it simulates |
 //! |---|---|
 //! | [`reverse_diffusion`] | the reverse VE SDE, one Euler–Maruyama step per level |
+//! | [`predictor_corrector`] | the same with Langevin steps at each level before it moves on |
 //! | [`probability_flow`] | the probability-flow ODE dx/dσ = −σ s(x, σ), deterministic (Heun) |
 //! | [`ddpm_ancestral`] | DDPM's sampler, the reverse of the variance-preserving (VP) SDE |
 //!
-//! With the exact score all three draw from the data distribution, up to their discretisation and
+//! With the exact score all four draw from the data distribution, up to their discretisation and
 //! the mismatch of the starting distribution: the tests check it on a Gaussian, where each chain
 //! is linear and its law known exactly, and on the toy mixture, whose mode weights plain Langevin
 //! dynamics gets wrong.
 
-use super::{Samples, record};
+use super::{AnnealedConfig, Samples, langevin_step, record};
 use crate::score::GeometricSigmas;
 use crate::{Tensor, no_grad};
 use rand::Rng;
@@ -50,14 +51,54 @@ pub fn reverse_diffusion(
     record_every: usize,
     rng: &mut impl Rng,
 ) -> Samples {
-    let l = sigmas.len();
-    backwards(x0, l, record_every, rng, |x, i| {
-        let next = if i + 1 < l { sigmas.get(i + 1) } else { 0.0 };
-        let d = sigmas.get(i).powi(2) - next * next; //       σᵢ² − σᵢ₊₁², the variance removed
-        (x.add(&score(x, i).mul_scalar(d)), d.sqrt()) //      x + dᵢ·s(x, σᵢ), then √dᵢ·z
+    backwards(x0, sigmas.len(), record_every, rng, |x, i, _| {
+        ve_predictor(x, &score(x, i), sigmas, i)
     })
 }
+
+/// One reverse-diffusion step from level i given the score `s` = s(x, σᵢ) there: the mean
+/// x + dᵢ·s and the noise's standard deviation √dᵢ, with dᵢ = σᵢ² − σᵢ₊₁² the variance the
+/// forward process added between the levels (σ_{L+1} = 0).
+fn ve_predictor(x: &Tensor, s: &Tensor, sigmas: &GeometricSigmas, i: usize) -> (Tensor, f32) {
+    let next = sigmas.sigmas().get(i + 1).copied().unwrap_or(0.0);
+    let d = sigmas.get(i).powi(2) - next * next;
+    (x.add(&s.mul_scalar(d)), d.sqrt())
+}
 // ANCHOR_END: reverse_diffusion
+
+// ANCHOR: predictor_corrector
+/// Predictor–corrector sampling (Song et al., 2021, Algorithm 2 for the VE SDE) on the levels
+/// σ₁ > … > σ_L: at each level, first `corrector.n_steps_each` steps of Langevin dynamics with
+/// NCSN's step αᵢ = ε·σᵢ²/σ_L² (the corrector, exactly the steps of
+/// [`annealed_langevin`](super::annealed_langevin)), then one [`reverse_diffusion`] step to the
+/// next level (the predictor), the last without noise. With no corrector steps it is
+/// [`reverse_diffusion`]; without the predictor it would be annealed Langevin dynamics. The
+/// corrector repairs what the predictor's coarse steps get wrong, so a few levels suffice where
+/// the predictor alone wants hundreds. Records the batch before level 0 and after every
+/// `corrector.record_every` levels.
+pub fn predictor_corrector(
+    mut score: impl FnMut(&Tensor, usize) -> Tensor,
+    x0: &Tensor,
+    sigmas: &GeometricSigmas,
+    corrector: &AnnealedConfig,
+    rng: &mut impl Rng,
+) -> Samples {
+    backwards(
+        x0,
+        sigmas.len(),
+        corrector.record_every,
+        rng,
+        |x, i, rng| {
+            let alpha = corrector.step_at(sigmas, i); //           αᵢ = ε·σᵢ²/σ_L²
+            let mut x = x.clone();
+            for _ in 0..corrector.n_steps_each {
+                x = langevin_step(&x, &score(&x, i), alpha, rng); //  corrector: x + αᵢ/2·s + √αᵢ·z
+            }
+            ve_predictor(&x, &score(&x, i), sigmas, i) //           predictor: to σᵢ₊₁
+        },
+    )
+}
+// ANCHOR_END: predictor_corrector
 
 // ANCHOR: probability_flow
 /// The probability-flow ODE of the VE SDE from `x0` at σ₁ down to σ_L, by Heun's method with one
@@ -173,7 +214,7 @@ pub fn ddpm_ancestral(
     rng: &mut impl Rng,
 ) -> Samples {
     let n = schedule.len();
-    backwards(x0, n, record_every, rng, |x, step| {
+    backwards(x0, n, record_every, rng, |x, step, _| {
         let t = n - 1 - step; //                                 t = T − 1, …, 0
         let beta = schedule.beta(t);
         let mean = x
@@ -185,24 +226,25 @@ pub fn ddpm_ancestral(
 // ANCHOR_END: ddpm_ancestral
 
 // ANCHOR: backwards
-/// The loop the stochastic samplers share: `n` steps from `x0`, each `step(x, k)` returning the
-/// mean of the next point and the standard deviation of the noise added to it, except in the last
-/// step, which returns its mean: the chain ends on an estimate of the data, not on one more draw
-/// of noise. The noise is drawn where `x` lives (on a Vulkan device, there). Records the batch
-/// at step 0 and after every `record_every` steps, as the Langevin samplers do.
-fn backwards(
+/// The loop the stochastic samplers share: `n` steps from `x0`, each `step(x, k, rng)` returning
+/// the mean of the next point and the standard deviation of the noise added to it, except in the
+/// last step, which returns its mean: the chain ends on an estimate of the data, not on one more
+/// draw of noise. The noise is drawn where `x` lives (on a Vulkan device, there), after whatever
+/// `step` drew from `rng` itself. Records the batch at step 0 and after every `record_every`
+/// steps, as the Langevin samplers do.
+fn backwards<R: Rng>(
     x0: &Tensor,
     n: usize,
     record_every: usize,
-    rng: &mut impl Rng,
-    mut step: impl FnMut(&Tensor, usize) -> (Tensor, f32),
+    rng: &mut R,
+    mut step: impl FnMut(&Tensor, usize, &mut R) -> (Tensor, f32),
 ) -> Samples {
     no_grad(|| {
         let mut x = x0.detach();
         let mut trajectory = Vec::new();
         for k in 0..n {
             record(&mut trajectory, record_every, k, &x);
-            let (mean, std) = step(&x, k);
+            let (mean, std) = step(&x, k, rng);
             x = if k + 1 < n {
                 let z = Tensor::randn_on(mean.shape(), &mean.device(), rng);
                 mean.add(&z.mul_scalar(std))
