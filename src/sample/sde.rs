@@ -67,7 +67,9 @@ fn ve_predictor(x: &Tensor, s: &Tensor, sigmas: &GeometricSigmas, i: usize) -> (
 // ANCHOR_END: reverse_diffusion
 
 // ANCHOR: predictor_corrector
-/// Predictor–corrector sampling (Song et al., 2021, Algorithm 2 for the VE SDE) on the levels
+/// Predictor–corrector sampling (after Song et al., 2021, Algorithm 2 for the VE SDE, which takes
+/// the predictor first; here each level starts with the corrector, so that its steps are exactly
+/// annealed Langevin dynamics' and the prior is corrected before the first move) on the levels
 /// σ₁ > … > σ_L: at each level, first `corrector.n_steps_each` steps of Langevin dynamics with
 /// NCSN's step αᵢ = ε·σᵢ²/σ_L² (the corrector, exactly the steps of
 /// [`annealed_langevin`](super::annealed_langevin)), then one [`reverse_diffusion`] step to the
