@@ -17,7 +17,7 @@ use ncsn::sample::{
     AnnealedConfig, LangevinConfig, Samples, VpSchedule, annealed_langevin, ddpm_ancestral,
     langevin_dynamics, predictor_corrector, probability_flow, reverse_diffusion,
 };
-use ncsn::score::{GeometricSigmas, closed_form_score, tensor_from_array2, tensor_to_array2};
+use ncsn::score::{GeometricSigmas, closed_form_score, tensor_to_array2};
 use ncsn::toy::{ClosedFormScore, GaussianMixture, mode_fraction};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -120,8 +120,7 @@ fn run(args: &Args) -> ncsn::Result<()> {
     let ddpm = timed("DDPM ancestral (VP)", 1000, &mut || {
         let score = |x: &Tensor, t: usize| {
             let ab = schedule.alpha_bar(t);
-            let q = p.diffused(ab.sqrt(), (1.0 - ab).sqrt());
-            tensor_from_array2(q.score(tensor_to_array2(x).view()))
+            closed_form_score(&p.diffused(ab.sqrt(), (1.0 - ab).sqrt()))(x)
         };
         ddpm_ancestral(score, &noise, &schedule, 0, &mut rng)
     });
@@ -211,8 +210,7 @@ fn run(args: &Args) -> ncsn::Result<()> {
 
 /// The score of the mixture perturbed at level i, s(x, σᵢ), in closed form.
 fn ve_score(p: &GaussianMixture, sigmas: &GeometricSigmas, x: &Tensor, i: usize) -> Tensor {
-    let q = p.perturbed(f64::from(sigmas.get(i)));
-    tensor_from_array2(q.score(tensor_to_array2(x).view()))
+    closed_form_score(&p.perturbed(f64::from(sigmas.get(i))))(x)
 }
 
 /// The paths of the first `k` points through the recorded batches.

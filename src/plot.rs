@@ -609,35 +609,30 @@ pub fn scatter(
         samples.shape()
     );
     over_density(path.as_ref(), fig, grid, log_density, |chart| {
-        let inside =
-            |x: f64, y: f64| x >= grid.x.0 && x <= grid.x.1 && y >= grid.y.0 && y <= grid.y.1;
         let colour = RGBColor(31, 80, 160).mix(0.6).filled();
         let dots = samples
             .outer_iter()
             .map(|p| (p[0] as f64, p[1] as f64))
-            .filter(|&(x, y)| inside(x, y))
-            .map(|(x, y)| Circle::new((x, y), 2, colour));
+            .filter(|&p| in_frame(grid, p))
+            .map(|p| Circle::new(p, 2, colour));
         chart.draw_series(dots)?;
         Ok(())
     })
 }
 
-/// The runs of consecutive points of `path` that are finite and inside the frame of `grid`
-/// (edges included), in order: where a path leaves the frame it is cut, and where it comes back
-/// a new run starts.
+/// Whether a point lies in the frame of `grid`, edges included (a NaN or infinite coordinate
+/// never does: every comparison with NaN is false, and ±∞ lies beyond the finite ranges).
+fn in_frame(grid: &Grid, (x, y): (f64, f64)) -> bool {
+    x >= grid.x.0 && x <= grid.x.1 && y >= grid.y.0 && y <= grid.y.1
+}
+
+/// The runs of consecutive points of `path` that are inside the frame of `grid` ([`in_frame`]),
+/// in order: where a path leaves the frame it is cut, and where it comes back a new run starts.
 fn runs_inside(path: &[(f64, f64)], grid: &Grid) -> Vec<Vec<(f64, f64)>> {
-    let inside = |&(x, y): &(f64, f64)| {
-        x.is_finite()
-            && y.is_finite()
-            && x >= grid.x.0
-            && x <= grid.x.1
-            && y >= grid.y.0
-            && y <= grid.y.1
-    };
     let mut runs = Vec::new();
     let mut run = Vec::new();
     for p in path {
-        if inside(p) {
+        if in_frame(grid, *p) {
             run.push(*p);
         } else if !run.is_empty() {
             runs.push(std::mem::take(&mut run));
@@ -671,7 +666,7 @@ pub fn paths(
         let ends = paths
             .iter()
             .filter_map(|p| p.last().copied())
-            .filter(|e| runs_inside(std::slice::from_ref(e), grid).len() == 1)
+            .filter(|&e| in_frame(grid, e))
             .map(|e| Circle::new(e, 2, colour.filled()));
         chart.draw_series(ends)?;
         Ok(())

@@ -13,7 +13,7 @@ use ncsn::sample::{
     AnnealedConfig, VpSchedule, ddpm_ancestral, langevin_step, predictor_corrector,
     probability_flow, reverse_diffusion,
 };
-use ncsn::score::{GeometricSigmas, tensor_from_array2, tensor_to_array2};
+use ncsn::score::{GeometricSigmas, closed_form_score, tensor_from_array2, tensor_to_array2};
 use ncsn::toy::{ClosedFormScore, GaussianMixture, ToyDistribution, mode_fraction};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -70,13 +70,43 @@ fn gaussian_ve_score(sigmas: &GeometricSigmas) -> impl FnMut(&Tensor, usize) -> 
     }
 }
 
+/// The exact law (mean, variance) of predictor–corrector sampling on the data N(M, S2), started
+/// from N(`mean`, `var`), with `corrector` steps of Langevin dynamics at each level (none:
+/// reverse diffusion). At level i, with bᵢ = S2 + σᵢ², a corrector step maps x to
+/// M + (1 − αᵢ/(2bᵢ))(x − M) + √αᵢ z and the predictor to M + (1 − dᵢ/bᵢ)(x − M) + √dᵢ z
+/// (dᵢ = σᵢ² − σᵢ₊₁², no noise in the last step); each is linear, so the mean and variance follow.
+fn ve_law(sigmas: &GeometricSigmas, corrector: &AnnealedConfig, mean: f64, var: f64) -> (f64, f64) {
+    let (mut mean, mut v) = (mean, var);
+    for i in 0..sigmas.len() {
+        let b = S2 + f64::from(sigmas.get(i)).powi(2);
+        let a = f64::from(corrector.step_at(sigmas, i));
+        for _ in 0..corrector.n_steps_each {
+            mean = M + (1.0 - a / (2.0 * b)) * (mean - M);
+            v = (1.0 - a / (2.0 * b)).powi(2) * v + a;
+        }
+        let next = sigmas.sigmas().get(i + 1).map_or(0.0, |&s| s);
+        let d = f64::from(sigmas.get(i).powi(2) - next * next);
+        mean = M + (1.0 - d / b) * (mean - M);
+        v = v * (1.0 - d / b).powi(2) + if i + 1 < sigmas.len() { d } else { 0.0 };
+    }
+    (mean, v)
+}
+
+/// No corrector steps.
+const NO_CORRECTOR: AnnealedConfig = AnnealedConfig {
+    step_size: 1.0,
+    n_steps_each: 0,
+    record_every: 0,
+};
+
 /// Reverse diffusion on Gaussian data. One step maps x to M + (x − M)(1 − dᵢ/bᵢ) + √dᵢ z, with
 /// dᵢ = σᵢ² − σᵢ₊₁² and bᵢ = S2 + σᵢ², so the mean stays M and the variance follows
-/// v ← v (1 − dᵢ/bᵢ)² + dᵢ (no noise in the last step). Started from q_{σ₁} exactly, 300 levels
-/// from 10 to 0.01 end at a variance 2.3 % above S2: each step adds dᵢ²/bᵢ too much, the
-/// Euler–Maruyama error, and the last (noise-free) step takes away σ_L²-worth. A noise of
-/// √(2dᵢ), Langevin's, would end near 2·S2; a last step with noise at S2 + σ_L²'s neighbourhood
-/// would still pass the variance check, which is why the single-level test below pins it.
+/// v ← v (1 − dᵢ/bᵢ)² + dᵢ (no noise in the last step): `ve_law` without a corrector. Started
+/// from q_{σ₁} exactly, 300 levels from 10 to 0.01 end at a variance 2.3 % above S2: each step
+/// adds dᵢ²/bᵢ too much, the Euler–Maruyama error, and the last (noise-free) step takes away
+/// σ_L²-worth. A noise of √(2dᵢ), Langevin's, would end near 2·S2; noise in the last step would
+/// add only σ_L², too little for this check to see, which is why the single-level test below
+/// pins it.
 #[test]
 fn reverse_diffusion_on_a_gaussian_has_the_law_of_its_recursion_and_ends_at_the_data() {
     let sigmas = GeometricSigmas::new(10.0, 0.01, 300);
@@ -84,13 +114,7 @@ fn reverse_diffusion_on_a_gaussian_has_the_law_of_its_recursion_and_ends_at_the_
     let b0 = S2 + f64::from(sigmas.first()).powi(2);
     let x0 = normal(n, M, b0, &mut rng(1));
     let out = reverse_diffusion(gaussian_ve_score(&sigmas), &x0, &sigmas, 0, &mut rng(2));
-    let mut v = b0;
-    for i in 0..sigmas.len() {
-        let s = f64::from(sigmas.get(i));
-        let next = sigmas.sigmas().get(i + 1).map_or(0.0, |&s| f64::from(s));
-        let d = f64::from(sigmas.get(i).powi(2) - (next as f32).powi(2));
-        v = v * (1.0 - d / (S2 + s * s)).powi(2) + if i + 1 < sigmas.len() { d } else { 0.0 };
-    }
+    let (_, v) = ve_law(&sigmas, &NO_CORRECTOR, M, b0);
     assert!(
         (v / S2 - 1.0).abs() < 0.03,
         "the recursion ends at variance {v}, not near {S2}"
@@ -175,24 +199,9 @@ fn the_corrector_repairs_what_ten_levels_get_wrong() {
         n_steps_each: 20,
         record_every: 0,
     };
-    let law = |steps: usize| {
-        let (mut mean, mut v) = (M + 1.0, S2 + f64::from(sigmas.first()).powi(2));
-        for i in 0..sigmas.len() {
-            let b = S2 + f64::from(sigmas.get(i)).powi(2);
-            let a = f64::from(corrector.step_at(&sigmas, i));
-            for _ in 0..steps {
-                mean = M + (1.0 - a / (2.0 * b)) * (mean - M);
-                v = (1.0 - a / (2.0 * b)).powi(2) * v + a;
-            }
-            let next = sigmas.sigmas().get(i + 1).map_or(0.0, |&s| s);
-            let d = f64::from(sigmas.get(i).powi(2) - next * next);
-            mean = M + (1.0 - d / b) * (mean - M);
-            v = v * (1.0 - d / b).powi(2) + if i + 1 < sigmas.len() { d } else { 0.0 };
-        }
-        (mean, v)
-    };
-    let (_, alone) = law(0);
-    let (mean, v) = law(20);
+    let start = (M + 1.0, S2 + f64::from(sigmas.first()).powi(2));
+    let (_, alone) = ve_law(&sigmas, &NO_CORRECTOR, start.0, start.1);
+    let (mean, v) = ve_law(&sigmas, &corrector, start.0, start.1);
     assert!(
         alone / S2 > 2.3,
         "the predictor alone ends at variance {alone}"
@@ -340,18 +349,15 @@ fn exact_scores_recover_the_mixture_weights() {
     let p = GaussianMixture::paper();
     let n = 2000;
     let sigmas = GeometricSigmas::new(20.0, 0.01, 500);
-    let ve_score = |x: &Tensor, i: usize| {
-        let q = p.perturbed(f64::from(sigmas.get(i)));
-        tensor_from_array2(q.score(tensor_to_array2(x).view()))
-    };
+    let ve_score =
+        |x: &Tensor, i: usize| closed_form_score(&p.perturbed(f64::from(sigmas.get(i))))(x);
     let mut r = rng(8);
     let start = tensor_from_array2(p.sample(n, &mut r))
         .add(&Tensor::randn(&[n, 2], &mut r).mul_scalar(sigmas.first()));
     let schedule = VpSchedule::ddpm();
     let vp_score = |x: &Tensor, t: usize| {
         let ab = schedule.alpha_bar(t);
-        let q = p.diffused(ab.sqrt(), (1.0 - ab).sqrt());
-        tensor_from_array2(q.score(tensor_to_array2(x).view()))
+        closed_form_score(&p.diffused(ab.sqrt(), (1.0 - ab).sqrt()))(x)
     };
     let results = [
         (
