@@ -6,19 +6,30 @@
 //! log-density of its points, and writes a scatter plot for each of the three samplers on 1000
 //! levels and the paths of the two VE ones to `score_sde_out/` (or `--out DIR`).
 //!
+//! Then it trains one network for every σ from 0.01 to 200 (`ContinuousNoiseMlp`, DSM at
+//! log-uniform σ) and runs the same samplers with it in place of the exact scores: a second table,
+//! a figure of the network's error against σ, and scatter plots of its samples. `--train-steps 0`
+//! skips that part.
+//!
 //! ```text
-//! cargo run --release --example score_sde [-- --out DIR --samples N --seed S]
+//! cargo run --release --example score_sde [-- --out DIR --samples N --seed S --train-steps K]
 //! ```
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use ncsn::Tensor;
-use ncsn::plot::{self, Figure, Grid};
+use ncsn::nn::ParamStore;
+use ncsn::optim::{Adam, AdamConfig, Ema};
+use ncsn::plot::{self, Figure, Grid, Series};
 use ncsn::sample::{
     AnnealedConfig, LangevinConfig, Samples, VpSchedule, annealed_langevin, ddpm_ancestral,
-    langevin_dynamics, predictor_corrector, probability_flow, reverse_diffusion,
+    langevin_dynamics, predictor_corrector, probability_flow, reverse_diffusion, vp_from_ve,
 };
-use ncsn::score::{GeometricSigmas, closed_form_score, tensor_to_array2};
-use ncsn::toy::{ClosedFormScore, GaussianMixture, mode_fraction};
+use ncsn::score::{
+    ContinuousNoiseMlp, GeometricSigmas, NoiseRange, closed_form_score, continuous_dsm_loss,
+    tensor_from_array2, tensor_to_array2,
+};
+use ncsn::toy::{ClosedFormScore, GaussianMixture, ToyDistribution, mode_fraction};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -35,6 +46,9 @@ struct Args {
     /// Seed of every random draw.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Training steps of the network for every σ (0: exact scores only).
+    #[arg(long, default_value_t = 8000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    train_steps: u64,
 }
 
 fn main() {
@@ -184,28 +198,210 @@ fn run(args: &Args) -> ncsn::Result<()> {
     let entropy =
         -(0.8f64 * 0.8f64.ln() + 0.2 * 0.2f64.ln()) + (2.0 * std::f64::consts::PI).ln() + 1.0;
     let mut table = format!(
-        "{:<32} {:>12} {:>14} {:>12} {:>8}\n",
-        "sampler (exact scores)", "evaluations", "in (5, 5)", "mean log p", "time (s)"
+        "{:<32} {:>12} {:>14} {:>12} {:>12} {:>8}\n",
+        "sampler (exact scores)",
+        "evaluations",
+        "in (5, 5)",
+        "off the modes",
+        "mean log p",
+        "time (s)"
     );
     for row in &rows {
         table += &format!(
-            "{:<32} {:>12} {:>14.3} {:>12.3} {:>8.2}\n",
+            "{:<32} {:>12} {:>14.3} {:>12.4} {:>12.3} {:>8.2}\n",
             row.name,
             row.evaluations,
             heavy_fraction(&p, &row.x),
+            off_the_modes(&p, &row.x),
             mean_log_prob(&p, &row.x),
             row.secs
         );
     }
+    // A point of a unit Gaussian in the plane lies beyond 3.5 of its centre with probability
+    // exp(−3.5²/2).
     table += &format!(
-        "{:<32} {:>12} {:>14.3} {:>12.3}\n\nfigures written to {}\n",
+        "{:<32} {:>12} {:>14.3} {:>12.4} {:>12.3}\n",
         "the data",
         "",
         0.8,
+        (-3.5f64 * 3.5 / 2.0).exp(),
         -entropy,
-        args.out.display()
     );
+    ncsn::io::print_stdout(&table)?;
+    if args.train_steps > 0 {
+        learned(args, &p, &mut rng)?;
+    }
+    ncsn::io::print_stdout(&format!("\nfigures written to {}\n", args.out.display()))
+}
+
+/// Trains one network for every σ of a range, then samples with it as with the exact scores.
+fn learned(args: &Args, p: &GaussianMixture, rng: &mut ChaCha8Rng) -> ncsn::Result<()> {
+    let n = args.samples as usize;
+    // ANCHOR: learned_training
+    // σ from 0.01 to 200: past DDPM's largest VE level (158) and the VE prior's 50. The input
+    // scale uses the data's standard deviation per coordinate, √17 ≈ 4.1 for this mixture.
+    let range = NoiseRange::new(0.01, 200.0);
+    let data_std = (p.covariance().diag().mean().unwrap_or(1.0)).sqrt() as f32;
+    let store = ParamStore::new();
+    let net = ContinuousNoiseMlp::new(&store.root(), 2, 128, range, data_std, rng);
+    let mut opt = Adam::new(store.named_params(), AdamConfig::default());
+    let mut ema = Ema::new(store.named_params(), 0.999);
+    let steps = args.train_steps as usize;
+    let bar = progress(steps, "DSM at log-uniform σ");
+    let t0 = Instant::now();
+    let mut losses = Vec::with_capacity(steps);
+    // The mean of the last 100 losses (a single one is as noisy as its targets −z/σ).
+    let recent = |losses: &[f32]| {
+        let tail = &losses[losses.len().saturating_sub(100)..];
+        tail.iter().sum::<f32>() / tail.len().max(1) as f32
+    };
+    for step in 0..steps {
+        // A cosine decay of the step size, from Adam's 10⁻³ to 0 at the last step.
+        let progress = step as f64 / steps as f64;
+        opt.config.lr = 0.5e-3 * (1.0 + (std::f64::consts::PI * progress).cos());
+        let x = tensor_from_array2(p.sample(512, rng));
+        let loss = continuous_dsm_loss(|x, s| net.forward(x, s), &x, &range, 2.0, rng);
+        opt.step(&loss.backward());
+        ema.update();
+        losses.push(loss.item());
+        if step % 100 == 0 || step + 1 == steps {
+            bar.set_prefix(format!("{:.3}", recent(&losses)));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    ema.copy_to_params(); // sample with the average of the last steps' weights
+    // ANCHOR_END: learned_training
+    let train_secs = t0.elapsed().as_secs_f64();
+
+    // How far the network is from the exact score, level by level: the relative error
+    // E‖s_θ − s‖²/E‖s‖² over points drawn from q_σ.
+    let probe = GeometricSigmas::new(range.max(), range.min(), 41);
+    let mut error = Vec::new();
+    for &sigma in probe.sigmas() {
+        let q = p.perturbed(f64::from(sigma));
+        let y = tensor_from_array2(q.sample(2000, rng));
+        let exact = closed_form_score(&q)(&y);
+        let diff = net
+            .forward_sigma(&y, sigma)
+            .sub(&exact)
+            .square()
+            .sum_all()
+            .item();
+        error.push((
+            f64::from(sigma).log10(),
+            f64::from(diff / exact.square().sum_all().item()),
+        ));
+    }
+    plot::lines(
+        args.out.join("sde_learned_error.svg"),
+        &Figure::new("The learned score against the exact one, by noise level")
+            .labels("log₁₀ σ", "relative squared error"),
+        &[Series::new("E‖s_θ − s‖² / E‖s‖² over q_σ", error.clone())],
+        true,
+    )?;
+
+    // ANCHOR: learned_samplers
+    let score = |x: &Tensor, sigma: f32| ncsn::no_grad(|| net.forward_sigma(x, sigma));
+    let levels = range.levels(1000);
+    let fig3 = GeometricSigmas::new(20.0, 1.0, 10);
+    let schedule = VpSchedule::ddpm();
+    let mut rows = Vec::new();
+    let mut run = |name: &'static str, f: &mut dyn FnMut(&mut ChaCha8Rng) -> Samples| {
+        let t0 = Instant::now();
+        let x = f(rng).x;
+        rows.push((name, x, t0.elapsed().as_secs_f64()));
+    };
+    run("annealed Langevin, σ 20 → 1", &mut |rng| {
+        let start = Tensor::uniform(&[n, 2], -8.0, 8.0, rng);
+        let at = |x: &Tensor, i| score(x, fig3.get(i));
+        annealed_langevin(at, &start, &fig3, &AnnealedConfig::paper_toy(), rng)
+    });
+    run("predictor–corrector, 10 levels", &mut |rng| {
+        let prior = Tensor::randn(&[n, 2], rng).mul_scalar(fig3.first());
+        let at = |x: &Tensor, i| score(x, fig3.get(i));
+        predictor_corrector(at, &prior, &fig3, &AnnealedConfig::paper_toy(), rng)
+    });
+    run("reverse diffusion (VE)", &mut |rng| {
+        let prior = Tensor::randn(&[n, 2], rng).mul_scalar(levels.first());
+        reverse_diffusion(|x, i| score(x, levels.get(i)), &prior, &levels, 0, rng)
+    });
+    run("probability flow (VE, Heun)", &mut |rng| {
+        let prior = Tensor::randn(&[n, 2], rng).mul_scalar(levels.first());
+        probability_flow(|x, i| score(x, levels.get(i)), &prior, &levels, 0)
+    });
+    run("DDPM ancestral (VP)", &mut |rng| {
+        let noise = Tensor::randn(&[n, 2], rng);
+        ddpm_ancestral(vp_from_ve(score, &schedule), &noise, &schedule, 0, rng)
+    });
+    // ANCHOR_END: learned_samplers
+
+    let grid = Grid::square(-8.0, 8.0, 48);
+    let density = p.log_prob(grid.points().view());
+    for (name, x, _) in &rows[2..] {
+        let file = match *name {
+            "reverse diffusion (VE)" => "sde_learned_reverse_diffusion.svg",
+            "probability flow (VE, Heun)" => "sde_learned_probability_flow.svg",
+            _ => "sde_learned_ddpm.svg",
+        };
+        let title = format!(
+            "{name}, learned score: {:.2} in (5, 5)",
+            heavy_fraction(p, x)
+        );
+        plot::scatter(
+            args.out.join(file),
+            &Figure::new(title),
+            tensor_to_array2(x).view(),
+            &grid,
+            Some(density.view()),
+        )?;
+    }
+
+    let at_least = |lo: f64| {
+        error
+            .iter()
+            .filter(|e| e.0 >= lo)
+            .map(|e| e.1)
+            .fold(0.0, f64::max)
+    };
+    let mut table = format!(
+        "\none network for every σ in [0.01, 200]: {steps} steps in {train_secs:.1} s, mean of the \
+         last 100 losses {:.3}\nrelative squared error of its score: at most {:.4} for σ ≥ 0.1, \
+         {:.3} for σ ≥ 0.01\n\n{:<32} {:>14} {:>12} {:>12} {:>8}\n",
+        recent(&losses),
+        at_least(-1.0 - 1e-9),
+        at_least(f64::NEG_INFINITY),
+        "sampler (learned score)",
+        "in (5, 5)",
+        "off the modes",
+        "mean log p",
+        "time (s)"
+    );
+    for (name, x, secs) in &rows {
+        table += &format!(
+            "{:<32} {:>14.3} {:>12.4} {:>12.3} {:>8.2}\n",
+            name,
+            heavy_fraction(p, x),
+            off_the_modes(p, x),
+            mean_log_prob(p, x),
+            secs
+        );
+    }
     ncsn::io::print_stdout(&table)
+}
+
+/// A progress bar on stderr, with the recent loss as its prefix.
+fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} {elapsed_precise} loss {prefix}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
 }
 
 /// The score of the mixture perturbed at level i, s(x, σᵢ), in closed form.
@@ -229,6 +425,26 @@ fn paths_of(trajectory: &[Tensor], k: usize) -> Vec<Vec<(f64, f64)>> {
 /// The fraction of the points nearest to the mode at (5, 5).
 fn heavy_fraction(p: &GaussianMixture, x: &Tensor) -> f64 {
     mode_fraction(tensor_to_array2(x).view(), p.means(), 1)
+}
+
+/// The fraction of the points farther than 3.5 from both modes' centres (3.5 of the components'
+/// standard deviations, 1): where the data has almost no mass, between the modes or beyond them.
+fn off_the_modes(p: &GaussianMixture, x: &Tensor) -> f64 {
+    let x = tensor_to_array2(x);
+    let far = x
+        .outer_iter()
+        .filter(|row| {
+            p.means().outer_iter().all(|m| {
+                let d2: f64 = row
+                    .iter()
+                    .zip(&m)
+                    .map(|(&a, &b)| (f64::from(a) - b).powi(2))
+                    .sum();
+                d2 > 3.5 * 3.5
+            })
+        })
+        .count();
+    far as f64 / x.nrows().max(1) as f64
 }
 
 /// The mean of log p over the finite points: the data's own is −H(p).

@@ -28,7 +28,9 @@
 //! - [`plot`] — SVG figures: densities, score fields, samples, curves, clouds of points and paths.
 //! - [`score`] — score-matching objectives, each generic over the score model: exact (Hyvärinen),
 //!   sliced and SSM-VR, denoising at one σ, and the paper's annealed DSM over a
-//!   [`score::GeometricSigmas`] schedule (Eq. 5–6); the toy score MLP and a noise-conditional MLP.
+//!   [`score::GeometricSigmas`] schedule (Eq. 5–6), and DSM at log-uniform σ over a
+//!   [`score::NoiseRange`]; the toy score MLP and noise-conditional MLPs for ten levels or for
+//!   every σ.
 //! - [`sample`] — Langevin dynamics (Eq. 4), annealed Langevin dynamics (Algorithm 1) and
 //!   inpainting (Algorithm 2); and the later samplers that reverse a diffusion (reverse diffusion,
 //!   predictor–corrector sampling and the probability-flow ODE of the VE SDE, DDPM's ancestral

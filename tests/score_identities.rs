@@ -13,8 +13,8 @@ mod common;
 
 use ncsn::nn::{Module, ParamStore};
 use ncsn::sample::{
-    AnnealedConfig, LangevinConfig, annealed_langevin, annealed_langevin_inpaint,
-    langevin_dynamics, langevin_step,
+    AnnealedConfig, LangevinConfig, VpSchedule, annealed_langevin, annealed_langevin_inpaint,
+    langevin_dynamics, langevin_step, vp_from_ve,
 };
 use ncsn::score::{
     GeometricSigmas, Projection, ScoreMlp, closed_form_score, dsm_loss_with, esm_loss,
@@ -1234,6 +1234,37 @@ proptest! {
                 (sliced - esm).abs() <= 1e-4 * (1.0 + m),
                 "{}: {} vs ESM {} (terms of size {})",
                 if vr { "SSM-VR" } else { "SSM" }, sliced, esm, m
+            );
+        }
+    }
+
+    /// One network for both diffusions: DDPM's x_t = √ᾱ x + √(1 − ᾱ) z is √ᾱ times NCSN's
+    /// x + σz with σ = √((1 − ᾱ)/ᾱ), so its score is the VE score at x/√ᾱ, divided by √ᾱ.
+    /// `vp_from_ve` built on the perturbed mixture's exact score must give the diffused
+    /// mixture's, at every point, for ᾱ from 0.01 to 0.99 (β in [0.01, 0.9], t = 0 or 1). The two
+    /// sides round differently: x/√ᾱ and σ go to f32 (relative u each) before the score is taken,
+    /// and the score's rate of change is at most about ‖x − μ‖²/s⁴ ≲ 10³ for these components
+    /// (s ≥ 0.3√ᾱ), so they may differ by ~10³·u ≈ 10⁻⁴ of |s| + 1; the check allows 10⁻³·(1 + |s|).
+    /// Without the outer 1/√ᾱ, or with σ = √(1 − ᾱ) in place of the ratio, the sides differ by
+    /// factors of up to 10.
+    #[test]
+    fn the_vp_score_is_the_ve_score_rescaled(
+        (p, x, _) in mixture_case(),
+        beta in 0.01f64..0.9,
+        t in 0usize..=1,
+    ) {
+        let schedule = VpSchedule::linear(beta, beta, 2);
+        let ab = schedule.alpha_bar(t);
+        let want = p.diffused(ab.sqrt(), (1.0 - ab).sqrt()).score(x.view());
+        let mut vp = vp_from_ve(
+            |y: &Tensor, sigma: f32| closed_form_score(&p.perturbed(f64::from(sigma)))(y),
+            &schedule,
+        );
+        let got = vp(&tensor_from_array2(x.clone()), t).to_vec();
+        for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
+            prop_assert!(
+                (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                "ᾱ = {}: element {}: {} vs {}", ab, i, g, w
             );
         }
     }

@@ -10,7 +10,8 @@ mod common;
 use ncsn::Tensor;
 use ncsn::nn::{Module, ParamStore};
 use ncsn::score::{
-    GeometricSigmas, NoiseConditionalMlp, ScoreMlp, anneal_dsm_loss_with, dsm_loss_with,
+    ContinuousNoiseMlp, GeometricSigmas, NoiseConditionalMlp, NoiseRange, ScoreMlp,
+    anneal_dsm_loss_with, continuous_dsm_loss, continuous_dsm_loss_with, dsm_loss_with,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -436,4 +437,252 @@ fn noise_conditional_mlp_wants_one_label_per_row() {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     let net = NoiseConditionalMlp::new(&store.root(), 2, 8, sigmas, &mut rng);
     net.forward(&Tensor::zeros(&[4, 2]), &[1]);
+}
+
+/// σ drawn from a `NoiseRange` is log-uniform: its position u = ln(σ/σ_min)/ln(σ_max/σ_min) is
+/// uniform on [0, 1). 20,000 draws in ten bins of u give counts of 2,000, each within 5 standard
+/// errors (212, as for the labels above); σ drawn uniformly on [0.01, 100] would put 99.99 % of
+/// them in the top bin, and a uniform u over the wrong interval leaves bins empty. Every σ lies in
+/// the range, the position is 0 and 1 at its ends, and `levels` runs from σ_max to σ_min.
+#[test]
+fn a_noise_range_draws_log_uniform_levels() {
+    let range = NoiseRange::new(0.01, 100.0);
+    let sigmas = range.sample(20_000, &mut ChaCha8Rng::seed_from_u64(21));
+    let mut counts = [0usize; 10];
+    for &sigma in &sigmas {
+        assert!(
+            (0.01..=100.0).contains(&sigma),
+            "σ = {sigma} outside the range"
+        );
+        counts[((range.position(sigma) * 10.0) as usize).min(9)] += 1;
+    }
+    for (bin, &c) in counts.iter().enumerate() {
+        assert!(
+            c.abs_diff(2_000) <= 212,
+            "bin {bin}: {c} of 20,000 ({counts:?})"
+        );
+    }
+    assert!(range.position(0.01).abs() < 1e-6 && (range.position(100.0) - 1.0).abs() < 1e-6);
+    assert!(
+        (range.position(1.0) - 0.5).abs() < 1e-6,
+        "1 is halfway on the log scale"
+    );
+    let levels = range.levels(5);
+    assert_eq!(
+        (levels.first(), levels.last(), levels.len()),
+        (100.0, 0.01, 5)
+    );
+}
+
+/// A range needs 0 < σ_min < σ_max < ∞.
+#[test]
+fn a_noise_range_refuses_bad_ends() {
+    for (min, max) in [
+        (0.0, 1.0),
+        (1.0, 1.0),
+        (2.0, 1.0),
+        (0.1, f64::INFINITY),
+        (f64::NAN, 1.0),
+    ] {
+        let caught = std::panic::catch_unwind(|| NoiseRange::new(min, max));
+        assert!(
+            caught.is_err(),
+            "NoiseRange::new({min}, {max}) was accepted"
+        );
+    }
+}
+
+/// The continuous objective is DSM with each sample weighted by its own σ: the loss equals the
+/// mean, row by row, of each row's single-σ loss times σₙ^power (within f32 round-off, as for
+/// the annealed loss above). With σ's that are levels of a schedule it is the annealed loss, bit
+/// for bit: the two share their arithmetic.
+#[test]
+fn continuous_dsm_weights_each_sample_by_its_sigma() {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    let range = NoiseRange::new(0.05, 20.0);
+    let store = ParamStore::new();
+    let net = ContinuousNoiseMlp::new(&store.root(), 2, 16, range, 1.5, &mut rng);
+    let n = 12;
+    let x = Tensor::randn(&[n, 2], &mut rng);
+    let z = Tensor::randn(&[n, 2], &mut rng);
+    let sigmas = range.sample(n, &mut rng);
+    for power in [1.0f32, 2.0] {
+        let loss = continuous_dsm_loss_with(|x, s| net.forward(x, s), &x, &sigmas, &z, power);
+        let by_row = (0..n)
+            .map(|i| {
+                let (xi, zi, s) = (x.narrow(0, i, 1), z.narrow(0, i, 1), sigmas[i]);
+                dsm_loss_with(|x| net.forward(x, &[s]), &xi, &zi, s).item() * s.powf(power)
+            })
+            .sum::<f32>()
+            / n as f32;
+        assert!(
+            close(loss.item(), by_row),
+            "power {power}: {} vs {by_row}",
+            loss.item()
+        );
+    }
+    let levels = GeometricSigmas::new(5.0, 0.5, 4);
+    let labels: Vec<usize> = (0..n).map(|i| (5 * i + 2) % 4).collect();
+    let at_levels: Vec<f32> = labels.iter().map(|&l| levels.get(l)).collect();
+    let score = |x: &Tensor, s: &[f32]| net.forward(x, s);
+    let continuous = continuous_dsm_loss_with(score, &x, &at_levels, &z, 2.0).item();
+    let by_label = |x: &Tensor, l: &[usize]| {
+        net.forward(x, &l.iter().map(|&l| levels.get(l)).collect::<Vec<_>>())
+    };
+    let annealed = anneal_dsm_loss_with(by_label, &x, &labels, &z, &levels, 2.0).item();
+    assert_eq!(
+        continuous.to_bits(),
+        annealed.to_bits(),
+        "{continuous} vs {annealed}"
+    );
+}
+
+/// `continuous_dsm_loss` draws the σ's first, then the noise, from the generator it is given.
+#[test]
+fn continuous_dsm_draws_sigmas_then_the_noise() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let range = NoiseRange::new(0.05, 20.0);
+    let store = ParamStore::new();
+    let net = ContinuousNoiseMlp::new(&store.root(), 2, 8, range, 1.0, &mut rng);
+    let x = Tensor::randn(&[6, 2], &mut rng);
+    let mut replay = rng.clone();
+    let seen = std::cell::RefCell::new(Vec::new());
+    let score = |x: &Tensor, s: &[f32]| {
+        seen.borrow_mut().extend_from_slice(s);
+        net.forward(x, s)
+    };
+    let got = continuous_dsm_loss(score, &x, &range, 2.0, &mut rng).item();
+    let sigmas = range.sample(6, &mut replay);
+    let z = Tensor::randn(&[6, 2], &mut replay);
+    let want = continuous_dsm_loss_with(|x, s| net.forward(x, s), &x, &sigmas, &z, 2.0).item();
+    assert_eq!(got.to_bits(), want.to_bits(), "{got} vs {want}");
+    assert_eq!(*seen.borrow(), sigmas);
+}
+
+/// The continuous-σ MLP against its formula in f64 from its weights:
+/// s(x, σ) = (W₃ h₂ + b₃)/σ, h_ℓ = softplus(W_ℓ h_{ℓ−1} + b_ℓ + E_ℓ e(σ)), h₀ = x/√(σ² + σ_d²),
+/// e(σ) = (u, sin πku, cos πku for k = 1..8) with u σ's position on the range's log scale. The
+/// rows carry σ's inside the range, at its ends and beyond them. Values are of order one, so
+/// 1e-5·(1 + |value|) as in the module docs; features at 2πku, the input not scaled, or the
+/// embedding in one layer only move outputs by 0.01 or more. `forward_sigma` must give each row
+/// of a batch what `forward` gives it with that σ in every row.
+#[test]
+fn continuous_mlp_follows_its_formula() {
+    let mut rng = ChaCha8Rng::seed_from_u64(24);
+    let range = NoiseRange::new(0.05, 20.0);
+    let (dim, hidden, data_std) = (2, 6, 1.7f32);
+    let store = ParamStore::new();
+    let net = ContinuousNoiseMlp::new(&store.root(), dim, hidden, range, data_std, &mut rng);
+    let sigmas = [0.05f32, 20.0, 0.3, 1.0, 7.5, 60.0, 0.02];
+    let n = sigmas.len();
+    let x = Tensor::randn(&[n, dim], &mut rng).mul_scalar(3.0);
+    let got = net.forward(&x, &sigmas).to_vec();
+
+    let f64s = |t: &Tensor| t.to_vec().iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let affine = |w: &Tensor, b: Option<&Tensor>, h: &[f64]| -> Vec<f64> {
+        let w = f64s(w);
+        let b = b.map(f64s).unwrap_or_else(|| vec![0.0; w.len() / h.len()]);
+        let cols = h.len();
+        b.iter()
+            .enumerate()
+            .map(|(j, bj)| bj + (0..cols).map(|k| w[j * cols + k] * h[k]).sum::<f64>())
+            .collect()
+    };
+    let xs = f64s(&x);
+    for (row, &sigma) in sigmas.iter().enumerate() {
+        let s = sigma as f64;
+        let u = (s / 0.05).ln() / (20.0f64 / 0.05).ln();
+        let mut e = vec![u];
+        for k in 1..=8 {
+            let a = std::f64::consts::PI * k as f64 * u;
+            e.extend([a.sin(), a.cos()]);
+        }
+        let scale = 1.0 / (s * s + (data_std as f64).powi(2)).sqrt();
+        let mut h: Vec<f64> = xs[row * dim..(row + 1) * dim]
+            .iter()
+            .map(|v| v * scale)
+            .collect();
+        for (layer, embed) in net.layers[..2].iter().zip(&net.embeddings) {
+            let pre = affine(&layer.weight, layer.bias.as_ref(), &h);
+            let add = affine(&embed.weight, None, &e);
+            h = pre
+                .iter()
+                .zip(&add)
+                .map(|(p, a)| (p + a).exp().ln_1p())
+                .collect();
+        }
+        let last = &net.layers[2];
+        for (j, out) in affine(&last.weight, last.bias.as_ref(), &h)
+            .iter()
+            .enumerate()
+        {
+            let (got, want) = (got[row * dim + j], (out / s) as f32);
+            assert!(
+                close(got, want),
+                "row {row} (σ = {sigma}), output {j}: {got} vs {want}"
+            );
+        }
+        let alone = net.forward_sigma(&x, sigma).narrow(0, row, 1).to_vec();
+        for j in 0..dim {
+            assert!(
+                close(alone[j], got[row * dim + j]),
+                "row {row}: forward_sigma {} vs forward {}",
+                alone[j],
+                got[row * dim + j]
+            );
+        }
+    }
+}
+
+/// The parameters are the three layers, named like `ScoreMlp`'s, and two bias-free embeddings
+/// from the 17 features of σ to each hidden layer.
+#[test]
+fn continuous_mlp_parameters_are_named() {
+    let store = ParamStore::new();
+    let range = NoiseRange::new(0.01, 10.0);
+    ContinuousNoiseMlp::new(
+        &store.root(),
+        3,
+        8,
+        range,
+        1.0,
+        &mut ChaCha8Rng::seed_from_u64(25),
+    );
+    let shapes: Vec<(String, Vec<usize>)> = store
+        .named_params()
+        .into_iter()
+        .map(|(name, t)| (name, t.shape().to_vec()))
+        .collect();
+    let want: Vec<(String, Vec<usize>)> = [
+        ("0.weight", vec![8, 3]),
+        ("0.bias", vec![8]),
+        ("2.weight", vec![8, 8]),
+        ("2.bias", vec![8]),
+        ("4.weight", vec![3, 8]),
+        ("4.bias", vec![3]),
+        ("embed.0.weight", vec![8, 17]),
+        ("embed.1.weight", vec![8, 17]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), s))
+    .collect();
+    assert_eq!(shapes, want);
+    assert_eq!(ContinuousNoiseMlp::FEATURES, 17);
+}
+
+/// One σ per row, as with the labels of the level-conditional network.
+#[test]
+#[should_panic(expected = "ContinuousNoiseMlp: 1 levels for a batch of shape [4, 2]")]
+fn continuous_mlp_wants_one_sigma_per_row() {
+    let store = ParamStore::new();
+    let range = NoiseRange::new(0.01, 10.0);
+    let net = ContinuousNoiseMlp::new(
+        &store.root(),
+        2,
+        8,
+        range,
+        1.0,
+        &mut ChaCha8Rng::seed_from_u64(26),
+    );
+    net.forward(&Tensor::zeros(&[4, 2]), &[1.0]);
 }

@@ -1440,6 +1440,86 @@ fn the_sde_samplers_run_on_the_device_without_copies() {
     }
 }
 
+/// The network for every σ (`ContinuousNoiseMlp`) trains and samples on the device: three steps
+/// of DSM at given σ's and noise with Adam end with the CPU's losses and parameters (to the 1e-5
+/// of `mlp_training_steps_match_cpu`), the probability flow on its levels ends where the CPU's
+/// does, and DDPM's sampler through `vp_from_ve` runs there too. The only copies a sampler makes
+/// are σ's 17 features, uploaded once per score (68 bytes each); nothing comes back.
+#[test]
+fn the_continuous_sigma_network_trains_and_samples_on_the_device() {
+    use ncsn::sample::{VpSchedule, ddpm_ancestral, probability_flow, vp_from_ve};
+    use ncsn::score::{ContinuousNoiseMlp, NoiseRange, continuous_dsm_loss_with};
+    let ctx = Arc::new(VulkanContext::new().expect("a Vulkan device"));
+    let d = Device::Vulkan(ctx.clone());
+    let range = NoiseRange::new(0.01, 50.0);
+    let setup = |device: &Device| {
+        let store = ParamStore::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(41);
+        let net = ContinuousNoiseMlp::new(&store.root(), 2, 24, range, 2.0, &mut rng);
+        store.to_device(device);
+        let adam = Adam::new(store.named_params(), AdamConfig::default());
+        (store, net, adam)
+    };
+    let (dstore, dnet, mut dadam) = setup(&d);
+    let (cstore, cnet, mut cadam) = setup(&Device::Cpu);
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    for step in 0..3 {
+        let x = Tensor::randn(&[37, 2], &mut rng).mul_scalar(2.0);
+        let z = Tensor::randn(&[37, 2], &mut rng);
+        let sigmas = range.sample(37, &mut rng);
+        let mut losses = Vec::new();
+        for (net, adam, device) in [(&dnet, &mut dadam, &d), (&cnet, &mut cadam, &Device::Cpu)] {
+            let (x, z) = (x.to(device), z.to(device));
+            let l = continuous_dsm_loss_with(|x, s| net.forward(x, s), &x, &sigmas, &z, 2.0);
+            adam.step(&l.backward());
+            losses.push(l.item());
+        }
+        assert!(
+            (losses[0] - losses[1]).abs() <= 1e-5 * (1.0 + losses[1].abs()),
+            "step {step}: loss on device {} vs cpu {}",
+            losses[0],
+            losses[1]
+        );
+    }
+    for ((name, p), (_, q)) in dstore.named_params().iter().zip(cstore.named_params()) {
+        assert!(!p.device().is_cpu(), "{name} left the device");
+        assert_close(name, p, &q, |_, w| 1e-5 * (1.0 + w.abs()));
+    }
+
+    let levels = range.levels(40);
+    let start = Tensor::randn(&[64, 2], &mut rng).mul_scalar(50.0);
+    let x0 = start.to(&d);
+    let before = ctx.transfers();
+    let flow = probability_flow(|x, i| dnet.forward_sigma(x, levels.get(i)), &x0, &levels, 0).x;
+    let schedule = VpSchedule::linear(1e-4, 0.02, 30);
+    let noise = x0.mul_scalar(1.0 / 50.0);
+    let score = |x: &Tensor, sigma: f32| dnet.forward_sigma(x, sigma);
+    let ddpm = ddpm_ancestral(vp_from_ve(score, &schedule), &noise, &schedule, 0, &mut rng).x;
+    let moved = ctx.transfers() - before;
+    // Heun evaluates the score twice per step between levels; DDPM once per step.
+    let scores = 2 * (levels.len() as u64 - 1) + schedule.len() as u64;
+    assert_eq!(
+        (moved.uploads, moved.upload_bytes, moved.downloads),
+        (scores, scores * 17 * 4, 0),
+        "the samplers' copies"
+    );
+    assert!(!flow.device().is_cpu() && !ddpm.device().is_cpu());
+    let cpu_flow = probability_flow(
+        |x, i| cnet.forward_sigma(x, levels.get(i)),
+        &start,
+        &levels,
+        0,
+    )
+    .x;
+    assert_close("probability flow", &flow, &cpu_flow, |_, w| {
+        1e-4 * (1.0 + w.abs())
+    });
+    assert!(
+        ddpm.to_vec().iter().all(|v| v.is_finite()),
+        "DDPM's samples"
+    );
+}
+
 /// Writes a CIFAR-10 `data_batch_1.bin` of `n` random pictures (label byte, then 3,072 pixels).
 fn write_cifar(dir: &std::path::Path, n: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(31);

@@ -29,6 +29,7 @@ pub use inpaint::annealed_langevin_inpaint;
 pub use langevin::{LangevinConfig, langevin_dynamics, langevin_step};
 pub use sde::{
     VpSchedule, ddpm_ancestral, predictor_corrector, probability_flow, reverse_diffusion,
+    vp_from_ve,
 };
 
 use crate::Tensor;

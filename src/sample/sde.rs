@@ -195,8 +195,38 @@ impl VpSchedule {
     pub fn alpha_bar(&self, t: usize) -> f64 {
         self.alpha_bars[t]
     }
+
+    /// The VE level of step t: x_t = √ᾱ_t (x + σ_t z) with σ_t = √((1 − ᾱ_t)/ᾱ_t), so x_t/√ᾱ_t
+    /// is the data perturbed as NCSN perturbs it. From 0.01 at t = 0 to 158 at t = 999 for
+    /// [`Self::ddpm`].
+    pub fn ve_sigma(&self, t: usize) -> f64 {
+        let ab = self.alpha_bars[t];
+        ((1.0 - ab) / ab).sqrt()
+    }
 }
 // ANCHOR_END: vp_schedule
+
+// ANCHOR: vp_from_ve
+/// The score DDPM's sampler needs, from a VE score network: `score_ve(y, σ)` must return
+/// s(y, σ) = ∇ log q_σ(y), the score of the data perturbed by N(0, σ²I). Since
+/// x_t = √ᾱ_t · y with y = x + σ_t z ([`VpSchedule::ve_sigma`]), the law of x_t is that of y
+/// scaled by √ᾱ_t, and
+///
+/// ∇ log p_t(x_t) = s(x_t/√ᾱ_t, σ_t)/√ᾱ_t.
+///
+/// So one network trained on NCSN's perturbations serves both diffusions (Song et al., 2021, §3.4
+/// make the same point with the SDEs' marginals).
+pub fn vp_from_ve<'a>(
+    mut score_ve: impl FnMut(&Tensor, f32) -> Tensor + 'a,
+    schedule: &'a VpSchedule,
+) -> impl FnMut(&Tensor, usize) -> Tensor + 'a {
+    move |x, t| {
+        let inv = (1.0 / schedule.alpha_bar(t).sqrt()) as f32; //        1/√ᾱ_t
+        let sigma = schedule.ve_sigma(t) as f32; //                        σ_t
+        score_ve(&x.mul_scalar(inv), sigma).mul_scalar(inv)
+    }
+}
+// ANCHOR_END: vp_from_ve
 
 // ANCHOR: ddpm_ancestral
 /// DDPM's ancestral sampler (Ho et al., 2020, Algorithm 2) from `x0` ~ N(0, I), with the score in

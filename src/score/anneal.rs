@@ -131,14 +131,27 @@ pub fn anneal_dsm_loss_with(
     anneal_power: f32,
 ) -> Tensor {
     let sigma = sigmas.gather(labels, x.ndim()).to(&x.device()); //      (N, 1, …): σ of each sample
-    let x_tilde = x.add(&z.mul(&sigma)); //               x̃ = x + σz
-    let target = z.div(&sigma).neg(); //                  −(x̃ − x)/σ² = −z/σ
-    let s = score(&x_tilde, labels);
+    weighted_dsm_loss_with(|x_tilde| score(x_tilde, labels), x, z, &sigma, anneal_power)
+}
+
+/// Eq. 6's sum for noise levels given per sample: `sigma` of shape `(N, 1, …)` broadcasts against
+/// `x`, and `score` is the network already told each row's level. The annealed loss above and the
+/// [continuous one](continuous_dsm_loss_with) differ only in where σ comes from.
+pub fn weighted_dsm_loss_with(
+    score: impl Fn(&Tensor) -> Tensor,
+    x: &Tensor,
+    z: &Tensor,
+    sigma: &Tensor,
+    anneal_power: f32,
+) -> Tensor {
+    let x_tilde = x.add(&z.mul(sigma)); //                x̃ = x + σz
+    let target = z.div(sigma).neg(); //                   −(x̃ − x)/σ² = −z/σ
+    let s = score(&x_tilde);
     let per_sample = flat(&s.sub(&target))
         .square()
         .sum(&[1], true)
         .mul_scalar(0.5);
-    let weight = flat(&sigma).powf(anneal_power); //      λ(σ) = σ^power, (N, 1)
+    let weight = flat(sigma).powf(anneal_power); //       λ(σ) = σ^power, (N, 1)
     per_sample.mul(&weight).mean_all()
 }
 // ANCHOR_END: anneal_dsm
@@ -156,3 +169,92 @@ pub fn anneal_dsm_loss(
     let z = Tensor::randn_on(x.shape(), &x.device(), rng);
     anneal_dsm_loss_with(score, x, &labels, &z, sigmas, anneal_power)
 }
+
+// ANCHOR: noise_range
+/// A continuum of noise levels [σ_min, σ_max], for a network conditioned on σ itself rather than
+/// on one of L levels. Training draws σ log-uniformly, σ = σ_min·(σ_max/σ_min)^u with u ~ U[0, 1):
+/// the continuous version of picking one of NCSN's geometric levels uniformly, and the law of
+/// σ(t) for t ~ U[0, 1] in the VE SDE of Song et al. (2021), whose σ(t) is that same geometric
+/// interpolation. A sampler then asks the network for whatever levels it needs ([`Self::levels`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NoiseRange {
+    min: f64,
+    max: f64,
+}
+
+impl NoiseRange {
+    /// The levels from `min` to `max`. Panics unless 0 < min < max and both are finite.
+    pub fn new(min: f64, max: f64) -> Self {
+        assert!(
+            min > 0.0 && min < max && max.is_finite(),
+            "NoiseRange: need 0 < min < max < ∞, got ({min}, {max})"
+        );
+        NoiseRange { min, max }
+    }
+
+    /// σ_min.
+    pub fn min(&self) -> f64 {
+        self.min
+    }
+
+    /// σ_max.
+    pub fn max(&self) -> f64 {
+        self.max
+    }
+
+    /// Where σ lies on the range's log scale: 0 at σ_min, 1 at σ_max, and the same straight line
+    /// beyond them.
+    pub fn position(&self, sigma: f32) -> f32 {
+        ((f64::from(sigma) / self.min).ln() / (self.max / self.min).ln()) as f32
+    }
+
+    /// `n` levels drawn log-uniformly from the range, computed in f64 and rounded to f32.
+    pub fn sample(&self, n: usize, rng: &mut impl Rng) -> Vec<f32> {
+        let ratio = self.max / self.min;
+        (0..n)
+            .map(|_| (self.min * ratio.powf(rng.random::<f64>())) as f32) // σ_min·(σ_max/σ_min)^u
+            .collect()
+    }
+
+    /// `n` geometric levels from σ_max down to σ_min, for the samplers.
+    pub fn levels(&self, n: usize) -> GeometricSigmas {
+        GeometricSigmas::new(self.max, self.min, n)
+    }
+}
+
+/// DSM with one noise level per sample, given in `sigmas` (on the host: a network conditioned on
+/// σ reads it there), and noise `z`: [`weighted_dsm_loss_with`] with σ of shape `(N, 1, …)`.
+/// `score(x̃, sigmas)` returns s(x̃ₙ, σₙ) row by row.
+pub fn continuous_dsm_loss_with(
+    score: impl Fn(&Tensor, &[f32]) -> Tensor,
+    x: &Tensor,
+    sigmas: &[f32],
+    z: &Tensor,
+    anneal_power: f32,
+) -> Tensor {
+    let n = x.shape()[0];
+    assert_eq!(
+        sigmas.len(),
+        n,
+        "continuous_dsm_loss_with: {} levels for a batch of {n}",
+        sigmas.len()
+    );
+    let mut shape = vec![1; x.ndim().max(1)];
+    shape[0] = n;
+    let sigma = Tensor::from_vec(sigmas.to_vec(), &shape).to(&x.device());
+    weighted_dsm_loss_with(|x_tilde| score(x_tilde, sigmas), x, z, &sigma, anneal_power)
+}
+
+/// [`continuous_dsm_loss_with`] with σ drawn from `range` (one per sample), then z ~ N(0, I).
+pub fn continuous_dsm_loss(
+    score: impl Fn(&Tensor, &[f32]) -> Tensor,
+    x: &Tensor,
+    range: &NoiseRange,
+    anneal_power: f32,
+    rng: &mut impl Rng,
+) -> Tensor {
+    let sigmas = range.sample(x.shape()[0], rng);
+    let z = Tensor::randn_on(x.shape(), &x.device(), rng);
+    continuous_dsm_loss_with(score, x, &sigmas, &z, anneal_power)
+}
+// ANCHOR_END: noise_range

@@ -12,8 +12,8 @@
 //! | [`esm`] | exact (Hyvärinen) score matching, E[tr ∇ₓs + ½‖s‖²] | Eq. 1 |
 //! | [`ssm`] | sliced score matching and its variance-reduced form (SSM-VR) | Eq. 3 |
 //! | [`dsm`] | denoising score matching at one σ | Eq. 2 |
-//! | [`anneal`] | the geometric noise schedule and the annealed DSM objective | Eq. 5–6 |
-//! | [`model`] | the toy MLP score network and a noise-conditional MLP | §3.2, §4.1 |
+//! | [`anneal`] | the geometric noise schedule and the annealed DSM objective; a continuum of levels | Eq. 5–6 |
+//! | [`model`] | the toy MLP score network and noise-conditional MLPs (L levels, or any σ) | §3.2, §4.1 |
 //!
 //! Each objective returns a 0-dimensional loss tensor that depends on the parameters through the
 //! graph, ready for [`Tensor::backward`](crate::Tensor::backward). Those that contain ∇ₓ s_θ (ESM,
@@ -29,10 +29,13 @@ pub mod esm;
 pub mod model;
 pub mod ssm;
 
-pub use anneal::{GeometricSigmas, anneal_dsm_loss, anneal_dsm_loss_with};
+pub use anneal::{
+    GeometricSigmas, NoiseRange, anneal_dsm_loss, anneal_dsm_loss_with, continuous_dsm_loss,
+    continuous_dsm_loss_with, weighted_dsm_loss_with,
+};
 pub use dsm::{dsm_loss, dsm_loss_with};
 pub use esm::esm_loss;
-pub use model::{NoiseConditionalMlp, ScoreMlp};
+pub use model::{ContinuousNoiseMlp, NoiseConditionalMlp, ScoreMlp};
 pub use ssm::{Projection, SsmLoss, sliced_score_matching, ssm_loss, ssm_vr_loss};
 
 use crate::Tensor;

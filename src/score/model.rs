@@ -5,8 +5,10 @@
 //!   trained with SSM-VR for the paper's Fig. 2.
 //! * [`NoiseConditionalMlp`]: s_θ(x, σ) for one of the levels of a [`GeometricSigmas`] schedule,
 //!   trained with the annealed DSM objective and sampled with annealed Langevin dynamics.
+//! * [`ContinuousNoiseMlp`]: s_θ(x, σ) for any σ of a [`NoiseRange`], trained with DSM at
+//!   log-uniform σ, for the samplers of [`crate::sample::sde`] that want hundreds of levels.
 
-use super::GeometricSigmas;
+use super::{GeometricSigmas, NoiseRange};
 use crate::Tensor;
 use crate::nn::{Activation, Linear, Mlp, Module, Path};
 use rand::Rng;
@@ -119,3 +121,136 @@ impl NoiseConditionalMlp {
     }
 }
 // ANCHOR_END: ncmlp
+
+// ANCHOR: continuous_mlp
+/// A score network s_θ(x, σ) for every σ of a [`NoiseRange`], not only L fixed levels: what the
+/// samplers of [`crate::sample::sde`] need, which step through hundreds of levels. An MLP
+/// `dim → hidden → hidden → dim` with softplus activations, in which σ enters three ways:
+///
+/// 1. **an embedding added to each hidden layer.** σ's position u on the range's log scale (0 at
+///    σ_min, 1 at σ_max) becomes the features e(σ) = (u, sin πku, cos πku for k = 1, …, 8),
+///    and each hidden layer adds a learned linear map of them:
+///    h_ℓ = softplus(W_ℓ h_{ℓ−1} + b_ℓ + E_ℓ e(σ)). Smooth in σ, and able to change quickly
+///    where the score does. (Song et al. (2021) embed log σ with random Fourier features; these
+///    are fixed, so the network draws nothing at construction that a reader must track.)
+/// 2. **the input scaled to unit size**, x ↦ x/√(σ² + σ_d²) with σ_d the data's standard
+///    deviation: x̃ = x + σz has about that size, so the first layer sees inputs of order one at
+///    σ = 0.01 and at σ = 200 alike (the c_in of Karras et al., 2022).
+/// 3. **the output divided by σ**, as in [`NoiseConditionalMlp`]: s_θ(x, σ) = f_θ(x, σ)/σ.
+///
+/// Parameters: `0.*`, `2.*`, `4.*` for the linear layers as in [`ScoreMlp`], and
+/// `embed.0.weight`, `embed.1.weight` (each `(hidden, 17)`, no bias) for the embeddings.
+#[derive(Clone)]
+pub struct ContinuousNoiseMlp {
+    /// The three linear layers.
+    pub layers: [Linear; 3],
+    /// The maps from σ's features to each hidden layer.
+    pub embeddings: [Linear; 2],
+    /// The range σ's position is measured on.
+    pub range: NoiseRange,
+    /// σ_d, the data's standard deviation, in the input scale 1/√(σ² + σ_d²).
+    pub data_std: f32,
+}
+
+/// The frequencies k = 1, …, K of σ's features.
+const FREQUENCIES: usize = 8;
+
+impl ContinuousNoiseMlp {
+    /// The number of features e(σ) has: u, and a sine and a cosine per frequency.
+    pub const FEATURES: usize = 1 + 2 * FREQUENCIES;
+
+    /// A freshly initialised network (PyTorch's default `Linear` init, drawn from `rng`).
+    /// Panics unless `data_std` is positive and finite.
+    pub fn new(
+        path: &Path,
+        dim: usize,
+        hidden: usize,
+        range: NoiseRange,
+        data_std: f32,
+        rng: &mut impl Rng,
+    ) -> Self {
+        assert!(
+            data_std > 0.0 && data_std.is_finite(),
+            "ContinuousNoiseMlp: data_std must be positive and finite, got {data_std}"
+        );
+        let layers = [
+            Linear::new(&path.sub(0), dim, hidden, rng),
+            Linear::new(&path.sub(2), hidden, hidden, rng),
+            Linear::new(&path.sub(4), hidden, dim, rng),
+        ];
+        let e = path.sub("embed");
+        let embeddings =
+            [0, 1].map(|i| Linear::with_bias(&e.sub(i), Self::FEATURES, hidden, false, rng));
+        ContinuousNoiseMlp {
+            layers,
+            embeddings,
+            range,
+            data_std,
+        }
+    }
+
+    /// The features e(σ) of each σ, as a tensor `(N, FEATURES)` on the host.
+    pub fn features(&self, sigmas: &[f32]) -> Tensor {
+        let mut values = Vec::with_capacity(sigmas.len() * Self::FEATURES);
+        for &sigma in sigmas {
+            let u = self.range.position(sigma);
+            values.push(u);
+            for k in 1..=FREQUENCIES {
+                let angle = std::f32::consts::PI * k as f32 * u; //   πku
+                values.extend([angle.sin(), angle.cos()]);
+            }
+        }
+        Tensor::from_vec(values, &[sigmas.len(), Self::FEATURES])
+    }
+
+    /// s_θ(x, σₙ) for each row n of `x` (shape `(N, dim)`), one σ per row.
+    pub fn forward(&self, x: &Tensor, sigmas: &[f32]) -> Tensor {
+        assert_eq!(
+            sigmas.len(),
+            x.shape()[0],
+            "ContinuousNoiseMlp: {} levels for a batch of shape {:?}",
+            sigmas.len(),
+            x.shape()
+        );
+        let device = x.device();
+        let column = |f: &dyn Fn(f32) -> f32| {
+            Tensor::from_vec(sigmas.iter().map(|&s| f(s)).collect(), &[sigmas.len(), 1]).to(&device)
+        };
+        let features = self.features(sigmas).to(&device);
+        self.forward_with(
+            x,
+            &features,
+            &column(&|s| self.input_scale(s)),
+            &column(&|s| s),
+        )
+    }
+
+    /// The score at one σ for the whole batch (what the samplers call): the same as
+    /// [`Self::forward`] with every σₙ equal to `sigma`, with one row of features broadcast.
+    pub fn forward_sigma(&self, x: &Tensor, sigma: f32) -> Tensor {
+        let features = self.features(&[sigma]).to(&x.device());
+        let scale = Tensor::scalar(self.input_scale(sigma));
+        self.forward_with(x, &features, &scale, &Tensor::scalar(sigma))
+    }
+
+    /// 1/√(σ² + σ_d²), computed in f64.
+    fn input_scale(&self, sigma: f32) -> f32 {
+        let (s, d) = (f64::from(sigma), f64::from(self.data_std));
+        (1.0 / (s * s + d * d).sqrt()) as f32
+    }
+
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        features: &Tensor,
+        scale: &Tensor,
+        sigma: &Tensor,
+    ) -> Tensor {
+        let mut h = x.mul(scale); //                                  x/√(σ² + σ_d²)
+        for (layer, embed) in self.layers[..2].iter().zip(&self.embeddings) {
+            h = layer.forward(&h).add(&embed.forward(features)).softplus(); // softplus(W h + b + E e(σ))
+        }
+        self.layers[2].forward(&h).div(sigma) //                      f_θ(x, σ)/σ
+    }
+}
+// ANCHOR_END: continuous_mlp
