@@ -57,6 +57,10 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    if let Err(e) = flow_likelihoods(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// One sampler's row of the table.
@@ -457,3 +461,58 @@ fn mean_log_prob(p: &GaussianMixture, x: &Tensor) -> f64 {
         .collect();
     finite.iter().sum::<f64>() / finite.len().max(1) as f64
 }
+
+// ANCHOR: flow_likelihoods
+/// The log-likelihood the probability flow assigns to fresh draws of the data (from a generator
+/// of their own, so the samplers' draws above are untouched), with the exact score and divergence
+/// on 500 levels 50 → 0.01: half the VE samplers' 1000, which would cut the error in the mean,
+/// 3·10⁻⁴ nats, fourfold for twice the time. One run up the levels gives the latent codes and the
+/// integral of the divergence; the estimate is the prior at the codes minus the integral, with the
+/// samplers' prior N(0, 50² I) and with the exact q₅₀. Beside them, the exact mean log q_{σ_L} and
+/// log p of the same points.
+fn flow_likelihoods(args: &Args) -> ncsn::Result<()> {
+    use ncsn::sample::{flow_log_likelihood, gaussian_log_prob};
+    use ncsn::score::{closed_form_score_and_divergence, tensor_from_array2};
+    use ncsn::toy::ToyDistribution;
+    let p = GaussianMixture::paper();
+    let n = args.samples as usize;
+    let x = tensor_from_array2(p.sample(n, &mut ChaCha8Rng::seed_from_u64(args.seed + 1)));
+    let levels = GeometricSigmas::new(50.0, 0.01, 500);
+    let flow = flow_log_likelihood(
+        |x, i| closed_form_score_and_divergence(&p.perturbed(f64::from(levels.get(i))))(x),
+        &x,
+        &levels,
+        |z| gaussian_log_prob(z, levels.first()),
+    );
+    let mean = |v: Vec<f32>| v.iter().map(|&v| f64::from(v)).sum::<f64>() / v.len() as f64;
+    let data = tensor_to_array2(&x);
+    let top = p.perturbed(f64::from(levels.first()));
+    let at_codes = top.log_prob(tensor_to_array2(&flow.latent).view()).to_vec();
+    let last = p.perturbed(f64::from(levels.last()));
+    let rows = [
+        (
+            "flow, prior N(0, 50² I)",
+            mean(flow.log_likelihood.to_vec()),
+        ),
+        (
+            "flow, exact prior q₅₀",
+            mean(at_codes) - mean(flow.divergence_integral.to_vec()),
+        ),
+        (
+            "exact log q_σL, σL = 0.01",
+            mean(last.log_prob(data.view()).to_vec()),
+        ),
+        ("exact log p", mean(p.log_prob(data.view()).to_vec())),
+    ];
+    let mut text = format!(
+        "\nthe flow's log-likelihood of {n} draws of the data (500 levels 50 → 0.01, exact divergence)\n\
+         {:<32} {:>12} {:>10}\n",
+        "", "mean (nats)", "bits/dim"
+    );
+    for (name, nats) in rows {
+        let bits = -nats / (2.0 * std::f64::consts::LN_2); //   D = 2
+        text += &format!("{name:<32} {nats:>12.4} {bits:>10.4}\n");
+    }
+    ncsn::io::print_stdout(&text)
+}
+// ANCHOR_END: flow_likelihoods

@@ -34,8 +34,9 @@
 //! - [`sample`] — Langevin dynamics (Eq. 4), annealed Langevin dynamics (Algorithm 1) and
 //!   inpainting (Algorithm 2); and the later samplers that reverse a diffusion (reverse diffusion,
 //!   predictor–corrector sampling and the probability-flow ODE of the VE SDE, DDPM's ancestral
-//!   sampler). All are generic over the score function and the batch shape, and run without
-//!   recording a graph.
+//!   sampler), and log-likelihoods from the probability-flow ODE. All are generic over the score
+//!   function and the batch shape, and run without recording a graph (but for the divergence of a
+//!   network's score, by autograd inside each call).
 //! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
 //!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
 //! - [`io`] — safetensors checkpoints written atomically and validated on load, of named arrays, of

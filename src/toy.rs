@@ -13,7 +13,8 @@
 //! | [`UniformSquare`] | uniform on a square | yes | no (zero inside, undefined on the edge) | — |
 //! | [`Embedded`] | any toy mapped into a d-dimensional subspace of ℝᴰ | no (no density) | no | [`perturb`] |
 //!
-//! [`ToyDistribution`] is the common sampling interface; [`ClosedFormScore`] adds log p and its score.
+//! [`ToyDistribution`] is the common sampling interface; [`ClosedFormScore`] adds log p and its score,
+//! and [`ClosedFormLaplacian`] the divergence of the score, Δ log p (the mixture and the ring have it).
 //! Sampling takes any [`rand::Rng`]; for reproducible draws use
 //! `rand_chacha::ChaCha8Rng::seed_from_u64(seed)`: the same seed gives the same bits.
 //!
@@ -44,6 +45,23 @@ pub trait ClosedFormScore: ToyDistribution {
     fn log_prob(&self, x: ArrayView2<f32>) -> Array1<f32>;
     /// ∇ₓ log p(x) for each row of `x` (shape `(N, D)`), as an `(N, D)` array.
     fn score(&self, x: ArrayView2<f32>) -> Array2<f32>;
+}
+
+/// A distribution whose score has a closed-form divergence: the Laplacian of its log-density,
+/// Δ log p(x) = ∇ₓ · ∇ₓ log p(x) = tr ∇ₓ² log p(x).
+///
+/// The probability-flow ODE turns it into log-likelihoods
+/// ([`flow_log_likelihood`](crate::sample::flow_log_likelihood)): it is the exact divergence
+/// against which the autograd and Hutchinson estimates of a network's divergence are checked.
+pub trait ClosedFormLaplacian: ClosedFormScore {
+    /// Δ log p(x) for each row of `x` (shape `(N, D)`), as a length-`N` array.
+    fn laplacian_log_prob(&self, x: ArrayView2<f32>) -> Array1<f32>;
+
+    /// The score and Δ log p together, as [`score`](ClosedFormScore::score) and
+    /// [`laplacian_log_prob`](Self::laplacian_log_prob) give them (a type may share the work).
+    fn score_and_laplacian(&self, x: ArrayView2<f32>) -> (Array2<f32>, Array1<f32>) {
+        (self.score(x), self.laplacian_log_prob(x))
+    }
 }
 
 fn check_cols(what: &str, x: &ArrayView2<f32>, d: usize) {
@@ -240,6 +258,32 @@ impl GaussianMixture {
     }
     // ANCHOR_END: mixture_score
 
+    // ANCHOR: mixture_laplacian
+    /// Δ log p(x) in `f64` for one point. With gₖ = (μₖ − x)/σₖ² the gradient of the log-joint
+    /// term aₖ, the score is s = Σₖ rₖ gₖ, and since ∇rₖ = rₖ (gₖ − s) its Jacobian is
+    /// Σₖ rₖ (−I/σₖ²) + Σₖ rₖ gₖ (gₖ − s)ᵀ. Its trace, Σₖ rₖ (‖gₖ‖² − D/σₖ²) − ‖s‖², is written
+    /// as the responsibility-weighted spread of the component scores about their mean,
+    ///
+    /// Δ log p = Σₖ rₖ (‖gₖ − s‖² − D/σₖ²),
+    ///
+    /// which has no cancellation: ‖gₖ‖² and ‖s‖² both grow like ‖x‖² far from the modes.
+    pub(crate) fn laplacian_f64(&self, x: &[f64], a: &mut [f64], s: &mut [f64]) -> f64 {
+        self.score_f64(x, a, s); //  s = Σₖ rₖ gₖ; a[k] = log πₖN(x; μₖ, σₖ²I)
+        let log_p = log_sum_exp(a);
+        let d = x.len() as f64;
+        let mut lap = 0.0;
+        for (k, mu) in self.means.outer_iter().enumerate() {
+            let r = (a[k] - log_p).exp(); //                                   rₖ(x)
+            let var = self.stds[k] * self.stds[k];
+            let spread: f64 = (x.iter().zip(mu.iter()).zip(s.iter()))
+                .map(|((xi, mi), si)| ((mi - xi) / var - si).powi(2))
+                .sum(); //                                                      ‖gₖ − s‖²
+            lap += r * (spread - d / var); //                                  rₖ (‖gₖ − s‖² − D/σₖ²)
+        }
+        lap
+    }
+    // ANCHOR_END: mixture_laplacian
+
     /// log p(x) in `f64` for one point.
     #[cfg(test)]
     pub(crate) fn log_prob_f64(&self, x: &[f64]) -> f64 {
@@ -378,6 +422,33 @@ impl ClosedFormScore for GaussianMixture {
     }
 }
 
+impl ClosedFormLaplacian for GaussianMixture {
+    /// Δ log p(x) = Σₖ rₖ(x) (‖gₖ − s‖² − D/σₖ²) with gₖ = (μₖ − x)/σₖ² and s the score.
+    fn laplacian_log_prob(&self, x: ArrayView2<f32>) -> Array1<f32> {
+        check_cols("GaussianMixture::laplacian_log_prob", &x, self.dim());
+        let mut a = vec![0.0; self.n_components()];
+        let mut s = vec![0.0; self.dim()];
+        map_rows_scalar(x, |p| self.laplacian_f64(p, &mut a, &mut s))
+    }
+
+    /// One pass: the Laplacian's computation leaves the score behind.
+    fn score_and_laplacian(&self, x: ArrayView2<f32>) -> (Array2<f32>, Array1<f32>) {
+        check_cols("GaussianMixture::score_and_laplacian", &x, self.dim());
+        let mut a = vec![0.0; self.n_components()];
+        let mut s = vec![0.0; self.dim()];
+        let mut score = Array2::<f32>::zeros(x.raw_dim());
+        let lap = Array1::from_iter(x.outer_iter().zip(score.outer_iter_mut()).map(
+            |(row, mut out)| {
+                let p: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+                let lap = self.laplacian_f64(&p, &mut a, &mut s);
+                out.iter_mut().zip(&s).for_each(|(o, &v)| *o = v as f32);
+                lap as f32
+            },
+        ));
+        (score, lap)
+    }
+}
+
 // ANCHOR: log_sum_exp
 /// log Σᵢ exp(aᵢ), computed as m + log Σᵢ exp(aᵢ − m) with m = maxᵢ aᵢ so that the largest term is
 /// exp(0) = 1: nothing overflows, and the sum is at least 1 so its log is finite.
@@ -486,6 +557,21 @@ impl Ring {
         out[1] = c * x[1];
     }
     // ANCHOR_END: ring_score
+
+    /// Δ log p(x) in `f64` for one point. log p depends on ρ = ‖x‖ alone, f(ρ) =
+    /// −ρ²/2s² + log I₀(z) + const with z = cρ and c = r/s², and in the plane Δf = f'' + f'/ρ.
+    /// With R = I₁/I₀, f' = −ρ/s² + cR(z) and, since R' = 1 − R/z − R²,
+    /// f'' = −1/s² + c²(1 − R/z − R²), while f'/ρ = −1/s² + c²R/z: the R/z terms cancel and
+    ///
+    /// Δ log p = −2/s² + (r/s²)² (1 − R(z)²),
+    ///
+    /// smooth at the origin (R(0) = 0).
+    pub(crate) fn laplacian_f64(&self, x: &[f64]) -> f64 {
+        let (r, s2) = (self.radius, self.std * self.std);
+        let (i0e, i1e) = bessel_i01e(r * x[0].hypot(x[1]) / s2);
+        let ratio = i1e / i0e; //                               R(z) = I₁(z)/I₀(z)
+        -2.0 / s2 + (r / s2) * (r / s2) * (1.0 - ratio * ratio)
+    }
 }
 
 impl ToyDistribution for Ring {
@@ -518,6 +604,14 @@ impl ClosedFormScore for Ring {
     fn score(&self, x: ArrayView2<f32>) -> Array2<f32> {
         check_cols("Ring::score", &x, 2);
         map_rows_vector(x, |p, out| self.score_f64(p, out))
+    }
+}
+
+impl ClosedFormLaplacian for Ring {
+    /// Δ log p(x) = −2/s² + (r/s²)² (1 − (I₁(z)/I₀(z))²), z = r‖x‖/s².
+    fn laplacian_log_prob(&self, x: ArrayView2<f32>) -> Array1<f32> {
+        check_cols("Ring::laplacian_log_prob", &x, 2);
+        map_rows_scalar(x, |p| self.laplacian_f64(p))
     }
 }
 
@@ -885,6 +979,99 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Σᵢ of central differences (sᵢ(x + h eᵢ) − sᵢ(x − h eᵢ)) / 2h of an f64 score: its divergence.
+    fn fd_divergence(score: &mut dyn FnMut(&[f64], &mut [f64]), x: &[f64], h: f64) -> f64 {
+        let mut s = vec![0.0; x.len()];
+        (0..x.len())
+            .map(|i| {
+                let (mut a, mut b) = (x.to_vec(), x.to_vec());
+                a[i] += h;
+                b[i] -= h;
+                score(&a, &mut s);
+                let plus = s[i];
+                score(&b, &mut s);
+                (plus - s[i]) / (2.0 * h)
+            })
+            .sum()
+    }
+
+    // The closed-form Laplacians against central differences of the score, in f64 at h = 1e-4.
+    // Truncation: h²/6 · |∂ᵢ³ sᵢ| = h²/6 · |∂ᵢ⁴ log p| per axis. For the mixtures the quartic part
+    // along an axis is r(1−r)(1−6r+6r²)Δ⁴ ≤ Δ⁴/8 with Δ the difference of the component slopes
+    // (10 for the paper's mixture, ≤ ~15 for the 3-D one): ≤ 6,400, so ≤ 1.1e-5 per axis. For the
+    // thin ring (2, 0.3), (r/s²)⁴ ≈ 2.4e5 times |(log I₀)''''| ≤ 0.125: ≤ 1.5e-5 per axis.
+    // Rounding: ε|s|/h ≤ 2.2e-16 · 100 / 1e-4 ≈ 2e-10. So 1e-4 · (1 + |Δ log p|) leaves a margin of
+    // three or more, while a dropped term (−‖s‖², or D/σₖ² in place of Σ rₖ D/σₖ²) is off by O(1)
+    // and more between the modes. Measured: the largest error is 2.0e-7 · (1 + |Δ log p|) for the
+    // mixtures and 6.5e-7 · (1 + |Δ log p|) for the rings, far inside the bound.
+    const FD_LAP_H: f64 = 1e-4;
+    fn fd_lap_tol(lap: f64) -> f64 {
+        1e-4 * (1.0 + lap.abs())
+    }
+
+    #[test]
+    fn mixture_laplacian_matches_finite_differences_of_the_score() {
+        for (mix, points) in [
+            (
+                GaussianMixture::paper(),
+                test_points_2d().iter().map(|p| p.to_vec()).collect(),
+            ),
+            (three_component_3d(), {
+                let mut r = rng(9);
+                (0..40)
+                    .map(|_| {
+                        (0..3)
+                            .map(|_| r.random_range(-6.0..6.0))
+                            .collect::<Vec<f64>>()
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        ] {
+            let d = mix.dim();
+            let (mut a, mut s) = (vec![0.0; mix.n_components()], vec![0.0; d]);
+            for p in points {
+                let lap = mix.laplacian_f64(&p, &mut a, &mut s);
+                let fd = fd_divergence(&mut |x, out| mix.score_f64(x, &mut a, out), &p, FD_LAP_H);
+                assert!(
+                    (lap - fd).abs() <= fd_lap_tol(lap),
+                    "at {p:?}: Δ log p {lap}, finite differences {fd}"
+                );
+            }
+        }
+        // The array method is the f64 one, and on a single Gaussian (the mixture perturbed so far
+        // that one component would do) it is −D/σ²: here ⅕N(0, 4I) + ⅘N(0, 4I) in the plane.
+        let single = GaussianMixture::new(&[1.0, 4.0], array![[0.0, 0.0], [0.0, 0.0]], &[2.0, 2.0]);
+        let lap = single.laplacian_log_prob(array![[0.3f32, -7.0], [40.0, 2.0]].view());
+        assert!(lap.iter().all(|&l| (l + 0.5).abs() < 1e-6), "{lap:?}");
+        // The one-pass score and Laplacian are the two methods', bit for bit.
+        let mix = GaussianMixture::paper();
+        let x = array![[0.3f32, -7.0], [40.0, 2.0], [5.0, 5.0], [0.0, 0.0]];
+        let (s, lap) = mix.score_and_laplacian(x.view());
+        assert_eq!(s, mix.score(x.view()));
+        assert_eq!(lap, mix.laplacian_log_prob(x.view()));
+    }
+
+    #[test]
+    fn ring_laplacian_matches_finite_differences_of_the_score() {
+        for ring in [
+            Ring::new(2.0, 0.3),
+            Ring::new(4.0, 0.5),
+            Ring::new(0.0, 1.0),
+        ] {
+            for p in test_points_2d() {
+                let lap = ring.laplacian_f64(&p);
+                let fd = fd_divergence(&mut |x, out| ring.score_f64(x, out), &p, FD_LAP_H);
+                assert!(
+                    (lap - fd).abs() <= fd_lap_tol(lap),
+                    "{ring:?} at {p:?}: Δ log p {lap}, finite differences {fd}"
+                );
+            }
+        }
+        // Radius 0 is a plain Gaussian N(0, s²I): Δ log p = −2/s².
+        let lap = Ring::new(0.0, 2.0).laplacian_log_prob(array![[1.0f32, -2.0]].view());
+        assert!((lap[0] + 0.5).abs() < 1e-7, "{lap:?}");
     }
 
     /// At points equidistant from both modes of the paper's mixture the responsibilities are exactly

@@ -6,7 +6,7 @@
 //! | [`langevin`] | Langevin dynamics with a fixed step | Eq. 4 |
 //! | [`annealed`] | annealed Langevin dynamics over a noise schedule | Algorithm 1 |
 //! | [`inpaint`] | annealed Langevin dynamics that keeps known entries fixed | Algorithm 2 (appendix) |
-//! | [`sde`] | reverse diffusion, predictor–corrector sampling, the probability-flow ODE, DDPM's ancestral sampler | Song et al. (2021), Ho et al. (2020) |
+//! | [`sde`] | reverse diffusion, predictor–corrector sampling, the probability-flow ODE and its log-likelihoods, DDPM's ancestral sampler | Song et al. (2021), Ho et al. (2020) |
 //!
 //! A score function is a closure: `FnMut(&Tensor) -> Tensor` for plain Langevin dynamics and
 //! `FnMut(&Tensor, usize) -> Tensor` for the annealed samplers and those of [`sde`], whose second
@@ -16,8 +16,9 @@
 //! `(N, C, H, W)` images.
 //!
 //! Every sampler runs under [`no_grad`](crate::no_grad): a thousand steps record no graph, and a
-//! network's parameters are read, never differentiated. Noise comes from the `rng` passed in, so a
-//! seeded `ChaCha8Rng` makes a run reproducible.
+//! network's parameters are read, never differentiated (only the divergence adapters of [`sde`]
+//! record a graph, inside each call, to differentiate the score in x). Noise comes from the `rng`
+//! passed in, so a seeded `ChaCha8Rng` makes a run reproducible.
 
 pub mod annealed;
 pub mod inpaint;
@@ -28,8 +29,9 @@ pub use annealed::{AnnealedConfig, annealed_langevin};
 pub use inpaint::annealed_langevin_inpaint;
 pub use langevin::{LangevinConfig, langevin_dynamics, langevin_step};
 pub use sde::{
-    VpSchedule, ddpm_ancestral, predictor_corrector, probability_flow, reverse_diffusion,
-    vp_from_ve,
+    FlowLikelihood, Probe, VpSchedule, ddpm_ancestral, exact_divergence, flow_log_likelihood,
+    gaussian_log_prob, hutchinson_divergence, predictor_corrector, probability_flow,
+    reverse_diffusion, vp_from_ve,
 };
 
 use crate::Tensor;

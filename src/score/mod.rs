@@ -21,7 +21,8 @@
 //! differentiates that gradient again.
 //!
 //! [`closed_form_score`] turns a [toy distribution](crate::toy) with a closed-form score into a
-//! score function, for samplers and tests.
+//! score function, for samplers and tests; [`closed_form_score_and_divergence`] adds the score's
+//! divergence, for likelihoods from the probability-flow ODE.
 
 pub mod anneal;
 pub mod dsm;
@@ -39,7 +40,7 @@ pub use model::{ContinuousNoiseMlp, NoiseConditionalMlp, ScoreMlp};
 pub use ssm::{Projection, SsmLoss, sliced_score_matching, ssm_loss, ssm_vr_loss};
 
 use crate::Tensor;
-use crate::toy::ClosedFormScore;
+use crate::toy::{ClosedFormLaplacian, ClosedFormScore};
 use ndarray::{Array2, Ix2};
 
 /// A tensor of shape `(N, D)` from an `(N, D)` array (the bridge from [`crate::toy`], which works on
@@ -59,6 +60,18 @@ pub fn tensor_to_array2(t: &Tensor) -> Array2<f32> {
 /// no graph).
 pub fn closed_form_score<P: ClosedFormScore>(dist: &P) -> impl Fn(&Tensor) -> Tensor + '_ {
     move |x: &Tensor| tensor_from_array2(dist.score(tensor_to_array2(x).view()))
+}
+
+/// The closed-form score of `dist` and its divergence Δ log p, shape `(N,)`, on `(N, D)` tensors:
+/// what [`flow_log_likelihood`](crate::sample::flow_log_likelihood) needs, exactly (a constant,
+/// like [`closed_form_score`]).
+pub fn closed_form_score_and_divergence<P: ClosedFormLaplacian>(
+    dist: &P,
+) -> impl Fn(&Tensor) -> (Tensor, Tensor) + '_ {
+    move |x: &Tensor| {
+        let (s, div) = dist.score_and_laplacian(tensor_to_array2(x).view());
+        (tensor_from_array2(s), Tensor::from_array(div.into_dyn()))
+    }
 }
 
 /// Rows of `x` as a matrix `(N, D)` with D the product of the other axes (a reshape, no copy for
