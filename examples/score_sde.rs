@@ -4,12 +4,13 @@
 //! marginals, beside Langevin and annealed Langevin dynamics with exact scores. Prints what
 //! fraction of each sampler's points lands in the heavy mode (the data's is 0.8) and the mean
 //! log-density of its points, and writes a scatter plot for each of the three samplers on 1000
-//! levels and the paths of the two VE ones to `score_sde_out/` (or `--out DIR`).
+//! levels and the paths of the two VE ones to `score_sde_out/` (or `--out DIR`). Then it scores
+//! fresh draws of the data by the probability flow's log-likelihood, with the exact score.
 //!
-//! Then it trains one network for every σ from 0.01 to 200 (`ContinuousNoiseMlp`, DSM at
+//! Last, it trains one network for every σ from 0.01 to 200 (`ContinuousNoiseMlp`, DSM at
 //! log-uniform σ) and runs the same samplers with it in place of the exact scores: a second table,
-//! a figure of the network's error against σ, and scatter plots of its samples. `--train-steps 0`
-//! skips that part.
+//! a figure of the network's error against σ, scatter plots of its samples, and its own
+//! log-likelihood of the same fresh draws. `--train-steps 0` skips that part.
 //!
 //! ```text
 //! cargo run --release --example score_sde [-- --out DIR --samples N --seed S --train-steps K]
@@ -23,7 +24,8 @@ use ncsn::optim::{Adam, AdamConfig, Ema};
 use ncsn::plot::{self, Figure, Grid, Series};
 use ncsn::sample::{
     AnnealedConfig, LangevinConfig, Samples, VpSchedule, annealed_langevin, ddpm_ancestral,
-    langevin_dynamics, predictor_corrector, probability_flow, reverse_diffusion, vp_from_ve,
+    exact_divergence, flow_log_likelihood, gaussian_log_prob, langevin_dynamics,
+    predictor_corrector, probability_flow, reverse_diffusion, vp_from_ve,
 };
 use ncsn::score::{
     ContinuousNoiseMlp, GeometricSigmas, NoiseRange, closed_form_score, continuous_dsm_loss,
@@ -54,10 +56,6 @@ struct Args {
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(&args) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
-    if let Err(e) = flow_likelihoods(&args) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -232,6 +230,7 @@ fn run(args: &Args) -> ncsn::Result<()> {
         -entropy,
     );
     ncsn::io::print_stdout(&table)?;
+    flow_likelihoods(args)?;
     if args.train_steps > 0 {
         learned(args, &p, &mut rng)?;
     }
@@ -361,6 +360,23 @@ fn learned(args: &Args, p: &GaussianMixture, rng: &mut ChaCha8Rng) -> ncsn::Resu
         )?;
     }
 
+    // ANCHOR: learned_likelihood
+    // The model's own log-likelihood of fresh data (the draws `flow_likelihoods` scores with the
+    // exact score): the flow from σ = 0.01 up to 200 with the network's score and its exact
+    // divergence by autograd, and the prior N(0, 200² I) at the top.
+    let data = tensor_from_array2(p.sample(n, &mut ChaCha8Rng::seed_from_u64(args.seed + 1)));
+    let flow_levels = range.levels(500);
+    let t0 = Instant::now();
+    let model = flow_log_likelihood(
+        exact_divergence(|x, i| net.forward_sigma(x, flow_levels.get(i))),
+        &data,
+        &flow_levels,
+        |z| gaussian_log_prob(z, flow_levels.first()),
+    );
+    let nll_secs = t0.elapsed().as_secs_f64();
+    let model_nats = f64::from(model.log_likelihood.mean_all().item());
+    let exact_nats = mean_log_prob(p, &data);
+    // ANCHOR_END: learned_likelihood
     let at_least = |lo: f64| {
         error
             .iter()
@@ -371,15 +387,16 @@ fn learned(args: &Args, p: &GaussianMixture, rng: &mut ChaCha8Rng) -> ncsn::Resu
     let mut table = format!(
         "\none network for every σ in [0.01, 200]: {steps} steps in {train_secs:.1} s, mean of the \
          last 100 losses {:.3}\nrelative squared error of its score: at most {:.4} for σ ≥ 0.1, \
-         {:.3} for σ ≥ 0.01\n\n{:<32} {:>14} {:>12} {:>12} {:>8}\n",
+         {:.3} for σ ≥ 0.01\nits log-likelihood of the {n} fresh draws by the flow (500 levels): \
+         {model_nats:.4} nats, {:.4} bits/dim, in {nll_secs:.1} s (exact log p: {exact_nats:.4})\n\n",
         recent(&losses),
         at_least(-1.0 - 1e-9),
         at_least(f64::NEG_INFINITY),
-        "sampler (learned score)",
-        "in (5, 5)",
-        "off the modes",
-        "mean log p",
-        "time (s)"
+        -model_nats / (2.0 * std::f64::consts::LN_2),
+    );
+    table += &format!(
+        "{:<32} {:>14} {:>12} {:>12} {:>8}\n",
+        "sampler (learned score)", "in (5, 5)", "off the modes", "mean log p", "time (s)"
     );
     for (name, x, secs) in &rows {
         table += &format!(
