@@ -674,6 +674,72 @@ fn heatmap_cells_take_the_documented_colours_in_place() {
     assert_eq!(fills, ["#FFFAF3", "#7F2704"], "{got:?}");
 }
 
+/// Neighbouring cells overlap by one or two pixels (1.5, rounded), the later one (to the right, or above) on top, so that
+/// a viewer scaling the figure finds no shared edge to blend with the background (a faint seam
+/// between cells, seen when the book's figures were rasterised at 500 pixels). The outer edges
+/// stay on the frame: the last column and the top row reach no further than the grid. The colour
+/// bar's bands overlap likewise. Cells of
+/// 1 × 2 units are about 72 × 250 pixels here; edge to edge the overlap would be 0.
+#[test]
+fn heatmap_cells_overlap_their_later_neighbours_by_a_pixel() {
+    let grid = Grid::new((0.0, 6.0), (0.0, 4.0), 6, 2);
+    let lp = array![
+        0.0f32, -4.0, -9.0, -14.0, -30.0, -2.0, -9.0, -9.0, -9.0, -9.0, -9.0, -9.0
+    ];
+    let path = out("heatmap_overlap.svg");
+    plot::heatmap(&path, &Figure::new("overlap"), &grid, lp.view()).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let got = cells(&svg);
+    assert_eq!(
+        got.len(),
+        7,
+        "six cells in the bottom row, one run above: {got:?}"
+    );
+    let (xt, yt) = ticks(&svg, 500.0);
+    let (px, py) = (fit(&xt), fit(&yt));
+    let bottom = &got[..6];
+    for (k, pair) in bottom.windows(2).enumerate() {
+        let right_edge = pair[0].0 + pair[0].2;
+        let overlap = right_edge - pair[1].0;
+        assert!(
+            (1.0..=2.0).contains(&overlap),
+            "cells {k} and {}: {pair:?}",
+            k + 1
+        );
+    }
+    // The grid's ends are the last ticks, 6 and 4, at whole pixels: the outer edges sit on them.
+    let last = &bottom[5];
+    assert_eq!(
+        last.0 + last.2,
+        px(6.0),
+        "the last column's right edge: {last:?}"
+    );
+    let top = &got[6];
+    for c in bottom {
+        let overlap = top.1 + top.3 - c.1;
+        assert!(
+            (1.0..=2.0).contains(&overlap),
+            "the row above and {c:?}: {top:?}"
+        );
+    }
+    assert_eq!(top.1, py(4.0), "the top row's upper edge: {top:?}");
+    // The colour bar's 64 bands, drawn from the bottom up, overlap the same way.
+    let bands: Vec<(f64, f64)> = elements(&svg, "rect")
+        .iter()
+        .filter(|r| num(r, "x") > 500.0 && r["fill"] != "none")
+        .map(|r| (num(r, "y"), num(r, "height")))
+        .collect();
+    assert_eq!(bands.len(), 64, "{bands:?}");
+    for (k, pair) in bands.windows(2).enumerate() {
+        let overlap = pair[1].0 + pair[1].1 - pair[0].0;
+        assert!(
+            (1.0..=2.0).contains(&overlap),
+            "bands {k} and {}: {pair:?}",
+            k + 1
+        );
+    }
+}
+
 /// The colour bar runs from the lightest colour at the bottom to the darkest at the top, beside
 /// the tick labels of the values those colours stand for: lo at the bottom, hi at the top.
 #[test]
