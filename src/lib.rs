@@ -37,6 +37,8 @@
 //!   sampler), and log-likelihoods from the probability-flow ODE. All are generic over the score
 //!   function and the batch shape, and run without recording a graph (but for the divergence of a
 //!   network's score, by autograd inside each call).
+//! - [`ebm`] — energy-based models p_θ ∝ e^{−E_θ}: their score −∇ₓE_θ, maximum likelihood with
+//!   persistent Langevin chains, and noise-contrastive estimation.
 //! - [`data`] — MNIST (IDX), CIFAR-10 (binary) and folders of pictures, loaded whole and checked;
 //!   seeded, shuffled mini-batches with the reference's dequantisation, flips and logit transform.
 //! - [`io`] — safetensors checkpoints written atomically and validated on load, of named arrays, of
@@ -69,6 +71,7 @@
 pub mod autograd;
 pub mod backend;
 pub mod data;
+pub mod ebm;
 pub mod error;
 pub mod io;
 pub mod nn;

@@ -192,10 +192,12 @@ fn annealed_dsm_learns_every_level() {
 /// [0.25, 4] on data at ±2, the continuous-σ MLP learns the score of ½N(−2, σ²) + ½N(2, σ²) at
 /// levels it never saw as such (every draw is a different σ), measured at five σ across the range,
 /// near the data (within 2σ of ±2), in units of 1/σ as in `annealed_dsm_learns_every_level`.
-/// Measured after 4000 steps: 0.096, 0.154, 0.124, 0.131 and 0.105 at σ = 0.3, 0.6, 1.1, 2
-/// and 3.5. The bound 0.25 is a quarter of the targets' scale. A network that ignored σ would
-/// fail: at x = 2.6 the exact scores at σ = 0.3 and 3.5 are −6.67 and −0.16, 1.95 apart in
-/// units of 1/0.3, so one answer for both is off by at least 0.97 at one of them.
+/// The measure is the root-mean-square gap over those points: the largest single gap depends on
+/// the seed far more (over seeds 0–19 it reached 0.50, where the root-mean-square gap stays
+/// below 0.15 for every seed and σ; 0.089 with this seed). The bound 0.25 is a quarter of the
+/// targets' scale. A network that sees σ only through the division of its output fails: at
+/// x = 2.6 the exact scores at σ = 0.3 and 3.5 are −6.67 and −0.16, 1.95 apart in units of
+/// 1/0.3, and such a network's root-mean-square gap reaches 0.68.
 #[test]
 fn continuous_dsm_learns_every_sigma_of_its_range() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
@@ -216,16 +218,16 @@ fn continuous_dsm_learns_every_sigma_of_its_range() {
         let learned = no_grad(|| net.forward_sigma(&x, sigma)).to_vec();
         let exact = two_points_perturbed(sigma as f64).score(points.view());
         let near_data = |t: f32| (t - 2.0).abs().min((t + 2.0).abs()) <= 2.0 * sigma;
-        let gap = common::worst(
-            t.iter()
-                .zip(learned.iter().zip(exact.iter()))
-                .filter(|(t, _)| near_data(**t))
-                .map(|(_, (l, e))| (l - e).abs() * sigma),
-        );
-        gaps.push(gap);
+        let squares: Vec<f32> = t
+            .iter()
+            .zip(learned.iter().zip(exact.iter()))
+            .filter(|(t, _)| near_data(**t))
+            .map(|(_, (l, e))| ((l - e) * sigma).powi(2))
+            .collect();
+        gaps.push((squares.iter().sum::<f32>() / squares.len() as f32).sqrt());
     }
     assert!(
         gaps.iter().all(|&g| g < 0.25),
-        "gaps in units of 1/σ at σ = 0.3 … 3.5: {gaps:?}"
+        "root-mean-square gaps in units of 1/σ at σ = 0.3 … 3.5: {gaps:?}"
     );
 }
