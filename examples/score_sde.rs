@@ -197,8 +197,7 @@ fn run(args: &Args) -> ncsn::Result<()> {
     // Shown beside annealed Langevin dynamics, the corrector alone on the same levels.
     rows.splice(2..2, [coarse, pc]);
 
-    let entropy =
-        -(0.8f64 * 0.8f64.ln() + 0.2 * 0.2f64.ln()) + (2.0 * std::f64::consts::PI).ln() + 1.0;
+    let entropy = separated_entropy(p.weights(), 2);
     let mut table = format!(
         "{:<32} {:>12} {:>14} {:>12} {:>12} {:>8}\n",
         "sampler (exact scores)",
@@ -219,14 +218,12 @@ fn run(args: &Args) -> ncsn::Result<()> {
             row.secs
         );
     }
-    // A point of a unit Gaussian in the plane lies beyond 3.5 of its centre with probability
-    // exp(−3.5²/2).
     table += &format!(
         "{:<32} {:>12} {:>14.3} {:>12.4} {:>12.3}\n",
         "the data",
         "",
         0.8,
-        (-3.5f64 * 3.5 / 2.0).exp(),
+        unit_gaussian_tail(OFF_THE_MODES),
         -entropy,
     );
     ncsn::io::print_stdout(&table)?;
@@ -253,22 +250,16 @@ fn learned(args: &Args, p: &GaussianMixture, rng: &mut ChaCha8Rng) -> ncsn::Resu
     let bar = progress(steps, "DSM at log-uniform σ");
     let t0 = Instant::now();
     let mut losses = Vec::with_capacity(steps);
-    // The mean of the last 100 losses (a single one is as noisy as its targets −z/σ).
-    let recent = |losses: &[f32]| {
-        let tail = &losses[losses.len().saturating_sub(100)..];
-        tail.iter().sum::<f32>() / tail.len().max(1) as f32
-    };
     for step in 0..steps {
         // A cosine decay of the step size, from Adam's 10⁻³ to 0 at the last step.
-        let progress = step as f64 / steps as f64;
-        opt.config.lr = 0.5e-3 * (1.0 + (std::f64::consts::PI * progress).cos());
+        opt.config.lr = cosine_lr(step, steps);
         let x = tensor_from_array2(p.sample(512, rng));
         let loss = continuous_dsm_loss(|x, s| net.forward(x, s), &x, &range, 2.0, rng);
         opt.step(&loss.backward());
         ema.update();
         losses.push(loss.item());
         if step % 100 == 0 || step + 1 == steps {
-            bar.set_prefix(format!("{:.3}", recent(&losses)));
+            bar.set_prefix(format!("{:.3}", recent_mean(&losses)));
         }
         bar.inc(1);
     }
@@ -377,22 +368,16 @@ fn learned(args: &Args, p: &GaussianMixture, rng: &mut ChaCha8Rng) -> ncsn::Resu
     let model_nats = f64::from(model.log_likelihood.mean_all().item());
     let exact_nats = mean_log_prob(p, &data);
     // ANCHOR_END: learned_likelihood
-    let at_least = |lo: f64| {
-        error
-            .iter()
-            .filter(|e| e.0 >= lo)
-            .map(|e| e.1)
-            .fold(0.0, f64::max)
-    };
+    let at_least = |lo: f64| largest_error_from(&error, lo);
     let mut table = format!(
         "\none network for every σ in [0.01, 200]: {steps} steps in {train_secs:.1} s, mean of the \
          last 100 losses {:.3}\nrelative squared error of its score: at most {:.4} for σ ≥ 0.1, \
          {:.3} for σ ≥ 0.01\nits log-likelihood of the {n} fresh draws by the flow (500 levels): \
          {model_nats:.4} nats, {:.4} bits/dim, in {nll_secs:.1} s (exact log p: {exact_nats:.4})\n\n",
-        recent(&losses),
+        recent_mean(&losses),
         at_least(-1.0 - 1e-9),
         at_least(f64::NEG_INFINITY),
-        -model_nats / (2.0 * std::f64::consts::LN_2),
+        bits_per_dim(model_nats, 2),
     );
     table += &format!(
         "{:<32} {:>14} {:>12} {:>12} {:>8}\n",
@@ -448,8 +433,12 @@ fn heavy_fraction(p: &GaussianMixture, x: &Tensor) -> f64 {
     mode_fraction(tensor_to_array2(x).view(), p.means(), 1)
 }
 
-/// The fraction of the points farther than 3.5 from both modes' centres (3.5 of the components'
-/// standard deviations, 1): where the data has almost no mass, between the modes or beyond them.
+/// How far from both modes' centres a point is counted off the modes: 3.5 of the components'
+/// standard deviations, 1.
+const OFF_THE_MODES: f64 = 3.5;
+
+/// The fraction of the points farther than [`OFF_THE_MODES`] from both modes' centres: where the
+/// data has almost no mass, between the modes or beyond them.
 fn off_the_modes(p: &GaussianMixture, x: &Tensor) -> f64 {
     let x = tensor_to_array2(x);
     let far = x
@@ -461,7 +450,7 @@ fn off_the_modes(p: &GaussianMixture, x: &Tensor) -> f64 {
                     .zip(&m)
                     .map(|(&a, &b)| (f64::from(a) - b).powi(2))
                     .sum();
-                d2 > 3.5 * 3.5
+                d2 > OFF_THE_MODES * OFF_THE_MODES
             })
         })
         .count();
@@ -477,6 +466,53 @@ fn mean_log_prob(p: &GaussianMixture, x: &Tensor) -> f64 {
         .map(|&v| f64::from(v))
         .collect();
     finite.iter().sum::<f64>() / finite.len().max(1) as f64
+}
+
+/// The probability that a point of a unit Gaussian in the plane lies farther than `r` from its
+/// centre, exp(−r²/2) (‖z‖²/2 is exponential with mean 1): the data's share off the modes, up
+/// to the other mode's tail, which is far smaller.
+fn unit_gaussian_tail(r: f64) -> f64 {
+    (-r * r / 2.0).exp()
+}
+
+/// The entropy of a mixture of unit Gaussians in `dim` dimensions with these weights whose
+/// components do not overlap: that of the weights, −Σ πₖ ln πₖ, plus a component's, (D/2) ln 2πe.
+fn separated_entropy(weights: &[f64], dim: usize) -> f64 {
+    -weights.iter().map(|w| w * w.ln()).sum::<f64>()
+        + dim as f64 / 2.0 * ((2.0 * std::f64::consts::PI).ln() + 1.0)
+}
+
+/// A log-likelihood of `nats` per point in bits per dimension, −nats / (D ln 2).
+fn bits_per_dim(nats: f64, dim: usize) -> f64 {
+    -nats / (dim as f64 * std::f64::consts::LN_2)
+}
+
+/// The mean of some values, in f64.
+fn mean_f64(v: &[f32]) -> f64 {
+    v.iter().map(|&v| f64::from(v)).sum::<f64>() / v.len() as f64
+}
+
+/// The mean of the last 100 losses, or of all of them if there are fewer (0 for none): a single
+/// one is as noisy as its targets −z/σ.
+fn recent_mean(losses: &[f32]) -> f32 {
+    let tail = &losses[losses.len().saturating_sub(100)..];
+    tail.iter().sum::<f32>() / tail.len().max(1) as f32
+}
+
+/// The step size at `step` of `steps`: a cosine decay from Adam's 10⁻³ at the first step towards
+/// 0 at the last, ½·10⁻³ (1 + cos(π·step/steps)).
+fn cosine_lr(step: usize, steps: usize) -> f64 {
+    let progress = step as f64 / steps as f64;
+    0.5e-3 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// The largest relative error among the points (log₁₀ σ, error) with log₁₀ σ ≥ `lo` (0 if none).
+fn largest_error_from(error: &[(f64, f64)], lo: f64) -> f64 {
+    error
+        .iter()
+        .filter(|e| e.0 >= lo)
+        .map(|e| e.1)
+        .fold(0.0, f64::max)
 }
 
 // ANCHOR: flow_likelihoods
@@ -501,7 +537,7 @@ fn flow_likelihoods(args: &Args) -> ncsn::Result<()> {
         &levels,
         |z| gaussian_log_prob(z, levels.first()),
     );
-    let mean = |v: Vec<f32>| v.iter().map(|&v| f64::from(v)).sum::<f64>() / v.len() as f64;
+    let mean = |v: Vec<f32>| mean_f64(&v);
     let data = tensor_to_array2(&x);
     let top = p.perturbed(f64::from(levels.first()));
     let at_codes = top.log_prob(tensor_to_array2(&flow.latent).view()).to_vec();
@@ -527,9 +563,170 @@ fn flow_likelihoods(args: &Args) -> ncsn::Result<()> {
         "", "mean (nats)", "bits/dim"
     );
     for (name, nats) in rows {
-        let bits = -nats / (2.0 * std::f64::consts::LN_2); //   D = 2
+        let bits = bits_per_dim(nats, 2); //   D = 2
         text += &format!("{name:<32} {nats:>12.4} {bits:>10.4}\n");
     }
     ncsn::io::print_stdout(&text)
 }
 // ANCHOR_END: flow_likelihoods
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(rows: &[[f32; 2]]) -> Tensor {
+        Tensor::from_vec(rows.concat(), &[rows.len(), 2])
+    }
+
+    /// Off the modes means strictly farther than 3.5 from both centres, (−5, −5) and (5, 5).
+    /// (8.5, 5) and (−8.5, −5) lie exactly 3.5 from one (3.5² = 12.25 in f64, exactly) and count
+    /// as on it; (9, 5) is 4 from (5, 5) and (0, 0) is √50 from both, so two of the five are off.
+    /// The squared distance compared with 3.5 rather than 3.5² would count the two on the circles
+    /// too, and `any` in place of `all` every point (each is far from one centre or the other).
+    #[test]
+    fn off_the_modes_counts_points_strictly_beyond_3_5_from_both_centres() {
+        let p = GaussianMixture::paper();
+        let x = points(&[
+            [8.5, 5.0],
+            [9.0, 5.0],
+            [0.0, 0.0],
+            [-5.0, -5.0],
+            [-8.5, -5.0],
+        ]);
+        assert_eq!(off_the_modes(&p, &x), 2.0 / 5.0);
+        assert_eq!(off_the_modes(&p, &points(&[[5.0, 5.0]])), 0.0);
+        assert_eq!(off_the_modes(&p, &Tensor::zeros(&[0, 2])), 0.0);
+    }
+
+    /// The data's own share off the modes is the unit Gaussian's tail at 3.5, exp(−3.5²/2) =
+    /// 0.00219 (the other mode, 14 away, adds nothing visible). 200,000 draws of the mixture (seed
+    /// 7) give a binomial count whose standard error is √(0.00219/200,000) = 1.05·10⁻⁴ of the
+    /// fraction; 5 of them is 5.2·10⁻⁴, while the tail without its ½ (4.8·10⁻⁶) is off by
+    /// 2.2·10⁻³, and a squared distance compared with 3.5 (a radius of 1.87) counts 0.17.
+    #[test]
+    fn the_datas_share_off_the_modes_is_the_gaussian_tail() {
+        assert_eq!(unit_gaussian_tail(0.0), 1.0);
+        // The median of ‖z‖ for z ~ N(0, I₂) is √(2 ln 2).
+        assert!((unit_gaussian_tail((2.0 * std::f64::consts::LN_2).sqrt()) - 0.5).abs() < 1e-15);
+        let p = GaussianMixture::paper();
+        let x = tensor_from_array2(p.sample(200_000, &mut ChaCha8Rng::seed_from_u64(7)));
+        let (got, want) = (off_the_modes(&p, &x), unit_gaussian_tail(OFF_THE_MODES));
+        let se = (want / 200_000.0).sqrt();
+        assert!(
+            (got - want).abs() <= 5.0 * se,
+            "{got} off the modes, expected {want} ± {se}"
+        );
+    }
+
+    /// The nearest mode of (5, 5), (4, 4) and (0.1, 0.1) is (5, 5), the heavy one; of (−5, −5)
+    /// the other. A non-finite point is nearest to none.
+    #[test]
+    fn heavy_fraction_counts_the_points_nearest_to_5_5() {
+        let p = GaussianMixture::paper();
+        let x = points(&[
+            [5.0, 5.0],
+            [4.0, 4.0],
+            [-5.0, -5.0],
+            [0.1, 0.1],
+            [f32::NAN, 5.0],
+        ]);
+        assert_eq!(heavy_fraction(&p, &x), 3.0 / 5.0);
+    }
+
+    /// At a centre the other component's density is e⁻¹⁰⁰ of it, so log p is ln πₖ − ln 2π to
+    /// within f32 rounding (10⁻⁶ here); the mean over (5, 5) and (−5, −5) is
+    /// (ln 0.8 + ln 0.2)/2 − ln 2π. Rows with a NaN (log p NaN) or an infinity (log p −∞) are
+    /// left out, not counted as zeros; with no finite row the mean is 0.
+    #[test]
+    fn mean_log_prob_averages_the_finite_rows_only() {
+        let p = GaussianMixture::paper();
+        let x = points(&[
+            [5.0, 5.0],
+            [f32::NAN, 0.0],
+            [f32::INFINITY, 0.0],
+            [-5.0, -5.0],
+        ]);
+        let want = (0.8f64.ln() + 0.2f64.ln()) / 2.0 - (2.0 * std::f64::consts::PI).ln();
+        let got = mean_log_prob(&p, &x);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        assert_eq!(mean_log_prob(&p, &points(&[[f32::NAN, 0.0]])), 0.0);
+    }
+
+    /// Path i is point i of each recorded batch in order, x then y: with the value 100s + 10i + c
+    /// at coordinate c of point i in batch s, the first two of four points through three batches.
+    #[test]
+    fn paths_follow_each_point_through_the_batches() {
+        let batches: Vec<Tensor> = (0..3)
+            .map(|s| {
+                let v = (0..4)
+                    .flat_map(|i| (0..2).map(move |c| (100 * s + 10 * i + c) as f32))
+                    .collect();
+                Tensor::from_vec(v, &[4, 2])
+            })
+            .collect();
+        let want: Vec<Vec<(f64, f64)>> = (0..2)
+            .map(|i| {
+                (0..3)
+                    .map(|s| ((100 * s + 10 * i) as f64, (100 * s + 10 * i + 1) as f64))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(paths_of(&batches, 2), want);
+        assert!(paths_of(&[], 2).iter().all(|p| p.is_empty()));
+    }
+
+    /// The data row's mean log p is −H(p). For well-separated unit components H(p) is the weights'
+    /// entropy plus ln 2πe, 3.3383 for the paper's mixture: a single unit Gaussian in the plane
+    /// has ln 2πe exactly, and the mean of −log p over 100,000 draws of the mixture (seed 8) agrees
+    /// within 5 standard errors (−log p has a standard deviation of about 1.15, so 0.018), where a
+    /// dropped +1, or D/2 taken as 1/2, moves it by 1 or more.
+    #[test]
+    fn the_datas_entropy_is_the_weights_plus_a_components() {
+        let two_pi_e = (2.0 * std::f64::consts::PI * std::f64::consts::E).ln();
+        assert!((separated_entropy(&[1.0], 2) - two_pi_e).abs() < 1e-14);
+        assert!((separated_entropy(&[0.5, 0.5], 4) - (2.0f64.ln() + 2.0 * two_pi_e)).abs() < 1e-14);
+        let p = GaussianMixture::paper();
+        let h = separated_entropy(p.weights(), 2);
+        assert!((h - 3.3383).abs() < 1e-4, "{h}");
+        let x = p.sample(100_000, &mut ChaCha8Rng::seed_from_u64(8));
+        let lp: Vec<f64> = p.log_prob(x.view()).iter().map(|&v| f64::from(v)).collect();
+        let mean = lp.iter().sum::<f64>() / lp.len() as f64;
+        let sd = (lp.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / lp.len() as f64).sqrt();
+        let se = sd / (lp.len() as f64).sqrt();
+        assert!(
+            (mean + h).abs() <= 5.0 * se,
+            "mean log p {mean}, −H {}, ± {se}",
+            -h
+        );
+    }
+
+    /// Bits per dimension: −6 ln 2 nats over 2 dimensions are 3 bits each, and a likelihood
+    /// above 1 gives negative bits.
+    #[test]
+    fn bits_per_dim_divide_the_nats_by_d_ln_2() {
+        let ln2 = std::f64::consts::LN_2;
+        assert!((bits_per_dim(-6.0 * ln2, 2) - 3.0).abs() < 1e-15);
+        assert!((bits_per_dim(4.0 * ln2, 1) + 4.0).abs() < 1e-15);
+        assert_eq!(mean_f64(&[1.0, 2.0, 6.0]), 3.0);
+    }
+
+    /// The training summary: the mean of the last 100 losses (of 0, 1, …, 149: 50 to 149, mean
+    /// 99.5), of all when there are fewer, 0 when there are none; the step size from 10⁻³ at the
+    /// first step through ½·10⁻³ halfway; the largest error from log₁₀ σ = `lo` on, that level
+    /// included.
+    #[test]
+    fn the_training_summary_and_the_step_sizes() {
+        let losses: Vec<f32> = (0..150).map(|v| v as f32).collect();
+        assert_eq!(recent_mean(&losses), 99.5);
+        assert_eq!(recent_mean(&[2.0, 4.0]), 3.0);
+        assert_eq!(recent_mean(&[]), 0.0);
+        assert!((cosine_lr(0, 8000) - 1e-3).abs() < 1e-18);
+        assert!((cosine_lr(4000, 8000) - 0.5e-3).abs() < 1e-18);
+        assert!(cosine_lr(7999, 8000) < 1e-9);
+        let error = [(-2.0, 0.9), (-1.0, 0.7), (0.0, 0.3), (1.0, 0.2)];
+        assert_eq!(largest_error_from(&error, -1.0), 0.7);
+        assert_eq!(largest_error_from(&error, -0.5), 0.3);
+        assert_eq!(largest_error_from(&error, f64::NEG_INFINITY), 0.9);
+        assert_eq!(largest_error_from(&error, 2.0), 0.0);
+    }
+}

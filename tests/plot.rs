@@ -1067,3 +1067,39 @@ fn paths_are_cut_at_the_frame_and_end_in_a_dot() {
     assert_eq!(dots.len(), 1, "{dots:?}");
     assert!(near(dots[0], (2.0, 9.0)), "dot at {:?}", dots[0]);
 }
+
+/// The frame's edges are inside it, at both ends of both ranges: a path from the lower-left
+/// corner to the upper-right one is drawn whole and ends in a dot there, and the scatter keeps a
+/// dot at each of the four corners. (The other tests put points on the lower edges only.)
+#[test]
+fn points_on_every_edge_of_the_frame_are_drawn() {
+    let grid = Grid::new((-1.0, 3.0), (0.0, 10.0), 4, 4);
+    let path = out("paths_edges.svg");
+    let corners = vec![(-1.0, 0.0), (3.0, 0.0), (3.0, 10.0)];
+    plot::paths(&path, &Figure::new("edges"), &[corners], &grid, None).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    let (xt, yt) = ticks(&svg, f64::INFINITY);
+    let (px, py) = (fit(&xt), fit(&yt));
+    let near =
+        |g: (f64, f64), w: (f64, f64)| (g.0 - px(w.0)).abs() <= 2.0 && (g.1 - py(w.1)).abs() <= 2.0;
+    let lines: Vec<Vec<(f64, f64)>> = polylines(&svg)
+        .into_iter()
+        .filter(|(stroke, _)| stroke == "#1F50A0")
+        .map(|(_, pts)| pts)
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].len(), 3, "{lines:?}");
+    assert!(near(lines[0][2], (3.0, 10.0)), "{lines:?}");
+    let dots = elements(&svg, "circle");
+    assert_eq!(dots.len(), 1, "no dot at the upper-right corner");
+    assert!(near(
+        (num(&dots[0], "cx"), num(&dots[0], "cy")),
+        (3.0, 10.0)
+    ));
+
+    let samples = array![[-1.0f32, 0.0], [3.0, 0.0], [-1.0, 10.0], [3.0, 10.0]];
+    let path = out("scatter_edges.svg");
+    plot::scatter(&path, &Figure::new("edges"), samples.view(), &grid, None).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(elements(&svg, "circle").len(), 4, "a corner left out");
+}

@@ -686,3 +686,55 @@ fn continuous_mlp_wants_one_sigma_per_row() {
     );
     net.forward(&Tensor::zeros(&[4, 2]), &[1.0]);
 }
+
+/// The continuous objective on an image batch (N, C, H, W): each image's σ scales that image's
+/// every entry, as for the annealed loss above (same formula in f64, same tolerance, same batch
+/// with H = N, so that σ laid along H instead of N would broadcast without a word; measured with
+/// σ of shape (N, 1): 1.9 times the formula's value at power 1).
+#[test]
+fn continuous_dsm_on_image_batches_weights_each_image_by_its_sigma() {
+    let mut rng = ChaCha8Rng::seed_from_u64(27);
+    let shape = [4, 2, 4, 3];
+    let x = Tensor::randn(&shape, &mut rng);
+    let z = Tensor::randn(&shape, &mut rng);
+    let sigmas = [2.5f32, 0.4, 7.0, 1.1];
+    let score = |x: &Tensor, _: &[f32]| x.mul_scalar(-0.7).tanh();
+    let (xs, zs) = (x.to_vec(), z.to_vec());
+    let per_image = xs.len() / shape[0];
+    for power in [1.0f32, 2.0] {
+        let got = continuous_dsm_loss_with(score, &x, &sigmas, &z, power).item();
+        let want = (0..shape[0])
+            .map(|n| {
+                let s = sigmas[n] as f64;
+                let sq: f64 = (n * per_image..(n + 1) * per_image)
+                    .map(|j| {
+                        let (xj, zj) = (xs[j] as f64, zs[j] as f64);
+                        let r = (-0.7 * (xj + s * zj)).tanh() + zj / s;
+                        r * r
+                    })
+                    .sum();
+                s.powf(power as f64) * 0.5 * sq
+            })
+            .sum::<f64>()
+            / shape[0] as f64;
+        assert!(
+            close(got, want as f32),
+            "power {power}: {got} vs the formula's {want}"
+        );
+    }
+}
+
+/// The input scale 1/√(σ² + σ_d²) needs σ_d > 0 and finite: at σ_d = 0 it is 1/σ, which the
+/// network was not built to expect, and infinite as σ → 0.
+#[test]
+fn continuous_mlp_refuses_a_bad_data_std() {
+    let range = NoiseRange::new(0.01, 10.0);
+    for data_std in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let made = std::panic::catch_unwind(|| {
+            let store = ParamStore::new();
+            let mut rng = ChaCha8Rng::seed_from_u64(28);
+            ContinuousNoiseMlp::new(&store.root(), 2, 4, range, data_std, &mut rng);
+        });
+        assert!(made.is_err(), "data_std {data_std} was accepted");
+    }
+}

@@ -433,3 +433,61 @@ fn a_diffused_mixture_is_the_law_of_scaled_and_noised_draws() {
         );
     }
 }
+
+/// The stochastic samplers record as the flow does: the batch they start from, then the batch
+/// after every `record_every` steps, the last of them the batch they return. 20 levels recorded
+/// every 4 give the steps 0, 4, …, 20: six snapshots, the sixth the result; DDPM's 10 steps
+/// recorded every 5 give three, and predictor–corrector counts levels, not corrector steps.
+#[test]
+fn the_stochastic_samplers_record_their_start_and_their_result() {
+    let sigmas = GeometricSigmas::new(5.0, 0.1, 20);
+    let x0 = normal(8, 0.0, 25.0, &mut rng(30));
+    let rd = reverse_diffusion(gaussian_ve_score(&sigmas), &x0, &sigmas, 4, &mut rng(31));
+    let corrector = AnnealedConfig {
+        step_size: 0.01,
+        n_steps_each: 3,
+        record_every: 4,
+    };
+    let pc = predictor_corrector(
+        gaussian_ve_score(&sigmas),
+        &x0,
+        &sigmas,
+        &corrector,
+        &mut rng(32),
+    );
+    let schedule = VpSchedule::linear(0.01, 0.2, 10);
+    let score = |x: &Tensor, _: usize| x.neg();
+    let ddpm = ddpm_ancestral(score, &x0, &schedule, 5, &mut rng(33));
+    for (name, s, len) in [
+        ("reverse diffusion", &rd, 6),
+        ("predictor–corrector", &pc, 6),
+        ("DDPM", &ddpm, 3),
+    ] {
+        assert_eq!(s.trajectory.len(), len, "{name}: snapshots");
+        assert_eq!(s.trajectory[0].to_vec(), x0.to_vec(), "{name}: the start");
+        assert_eq!(
+            s.trajectory[len - 1].to_vec(),
+            s.x.to_vec(),
+            "{name}: the result"
+        );
+    }
+}
+
+/// A schedule needs 0 < β < 1 at both ends (β = 1 would divide by √(1 − β) = 0 in the sampler)
+/// and at least two steps (one step has no spacing: β would come out NaN).
+#[test]
+fn a_vp_schedule_refuses_bad_betas_and_a_single_step() {
+    for (first, last, n) in [
+        (1e-4, 0.02, 1),
+        (1e-4, 0.02, 0),
+        (0.0, 0.02, 10),
+        (1e-4, 1.0, 10),
+        (f64::NAN, 0.02, 10),
+    ] {
+        let made = std::panic::catch_unwind(|| VpSchedule::linear(first, last, n));
+        assert!(
+            made.is_err(),
+            "VpSchedule::linear({first}, {last}, {n}) was accepted"
+        );
+    }
+}
