@@ -506,13 +506,21 @@ fn cosine_lr(step: usize, steps: usize) -> f64 {
     0.5e-3 * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// The largest relative error among the points (log₁₀ σ, error) with log₁₀ σ ≥ `lo` (0 if none).
+/// The largest relative error among the points (log₁₀ σ, error) with log₁₀ σ ≥ `lo` (0 if none),
+/// NaN if any of them is NaN: a network that diverged must not print as a small error (`f64::max`
+/// drops a NaN).
 fn largest_error_from(error: &[(f64, f64)], lo: f64) -> f64 {
     error
         .iter()
         .filter(|e| e.0 >= lo)
         .map(|e| e.1)
-        .fold(0.0, f64::max)
+        .fold(0.0, |worst: f64, e| {
+            if worst.is_nan() || e.is_nan() {
+                f64::NAN
+            } else {
+                worst.max(e)
+            }
+        })
 }
 
 // ANCHOR: flow_likelihoods
@@ -728,5 +736,8 @@ mod tests {
         assert_eq!(largest_error_from(&error, -0.5), 0.3);
         assert_eq!(largest_error_from(&error, f64::NEG_INFINITY), 0.9);
         assert_eq!(largest_error_from(&error, 2.0), 0.0);
+        let diverged = [(-1.0, 0.5), (0.0, f64::NAN), (1.0, 0.2)];
+        assert!(largest_error_from(&diverged, -1.0).is_nan());
+        assert_eq!(largest_error_from(&diverged, 0.5), 0.2);
     }
 }
