@@ -122,6 +122,23 @@ fn flow_likelihood_on_a_gaussian_is_exact_to_second_order() {
     assert!(z200 < 1e-3, "latent codes {z200} from the exact flow's");
 }
 
+/// `flow_log_likelihood` of `x` under the mixture `p`, with the exact score and divergence of
+/// each level's q_σ and the given prior at the top.
+fn mixture_flow(
+    p: &GaussianMixture,
+    x: &Tensor,
+    sigmas: &GeometricSigmas,
+    prior: impl FnOnce(&Tensor) -> Tensor,
+) -> ncsn::sample::FlowLikelihood {
+    let q = |i: usize| p.perturbed(f64::from(sigmas.get(i)));
+    flow_log_likelihood(
+        |x, i| closed_form_score_and_divergence(&q(i))(x),
+        x,
+        sigmas,
+        prior,
+    )
+}
+
 /// The paper's mixture ⅕N((−5,−5), I) + ⅘N((5,5), I) with the exact score and divergence of every
 /// q_σ and the exact prior q_{σ₁}: the estimate must be log q_{σ_L}, computed independently by
 /// `perturbed(σ_L).log_prob`, at 200 data points and at points between and beyond the modes.
@@ -139,17 +156,12 @@ fn flow_likelihood_of_the_mixture_is_log_q_sigma_l() {
     let error = |levels: usize| {
         let sigmas = GeometricSigmas::new(20.0, 0.01, levels);
         let q = |i: usize| p.perturbed(f64::from(sigmas.get(i)));
-        let out = flow_log_likelihood(
-            |x, i| closed_form_score_and_divergence(&q(i))(x),
-            &x,
-            &sigmas,
-            |z| {
-                Tensor::from_array(
-                    q(0).log_prob(ncsn::score::tensor_to_array2(z).view())
-                        .into_dyn(),
-                )
-            },
-        );
+        let out = mixture_flow(&p, &x, &sigmas, |z| {
+            Tensor::from_array(
+                q(0).log_prob(ncsn::score::tensor_to_array2(z).view())
+                    .into_dyn(),
+            )
+        });
         let want = q(levels - 1).log_prob(ncsn::score::tensor_to_array2(&x).view());
         let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
         max_gap(&values(&out.log_likelihood), &want)
@@ -290,12 +302,7 @@ fn the_flow_from_the_latent_codes_comes_back_to_the_data() {
     let error = |levels: usize| {
         let sigmas = GeometricSigmas::new(20.0, 0.01, levels);
         let q = |i: usize| p.perturbed(f64::from(sigmas.get(i)));
-        let out = flow_log_likelihood(
-            |x, i| closed_form_score_and_divergence(&q(i))(x),
-            &x,
-            &sigmas,
-            |z| gaussian_log_prob(z, sigmas.first()),
-        );
+        let out = mixture_flow(&p, &x, &sigmas, |z| gaussian_log_prob(z, sigmas.first()));
         let back = probability_flow(
             |x, i| closed_form_score_and_divergence(&q(i))(x).0,
             &out.latent,

@@ -20,6 +20,33 @@ fn close(a: f32, b: f32) -> bool {
     (a - b).abs() <= 1e-5 * (1.0 + b.abs())
 }
 
+/// The DSM loss of the elementwise score s(x̃) = tanh(−0.7 x̃) in f64, for a batch of `n` samples
+/// (`xs` and `zs` flattened, sample after sample), with σ of sample n from `sigma`:
+/// (1/N) Σₙ σₙᵖ · ½ Σⱼ (s(xₙⱼ + σₙ zₙⱼ) + zₙⱼ/σₙ)².
+fn tanh_score_loss(
+    xs: &[f32],
+    zs: &[f32],
+    n: usize,
+    sigma: impl Fn(usize) -> f32,
+    power: f32,
+) -> f64 {
+    let per_sample = xs.len() / n;
+    (0..n)
+        .map(|i| {
+            let s = sigma(i) as f64;
+            let sq: f64 = (i * per_sample..(i + 1) * per_sample)
+                .map(|j| {
+                    let (xj, zj) = (xs[j] as f64, zs[j] as f64);
+                    let r = (-0.7 * (xj + s * zj)).tanh() + zj / s;
+                    r * r
+                })
+                .sum();
+            s.powf(power as f64) * 0.5 * sq
+        })
+        .sum::<f64>()
+        / n as f64
+}
+
 /// A noise-conditional MLP drawn from `rng` and its store, the gains then drawn from U(0.5, 1.5)
 /// so that they differ from 1 and between levels, and a wrong level's row would show.
 fn net_with_varied_gains(
@@ -163,23 +190,9 @@ fn annealed_dsm_on_image_batches_weights_each_image_by_its_level() {
     let labels = [2, 0, 3, 1];
     let score = |x: &Tensor, _: &[usize]| x.mul_scalar(-0.7).tanh();
     let (xs, zs) = (x.to_vec(), z.to_vec());
-    let per_image = xs.len() / shape[0];
     for power in [1.0f32, 2.0] {
         let got = anneal_dsm_loss_with(score, &x, &labels, &z, &sigmas, power).item();
-        let want = (0..shape[0])
-            .map(|n| {
-                let s = sigmas.get(labels[n]) as f64;
-                let sq: f64 = (n * per_image..(n + 1) * per_image)
-                    .map(|j| {
-                        let (xj, zj) = (xs[j] as f64, zs[j] as f64);
-                        let r = (-0.7 * (xj + s * zj)).tanh() + zj / s;
-                        r * r
-                    })
-                    .sum();
-                s.powf(power as f64) * 0.5 * sq
-            })
-            .sum::<f64>()
-            / shape[0] as f64;
+        let want = tanh_score_loss(&xs, &zs, shape[0], |n| sigmas.get(labels[n]), power);
         assert!(
             close(got, want as f32),
             "power {power}: {got} vs the formula's {want}"
@@ -700,23 +713,9 @@ fn continuous_dsm_on_image_batches_weights_each_image_by_its_sigma() {
     let sigmas = [2.5f32, 0.4, 7.0, 1.1];
     let score = |x: &Tensor, _: &[f32]| x.mul_scalar(-0.7).tanh();
     let (xs, zs) = (x.to_vec(), z.to_vec());
-    let per_image = xs.len() / shape[0];
     for power in [1.0f32, 2.0] {
         let got = continuous_dsm_loss_with(score, &x, &sigmas, &z, power).item();
-        let want = (0..shape[0])
-            .map(|n| {
-                let s = sigmas[n] as f64;
-                let sq: f64 = (n * per_image..(n + 1) * per_image)
-                    .map(|j| {
-                        let (xj, zj) = (xs[j] as f64, zs[j] as f64);
-                        let r = (-0.7 * (xj + s * zj)).tanh() + zj / s;
-                        r * r
-                    })
-                    .sum();
-                s.powf(power as f64) * 0.5 * sq
-            })
-            .sum::<f64>()
-            / shape[0] as f64;
+        let want = tanh_score_loss(&xs, &zs, shape[0], |n| sigmas[n], power);
         assert!(
             close(got, want as f32),
             "power {power}: {got} vs the formula's {want}"
