@@ -15,9 +15,9 @@ use ncsn::ebm::{PersistentChains, contrastive_loss, nce_loss};
 use ncsn::nn::{Activation, Mlp, Module, ParamStore};
 use ncsn::optim::{Adam, AdamConfig};
 use ncsn::plot::{self, Figure, Grid};
-use ncsn::sample::LangevinConfig;
+use ncsn::sample::{LangevinConfig, gaussian_log_prob};
 use ncsn::score::{tensor_from_array2, tensor_to_array2};
-use ncsn::toy::{ClosedFormScore, GaussianMixture, ToyDistribution};
+use ncsn::toy::{ClosedFormScore, GaussianMixture, ToyDistribution, log_sum_exp, mode_fraction};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -106,7 +106,7 @@ fn run(args: &Args) -> ncsn::Result<()> {
     }
     bar.finish_and_clear();
     // ANCHOR_END: ml
-    let chains_heavy = heavy_fraction(&chains.x);
+    let chains_heavy = mode_fraction(tensor_to_array2(&chains.x).view(), p.means(), 1);
 
     // Both models on a fine grid, normalised there (the grid holds all but a sliver of the mass):
     // the mode weight is the mass nearer (5, 5) than (−5, −5).
@@ -184,28 +184,9 @@ fn run(args: &Args) -> ncsn::Result<()> {
     ncsn::io::print_stdout(&table)
 }
 
-/// The fraction of the rows of `x` nearer (5, 5) than (−5, −5), that is with x₁ + x₂ > 0.
-fn heavy_fraction(x: &Tensor) -> f64 {
-    let x = tensor_to_array2(x);
-    let heavy = x.outer_iter().filter(|r| r[0] + r[1] > 0.0).count();
-    heavy as f64 / x.nrows().max(1) as f64
-}
-
 /// log N(x; m, s²I) of the noise, one per row.
 fn noise_log_prob(x: &Tensor) -> Tensor {
-    let var = NOISE_STD * NOISE_STD;
-    let norm = -(2.0 * std::f32::consts::PI * var).ln(); //   −(D/2) ln 2πs² with D = 2
-    x.add_scalar(-NOISE_MEAN)
-        .square()
-        .sum(&[1], false)
-        .mul_scalar(-0.5 / var)
-        .add_scalar(norm)
-}
-
-/// log Σ exp(vᵢ), computed stably.
-fn log_sum_exp(v: &[f64]) -> f64 {
-    let top = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    top + v.iter().map(|x| (x - top).exp()).sum::<f64>().ln()
+    gaussian_log_prob(&x.add_scalar(-NOISE_MEAN), NOISE_STD)
 }
 
 /// A progress bar on stderr.
@@ -223,24 +204,6 @@ fn progress(len: usize, what: &str) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// log Σ exp computed stably: equal to the naive sum where that is safe (within 10⁻¹² of
-    /// values near 1), finite where the naive one overflows (e^1000), and −∞ for an empty sum.
-    #[test]
-    fn log_sum_exp_is_stable() {
-        let v = [0.5, -1.0, 2.0];
-        let naive = v.iter().map(|x: &f64| x.exp()).sum::<f64>().ln();
-        assert!((log_sum_exp(&v) - naive).abs() < 1e-12);
-        assert!((log_sum_exp(&[1000.0, 1000.0]) - (1000.0 + 2f64.ln())).abs() < 1e-9);
-        assert_eq!(log_sum_exp(&[]), f64::NEG_INFINITY);
-    }
-
-    /// The halves are split by the line x₁ + x₂ = 0, the points on it counted in neither.
-    #[test]
-    fn the_heavy_half_is_above_the_anti_diagonal() {
-        let x = Tensor::from_vec(vec![5.0, 5.0, -1.0, 2.0, -3.0, 1.0, 1.0, -1.0], &[4, 2]);
-        assert_eq!(heavy_fraction(&x), 0.5);
-    }
 
     /// The noise's log-density is N((3, 3), 6²I)'s: at its centre −ln(2π·36), and 1/2 lower at
     /// one standard deviation along an axis (f32, so within 10⁻⁵).

@@ -276,8 +276,7 @@ fn learned(args: &Args, p: &GaussianMixture, rng: &mut ChaCha8Rng) -> ncsn::Resu
         let q = p.perturbed(f64::from(sigma));
         let y = tensor_from_array2(q.sample(2000, rng));
         let exact = closed_form_score(&q)(&y);
-        let diff = net
-            .forward_sigma(&y, sigma)
+        let diff = ncsn::no_grad(|| net.forward_sigma(&y, sigma)) // no graph: nothing to train
             .sub(&exact)
             .square()
             .sum_all()
@@ -296,7 +295,7 @@ fn learned(args: &Args, p: &GaussianMixture, rng: &mut ChaCha8Rng) -> ncsn::Resu
     )?;
 
     // ANCHOR: learned_samplers
-    let score = |x: &Tensor, sigma: f32| ncsn::no_grad(|| net.forward_sigma(x, sigma));
+    let score = |x: &Tensor, sigma: f32| net.forward_sigma(x, sigma); // the samplers record no graph
     let levels = range.levels(1000);
     let fig3 = GeometricSigmas::new(20.0, 1.0, 10);
     let schedule = VpSchedule::ddpm();

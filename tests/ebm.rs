@@ -6,7 +6,7 @@
 
 use ncsn::ebm::{PersistentChains, contrastive_loss, energy_score, nce_loss};
 use ncsn::optim::{Adam, AdamConfig};
-use ncsn::sample::LangevinConfig;
+use ncsn::sample::{LangevinConfig, gaussian_log_prob};
 use ncsn::score::esm_loss;
 use ncsn::{Tensor, no_grad};
 use rand::SeedableRng;
@@ -153,12 +153,7 @@ fn the_nce_loss_is_its_formula() {
     let c = Tensor::from_vec(vec![0.7], &[1]);
     let xd = data(10, 5);
     let xn = Tensor::randn(&[10, 1], &mut rng(6)).mul_scalar(2.0);
-    let log_q = |x: &Tensor| {
-        x.square()
-            .mul_scalar(-0.5 / 4.0)
-            .add_scalar(-(2.0 * std::f32::consts::PI * 4.0).ln() / 2.0)
-            .reshape(&[x.shape()[0]])
-    };
+    let log_q = |x: &Tensor| gaussian_log_prob(x, 2.0); //   the noise N(0, 2²)
     let got = f64::from(nce_loss(q.energy(), &c, &xd, &log_q(&xd), &xn, &log_q(&xn)).item());
     let softplus = |v: f64| v.exp().ln_1p();
     let g = |x: f64| {
@@ -266,12 +261,7 @@ fn noise_contrastive_estimation_fits_and_normalises() {
     let n = 4000;
     let x = data(n, 10);
     let noise = Tensor::randn(&[n, 1], &mut rng(11)).mul_scalar(2.0);
-    let log_q = |x: &Tensor| {
-        x.square()
-            .mul_scalar(-0.5 / 4.0)
-            .add_scalar(-(2.0 * std::f32::consts::PI * 4.0).ln() / 2.0)
-            .reshape(&[x.shape()[0]])
-    };
+    let log_q = |x: &Tensor| gaussian_log_prob(x, 2.0); //   the noise N(0, 2²)
     let (lq_data, lq_noise) = (log_q(&x), log_q(&noise));
     let q = Quadratic::new();
     let c = Tensor::zeros(&[1]).requires_grad_();
